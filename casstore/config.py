@@ -1,0 +1,50 @@
+"""Where the store is, from (later wins): built-in default, user config file, CAS_HOME, --store.
+
+The user config file is TOML in the platform config dir (``CAS_CONFIG`` overrides its path):
+
+    store = "/mnt/nas/casstore"
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from pathlib import Path
+
+from .errors import InvalidInput
+
+
+def config_path() -> Path:
+    env = os.environ.get("CAS_CONFIG")
+    if env:
+        return Path(env)
+    import platformdirs
+
+    return Path(platformdirs.user_config_dir("casstore")) / "config.toml"
+
+
+def load_user_config() -> dict:
+    p = config_path()
+    try:
+        with open(p, "rb") as f:
+            return tomllib.load(f)
+    except FileNotFoundError:
+        return {}
+    except (OSError, tomllib.TOMLDecodeError) as e:
+        raise InvalidInput(f"cannot read config file {p}: {e}") from e
+
+
+def default_store() -> Path:
+    import platformdirs
+
+    return Path(platformdirs.user_cache_dir("casstore")) / "store"
+
+
+def store_path(explicit: str | os.PathLike | None = None) -> Path:
+    if explicit:
+        return Path(explicit).expanduser()
+    if env := os.environ.get("CAS_HOME"):
+        return Path(env).expanduser()
+    if configured := load_user_config().get("store"):
+        return Path(str(configured)).expanduser()
+    return default_store()

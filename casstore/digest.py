@@ -1,0 +1,88 @@
+"""The one place a digest string is parsed and validated, and where bytes are hashed.
+
+Nothing else in casstore builds a path from a digest string: it parses a ``Digest`` first.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass
+
+import blake3
+
+from .errors import InvalidDigest
+
+ALGORITHM = "blake3"
+_HEX = re.compile(r"[0-9a-f]{64}")
+
+# Below this size threading costs more than it saves (measured in bench/bench_hash.py).
+_THREADED_MIN = 4 << 20
+_READ_CHUNK = 8 << 20
+
+
+@dataclass(frozen=True, order=True, slots=True)
+class Digest:
+    hex: str
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.hex, str) or _HEX.fullmatch(self.hex) is None:
+            raise InvalidDigest(f"invalid digest hex {self.hex!r}: expected 64 lowercase hex digits")
+
+    @classmethod
+    def parse(cls, text: str) -> "Digest":
+        """Parse ``blake3:<64 lowercase hex>``; anything else is an ``InvalidDigest`` naming it."""
+        if not isinstance(text, str):
+            raise InvalidDigest(f"invalid digest {text!r}: not a string")
+        algo, sep, hexpart = text.partition(":")
+        if not sep or algo != ALGORITHM or _HEX.fullmatch(hexpart) is None:
+            raise InvalidDigest(
+                f"invalid digest {text!r}: expected 'blake3:' followed by 64 lowercase hex digits"
+            )
+        return cls(hexpart)
+
+    @classmethod
+    def of_bytes(cls, data: bytes) -> "Digest":
+        return cls(blake3.blake3(data).hexdigest())
+
+    def __str__(self) -> str:
+        return f"{ALGORITHM}:{self.hex}"
+
+    @property
+    def short(self) -> str:
+        return self.hex[:12]
+
+
+def hash_file(path: str | os.PathLike, *, threads: bool = True) -> tuple[Digest, int]:
+    """Hash a whole file; returns (digest, size).
+
+    Large files are memory-mapped and hashed on all cores (blake3's tree mode), which is what
+    lets us keep up with b3sum; small ones are read plainly, where mmap setup dominates.
+    """
+    size = os.stat(path).st_size
+    if size >= _THREADED_MIN:
+        h = blake3.blake3(max_threads=blake3.blake3.AUTO if threads else 1)
+        h.update_mmap(os.fspath(path))
+    else:
+        h = blake3.blake3()
+        with open(path, "rb") as f:
+            while chunk := f.read(_READ_CHUNK):
+                h.update(chunk)
+    return Digest(h.hexdigest()), size
+
+
+class StreamHasher:
+    """Incremental hashing for data arriving in pieces (copies, downloads)."""
+
+    __slots__ = ("_h", "size")
+
+    def __init__(self) -> None:
+        self._h = blake3.blake3(max_threads=blake3.blake3.AUTO)
+        self.size = 0
+
+    def update(self, data: bytes | memoryview) -> None:
+        self._h.update(data)
+        self.size += len(data)
+
+    def digest(self) -> Digest:
+        return Digest(self._h.hexdigest())

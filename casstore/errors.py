@@ -1,0 +1,73 @@
+"""Every error casstore raises, in one tree.
+
+    CasError
+    ├── InvalidInput (ValueError)          bad name, digest, path, size, option
+    │   ├── InvalidDigest
+    │   ├── InvalidPath
+    │   ├── InvalidName
+    │   └── InvalidManifest
+    ├── NotFound (LookupError)             model, version, blob, manifest, source file
+    ├── IntegrityError                     bytes do not match their digest; corrupt store
+    ├── Conflict                           a tag or current pointer moved under us
+    ├── LockTimeout (TimeoutError)
+    ├── RemoteError                        (used by remotes)
+    ├── OutOfSpace (OSError)               the store's filesystem is full
+    └── StoreFormatError                   a store layout this version does not know
+
+The CLI maps these classes to exit codes in one place (``cli/exitcodes.py``).
+Foreign exceptions are translated with ``raise ... from``.
+"""
+
+from __future__ import annotations
+
+
+class CasError(Exception):
+    """Base of every casstore error."""
+
+
+class InvalidInput(CasError, ValueError):
+    pass
+
+
+class InvalidDigest(InvalidInput):
+    pass
+
+
+class InvalidPath(InvalidInput):
+    pass
+
+
+class InvalidName(InvalidInput):
+    pass
+
+
+class InvalidManifest(InvalidInput):
+    pass
+
+
+class NotFound(CasError, LookupError):
+    pass
+
+
+class IntegrityError(CasError):
+    pass
+
+
+class Conflict(CasError):
+    pass
+
+
+class LockTimeout(CasError, TimeoutError):
+    pass
+
+
+class RemoteError(CasError):
+    pass
+
+
+class OutOfSpace(CasError, OSError):
+    pass
+
+
+class StoreFormatError(CasError):
+    pass

@@ -1,0 +1,79 @@
+"""The current-pointer history of a model (its reflog), as plain values.
+
+Each switch is one immutable record. ``rollback`` walks the history like an undo stack: a
+rollback pops the version it leaves, so repeated rollbacks keep going back rather than toggling.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+
+from .digest import Digest
+from .errors import InvalidInput, NotFound
+from .names import validate_version
+
+ACTIONS = ("add", "fetch", "use", "rollback", "update")
+
+
+@dataclass(frozen=True, slots=True)
+class Switch:
+    seq: int
+    version: str
+    manifest: Digest
+    previous: str | None
+    action: str
+    time: float
+    host: str
+    pid: int
+    user: str
+
+    def encode(self) -> bytes:
+        d = asdict(self)
+        d["manifest"] = str(self.manifest)
+        return (json.dumps(d, sort_keys=True) + "\n").encode()
+
+    @classmethod
+    def decode(cls, data: bytes, source: str) -> "Switch":
+        try:
+            d = json.loads(data)
+            d["manifest"] = Digest.parse(d["manifest"])
+            validate_version(d["version"])
+            s = cls(**d)
+        except (ValueError, KeyError, TypeError) as e:
+            raise InvalidInput(f"corrupt history record {source}: {e}") from e
+        if s.action not in ACTIONS:
+            raise InvalidInput(f"corrupt history record {source}: unknown action {s.action!r}")
+        return s
+
+
+def undo_stack(history: list[Switch]) -> list[Switch]:
+    """Replay the history into the stack that rollback walks back through."""
+    stack: list[Switch] = []
+    for s in history:
+        if s.action == "rollback":
+            while stack and stack[-1].version != s.version:
+                stack.pop()
+            if not stack:
+                stack.append(s)
+            else:
+                stack[-1] = s
+        else:
+            stack.append(s)
+    return stack
+
+
+def rollback_target(history: list[Switch], version: str | None = None) -> tuple[str, Digest]:
+    """Which version (and manifest) ``rollback`` switches to."""
+    stack = undo_stack(history)
+    if not stack:
+        raise NotFound("nothing to roll back: the model has no history")
+    if version is None:
+        if len(stack) < 2:
+            raise NotFound(f"nothing to roll back to: {stack[-1].version} is the earliest version in the history")
+        target = stack[-2]
+        return target.version, target.manifest
+    for s in reversed(history):
+        if s.version == version:
+            return s.version, s.manifest
+    raise NotFound(f"version {version} was never current; use `cas use` to switch to it")

@@ -1,0 +1,253 @@
+"""`cas add`: snapshot a directory or a file as MODEL@VERSION.
+
+Order (rule 3): scan and validate everything, hash, check formats and free space, then write
+blobs, then the manifest, then the tag, then (for a model's first version) the current pointer.
+A crash at any point leaves only temp files and unreferenced blobs.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from . import formats
+from .atomic import out_of_space
+from .digest import Digest, hash_file
+from .errors import CasError, Conflict, InvalidInput, NotFound
+from .hashcache import HashCache
+from .manifest import Entry, Manifest
+from .names import validate_model, validate_version
+from .paths import check_tree, validate_path
+from .store import Store
+
+SKIP_DIRS = {".git"}
+
+
+@dataclass(frozen=True, slots=True)
+class SourceFile:
+    path: str  # manifest path
+    abspath: Path
+    st: os.stat_result
+
+    @property
+    def mode(self) -> int:
+        return 0o755 if self.st.st_mode & 0o111 else 0o644
+
+
+@dataclass
+class AddResult:
+    model: str
+    version: str
+    manifest: Digest
+    files: int
+    bytes: int
+    new_blobs: int = 0
+    new_bytes: int = 0
+    hashed_bytes: int = 0
+    cache_hits: int = 0
+    unchanged: bool = False
+    replaced: Digest | None = None
+    current: bool = False
+    warnings: list[str] = field(default_factory=list)
+    elapsed: float = 0.0
+
+    def to_json(self) -> dict:
+        return {
+            "model": self.model,
+            "version": self.version,
+            "manifest": str(self.manifest),
+            "files": self.files,
+            "bytes": self.bytes,
+            "new_blobs": self.new_blobs,
+            "new_bytes": self.new_bytes,
+            "hashed_bytes": self.hashed_bytes,
+            "cache_hits": self.cache_hits,
+            "unchanged": self.unchanged,
+            "replaced": str(self.replaced) if self.replaced else None,
+            "current": self.current,
+            "warnings": self.warnings,
+            "elapsed": round(self.elapsed, 3),
+        }
+
+
+def _stat_file(abspath: Path, rel: str) -> os.stat_result:
+    try:
+        st = os.stat(abspath)
+    except FileNotFoundError:
+        raise NotFound(f"source file {abspath} does not exist (a dangling symlink?)") from None
+    except OSError as e:
+        raise CasError(f"cannot read source file {abspath}: {e.strerror}") from e
+    if not stat.S_ISREG(st.st_mode):
+        raise InvalidInput(f"source {abspath} is not a regular file (manifest path {rel!r})")
+    return st
+
+
+def scan(source: Path) -> list[SourceFile]:
+    """List the files to add, with validated manifest paths; nothing is read yet."""
+    source = Path(source)
+    if not source.exists():
+        raise NotFound(f"source path {source} does not exist")
+    if source.is_file():
+        rel = validate_path(source.name)
+        return [SourceFile(rel, source, _stat_file(source, rel))]
+    if not source.is_dir():
+        raise InvalidInput(f"source path {source} is neither a file nor a directory")
+    out = []
+
+    def onerror(e: OSError) -> None:
+        raise CasError(f"cannot read directory {e.filename}: {e.strerror}") from e
+
+    for dirpath, dirnames, filenames in os.walk(source, onerror=onerror):
+        dirnames[:] = sorted(d for d in dirnames if d not in SKIP_DIRS)
+        base = Path(dirpath)
+        for d in dirnames:
+            if (base / d).is_symlink():
+                raise InvalidInput(f"source {base / d} is a symlink to a directory; add its target instead")
+        for name in sorted(filenames):
+            abspath = base / name
+            rel = validate_path(abspath.relative_to(source).as_posix())
+            out.append(SourceFile(rel, abspath, _stat_file(abspath, rel)))
+    check_tree(f.path for f in out)
+    if not out:
+        raise InvalidInput(f"source directory {source} has no files to add")
+    return out
+
+
+def add(
+    store: Store,
+    source: str | os.PathLike,
+    model: str,
+    version: str,
+    *,
+    note: str = "",
+    breaking: bool = False,
+    meta: dict[str, str] | None = None,
+    force: bool = False,
+    move: bool = False,
+    strict: bool = False,
+    jobs: int = 4,
+    cache: HashCache | None = None,
+    warn=None,
+) -> AddResult:
+    t0 = time.monotonic()
+    validate_model(model)
+    validate_version(version)
+    files = scan(Path(source))
+    cache = cache if cache is not None else HashCache()
+    result = AddResult(model, version, Digest("0" * 64), len(files), sum(f.st.st_size for f in files))
+
+    def digest_of(f: SourceFile) -> tuple[Digest, int]:
+        d = cache.get(f.st)
+        if d is not None:
+            return d, 0
+        try:
+            d, size = hash_file(f.abspath)
+        except OSError as e:
+            raise CasError(f"cannot read source file {f.abspath}: {e.strerror}") from e
+        if size != f.st.st_size:
+            raise CasError(f"{f.abspath} changed size while it was being added")
+        cache.put(f.st, d)
+        return d, size
+
+    with ThreadPoolExecutor(max(1, jobs)) as pool:
+        hashed = list(pool.map(digest_of, files))
+    digests = [d for d, _ in hashed]
+    result.hashed_bytes = sum(n for _, n in hashed)
+    result.cache_hits = cache.hits
+
+    for f in files:
+        for problem in formats.check_file(f.abspath, f.path):
+            msg = f"{f.path}: {problem}"
+            if strict:
+                raise InvalidInput(f"malformed file {f.abspath}: {problem}")
+            result.warnings.append(msg)
+            if warn:
+                warn(msg)
+
+    manifest = Manifest(
+        name=model,
+        version=version,
+        entries=tuple(Entry(f.path, f.st.st_size, d, f.mode) for f, d in zip(files, digests)),
+        created=int(os.environ.get("SOURCE_DATE_EPOCH") or time.time()),
+        note=note,
+        breaking=breaking,
+        meta=meta or {},
+    )
+
+    existing = store.refs.get_tag(model, version)
+    if existing is not None and store.has_manifest(existing):
+        old = store.get_manifest(existing)
+        if _same_content(old, manifest):
+            result.manifest, result.unchanged = existing, True
+            for d in manifest.blobs():
+                if store.has_blob(d):
+                    os.utime(store.blob_path(d))
+            result.elapsed = time.monotonic() - t0
+            return result
+        if not force:
+            raise Conflict(
+                f"{model}@{version} is already published as {existing} with other content; "
+                "versions never move silently (use a new version, or --force)"
+            )
+
+    first: dict[Digest, SourceFile] = {}
+    for f, d in zip(files, digests):
+        first.setdefault(d, f)
+    if not move:
+        needed = sum(f.st.st_size for d, f in first.items() if not store.has_blob(d))
+        free = _free_bytes(store.layout.tmp)
+        if needed > free:
+            raise out_of_space(store.layout.tmp, needed)
+
+    def put(item: tuple[Digest, SourceFile]):
+        d, f = item
+        return store.put_file(f.abspath, expected=d, move=move)
+
+    with ThreadPoolExecutor(max(1, jobs)) as pool:
+        for p in pool.map(put, first.items()):
+            if p.new:
+                result.new_blobs += 1
+                result.new_bytes += p.size
+    if move:
+        for f, d in zip(files, digests):
+            _leave_link(store, f.abspath, d)
+
+    result.manifest = store.put_manifest(manifest)
+    result.replaced = store.refs.set_tag(model, version, result.manifest, force=force)
+    if store.refs.current(model) is None:
+        try:
+            store.refs.switch(model, version, result.manifest, action="add", expect=None)
+            result.current = True
+        except Conflict:
+            pass  # another writer made a first version current at the same moment
+    result.elapsed = time.monotonic() - t0
+    return result
+
+
+def _same_content(a: Manifest, b: Manifest) -> bool:
+    return (a.entries, a.note, a.breaking, dict(a.meta)) == (b.entries, b.note, b.breaking, dict(b.meta))
+
+
+def _free_bytes(path: Path) -> int:
+    st = os.statvfs(path)
+    return st.f_bavail * st.f_frsize
+
+
+def _leave_link(store: Store, src: Path, d: Digest) -> None:
+    """After --move: make ``src`` a read-only hard link to the blob (a symlink across devices)."""
+    blob = store.blob_path(d)
+    try:
+        if os.path.samefile(src, blob):
+            return
+    except FileNotFoundError:
+        pass
+    tmp = src.parent / f".{src.name}.cas-link.tmp"
+    try:
+        os.link(blob, tmp)
+    except OSError:
+        os.symlink(blob, tmp)
+    os.replace(tmp, src)

@@ -1,0 +1,149 @@
+"""Manifests: one model version as a canonical, human-readable JSON document.
+
+Canonical means the same manifest always encodes to the same bytes (sorted keys, sorted entries,
+fixed indentation, integers only, UTF-8, one trailing newline), so its digest names it. Parsing
+validates everything, paths included (DESIGN.md rule 6), before a caller can act on it.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Any, Mapping
+
+from .digest import Digest
+from .errors import InvalidInput, InvalidManifest
+from .names import validate_model, validate_version
+from .paths import check_tree, validate_path
+
+SCHEMA = 1
+MODES = (0o644, 0o755)
+MAX_MANIFEST_BYTES = 256 << 20
+
+
+@dataclass(frozen=True, slots=True)
+class Entry:
+    path: str
+    size: int
+    digest: Digest
+    mode: int = 0o644
+
+    def to_json(self) -> dict[str, Any]:
+        return {"path": self.path, "size": self.size, "digest": str(self.digest), "mode": self.mode}
+
+    @property
+    def executable(self) -> bool:
+        return self.mode == 0o755
+
+
+@dataclass(frozen=True, slots=True)
+class Manifest:
+    name: str
+    version: str
+    entries: tuple[Entry, ...]
+    created: int = 0
+    note: str = ""
+    breaking: bool = False
+    meta: Mapping[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        validate_model(self.name)
+        validate_version(self.version)
+        if type(self.created) is not int or self.created < 0:
+            raise InvalidManifest(f"manifest {self.name}@{self.version}: bad created time {self.created!r}")
+        if not isinstance(self.note, str) or not isinstance(self.breaking, bool):
+            raise InvalidManifest(f"manifest {self.name}@{self.version}: bad note or breaking flag")
+        for k, v in self.meta.items():
+            if not isinstance(k, str) or not isinstance(v, str):
+                raise InvalidManifest(f"manifest {self.name}@{self.version}: meta {k!r} must map strings to strings")
+        entries = tuple(sorted(self.entries, key=lambda e: e.path))
+        for e in entries:
+            validate_path(e.path)
+            if type(e.size) is not int or e.size < 0:
+                raise InvalidManifest(f"manifest entry {e.path!r}: bad size {e.size!r}")
+            if e.mode not in MODES:
+                raise InvalidManifest(f"manifest entry {e.path!r}: mode {e.mode:o} is not 644 or 755")
+            if not isinstance(e.digest, Digest):
+                raise InvalidManifest(f"manifest entry {e.path!r}: digest is not a Digest")
+        check_tree(e.path for e in entries)
+        object.__setattr__(self, "entries", entries)
+        object.__setattr__(self, "meta", MappingProxyType(dict(sorted(self.meta.items()))))
+
+    @property
+    def size(self) -> int:
+        return sum(e.size for e in self.entries)
+
+    def blobs(self) -> set[Digest]:
+        return {e.digest for e in self.entries}
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "casstore_manifest": SCHEMA,
+            "name": self.name,
+            "version": self.version,
+            "created": self.created,
+            "note": self.note,
+            "breaking": self.breaking,
+            "meta": dict(self.meta),
+            "entries": [e.to_json() for e in self.entries],
+        }
+
+    def encode(self) -> bytes:
+        return encode_canonical(self.to_json())
+
+    def digest(self) -> Digest:
+        return Digest.of_bytes(self.encode())
+
+    @classmethod
+    def decode(cls, data: bytes, *, source: str = "manifest") -> "Manifest":
+        """Parse and validate manifest bytes; errors name ``source`` (a path, URL or digest)."""
+        if len(data) > MAX_MANIFEST_BYTES:
+            raise InvalidManifest(f"{source}: manifest larger than {MAX_MANIFEST_BYTES} bytes")
+        try:
+            obj = json.loads(data.decode("utf-8"), parse_float=_no_float, parse_constant=_no_float)
+        except (UnicodeDecodeError, json.JSONDecodeError, InvalidManifest) as e:
+            raise InvalidManifest(f"{source}: not a valid manifest: {e}") from e
+        try:
+            return cls.from_json(obj)
+        except InvalidInput as e:
+            raise InvalidManifest(f"{source}: {e}") from e
+
+    @classmethod
+    def from_json(cls, obj: Any) -> "Manifest":
+        if not isinstance(obj, dict):
+            raise InvalidManifest("manifest is not a JSON object")
+        if obj.get("casstore_manifest") != SCHEMA:
+            raise InvalidManifest(f"unknown manifest schema {obj.get('casstore_manifest')!r}")
+        known = {"casstore_manifest", "name", "version", "created", "note", "breaking", "meta", "entries"}
+        if extra := set(obj) - known:
+            raise InvalidManifest(f"unknown manifest fields {sorted(extra)}")
+        raw_entries = obj.get("entries")
+        if not isinstance(raw_entries, list):
+            raise InvalidManifest("manifest 'entries' is not a list")
+        entries = []
+        for raw in raw_entries:
+            if not isinstance(raw, dict) or set(raw) != {"path", "size", "digest", "mode"}:
+                raise InvalidManifest(f"malformed manifest entry {raw!r}")
+            validate_path(raw["path"])
+            entries.append(Entry(raw["path"], raw["size"], Digest.parse(raw["digest"]), raw["mode"]))
+        meta = obj.get("meta", {})
+        if not isinstance(meta, dict):
+            raise InvalidManifest("manifest 'meta' is not an object")
+        return cls(
+            name=obj.get("name"),
+            version=obj.get("version"),
+            entries=tuple(entries),
+            created=obj.get("created", 0),
+            note=obj.get("note", ""),
+            breaking=obj.get("breaking", False),
+            meta=meta,
+        )
+
+
+def _no_float(text: str) -> Any:
+    raise InvalidManifest(f"non-integer number {text!r}")
+
+
+def encode_canonical(obj: Any) -> bytes:
+    return (json.dumps(obj, sort_keys=True, indent=1, ensure_ascii=False, allow_nan=False) + "\n").encode("utf-8")

@@ -1,0 +1,100 @@
+"""Space accounting for `cas list` and `cas du`, as a pure function of manifests.
+
+"Unique" bytes of a version are those of blobs no other version in the store uses: what
+deleting just that version would free. A blob counts once however many files hold it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from .digest import Digest
+from .manifest import Manifest
+
+
+@dataclass(frozen=True)
+class VersionUsage:
+    model: str
+    version: str
+    manifest: Digest
+    files: int
+    size: int  # bytes of its files, duplicates within the version counted once
+    unique: int
+    shared: int
+    current: bool
+
+    def to_json(self) -> dict:
+        return {
+            "model": self.model,
+            "version": self.version,
+            "manifest": str(self.manifest),
+            "files": self.files,
+            "size": self.size,
+            "unique": self.unique,
+            "shared": self.shared,
+            "current": self.current,
+        }
+
+
+@dataclass(frozen=True)
+class ModelUsage:
+    model: str
+    versions: tuple[VersionUsage, ...]
+    size: int  # distinct bytes across its versions
+    unique: int  # bytes no other model uses
+
+    def to_json(self) -> dict:
+        return {
+            "model": self.model,
+            "size": self.size,
+            "unique": self.unique,
+            "versions": [v.to_json() for v in self.versions],
+        }
+
+
+def usage(
+    versions: Mapping[tuple[str, str], tuple[Digest, Manifest]], current: Mapping[str, str]
+) -> list[ModelUsage]:
+    blob_size: dict[Digest, int] = {}
+    by_version: dict[Digest, set[tuple[str, str]]] = {}
+    by_model: dict[Digest, set[str]] = {}
+    for key, (_, m) in versions.items():
+        for e in m.entries:
+            blob_size[e.digest] = e.size
+            by_version.setdefault(e.digest, set()).add(key)
+            by_model.setdefault(e.digest, set()).add(key[0])
+    out = []
+    for model in sorted({k[0] for k in versions}):
+        vs = []
+        model_blobs: set[Digest] = set()
+        for (mdl, ver), (md, m) in sorted(versions.items()):
+            if mdl != model:
+                continue
+            blobs = m.blobs()
+            model_blobs |= blobs
+            size = sum(blob_size[b] for b in blobs)
+            unique = sum(blob_size[b] for b in blobs if len(by_version[b]) == 1)
+            vs.append(VersionUsage(mdl, ver, md, len(m.entries), size, unique, size - unique, current.get(mdl) == ver))
+        out.append(
+            ModelUsage(
+                model,
+                tuple(vs),
+                sum(blob_size[b] for b in model_blobs),
+                sum(blob_size[b] for b in model_blobs if len(by_model[b]) == 1),
+            )
+        )
+    return out
+
+
+def store_versions(store) -> tuple[dict[tuple[str, str], tuple[Digest, Manifest]], dict[str, str]]:
+    """Collect every tagged version's manifest and each model's current version."""
+    versions = {}
+    current = {}
+    for model in store.refs.models():
+        for v, d in store.refs.tags(model).items():
+            versions[(model, v)] = (d, store.get_manifest(d))
+        cur = store.refs.current(model)
+        if cur is not None:
+            current[model] = cur.version
+    return versions, current

@@ -1,0 +1,324 @@
+"""The `cas` command. Results go to stdout (JSON with --json); messages go to stderr.
+
+The library is imported inside each command, so `cas --help` stays fast.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from datetime import datetime, timezone
+
+import click
+
+from .exitcodes import ERROR, exit_code
+
+
+class Ctx:
+    def __init__(self, store: str | None, as_json: bool, quiet: bool, verbose: int) -> None:
+        self.store_arg = store
+        self.json = as_json
+        self.quiet = quiet
+        self.verbose = verbose
+        self._store = None
+
+    def store(self, create: bool = True):
+        if self._store is None:
+            from casstore.config import store_path
+            from casstore.store import Store
+
+            self._store = Store.open(store_path(self.store_arg), create=create)
+        return self._store
+
+    def info(self, msg: str) -> None:
+        if not self.quiet:
+            click.echo(msg, err=True)
+
+    def warn(self, msg: str) -> None:
+        click.echo(f"warning: {msg}", err=True)
+
+    def result(self, data: dict, human: str | None = None) -> None:
+        if self.json:
+            click.echo(json.dumps(data, indent=2, sort_keys=True))
+        elif human is not None:
+            click.echo(human)
+
+
+pass_ctx = click.make_pass_decorator(Ctx)
+
+
+def _size(n: int) -> str:
+    from casstore.sizes import format_size
+
+    return format_size(n)
+
+
+def _when(t: float) -> str:
+    return datetime.fromtimestamp(t, timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+def _ref(text: str):
+    from casstore.names import Ref
+
+    return Ref.parse(text)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--store", metavar="PATH", help="Store directory (default: $CAS_HOME, the config file, or the user cache dir).")
+@click.option("--json", "as_json", is_flag=True, help="Print a machine-readable result on stdout.")
+@click.option("-q", "--quiet", is_flag=True, help="Only errors on stderr.")
+@click.option("-v", "--verbose", count=True, help="More detail on stderr.")
+@click.version_option(package_name="casstore")
+@click.pass_context
+def cli(ctx: click.Context, store: str | None, as_json: bool, quiet: bool, verbose: int) -> None:
+    """casstore: a content-addressed store for large model weights."""
+    ctx.obj = Ctx(store, as_json, quiet, verbose)
+
+
+@cli.command()
+@click.argument("path", type=click.Path(path_type=str))
+@click.option("--name", "model", required=True, help="Model name.")
+@click.option("--version", "version", required=True, help="Version to publish as.")
+@click.option("--note", default="", help="Release note stored in the manifest.")
+@click.option("--breaking", is_flag=True, help="Flag this version as breaking.")
+@click.option("--meta", multiple=True, metavar="K=V", help="Free metadata; repeatable.")
+@click.option("--force", is_flag=True, help="Move an existing MODEL@VERSION tag to this content.")
+@click.option("--move", is_flag=True, help="Move files into the store, leaving read-only links behind.")
+@click.option("--strict", is_flag=True, help="Malformed JSON/safetensors files are errors, not warnings.")
+@click.option("--jobs", "-j", default=4, show_default=True, help="Files hashed and copied in parallel.")
+@pass_ctx
+def add(c: Ctx, path, model, version, note, breaking, meta, force, move, strict, jobs) -> None:
+    """Snapshot a directory (or one file) as MODEL@VERSION; prints the manifest digest."""
+    from casstore.errors import InvalidInput
+    from casstore.ingest import add as do_add
+
+    pairs = {}
+    for kv in meta:
+        k, sep, v = kv.partition("=")
+        if not sep or not k:
+            raise InvalidInput(f"invalid --meta {kv!r}: expected KEY=VALUE")
+        pairs[k] = v
+    r = do_add(
+        c.store(), path, model, version, note=note, breaking=breaking, meta=pairs,
+        force=force, move=move, strict=strict, jobs=jobs, warn=c.warn,
+    )
+    if r.replaced:
+        c.warn(f"moved tag {model}@{version} from {r.replaced} to {r.manifest} (--force)")
+    c.info(
+        f"{model}@{version}: {r.files} files, {_size(r.bytes)}; {r.new_blobs} new blobs ({_size(r.new_bytes)}), "
+        f"{'unchanged, ' if r.unchanged else ''}{'now current, ' if r.current else ''}{r.elapsed:.2f}s"
+    )
+    c.result(r.to_json(), str(r.manifest))
+
+
+@cli.command("list")
+@click.argument("model", required=False)
+@pass_ctx
+def list_(c: Ctx, model) -> None:
+    """Models and versions in the store, which is current, and their sizes."""
+    from casstore.usage import store_versions, usage
+
+    versions, current = store_versions(c.store())
+    if model:
+        _ref(model)
+        versions = {k: v for k, v in versions.items() if k[0] == model}
+    models = usage(versions, current)
+    lines = []
+    for mu in models:
+        lines.append(f"{mu.model}  ({_size(mu.size)}, {_size(mu.unique)} not shared with other models)")
+        for v in mu.versions:
+            mark = "*" if v.current else " "
+            lines.append(
+                f"  {mark} {v.version:<16} {v.files:>6} files {_size(v.size):>12}  unique {_size(v.unique):>12}  "
+                f"shared {_size(v.shared):>12}"
+            )
+    c.result({"models": [m.to_json() for m in models]}, "\n".join(lines) if lines else None)
+    if not lines:
+        c.info("no models in the store")
+
+
+@cli.command()
+@click.argument("ref")
+@pass_ctx
+def show(c: Ctx, ref) -> None:
+    """The manifest of MODEL[@VERSION]: files, sizes, digests, metadata."""
+    r = _ref(ref)
+    version, digest, m = c.store().load(r.model, r.version)
+    data = {"manifest": str(digest), **m.to_json()}
+    lines = [
+        f"{m.name}@{m.version}  manifest {digest}",
+        f"created {_when(m.created)}  {len(m.entries)} files  {_size(m.size)}"
+        + ("  BREAKING" if m.breaking else ""),
+    ]
+    if m.note:
+        lines.append(f"note: {m.note}")
+    for k, v in m.meta.items():
+        lines.append(f"meta: {k}={v}")
+    for e in m.entries:
+        lines.append(f"  {e.mode:o} {e.size:>14}  {e.digest.short}  {e.path}")
+    c.result(data, "\n".join(lines))
+
+
+@cli.command()
+@click.argument("ref")
+@pass_ctx
+def path(c: Ctx, ref) -> None:
+    """Print a read-only directory holding the version's files (inside the store)."""
+    from casstore.materialize import view
+
+    r = _ref(ref)
+    store = c.store()
+    version, digest, m = store.load(r.model, r.version)
+    p = view(store, digest, m)
+    c.result({"model": r.model, "version": version, "manifest": str(digest), "path": str(p)}, str(p))
+
+
+@cli.command()
+@click.argument("ref")
+@click.argument("dest", type=click.Path(path_type=str))
+@click.option("--link", type=click.Choice(["auto", "reflink", "hardlink", "symlink", "copy"]), default="auto", show_default=True)
+@click.option("--clean", is_flag=True, help="Remove files in DEST that the version does not list.")
+@pass_ctx
+def checkout(c: Ctx, ref, dest, link, clean) -> None:
+    """Materialise MODEL[@VERSION]'s files into DEST (read-only)."""
+    from casstore.materialize import checkout as do_checkout
+
+    r = _ref(ref)
+    store = c.store()
+    version, digest, m = store.load(r.model, r.version)
+    res = do_checkout(store, m, dest, link=link, clean=clean)
+    modes = ", ".join(f"{n} {k}" for k, n in sorted(res.modes.items())) or "nothing new"
+    c.info(f"{r.model}@{version} -> {res.dest}: {modes}; {res.unchanged} unchanged, {len(res.removed)} removed")
+    c.result({"model": r.model, "version": version, "manifest": str(digest), **res.to_json()}, str(res.dest))
+
+
+def _switched(c: Ctx, model: str, s) -> None:
+    c.info(f"{model}: {s.previous or 'none'} -> {s.version}")
+    c.result({"model": model, "version": s.version, "previous": s.previous, "manifest": str(s.manifest), "seq": s.seq})
+
+
+@cli.command()
+@click.argument("ref")
+@click.option("--expect", metavar="VERSION", help="Switch only if the current version is still VERSION.")
+@pass_ctx
+def use(c: Ctx, ref, expect) -> None:
+    """Switch the current pointer to MODEL@VERSION (present in the store)."""
+    from casstore.current import use as do_use
+    from casstore.errors import InvalidInput
+
+    r = _ref(ref)
+    if r.version is None:
+        raise InvalidInput(f"`cas use` needs MODEL@VERSION, got {ref!r}")
+    _switched(c, r.model, do_use(c.store(), r.model, r.version, expect=expect))
+
+
+@cli.command()
+@click.argument("model")
+@click.argument("version", required=False)
+@pass_ctx
+def rollback(c: Ctx, model, version) -> None:
+    """Switch current back: to the previous version, or to VERSION."""
+    from casstore.current import rollback as do_rollback
+
+    r = _ref(model if version is None else f"{model}@{version}")
+    _switched(c, r.model, do_rollback(c.store(), r.model, r.version))
+
+
+@cli.command()
+@click.argument("model")
+@pass_ctx
+def log(c: Ctx, model) -> None:
+    """The history of MODEL's current-pointer switches, newest first."""
+    r = _ref(model)
+    hist = c.store().refs.history(r.model)
+    if not hist:
+        c.store().resolve(r.model)
+    lines = [
+        f"{s.seq:>5}  {_when(s.time)}  {s.action:<8} {s.previous or '-':>12} -> {s.version:<12} {s.user}@{s.host}"
+        for s in reversed(hist)
+    ]
+    data = [
+        {**{k: getattr(s, k) for k in ("seq", "version", "previous", "action", "time", "host", "pid", "user")},
+         "manifest": str(s.manifest)}
+        for s in reversed(hist)
+    ]
+    c.result({"model": r.model, "history": data}, "\n".join(lines))
+
+
+@cli.command()
+@click.argument("ref", required=False)
+@click.option("--fast", is_flag=True, help="Check sizes only, without re-hashing.")
+@click.option("--jobs", "-j", default=2, show_default=True, help="Blobs hashed in parallel.")
+@pass_ctx
+def verify(c: Ctx, ref, fast, jobs) -> None:
+    """Re-hash blobs; quarantine corrupt ones and name the versions that use them."""
+    from casstore.errors import IntegrityError
+    from casstore.verify import verify as do_verify
+
+    r = _ref(ref) if ref else None
+    rep = do_verify(c.store(), r.model if r else None, r.version if r else None, fast=fast, jobs=jobs)
+    for p in rep.problems:
+        (c.warn if p.kind == "format" else c.info)(f"{p.kind}: {p.what}: {p.detail}")
+        for u in p.used_by[:20]:
+            c.info(f"    used by {u}")
+    c.info(
+        f"checked {rep.blobs} blobs ({_size(rep.bytes)}) and {rep.manifests} manifests in {rep.elapsed:.2f}s: "
+        + ("ok" if rep.ok else f"{sum(p.kind != 'format' for p in rep.problems)} problem(s)")
+    )
+    c.result(rep.to_json())
+    if not rep.ok:
+        raise IntegrityError(
+            f"verify found {sum(p.kind != 'format' for p in rep.problems)} problem(s); "
+            f"corrupt blobs moved to {c.store().layout.quarantine}"
+        )
+
+
+@cli.command()
+@pass_ctx
+def du(c: Ctx) -> None:
+    """What uses space: per model and version, unique and shared bytes."""
+    from casstore.usage import store_versions, usage
+
+    store = c.store()
+    versions, current = store_versions(store)
+    models = usage(versions, current)
+    referenced = {d for _, m in versions.values() for d in m.blobs()}
+    total = 0
+    unreferenced = 0
+    for d, p in store.iter_blobs():
+        n = p.stat().st_size
+        total += n
+        if d not in referenced:
+            unreferenced += n
+    lines = [f"{'model/version':<40} {'size':>12} {'unique':>12} {'shared':>12}"]
+    for mu in models:
+        lines.append(f"{mu.model:<40} {_size(mu.size):>12} {_size(mu.unique):>12}")
+        for v in mu.versions:
+            lines.append(f"  {v.version + (' *' if v.current else ''):<38} {_size(v.size):>12} {_size(v.unique):>12} {_size(v.shared):>12}")
+    lines.append(f"blobs in store: {_size(total)}; referenced by no version: {_size(unreferenced)}")
+    c.result({"models": [m.to_json() for m in models], "blob_bytes": total, "unreferenced_bytes": unreferenced}, "\n".join(lines))
+
+
+def main(argv: list[str] | None = None) -> None:
+    try:
+        cli.main(args=argv, prog_name="cas", standalone_mode=False)
+    except click.exceptions.Abort:
+        click.echo("aborted", err=True)
+        sys.exit(130)
+    except click.ClickException as e:
+        e.show()
+        sys.exit(e.exit_code)
+    except Exception as e:
+        from casstore.errors import CasError
+
+        if not isinstance(e, (CasError, OSError)):
+            raise
+        code = exit_code(e) if isinstance(e, CasError) else ERROR
+        click.echo(f"cas: error: {e}", err=True)
+        if "--json" in (argv if argv is not None else sys.argv[1:]):
+            click.echo(json.dumps({"ok": False, "error": {"type": type(e).__name__, "message": str(e), "exit_code": code}}))
+        sys.exit(code)
+
+
+if __name__ == "__main__":
+    main()
