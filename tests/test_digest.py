@@ -1,0 +1,63 @@
+import os
+
+import blake3
+import pytest
+
+from casstore.digest import Digest, StreamHasher, hash_file
+from casstore.errors import InvalidDigest
+
+GOOD = "blake3:" + "ab" * 32
+
+
+def test_parse_round_trip():
+    d = Digest.parse(GOOD)
+    assert str(d) == GOOD and d.hex == "ab" * 32 and d.short == "ab" * 6
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        "",
+        "ab" * 32,  # no algorithm
+        "blake3:" + "ab" * 31,  # short
+        "blake3:" + "ab" * 33,  # long
+        "blake3:" + "AB" * 32,  # uppercase
+        "BLAKE3:" + "ab" * 32,
+        "sha256:" + "ab" * 32,
+        "blake3:../" + "ab" * 31,
+        "blake3:" + "ab" * 31 + "a\x00",
+        "blake3:" + "ab" * 32 + "\n",
+        "blake3: " + "ab" * 32,
+        "blake3:" + "gg" * 32,
+    ],
+)
+def test_parse_rejects_malformed(bad):
+    with pytest.raises(InvalidDigest) as e:
+        Digest.parse(bad)
+    assert repr(bad)[:20] in str(e.value)
+
+
+def test_hex_constructor_validates():
+    with pytest.raises(InvalidDigest):
+        Digest("../../etc/passwd")
+    with pytest.raises(ValueError):  # InvalidDigest is also a ValueError
+        Digest("A" * 64)
+
+
+@pytest.mark.parametrize("size", [0, 1, 1024, 5 << 20])  # below and above the threaded threshold
+def test_hash_file_matches_reference(tmp_path, size):
+    data = os.urandom(size)
+    p = tmp_path / "f"
+    p.write_bytes(data)
+    d, n = hash_file(p)
+    assert n == size
+    assert d.hex == blake3.blake3(data).hexdigest()
+    assert hash_file(p, threads=False) == (d, n)
+
+
+def test_stream_hasher_equals_whole():
+    data = os.urandom(3 << 20)
+    h = StreamHasher()
+    for i in range(0, len(data), 100_000):
+        h.update(data[i : i + 100_000])
+    assert h.digest() == Digest.of_bytes(data) and h.size == len(data)

@@ -1,0 +1,200 @@
+import json
+import os
+import time
+from pathlib import Path
+
+import pytest
+
+from casstore.errors import Conflict, InvalidInput, InvalidName, NotFound, StoreFormatError
+from casstore.hashcache import HashCache
+from casstore.ingest import add
+from casstore.store import Store
+from conftest import assert_store_consistent, make_model, write_safetensors
+
+
+def test_add_directory_and_dedup_across_models(store, tmp_path):
+    shared = os.urandom(300_000)
+    a = make_model(tmp_path / "a", {"vae.pth": shared, "a.bin": 1000, "cfg/config.json": b"{}"})
+    b = make_model(tmp_path / "b", {"vae.pth": shared, "b.bin": 2000})
+    ra = add(store, a, "t2v", "1.0")
+    assert ra.files == 3 and ra.new_blobs == 3 and ra.current
+    rb = add(store, b, "i2v", "1.0")
+    assert rb.new_blobs == 1 and rb.new_bytes == 2000  # the shared VAE stored nothing new
+    assert sum(1 for _ in store.iter_blobs()) == 4
+    m = store.get_manifest(ra.manifest)
+    assert [e.path for e in m.entries] == ["a.bin", "cfg/config.json", "vae.pth"]
+    assert store.resolve("t2v") == ("1.0", ra.manifest)
+    assert_store_consistent(store)
+
+
+def test_blobs_are_read_only_and_hold_the_bytes(store, tmp_path):
+    src = make_model(tmp_path / "m", {"w.bin": 5000})
+    r = add(store, src, "m", "1")
+    e = store.get_manifest(r.manifest).entries[0]
+    p = store.blob_path(e.digest)
+    assert p.read_bytes() == (src / "w.bin").read_bytes()
+    assert p.stat().st_mode & 0o222 == 0
+
+
+def test_add_single_file(store, tmp_path):
+    f = tmp_path / "model.safetensors"
+    write_safetensors(f)
+    r = add(store, f, "single", "0.1")
+    assert [e.path for e in store.get_manifest(r.manifest).entries] == ["model.safetensors"]
+    assert r.warnings == []
+
+
+def test_readd_same_content_is_idempotent_and_refreshes_mtime(store, tmp_path):
+    src = make_model(tmp_path / "m", {"w.bin": 5000})
+    r1 = add(store, src, "m", "1")
+    blob = store.blob_path(store.get_manifest(r1.manifest).entries[0].digest)
+    os.utime(blob, (1_000_000, 1_000_000))
+    r2 = add(store, src, "m", "1")
+    assert r2.unchanged and r2.manifest == r1.manifest and r2.new_blobs == 0
+    assert blob.stat().st_mtime > 1_000_000
+
+
+def test_tag_never_moves_silently(store, tmp_path):
+    src = make_model(tmp_path / "m", {"w.bin": 100})
+    r1 = add(store, src, "m", "1")
+    (src / "w.bin").write_bytes(b"changed")
+    with pytest.raises(Conflict) as e:
+        add(store, src, "m", "1")
+    assert "m@1" in str(e.value) and str(r1.manifest) in str(e.value)
+    assert store.refs.get_tag("m", "1") == r1.manifest
+    r3 = add(store, src, "m", "1", force=True)
+    assert r3.replaced == r1.manifest and store.refs.get_tag("m", "1") == r3.manifest
+
+
+def test_first_version_becomes_current_only(store, tmp_path):
+    src = make_model(tmp_path / "m", {"w.bin": 100})
+    add(store, src, "m", "1")
+    (src / "w.bin").write_bytes(b"v2")
+    r2 = add(store, src, "m", "2")
+    assert not r2.current and store.refs.current("m").version == "1"
+
+
+def test_metadata_recorded(store, tmp_path):
+    src = make_model(tmp_path / "m", {"run.sh": b"#!/bin/sh\n"})
+    os.chmod(src / "run.sh", 0o755)
+    r = add(store, src, "m", "2.0.0", note="big", breaking=True, meta={"arch": "dit"})
+    m = store.get_manifest(r.manifest)
+    assert (m.note, m.breaking, dict(m.meta)) == ("big", True, {"arch": "dit"})
+    assert m.entries[0].mode == 0o755
+
+
+def test_hash_cache_skips_rehashing_unchanged_files(store, tmp_path):
+    src = make_model(tmp_path / "m", {"a.bin": 10_000, "b.bin": 20_000})
+    old = time.time() - 60
+    for f in src.iterdir():
+        os.utime(f, (old, old))
+    cache = HashCache(tmp_path / "hc.sqlite")
+    r1 = add(store, src, "m", "1", cache=cache)
+    assert r1.hashed_bytes == 30_000
+    r2 = add(store, src, "m", "1", cache=HashCache(tmp_path / "hc.sqlite"))
+    assert r2.hashed_bytes == 0 and r2.cache_hits == 2 and r2.unchanged
+    # A change that keeps the size but moves the mtime is hashed again.
+    (src / "a.bin").write_bytes(os.urandom(10_000))
+    os.utime(src / "a.bin", (old + 1, old + 1))
+    r3 = add(store, src, "m", "2", cache=HashCache(tmp_path / "hc.sqlite"))
+    assert r3.hashed_bytes == 10_000 and r3.new_blobs == 1
+
+
+def test_recent_files_not_cached(tmp_path):
+    f = tmp_path / "f"
+    f.write_bytes(b"x")
+    c = HashCache(tmp_path / "hc.sqlite")
+    from casstore.digest import Digest
+
+    c.put(os.stat(f), Digest.of_bytes(b"x"))
+    assert c.get(os.stat(f)) is None  # racy: written within the last two seconds
+
+
+def test_move_leaves_read_only_links(store, tmp_path):
+    shared = os.urandom(4000)
+    store_other = make_model(tmp_path / "o", {"s.bin": shared})
+    add(store, store_other, "o", "1")
+    src = make_model(tmp_path / "m", {"a.bin": 3000, "s.bin": shared})
+    content = (src / "a.bin").read_bytes()
+    r = add(store, src, "m", "1", move=True)
+    m = store.get_manifest(r.manifest)
+    for e in m.entries:
+        assert os.path.samefile(src / e.path, store.blob_path(e.digest))
+        assert (src / e.path).stat().st_mode & 0o222 == 0
+    assert (src / "a.bin").read_bytes() == content
+    assert_store_consistent(store)
+
+
+@pytest.mark.parametrize("model,version", [("../x", "1"), ("m", "1/../../x"), ("", "1"), ("m", "")])
+def test_bad_names(store, tmp_path, model, version):
+    src = make_model(tmp_path / "m", {"a": 1})
+    with pytest.raises(InvalidName):
+        add(store, src, model, version)
+    assert list(store.iter_blobs()) == []
+
+
+def test_missing_source(store, tmp_path):
+    with pytest.raises(NotFound) as e:
+        add(store, tmp_path / "nope", "m", "1")
+    assert "nope" in str(e.value)
+
+
+def test_dangling_symlink_in_source(store, tmp_path):
+    src = make_model(tmp_path / "m", {"a": 10})
+    os.symlink(tmp_path / "gone", src / "b")
+    with pytest.raises(NotFound) as e:
+        add(store, src, "m", "1")
+    assert str(src / "b") in str(e.value)
+    assert list(store.iter_blobs()) == [] and store.refs.models() == []
+
+
+def test_unreadable_source_file(tmp_path):
+    """A real EACCES: as root, drop the capabilities that let root read any file (setpriv)."""
+    import shutil
+    import subprocess
+    import sys
+
+    src = make_model(tmp_path / "m", {"a": 10, "b": 10})
+    os.chmod(src / "b", 0)
+    prefix = []
+    if os.geteuid() == 0:
+        assert shutil.which("setpriv"), "util-linux's setpriv is needed to test unreadable files as root"
+        prefix = ["setpriv", "--bounding-set", "-dac_override,-dac_read_search"]
+    p = subprocess.run(
+        [*prefix, sys.executable, "-m", "casstore_cli.main", "--store", str(tmp_path / "store"),
+         "add", str(src), "--name", "m", "--version", "1"],
+        capture_output=True, text=True,
+    )
+    assert p.returncode == 1, p.stderr
+    assert f"cannot read source file {src / 'b'}" in p.stderr
+    s = Store.open(tmp_path / "store")
+    assert s.refs.models() == [] and list(s.iter_blobs()) == []
+
+
+def test_strict_format_check(store, tmp_path):
+    src = make_model(tmp_path / "m", {"config.json": b"{not json", "ok.json": b"[]"})
+    warned = []
+    r = add(store, src, "m", "1", warn=warned.append)
+    assert len(r.warnings) == 1 and "config.json" in warned[0]
+    with pytest.raises(InvalidInput) as e:
+        add(store, src, "m", "2", strict=True)
+    assert "config.json" in str(e.value)
+    assert store.refs.get_tag("m", "2") is None
+
+
+def test_unknown_store_format_refused(tmp_path):
+    s = Store.open(tmp_path / "s")
+    fmt = s.layout.format_file
+    os.chmod(fmt, 0o644)
+    fmt.write_text(json.dumps({"casstore_store": 99}))
+    with pytest.raises(StoreFormatError) as e:
+        Store.open(tmp_path / "s")
+    assert "99" in str(e.value)
+
+
+def test_non_store_directory_refused(tmp_path):
+    (tmp_path / "d").mkdir()
+    (tmp_path / "d" / "important.txt").write_text("x")
+    with pytest.raises(StoreFormatError):
+        Store.open(tmp_path / "d")
+    assert (tmp_path / "d" / "important.txt").read_text() == "x"
