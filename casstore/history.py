@@ -52,12 +52,14 @@ def undo_stack(history: list[Switch]) -> list[Switch]:
     stack: list[Switch] = []
     for s in history:
         if s.action == "rollback":
+            if stack:
+                stack.pop()  # the version being left
             while stack and stack[-1].version != s.version:
-                stack.pop()
-            if not stack:
-                stack.append(s)
-            else:
+                stack.pop()  # a named rollback further back
+            if stack:
                 stack[-1] = s
+            else:
+                stack.append(s)
         else:
             stack.append(s)
     return stack

@@ -217,7 +217,14 @@ def add(
             _leave_link(store, f.abspath, d)
 
     result.manifest = store.put_manifest(manifest)
-    result.replaced = store.refs.set_tag(model, version, result.manifest, force=force)
+    try:
+        result.replaced = store.refs.set_tag(model, version, result.manifest, force=force)
+    except Conflict:
+        # Another writer tagged this version first; fine if it holds the same files.
+        winner = store.refs.get_tag(model, version)
+        if winner is None or not _same_content(store.get_manifest(winner), manifest):
+            raise
+        result.manifest, result.unchanged = winner, True
     if store.refs.current(model) is None:
         try:
             store.refs.switch(model, version, result.manifest, action="add", expect=None)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import errno
+
 OK = 0
 ERROR = 1
 USAGE = 2  # bad command line or invalid input (name, digest, path, manifest)
@@ -30,4 +32,6 @@ def exit_code(exc: BaseException) -> int:
     for cls, code in table:
         if isinstance(exc, cls):
             return code
+    if isinstance(exc, OSError) and exc.errno == errno.ENOSPC:
+        return NO_SPACE
     return ERROR

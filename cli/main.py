@@ -11,7 +11,7 @@ from datetime import datetime, timezone
 
 import click
 
-from .exitcodes import ERROR, exit_code
+from .exitcodes import exit_code
 
 
 class Ctx:
@@ -313,7 +313,7 @@ def main(argv: list[str] | None = None) -> None:
 
         if not isinstance(e, (CasError, OSError)):
             raise
-        code = exit_code(e) if isinstance(e, CasError) else ERROR
+        code = exit_code(e)
         click.echo(f"cas: error: {e}", err=True)
         if "--json" in (argv if argv is not None else sys.argv[1:]):
             click.echo(json.dumps({"ok": False, "error": {"type": type(e).__name__, "message": str(e), "exit_code": code}}))

@@ -46,3 +46,11 @@ def test_empty_history():
 def test_record_round_trip():
     s = sw(7, "1.0", "rollback", previous="2.0")
     assert Switch.decode(s.encode(), "x") == s
+
+
+def test_rollback_pops_even_when_the_same_version_repeats():
+    # Found by the state machine: `use` of the version that is already current, then rollback.
+    h = [sw(1, "1.0", "add"), sw(2, "1.0"), sw(3, "1.0", "rollback")]
+    assert versions(undo_stack(h)) == ["1.0"]
+    with pytest.raises(NotFound):
+        rollback_target(h)

@@ -1,0 +1,96 @@
+"""The store against a dictionary model: add / use / rollback / checkout in any order."""
+
+import shutil
+import tempfile
+from pathlib import Path
+
+from hypothesis import HealthCheck, settings, strategies as st
+from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
+
+from casstore.current import rollback, use
+from casstore.errors import Conflict, NotFound
+from casstore.ingest import add
+from casstore.materialize import checkout
+from casstore.store import Store
+from conftest import assert_store_consistent
+
+MODELS = ["t2v", "i2v"]
+VERSIONS = ["1.0", "1.1", "2.0"]
+CONTENTS = [b"", b"vae-weights", b"t5-encoder" * 50, b"shard-1", b"shard-2"]
+files = st.dictionaries(st.sampled_from(["vae.pth", "t5.pth", "a/shard.bin", "a/cfg.json2", "README"]), st.sampled_from(CONTENTS), min_size=1, max_size=4)
+
+
+class StoreMachine(RuleBasedStateMachine):
+    @initialize()
+    def setup(self):
+        self.dir = Path(tempfile.mkdtemp(prefix="cas-sm-"))
+        self.store = Store.open(self.dir / "store")
+        self.tags: dict[tuple[str, str], dict[str, bytes]] = {}
+        self.stack: dict[str, list[str]] = {}
+        self.n = 0
+
+    def teardown(self):
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+    @rule(model=st.sampled_from(MODELS), version=st.sampled_from(VERSIONS), content=files)
+    def add_version(self, model, version, content):
+        self.n += 1
+        src = self.dir / f"src{self.n}"
+        for rel, data in content.items():
+            (src / rel).parent.mkdir(parents=True, exist_ok=True)
+            (src / rel).write_bytes(data)
+        old = self.tags.get((model, version))
+        try:
+            add(self.store, src, model, version)
+        except Conflict:
+            assert old is not None and old != content
+            return
+        assert old is None or old == content
+        self.tags[(model, version)] = content
+        if model not in self.stack:
+            self.stack[model] = [version]
+
+    @precondition(lambda self: self.tags)
+    @rule(data=st.data())
+    def use_version(self, data):
+        model, version = data.draw(st.sampled_from(sorted(self.tags)))
+        use(self.store, model, version)
+        self.stack[model].append(version)
+
+    @rule(model=st.sampled_from(MODELS))
+    def rollback_model(self, model):
+        stack = self.stack.get(model, [])
+        try:
+            s = rollback(self.store, model)
+        except NotFound:
+            assert len(stack) < 2
+            return
+        stack.pop()
+        assert s.version == stack[-1]
+
+    @rule(model=st.sampled_from(MODELS))
+    def checkout_current(self, model):
+        if model not in self.stack:
+            return
+        self.n += 1
+        dest = self.dir / f"co{self.n}"
+        _, _, m = self.store.load(model)
+        checkout(self.store, m, dest)
+        expected = self.tags[(model, self.stack[model][-1])]
+        got = {p.relative_to(dest).as_posix(): p.read_bytes() for p in dest.rglob("*") if p.is_file()}
+        assert got == expected
+
+    @invariant()
+    def refs_match_model(self):
+        if not hasattr(self, "store"):
+            return
+        for model, stack in self.stack.items():
+            assert self.store.refs.current(model).version == stack[-1]
+        assert {(m, v) for m in MODELS for v in self.store.refs.tags(m)} == set(self.tags)
+        assert_store_consistent(self.store)
+
+
+StoreMachine.TestCase.settings = settings(
+    max_examples=40, stateful_step_count=20, deadline=None, suppress_health_check=[HealthCheck.too_slow]
+)
+TestStoreMachine = StoreMachine.TestCase
