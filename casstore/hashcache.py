@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import sqlite3
+import threading
 import time
 from pathlib import Path
 
@@ -32,6 +33,7 @@ class HashCache:
     def __init__(self, path: Path | None = None) -> None:
         self.path = path or default_path()
         self._db: sqlite3.Connection | None = None
+        self._lock = threading.Lock()  # one connection, shared by the hashing threads
         self.hits = 0
 
     def _conn(self) -> sqlite3.Connection | None:
@@ -50,38 +52,40 @@ class HashCache:
         return self._db
 
     def get(self, st: os.stat_result) -> Digest | None:
-        db = self._conn()
-        if db is None:
-            return None
-        try:
-            row = db.execute(
-                "SELECT digest FROM hashes WHERE dev=? AND ino=? AND size=? AND mtime_ns=?",
-                (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns),
-            ).fetchone()
-        except sqlite3.Error:
-            return None
-        if row is None:
-            return None
-        try:
-            d = Digest(row[0])
-        except InvalidInput:
-            return None
-        self.hits += 1
-        return d
+        with self._lock:
+            db = self._conn()
+            if db is None:
+                return None
+            try:
+                row = db.execute(
+                    "SELECT digest FROM hashes WHERE dev=? AND ino=? AND size=? AND mtime_ns=?",
+                    (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns),
+                ).fetchone()
+            except sqlite3.Error:
+                return None
+            if row is None:
+                return None
+            try:
+                d = Digest(row[0])
+            except InvalidInput:
+                return None
+            self.hits += 1
+            return d
 
     def put(self, st: os.stat_result, digest: Digest) -> None:
         if time.time() - st.st_mtime < RACY_SECONDS:
             return
-        db = self._conn()
-        if db is None:
-            return
-        try:
-            db.execute(
-                "INSERT OR REPLACE INTO hashes VALUES (?, ?, ?, ?, ?)",
-                (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, digest.hex),
-            )
-        except sqlite3.Error:
-            pass
+        with self._lock:
+            db = self._conn()
+            if db is None:
+                return
+            try:
+                db.execute(
+                    "INSERT OR REPLACE INTO hashes VALUES (?, ?, ?, ?, ?)",
+                    (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, digest.hex),
+                )
+            except sqlite3.Error:
+                pass
 
     def close(self) -> None:
         if self._db is not None:

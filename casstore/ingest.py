@@ -179,16 +179,11 @@ def add(
     )
 
     existing = store.refs.get_tag(model, version)
+    reuse = None  # the published manifest, when it already lists exactly these files
     if existing is not None and store.has_manifest(existing):
-        old = store.get_manifest(existing)
-        if _same_content(old, manifest):
-            result.manifest, result.unchanged = existing, True
-            for d in manifest.blobs():
-                if store.has_blob(d):
-                    os.utime(store.blob_path(d))
-            result.elapsed = time.monotonic() - t0
-            return result
-        if not force:
+        if _same_content(store.get_manifest(existing), manifest):
+            reuse = existing
+        elif not force:
             raise Conflict(
                 f"{model}@{version} is already published as {existing} with other content; "
                 "versions never move silently (use a new version, or --force)"
@@ -216,6 +211,10 @@ def add(
         for f, d in zip(files, digests):
             _leave_link(store, f.abspath, d)
 
+    if reuse is not None:  # blobs are back if any had gone; nothing else to write
+        result.manifest, result.unchanged = reuse, True
+        result.elapsed = time.monotonic() - t0
+        return result
     result.manifest = store.put_manifest(manifest)
     try:
         result.replaced = store.refs.set_tag(model, version, result.manifest, force=force)

@@ -34,9 +34,9 @@ def _require_blobs(store: Store, m: Manifest) -> None:
 def view(store: Store, digest: Digest, m: Manifest) -> Path:
     """A directory of relative symlinks to the blobs, built once per manifest and reused."""
     final = store.layout.view(digest)
+    _require_blobs(store, m)  # also for a view built earlier: a blob may have been quarantined
     if final.is_dir():
         return final
-    _require_blobs(store, m)
     tmp = store.tmp_path("view.")
     try:
         tmp.mkdir()
@@ -109,16 +109,28 @@ class _Linker:
         else:
             (linking.reflink if mode == "reflink" else linking.copy)(blob, dst)
             os.chmod(dst, 0o555 if e.executable else 0o444)
+            bst = os.stat(blob)
+            os.utime(dst, ns=(bst.st_atime_ns, bst.st_mtime_ns))
 
 
-def _is_ours(dst: Path, blob: Path) -> bool:
-    """Is ``dst`` already this blob (a hard link to it, or our symlink to it)?"""
+def _is_ours(dst: Path, blob: Path, e: Entry, mode: str) -> bool:
+    """Is ``dst`` already this blob in the requested mode: our symlink to it, a hard link to it,
+    or a read-only copy we made (same size and the blob's mtime, which copies are given)?"""
     try:
         st = os.lstat(dst)
         if stat.S_ISLNK(st.st_mode):
-            return os.readlink(dst) == str(blob)
+            return mode == "symlink" and os.readlink(dst) == str(blob)
+        if mode == "symlink" or not stat.S_ISREG(st.st_mode):
+            return False
         bst = os.stat(blob)
-        return (st.st_dev, st.st_ino) == (bst.st_dev, bst.st_ino)
+        if (st.st_dev, st.st_ino) == (bst.st_dev, bst.st_ino):
+            return mode in ("auto", "hardlink")
+        return (
+            mode in ("auto", "copy", "reflink")
+            and st.st_size == e.size
+            and st.st_mtime_ns == bst.st_mtime_ns
+            and st.st_mode & 0o222 == 0
+        )
     except OSError:
         return False
 
@@ -157,7 +169,7 @@ def checkout(
         parent = _safe_parent(dest, e.path, created)
         dst = parent / e.path.rsplit("/", 1)[-1]
         blob = store.blob_path(e.digest)
-        if link in ("auto", "hardlink", "symlink") and _is_ours(dst, blob):
+        if _is_ours(dst, blob, e, link):
             result.unchanged += 1
             continue
         if os.path.isdir(dst) and not os.path.islink(dst):

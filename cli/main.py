@@ -118,7 +118,7 @@ def list_(c: Ctx, model) -> None:
     """Models and versions in the store, which is current, and their sizes."""
     from casstore.usage import store_versions, usage
 
-    versions, current = store_versions(c.store())
+    versions, current = store_versions(c.store(), c.warn)
     if model:
         _ref(model)
         versions = {k: v for k, v in versions.items() if k[0] == model}
@@ -280,7 +280,7 @@ def du(c: Ctx) -> None:
     from casstore.usage import store_versions, usage
 
     store = c.store()
-    versions, current = store_versions(store)
+    versions, current = store_versions(store, c.warn)
     models = usage(versions, current)
     referenced = {d for _, m in versions.values() for d in m.blobs()}
     total = 0

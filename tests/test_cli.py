@@ -107,3 +107,11 @@ def test_quickstart_script_runs(tmp_path):
                        env={**os.environ, "WORK": str(tmp_path / "qs")}, timeout=120)
     assert p.returncode == 0, p.stderr
     assert "quickstart OK" in p.stdout
+
+
+def test_list_survives_a_broken_tag(cas, published):
+    tag = cas.store / "refs" / "m" / "tags" / "1.0"
+    manifest = next((cas.store / "manifests").rglob(tag.read_text().strip().split(":")[1] + ".json"))
+    os.unlink(manifest)
+    p = cas("list")
+    assert "m@1.0 left out" in p.stderr and "1.1" in p.stdout

@@ -198,3 +198,13 @@ def test_non_store_directory_refused(tmp_path):
     with pytest.raises(StoreFormatError):
         Store.open(tmp_path / "d")
     assert (tmp_path / "d" / "important.txt").read_text() == "x"
+
+
+def test_readd_restores_a_missing_blob(store, tmp_path):
+    src = make_model(tmp_path / "m", {"a.bin": 3000, "b.bin": 10})
+    r = add(store, src, "m", "1")
+    d = store.get_manifest(r.manifest).entries[0].digest
+    os.unlink(store.blob_path(d))  # as if verify had quarantined it
+    r2 = add(store, src, "m", "1")
+    assert r2.unchanged and r2.manifest == r.manifest and r2.new_blobs == 1
+    assert_store_consistent(store)

@@ -51,8 +51,7 @@ def test_checkout_modes(store, version, tmp_path, mode):
         assert os.stat(dest / "sub/deep/tok.txt").st_mode & 0o111
     # A second checkout leaves linked files alone.
     r2 = checkout(store, m, dest, link=mode)
-    if mode in ("auto", "hardlink", "symlink"):
-        assert r2.unchanged >= 2
+    assert r2.unchanged == 3 and r2.files == 0
 
 
 def test_reflink_unsupported_is_a_clear_error(store, version, tmp_path):
@@ -63,6 +62,18 @@ def test_reflink_unsupported_is_a_clear_error(store, version, tmp_path):
         assert "--link reflink is not possible" in str(e)
     else:  # a reflink-capable filesystem: the files must still be right
         assert same_tree(version[0], tmp_path / "r")
+
+
+def test_changed_copy_is_replaced(store, version, tmp_path):
+    _, _, m = version
+    dest = tmp_path / "d"
+    checkout(store, m, dest, link="copy")
+    f = dest / "model.bin"
+    os.chmod(f, 0o644)
+    f.write_bytes(b"x" * f.stat().st_size)  # same size, new mtime, writable
+    r = checkout(store, m, dest, link="copy")
+    assert r.files == 1 and r.unchanged == 2
+    assert f.read_bytes() == (version[0] / "model.bin").read_bytes()
 
 
 def test_existing_file_replaced_not_written_through(store, version, tmp_path):

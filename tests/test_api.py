@@ -1,0 +1,44 @@
+import os
+
+import casstore
+from conftest import make_model
+
+
+def test_python_api_end_to_end(tmp_path, monkeypatch):
+    monkeypatch.setenv("CAS_HOME", str(tmp_path / "s"))
+    store = casstore.open_store()
+    src = make_model(tmp_path / "m", {"config.json": b"{}", "w.bin": 1000})
+    casstore.add(store, src, "t2v", "1.0.0")
+    (src / "config.json").write_bytes(b'{"v": 2}')
+    casstore.add(store, src, "t2v", "1.1.0")
+    casstore.use(store, "t2v", "1.1.0")
+    p = casstore.path(store, "t2v")
+    assert (p / "config.json").read_bytes() == b'{"v": 2}'
+    assert casstore.rollback(store, "t2v").version == "1.0.0"
+    assert (casstore.path(store, "t2v") / "config.json").read_bytes() == b"{}"
+    assert casstore.verify(store).ok
+
+
+def test_store_from_user_config(tmp_path, monkeypatch):
+    cfg = tmp_path / "config.toml"
+    cfg.write_text(f'store = "{tmp_path / "configured"}"\n')
+    monkeypatch.setenv("CAS_CONFIG", str(cfg))
+    monkeypatch.delenv("CAS_HOME")
+    assert casstore.open_store().root == tmp_path / "configured"
+    monkeypatch.setenv("CAS_HOME", str(tmp_path / "env"))  # the environment overrides the file
+    assert casstore.open_store().root == tmp_path / "env"
+    assert casstore.open_store(tmp_path / "explicit").root == tmp_path / "explicit"
+    assert os.path.exists(tmp_path / "explicit" / "casstore.json")
+
+
+def test_bad_config_file_is_named(tmp_path, monkeypatch):
+    cfg = tmp_path / "config.toml"
+    cfg.write_text("store = [unclosed\n")
+    monkeypatch.setenv("CAS_CONFIG", str(cfg))
+    monkeypatch.delenv("CAS_HOME")
+    try:
+        casstore.open_store()
+    except casstore.InvalidInput as e:
+        assert str(cfg) in str(e)
+    else:
+        raise AssertionError("a broken config file must be an error")

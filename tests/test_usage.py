@@ -1,0 +1,30 @@
+from casstore.digest import Digest
+from casstore.manifest import Entry, Manifest
+from casstore.usage import usage
+
+
+def D(i):
+    return Digest(f"{i:064x}")
+
+
+def M(name, version, *blobs):
+    return Manifest(name, version, tuple(Entry(f"f{i}", size, D(b)) for i, (b, size) in enumerate(blobs)))
+
+
+def test_unique_and_shared_bytes():
+    t1 = M("t2v", "1", (1, 100), (2, 10), (9, 1000))  # 9: the VAE, shared with i2v
+    t2 = M("t2v", "2", (1, 100), (3, 20), (9, 1000))
+    i1 = M("i2v", "1", (4, 50), (9, 1000), (9, 1000))  # the same blob twice counts once
+    versions = {("t2v", "1"): (D(11), t1), ("t2v", "2"): (D(12), t2), ("i2v", "1"): (D(13), i1)}
+    out = {m.model: m for m in usage(versions, {"t2v": "2"})}
+    v = {x.version: x for x in out["t2v"].versions}
+    assert (v["1"].size, v["1"].unique, v["1"].shared) == (1110, 10, 1100)
+    assert (v["2"].size, v["2"].unique, v["2"].current) == (1120, 20, True)
+    assert (out["t2v"].size, out["t2v"].unique) == (1130, 130)
+    i = out["i2v"].versions[0]
+    assert (i.size, i.unique, i.files) == (1050, 50, 3)
+    assert (out["i2v"].size, out["i2v"].unique) == (1050, 50)
+
+
+def test_empty():
+    assert usage({}, {}) == []
