@@ -50,6 +50,7 @@ class AddResult:
     hashed_bytes: int = 0
     cache_hits: int = 0
     unchanged: bool = False
+    methods: dict[str, int] = field(default_factory=dict)  # how new blobs got in: reflink, copy, hardlink
     replaced: Digest | None = None
     current: bool = False
     warnings: list[str] = field(default_factory=list)
@@ -67,6 +68,7 @@ class AddResult:
             "hashed_bytes": self.hashed_bytes,
             "cache_hits": self.cache_hits,
             "unchanged": self.unchanged,
+            "methods": self.methods,
             "replaced": str(self.replaced) if self.replaced else None,
             "current": self.current,
             "warnings": self.warnings,
@@ -207,6 +209,7 @@ def add(
             if p.new:
                 result.new_blobs += 1
                 result.new_bytes += p.size
+                result.methods[p.method] = result.methods.get(p.method, 0) + 1
     if move:
         for f, d in zip(files, digests):
             _leave_link(store, f.abspath, d)

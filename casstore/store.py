@@ -28,6 +28,7 @@ class Put:
     digest: Digest
     size: int
     new: bool  # False: the blob was already there
+    method: str = "existing"  # or how the bytes got in: reflink, copy, hardlink
 
 
 def touch(path: Path) -> None:
@@ -112,8 +113,9 @@ class Store:
                     if not move:
                         raise linking.LinkUnsupported("copy requested")
                     linking.hardlink(src, tmp)
+                    method = "hardlink"
                 except linking.LinkUnsupported:
-                    linking.reflink_or_copy(src, tmp)
+                    method = linking.reflink_or_copy(src, tmp)
                 os.chmod(tmp, 0o444)
                 digest, size = hash_file(tmp)
                 if expected is not None and digest != expected:
@@ -125,7 +127,7 @@ class Store:
                     os.fsync(fd)
                 finally:
                     os.close(fd)
-                return self._publish_blob(tmp, digest, size)
+                return self._publish_blob(tmp, digest, size, method)
             except OSError as e:
                 raise translate_os_error(e, self.layout.tmp, os.stat(src).st_size if src.exists() else None) from e
         finally:
@@ -134,12 +136,12 @@ class Store:
             except FileNotFoundError:
                 pass
 
-    def _publish_blob(self, tmp: Path, digest: Digest, size: int) -> Put:
+    def _publish_blob(self, tmp: Path, digest: Digest, size: int, method: str) -> Put:
         final = self.blob_path(digest)
         makedirs(final.parent)
         if link_no_replace(tmp, final):
             fsync_dir(final.parent)
-            return Put(digest, size, True)
+            return Put(digest, size, True, method)
         touch(final)
         return Put(digest, size, False)
 
@@ -151,7 +153,7 @@ class Store:
             return Put(digest, len(data), False)
         makedirs(final.parent)
         new = write_file(final, data, self.layout.tmp)
-        return Put(digest, len(data), new)
+        return Put(digest, len(data), new, "write" if new else "existing")
 
     def iter_blobs(self) -> Iterator[tuple[Digest, Path]]:
         for sub in sorted(os.listdir(self.layout.blobs)):

@@ -117,6 +117,7 @@ def test_move_leaves_read_only_links(store, tmp_path):
     src = make_model(tmp_path / "m", {"a.bin": 3000, "s.bin": shared})
     content = (src / "a.bin").read_bytes()
     r = add(store, src, "m", "1", move=True)
+    assert r.methods == {"hardlink": 1}  # s.bin was already stored; a.bin was linked, not copied
     m = store.get_manifest(r.manifest)
     for e in m.entries:
         assert os.path.samefile(src / e.path, store.blob_path(e.digest))
