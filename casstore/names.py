@@ -14,22 +14,21 @@ _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 _VERSION = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]{0,127}")
 
 
-def validate_model(name: str) -> str:
-    if not isinstance(name, str) or _NAME.fullmatch(name) is None or ".." in name:
+def _validate(kind: str, pattern: re.Pattern, extra: str, text: str) -> str:
+    if not isinstance(text, str) or pattern.fullmatch(text) is None or ".." in text:
         raise InvalidName(
-            f"invalid model name {name!r}: use letters, digits, '.', '_', '-' "
-            "(starting with a letter or digit, at most 128 characters)"
+            f"invalid {kind} {text!r}: use letters, digits, {extra} "
+            "(starting with a letter or digit, at most 128 characters, no '..')"
         )
-    return name
+    return text
+
+
+def validate_model(name: str) -> str:
+    return _validate("model name", _NAME, "'.', '_', '-'", name)
 
 
 def validate_version(version: str) -> str:
-    if not isinstance(version, str) or _VERSION.fullmatch(version) is None or ".." in version:
-        raise InvalidName(
-            f"invalid version {version!r}: use letters, digits, '.', '_', '+', '-' "
-            "(starting with a letter or digit, at most 128 characters)"
-        )
-    return version
+    return _validate("version", _VERSION, "'.', '_', '+', '-'", version)
 
 
 @dataclass(frozen=True, slots=True)
