@@ -14,11 +14,11 @@ from pathlib import Path
 
 from .errors import OutOfSpace
 
-_HOST = socket.gethostname().replace("/", "_")[:32]
+HOST = socket.gethostname().replace("/", "_")[:32]
 
 
 def temp_name(prefix: str = "") -> str:
-    return f"{prefix}{_HOST}.{os.getpid()}.{secrets.token_hex(6)}.tmp"
+    return f"{prefix}{HOST}.{os.getpid()}.{secrets.token_hex(6)}.tmp"
 
 
 def fsync_dir(path: Path) -> None:

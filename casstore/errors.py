@@ -62,7 +62,12 @@ class LockTimeout(CasError, TimeoutError):
 
 
 class RemoteError(CasError):
-    pass
+    """A remote failed or misbehaved. ``retryable``: worth another attempt (resets, 5xx, 429)."""
+
+    def __init__(self, message: str, *, retryable: bool = False, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.retryable = retryable
+        self.retry_after = retry_after
 
 
 class OutOfSpace(CasError, OSError):

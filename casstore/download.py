@@ -1,0 +1,488 @@
+"""The download engine: missing blobs from remotes into a store, parallel, resumable, verified.
+
+- Work is a shared queue of byte ranges ("parts") across all blobs; `jobs` workers take parts.
+  An idle worker splits the in-flight part with the most bytes left, so one slow connection
+  cannot stall the tail.
+- Each blob is assembled in a partial file owned by one writer (``tmp/downloads/<hex>.<writer>``)
+  with a progress record of the ranges already written. A later run adopts the partial of a
+  writer that is gone (dead pid on this host, or a record not refreshed for `stale_after`) and
+  fetches only the rest; it never writes into a live writer's file.
+- A blob is published (linked into ``blobs/``) only after the assembled file hashes to its
+  digest and has its size. Hashing the assembled file runs at memory-mapped, multithreaded
+  speed from the page cache, which measured faster here than hashing in order while streaming
+  out-of-order ranges would allow (see docs/architecture.md).
+- Retries with exponential backoff and jitter, honouring Retry-After; a stall timeout and a
+  low-speed limit end dead or dripping connections; then the next mirror; then an error naming
+  the URL, the digest and the last failure.
+- A per-blob lock file (host, pid, time; refreshed while held) stops two processes downloading
+  the same blob. It only saves bandwidth: if it fails, both download and the first link wins.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import random
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .atomic import HOST, fsync_dir, link_no_replace, makedirs, out_of_space, temp_name
+from .digest import Digest, hash_file
+from .errors import CasError, IntegrityError, InvalidInput, NotFound, OutOfSpace, RemoteError
+from .ratelimit import RateLimiter
+from .remotes.base import Remote, blob as blob_key
+from .store import Store, touch
+
+MiB = 1 << 20
+
+
+@dataclass
+class Settings:
+    jobs: int = 8
+    part_size: int = 64 * MiB
+    min_split: int = 4 * MiB
+    attempts: int = 5
+    backoff: float = 0.5
+    backoff_cap: float = 30.0
+    low_speed_limit: int = 1024  # bytes/s; below this for low_speed_time, the connection is dropped
+    low_speed_time: float = 30.0
+    lock_refresh: float = 5.0
+    stale_after: float = 60.0  # a lock or partial not refreshed for this long belongs to nobody
+    rate: float | None = None
+
+    @classmethod
+    def from_env(cls, **over) -> "Settings":
+        s = cls(**over)
+        for name, env in (("low_speed_time", "CAS_LOW_SPEED_TIME"), ("backoff", "CAS_RETRY_BACKOFF"),
+                          ("attempts", "CAS_RETRY_ATTEMPTS"), ("stale_after", "CAS_STALE_AFTER")):
+            if os.environ.get(env):
+                setattr(s, name, type(getattr(s, name))(float(os.environ[env])))
+        return s
+
+
+@dataclass
+class Stats:
+    blobs: int = 0
+    bytes_total: int = 0
+    bytes_downloaded: int = 0  # received from the network
+    bytes_reused: int = 0  # already in the store, or fetched by another process meanwhile
+    bytes_resumed: int = 0  # adopted from an earlier, interrupted download
+    retries: int = 0
+    elapsed: float = 0.0
+
+    def to_json(self) -> dict:
+        return {k: (round(v, 3) if isinstance(v, float) else v) for k, v in self.__dict__.items()}
+
+
+def _merge(ranges: list[list[int]]) -> list[list[int]]:
+    out: list[list[int]] = []
+    for a, b in sorted(ranges):
+        if out and a <= out[-1][1]:
+            out[-1][1] = max(out[-1][1], b)
+        elif b > a:
+            out.append([a, b])
+    return out
+
+
+def _gaps(size: int, done: list[list[int]]) -> list[tuple[int, int]]:
+    gaps, pos = [], 0
+    for a, b in _merge(done):
+        if a > pos:
+            gaps.append((pos, a))
+        pos = max(pos, b)
+    if pos < size:
+        gaps.append((pos, size))
+    return gaps
+
+
+def _alive(host: str, pid: int) -> bool | None:
+    """Is that writer alive? None when we cannot tell (another host)."""
+    if host != HOST:
+        return None
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+@dataclass
+class Part:
+    job: "BlobJob"
+    start: int
+    pos: int
+    end: int
+    active: bool = False
+
+
+@dataclass
+class BlobJob:
+    digest: Digest
+    size: int
+    path: Path  # the partial file
+    record: Path  # its progress record
+    fd: int = -1
+    done: list[list[int]] = field(default_factory=list)
+    parts: list[Part] = field(default_factory=list)
+    adopted: int = 0
+    urls: set[str] = field(default_factory=set)
+    finished: asyncio.Event = field(default_factory=asyncio.Event)
+    error: BaseException | None = None
+    last_save: float = 0.0
+
+    def ranges_done(self) -> list[list[int]]:
+        return _merge(self.done + [[p.start, p.pos] for p in self.parts if p.pos > p.start])
+
+    def save(self, force: bool = False) -> None:
+        now = time.monotonic()
+        if not force and now - self.last_save < 1.0:
+            return
+        self.last_save = now
+        tmp = self.record.with_name(self.record.name + ".tmp")
+        tmp.write_text(json.dumps({"digest": str(self.digest), "size": self.size, "done": self.ranges_done()}))
+        os.replace(tmp, self.record)
+
+
+class Downloader:
+    def __init__(self, store: Store, remotes: list[Remote], settings: Settings | None = None, progress=None) -> None:
+        if not remotes:
+            raise InvalidInput("no remote to download from")
+        self.store = store
+        self.remotes = remotes
+        self.s = settings or Settings()
+        self.progress = progress  # callable(done_bytes, total_bytes)
+        self.stats = Stats()
+        self.limiter = RateLimiter(self.s.rate) if self.s.rate else None
+        self.dl_dir = store.layout.tmp / "downloads"
+        self.lock_dir = store.layout.tmp / "locks"
+        self.writer = temp_name().removesuffix(".tmp")
+        self.queue: list[Part] = []
+        self.inflight: list[Part] = []
+        self._wake = asyncio.Event()
+        self._progress_done = 0
+
+    # public ---------------------------------------------------------------------------------
+
+    async def fetch(self, wants: dict[Digest, int]) -> Stats:
+        """Bring every (digest, size) into the store; returns what it cost."""
+        t0 = time.monotonic()
+        makedirs(self.dl_dir)
+        makedirs(self.lock_dir)
+        self.stats.blobs = len(wants)
+        self.stats.bytes_total = sum(wants.values())
+        missing = {}
+        for d, size in wants.items():
+            if self.store.has_blob(d):
+                touch(self.store.blob_path(d))
+                self.stats.bytes_reused += size
+            else:
+                missing[d] = size
+        self._progress_done = self.stats.bytes_reused
+        self._check_space(missing)
+        workers = [asyncio.create_task(self._worker()) for _ in range(max(1, self.s.jobs))]
+        try:
+            results = await asyncio.gather(*(self._one(d, size) for d, size in missing.items()), return_exceptions=True)
+        finally:
+            self._wake.set()
+            for w in workers:
+                w.cancel()
+            await asyncio.gather(*workers, return_exceptions=True)
+        self.stats.elapsed = time.monotonic() - t0
+        errors = [r for r in results if isinstance(r, BaseException)]
+        if errors:
+            raise errors[0]
+        return self.stats
+
+    # space, locks and partials -----------------------------------------------------------------
+
+    def _check_space(self, missing: dict[Digest, int]) -> None:
+        needed = sum(missing.values())
+        for p in self.dl_dir.glob("*.part"):
+            try:
+                if Digest(p.name.split(".", 1)[0]) in missing:
+                    needed -= p.stat().st_blocks * 512
+            except (InvalidInput, OSError):
+                continue
+        st = os.statvfs(self.store.layout.tmp)
+        if needed > st.f_bavail * st.f_frsize:
+            raise out_of_space(self.store.layout.tmp, needed)
+
+    async def _lock(self, d: Digest) -> Path | None:
+        """Take the blob's download lock; None if the blob appeared while we waited."""
+        lock = self.lock_dir / f"{d.hex}.lock"
+        warned = False
+        while True:
+            if self.store.has_blob(d):
+                return None
+            try:
+                fd = os.open(lock, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o664)
+            except FileExistsError:
+                holder = self._read_lock(lock)
+                if holder is None or self._stale(lock, holder):
+                    if not warned:
+                        import logging
+
+                        logging.getLogger("casstore").warning(
+                            "taking over stale download lock %s (held by %s)", lock, holder or "unknown")
+                        warned = True
+                    try:
+                        os.unlink(lock)
+                    except FileNotFoundError:
+                        pass
+                    continue
+                await asyncio.sleep(0.2)
+                continue
+            with os.fdopen(fd, "w") as f:
+                json.dump({"host": HOST, "pid": os.getpid(), "time": time.time()}, f)
+            return lock
+
+    @staticmethod
+    def _read_lock(lock: Path) -> dict | None:
+        try:
+            return json.loads(lock.read_text())
+        except (OSError, ValueError):
+            return None
+
+    def _stale(self, path: Path, holder: dict) -> bool:
+        alive = _alive(holder.get("host", ""), int(holder.get("pid", 0)))
+        if alive is not None:
+            return not alive
+        try:
+            return self.store.now() - path.stat().st_mtime > self.s.stale_after
+        except FileNotFoundError:
+            return True
+
+    def _adopt(self, d: Digest, size: int) -> BlobJob:
+        """Our partial for ``d``: a dead writer's (renamed to us), or a new sparse file."""
+        mine = self.dl_dir / f"{d.hex}.{self.writer}.part"
+        job = BlobJob(d, size, mine, mine.with_suffix(".progress"))
+        for rec in sorted(self.dl_dir.glob(f"{d.hex}.*.progress")):
+            writer = rec.name[len(d.hex) + 1 : -len(".progress")]
+            part = rec.with_suffix(".part")
+            bits = writer.split(".")
+            alive = _alive(".".join(bits[:-2]), int(bits[-2])) if len(bits) >= 3 and bits[-2].isdigit() else None
+            if alive or (alive is None and self.store.now() - rec.stat().st_mtime < self.s.stale_after):
+                continue  # a live writer's file: never touched
+            try:
+                info = json.loads(rec.read_text())
+                if info.get("digest") != str(d) or info.get("size") != size:
+                    continue
+                os.rename(part, job.path)
+                os.rename(rec, job.record)
+            except (OSError, ValueError):
+                continue
+            job.done = _merge([[int(a), int(b)] for a, b in info.get("done", []) if 0 <= int(a) <= int(b) <= size])
+            job.adopted = sum(b - a for a, b in job.done)
+            break
+        job.fd = os.open(job.path, os.O_RDWR | os.O_CREAT, 0o600)
+        os.ftruncate(job.fd, size)
+        return job
+
+    # one blob ---------------------------------------------------------------------------------------
+
+    async def _one(self, d: Digest, size: int) -> None:
+        lock = await self._lock(d)
+        if lock is None:
+            self.stats.bytes_reused += size
+            self._advance(size)
+            return
+        refresher = asyncio.create_task(self._refresh(lock))
+        try:
+            for attempt in (0, 1):
+                job = self._adopt(d, size) if attempt == 0 else self._fresh(d, size)
+                try:
+                    await self._download(job)
+                    await asyncio.to_thread(self._publish, job)
+                    return
+                except IntegrityError:
+                    if job.adopted and attempt == 0:
+                        continue  # the adopted bytes may be the bad ones: once more from scratch
+                    raise
+                finally:
+                    self._discard(job)
+        finally:
+            refresher.cancel()
+            try:
+                os.unlink(lock)
+            except FileNotFoundError:
+                pass
+
+    def _fresh(self, d: Digest, size: int) -> BlobJob:
+        mine = self.dl_dir / f"{d.hex}.{self.writer}.part"
+        job = BlobJob(d, size, mine, mine.with_suffix(".progress"))
+        job.fd = os.open(job.path, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o600)
+        os.ftruncate(job.fd, size)
+        return job
+
+    async def _refresh(self, lock: Path) -> None:
+        while True:
+            await asyncio.sleep(self.s.lock_refresh)
+            try:
+                os.utime(lock)
+            except OSError:
+                pass
+
+    async def _download(self, job: BlobJob) -> None:
+        self.stats.bytes_resumed += job.adopted
+        self._advance(job.adopted)
+        for a, b in _gaps(job.size, job.done):
+            for s in range(a, b, self.s.part_size):
+                part = Part(job, s, s, min(b, s + self.s.part_size))
+                job.parts.append(part)
+                self.queue.append(part)
+        self._wake.set()
+        if job.parts:
+            job.save(force=True)
+            await job.finished.wait()
+        while any(p.active for p in job.parts):  # let every writer of this file stop before it is closed
+            await asyncio.sleep(0.01)
+        if job.error is not None:
+            raise job.error
+
+    def _publish(self, job: BlobJob) -> None:
+        os.fsync(job.fd)
+        got, size = hash_file(job.path)
+        where = ", ".join(sorted(job.urls)) or self.remotes[0].describe(blob_key(job.digest))
+        if size != job.size or got != job.digest:
+            raise IntegrityError(f"downloaded bytes for {job.digest} from {where} hash to {got} ({size} bytes); discarded")
+        os.fchmod(job.fd, 0o444)
+        final = self.store.blob_path(job.digest)
+        makedirs(final.parent)
+        if link_no_replace(job.path, final):
+            fsync_dir(final.parent)
+        else:
+            touch(final)
+
+    def _discard(self, job: BlobJob) -> None:
+        if job.fd >= 0:
+            os.close(job.fd)
+            job.fd = -1
+        ok = self.store.has_blob(job.digest)
+        if ok or job.error is not None and not isinstance(job.error, (RemoteError, asyncio.CancelledError)):
+            for p in (job.path, job.record):
+                try:
+                    os.unlink(p)
+                except FileNotFoundError:
+                    pass
+        else:
+            try:
+                job.save(force=True)  # what we have, for the next run to resume
+            except OSError:
+                pass
+
+    # workers -----------------------------------------------------------------------------------
+
+    def _next_part(self) -> Part | None:
+        while self.queue:
+            p = self.queue.pop(0)
+            if p.job.error is None:
+                return p
+        # Nothing queued: help the slowest in-flight part by taking the second half of what it has left.
+        best = max((p for p in self.inflight if p.job.error is None), key=lambda p: p.end - p.pos, default=None)
+        if best is None or best.end - best.pos < 2 * self.s.min_split:
+            return None
+        mid = best.pos + (best.end - best.pos) // 2
+        mid -= mid % (64 << 10)
+        if mid <= best.pos:
+            return None
+        new = Part(best.job, mid, mid, best.end)
+        best.end = mid
+        best.job.parts.append(new)
+        return new
+
+    async def _worker(self) -> None:
+        while True:
+            part = self._next_part()
+            if part is None:
+                self._wake.clear()
+                await self._wake.wait()
+                continue
+            part.active = True
+            self.inflight.append(part)
+            try:
+                await self._run_part(part)
+            except asyncio.CancelledError:
+                raise
+            except BaseException as e:  # noqa: BLE001 - recorded on the blob, raised by its owner
+                if part.job.error is None:
+                    part.job.error = e
+                part.job.finished.set()
+            finally:
+                part.active = False
+                self.inflight.remove(part)
+                self._wake.set()
+            job = part.job
+            if job.error is None and all(p.pos >= p.end for p in job.parts) and not any(p.active for p in job.parts):
+                job.done = job.ranges_done()
+                job.finished.set()
+
+    async def _run_part(self, part: Part) -> None:
+        job = part.job
+        key = blob_key(job.digest)
+        last: BaseException | None = None
+        for remote in self.remotes:
+            for attempt in range(self.s.attempts):
+                if part.pos >= part.end or job.error is not None:
+                    return
+                try:
+                    await self._stream(remote, key, part)
+                    return
+                except NotFound as e:
+                    last = e
+                    break  # the next mirror may have it
+                except RemoteError as e:
+                    last = e
+                    if not e.retryable or attempt == self.s.attempts - 1:
+                        break
+                    self.stats.retries += 1
+                    delay = min(self.s.backoff_cap, self.s.backoff * 2**attempt) * random.uniform(0.5, 1.0)
+                    if e.retry_after is not None:
+                        delay = min(max(delay, e.retry_after), 300.0)
+                    await asyncio.sleep(delay)
+                except OSError as e:
+                    if e.errno == 28:
+                        raise out_of_space(job.path, job.size) from e
+                    raise
+        urls = ", ".join(r.describe(key) for r in self.remotes)
+        if isinstance(last, NotFound):
+            raise NotFound(f"blob {job.digest} is not on any remote ({urls}): {last}") from last
+        raise RemoteError(f"giving up on {job.digest} ({urls}) after {self.s.attempts} attempt(s) per remote: {last}") from last
+
+    async def _stream(self, remote: Remote, key, part: Part) -> None:
+        job = part.job
+        window_start, window_bytes = time.monotonic(), 0
+        stream = remote.read(key, part.pos, part.end)
+        try:
+            async for chunk in stream:
+                room = part.end - part.pos  # may have shrunk: another worker took the rest
+                if room <= 0 or job.error is not None:
+                    break
+                if len(chunk) > room:
+                    chunk = chunk[:room]
+                if self.limiter:
+                    await self.limiter.take(len(chunk))
+                n = os.pwrite(job.fd, chunk, part.pos)
+                part.pos += n
+                job.urls.add(remote.describe(key))
+                self.stats.bytes_downloaded += n
+                self._advance(n)
+                window_bytes += n
+                now = time.monotonic()
+                if now - window_start >= self.s.low_speed_time:
+                    if window_bytes / (now - window_start) < self.s.low_speed_limit:
+                        raise RemoteError(
+                            f"{remote.describe(key)} sent {window_bytes} bytes in {now - window_start:.0f}s, "
+                            f"below {self.s.low_speed_limit} B/s", retryable=True)
+                    window_start, window_bytes = now, 0
+                job.save()
+        finally:
+            await stream.aclose()
+
+    def _advance(self, n: int) -> None:
+        self._progress_done += n
+        if self.progress and n:
+            self.progress(self._progress_done, self.stats.bytes_total)

@@ -1,0 +1,94 @@
+"""The remote contract: a handful of async methods every backend implements.
+
+Keys are built only from a parsed ``Digest`` or a validated model name, so a backend never sees
+a path it did not get from here. Retries, rate limits and mirrors wrap a remote (see
+``download.py`` and ``remotes/mirrors.py``); backends stay plain.
+
+The layout, the same on disk, over HTTP and in a bucket:
+
+    casstore-remote.json                  {"casstore_remote": 1}
+    blobs/<hex[:2]>/<hex>
+    manifests/<hex[:2]>/<hex>.json
+    index/<model>.json                    the model's versions (casstore/index.py)
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..digest import Digest
+from ..names import validate_model
+
+FORMAT_FILE = "casstore-remote.json"
+FORMAT_VERSION = 1
+CHUNK = 1 << 20
+
+
+@dataclass(frozen=True, slots=True)
+class Key:
+    kind: str  # "blob" or "manifest"
+    digest: Digest
+
+    @property
+    def path(self) -> str:
+        h = self.digest.hex
+        if self.kind == "blob":
+            return f"blobs/{h[:2]}/{h}"
+        if self.kind == "manifest":
+            return f"manifests/{h[:2]}/{h}.json"
+        raise ValueError(f"unknown object kind {self.kind!r}")
+
+
+def blob(d: Digest) -> Key:
+    return Key("blob", d)
+
+
+def manifest(d: Digest) -> Key:
+    return Key("manifest", d)
+
+
+def index_path(model: str) -> str:
+    return f"index/{validate_model(model)}.json"
+
+
+class Remote(ABC):
+    """One place objects are published to and fetched from."""
+
+    url: str
+
+    def describe(self, key: Key | str) -> str:
+        """The URL of an object, for error messages."""
+        rel = key.path if isinstance(key, Key) else key
+        return f"{self.url.rstrip('/')}/{rel}"
+
+    @abstractmethod
+    async def stat(self, key: Key) -> int | None:
+        """The object's size, or None if the remote does not have it."""
+
+    @abstractmethod
+    def read(self, key: Key, start: int = 0, end: int | None = None) -> AsyncIterator[bytes]:
+        """Stream bytes [start, end) of an object. Raises NotFound or RemoteError."""
+
+    @abstractmethod
+    async def write(self, key: Key, source: Path | bytes) -> None:
+        """Publish an object whose bytes match its digest (the caller has verified them)."""
+
+    @abstractmethod
+    async def read_index(self, model: str) -> tuple[bytes, str] | None:
+        """The model's index bytes and a tag for compare-and-swap, or None if unpublished."""
+
+    @abstractmethod
+    async def write_index(self, model: str, data: bytes, expect: str | None) -> None:
+        """Replace the index if its tag is still ``expect`` (None: must not exist); else Conflict."""
+
+    async def close(self) -> None:
+        pass
+
+    async def __aenter__(self) -> "Remote":
+        return self
+
+    async def __aexit__(self, *exc) -> None:
+        await self.close()

@@ -1,0 +1,198 @@
+"""A remote over HTTP(S): any static server for reads (nginx, a CDN), `cas serve` for writes.
+
+Hostile servers get errors, not damage: bodies are counted against the size asked for (more is
+an error, less is an error), compressed bodies are refused rather than inflated, redirects are
+followed by hand so a token never crosses to another origin, and plain HTTP is refused except
+on loopback or with ``insecure``.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import AsyncIterator
+from pathlib import Path
+from urllib.parse import urljoin, urlsplit
+
+import aiohttp
+
+from ..errors import Conflict, IntegrityError, InvalidInput, NotFound, RemoteError
+from ..index import MAX_INDEX_BYTES
+from .base import CHUNK, Key, Remote, index_path
+
+MAX_REDIRECTS = 5
+
+
+def is_loopback(host: str | None) -> bool:
+    if not host:
+        return False
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def _origin(url: str) -> tuple[str, str, int | None]:
+    u = urlsplit(url)
+    return u.scheme, (u.hostname or "").lower(), u.port or {"http": 80, "https": 443}.get(u.scheme)
+
+
+def _retry_after(resp: aiohttp.ClientResponse) -> float | None:
+    v = resp.headers.get("Retry-After")
+    try:
+        return max(0.0, float(v)) if v is not None else None
+    except ValueError:
+        return None
+
+
+class HttpRemote(Remote):
+    def __init__(self, url: str, *, token: str | None = None, insecure: bool = False,
+                 stall_timeout: float = 30.0, connect_timeout: float = 30.0) -> None:
+        u = urlsplit(url)
+        if u.scheme not in ("http", "https") or not u.hostname:
+            raise InvalidInput(f"invalid remote URL {url!r}: expected http(s)://host/path")
+        if u.scheme == "http" and not insecure and not is_loopback(u.hostname):
+            raise InvalidInput(
+                f"refusing plain HTTP to {url}: use https://, or --insecure if you accept the risk"
+            )
+        self.url = url.rstrip("/") + "/"
+        self._token = token
+        self._timeout = aiohttp.ClientTimeout(total=None, connect=connect_timeout, sock_read=stall_timeout)
+        self._session: aiohttp.ClientSession | None = None
+
+    def describe(self, key: Key | str) -> str:
+        return self.url + (key.path if isinstance(key, Key) else key)
+
+    def _sess(self) -> aiohttp.ClientSession:
+        if self._session is None or self._session.closed:
+            self._session = aiohttp.ClientSession(
+                timeout=self._timeout,
+                auto_decompress=False,
+                connector=aiohttp.TCPConnector(limit=64),
+                headers={"Accept-Encoding": "identity", "User-Agent": "casstore"},
+            )
+        return self._session
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+
+    async def _request(self, method: str, rel: str, **kw) -> aiohttp.ClientResponse:
+        """One request, following redirects by hand; the token stays with the first origin."""
+        url = self.url + rel
+        first = _origin(url)
+        headers = dict(kw.pop("headers", {}))
+        for _ in range(MAX_REDIRECTS + 1):
+            h = dict(headers)
+            if self._token and _origin(url) == first:
+                h["Authorization"] = f"Bearer {self._token}"
+            try:
+                resp = await self._sess().request(method, url, headers=h, allow_redirects=False, **kw)
+            except (aiohttp.ClientError, TimeoutError, OSError) as e:
+                raise RemoteError(f"{method} {url} failed: {type(e).__name__}: {e}", retryable=True) from e
+            if resp.status in (301, 302, 303, 307, 308) and "Location" in resp.headers:
+                resp.release()
+                nxt = urljoin(url, resp.headers["Location"])
+                if urlsplit(nxt).scheme == "http" and urlsplit(url).scheme == "https":
+                    raise RemoteError(f"{url} redirected from HTTPS to plain HTTP ({nxt}); refused")
+                url = nxt
+                continue
+            return resp
+        raise RemoteError(f"too many redirects from {self.url + rel}")
+
+    def _error(self, resp: aiohttp.ClientResponse, what: str) -> Exception:
+        url = str(resp.url)
+        if resp.status == 404:
+            return NotFound(f"{url} does not exist (404)")
+        if resp.status in (401, 403):
+            return RemoteError(f"{what} {url} refused ({resp.status}): check the token for this remote")
+        if resp.status == 412:
+            return Conflict(f"{url} changed while publishing (412); try again")
+        if resp.status == 422:
+            return IntegrityError(f"{url} rejected the upload (422)")
+        retryable = resp.status in (408, 425, 429) or resp.status >= 500
+        return RemoteError(f"{what} {url} failed: HTTP {resp.status} {resp.reason}", retryable=retryable,
+                           retry_after=_retry_after(resp))
+
+    async def stat(self, key: Key) -> int | None:
+        resp = await self._request("HEAD", key.path)
+        async with resp:
+            if resp.status == 404:
+                return None
+            if resp.status != 200:
+                raise self._error(resp, "HEAD")
+            return resp.content_length
+
+    async def read(self, key: Key, start: int = 0, end: int | None = None) -> AsyncIterator[bytes]:
+        headers = {}
+        if start or end is not None:
+            headers["Range"] = f"bytes={start}-" + ("" if end is None else str(end - 1))
+        resp = await self._request("GET", key.path, headers=headers)
+        async with resp:
+            url = str(resp.url)
+            if resp.status not in (200, 206):
+                raise self._error(resp, "GET")
+            enc = resp.headers.get("Content-Encoding", "identity").lower()
+            if enc not in ("identity", ""):
+                raise RemoteError(f"{url} sent a {enc}-encoded body; refusing to inflate it")
+            skip = 0
+            if resp.status == 206:
+                cr = resp.headers.get("Content-Range", "")
+                if not cr.startswith(f"bytes {start}-"):
+                    raise RemoteError(f"{url} answered range {start}- with {cr!r}", retryable=True)
+            else:
+                skip = start  # the server ignored Range: read past what we already have
+            want = None if end is None else end - start
+            declared = resp.content_length
+            if declared is not None and want is not None and declared - skip != want:
+                raise RemoteError(
+                    f"{url} declared {declared - skip} bytes for a request of {want}", retryable=True
+                )
+            got = 0
+            try:
+                async for chunk in resp.content.iter_chunked(CHUNK):
+                    if skip:
+                        cut = min(skip, len(chunk))
+                        chunk, skip = chunk[cut:], skip - cut
+                        if not chunk:
+                            continue
+                    got += len(chunk)
+                    if want is not None and got > want:
+                        raise RemoteError(f"{url} sent more than the {want} bytes asked for")
+                    yield chunk
+            except (aiohttp.ClientError, TimeoutError, OSError) as e:
+                raise RemoteError(f"GET {url} broke after {got} bytes: {type(e).__name__}: {e}", retryable=True) from e
+            if want is not None and got < want:
+                raise RemoteError(f"{url} ended after {got} of {want} bytes", retryable=True)
+
+    async def write(self, key: Key, source: Path | bytes) -> None:
+        if isinstance(source, bytes):
+            resp = await self._request("PUT", key.path, data=source)
+        else:
+            with open(source, "rb") as f:
+                resp = await self._request("PUT", key.path, data=f)
+        async with resp:
+            if resp.status not in (200, 201, 204):
+                raise self._error(resp, "PUT")
+
+    async def read_index(self, model: str) -> tuple[bytes, str] | None:
+        from ..digest import Digest
+
+        resp = await self._request("GET", index_path(model))
+        async with resp:
+            if resp.status == 404:
+                return None
+            if resp.status != 200:
+                raise self._error(resp, "GET")
+            data = await resp.content.read(MAX_INDEX_BYTES + 1)
+            if len(data) > MAX_INDEX_BYTES:
+                raise RemoteError(f"{resp.url} is larger than {MAX_INDEX_BYTES} bytes")
+            return data, Digest.of_bytes(data).hex
+
+    async def write_index(self, model: str, data: bytes, expect: str | None) -> None:
+        headers = {"If-None-Match": "*"} if expect is None else {"If-Match": f'"{expect}"'}
+        resp = await self._request("PUT", index_path(model), data=data, headers=headers)
+        async with resp:
+            if resp.status not in (200, 201, 204):
+                raise self._error(resp, "PUT")

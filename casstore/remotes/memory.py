@@ -1,0 +1,42 @@
+"""An in-memory remote: the reference implementation of the contract, for tests."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+from ..digest import Digest
+from ..errors import Conflict, NotFound
+from .base import CHUNK, Key, Remote, index_path
+
+
+class MemoryRemote(Remote):
+    def __init__(self) -> None:
+        self.url = "memory://"
+        self.objects: dict[str, bytes] = {}
+
+    async def stat(self, key: Key) -> int | None:
+        data = self.objects.get(key.path)
+        return None if data is None else len(data)
+
+    async def read(self, key: Key, start: int = 0, end: int | None = None) -> AsyncIterator[bytes]:
+        data = self.objects.get(key.path)
+        if data is None:
+            raise NotFound(f"{self.describe(key)} does not exist")
+        data = data[start:end]
+        for i in range(0, len(data), CHUNK):
+            yield data[i : i + CHUNK]
+
+    async def write(self, key: Key, source: Path | bytes) -> None:
+        if key.path not in self.objects:
+            self.objects[key.path] = source if isinstance(source, bytes) else Path(source).read_bytes()
+
+    async def read_index(self, model: str) -> tuple[bytes, str] | None:
+        data = self.objects.get(index_path(model))
+        return None if data is None else (data, Digest.of_bytes(data).hex)
+
+    async def write_index(self, model: str, data: bytes, expect: str | None) -> None:
+        cur = self.objects.get(index_path(model))
+        if (cur is None) != (expect is None) or (cur is not None and Digest.of_bytes(cur).hex != expect):
+            raise Conflict(f"{self.describe(index_path(model))} changed while publishing; try again")
+        self.objects[index_path(model)] = data
