@@ -56,7 +56,8 @@ class Settings:
     def from_env(cls, **over) -> "Settings":
         s = cls(**over)
         for name, env in (("low_speed_time", "CAS_LOW_SPEED_TIME"), ("backoff", "CAS_RETRY_BACKOFF"),
-                          ("attempts", "CAS_RETRY_ATTEMPTS"), ("stale_after", "CAS_STALE_AFTER")):
+                          ("attempts", "CAS_RETRY_ATTEMPTS"), ("stale_after", "CAS_STALE_AFTER"),
+                          ("part_size", "CAS_PART_SIZE")):
             if os.environ.get(env):
                 setattr(s, name, type(getattr(s, name))(float(os.environ[env])))
         return s

@@ -1,0 +1,137 @@
+"""Real servers on loopback for the tests: `cas serve`, nginx, and aiohttp apps in a thread."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_port(port: int, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            return
+        except OSError:
+            time.sleep(0.05)
+    raise TimeoutError(f"nothing listening on 127.0.0.1:{port}")
+
+
+class CasServe:
+    """`cas serve` in a real subprocess."""
+
+    def __init__(self, root: Path, token: str | None = "secret-token", max_object: str | None = None) -> None:
+        self.root, self.token = root, token
+        args = [sys.executable, "-m", "casstore_cli.main", "serve", "--root", str(root), "--port", "0"]
+        if token:
+            tf = root.parent / f"{root.name}.token"
+            tf.write_text(token + "\n")
+            args += ["--token-file", str(tf)]
+        if max_object:
+            args += ["--max-object-size", max_object]
+        env = {k: v for k, v in os.environ.items() if k != "CAS_SERVE_TOKEN"}
+        self.proc = subprocess.Popen(args, stderr=subprocess.PIPE, text=True, env=env)
+        line = self.proc.stderr.readline()
+        if "serving" not in line:
+            self.proc.kill()
+            raise RuntimeError(f"cas serve did not start: {line}")
+        self.url = line.split(" on ", 1)[1].split(" ", 1)[0]
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        self.proc.wait(10)
+
+
+class Nginx:
+    """nginx serving a directory read-only, as a static mirror would."""
+
+    def __init__(self, root: Path, workdir: Path) -> None:
+        exe = shutil.which("nginx") or "/usr/sbin/nginx"
+        if not os.path.exists(exe):
+            pytest.fail("nginx is not installed (CI installs it from Debian packages: apt-get install nginx)")
+        workdir.mkdir(parents=True, exist_ok=True)
+        self.port = free_port()
+        conf = workdir / "nginx.conf"
+        user = "user root;" if os.geteuid() == 0 else ""
+        conf.write_text(f"""
+{user}
+worker_processes 1;
+daemon off;
+pid {workdir}/nginx.pid;
+error_log {workdir}/error.log;
+events {{ worker_connections 256; }}
+http {{
+  access_log off;
+  client_body_temp_path {workdir}/body;
+  proxy_temp_path {workdir}/proxy;
+  fastcgi_temp_path {workdir}/fastcgi;
+  uwsgi_temp_path {workdir}/uwsgi;
+  scgi_temp_path {workdir}/scgi;
+  types {{ application/json json; }}
+  default_type application/octet-stream;
+  sendfile on;
+  server {{
+    listen 127.0.0.1:{self.port};
+    root {root};
+    location / {{ }}
+  }}
+}}
+""")
+        self.proc = subprocess.Popen([exe, "-c", str(conf), "-p", str(workdir)], stderr=subprocess.PIPE)
+        wait_port(self.port)
+        self.url = f"http://127.0.0.1:{self.port}/"
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        self.proc.wait(10)
+
+
+class ThreadedApp:
+    """An aiohttp application on its own event loop in a thread (for misbehaving servers)."""
+
+    def __init__(self, app) -> None:
+        from aiohttp import web
+
+        self.port = free_port()
+        self.loop = asyncio.new_event_loop()
+        ready = threading.Event()
+
+        async def start():
+            self.runner = web.AppRunner(app, access_log=None)
+            await self.runner.setup()
+            await web.TCPSite(self.runner, "127.0.0.1", self.port).start()
+            ready.set()
+
+        def run():
+            asyncio.set_event_loop(self.loop)
+            self.loop.run_until_complete(start())
+            self.loop.run_forever()
+
+        self.thread = threading.Thread(target=run, daemon=True)
+        self.thread.start()
+        ready.wait(10)
+        self.url = f"http://127.0.0.1:{self.port}/"
+
+    def stop(self) -> None:
+        fut = asyncio.run_coroutine_threadsafe(self.runner.cleanup(), self.loop)
+        try:
+            fut.result(10)
+        except Exception:
+            pass
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(10)

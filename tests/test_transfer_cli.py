@@ -1,0 +1,152 @@
+"""push and fetch end to end with real processes: `cas serve`, nginx, two stores, checkouts."""
+
+import json
+import os
+import subprocess
+import time
+
+import pytest
+
+from casstore.store import Store
+from conftest import CasRunner, assert_store_consistent, make_model, write_safetensors
+from servers import CasServe, Nginx
+
+
+@pytest.fixture
+def family(tmp_path):
+    shared = os.urandom(3 << 20)
+    t2v = make_model(tmp_path / "t2v", {"vae.pth": shared, "t5/enc.pth": 12 << 20, "config.json": b'{"m": "t2v"}'}
+                     | {f"assets/{i:03d}.txt": 300 + i for i in range(40)})
+    write_safetensors(t2v / "model-00001.safetensors", elems=1 << 20)
+    i2v = make_model(tmp_path / "i2v", {"vae.pth": shared, "config.json": b'{"m": "i2v"}', "extra.bin": 1 << 20})
+    return t2v, i2v
+
+
+def test_push_to_serve_fetch_from_serve_and_nginx(tmp_path, family, monkeypatch):
+    t2v, i2v = family
+    srv = CasServe(tmp_path / "remote")
+    try:
+        pub = CasRunner(tmp_path / "pub", tmp_path)
+        pub("add", t2v, "--name", "t2v", "--version", "1.0.0")
+        pub("add", i2v, "--name", "i2v", "--version", "1.0.0")
+        monkeypatch.setenv("CAS_TOKEN", srv.token)
+        pushed = pub.json("push", "t2v@1.0.0", "--remote", srv.url)
+        assert pushed["blobs_sent"] == 44 and pushed["blobs_present"] == 0
+        again = pub.json("push", "t2v@1.0.0", "--remote", srv.url)
+        assert again["blobs_sent"] == 0 and again["blobs_present"] == 44
+        assert pub.json("push", "i2v@1.0.0", "--remote", srv.url)["blobs_sent"] == 2  # the VAE is there already
+        monkeypatch.delenv("CAS_TOKEN")
+
+        user = CasRunner(tmp_path / "user", tmp_path)
+        monkeypatch.setenv("CAS_PART_SIZE", str(1 << 20))  # exercise ranged, parallel parts
+        got = user.json("fetch", "t2v", "--remote", srv.url)
+        assert got["version"] == "1.0.0" and got["current"] and got["bytes_downloaded"] == got["bytes_total"]
+        got2 = user.json("fetch", "i2v@1.0.0", "--remote", srv.url)
+        assert got2["bytes_reused"] == 3 << 20 and got2["bytes_downloaded"] == got2["bytes_total"] - (3 << 20)
+        user("checkout", "t2v", tmp_path / "co")
+        assert subprocess.run(["diff", "-r", str(t2v), str(tmp_path / "co")]).returncode == 0
+        assert [v["version"] for v in user.json("versions", "t2v", "--remote", srv.url)["versions"]] == ["1.0.0"]
+
+        ngx = Nginx(tmp_path / "remote", tmp_path / "nginx")
+        try:
+            third = CasRunner(tmp_path / "third", tmp_path)
+            third.json("fetch", "t2v@1.0.0", "--remote", ngx.url)
+            third("checkout", "t2v", tmp_path / "co3", "--link", "copy")
+            assert subprocess.run(["diff", "-r", str(t2v), str(tmp_path / "co3")]).returncode == 0
+            assert_store_consistent(Store.open(tmp_path / "third"))
+        finally:
+            ngx.stop()
+    finally:
+        srv.stop()
+
+
+def test_directory_remote_via_config(tmp_path, family):
+    t2v, _ = family
+    a = CasRunner(tmp_path / "a", tmp_path)
+    a("add", t2v, "--name", "t2v", "--version", "1.0.0")
+    a("remote", "add", "nas", tmp_path / "nas", "--default")
+    assert a.json("remote", "list")["remotes"][0] == {"name": "nas", "url": str(tmp_path / "nas"), "default": True, "token": False}
+    a("push", "t2v@1.0.0")
+    b = CasRunner(tmp_path / "b", tmp_path)
+    b("fetch", "t2v@1.0.0")
+    b("checkout", "t2v", tmp_path / "co")
+    assert subprocess.run(["diff", "-r", str(t2v), str(tmp_path / "co")]).returncode == 0
+    a("remote", "remove", "nas")
+    p = b("fetch", "t2v", ok=False)
+    assert p.returncode == 3 and "no remote configured" in p.stderr
+
+
+def test_plain_http_refused_off_loopback(tmp_path):
+    c = CasRunner(tmp_path / "s", tmp_path)
+    p = c("fetch", "m", "--remote", "http://example.invalid/cas/", ok=False)
+    assert p.returncode == 2 and "refusing plain HTTP" in p.stderr
+
+
+def test_remote_tag_moved_is_refused(tmp_path, family):
+    t2v, _ = family
+    pub = CasRunner(tmp_path / "pub", tmp_path)
+    pub("add", t2v, "--name", "t2v", "--version", "1.0.0")
+    pub("push", "t2v@1.0.0", "--remote", tmp_path / "nas")
+    user = CasRunner(tmp_path / "user", tmp_path)
+    user("fetch", "t2v@1.0.0", "--remote", tmp_path / "nas")
+    (t2v / "config.json").write_bytes(b'{"changed": true}')
+    pub("add", t2v, "--name", "t2v", "--version", "1.0.0", "--force")
+    p = pub("push", "t2v@1.0.0", "--remote", tmp_path / "nas", ok=False)
+    assert p.returncode == 5 and "already published on the remote" in p.stderr
+    pub("push", "t2v@1.0.0", "--remote", tmp_path / "nas", "--force")
+    p = user("fetch", "t2v@1.0.0", "--remote", tmp_path / "nas", ok=False)
+    assert p.returncode == 5 and "moved" in p.stderr
+    assert_store_consistent(Store.open(tmp_path / "user"))
+
+
+def _fetch_json(p):
+    out, err = p.communicate(timeout=120)
+    assert p.returncode == 0, err
+    return json.loads(out)
+
+
+def test_kill_9_mid_blob_then_resume(tmp_path, monkeypatch):
+    big = make_model(tmp_path / "m", {"big.bin": 48 << 20})
+    pub = CasRunner(tmp_path / "pub", tmp_path)
+    pub("add", big, "--name", "m", "--version", "1.0.0")
+    pub("push", "m@1.0.0", "--remote", tmp_path / "nas")
+    ngx = Nginx(tmp_path / "nas", tmp_path / "nginx")
+    try:
+        user = CasRunner(tmp_path / "user", tmp_path)
+        p = subprocess.Popen(user.argv("--json", "fetch", "m@1.0.0", "--remote", ngx.url, "--limit-rate", "8M"),
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        time.sleep(3.0)
+        assert p.poll() is None, "the limited fetch should still be running"
+        p.kill()
+        p.wait()
+        store = Store.open(tmp_path / "user")
+        assert store.refs.models() == [] and not list(store.iter_blobs())
+        partials = list((tmp_path / "user" / "tmp" / "downloads").glob("*.part"))
+        assert len(partials) == 1
+        res = user.json("fetch", "m@1.0.0", "--remote", ngx.url)
+        assert res["bytes_resumed"] > 4 << 20, res
+        assert res["bytes_downloaded"] + res["bytes_resumed"] == 48 << 20
+        assert res["bytes_downloaded"] < 0.9 * (48 << 20)
+        assert_store_consistent(store)
+        assert not list((tmp_path / "user" / "tmp" / "downloads").iterdir())
+    finally:
+        ngx.stop()
+
+
+def test_two_fetches_one_store(tmp_path):
+    big = make_model(tmp_path / "m", {"big.bin": 32 << 20, "small.txt": b"x"})
+    pub = CasRunner(tmp_path / "pub", tmp_path)
+    pub("add", big, "--name", "m", "--version", "1.0.0")
+    pub("push", "m@1.0.0", "--remote", tmp_path / "nas")
+    ngx = Nginx(tmp_path / "nas", tmp_path / "nginx")
+    try:
+        user = CasRunner(tmp_path / "user", tmp_path)
+        Store.open(tmp_path / "user")
+        ps = [subprocess.Popen(user.argv("--json", "fetch", "m@1.0.0", "--remote", ngx.url, "--limit-rate", "16M"),
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)]
+        results = [_fetch_json(p) for p in ps]
+        total = sum(r["bytes_downloaded"] for r in results)
+        assert total < 1.5 * (32 << 20), results  # the lock saved the second download
+        assert_store_consistent(Store.open(tmp_path / "user"))
+    finally:
+        ngx.stop()
