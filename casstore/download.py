@@ -298,13 +298,19 @@ class Downloader:
                 try:
                     await self._download(job)
                     await asyncio.to_thread(self._publish, job)
-                    return
                 except IntegrityError:
+                    self._discard(job, keep=False)
                     if job.adopted and attempt == 0:
                         continue  # the adopted bytes may be the bad ones: once more from scratch
                     raise
-                finally:
-                    self._discard(job)
+                except (RemoteError, asyncio.CancelledError):
+                    self._discard(job, keep=True)  # a network failure: the next run resumes
+                    raise
+                except BaseException:
+                    self._discard(job, keep=False)
+                    raise
+                self._discard(job, keep=False)
+                return
         finally:
             refresher.cancel()
             try:
@@ -358,21 +364,21 @@ class Downloader:
         else:
             touch(final)
 
-    def _discard(self, job: BlobJob) -> None:
+    def _discard(self, job: BlobJob, *, keep: bool) -> None:
+        """Close the partial; keep it (with its progress record) for resuming, or remove it."""
         if job.fd >= 0:
             os.close(job.fd)
             job.fd = -1
-        ok = self.store.has_blob(job.digest)
-        if ok or job.error is not None and not isinstance(job.error, (RemoteError, asyncio.CancelledError)):
-            for p in (job.path, job.record):
-                try:
-                    os.unlink(p)
-                except FileNotFoundError:
-                    pass
-        else:
+        if keep:
             try:
-                job.save(force=True)  # what we have, for the next run to resume
+                job.save(force=True)
             except OSError:
+                pass
+            return
+        for p in (job.path, job.record):
+            try:
+                os.unlink(p)
+            except FileNotFoundError:
                 pass
 
     # workers -----------------------------------------------------------------------------------

@@ -1,0 +1,280 @@
+"""Misbehaving HTTP servers (real aiohttp servers on loopback): clear errors, nothing published.
+
+Each case checks: the error names the URL and the digest, no blob or tag appears, nothing sits
+under a final name, and what the store held before still verifies.
+"""
+
+import asyncio
+import gzip
+import json
+import os
+import time
+
+import pytest
+from aiohttp import web
+
+from casstore.digest import Digest
+from casstore.download import Settings
+from casstore.errors import IntegrityError, InvalidInput, InvalidManifest, NotFound, RemoteError
+from casstore.fetch import fetch
+from casstore.index import Index, IndexEntry
+from casstore.ingest import add
+from casstore.manifest import Entry, Manifest
+from casstore.remotes.http import HttpRemote
+from conftest import assert_store_consistent, make_model
+from servers import ThreadedApp
+
+SIZE = 2 << 20
+DATA = os.urandom(SIZE)
+D = Digest.of_bytes(DATA)
+M = Manifest("m", "1.0.0", (Entry("weights.bin", SIZE, D),), created=1)
+MD = M.digest()
+FAST = dict(attempts=2, backoff=0.01, low_speed_time=1.0, jobs=2)
+
+
+def index_bytes(digest=MD):
+    return Index("m", {"1.0.0": IndexEntry(digest, 1, False, SIZE, 1)}).encode()
+
+
+class Hostile:
+    """Serves index and manifest correctly; ``blob`` decides how the blob is (mis)served."""
+
+    def __init__(self, blob, index=None, manifest=None):
+        self.blob, self.requests = blob, []
+        self.index = index or index_bytes()
+        self.manifest = manifest or M.encode()
+        app = web.Application()
+        app.router.add_get("/index/m.json", self._index)
+        app.router.add_get("/manifests/{a}/{name}", self._manifest)
+        app.router.add_get("/blobs/{a}/{name}", self._blob)
+        self.server = ThreadedApp(app)
+        self.url = self.server.url
+
+    async def _index(self, request):
+        return web.Response(body=self.index)
+
+    async def _manifest(self, request):
+        return web.Response(body=self.manifest)
+
+    async def _blob(self, request):
+        self.requests.append((time.monotonic(), dict(request.headers)))
+        return await self.blob(request, len(self.requests))
+
+
+def rng(request):
+    h = request.headers.get("Range")
+    if not h:
+        return 0, SIZE
+    a, b = h.removeprefix("bytes=").split("-")
+    return int(a), (int(b) + 1 if b else SIZE)
+
+
+async def good(request, n):
+    a, b = rng(request)
+    status = 206 if request.headers.get("Range") else 200
+    headers = {"Content-Range": f"bytes {a}-{b - 1}/{SIZE}"} if status == 206 else {}
+    return web.Response(status=status, body=DATA[a:b], headers=headers)
+
+
+@pytest.fixture
+def populated(store, tmp_path):
+    add(store, make_model(tmp_path / "old", {"old.bin": 1000}), "old", "1")
+    return store
+
+
+def run_fetch(store, url, token=None, stall=5.0, **over):
+    async def go():
+        r = HttpRemote(url, token=token, stall_timeout=stall)
+        try:
+            return await fetch(store, [r], "m", "1.0.0", settings=Settings(**{**FAST, **over}))
+        finally:
+            await r.close()
+
+    return asyncio.run(go())
+
+
+def assert_nothing_published(store):
+    assert not store.has_blob(D)
+    assert store.refs.get_tag("m", "1.0.0") is None
+    assert_store_consistent(store)
+    assert store.refs.get_tag("old", "1") is not None
+
+
+def expect_error(store, server, exc, *needles, **kw):
+    try:
+        with pytest.raises(exc) as e:
+            run_fetch(store, server.url, **kw)
+    finally:
+        server.server.stop()
+    for n in needles:
+        assert n in str(e.value), str(e.value)
+    assert_nothing_published(store)
+    return e.value
+
+
+BLOB_URL = f"blobs/{D.hex[:2]}/{D.hex}"
+
+
+def test_endless_body(populated):
+    async def endless(request, n):
+        resp = web.StreamResponse()  # chunked, no length: "more bytes than declared"
+        await resp.prepare(request)
+        for _ in range(64):
+            await resp.write(os.urandom(1 << 20))
+        return resp
+
+    expect_error(populated, Hostile(endless), RemoteError, BLOB_URL, str(D), "more than")
+
+
+def test_declared_longer_than_asked(populated):
+    async def longer(request, n):
+        return web.Response(body=DATA + b"x" * 100)
+
+    expect_error(populated, Hostile(longer), RemoteError, BLOB_URL, "declared")
+
+
+def test_compressed_body_not_inflated(populated):
+    bomb = gzip.compress(b"\0" * (64 << 20))
+
+    async def gz(request, n):
+        return web.Response(body=bomb, headers={"Content-Encoding": "gzip"})
+
+    expect_error(populated, Hostile(gz), RemoteError, BLOB_URL, "gzip", "refusing to inflate")
+
+
+def test_drip_is_cut(populated):
+    async def drip(request, n):
+        resp = web.StreamResponse(headers={"Content-Length": str(SIZE)})
+        await resp.prepare(request)
+        for i in range(30):
+            await resp.write(DATA[i : i + 1])
+            await asyncio.sleep(0.2)
+        return resp
+
+    expect_error(populated, Hostile(drip), RemoteError, BLOB_URL, str(D), "B/s")
+
+
+def test_silent_server_hits_stall_timeout(populated):
+    async def silent(request, n):
+        resp = web.StreamResponse(headers={"Content-Length": str(SIZE)})
+        await resp.prepare(request)
+        await asyncio.sleep(5)
+        return resp
+
+    expect_error(populated, Hostile(silent), RemoteError, BLOB_URL, str(D), stall=0.5)
+
+
+async def reset_half(request, n):
+    resp = web.StreamResponse(headers={"Content-Length": str(SIZE)})
+    await resp.prepare(request)
+    await resp.write(DATA[: SIZE // 2])
+    request.transport.close()
+    return resp
+
+
+def test_reset_then_503s(populated):
+    async def blob(request, n):
+        if n == 1:
+            return await reset_half(request, n)
+        return web.Response(status=503, headers={"Retry-After": "0"})
+
+    err = expect_error(populated, Hostile(blob), RemoteError, BLOB_URL, str(D), "503")
+    assert "giving up" in str(err)
+    # Not under a final name; kept in tmp/downloads so the next run resumes from the first half.
+    assert list((populated.layout.tmp / "downloads").glob("*.part"))
+
+
+def test_reset_then_recovery_resumes_within_the_run(populated):
+    async def blob(request, n):
+        return await (reset_half(request, n) if n == 1 else good(request, n))
+
+    srv = Hostile(blob)
+    try:
+        res = run_fetch(populated, srv.url, part_size=SIZE)
+    finally:
+        srv.server.stop()
+    assert res.stats.bytes_downloaded == SIZE and res.stats.retries >= 1
+    assert srv.requests[1][1]["Range"] == f"bytes={SIZE // 2}-{SIZE - 1}"
+    assert_store_consistent(populated)
+
+
+def test_retry_after_is_honoured(populated):
+    async def blob(request, n):
+        if n == 1:
+            return web.Response(status=503, headers={"Retry-After": "1"})
+        return await good(request, n)
+
+    srv = Hostile(blob)
+    try:
+        run_fetch(populated, srv.url, part_size=SIZE)
+    finally:
+        srv.server.stop()
+    assert srv.requests[1][0] - srv.requests[0][0] >= 0.9
+
+
+def test_wrong_bytes(populated):
+    async def wrong(request, n):
+        a, b = rng(request)
+        bad = bytearray(DATA[a:b])
+        bad[len(bad) // 2] ^= 1
+        status = 206 if request.headers.get("Range") else 200
+        return web.Response(status=status, body=bytes(bad), headers={"Content-Range": f"bytes {a}-{b - 1}/{SIZE}"})
+
+    expect_error(populated, Hostile(wrong), IntegrityError, BLOB_URL, str(D), "hash to")
+    assert not list((populated.layout.tmp / "downloads").glob("*"))
+
+
+def test_short_content_length(populated):
+    async def short(request, n):
+        return web.Response(body=DATA[: SIZE - 10])
+
+    expect_error(populated, Hostile(short), RemoteError, BLOB_URL, "declared")
+
+
+def test_missing_blob(populated):
+    async def missing(request, n):
+        return web.Response(status=404)
+
+    expect_error(populated, Hostile(missing), NotFound, BLOB_URL, str(D))
+
+
+def test_index_with_malformed_digest(populated):
+    idx = json.loads(index_bytes())
+    idx["versions"]["1.0.0"]["manifest"] = "blake3:../../etc/passwd"
+    expect_error(populated, Hostile(good, index=json.dumps(idx).encode()), InvalidInput, "index/m.json", "../../etc/passwd")
+
+
+def test_manifest_with_traversal_path(populated):
+    evil = M.encode().replace(b'"weights.bin"', b'"../../weights.bin"')
+    expect_error(populated, Hostile(good, index=index_bytes(Digest.of_bytes(evil)), manifest=evil),
+                 InvalidManifest, "manifests/", "../../weights.bin")
+
+
+def test_manifest_not_matching_its_digest(populated):
+    other = Manifest("m", "1.0.0", (Entry("x.bin", SIZE, D),), created=1).encode()
+    expect_error(populated, Hostile(good, manifest=other), IntegrityError, "manifests/", str(MD))
+
+
+def test_token_does_not_follow_a_redirect_to_another_origin(populated):
+    seen = []
+
+    async def elsewhere(request):
+        seen.append(request.headers.get("Authorization"))
+        return await good(request, 0)
+
+    app = web.Application()
+    app.router.add_get("/{tail:.*}", elsewhere)
+    other = ThreadedApp(app)
+
+    async def redirect(request, n):
+        assert request.headers.get("Authorization") == "Bearer s3cret"
+        raise web.HTTPFound(other.url + BLOB_URL)
+
+    srv = Hostile(redirect)
+    try:
+        res = run_fetch(populated, srv.url, token="s3cret")
+    finally:
+        srv.server.stop()
+        other.stop()
+    assert seen and all(h is None for h in seen)
+    assert res.stats.bytes_downloaded == SIZE and populated.has_blob(D)
