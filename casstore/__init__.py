@@ -5,6 +5,9 @@
     casstore.add(store, "weights/", "t2v-A14B", "1.1.0")
     path = casstore.path(store, "t2v-A14B@1.1.0")  # a read-only directory for from_pretrained
     casstore.use(store, "t2v-A14B", "1.1.0"); casstore.rollback(store, "t2v-A14B")
+
+    weights = casstore.fetch("t2v-A14B@1.1.0")   # download if needed; a read-only directory
+    result = await casstore.afetch("t2v-A14B", progress=lambda done, total: ...)  # in asyncio code
 """
 
 from __future__ import annotations
@@ -19,13 +22,43 @@ from .store import Store
 from .verify import verify
 
 __all__ = ["Digest", "Entry", "Manifest", "Store", "CasError", "Conflict", "IntegrityError", "InvalidInput",
-           "NotFound", "add", "checkout", "open_store", "path", "rollback", "use", "verify"]
+           "NotFound", "add", "afetch", "checkout", "fetch", "open_store", "path", "rollback", "use", "verify"]
 
 
 def open_store(path=None, *, create: bool = True) -> Store:
     from .config import store_path
 
     return Store.open(store_path(path), create=create)
+
+
+def fetch(ref: str, *, remote: str | None = None, store: Store | str | None = None, jobs: int = 8,
+          limit_rate: int | None = None, progress=None):
+    """Fetch ``MODEL[@VERSION]`` (latest if no version) and return its read-only directory."""
+    import asyncio
+
+    result = asyncio.run(afetch(ref, remote=remote, store=store, jobs=jobs, limit_rate=limit_rate, progress=progress))
+    return result.path
+
+
+async def afetch(ref: str, *, remote: str | None = None, store: Store | str | None = None, jobs: int = 8,
+                 limit_rate: int | None = None, progress=None):
+    """The async form of ``fetch``: returns a ``FetchResult`` (``.path``, ``.stats``, ``.version``)."""
+    from .download import Settings
+    from .fetch import fetch as _fetch, open_remotes
+    from .materialize import view
+    from .names import Ref
+
+    r = Ref.parse(ref)
+    st = store if isinstance(store, Store) else open_store(store)
+    remotes = open_remotes(remote)
+    try:
+        result = await _fetch(st, remotes, r.model, r.version, settings=Settings.from_env(jobs=jobs, rate=limit_rate),
+                              progress=progress)
+    finally:
+        for rm in remotes:
+            await rm.close()
+    result.path = view(st, result.manifest, st.get_manifest(result.manifest))
+    return result
 
 
 def path(store: Store, ref: str):

@@ -29,6 +29,7 @@ class FetchResult:
     current: bool = False
     stats: Stats = field(default_factory=Stats)
     elapsed: float = 0.0
+    path: object = None  # the read-only view, when asked for (casstore.fetch)
 
     def to_json(self) -> dict:
         return {"model": self.model, "version": self.version, "manifest": str(self.manifest),

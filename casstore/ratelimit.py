@@ -12,17 +12,18 @@ class RateLimiter:
     A short burst (``burst`` seconds' worth) is allowed, so chunked reads do not stutter.
     """
 
-    def __init__(self, rate: float, burst: float = 0.25) -> None:
+    def __init__(self, rate: float, burst: float = 0.25, clock=time.monotonic, sleep=asyncio.sleep) -> None:
         if rate <= 0:
             raise ValueError("rate must be positive")
         self.rate = float(rate)
         self.burst = burst
-        self._next = time.monotonic()
+        self._clock, self._sleep = clock, sleep
+        self._next = clock()
 
     async def take(self, n: int) -> None:
-        now = time.monotonic()
+        now = self._clock()
         start = max(self._next, now - self.burst)
         self._next = start + n / self.rate
         delay = self._next - now - self.burst
         if delay > 0:
-            await asyncio.sleep(delay)
+            await self._sleep(delay)

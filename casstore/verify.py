@@ -24,9 +24,14 @@ class Problem:
     what: str  # digest, ref or path
     detail: str
     used_by: list[str] = field(default_factory=list)  # "model@version:path"
+    size: int | None = None  # a blob's size per its manifests, for --repair
 
     def to_json(self) -> dict:
         return {"kind": self.kind, "what": self.what, "detail": self.detail, "used_by": self.used_by}
+
+    @property
+    def repairable(self) -> bool:
+        return self.kind in ("corrupt", "wrong-size", "missing") and self.size is not None
 
 
 @dataclass
@@ -102,7 +107,7 @@ def verify(
         present = {d: store.blob_path(d) for d in users if store.has_blob(d)}
     for d in users:
         if d not in present:
-            report.problems.append(Problem("missing", str(d), "blob is not in the store", users[d]))
+            report.problems.append(Problem("missing", str(d), "blob is not in the store", users[d], sizes.get(d)))
 
     def check(item: tuple[Digest, Path]) -> Problem | None:
         d, path = item
@@ -132,6 +137,7 @@ def verify(
             if problem is None:
                 continue
             problem.used_by = users.get(d, [])
+            problem.size = sizes.get(d)
             report.problems.append(problem)
             report.quarantined.append(str(_quarantine(store, d, path)))
 

@@ -64,6 +64,24 @@ def _ref(text: str):
     return Ref.parse(text)
 
 
+def _remote_options(f):
+    f = click.option("--remote", "-r", "remote_name", metavar="NAME|URL", help="Remote to use (default: all configured, default first).")(f)
+    return click.option("--insecure", is_flag=True, help="Allow plain HTTP to a host that is not loopback.")(f)
+
+
+def _run(coro_fn, remotes):
+    import asyncio
+
+    async def go():
+        try:
+            return await coro_fn()
+        finally:
+            for r in remotes:
+                await r.close()
+
+    return asyncio.run(go())
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--store", metavar="PATH", help="Store directory (default: $CAS_HOME, the config file, or the user cache dir).")
 @click.option("--json", "as_json", is_flag=True, help="Print a machine-readable result on stdout.")
@@ -250,14 +268,27 @@ def log(c: Ctx, model) -> None:
 @click.argument("ref", required=False)
 @click.option("--fast", is_flag=True, help="Check sizes only, without re-hashing.")
 @click.option("--jobs", "-j", default=2, show_default=True, help="Blobs hashed in parallel.")
+@click.option("--repair", is_flag=True, help="Fetch good copies of corrupt or missing blobs from the remotes.")
+@_remote_options
 @pass_ctx
-def verify(c: Ctx, ref, fast, jobs) -> None:
+def verify(c: Ctx, ref, fast, jobs, repair, remote_name, insecure) -> None:
     """Re-hash blobs; quarantine corrupt ones and name the versions that use them."""
     from casstore.errors import IntegrityError
     from casstore.verify import verify as do_verify
 
     r = _ref(ref) if ref else None
     rep = do_verify(c.store(), r.model if r else None, r.version if r else None, fast=fast, jobs=jobs)
+    wants = {p.what: p.size for p in rep.problems if p.repairable}
+    if repair and wants:
+        from casstore.digest import Digest
+        from casstore.download import Downloader, Settings
+        from casstore.fetch import open_remotes
+
+        remotes = open_remotes(remote_name, insecure=insecure)
+        dl = Downloader(c.store(), remotes, Settings.from_env())
+        stats = _run(lambda: dl.fetch({Digest.parse(k): v for k, v in wants.items()}), remotes)
+        c.info(f"repaired {len(wants)} blob(s): {_size(stats.bytes_downloaded)} downloaded")
+        rep = do_verify(c.store(), r.model if r else None, r.version if r else None, fast=fast, jobs=jobs)
     for p in rep.problems:
         (c.warn if p.kind == "format" else c.info)(f"{p.kind}: {p.what}: {p.detail}")
         for u in p.used_by[:20]:
@@ -340,24 +371,6 @@ def remote_remove(c: Ctx, name) -> None:
 
     remoteconfig.remove(name)
     c.result({"removed": name})
-
-
-def _remote_options(f):
-    f = click.option("--remote", "-r", "remote_name", metavar="NAME|URL", help="Remote to use (default: all configured, default first).")(f)
-    return click.option("--insecure", is_flag=True, help="Allow plain HTTP to a host that is not loopback.")(f)
-
-
-def _run(coro_fn, remotes):
-    import asyncio
-
-    async def go():
-        try:
-            return await coro_fn()
-        finally:
-            for r in remotes:
-                await r.close()
-
-    return asyncio.run(go())
 
 
 @cli.command()

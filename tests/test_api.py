@@ -42,3 +42,22 @@ def test_bad_config_file_is_named(tmp_path, monkeypatch):
         assert str(cfg) in str(e)
     else:
         raise AssertionError("a broken config file must be an error")
+
+
+def test_fetch_api_returns_a_loadable_directory(tmp_path, monkeypatch):
+    monkeypatch.setenv("CAS_HOME", str(tmp_path / "pub"))
+    pub = casstore.open_store()
+    src = make_model(tmp_path / "m", {"config.json": b'{"a": 1}', "w.bin": 300_000})
+    casstore.add(pub, src, "t2v", "1.1.0")
+    from casstore.remotes.directory import DirectoryRemote
+    from casstore.publish import push
+    import asyncio
+
+    asyncio.run(push(pub, DirectoryRemote(tmp_path / "nas"), "t2v", "1.1.0"))
+    seen = []
+    path = casstore.fetch("t2v@1.1.0", remote=str(tmp_path / "nas"), store=str(tmp_path / "user"),
+                          progress=lambda done, total: seen.append((done, total)))
+    assert (path / "config.json").read_bytes() == b'{"a": 1}' and (path / "w.bin").stat().st_size == 300_000
+    assert seen and seen[-1] == (300_008, 300_008)
+    again = asyncio.run(casstore.afetch("t2v", remote=str(tmp_path / "nas"), store=str(tmp_path / "user")))
+    assert again.version == "1.1.0" and again.stats.bytes_downloaded == 0 and again.stats.bytes_reused == 300_008

@@ -40,3 +40,13 @@ def test_disk_full_precheck_and_midway(small_fs, tmp_path):
     assert store.refs.models() == ["ok"]
     assert_store_consistent(store)
     assert cas("verify").returncode == 0
+
+
+def test_fetch_checks_free_space_first(small_fs, tmp_path):
+    pub = CasRunner(tmp_path / "pub", tmp_path)
+    pub("add", make_model(tmp_path / "big", {"a.bin": 12 << 20}), "--name", "big", "--version", "1")
+    pub("push", "big@1", "--remote", tmp_path / "nas")
+    user = CasRunner(small_fs / "store", tmp_path)
+    p = user("fetch", "big@1", "--remote", tmp_path / "nas", ok=False)
+    assert p.returncode == 8 and "needed 12.0 MiB" in p.stderr
+    assert not list((small_fs / "store" / "tmp" / "downloads").glob("*"))

@@ -150,3 +150,21 @@ def test_two_fetches_one_store(tmp_path):
         assert_store_consistent(Store.open(tmp_path / "user"))
     finally:
         ngx.stop()
+
+
+def test_verify_repair_refetches_corrupt_blobs(tmp_path, family):
+    t2v, _ = family
+    pub = CasRunner(tmp_path / "pub", tmp_path)
+    pub("add", t2v, "--name", "t2v", "--version", "1.0.0")
+    pub("push", "t2v@1.0.0", "--remote", tmp_path / "nas")
+    user = CasRunner(tmp_path / "user", tmp_path)
+    user("fetch", "t2v@1.0.0", "--remote", tmp_path / "nas")
+    store = Store.open(tmp_path / "user")
+    victim = store.blob_path(store.get_manifest(store.refs.get_tag("t2v", "1.0.0")).entries[0].digest)
+    os.chmod(victim, 0o644)
+    victim.write_bytes(b"\0" * victim.stat().st_size)
+    p = user("verify", ok=False)
+    assert p.returncode == 4
+    res = user.json("verify", "--repair", "--remote", tmp_path / "nas")
+    assert res["ok"] is True
+    assert_store_consistent(store)

@@ -1,0 +1,90 @@
+"""The download engine's pure parts and wrappers: ranges, rate limit, mirrors, slow-part splitting."""
+
+import asyncio
+import os
+
+import pytest
+from aiohttp import web
+
+from casstore.digest import Digest
+from casstore.download import Downloader, Settings, _gaps, _merge
+from casstore.ratelimit import RateLimiter
+from casstore.remotes import blob
+from casstore.remotes.directory import DirectoryRemote
+from casstore.remotes.http import HttpRemote
+from servers import ThreadedApp
+
+
+def test_range_bookkeeping():
+    assert _merge([[5, 10], [0, 5], [20, 30], [25, 40]]) == [[0, 10], [20, 40]]
+    assert _gaps(50, [[0, 10], [20, 40]]) == [(10, 20), (40, 50)]
+    assert _gaps(10, []) == [(0, 10)]
+    assert _gaps(10, [[0, 10]]) == []
+
+
+def test_rate_limiter_schedules_bytes_at_the_rate():
+    now = [0.0]
+    slept = []
+
+    async def sleep(d):
+        slept.append(d)
+        now[0] += d
+
+    lim = RateLimiter(1000, burst=0.0, clock=lambda: now[0], sleep=sleep)
+
+    async def go():
+        for _ in range(10):
+            await lim.take(500)  # 5,000 bytes at 1,000 B/s: 5 s of virtual time
+
+    asyncio.run(go())
+    assert now[0] == pytest.approx(5.0)
+
+
+def test_mirrors_tried_in_order(store, tmp_path):
+    data = os.urandom(100_000)
+    d = Digest.of_bytes(data)
+    first, second = DirectoryRemote(tmp_path / "a"), DirectoryRemote(tmp_path / "b")
+    asyncio.run(second.write(blob(d), data))
+
+    async def go():
+        return await Downloader(store, [first, second], Settings(attempts=1)).fetch({d: len(data)})
+
+    st = asyncio.run(go())
+    assert st.bytes_downloaded == len(data) and store.blob_path(d).read_bytes() == data
+
+
+def test_idle_workers_split_a_slow_part(store):
+    size = 8 << 20
+    data = os.urandom(size)
+    d = Digest.of_bytes(data)
+    ranges = []
+
+    async def handler(request):
+        a, b = request.headers["Range"].removeprefix("bytes=").split("-")
+        a, b = int(a), int(b) + 1
+        ranges.append((a, b))
+        resp = web.StreamResponse(status=206, headers={"Content-Range": f"bytes {a}-{b - 1}/{size}", "Content-Length": str(b - a)})
+        await resp.prepare(request)
+        slow = len(ranges) == 1  # the first connection crawls; later ones are fast
+        for i in range(a, b, 64 << 10):
+            await resp.write(data[i : min(b, i + (64 << 10))])
+            if slow:
+                await asyncio.sleep(0.05)
+        return resp
+
+    app = web.Application()
+    app.router.add_get("/{tail:.*}", handler)
+    srv = ThreadedApp(app)
+    try:
+        async def go():
+            r = HttpRemote(srv.url)
+            try:
+                return await Downloader(store, [r], Settings(jobs=4, part_size=size, min_split=256 << 10)).fetch({d: size})
+            finally:
+                await r.close()
+
+        st = asyncio.run(go())
+    finally:
+        srv.stop()
+    assert len(ranges) >= 2 and ranges[0][0] == 0 and any(a > 0 for a, _ in ranges[1:])
+    assert st.bytes_downloaded == size and store.blob_path(d).read_bytes() == data
