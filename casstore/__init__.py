@@ -44,7 +44,7 @@ async def afetch(ref: str, *, remote: str | None = None, store: Store | str | No
                  limit_rate: int | None = None, progress=None):
     """The async form of ``fetch``: returns a ``FetchResult`` (``.path``, ``.stats``, ``.version``)."""
     from .download import Settings
-    from .fetch import fetch as _fetch, open_remotes
+    from .fetching import fetch as _fetch, open_remotes
     from .materialize import view
     from .names import Ref
 

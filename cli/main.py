@@ -282,7 +282,7 @@ def verify(c: Ctx, ref, fast, jobs, repair, remote_name, insecure) -> None:
     if repair and wants:
         from casstore.digest import Digest
         from casstore.download import Downloader, Settings
-        from casstore.fetch import open_remotes
+        from casstore.fetching import open_remotes
 
         remotes = open_remotes(remote_name, insecure=insecure)
         dl = Downloader(c.store(), remotes, Settings.from_env())
@@ -381,7 +381,7 @@ def remote_remove(c: Ctx, name) -> None:
 @pass_ctx
 def push(c: Ctx, ref, remote_name, insecure, force, jobs) -> None:
     """Publish MODEL@VERSION: only blobs the remote lacks, then the manifest, then the index."""
-    from casstore.fetch import open_remotes
+    from casstore.fetching import open_remotes
     from casstore.publish import push as do_push
 
     r = _ref(ref)
@@ -402,7 +402,7 @@ def push(c: Ctx, ref, remote_name, insecure, force, jobs) -> None:
 def fetch(c: Ctx, ref, remote_name, insecure, jobs, limit_rate) -> None:
     """Download MODEL[@VERSION] (latest if none) into the store, verifying every byte."""
     from casstore.download import Settings
-    from casstore.fetch import fetch as do_fetch, open_remotes
+    from casstore.fetching import fetch as do_fetch, open_remotes
     from casstore.sizes import parse_size
 
     r = _ref(ref)
@@ -424,7 +424,7 @@ def fetch(c: Ctx, ref, remote_name, insecure, jobs, limit_rate) -> None:
 @pass_ctx
 def versions(c: Ctx, model, remote_name, insecure) -> None:
     """Versions of MODEL published on the remote, newest first."""
-    from casstore.fetch import open_remotes, versions as do_versions
+    from casstore.fetching import open_remotes, versions as do_versions
     from casstore.versioning import sort_key
 
     r = _ref(model)

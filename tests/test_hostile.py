@@ -16,7 +16,7 @@ from aiohttp import web
 from casstore.digest import Digest
 from casstore.download import Settings
 from casstore.errors import IntegrityError, InvalidInput, InvalidManifest, NotFound, RemoteError
-from casstore.fetch import fetch
+from casstore.fetching import fetch
 from casstore.index import Index, IndexEntry
 from casstore.ingest import add
 from casstore.manifest import Entry, Manifest
