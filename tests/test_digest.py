@@ -44,7 +44,7 @@ def test_hex_constructor_validates():
         Digest("A" * 64)
 
 
-@pytest.mark.parametrize("size", [0, 1, 1024, 5 << 20])  # below and above the threaded threshold
+@pytest.mark.parametrize("size", [0, 1, 1024, 5 << 20, (64 << 20) + 4097])  # below, above the threshold, two windows
 def test_hash_file_matches_reference(tmp_path, size):
     data = os.urandom(size)
     p = tmp_path / "f"

@@ -1,0 +1,145 @@
+"""Cold fetch of a Wan-shaped version from nginx on loopback: cas vs curl, aria2c and dvc pull.
+
+    python bench/bench_fetch.py [--work DIR] [--repeat 3] [--shard-mib 256] ...
+
+One nginx serves three trees of the same files: the casstore remote layout (pushed by `cas
+push`), the plain files (for curl and aria2c, which fetch unverified), and a DVC HTTP remote
+(filled by `dvc push` to a local remote, then read over HTTP). Each tool fetches into an empty
+destination; runs are interleaved; the server's files stay in the page cache, so the figures
+are about the clients. Reported: the command's time, the time until `sync` finished (casstore
+fsyncs before it returns; the others leave writeback to the kernel), and cas's peak RSS.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+from wanshape import generate  # noqa: E402
+
+MODEL = "t2v-A14B"
+
+
+def timed(cmd, cwd=None, env=None) -> dict:
+    """Wall time, wall time including a following sync, and the process's peak RSS (GNU time)."""
+    subprocess.run(["sync"], check=True)
+    rss_file = Path(tempfile.mktemp(prefix="rss."))
+    wrap = ["/usr/bin/time", "-f", "%M", "-o", str(rss_file)] if os.path.exists("/usr/bin/time") else []
+    t0 = time.perf_counter()
+    p = subprocess.run([*wrap, *cmd], cwd=cwd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    t1 = time.perf_counter()
+    if p.returncode != 0:
+        raise RuntimeError(f"{cmd[0]} failed: {p.stderr.decode(errors='replace')[-2000:]}")
+    subprocess.run(["sync"], check=True)
+    out = {"cmd_s": t1 - t0, "cmd_sync_s": time.perf_counter() - t0}
+    if wrap:
+        out["peak_rss_mib"] = int(rss_file.read_text().split()[-1]) / 1024
+        rss_file.unlink()
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--work", type=Path)
+    ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--shard-mib", type=int, default=256)
+    ap.add_argument("--shards", type=int, default=4)
+    ap.add_argument("--t5-mib", type=int, default=512)
+    ap.add_argument("--vae-mib", type=int, default=64)
+    ap.add_argument("--small", type=int, default=200)
+    ap.add_argument("--jobs", type=int, default=8)
+    ap.add_argument("--out", type=Path)
+    a = ap.parse_args()
+    work = a.work or Path(tempfile.mkdtemp(prefix="cas-bench-fetch-"))
+    work.mkdir(parents=True, exist_ok=True)
+    src = work / "src"
+    if not (src / MODEL).exists():
+        generate(src, MODEL, shard_mib=a.shard_mib, shards=a.shards, t5_mib=a.t5_mib, vae_mib=a.vae_mib, small=a.small)
+    files = sorted(p.relative_to(src / MODEL).as_posix() for p in (src / MODEL).rglob("*") if p.is_file())
+    total = sum((src / MODEL / f).stat().st_size for f in files)
+    cas = [sys.executable, "-m", "casstore_cli.main"]
+    env = {**os.environ, "CAS_CONFIG": str(work / "cfg.toml"), "CAS_HASH_CACHE": str(work / "hc.sqlite"),
+           "DVC_NO_ANALYTICS": "1"}
+    srv = work / "srv"
+    if not (srv / "cas").exists():
+        subprocess.run([*cas, "--store", str(work / "pubstore"), "add", str(src / MODEL), "--name", MODEL, "--version", "1.0.0"],
+                       env=env, check=True, capture_output=True)
+        subprocess.run([*cas, "--store", str(work / "pubstore"), "push", f"{MODEL}@1.0.0", "--remote", str(srv / "cas")],
+                       env=env, check=True, capture_output=True)
+        shutil.copytree(src / MODEL, srv / "plain" / MODEL, copy_function=os.link)
+    dvc = shutil.which("dvc") or ("/opt/dvcvenv/bin/dvc" if os.path.exists("/opt/dvcvenv/bin/dvc") else None)
+    dvcrepo = work / "dvcrepo"
+    if dvc and not dvcrepo.exists():
+        dvcrepo.mkdir()
+        shutil.copytree(src / MODEL, dvcrepo / MODEL, copy_function=os.link)
+        run = lambda *c: subprocess.run([dvc, *c], cwd=dvcrepo, env=env, check=True, capture_output=True)  # noqa: E731
+        run("init", "--no-scm", "-q")
+        run("add", "-q", MODEL)
+        run("remote", "add", "local", str(srv / "dvcstore"))
+        run("push", "-q", "-r", "local")
+    from servers import Nginx
+
+    ngx = Nginx(srv, work / "nginx")
+    results: dict[str, list[dict]] = {"cas": [], "aria2c": [], "curl": [], "dvc": []}
+    try:
+        for i in range(a.repeat):
+            dest = work / f"run{i}"
+            shutil.rmtree(dest, ignore_errors=True)
+            dest.mkdir()
+            results["cas"].append(timed([*cas, "--store", str(dest / "casstore"), "-q", "fetch", f"{MODEL}@1.0.0",
+                                         "--remote", ngx.url + "cas/", "--jobs", str(a.jobs)], env=env))
+            if shutil.which("aria2c"):
+                lst = dest / "aria2.txt"
+                lst.write_text("".join(f"{ngx.url}plain/{MODEL}/{f}\n  out={f}\n" for f in files))
+                results["aria2c"].append(timed(["aria2c", "-x8", "-j8", "-q", "--allow-overwrite=true",
+                                                "-d", str(dest / "aria2"), "-i", str(lst)]))
+            if shutil.which("curl"):
+                cfg = dest / "curl.cfg"
+                cfg.write_text("".join(f'url = "{ngx.url}plain/{MODEL}/{f}"\noutput = "{dest}/curl/{f}"\n' for f in files))
+                results["curl"].append(timed(["curl", "-s", "-f", "--create-dirs", "-K", str(cfg)]))
+            if dvc:
+                clone = dest / "dvc"
+                clone.mkdir()
+                shutil.copytree(dvcrepo / ".dvc", clone / ".dvc", ignore=shutil.ignore_patterns("cache", "tmp"))
+                shutil.copy(dvcrepo / f"{MODEL}.dvc", clone)
+                subprocess.run([dvc, "remote", "add", "-d", "web", f"{ngx.url}dvcstore"], cwd=clone, env=env, check=True,
+                               capture_output=True)
+                results["dvc"].append(timed([dvc, "pull", "-q", "-r", "web"], cwd=clone, env=env))
+            for f in files[:3] + files[-3:]:  # every tool got the same bytes
+                want = (src / MODEL / f).read_bytes()
+                for tree in ("aria2", "curl", f"dvc/{MODEL}"):
+                    if (dest / tree).exists():
+                        assert (dest / tree / f).read_bytes() == want, (tree, f)
+            shutil.rmtree(dest)
+    finally:
+        ngx.stop()
+
+    summary = {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "bytes": total, "files": len(files),
+               "jobs": a.jobs, "tools": {}}
+    for tool, runs in results.items():
+        if runs:
+            summary["tools"][tool] = {k: statistics.median(r[k] for r in runs) for k in runs[0]}
+    c = summary["tools"]["cas"]
+    for tool in ("aria2c", "curl", "dvc"):
+        if tool in summary["tools"]:
+            summary[f"cas_speedup_vs_{tool}"] = {k: summary["tools"][tool][k] / c[k] for k in ("cmd_s", "cmd_sync_s")}
+    text = json.dumps(summary, indent=2)
+    print(text)
+    if a.out:
+        a.out.write_text(text + "\n")
+    if a.work is None:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
