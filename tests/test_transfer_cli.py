@@ -168,3 +168,44 @@ def test_verify_repair_refetches_corrupt_blobs(tmp_path, family):
     res = user.json("verify", "--repair", "--remote", tmp_path / "nas")
     assert res["ok"] is True
     assert_store_consistent(store)
+
+
+def test_project_remote_and_token_hygiene(tmp_path, family, monkeypatch):
+    t2v, _ = family
+    srv = CasServe(tmp_path / "remote")
+    try:
+        proj = tmp_path / "proj"
+        proj.mkdir()
+        # A committed project file names the remote; a token written there is never used.
+        (proj / "cas.toml").write_text(f'[remotes.team]\nurl = "{srv.url}"\ntoken = "{srv.token}"\n')
+        pub = CasRunner(tmp_path / "pub", proj)
+        pub("add", t2v, "--name", "t2v", "--version", "1.0.0")
+        listed = pub.json("remote", "list")["remotes"]
+        assert listed == [{"name": "team", "url": srv.url, "default": False, "token": False}]
+        p = pub("push", "t2v@1.0.0", ok=False)
+        assert p.returncode == 7 and "refused (401)" in p.stderr
+        monkeypatch.setenv("CAS_TOKEN_TEAM", "not-the-token")
+        p = pub("push", "t2v@1.0.0", ok=False)
+        assert p.returncode == 7 and "403" in p.stderr and "not-the-token" not in p.stderr + p.stdout
+        monkeypatch.setenv("CAS_TOKEN_TEAM", srv.token)
+        pub("push", "t2v@1.0.0")
+    finally:
+        srv.stop()
+
+
+def test_progress_bar_on_a_tty_only(tmp_path, family):
+    import shutil
+
+    t2v, _ = family
+    pub = CasRunner(tmp_path / "pub", tmp_path)
+    pub("add", t2v, "--name", "t2v", "--version", "1.0.0")
+    pub("push", "t2v@1.0.0", "--remote", tmp_path / "nas")
+    user = CasRunner(tmp_path / "user", tmp_path)
+    quiet = user("fetch", "t2v", "--remote", tmp_path / "nas")
+    assert "━" not in quiet.stderr and "%" not in quiet.stderr  # not a TTY: no bar
+    assert shutil.which("script"), "util-linux's script gives the command a TTY"
+    cmd = " ".join(f"'{a}'" for a in CasRunner(tmp_path / "user2", tmp_path).argv("fetch", "t2v", "--remote", tmp_path / "nas", "--limit-rate", "20M"))
+    p = subprocess.run(["script", "-qec", cmd, "/dev/null"], capture_output=True, text=True, timeout=60,
+                       env={**os.environ, "COLUMNS": "120", "TERM": "xterm"})
+    assert p.returncode == 0, p.stdout
+    assert "fetch t2v" in p.stdout and "MB" in p.stdout  # the bar: label, bytes, rate
