@@ -5,6 +5,8 @@
     <root>/manifests/<hex[:2]>/<hex>.json     canonical manifest bytes, named by their digest
     <root>/refs/<model>/tags/<version>        "blake3:<hex>\\n": the version's manifest
     <root>/refs/<model>/history/<seq>.json    one immutable file per current-pointer switch
+    <root>/refs/<model>/keep/<version>        rollback roots kept by `cas update`
+    <root>/roots/projects/<key>.json          projects whose cas.lock GC must honour
     <root>/views/<manifest hex>/              read-only symlink trees built by `cas path`
     <root>/tmp/                               writer-unique temp files
     <root>/quarantine/                        blobs that failed verification
@@ -23,7 +25,7 @@ from .names import validate_model, validate_version
 
 FORMAT_FILE = "casstore.json"
 FORMAT_VERSION = 1
-TOP_DIRS = ("blobs", "manifests", "refs", "views", "tmp", "quarantine", "leases")
+TOP_DIRS = ("blobs", "manifests", "refs", "roots", "views", "tmp", "quarantine", "leases")
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,181 @@
+"""Projects: cas.toml (what a project needs) and cas.lock (exactly which bytes), both in git.
+
+    remote = "team"                      # a configured remote's name, or a URL (optional)
+    [models.t2v-A14B]
+    version = "^1.1"                     # see requirements.py
+    path = "weights/t2v"                 # where `cas sync` materialises it (default models/<name>)
+    link = "auto"                        # auto | reflink | hardlink | symlink | copy
+
+`cas sync` materialises each model into its own `path`, which casstore owns: files the locked
+version does not list are removed there. A project that syncs registers its lock with the store
+as a GC root; a registration whose cas.lock has gone is dropped.
+"""
+
+from __future__ import annotations
+
+import json
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from . import linking
+from .atomic import makedirs, write_file
+from .digest import Digest
+from .errors import Conflict, IntegrityError, InvalidInput
+from .lockfile import Locked, LockFile
+from .names import validate_model
+from .paths import validate_path
+from .requirements import Requirement
+from .store import Store
+
+TOML = "cas.toml"
+LOCK = "cas.lock"
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    name: str
+    requirement: str
+    path: str
+    link: str = "auto"
+
+
+@dataclass
+class Project:
+    root: Path
+    remote: str | None = None
+    models: dict[str, ModelSpec] = field(default_factory=dict)
+
+    @property
+    def toml_path(self) -> Path:
+        return self.root / TOML
+
+    @property
+    def lock_path(self) -> Path:
+        return self.root / LOCK
+
+    @classmethod
+    def find(cls, start: Path | None = None) -> "Project | None":
+        start = (start or Path.cwd()).absolute()
+        for d in (start, *start.parents):
+            if (d / TOML).is_file():
+                return cls.load(d)
+        return None
+
+    @classmethod
+    def load(cls, root: Path) -> "Project":
+        p = root / TOML
+        try:
+            with open(p, "rb") as f:
+                doc = tomllib.load(f)
+        except (OSError, tomllib.TOMLDecodeError) as e:
+            raise InvalidInput(f"cannot read {p}: {e}") from e
+        proj = cls(root.absolute(), doc.get("remote"))
+        for name, spec in doc.get("models", {}).items():
+            try:
+                validate_model(name)
+                if not isinstance(spec, dict) or not isinstance(spec.get("version", "latest"), str):
+                    raise InvalidInput(f"[models.{name}] must be a table with version = \"...\"")
+                req = spec.get("version", "latest")
+                Requirement.parse(req)
+                path = validate_path(spec.get("path", f"models/{name}"))
+                link = spec.get("link", "auto")
+                if link not in linking.MODES:
+                    raise InvalidInput(f"link = {link!r} is not one of {', '.join(linking.MODES)}")
+            except InvalidInput as e:
+                raise InvalidInput(f"{p}: model {name!r}: {e}") from e
+            proj.models[name] = ModelSpec(name, req, path, link)
+        return proj
+
+    def read_lock(self) -> LockFile:
+        try:
+            data = self.lock_path.read_bytes()
+        except FileNotFoundError:
+            return LockFile()
+        return LockFile.decode(data, str(self.lock_path))
+
+    def write_lock(self, lock: LockFile) -> bool:
+        """Write cas.lock if its bytes change; returns whether it did."""
+        data = lock.encode()
+        try:
+            if self.lock_path.read_bytes() == data:
+                return False
+        except FileNotFoundError:
+            pass
+        write_file(self.lock_path, data, self.root, mode=0o644, replace=True)
+        return True
+
+    def set_requirement(self, model: str, requirement: str) -> None:
+        """Add or change a model's requirement in cas.toml (rewritten; comments are not kept)."""
+        import tomli_w
+
+        Requirement.parse(requirement)
+        with open(self.toml_path, "rb") as f:
+            doc = tomllib.load(f)
+        doc.setdefault("models", {}).setdefault(model, {})["version"] = requirement
+        write_file(self.toml_path, tomli_w.dumps(doc).encode(), self.root, mode=0o644, replace=True)
+        old = self.models.get(model)
+        self.models[model] = ModelSpec(model, requirement, old.path if old else f"models/{model}",
+                                       old.link if old else "auto")
+
+    def stale(self, lock: LockFile) -> list[str]:
+        """Why cas.lock does not match cas.toml (empty when it does)."""
+        why = []
+        for name, spec in sorted(self.models.items()):
+            lk = lock.models.get(name)
+            if lk is None:
+                why.append(f"{name} is in cas.toml but not locked")
+            elif lk.requirement != spec.requirement:
+                why.append(f"{name}: cas.toml asks for {spec.requirement!r}, cas.lock was resolved for {lk.requirement!r}")
+        for name in sorted(set(lock.models) - set(self.models)):
+            why.append(f"{name} is locked but no longer in cas.toml")
+        return why
+
+
+# GC roots ------------------------------------------------------------------------------------------
+
+
+def _root_file(store: Store, project: Project) -> Path:
+    key = Digest.of_bytes(str(project.lock_path).encode()).hex[:32]
+    return store.root / "roots" / "projects" / f"{key}.json"
+
+
+def register_root(store: Store, project: Project, lock: LockFile) -> None:
+    p = _root_file(store, project)
+    makedirs(p.parent)
+    data = json.dumps({"lock": str(project.lock_path),
+                       "models": {n: str(lk.manifest) for n, lk in sorted(lock.models.items())}}, indent=1).encode()
+    write_file(p, data + b"\n", store.layout.tmp, mode=0o664, replace=True)
+
+
+def project_roots(store: Store) -> dict[Digest, list[str]]:
+    """Manifests that registered projects lock, and which lock files; drops registrations whose
+    cas.lock is gone (like Nix's indirect roots)."""
+    out: dict[Digest, list[str]] = {}
+    d = store.root / "roots" / "projects"
+    if not d.is_dir():
+        return out
+    for f in sorted(d.glob("*.json")):
+        try:
+            reg = json.loads(f.read_text())
+            lock_path = Path(reg["lock"])
+            if not lock_path.exists():
+                f.unlink()
+                continue
+            lock = LockFile.decode(lock_path.read_bytes(), str(lock_path))
+        except (OSError, ValueError, KeyError, InvalidInput):
+            continue
+        for name, lk in lock.models.items():
+            out.setdefault(lk.manifest, []).append(f"{lock_path}:{name}")
+    return out
+
+
+def check_locked_manifest(lk: Locked, name: str, digest: Digest, m) -> None:
+    if digest != lk.manifest:
+        raise Conflict(f"{name}@{lk.version} is {digest}, but cas.lock says {lk.manifest}")
+    if not lk.matches(m):
+        raise IntegrityError(
+            f"cas.lock's file list for {name}@{lk.version} does not match manifest {lk.manifest}; "
+            "the lock was edited by hand? Run `cas lock` to rewrite it"
+        )
+

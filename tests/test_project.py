@@ -1,0 +1,140 @@
+"""Projects end to end with real processes and a real git repository."""
+
+import json
+import os
+import subprocess
+
+import pytest
+
+from casstore.project import Project, project_roots
+from casstore.store import Store
+from conftest import CasRunner, make_model
+
+GIT_ENV = {"GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@example.invalid", "GIT_COMMITTER_NAME": "t",
+           "GIT_COMMITTER_EMAIL": "t@example.invalid"}
+
+
+def git(cwd, *args):
+    return subprocess.run(["git", *args], cwd=cwd, check=True, capture_output=True, text=True,
+                          env={**os.environ, **GIT_ENV}).stdout
+
+
+def same(a, b):
+    return subprocess.run(["diff", "-r", str(a), str(b)], capture_output=True).returncode == 0
+
+
+@pytest.fixture
+def published(tmp_path):
+    """t2v 1.0.0 and 1.1.0 (and a breaking 2.0.0) on a directory remote."""
+    pub = CasRunner(tmp_path / "pub", tmp_path)
+    srcs = {}
+    for v, cfg in (("1.0.0", b'{"v": 1}'), ("1.1.0", b'{"v": 2}'), ("2.0.0", b'{"v": 3}')):
+        src = make_model(tmp_path / f"src-{v}", {"config.json": cfg, "model.bin": 200_000 if v != "1.1.0" else 210_000})
+        if v == "1.1.0":
+            (src / "model.bin").write_bytes((tmp_path / "src-1.0.0" / "model.bin").read_bytes() + b"x" * 10_000)
+        pub("add", src, "--name", "t2v", "--version", v, *(["--breaking"] if v == "2.0.0" else []))
+        pub("push", f"t2v@{v}", "--remote", tmp_path / "nas")
+        srcs[v] = src
+    return tmp_path / "nas", srcs
+
+
+def test_lock_commit_clone_sync_update_rollback_tamper(tmp_path, published):
+    nas, srcs = published
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    (repo / "cas.toml").write_text(f'remote = "{nas}"\n[models.t2v]\nversion = "1.0.0"\npath = "weights/t2v"\n')
+    me = CasRunner(tmp_path / "my-store", repo)
+    assert me.json("lock")["models"] == {"t2v": "1.0.0"}
+    lock = json.loads((repo / "cas.lock").read_text())
+    assert [f["path"] for f in lock["models"]["t2v"]["files"]] == ["config.json", "model.bin"]
+    git(repo, "init", "-q")
+    git(repo, "add", "cas.toml", "cas.lock")
+    git(repo, "commit", "-qm", "pin t2v 1.0.0")
+
+    clone = tmp_path / "clone"
+    git(tmp_path, "clone", "-q", str(repo), str(clone))
+    colleague = CasRunner(tmp_path / "colleague-store", clone)
+    colleague("sync", "--frozen")
+    assert same(srcs["1.0.0"], clone / "weights" / "t2v")
+    assert (clone / "weights/t2v/model.bin").stat().st_mode & 0o222 == 0
+    # The project is a GC root of the colleague's store.
+    roots = project_roots(Store.open(tmp_path / "colleague-store"))
+    assert [str(d) for d in roots] == [lock["models"]["t2v"]["manifest"]]
+
+    # Update: the requirement moves to ^1.1; the lock diff names the weight file that changed.
+    me("lock", "t2v@^1.1")
+    assert git(repo, "diff", "--stat", "cas.lock").strip()
+    diff = git(repo, "diff", "cas.lock")
+    assert '"model.bin"' in diff and '"version": "1.1.0"' in diff and "config.json" in diff
+    git(repo, "commit", "-qam", "t2v 1.1.0")
+    git(clone, "pull", "-q")
+    res = colleague.json("sync", "--frozen")
+    assert res["models"] == {"t2v": "1.1.0"}
+    assert same(srcs["1.1.0"], clone / "weights" / "t2v")
+
+    # Roll back: the previous lock, synced again, materialises 1.0.0 without downloading.
+    git(clone, "revert", "--no-edit", "HEAD")
+    res = colleague.json("sync", "--frozen")
+    assert res["models"] == {"t2v": "1.0.0"} and res["bytes_downloaded"] == 0
+    assert same(srcs["1.0.0"], clone / "weights" / "t2v")
+
+    # Offline, with everything local: works; a fresh store offline: says precisely what is missing.
+    colleague("sync", "--frozen", "--offline")
+    p = CasRunner(tmp_path / "empty-store", clone)("sync", "--offline", ok=False)
+    assert p.returncode == 3 and "t2v@1.0.0" in p.stderr and "manifest" in p.stderr
+
+    # Someone moves the published 1.0.0 tag on the remote: a frozen sync refuses it.
+    idx_path = nas / "index" / "t2v.json"
+    idx = json.loads(idx_path.read_text())
+    idx["versions"]["1.0.0"]["manifest"] = idx["versions"]["1.1.0"]["manifest"]
+    os.chmod(idx_path, 0o644)
+    idx_path.write_text(json.dumps(idx))
+    p = CasRunner(tmp_path / "third-store", clone)("sync", "--frozen", ok=False)
+    assert p.returncode == 5 and "moved" in p.stderr
+    assert not (tmp_path / "third-store" / "refs" / "t2v").exists()
+
+    # A registration whose cas.lock has gone is dropped.
+    (clone / "cas.lock").unlink()
+    assert project_roots(Store.open(tmp_path / "colleague-store")) == {}
+
+
+def test_frozen_refuses_a_stale_lock_and_sync_relocks(tmp_path, published):
+    nas, srcs = published
+    proj = tmp_path / "p"
+    proj.mkdir()
+    (proj / "cas.toml").write_text(f'remote = "{nas}"\n[models.t2v]\nversion = "^1.0"\n')
+    c = CasRunner(tmp_path / "s", proj)
+    p = c("sync", "--frozen", ok=False)
+    assert p.returncode == 5 and "t2v is in cas.toml but not locked" in p.stderr
+    res = c.json("sync")  # not frozen: locks first
+    assert res["models"] == {"t2v": "1.1.0"} and res["relocked"][0]["to"] == "1.1.0"
+    assert same(srcs["1.1.0"], proj / "models" / "t2v")
+
+
+def test_hand_edited_file_list_is_an_integrity_error(tmp_path, published):
+    nas, _ = published
+    proj = tmp_path / "p"
+    proj.mkdir()
+    (proj / "cas.toml").write_text(f'remote = "{nas}"\n[models.t2v]\nversion = "1.0.0"\n')
+    c = CasRunner(tmp_path / "s", proj)
+    c("lock")
+    text = (proj / "cas.lock").read_text().replace('"size": 200000', '"size": 200001')
+    (proj / "cas.lock").write_text(text)
+    p = c("sync", "--frozen", ok=False)
+    assert p.returncode == 4 and "does not match manifest" in p.stderr
+    assert not (proj / "models").exists()
+
+
+def test_unsatisfiable_requirement_and_fetch_records(tmp_path, published):
+    nas, _ = published
+    proj = tmp_path / "p"
+    proj.mkdir()
+    (proj / "cas.toml").write_text(f'remote = "{nas}"\n[models.t2v]\nversion = "^3"\n')
+    c = CasRunner(tmp_path / "s", proj)
+    p = c("lock", ok=False)
+    assert p.returncode == 3 and "no published version of t2v satisfies '^3'" in p.stderr
+    assert not (proj / "cas.lock").exists()
+    c("fetch", "t2v@1.1.0", "--remote", nas)
+    project = Project.load(proj)
+    assert project.models["t2v"].requirement == "1.1.0"
+    assert project.read_lock().models["t2v"].version == "1.1.0"

@@ -1,0 +1,119 @@
+"""check-updates and update: plans, strategies, breaking versions, never backwards, kill -9."""
+
+import os
+import random
+import signal
+import subprocess
+import time
+
+import pytest
+
+from casstore.store import Store
+from casstore.updates import kept
+from conftest import CasRunner, assert_store_consistent, make_model
+
+
+@pytest.fixture
+def env(tmp_path):
+    """A user store with t2v 1.0.0 current; the remote has 1.0.0, 1.1.0, 1.2.0 and a breaking 2.0.0."""
+    pub = CasRunner(tmp_path / "pub", tmp_path)
+    for v in ("1.0.0", "1.1.0", "1.2.0", "2.0.0"):
+        src = make_model(tmp_path / f"src-{v}", {"config.json": v.encode(), "big.bin": 2 << 20, "same.bin": b"shared"})
+        pub("add", src, "--name", "t2v", "--version", v)
+        pub("push", f"t2v@{v}", "--remote", tmp_path / "nas")
+    user = CasRunner(tmp_path / "user", tmp_path)
+    user("fetch", "t2v@1.0.0", "--remote", tmp_path / "nas")
+    return user, tmp_path / "nas"
+
+
+def test_check_updates(env):
+    user, nas = env
+    [info] = user.json("check-updates", "--remote", nas)["models"]
+    assert info == {"model": "t2v", "current": "1.0.0", "latest": "2.0.0", "update_available": True,
+                    "breaking": True, "compatible": "1.2.0"}
+
+
+def test_dry_run_changes_nothing(env, tmp_path):
+    user, nas = env
+    before = sorted(p for p in (tmp_path / "user").rglob("*") if "tmp" not in p.parts)
+    plan = user.json("update", "t2v", "--dry-run", "--remote", nas)
+    assert (plan["from"], plan["to"], plan["switched"]) == ("1.0.0", "1.2.0", False)
+    assert plan["changed"] == ["big.bin", "config.json"] and plan["added"] == [] and plan["removed"] == []
+    assert plan["download_bytes"] == (2 << 20) + 5
+    assert sorted(p for p in (tmp_path / "user").rglob("*") if "tmp" not in p.parts) == before
+
+
+def test_conservative_then_aggressive_then_breaking(env, tmp_path):
+    user, nas = env
+    store = Store.open(tmp_path / "user")
+    out = user.json("update", "t2v", "--to", "1.1.0", "--remote", nas)
+    assert out["switched"] and store.refs.current("t2v").version == "1.1.0"
+    assert kept(store, "t2v") == ["1.0.0"]  # conservative: the old version stays a rollback root
+    user("update", "t2v", "--to", "1.2.0", "--strategy", "aggressive", "--remote", nas)
+    assert kept(store, "t2v") == ["1.0.0"]  # 1.1.0 was not kept
+    p = user("update", "t2v", "--to", "2.0.0", "--remote", nas, ok=False)
+    assert p.returncode == 5 and "major version bump" in p.stderr
+    assert store.refs.current("t2v").version == "1.2.0"
+    out = user.json("update", "t2v", "--allow-breaking", "--strategy", "parallel", "--remote", nas)
+    assert out["to"] == "2.0.0" and out["breaking"]
+    assert (store.layout.view(store.refs.get_tag("t2v", "2.0.0"))).is_dir()
+    assert (store.layout.view(store.refs.get_tag("t2v", "1.2.0"))).is_dir()
+    assert [s["action"] for s in user.json("log", "t2v")["history"]][:3] == ["update", "update", "update"]
+    assert user.json("rollback", "t2v")["version"] == "1.2.0"
+    assert_store_consistent(store)
+
+
+def test_never_backwards(env, tmp_path):
+    user, nas = env
+    user("update", "t2v", "--to", "1.2.0", "--remote", nas)
+    p = user("update", "t2v", "--to", "1.1.0", "--remote", nas, ok=False)
+    assert p.returncode == 5 and "never goes backwards" in p.stderr
+    # A remote that only offers older versions: nothing to do.
+    only_old = tmp_path / "old-nas"
+    pub = CasRunner(tmp_path / "pub", tmp_path)
+    pub("push", "t2v@1.0.0", "--remote", only_old)
+    out = user.json("update", "t2v", "--remote", only_old)
+    assert out["up_to_date"] and not out["switched"]
+    assert Store.open(tmp_path / "user").refs.current("t2v").version == "1.2.0"
+
+
+def test_rollback_fetches_collected_blobs_on_request(env, tmp_path):
+    user, nas = env
+    user("update", "t2v", "--to", "1.1.0", "--remote", nas)
+    store = Store.open(tmp_path / "user")
+    old = store.get_manifest(store.refs.get_tag("t2v", "1.0.0"))
+    big = next(e for e in old.entries if e.path == "big.bin")
+    os.chmod(store.blob_path(big.digest), 0o644)
+    os.unlink(store.blob_path(big.digest))  # as GC would have done
+    p = user("rollback", "t2v", ok=False)
+    assert p.returncode == 3 and "cas fetch t2v@1.0.0" in p.stderr
+    assert user.json("rollback", "t2v", "--fetch", "--remote", nas)["version"] == "1.0.0"
+    assert_store_consistent(store)
+
+
+@pytest.mark.slow
+def test_kill_9_during_update(tmp_path):
+    pub = CasRunner(tmp_path / "pub", tmp_path)
+    for v in ("1.0.0", "1.1.0"):
+        pub("add", make_model(tmp_path / f"s{v}", {"w.bin": 24 << 20, "c.json": v.encode()}), "--name", "m", "--version", v)
+        pub("push", f"m@{v}", "--remote", tmp_path / "nas")
+    rnd = random.Random(7)
+    outcomes = set()
+    for i in range(12):
+        user = CasRunner(tmp_path / f"u{i}", tmp_path)
+        user("fetch", "m@1.0.0", "--remote", tmp_path / "nas")
+        p = subprocess.Popen(user.argv("update", "m", "--remote", tmp_path / "nas", "--limit-rate", "40M"),
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        time.sleep(rnd.uniform(0.1, 0.9))
+        p.send_signal(signal.SIGKILL)
+        p.wait()
+        store = Store.open(tmp_path / f"u{i}")
+        cur = store.refs.current("m")
+        assert cur.version in ("1.0.0", "1.1.0")
+        outcomes.add(cur.version)
+        m = store.get_manifest(cur.manifest)
+        assert all(store.has_blob(e.digest) for e in m.entries)
+        assert_store_consistent(store)
+        user("update", "m", "--remote", tmp_path / "nas")  # and it completes afterwards
+        assert store.refs.current("m").version == "1.1.0"
+    assert "1.0.0" in outcomes
