@@ -10,6 +10,7 @@ import errno
 import os
 import secrets
 import socket
+import time
 from pathlib import Path
 
 from .errors import OutOfSpace
@@ -41,6 +42,21 @@ def makedirs(path: Path) -> None:
     fsync_dir(path.parent)
 
 
+_TRANSIENT = (errno.EACCES, errno.EBUSY, errno.EAGAIN)
+
+
+def retry_transient(fn, *args, attempts: int = 8, delay: float = 0.05):
+    """Retry an operation that SMB and some NAS clients fail transiently (EACCES, EBUSY) while
+    another client holds the file open; a persistent failure is raised as it is."""
+    for i in range(attempts):
+        try:
+            return fn(*args)
+        except OSError as e:
+            if e.errno not in _TRANSIENT or i == attempts - 1:
+                raise
+            time.sleep(delay * (2**i))
+
+
 def link_no_replace(tmp: Path, final: Path) -> bool:
     """Publish ``tmp`` as ``final`` unless ``final`` exists; returns True if ours was published.
 
@@ -48,7 +64,7 @@ def link_no_replace(tmp: Path, final: Path) -> bool:
     compare-and-swap possible without a lock (also on NFS, where link is atomic).
     """
     try:
-        os.link(tmp, final)
+        retry_transient(os.link, tmp, final)
     except FileExistsError:
         return False
     except OSError as e:
@@ -82,7 +98,7 @@ def write_file(final: Path, data: bytes, tmp_dir: Path, *, mode: int = 0o444, re
         finally:
             os.close(fd)
         if replace:
-            os.replace(tmp, final)
+            retry_transient(os.replace, tmp, final)
             published = True
         else:
             published = link_no_replace(tmp, final)

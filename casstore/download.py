@@ -177,8 +177,7 @@ class Downloader:
         self.stats.bytes_total = sum(wants.values())
         missing = {}
         for d, size in wants.items():
-            if self.store.has_blob(d):
-                touch(self.store.blob_path(d))
+            if touch(self.store.blob_path(d)):
                 self.stats.bytes_reused += size
             else:
                 missing[d] = size

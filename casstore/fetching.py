@@ -14,7 +14,9 @@ from dataclasses import dataclass, field
 from .digest import Digest
 from .download import Downloader, Settings, Stats
 from .errors import Conflict, IntegrityError, InvalidManifest, NotFound, RemoteError
+from .gc import mark
 from .index import Index
+from .leases import Lease
 from .manifest import MAX_MANIFEST_BYTES, Manifest
 from .remotes.base import Remote, index_path, manifest as manifest_key
 from .store import Store
@@ -112,16 +114,18 @@ async def fetch(
         if m.digest() != entry.manifest:
             raise InvalidManifest(f"{url} is not in canonical form; refusing it")
     wants: dict[Digest, int] = {e.digest: e.size for e in m.entries}
-    stats = await Downloader(store, remotes, settings, progress).fetch(wants)
-    written = store.put_manifest(m)
-    store.refs.set_tag(model, version, written)
-    result = FetchResult(model, version, written, stats=stats)
-    if store.refs.current(model) is None:
-        try:
-            store.refs.switch(model, version, written, action="fetch", expect=None)
-            result.current = True
-        except Conflict:
-            pass
+    with Lease(store, f"fetch {model}@{version}", [*wants, entry.manifest]):
+        stats = await Downloader(store, remotes, settings, progress).fetch(wants)
+        written = store.put_manifest(m)
+        store.refs.set_tag(model, version, written)
+        result = FetchResult(model, version, written, stats=stats)
+        if store.refs.current(model) is None:
+            try:
+                store.refs.switch(model, version, written, action="fetch", expect=None)
+                result.current = True
+            except Conflict:
+                pass
+        mark(store, model, version, "used")
     result.elapsed = time.monotonic() - t0
     return result
 

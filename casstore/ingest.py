@@ -18,7 +18,9 @@ from . import formats
 from .atomic import out_of_space
 from .digest import Digest, hash_file
 from .errors import CasError, Conflict, InvalidInput, NotFound
+from .gc import mark
 from .hashcache import HashCache
+from .leases import Lease
 from .manifest import Entry, Manifest
 from .names import validate_model, validate_version
 from .paths import check_tree, validate_path
@@ -191,6 +193,13 @@ def add(
                 "versions never move silently (use a new version, or --force)"
             )
 
+    with Lease(store, f"add {model}@{version}", [*digests, manifest.digest()]):
+        return _write(store, files, digests, manifest, result, reuse, t0, force=force, move=move, jobs=jobs)
+
+
+def _write(store, files, digests, manifest, result, reuse, t0, *, force, move, jobs) -> AddResult:
+    """Blobs, then the manifest, then the tag: while a lease keeps GC off all of them."""
+    model, version = manifest.name, manifest.version
     first: dict[Digest, SourceFile] = {}
     for f, d in zip(files, digests):
         first.setdefault(d, f)
@@ -217,7 +226,11 @@ def add(
     if reuse is not None:  # blobs are back if any had gone; nothing else to write
         result.manifest, result.unchanged = reuse, True
         result.elapsed = time.monotonic() - t0
+        mark(store, model, version, "used")
         return result
+    for d, f in first.items():  # a blob collected between our check and now is stored again
+        if not store.has_blob(d):
+            store.put_file(f.abspath, expected=d, move=False)
     result.manifest = store.put_manifest(manifest)
     try:
         result.replaced = store.refs.set_tag(model, version, result.manifest, force=force)
@@ -233,6 +246,7 @@ def add(
             result.current = True
         except Conflict:
             pass  # another writer made a first version current at the same moment
+    mark(store, model, version, "used")
     result.elapsed = time.monotonic() - t0
     return result
 

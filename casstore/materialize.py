@@ -33,8 +33,11 @@ def _require_blobs(store: Store, m: Manifest) -> None:
 
 def view(store: Store, digest: Digest, m: Manifest) -> Path:
     """A directory of relative symlinks to the blobs, built once per manifest and reused."""
+    from .gc import mark
+
     final = store.layout.view(digest)
     _require_blobs(store, m)  # also for a view built earlier: a blob may have been quarantined
+    mark(store, m.name, m.version, "used")
     if final.is_dir():
         return final
     tmp = store.tmp_path("view.")
@@ -158,6 +161,15 @@ def _safe_parent(dest: Path, rel: str, created: set[Path]) -> Path:
 def checkout(
     store: Store, m: Manifest, dest: str | os.PathLike, *, link: str = "auto", clean: bool = False
 ) -> CheckoutResult:
+    from .gc import mark
+    from .leases import Lease
+
+    with Lease(store, f"checkout {m.name}@{m.version}", [*m.blobs(), m.digest()]):
+        mark(store, m.name, m.version, "used")
+        return _checkout(store, m, dest, link=link, clean=clean)
+
+
+def _checkout(store: Store, m: Manifest, dest, *, link: str, clean: bool) -> "CheckoutResult":
     t0 = time.monotonic()
     linker = _Linker(store, link)
     _require_blobs(store, m)

@@ -31,12 +31,16 @@ class Put:
     method: str = "existing"  # or how the bytes got in: reflink, copy, hardlink
 
 
-def touch(path: Path) -> None:
-    """Refresh an object's mtime (GC's grace period counts from it); best effort."""
+def touch(path: Path) -> bool:
+    """Refresh an object's mtime (GC's grace period counts from it). False if it is gone, which
+    a writer relying on the object must treat as absent (GC may just have collected it)."""
     try:
         os.utime(path)
+        return True
+    except FileNotFoundError:
+        return False
     except OSError:
-        pass
+        return path.exists()  # not ours to touch (another user's file on a shared store)
 
 
 class Store:
@@ -61,6 +65,9 @@ class Store:
                 )
             store._init()
         store._check_format()
+        from .shared import apply_umask
+
+        apply_umask(root)
         return store
 
     def _init(self) -> None:
@@ -103,9 +110,11 @@ class Store:
         ``move`` hard-links the source instead of copying (same filesystem only).
         """
         src = Path(src)
-        if expected is not None and self.has_blob(expected):
-            touch(self.blob_path(expected))
-            return Put(expected, self.blob_path(expected).stat().st_size, False)
+        if expected is not None and touch(self.blob_path(expected)):
+            try:
+                return Put(expected, self.blob_path(expected).stat().st_size, False)
+            except FileNotFoundError:
+                pass  # collected just now: store it again
         tmp = self.tmp_path()
         try:
             try:

@@ -1,0 +1,80 @@
+"""`cas doctor`: what is wrong or left over in a store, without changing anything."""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+from dataclasses import dataclass
+
+from .digest import Digest
+from .download import _alive
+from .errors import InvalidInput
+from .gc import DEFAULT_GRACE
+from .layout import FORMAT_FILE, TOP_DIRS
+from .leases import live_leases
+from .shared import SHARED_FILE, is_shared
+from .store import Store
+
+
+@dataclass
+class Finding:
+    kind: str  # permissions | stale-lock | orphaned-temp | dead-lease | unknown-file | dangling-tag
+    path: str
+    detail: str
+
+    def to_json(self) -> dict:
+        return {"kind": self.kind, "path": self.path, "detail": self.detail}
+
+
+def diagnose(store: Store, grace: float = DEFAULT_GRACE) -> list[Finding]:
+    out: list[Finding] = []
+    root = store.root
+    now = store.now()
+    known = set(TOP_DIRS) | {FORMAT_FILE, SHARED_FILE}
+    for name in sorted(os.listdir(root)):
+        if name not in known:
+            out.append(Finding("unknown-file", str(root / name), "not part of the store layout"))
+    for sub, ok in (("blobs", lambda n: _is_hex(n)), ("manifests", lambda n: n.endswith(".json") and _is_hex(n[:-5]))):
+        for dirpath, _, names in os.walk(root / sub):
+            for n in names:
+                p = os.path.join(dirpath, n)
+                if not ok(n):
+                    out.append(Finding("unknown-file", p, f"not a {sub[:-1]} name"))
+                elif sub == "blobs" and os.stat(p).st_mode & 0o222:
+                    out.append(Finding("permissions", p, "blob is writable; a hard-linked checkout could change it"))
+    if is_shared(root):
+        for dirpath, dirnames, _ in os.walk(root):
+            mode = stat.S_IMODE(os.stat(dirpath).st_mode)
+            if mode & 0o2070 != 0o2070:
+                out.append(Finding("permissions", dirpath, f"mode {mode:o}: a shared store's directories need g+rwx and setgid"))
+    locks = store.layout.tmp / "locks"
+    for p in sorted(locks.glob("*.lock")) if locks.is_dir() else []:
+        try:
+            holder = json.loads(p.read_text())
+            alive = _alive(holder.get("host", ""), int(holder.get("pid", 0)))
+        except (OSError, ValueError):
+            holder, alive = {}, None
+        age = now - p.stat().st_mtime
+        if alive is False or (alive is None and age > 60):
+            out.append(Finding("stale-lock", str(p), f"held by {holder.get('host', '?')} pid {holder.get('pid', '?')}, "
+                                                      f"not refreshed for {age:.0f}s"))
+    for e in os.scandir(store.layout.tmp):
+        if e.is_file() and e.name.endswith(".tmp") and now - e.stat().st_mtime > grace:
+            out.append(Finding("orphaned-temp", e.path, f"{now - e.stat().st_mtime:.0f}s old; `cas gc` removes it"))
+    _, dead = live_leases(store, now)
+    for p in dead:
+        out.append(Finding("dead-lease", str(p), "not refreshed; its process is gone; `cas gc` removes it"))
+    for model in store.refs.models():
+        for v, d in store.refs.tags(model).items():
+            if not store.has_manifest(d):
+                out.append(Finding("dangling-tag", str(store.layout.tag(model, v)), f"names {d}, which is not in the store"))
+    return out
+
+
+def _is_hex(name: str) -> bool:
+    try:
+        Digest(name)
+        return True
+    except InvalidInput:
+        return False

@@ -1,0 +1,85 @@
+"""Leases: what an operation in flight (add, fetch, checkout, update) needs GC to keep.
+
+A lease is a file ``leases/<host>.<pid>.<random>.json`` listing object digests, written before
+the operation writes or relies on them and refreshed (its mtime) while it runs. GC keeps
+everything a live lease lists; a lease not refreshed for ``ttl`` seconds by the store's own
+clock belongs to a process that is gone, and is ignored and later removed.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+import time
+from collections.abc import Iterable
+from pathlib import Path
+
+from .atomic import HOST, temp_name, write_file
+from .digest import Digest
+from .errors import InvalidInput
+
+TTL = 600.0  # seconds without a refresh after which a lease is dead
+REFRESH = 30.0
+
+
+class Lease:
+    """A context manager; ``add`` more digests as they become known."""
+
+    def __init__(self, store, what: str, digests: Iterable[Digest] = ()) -> None:
+        self.store = store
+        self.what = what
+        self.digests: set[Digest] = set(digests)
+        self.path = store.layout.root / "leases" / (temp_name().removesuffix(".tmp") + ".json")
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def _write(self) -> None:
+        data = json.dumps({"host": HOST, "pid": os.getpid(), "what": self.what, "time": time.time(),
+                           "digests": sorted(d.hex for d in self.digests)}).encode()
+        write_file(self.path, data, self.store.layout.tmp, mode=0o664, replace=True)
+
+    def add(self, digests: Iterable[Digest]) -> None:
+        new = set(digests) - self.digests
+        if new:
+            self.digests |= new
+            self._write()
+
+    def _refresh(self) -> None:
+        while not self._stop.wait(REFRESH):
+            try:
+                os.utime(self.path)
+            except OSError:
+                pass
+
+    def __enter__(self) -> "Lease":
+        self._write()
+        self._thread = threading.Thread(target=self._refresh, daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        try:
+            os.unlink(self.path)
+        except FileNotFoundError:
+            pass
+
+
+def live_leases(store, now: float | None = None, ttl: float = TTL) -> tuple[set[Digest], list[Path]]:
+    """Digests held by live leases, and the paths of dead ones."""
+    now = store.now() if now is None else now
+    held: set[Digest] = set()
+    dead: list[Path] = []
+    d = store.layout.root / "leases"
+    for p in sorted(d.glob("*.json")) if d.is_dir() else []:
+        try:
+            st = p.stat()
+            if now - st.st_mtime > ttl:
+                dead.append(p)
+                continue
+            for h in json.loads(p.read_text())["digests"]:
+                held.add(Digest(h))
+        except (OSError, ValueError, KeyError, InvalidInput):
+            continue  # being written, or garbage: not a reason to delete anything
+    return held, dead

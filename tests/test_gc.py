@@ -1,0 +1,197 @@
+"""GC on real stores, and the NAS behaviours we cannot mount here but can simulate (said so)."""
+
+import asyncio
+import json
+import os
+import random
+import shutil
+import signal
+import subprocess
+import time
+
+import pytest
+
+from casstore.digest import Digest
+from casstore.download import Downloader, Settings
+from casstore.gc import Policy, execute, mark, plan, read_state
+from casstore.ingest import add
+from casstore.leases import Lease, live_leases
+from casstore.remotes import blob
+from casstore.remotes.directory import DirectoryRemote
+from casstore.store import Store
+from conftest import CasRunner, assert_store_consistent, make_model
+
+
+def age(path, seconds):
+    t = time.time() - seconds
+    os.utime(path, (t, t))
+
+
+def orphan(store, data=None):
+    """A blob no manifest lists, as an add killed after its blobs leaves behind."""
+    data = data or os.urandom(5000)
+    return store.put_bytes(data).digest
+
+
+def versions(store, tmp_path, n, model="m", size=20_000):
+    out = []
+    for i in range(n):
+        r = add(store, make_model(tmp_path / f"{model}{i}", {"w.bin": size, "c.json": f"{i}".encode()}), model, f"1.{i}.0")
+        out.append(r.manifest)
+    return out
+
+
+def gc(store, **policy):
+    p = plan(read_state(store), Policy(**policy))
+    return p, execute(store, p, Policy(**policy))
+
+
+def test_orphans_go_only_after_the_grace_period(store):
+    d = orphan(store)
+    p, r = gc(store, grace=3600)
+    assert store.has_blob(d) and p.young_spared == 1
+    age(store.blob_path(d), 7200)
+    p, r = gc(store, grace=3600)
+    assert not store.has_blob(d) and r.blobs == 1
+
+
+def test_limit_removes_lru_non_roots_and_keeps_roots(store, tmp_path):
+    versions(store, tmp_path, 5)
+    mark(store, "m", "1.1.0", "pins")
+    for v, days in (("1.0.0", 9), ("1.1.0", 8), ("1.2.0", 7), ("1.3.0", 6), ("1.4.0", 5)):
+        age(store.layout.model_dir("m") / "used" / v, days * 86400)
+        age(store.layout.manifest(store.refs.get_tag("m", v)), days * 86400)
+    p, r = gc(store, max_size=70_000, retention_days=1, keep_last=1, grace=0)
+    # current 1.0.0 (the first added) and pinned 1.1.0 stay; the LRU others go until under 70 kB.
+    assert [v for _, v, _ in p.delete_versions] == ["1.2.0", "1.3.0"]
+    assert sorted(store.refs.tags("m")) == ["1.0.0", "1.1.0", "1.4.0"]
+    assert_store_consistent(store)
+
+
+def test_cannot_meet_the_limit_says_why(cas, tmp_path):
+    cas("add", make_model(tmp_path / "a", {"w": 50_000}), "--name", "m", "--version", "1")
+    out = cas.json("gc", "--max-size", "10K", "--grace", "0")
+    assert out["plan"]["shortfall"] > 0 and "current" in out["plan"]["kept"]["m@1"]
+    p = cas("gc", "--max-size", "10K", "--grace", "0", "--dry-run")
+    assert "cannot get under 10.0 KiB" in p.stderr and "keep m@1: current" in p.stderr
+
+
+def test_live_lease_protects_and_dead_lease_is_cleaned(store):
+    d = orphan(store)
+    age(store.blob_path(d), 7200)
+    with Lease(store, "test", [d]) as lease:
+        gc(store, grace=3600)
+        assert store.has_blob(d)
+        age(lease.path, 3600)  # as if its process died an hour ago without removing it
+        held, dead = live_leases(store)
+        assert d not in held and dead == [lease.path]
+        p, r = gc(store, grace=3600)
+        assert not store.has_blob(d) and not lease.path.exists() and r.cleaned >= 1
+
+
+def test_project_roots_and_keep_markers(store, tmp_path):
+    from casstore.updates import keep
+
+    versions(store, tmp_path, 3)
+    keep(store, "m", "1.1.0")
+    p, _ = gc(store, max_size=0, retention_days=None, keep_last=0, grace=0)
+    assert sorted(store.refs.tags("m")) == ["1.0.0", "1.1.0"]
+    assert dict(p.kept)["m@1.1.0"] == ("rollback root",)
+
+
+def test_kill_9_during_gc_then_gc_completes(tmp_path):
+    cas = CasRunner(tmp_path / "s", tmp_path)
+    store = Store.open(tmp_path / "s")
+    for i in range(40):
+        add(store, make_model(tmp_path / f"v{i}", {f"f{j}": 2000 for j in range(15)}), "m", f"1.{i}.0")
+    for _ in range(300):
+        orphan(store, os.urandom(300))
+    rnd = random.Random(3)
+    killed = 0
+    for _ in range(6):
+        p = subprocess.Popen(cas.argv("gc", "--max-size", "100K", "--grace", "0", "--retention-days", "0", "--keep-last", "1"),
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        time.sleep(rnd.uniform(0.15, 0.5))
+        killed += p.poll() is None
+        p.send_signal(signal.SIGKILL)
+        p.wait()
+        assert_store_consistent(store)
+    assert killed >= 1
+    out = cas.json("gc", "--max-size", "100K", "--grace", "0", "--retention-days", "0", "--keep-last", "1")
+    assert out["plan"]["shortfall"] == 0
+    assert_store_consistent(store)
+    assert cas("verify").returncode == 0
+
+
+def test_clock_skew_uses_the_store_clock(tmp_path):
+    """The local clock an hour ahead or behind the store's file times (faketime; a NAS's clock
+    cannot be set here). Fresh objects are still spared; a live lock is still not broken."""
+    faketime = shutil.which("faketime")
+    assert faketime, "faketime is needed (CI installs it from Debian packages)"
+    cas = CasRunner(tmp_path / "s", tmp_path)
+    store = Store.open(tmp_path / "s")
+    d = orphan(store)
+    for skew in ("+1h", "-1h"):
+        p = subprocess.run([faketime, "-f", skew, *cas.argv("--json", "gc", "--grace", "600")], capture_output=True, text=True)
+        assert p.returncode == 0, p.stderr
+        assert store.has_blob(d), f"a fresh blob was collected with the local clock at {skew}"
+    # A download lock held by a live process on another host, refreshed just now.
+    data = os.urandom(20_000)
+    dg = Digest.of_bytes(data)
+    nas = DirectoryRemote(tmp_path / "nas")
+    asyncio.run(nas.write(blob(dg), data))
+    (store.layout.tmp / "locks").mkdir(exist_ok=True)
+    lock = store.layout.tmp / "locks" / f"{dg.hex}.lock"
+    lock.write_text(json.dumps({"host": "other-host", "pid": 1, "time": time.time()}))
+    code = (f"import asyncio; from casstore.store import Store; from casstore.download import Downloader, Settings; "
+            f"from casstore.remotes.directory import DirectoryRemote; from casstore.digest import Digest; "
+            f"asyncio.run(Downloader(Store.open({str(tmp_path / 's')!r}), [DirectoryRemote({str(tmp_path / 'nas')!r})], "
+            f"Settings(stale_after=60)).fetch({{Digest({dg.hex!r}): {len(data)}}}))")
+    for skew in ("+1h", "-1h"):
+        with pytest.raises(subprocess.TimeoutExpired):
+            subprocess.run([faketime, "-f", skew, "python3", "-c", code], timeout=3, capture_output=True)
+        assert json.loads(lock.read_text())["host"] == "other-host" and not store.has_blob(dg)
+
+
+def test_smb_rename_fails_with_eacces_a_few_times(store, tmp_path, monkeypatch):
+    """SMB clients fail a rename or link with EACCES while another client has the file open;
+    simulated by failing os.link three times."""
+    real_link, fails = os.link, {"n": 0}
+
+    def flaky(src, dst, *a, **kw):
+        if fails["n"] < 3:
+            fails["n"] += 1
+            raise PermissionError(13, "Permission denied (simulated SMB sharing violation)", str(dst))
+        return real_link(src, dst, *a, **kw)
+
+    monkeypatch.setattr(os, "link", flaky)
+    r = add(store, make_model(tmp_path / "m", {"a": 100}), "m", "1")
+    assert fails["n"] == 3 and store.refs.get_tag("m", "1") == r.manifest
+    monkeypatch.setattr(os, "link", real_link)
+    assert_store_consistent(store)
+
+
+def test_lying_lock_still_one_correct_blob(store, tmp_path, monkeypatch):
+    """A download lock that always succeeds (as flock does on some NFS/Lustre mounts; simulated
+    by making the lock a no-op): two concurrent downloads of one blob both succeed, one copy stays."""
+    data = os.urandom(3 << 20)
+    d = Digest.of_bytes(data)
+    nas = DirectoryRemote(tmp_path / "nas")
+    asyncio.run(nas.write(blob(d), data))
+
+    async def no_lock(self, digest):
+        lk = self.lock_dir / f"{digest.hex}.{self.writer}.fake"
+        lk.write_text("{}")
+        return lk
+
+    monkeypatch.setattr(Downloader, "_lock", no_lock)
+
+    async def both():
+        a = Downloader(store, [nas], Settings(part_size=256 << 10, jobs=2))
+        b = Downloader(Store.open(store.root), [nas], Settings(part_size=256 << 10, jobs=2))
+        return await asyncio.gather(a.fetch({d: len(data)}), b.fetch({d: len(data)}))
+
+    sa, sb = asyncio.run(both())
+    assert sa.bytes_downloaded + sb.bytes_downloaded >= len(data)
+    assert store.blob_path(d).read_bytes() == data
+    assert [x for x, _ in store.iter_blobs()] == [d]
