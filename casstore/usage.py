@@ -23,6 +23,8 @@ class VersionUsage:
     unique: int
     shared: int
     current: bool
+    last_used: float | None = None
+    roots: tuple[str, ...] = ()  # why GC keeps it (empty: collectable when over the limit)
 
     def to_json(self) -> dict:
         return {
@@ -34,6 +36,8 @@ class VersionUsage:
             "unique": self.unique,
             "shared": self.shared,
             "current": self.current,
+            "last_used": self.last_used,
+            "roots": list(self.roots),
         }
 
 
@@ -54,8 +58,12 @@ class ModelUsage:
 
 
 def usage(
-    versions: Mapping[tuple[str, str], tuple[Digest, Manifest]], current: Mapping[str, str]
+    versions: Mapping[tuple[str, str], tuple[Digest, Manifest]],
+    current: Mapping[str, str],
+    details: Mapping[tuple[str, str], tuple[float, tuple[str, ...]]] | None = None,
 ) -> list[ModelUsage]:
+    """``details``: (last used, root reasons) per version, from the GC's view of the store."""
+    details = details or {}
     blob_size: dict[Digest, int] = {}
     by_version: dict[Digest, set[tuple[str, str]]] = {}
     by_model: dict[Digest, set[str]] = {}
@@ -75,7 +83,9 @@ def usage(
             model_blobs |= blobs
             size = sum(blob_size[b] for b in blobs)
             unique = sum(blob_size[b] for b in blobs if len(by_version[b]) == 1)
-            vs.append(VersionUsage(mdl, ver, md, len(m.entries), size, unique, size - unique, current.get(mdl) == ver))
+            last, roots = details.get((mdl, ver), (None, ()))
+            vs.append(VersionUsage(mdl, ver, md, len(m.entries), size, unique, size - unique, current.get(mdl) == ver,
+                                   last, roots))
         out.append(
             ModelUsage(
                 model,

@@ -130,18 +130,35 @@ def add(c: Ctx, path, model, version, note, breaking, meta, force, move, strict,
     c.result(r.to_json(), str(r.manifest))
 
 
+def _usage(c: Ctx, model: str | None = None):
+    """Per-version sizes with the GC's view: last use, why each is kept, what gc would free."""
+    from casstore.gc import plan, read_state, root_reasons
+    from casstore.usage import store_versions, usage
+
+    store = c.store()
+    versions, current = store_versions(store, c.warn)
+    state = read_state(store)
+    policy = _policy(None, None, None, None)
+    details = {(v.model, v.version): (v.last_used, root_reasons(v, policy, state.now)) for v in state.versions}
+    if model:
+        _ref(model)
+        versions = {k: v for k, v in versions.items() if k[0] == model}
+    return usage(versions, current, details), plan(state, policy), state, policy
+
+
+def _ago(now: float, t: float | None) -> str:
+    if not t:
+        return "never"
+    d = max(0.0, now - t)
+    return f"{d / 86400:.0f}d ago" if d >= 86400 else f"{d / 3600:.0f}h ago" if d >= 3600 else f"{d / 60:.0f}m ago"
+
+
 @cli.command("list")
 @click.argument("model", required=False)
 @pass_ctx
 def list_(c: Ctx, model) -> None:
-    """Models and versions in the store, which is current, and their sizes."""
-    from casstore.usage import store_versions, usage
-
-    versions, current = store_versions(c.store(), c.warn)
-    if model:
-        _ref(model)
-        versions = {k: v for k, v in versions.items() if k[0] == model}
-    models = usage(versions, current)
+    """Models and versions in the store, which is current, their sizes, last use and why GC keeps them."""
+    models, _, state, _ = _usage(c, model)
     lines = []
     for mu in models:
         lines.append(f"{mu.model}  ({_size(mu.size)}, {_size(mu.unique)} not shared with other models)")
@@ -149,7 +166,8 @@ def list_(c: Ctx, model) -> None:
             mark = "*" if v.current else " "
             lines.append(
                 f"  {mark} {v.version:<16} {v.files:>6} files {_size(v.size):>12}  unique {_size(v.unique):>12}  "
-                f"shared {_size(v.shared):>12}"
+                f"shared {_size(v.shared):>12}  used {_ago(state.now, v.last_used):>9}  "
+                + ("kept: " + "; ".join(v.roots) if v.roots else "collectable")
             )
     c.result({"models": [m.to_json() for m in models]}, "\n".join(lines) if lines else None)
     if not lines:
@@ -323,27 +341,22 @@ def verify(c: Ctx, ref, fast, jobs, repair, remote_name, insecure) -> None:
 @cli.command()
 @pass_ctx
 def du(c: Ctx) -> None:
-    """What uses space: per model and version, unique and shared bytes."""
-    from casstore.usage import store_versions, usage
-
-    store = c.store()
-    versions, current = store_versions(store, c.warn)
-    models = usage(versions, current)
-    referenced = {d for _, m in versions.values() for d in m.blobs()}
-    total = 0
-    unreferenced = 0
-    for d, p in store.iter_blobs():
-        n = p.stat().st_size
-        total += n
-        if d not in referenced:
-            unreferenced += n
-    lines = [f"{'model/version':<40} {'size':>12} {'unique':>12} {'shared':>12}"]
+    """What uses space: per model and version, unique and shared bytes, and what gc would free."""
+    models, p, state, policy = _usage(c)
+    referenced = {b for v in state.versions for b in v.blobs}
+    total = sum(size for size, _ in state.blobs.values())
+    unreferenced = sum(size for d, (size, _) in state.blobs.items() if d not in referenced)
+    lines = [f"{'model/version':<32} {'size':>11} {'unique':>11} {'shared':>11} {'used':>9}  kept because"]
     for mu in models:
-        lines.append(f"{mu.model:<40} {_size(mu.size):>12} {_size(mu.unique):>12}")
+        lines.append(f"{mu.model:<32} {_size(mu.size):>11} {_size(mu.unique):>11}")
         for v in mu.versions:
-            lines.append(f"  {v.version + (' *' if v.current else ''):<38} {_size(v.size):>12} {_size(v.unique):>12} {_size(v.shared):>12}")
-    lines.append(f"blobs in store: {_size(total)}; referenced by no version: {_size(unreferenced)}")
-    c.result({"models": [m.to_json() for m in models], "blob_bytes": total, "unreferenced_bytes": unreferenced}, "\n".join(lines))
+            lines.append(f"  {v.version + (' *' if v.current else ''):<30} {_size(v.size):>11} {_size(v.unique):>11} "
+                         f"{_size(v.shared):>11} {_ago(state.now, v.last_used):>9}  {'; '.join(v.roots) or '-'}")
+    limit = f" (limit {_size(policy.max_size)})" if policy.max_size is not None else ""
+    lines.append(f"blobs in store: {_size(total)}{limit}; referenced by no version: {_size(unreferenced)}; "
+                 f"`cas gc` would free {_size(p.bytes_freed)}")
+    c.result({"models": [m.to_json() for m in models], "blob_bytes": total, "unreferenced_bytes": unreferenced,
+              "gc_would_free": p.bytes_freed, "max_size": policy.max_size}, "\n".join(lines))
 
 
 @cli.group()
