@@ -30,7 +30,7 @@ from pathlib import Path
 
 from .atomic import HOST, fsync_dir, link_no_replace, makedirs, out_of_space, temp_name
 from .digest import Digest, hash_file
-from .errors import CasError, IntegrityError, InvalidInput, NotFound, OutOfSpace, RemoteError
+from .errors import IntegrityError, InvalidInput, NotFound, RemoteError
 from .ratelimit import RateLimiter
 from .remotes.base import Remote, blob as blob_key
 from .store import Store, touch

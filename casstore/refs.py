@@ -12,11 +12,10 @@ import getpass
 import os
 import socket
 import time
-from pathlib import Path
 
 from .atomic import fsync_dir, makedirs, write_file
 from .digest import Digest
-from .errors import Conflict, InvalidInput, NotFound
+from .errors import Conflict, InvalidInput
 from .history import Switch
 from .layout import Layout
 from .names import validate_model, validate_version

@@ -69,6 +69,14 @@ class CasRunner:
         return json.loads(p.stdout)
 
 
+def publish(tmp_path: Path, src: Path, model: str, version: str, remote: Path | str, *extra: str) -> CasRunner:
+    """Add ``src`` as MODEL@VERSION to a publisher's store and push it; returns the publisher."""
+    pub = CasRunner(tmp_path / "pub", tmp_path)
+    pub("add", src, "--name", model, "--version", version, *extra)
+    pub("push", f"{model}@{version}", "--remote", remote)
+    return pub
+
+
 @pytest.fixture
 def cas(tmp_path) -> CasRunner:
     return CasRunner(tmp_path / "store", tmp_path)

@@ -4,7 +4,6 @@ import grp
 import os
 import shutil
 import subprocess
-import sys
 import tempfile
 from pathlib import Path
 

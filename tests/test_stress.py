@@ -8,7 +8,6 @@ the roots allow it.
 
 import os
 import random
-import subprocess
 import threading
 import time
 

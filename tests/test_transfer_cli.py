@@ -8,7 +8,7 @@ import time
 import pytest
 
 from casstore.store import Store
-from conftest import CasRunner, assert_store_consistent, make_model, write_safetensors
+from conftest import CasRunner, assert_store_consistent, make_model, publish, write_safetensors
 from servers import CasServe, Nginx
 
 
@@ -84,9 +84,7 @@ def test_plain_http_refused_off_loopback(tmp_path):
 
 def test_remote_tag_moved_is_refused(tmp_path, family):
     t2v, _ = family
-    pub = CasRunner(tmp_path / "pub", tmp_path)
-    pub("add", t2v, "--name", "t2v", "--version", "1.0.0")
-    pub("push", "t2v@1.0.0", "--remote", tmp_path / "nas")
+    pub = publish(tmp_path, t2v, "t2v", "1.0.0", tmp_path / "nas")
     user = CasRunner(tmp_path / "user", tmp_path)
     user("fetch", "t2v@1.0.0", "--remote", tmp_path / "nas")
     (t2v / "config.json").write_bytes(b'{"changed": true}')
@@ -107,9 +105,7 @@ def _fetch_json(p):
 
 def test_kill_9_mid_blob_then_resume(tmp_path, monkeypatch):
     big = make_model(tmp_path / "m", {"big.bin": 48 << 20})
-    pub = CasRunner(tmp_path / "pub", tmp_path)
-    pub("add", big, "--name", "m", "--version", "1.0.0")
-    pub("push", "m@1.0.0", "--remote", tmp_path / "nas")
+    publish(tmp_path, big, "m", "1.0.0", tmp_path / "nas")
     ngx = Nginx(tmp_path / "nas", tmp_path / "nginx")
     try:
         user = CasRunner(tmp_path / "user", tmp_path)
@@ -135,9 +131,7 @@ def test_kill_9_mid_blob_then_resume(tmp_path, monkeypatch):
 
 def test_two_fetches_one_store(tmp_path):
     big = make_model(tmp_path / "m", {"big.bin": 32 << 20, "small.txt": b"x"})
-    pub = CasRunner(tmp_path / "pub", tmp_path)
-    pub("add", big, "--name", "m", "--version", "1.0.0")
-    pub("push", "m@1.0.0", "--remote", tmp_path / "nas")
+    publish(tmp_path, big, "m", "1.0.0", tmp_path / "nas")
     ngx = Nginx(tmp_path / "nas", tmp_path / "nginx")
     try:
         user = CasRunner(tmp_path / "user", tmp_path)
@@ -154,9 +148,7 @@ def test_two_fetches_one_store(tmp_path):
 
 def test_verify_repair_refetches_corrupt_blobs(tmp_path, family):
     t2v, _ = family
-    pub = CasRunner(tmp_path / "pub", tmp_path)
-    pub("add", t2v, "--name", "t2v", "--version", "1.0.0")
-    pub("push", "t2v@1.0.0", "--remote", tmp_path / "nas")
+    publish(tmp_path, t2v, "t2v", "1.0.0", tmp_path / "nas")
     user = CasRunner(tmp_path / "user", tmp_path)
     user("fetch", "t2v@1.0.0", "--remote", tmp_path / "nas")
     store = Store.open(tmp_path / "user")
@@ -197,9 +189,7 @@ def test_progress_bar_on_a_tty_only(tmp_path, family):
     import shutil
 
     t2v, _ = family
-    pub = CasRunner(tmp_path / "pub", tmp_path)
-    pub("add", t2v, "--name", "t2v", "--version", "1.0.0")
-    pub("push", "t2v@1.0.0", "--remote", tmp_path / "nas")
+    publish(tmp_path, t2v, "t2v", "1.0.0", tmp_path / "nas")
     user = CasRunner(tmp_path / "user", tmp_path)
     quiet = user("fetch", "t2v", "--remote", tmp_path / "nas")
     assert "━" not in quiet.stderr and "%" not in quiet.stderr  # not a TTY: no bar

@@ -1,0 +1,168 @@
+"""Space and shared stores: gc, pin, unpin, config, init, doctor."""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+from .app import Ctx, _policy, _ref, _size, cli, pass_ctx
+
+def _gc(c: Ctx, policy, dry_run: bool, quiet_plan: bool = False) -> dict:
+    from casstore.gc import execute, plan, read_state
+
+    store = c.store()
+    p = plan(read_state(store), policy)
+    say = (lambda m: None) if quiet_plan else c.info
+    say(f"gc plan: {len(p.delete_versions)} versions, {len(p.delete_manifests)} manifests, {len(p.delete_blobs)} blobs; "
+        f"frees {_size(p.bytes_freed)} of {_size(p.bytes_before)}")
+    for m, v, _ in p.delete_versions:
+        say(f"  - {m}@{v}")
+    for label, reasons in p.kept:
+        say(f"  keep {label}: {'; '.join(reasons)}")
+    if p.shortfall:
+        c.warn(f"cannot get under {_size(policy.max_size)}: still {_size(p.shortfall)} over, held by the versions kept above")
+    out = {"plan": p.to_json(), "dry_run": dry_run}
+    if not dry_run:
+        r = execute(store, p, policy)
+        say(f"gc: removed {r.versions} versions, {r.manifests} manifests, {r.blobs} blobs ({_size(r.bytes_freed)}); "
+            f"{r.spared} spared at the last check, {r.cleaned} temp files and leases cleaned")
+        out["result"] = r.to_json()
+    return out
+
+
+@cli.command()
+@click.option("--max-size", metavar="SIZE", help="Keep the store under SIZE (e.g. 200G); default from config gc.max_size.")
+@click.option("--retention-days", type=float, help="Keep versions used within N days (default 30).")
+@click.option("--keep-last", type=int, help="Keep the last N versions of each model's history (default 2).")
+@click.option("--grace", type=float, metavar="SECONDS", help="Spare anything younger than this (default 3600).")
+@click.option("--dry-run", is_flag=True, help="Print the plan and stop.")
+@pass_ctx
+def gc(c: Ctx, max_size, retention_days, keep_last, grace, dry_run) -> None:
+    """Collect garbage: unreferenced objects, then least recently used versions while over --max-size."""
+    out = _gc(c, _policy(max_size, retention_days, keep_last, grace), dry_run)
+    c.result(out)
+
+
+def _auto_gc(c: Ctx) -> None:
+    """After fetch/update: a light GC when a configured gc.max_size is exceeded."""
+    from casstore.config import load_user_config
+    from casstore.gc import store_size
+
+    if load_user_config().get("gc", {}).get("max_size") is None:
+        return
+    policy = _policy(None, None, None, None)
+    if store_size(c.store()) <= policy.max_size:
+        return
+    out = _gc(c, policy, dry_run=False, quiet_plan=True)
+    r = out["result"]
+    c.info(f"auto gc (over gc.max_size {_size(policy.max_size)}): freed {_size(r['bytes_freed'])}")
+
+
+@cli.command()
+@click.argument("ref")
+@pass_ctx
+def pin(c: Ctx, ref) -> None:
+    """Pin MODEL@VERSION: GC never collects it."""
+    from casstore.gc import mark
+
+    r = _ref(ref)
+    store = c.store()
+    version, _ = store.resolve(r.model, r.version)
+    mark(store, r.model, version, "pins")
+    c.result({"pinned": f"{r.model}@{version}"})
+
+
+@cli.command()
+@click.argument("ref")
+@pass_ctx
+def unpin(c: Ctx, ref) -> None:
+    """Remove a pin."""
+    from casstore.errors import NotFound
+    from casstore.gc import unmark
+
+    r = _ref(ref)
+    version, _ = c.store().resolve(r.model, r.version)
+    if not unmark(c.store(), r.model, version, "pins"):
+        raise NotFound(f"{r.model}@{version} is not pinned")
+    c.result({"unpinned": f"{r.model}@{version}"})
+
+
+@cli.group()
+def config() -> None:
+    """Read and change the user config file (gc.max_size, gc.retention_days, gc.keep_last, gc.grace, store)."""
+
+
+_CONFIG_KEYS = {"store": str, "default_remote": str, "gc.max_size": str, "gc.retention_days": float,
+                "gc.keep_last": int, "gc.grace": float}
+
+
+@config.command("set")
+@click.argument("key")
+@click.argument("value")
+@pass_ctx
+def config_set(c: Ctx, key, value) -> None:
+    """Set KEY to VALUE."""
+    from casstore.config import load_user_config
+    from casstore.errors import InvalidInput
+    from casstore.remoteconfig import _save
+    from casstore.sizes import parse_size
+
+    if key not in _CONFIG_KEYS:
+        raise InvalidInput(f"unknown config key {key!r}; known: {', '.join(_CONFIG_KEYS)}")
+    try:
+        typed = _CONFIG_KEYS[key](value)
+    except ValueError:
+        raise InvalidInput(f"invalid value {value!r} for {key}") from None
+    if key == "gc.max_size":
+        parse_size(value)
+    cfg = load_user_config()
+    section, _, name = key.rpartition(".")
+    (cfg.setdefault(section, {}) if section else cfg)[name] = typed
+    _save(cfg)
+    c.result({key: typed})
+
+
+@config.command("get")
+@click.argument("key", required=False)
+@pass_ctx
+def config_get(c: Ctx, key) -> None:
+    """Print KEY (or every key) from the user config file."""
+    from casstore.config import config_path, load_user_config
+
+    cfg = load_user_config()
+    flat = {k: v for k, v in cfg.items() if not isinstance(v, dict)}
+    flat.update({f"gc.{k}": v for k, v in cfg.get("gc", {}).items()})
+    if key:
+        flat = {key: flat.get(key)}
+    c.result({"config": str(config_path()), **flat}, "\n".join(f"{k} = {v}" for k, v in flat.items()))
+
+
+@cli.command()
+@click.option("--shared", is_flag=True, help="Group-shared store: group-writable directories, setgid, umask 002.")
+@pass_ctx
+def init(c: Ctx, shared) -> None:
+    """Create the store (or turn on group-shared mode for an existing one)."""
+    from casstore.shared import make_shared
+
+    store = c.store()
+    if shared:
+        make_shared(store)
+    c.result({"store": str(store.root), "shared": shared}, str(store.root))
+
+
+@cli.command()
+@pass_ctx
+def doctor(c: Ctx) -> None:
+    """Report wrong permissions, stale locks, orphaned temp files and unknown files in the store."""
+    from casstore.doctor import diagnose
+
+    findings = diagnose(c.store())
+    for f in findings:
+        c.warn(f"{f.kind}: {f.path}: {f.detail}")
+    c.info(f"{len(findings)} finding(s)")
+    c.result({"findings": [f.to_json() for f in findings]})
+    if findings:
+        sys.exit(1)
+
+

@@ -1,0 +1,147 @@
+"""Updates and projects: check-updates, update, lock, sync."""
+
+from __future__ import annotations
+
+import os
+
+import click
+
+from .app import Ctx, _ref, _remote_options, _run, _size, cli, pass_ctx
+from .gc_commands import _auto_gc
+
+@cli.command("check-updates")
+@click.argument("models", nargs=-1)
+@_remote_options
+@click.option("--pre", is_flag=True, help="Consider pre-releases.")
+@pass_ctx
+def check_updates(c: Ctx, models, remote_name, insecure, pre) -> None:
+    """For each local model, whether the remote has a newer version, and whether it is breaking."""
+    from casstore.fetching import open_remotes
+    from casstore.updates import check_updates as do_check
+
+    names = [_ref(m).model for m in models] or None
+    remotes = open_remotes(remote_name, insecure=insecure)
+    infos = _run(lambda: do_check(c.store(), remotes, names, prereleases=pre), remotes)
+    lines = [f"{i.model:<24} {i.current:>12} -> {i.latest if i.available else '(up to date)'}"
+             + ("  BREAKING" if i.breaking else "")
+             + (f" (non-breaking: {i.compatible})" if i.breaking and i.compatible else "") for i in infos]
+    c.result({"models": [i.to_json() for i in infos]}, "\n".join(lines) or None)
+
+
+def _print_plan(c: Ctx, p) -> None:
+    if p.up_to_date:
+        c.info(f"{p.model} is up to date ({p.current})")
+        return
+    c.info(f"update {p.model}: {p.current} -> {p.target} ({p.strategy}{', BREAKING' if p.breaking else ''})")
+    c.info(f"  download {_size(p.download_bytes)}; {len(p.added)} files added, {len(p.changed)} changed, "
+           f"{len(p.removed)} removed")
+    for label, paths in (("+", p.added), ("~", p.changed), ("-", p.removed)):
+        for path in paths[:50]:
+            c.info(f"  {label} {path}")
+
+
+@cli.command()
+@click.argument("model")
+@click.option("--to", "to", metavar="VERSION", help="Target version (default: the latest release).")
+@click.option("--allow-breaking", is_flag=True, help="Allow a major bump or a version flagged breaking.")
+@click.option("--strategy", type=click.Choice(["conservative", "aggressive", "parallel"]), default="conservative", show_default=True)
+@click.option("--dry-run", is_flag=True, help="Print the plan and stop.")
+@click.option("--pre", is_flag=True, help="Consider pre-releases.")
+@click.option("--jobs", "-j", default=8, show_default=True)
+@click.option("--limit-rate", metavar="RATE")
+@_remote_options
+@pass_ctx
+def update(c: Ctx, model, to, allow_breaking, strategy, dry_run, pre, jobs, limit_rate, remote_name, insecure) -> None:
+    """Fetch a newer version completely, then switch current to it in one step."""
+    from casstore.download import Settings
+    from casstore.fetching import open_remotes
+    from casstore.sizes import parse_size
+    from casstore.updates import execute_update, plan_update
+
+    r = _ref(model)
+    store = c.store()
+    remotes = open_remotes(remote_name, insecure=insecure)
+    settings = Settings.from_env(jobs=jobs, rate=parse_size(limit_rate) if limit_rate else None)
+
+    async def go():
+        plan = await plan_update(store, remotes, r.model, to=to, strategy=strategy, allow_breaking=allow_breaking,
+                                 prereleases=pre)
+        _print_plan(c, plan)
+        if dry_run or plan.up_to_date:
+            return plan, None
+        return plan, await execute_update(store, remotes, plan, settings=settings)
+
+    plan, done = _run(go, remotes)
+    out = plan.to_json() | {"dry_run": dry_run, "switched": done is not None}
+    if done is not None:
+        c.info(f"{r.model}: {plan.current} -> {plan.target}; `cas rollback {r.model}` goes back")
+        out["bytes_downloaded"] = done[0].stats.bytes_downloaded
+    c.result(out)
+    if done is not None:
+        _auto_gc(c)
+
+
+def _project():
+    from casstore.errors import NotFound
+    from casstore.project import Project
+
+    p = Project.find()
+    if p is None:
+        raise NotFound(f"no cas.toml in {os.getcwd()} or its parents")
+    return p
+
+
+@cli.command()
+@click.argument("models", nargs=-1)
+@_remote_options
+@click.option("--pre", is_flag=True, help="Allow pre-releases.")
+@pass_ctx
+def lock(c: Ctx, models, remote_name, insecure, pre) -> None:
+    """Resolve cas.toml into cas.lock. MODEL re-resolves it; MODEL@REQ also sets its requirement."""
+    from casstore.fetching import open_remotes
+    from casstore.sync import lock as do_lock
+
+    project = _project()
+    upgrade = []
+    for text in models:
+        name, sep, req = text.partition("@")
+        _ref(name)
+        if sep:
+            project.set_requirement(name, req)
+        elif name not in project.models:
+            project.set_requirement(name, "latest")
+        upgrade.append(name)
+    remotes = open_remotes(remote_name or project.remote, insecure=insecure)
+    lockf, changes = _run(lambda: do_lock(project, c.store(), remotes, upgrade=upgrade, prereleases=pre), remotes)
+    for ch in changes:
+        c.info(f"{ch.model}: {ch.old or '(new)'} -> {ch.new or '(removed)'}")
+    if not changes:
+        c.info("cas.lock is up to date")
+    c.result({"lock": str(project.lock_path), "changes": [ch.to_json() for ch in changes],
+              "models": {n: lk.version for n, lk in sorted(lockf.models.items())}})
+
+
+@cli.command()
+@click.option("--frozen", is_flag=True, help="Fail if cas.lock is stale or a remote's version moved; never re-lock.")
+@click.option("--offline", is_flag=True, help="Use only the local store; list what is missing.")
+@click.option("--jobs", "-j", default=8, show_default=True)
+@_remote_options
+@pass_ctx
+def sync(c: Ctx, frozen, offline, jobs, remote_name, insecure) -> None:
+    """Fetch and materialise exactly what cas.lock says."""
+    from casstore.download import Settings
+    from casstore.sync import sync as do_sync
+
+    project = _project()
+    remotes = []
+    if not offline:
+        from casstore.fetching import open_remotes
+
+        remotes = open_remotes(remote_name or project.remote, insecure=insecure)
+    res = _run(lambda: do_sync(project, c.store(), remotes, frozen=frozen, offline=offline,
+                               settings=Settings.from_env(jobs=jobs)), remotes)
+    for name, v in res.models.items():
+        c.info(f"{name}@{v} -> {project.root / project.models[name].path}")
+    c.result(res.to_json())
+
+

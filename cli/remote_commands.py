@@ -1,0 +1,157 @@
+"""Commands that talk to remotes: remote, push, fetch, versions, serve."""
+
+from __future__ import annotations
+
+import os
+
+import click
+
+from .app import Ctx, _progress, _ref, _remote_options, _run, _size, _when, cli, pass_ctx
+from .gc_commands import _auto_gc
+
+@cli.group()
+def remote() -> None:
+    """Configure remotes: a directory, file://, http(s)://."""
+
+
+@remote.command("add")
+@click.argument("name")
+@click.argument("url")
+@click.option("--default", "make_default", is_flag=True, help="Make it the default remote.")
+@click.option("--insecure", is_flag=True, help="Allow plain HTTP to a host that is not loopback.")
+@pass_ctx
+def remote_add(c: Ctx, name, url, make_default, insecure) -> None:
+    """Add (or replace) remote NAME at URL."""
+    from casstore import remoteconfig
+
+    remoteconfig.add(name, url, default=make_default, insecure=insecure)
+    c.info(f"remote {name} -> {url}")
+    c.result({"name": name, "url": url})
+
+
+@remote.command("list")
+@pass_ctx
+def remote_list(c: Ctx) -> None:
+    """Configured remotes, the default first."""
+    from casstore import remoteconfig
+
+    specs, default = remoteconfig.configured()
+    rows = [{"name": s.name, "url": s.url, "default": s.name == default, "token": bool(s.token)} for s in specs]
+    c.result({"remotes": rows}, "\n".join(f"{'*' if r['default'] else ' '} {r['name']:<16} {r['url']}" for r in rows) or None)
+
+
+@remote.command("remove")
+@click.argument("name")
+@pass_ctx
+def remote_remove(c: Ctx, name) -> None:
+    """Remove remote NAME."""
+    from casstore import remoteconfig
+
+    remoteconfig.remove(name)
+    c.result({"removed": name})
+
+
+@cli.command()
+@click.argument("ref")
+@_remote_options
+@click.option("--force", is_flag=True, help="Move the remote's tag if it names other content.")
+@click.option("--jobs", "-j", default=8, show_default=True, help="Objects uploaded in parallel.")
+@pass_ctx
+def push(c: Ctx, ref, remote_name, insecure, force, jobs) -> None:
+    """Publish MODEL@VERSION: only blobs the remote lacks, then the manifest, then the index."""
+    from casstore.fetching import open_remotes
+    from casstore.publish import push as do_push
+
+    r = _ref(ref)
+    store = c.store()
+    remotes = open_remotes(remote_name, insecure=insecure)
+    res = _run(lambda: do_push(store, remotes[0], r.model, r.version, force=force, jobs=jobs), remotes)
+    c.info(f"{r.model}@{res.version} -> {remotes[0].url}: {res.blobs_sent} blobs sent ({_size(res.bytes_sent)}), "
+           f"{res.blobs_present} already there, {res.elapsed:.2f}s")
+    c.result(res.to_json(), res.manifest)
+
+
+@cli.command()
+@click.argument("ref")
+@_remote_options
+@click.option("--jobs", "-j", default=8, show_default=True, help="Parallel connections.")
+@click.option("--limit-rate", metavar="RATE", help="Total bandwidth, e.g. 50M (bytes per second).")
+@pass_ctx
+def fetch(c: Ctx, ref, remote_name, insecure, jobs, limit_rate) -> None:
+    """Download MODEL[@VERSION] (latest if none) into the store, verifying every byte."""
+    from casstore.download import Settings
+    from casstore.fetching import fetch as do_fetch, open_remotes
+    from casstore.sizes import parse_size
+
+    r = _ref(ref)
+    store = c.store()
+    settings = Settings.from_env(jobs=jobs, rate=parse_size(limit_rate) if limit_rate else None)
+    remotes = open_remotes(remote_name, insecure=insecure, stall_timeout=float(os.environ.get("CAS_STALL_TIMEOUT", 30)))
+    with _progress(c, f"fetch {ref}") as progress:
+        res = _run(lambda: do_fetch(store, remotes, r.model, r.version, settings=settings, progress=progress), remotes)
+    from casstore.project import Project
+
+    project = Project.find()
+    if project is not None:
+        from casstore.sync import record_fetch
+
+        if record_fetch(project, r.model, res.version, res.manifest, store.get_manifest(res.manifest)):
+            c.info(f"recorded {r.model}@{res.version} in {project.lock_path}")
+    st = res.stats
+    c.info(f"{r.model}@{res.version}: {_size(st.bytes_downloaded)} downloaded, {_size(st.bytes_reused)} already here, "
+           f"{_size(st.bytes_resumed)} resumed, {st.retries} retries, {res.elapsed:.2f}s"
+           + (" (now current)" if res.current else ""))
+    c.result(res.to_json(), str(res.manifest))
+    _auto_gc(c)
+
+
+@cli.command()
+@click.argument("model")
+@_remote_options
+@pass_ctx
+def versions(c: Ctx, model, remote_name, insecure) -> None:
+    """Versions of MODEL published on the remote, newest first."""
+    from casstore.fetching import open_remotes, versions as do_versions
+    from casstore.versioning import sort_key
+
+    r = _ref(model)
+    remotes = open_remotes(remote_name, insecure=insecure)
+    idx = _run(lambda: do_versions(remotes, r.model), remotes)
+    rows = sorted(idx.versions.items(), key=lambda kv: sort_key(kv[0]), reverse=True)
+    lines = [f"{v:<16} {_when(e.created)}  {e.files:>6} files {_size(e.size):>12}" + ("  BREAKING" if e.breaking else "")
+             for v, e in rows]
+    c.result({"model": r.model, "versions": [{"version": v, **e.to_json()} for v, e in rows]}, "\n".join(lines))
+
+
+
+@cli.command()
+@click.option("--root", type=click.Path(path_type=str), required=True, help="Remote directory to serve.")
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to bind (loopback unless told otherwise).")
+@click.option("--port", default=8700, show_default=True, help="Port (0: any free port).")
+@click.option("--token-file", type=click.Path(exists=True, dir_okay=False), help="File holding the push token (or $CAS_SERVE_TOKEN).")
+@click.option("--max-object-size", default="1T", show_default=True, help="Largest object accepted by push.")
+@pass_ctx
+def serve(c: Ctx, root, host, port, token_file, max_object_size) -> None:
+    """Serve a remote directory over HTTP: reads for all, push with the token."""
+    import asyncio
+    from pathlib import Path
+
+    from casstore.serve import start
+    from casstore.sizes import parse_size
+
+    token = Path(token_file).read_text().strip() if token_file else os.environ.get("CAS_SERVE_TOKEN")
+
+    async def run():
+        runner, bound = await start(Path(root), host, port, token, parse_size(max_object_size))
+        click.echo(f"serving {root} on http://{host}:{bound}/ ({'push enabled' if token else 'read-only'})", err=True)
+        try:
+            await asyncio.Event().wait()
+        finally:
+            await runner.cleanup()
+
+    try:
+        asyncio.run(run())
+    except KeyboardInterrupt:
+        pass
+
+

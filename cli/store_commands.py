@@ -1,0 +1,274 @@
+"""Commands on the local store: add, list, show, path, checkout, use, rollback, log, verify, du."""
+
+from __future__ import annotations
+
+
+import click
+
+from .app import Ctx, _policy, _ref, _remote_options, _run, _size, _when, cli, pass_ctx
+
+@cli.command()
+@click.argument("path", type=click.Path(path_type=str))
+@click.option("--name", "model", required=True, help="Model name.")
+@click.option("--version", "version", required=True, help="Version to publish as.")
+@click.option("--note", default="", help="Release note stored in the manifest.")
+@click.option("--breaking", is_flag=True, help="Flag this version as breaking.")
+@click.option("--meta", multiple=True, metavar="K=V", help="Free metadata; repeatable.")
+@click.option("--force", is_flag=True, help="Move an existing MODEL@VERSION tag to this content.")
+@click.option("--move", is_flag=True, help="Move files into the store, leaving read-only links behind.")
+@click.option("--strict", is_flag=True, help="Malformed JSON/safetensors files are errors, not warnings.")
+@click.option("--jobs", "-j", default=4, show_default=True, help="Files hashed and copied in parallel.")
+@pass_ctx
+def add(c: Ctx, path, model, version, note, breaking, meta, force, move, strict, jobs) -> None:
+    """Snapshot a directory (or one file) as MODEL@VERSION; prints the manifest digest."""
+    from casstore.errors import InvalidInput
+    from casstore.ingest import add as do_add
+
+    pairs = {}
+    for kv in meta:
+        k, sep, v = kv.partition("=")
+        if not sep or not k:
+            raise InvalidInput(f"invalid --meta {kv!r}: expected KEY=VALUE")
+        pairs[k] = v
+    r = do_add(
+        c.store(), path, model, version, note=note, breaking=breaking, meta=pairs,
+        force=force, move=move, strict=strict, jobs=jobs, warn=c.warn,
+    )
+    if r.replaced:
+        c.warn(f"moved tag {model}@{version} from {r.replaced} to {r.manifest} (--force)")
+    c.info(
+        f"{model}@{version}: {r.files} files, {_size(r.bytes)}; {r.new_blobs} new blobs ({_size(r.new_bytes)}), "
+        f"{'unchanged, ' if r.unchanged else ''}{'now current, ' if r.current else ''}{r.elapsed:.2f}s"
+    )
+    c.result(r.to_json(), str(r.manifest))
+
+
+def _usage(c: Ctx, model: str | None = None):
+    """Per-version sizes with the GC's view: last use, why each is kept, what gc would free."""
+    from casstore.gc import plan, read_state, root_reasons
+    from casstore.usage import store_versions, usage
+
+    store = c.store()
+    versions, current = store_versions(store, c.warn)
+    state = read_state(store)
+    policy = _policy(None, None, None, None)
+    details = {(v.model, v.version): (v.last_used, root_reasons(v, policy, state.now)) for v in state.versions}
+    if model:
+        _ref(model)
+        versions = {k: v for k, v in versions.items() if k[0] == model}
+    return usage(versions, current, details), plan(state, policy), state, policy
+
+
+def _ago(now: float, t: float | None) -> str:
+    if not t:
+        return "never"
+    d = max(0.0, now - t)
+    return f"{d / 86400:.0f}d ago" if d >= 86400 else f"{d / 3600:.0f}h ago" if d >= 3600 else f"{d / 60:.0f}m ago"
+
+
+@cli.command("list")
+@click.argument("model", required=False)
+@pass_ctx
+def list_(c: Ctx, model) -> None:
+    """Models and versions in the store, which is current, their sizes, last use and why GC keeps them."""
+    models, _, state, _ = _usage(c, model)
+    lines = []
+    for mu in models:
+        lines.append(f"{mu.model}  ({_size(mu.size)}, {_size(mu.unique)} not shared with other models)")
+        for v in mu.versions:
+            mark = "*" if v.current else " "
+            lines.append(
+                f"  {mark} {v.version:<16} {v.files:>6} files {_size(v.size):>12}  unique {_size(v.unique):>12}  "
+                f"shared {_size(v.shared):>12}  used {_ago(state.now, v.last_used):>9}  "
+                + ("kept: " + "; ".join(v.roots) if v.roots else "collectable")
+            )
+    c.result({"models": [m.to_json() for m in models]}, "\n".join(lines) if lines else None)
+    if not lines:
+        c.info("no models in the store")
+
+
+@cli.command()
+@click.argument("ref")
+@pass_ctx
+def show(c: Ctx, ref) -> None:
+    """The manifest of MODEL[@VERSION]: files, sizes, digests, metadata."""
+    r = _ref(ref)
+    version, digest, m = c.store().load(r.model, r.version)
+    data = {"manifest": str(digest), **m.to_json()}
+    lines = [
+        f"{m.name}@{m.version}  manifest {digest}",
+        f"created {_when(m.created)}  {len(m.entries)} files  {_size(m.size)}"
+        + ("  BREAKING" if m.breaking else ""),
+    ]
+    if m.note:
+        lines.append(f"note: {m.note}")
+    for k, v in m.meta.items():
+        lines.append(f"meta: {k}={v}")
+    for e in m.entries:
+        lines.append(f"  {e.mode:o} {e.size:>14}  {e.digest.short}  {e.path}")
+    c.result(data, "\n".join(lines))
+
+
+@cli.command()
+@click.argument("ref")
+@pass_ctx
+def path(c: Ctx, ref) -> None:
+    """Print a read-only directory holding the version's files (inside the store)."""
+    from casstore.materialize import view
+
+    r = _ref(ref)
+    store = c.store()
+    version, digest, m = store.load(r.model, r.version)
+    p = view(store, digest, m)
+    c.result({"model": r.model, "version": version, "manifest": str(digest), "path": str(p)}, str(p))
+
+
+@cli.command()
+@click.argument("ref")
+@click.argument("dest", type=click.Path(path_type=str))
+@click.option("--link", type=click.Choice(["auto", "reflink", "hardlink", "symlink", "copy"]), default="auto", show_default=True)
+@click.option("--clean", is_flag=True, help="Remove files in DEST that the version does not list.")
+@pass_ctx
+def checkout(c: Ctx, ref, dest, link, clean) -> None:
+    """Materialise MODEL[@VERSION]'s files into DEST (read-only)."""
+    from casstore.materialize import checkout as do_checkout
+
+    r = _ref(ref)
+    store = c.store()
+    version, digest, m = store.load(r.model, r.version)
+    res = do_checkout(store, m, dest, link=link, clean=clean)
+    modes = ", ".join(f"{n} {k}" for k, n in sorted(res.modes.items())) or "nothing new"
+    c.info(f"{r.model}@{version} -> {res.dest}: {modes}; {res.unchanged} unchanged, {len(res.removed)} removed")
+    c.result({"model": r.model, "version": version, "manifest": str(digest), **res.to_json()}, str(res.dest))
+
+
+def _switched(c: Ctx, model: str, s) -> None:
+    c.info(f"{model}: {s.previous or 'none'} -> {s.version}")
+    c.result({"model": model, "version": s.version, "previous": s.previous, "manifest": str(s.manifest), "seq": s.seq})
+
+
+@cli.command()
+@click.argument("ref")
+@click.option("--expect", metavar="VERSION", help="Switch only if the current version is still VERSION.")
+@pass_ctx
+def use(c: Ctx, ref, expect) -> None:
+    """Switch the current pointer to MODEL@VERSION (present in the store)."""
+    from casstore.current import use as do_use
+    from casstore.errors import InvalidInput
+
+    r = _ref(ref)
+    if r.version is None:
+        raise InvalidInput(f"`cas use` needs MODEL@VERSION, got {ref!r}")
+    _switched(c, r.model, do_use(c.store(), r.model, r.version, expect=expect))
+
+
+@cli.command()
+@click.argument("model")
+@click.argument("version", required=False)
+@click.option("--fetch", "refetch", is_flag=True, help="Fetch the target version first if its blobs were collected.")
+@_remote_options
+@pass_ctx
+def rollback(c: Ctx, model, version, refetch, remote_name, insecure) -> None:
+    """Switch current back: to the previous version, or to VERSION."""
+    from casstore.current import rollback as do_rollback
+    from casstore.errors import NotFound
+    from casstore.history import rollback_target
+
+    r = _ref(model if version is None else f"{model}@{version}")
+    store = c.store()
+    try:
+        _switched(c, r.model, do_rollback(store, r.model, r.version))
+    except NotFound:
+        if not refetch:
+            raise
+        from casstore.fetching import fetch as do_fetch, open_remotes
+
+        target, _ = rollback_target(store.refs.history(r.model), r.version)
+        remotes = open_remotes(remote_name, insecure=insecure)
+        _run(lambda: do_fetch(store, remotes, r.model, target), remotes)
+        _switched(c, r.model, do_rollback(store, r.model, r.version))
+
+
+@cli.command()
+@click.argument("model")
+@pass_ctx
+def log(c: Ctx, model) -> None:
+    """The history of MODEL's current-pointer switches, newest first."""
+    r = _ref(model)
+    hist = c.store().refs.history(r.model)
+    if not hist:
+        c.store().resolve(r.model)
+    lines = [
+        f"{s.seq:>5}  {_when(s.time)}  {s.action:<8} {s.previous or '-':>12} -> {s.version:<12} {s.user}@{s.host}"
+        for s in reversed(hist)
+    ]
+    data = [
+        {**{k: getattr(s, k) for k in ("seq", "version", "previous", "action", "time", "host", "pid", "user")},
+         "manifest": str(s.manifest)}
+        for s in reversed(hist)
+    ]
+    c.result({"model": r.model, "history": data}, "\n".join(lines))
+
+
+@cli.command()
+@click.argument("ref", required=False)
+@click.option("--fast", is_flag=True, help="Check sizes only, without re-hashing.")
+@click.option("--jobs", "-j", default=2, show_default=True, help="Blobs hashed in parallel.")
+@click.option("--repair", is_flag=True, help="Fetch good copies of corrupt or missing blobs from the remotes.")
+@_remote_options
+@pass_ctx
+def verify(c: Ctx, ref, fast, jobs, repair, remote_name, insecure) -> None:
+    """Re-hash blobs; quarantine corrupt ones and name the versions that use them."""
+    from casstore.errors import IntegrityError
+    from casstore.verify import verify as do_verify
+
+    r = _ref(ref) if ref else None
+    rep = do_verify(c.store(), r.model if r else None, r.version if r else None, fast=fast, jobs=jobs)
+    wants = {p.what: p.size for p in rep.problems if p.repairable}
+    if repair and wants:
+        from casstore.digest import Digest
+        from casstore.download import Downloader, Settings
+        from casstore.fetching import open_remotes
+
+        remotes = open_remotes(remote_name, insecure=insecure)
+        dl = Downloader(c.store(), remotes, Settings.from_env())
+        stats = _run(lambda: dl.fetch({Digest.parse(k): v for k, v in wants.items()}), remotes)
+        c.info(f"repaired {len(wants)} blob(s): {_size(stats.bytes_downloaded)} downloaded")
+        rep = do_verify(c.store(), r.model if r else None, r.version if r else None, fast=fast, jobs=jobs)
+    for p in rep.problems:
+        (c.warn if p.kind == "format" else c.info)(f"{p.kind}: {p.what}: {p.detail}")
+        for u in p.used_by[:20]:
+            c.info(f"    used by {u}")
+    c.info(
+        f"checked {rep.blobs} blobs ({_size(rep.bytes)}) and {rep.manifests} manifests in {rep.elapsed:.2f}s: "
+        + ("ok" if rep.ok else f"{sum(p.kind != 'format' for p in rep.problems)} problem(s)")
+    )
+    c.result(rep.to_json())
+    if not rep.ok:
+        raise IntegrityError(
+            f"verify found {sum(p.kind != 'format' for p in rep.problems)} problem(s); "
+            f"corrupt blobs moved to {c.store().layout.quarantine}"
+        )
+
+
+@cli.command()
+@pass_ctx
+def du(c: Ctx) -> None:
+    """What uses space: per model and version, unique and shared bytes, and what gc would free."""
+    models, p, state, policy = _usage(c)
+    referenced = {b for v in state.versions for b in v.blobs}
+    total = sum(size for size, _ in state.blobs.values())
+    unreferenced = sum(size for d, (size, _) in state.blobs.items() if d not in referenced)
+    lines = [f"{'model/version':<32} {'size':>11} {'unique':>11} {'shared':>11} {'used':>9}  kept because"]
+    for mu in models:
+        lines.append(f"{mu.model:<32} {_size(mu.size):>11} {_size(mu.unique):>11}")
+        for v in mu.versions:
+            lines.append(f"  {v.version + (' *' if v.current else ''):<30} {_size(v.size):>11} {_size(v.unique):>11} "
+                         f"{_size(v.shared):>11} {_ago(state.now, v.last_used):>9}  {'; '.join(v.roots) or '-'}")
+    limit = f" (limit {_size(policy.max_size)})" if policy.max_size is not None else ""
+    lines.append(f"blobs in store: {_size(total)}{limit}; referenced by no version: {_size(unreferenced)}; "
+                 f"`cas gc` would free {_size(p.bytes_freed)}")
+    c.result({"models": [m.to_json() for m in models], "blob_bytes": total, "unreferenced_bytes": unreferenced,
+              "gc_would_free": p.bytes_freed, "max_size": policy.max_size}, "\n".join(lines))
+
+
