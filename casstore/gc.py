@@ -31,6 +31,7 @@ from .digest import Digest
 from .errors import CasError, InvalidInput
 from .history import undo_stack
 from .leases import live_leases
+from .manifest import Manifest
 from .names import validate_version
 from .store import Store
 
@@ -60,6 +61,8 @@ class StoreState:
     versions: tuple[VersionState, ...]
     leased: frozenset[Digest] = frozenset()
     extra: Mapping[Digest, frozenset[Digest]] = field(default_factory=dict)  # manifests rooted otherwise -> blobs
+    loaded: Mapping[Digest, Manifest] = field(default_factory=dict, compare=False, repr=False)  # for du/list
+    broken: tuple[str, ...] = ()  # tags whose manifest is missing or unreadable (verify reports them)
 
 
 @dataclass(frozen=True)
@@ -215,10 +218,13 @@ def read_state(store: Store) -> StoreState:
     versions = []
     extra: dict[Digest, frozenset[Digest]] = {}
     cache: dict[Digest, frozenset[Digest]] = {}
+    loaded: dict[Digest, Manifest] = {}
+    broken: list[str] = []
 
     def blobs_of(md: Digest) -> frozenset[Digest]:
         if md not in cache:
-            cache[md] = frozenset(store.get_manifest(md).blobs())
+            loaded[md] = store.get_manifest(md)
+            cache[md] = frozenset(loaded[md].blobs())
         return cache[md]
 
     for model in store.refs.models():
@@ -233,8 +239,9 @@ def read_state(store: Store) -> StoreState:
         for v, md in tags.items():
             try:
                 b = blobs_of(md)
-            except CasError:
-                continue  # a tag whose manifest is gone: verify reports it; nothing to keep
+            except CasError as e:
+                broken.append(f"{model}@{v} left out: {e}")  # nothing to keep for it
+                continue
             marks = []
             if cur is not None and cur.version == v:
                 marks.append("current")
@@ -252,7 +259,7 @@ def read_state(store: Store) -> StoreState:
         if md in manifests and md not in extra:
             extra[md] = blobs_of(md)
     leased, _ = live_leases(store, now)
-    return StoreState(now, blobs, manifests, tuple(versions), frozenset(leased), extra)
+    return StoreState(now, blobs, manifests, tuple(versions), frozenset(leased), extra, loaded, tuple(broken))
 
 
 # Running a plan ----------------------------------------------------------------------------------

@@ -95,25 +95,3 @@ def usage(
             )
         )
     return out
-
-
-def store_versions(store, warn=None) -> tuple[dict[tuple[str, str], tuple[Digest, Manifest]], dict[str, str]]:
-    """Collect every tagged version's manifest and each model's current version.
-
-    A tag whose manifest is missing or corrupt is left out with a warning (``cas verify`` reports it).
-    """
-    from .errors import CasError
-
-    versions = {}
-    current = {}
-    for model in store.refs.models():
-        for v, d in store.refs.tags(model).items():
-            try:
-                versions[(model, v)] = (d, store.get_manifest(d))
-            except CasError as e:
-                if warn:
-                    warn(f"{model}@{v} left out: {e}")
-        cur = store.refs.current(model)
-        if cur is not None:
-            current[model] = cur.version
-    return versions, current

@@ -46,16 +46,18 @@ def add(c: Ctx, path, model, version, note, breaking, meta, force, move, strict,
 def _usage(c: Ctx, model: str | None = None):
     """Per-version sizes with the GC's view: last use, why each is kept, what gc would free."""
     from casstore.gc import plan, read_state, root_reasons
-    from casstore.usage import store_versions, usage
+    from casstore.usage import usage
 
-    store = c.store()
-    versions, current = store_versions(store, c.warn)
-    state = read_state(store)
+    state = read_state(c.store())  # one pass over blobs and manifests serves both views
+    for problem in state.broken:
+        c.warn(problem)
     policy = _policy(None, None, None, None)
     details = {(v.model, v.version): (v.last_used, root_reasons(v, policy, state.now)) for v in state.versions}
+    versions = {(v.model, v.version): (v.manifest, state.loaded[v.manifest]) for v in state.versions
+                if model is None or v.model == model}
+    current = {v.model: v.version for v in state.versions if "current" in v.marks}
     if model:
         _ref(model)
-        versions = {k: v for k, v in versions.items() if k[0] == model}
     return usage(versions, current, details), plan(state, policy), state, policy
 
 
