@@ -18,6 +18,19 @@ from .errors import OutOfSpace
 HOST = socket.gethostname().replace("/", "_")[:32]
 
 
+def process_alive(host: str, pid: int) -> bool | None:
+    """Is that writer alive? None when we cannot tell (another host)."""
+    if host != HOST:
+        return None
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 def temp_name(prefix: str = "") -> str:
     return f"{prefix}{HOST}.{os.getpid()}.{secrets.token_hex(6)}.tmp"
 

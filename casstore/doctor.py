@@ -7,8 +7,8 @@ import os
 import stat
 from dataclasses import dataclass
 
+from .atomic import process_alive
 from .digest import Digest
-from .download import _alive
 from .errors import InvalidInput
 from .gc import DEFAULT_GRACE
 from .layout import FORMAT_FILE, TOP_DIRS
@@ -52,7 +52,7 @@ def diagnose(store: Store, grace: float = DEFAULT_GRACE) -> list[Finding]:
     for p in sorted(locks.glob("*.lock")) if locks.is_dir() else []:
         try:
             holder = json.loads(p.read_text())
-            alive = _alive(holder.get("host", ""), int(holder.get("pid", 0)))
+            alive = process_alive(holder.get("host", ""), int(holder.get("pid", 0)))
         except (OSError, ValueError):
             holder, alive = {}, None
         age = now - p.stat().st_mtime

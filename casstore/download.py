@@ -28,7 +28,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .atomic import HOST, fsync_dir, link_no_replace, makedirs, out_of_space, temp_name
+from .atomic import HOST, fsync_dir, link_no_replace, makedirs, out_of_space, process_alive, temp_name, write_file
 from .digest import Digest, hash_file
 from .errors import IntegrityError, InvalidInput, NotFound, RemoteError
 from .ratelimit import RateLimiter
@@ -96,19 +96,6 @@ def _gaps(size: int, done: list[list[int]]) -> list[tuple[int, int]]:
     if pos < size:
         gaps.append((pos, size))
     return gaps
-
-
-def _alive(host: str, pid: int) -> bool | None:
-    """Is that writer alive? None when we cannot tell (another host)."""
-    if host != HOST:
-        return None
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 @dataclass
@@ -212,33 +199,33 @@ class Downloader:
             raise out_of_space(self.store.layout.tmp, needed)
 
     async def _lock(self, d: Digest) -> Path | None:
-        """Take the blob's download lock; None if the blob appeared while we waited."""
+        """Take the blob's download lock; None if the blob appeared while we waited.
+
+        The lock file is written complete and then linked into place, so a reader never sees
+        an empty one and mistakes a starting holder for a dead one.
+        """
         lock = self.lock_dir / f"{d.hex}.lock"
         warned = False
         while True:
             if self.store.has_blob(d):
                 return None
-            try:
-                fd = os.open(lock, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o664)
-            except FileExistsError:
-                holder = self._read_lock(lock)
-                if holder is None or self._stale(lock, holder):
-                    if not warned:
-                        import logging
+            data = json.dumps({"host": HOST, "pid": os.getpid(), "time": time.time()}).encode()
+            if write_file(lock, data, self.store.layout.tmp, mode=0o664):
+                return lock
+            holder = self._read_lock(lock)
+            if self._stale(lock, holder):
+                if not warned:
+                    import logging
 
-                        logging.getLogger("casstore").warning(
-                            "taking over stale download lock %s (held by %s)", lock, holder or "unknown")
-                        warned = True
-                    try:
-                        os.unlink(lock)
-                    except FileNotFoundError:
-                        pass
-                    continue
-                await asyncio.sleep(0.2)
+                    logging.getLogger("casstore").warning(
+                        "taking over stale download lock %s (held by %s)", lock, holder or "unknown")
+                    warned = True
+                try:
+                    os.unlink(lock)
+                except FileNotFoundError:
+                    pass
                 continue
-            with os.fdopen(fd, "w") as f:
-                json.dump({"host": HOST, "pid": os.getpid(), "time": time.time()}, f)
-            return lock
+            await asyncio.sleep(0.2)
 
     @staticmethod
     def _read_lock(lock: Path) -> dict | None:
@@ -247,8 +234,8 @@ class Downloader:
         except (OSError, ValueError):
             return None
 
-    def _stale(self, path: Path, holder: dict) -> bool:
-        alive = _alive(holder.get("host", ""), int(holder.get("pid", 0)))
+    def _stale(self, path: Path, holder: dict | None) -> bool:
+        alive = process_alive(holder.get("host", ""), int(holder.get("pid", 0))) if holder else None
         if alive is not None:
             return not alive
         try:
@@ -264,7 +251,7 @@ class Downloader:
             writer = rec.name[len(d.hex) + 1 : -len(".progress")]
             part = rec.with_suffix(".part")
             bits = writer.split(".")
-            alive = _alive(".".join(bits[:-2]), int(bits[-2])) if len(bits) >= 3 and bits[-2].isdigit() else None
+            alive = process_alive(".".join(bits[:-2]), int(bits[-2])) if len(bits) >= 3 and bits[-2].isdigit() else None
             if alive or (alive is None and self.store.now() - rec.stat().st_mtime < self.s.stale_after):
                 continue  # a live writer's file: never touched
             try:

@@ -59,7 +59,7 @@ async def versions(remotes: list[Remote], model: str) -> Index:
     return (await read_index(remotes, model))[0]
 
 
-async def _manifest_bytes(remotes: list[Remote], digest: Digest) -> tuple[bytes, str]:
+async def manifest_bytes(remotes: list[Remote], digest: Digest) -> tuple[bytes, str]:
     last: Exception | None = None
     for r in remotes:
         url = r.describe(manifest_key(digest))
@@ -107,7 +107,7 @@ async def fetch(
     if store.has_manifest(entry.manifest):
         m = store.get_manifest(entry.manifest)
     else:
-        data, url = await _manifest_bytes(remotes, entry.manifest)
+        data, url = await manifest_bytes(remotes, entry.manifest)
         m = Manifest.decode(data, source=url)
         if (m.name, m.version) != (model, version):
             raise InvalidManifest(f"{url} is {m.name}@{m.version}, but the index lists it as {model}@{version}")

@@ -25,8 +25,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .atomic import HOST, fsync_dir, link_no_replace, temp_name
-from .download import _alive
+from .atomic import HOST, fsync_dir, link_no_replace, process_alive, temp_name
 from .digest import Digest
 from .errors import CasError, InvalidInput
 from .history import undo_stack
@@ -363,7 +362,7 @@ def _abandoned(name: str, mtime: float, now: float, grace: float) -> bool:
     the pid tells; from another host, only a long silence does."""
     parts = name.removesuffix(".tmp").removesuffix(".json").rsplit(".", 2)
     if len(parts) == 3 and parts[1].isdigit() and parts[0].endswith(HOST):
-        return _alive(HOST, int(parts[1])) is False
+        return process_alive(HOST, int(parts[1])) is False
     return now - mtime > max(grace, DAY)
 
 

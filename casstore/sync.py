@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from .digest import Digest
 from .download import Settings
 from .errors import Conflict, NotFound
-from .fetching import _manifest_bytes, fetch, read_index
+from .fetching import manifest_bytes, fetch, read_index
 from .lockfile import Locked, LockFile
 from .manifest import Manifest
 from .materialize import checkout
@@ -46,7 +46,7 @@ async def resolve(remotes: list[Remote], store: Store, model: str, requirement: 
     if store.has_manifest(digest):
         m = store.get_manifest(digest)
     else:
-        data, url = await _manifest_bytes(remotes, digest)
+        data, url = await manifest_bytes(remotes, digest)
         m = Manifest.decode(data, source=url)
     return Locked.of(requirement, version, digest, m)
 

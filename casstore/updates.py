@@ -19,7 +19,7 @@ from .atomic import fsync_dir, makedirs, write_file
 from .digest import Digest
 from .download import Settings
 from .errors import Conflict, InvalidInput, NotFound
-from .fetching import _manifest_bytes, fetch, read_index
+from .fetching import manifest_bytes, fetch, read_index
 from .manifest import Manifest
 from .remotes.base import Remote
 from .store import Store
@@ -148,7 +148,7 @@ async def plan_update(store: Store, remotes: list[Remote], model: str, *, to: st
     if store.has_manifest(entry.manifest):
         new = store.get_manifest(entry.manifest)
     else:
-        data, url = await _manifest_bytes(remotes, entry.manifest)
+        data, url = await manifest_bytes(remotes, entry.manifest)
         new = Manifest.decode(data, source=url)
     old = store.get_manifest(head.manifest)
     added, changed, removed = diff(old, new)
