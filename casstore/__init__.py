@@ -12,17 +12,26 @@
 
 from __future__ import annotations
 
-from .current import rollback, use
-from .digest import Digest
+from importlib import import_module
+
 from .errors import CasError, Conflict, IntegrityError, InvalidInput, NotFound
-from .ingest import add
-from .manifest import Entry, Manifest
-from .materialize import checkout
 from .store import Store
-from .verify import verify
 
 __all__ = ["Digest", "Entry", "Manifest", "Store", "CasError", "Conflict", "IntegrityError", "InvalidInput",
            "NotFound", "add", "afetch", "checkout", "fetch", "open_store", "path", "rollback", "use", "verify"]
+
+# Loaded on first use, so that `import casstore.current` (what `cas use` needs) stays light.
+_LAZY = {"Digest": ".digest", "Entry": ".manifest", "Manifest": ".manifest", "add": ".ingest",
+         "checkout": ".materialize", "rollback": ".current", "use": ".current"}
+# Eager: the function shares its module's name, and a later `import casstore.verify` must not
+# replace the function with the module.
+from .verify import verify  # noqa: E402
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        return getattr(import_module(_LAZY[name], __name__), name)
+    raise AttributeError(f"module 'casstore' has no attribute {name!r}")
 
 
 def open_store(path=None, *, create: bool = True) -> Store:

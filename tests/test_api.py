@@ -61,3 +61,12 @@ def test_fetch_api_returns_a_loadable_directory(tmp_path, monkeypatch):
     assert seen and seen[-1] == (300_008, 300_008)
     again = asyncio.run(casstore.afetch("t2v", remote=str(tmp_path / "nas"), store=str(tmp_path / "user")))
     assert again.version == "1.1.0" and again.stats.bytes_downloaded == 0 and again.stats.bytes_reused == 300_008
+
+
+def test_api_functions_survive_submodule_imports():
+    import importlib
+
+    for mod in ("casstore.verify", "casstore.fetching", "casstore.current", "casstore.ingest", "casstore.materialize"):
+        importlib.import_module(mod)
+    for name in ("verify", "fetch", "afetch", "use", "rollback", "add", "checkout", "path", "open_store"):
+        assert callable(getattr(casstore, name)), name
