@@ -17,12 +17,13 @@ from pathlib import Path
 from aiohttp import web
 
 from .atomic import fsync_dir, link_no_replace, makedirs, temp_name, write_file
-from .digest import Digest, StreamHasher
-from .errors import InvalidInput
+from .digest import StreamHasher
+from .errors import Conflict, InvalidInput
 from .index import MAX_INDEX_BYTES, Index
 from .manifest import MAX_MANIFEST_BYTES, Manifest
 from .names import validate_model
 from .remotes.base import FORMAT_FILE, FORMAT_VERSION
+from .remotes.directory import DirectoryRemote
 
 _BLOB = re.compile(r"blobs/([0-9a-f]{2})/([0-9a-f]{64})")
 _MANIFEST = re.compile(r"manifests/([0-9a-f]{2})/([0-9a-f]{64})\.json")
@@ -52,6 +53,7 @@ class Server:
         self.root = Path(root)
         self.token = token.encode() if token else None
         self.max_object = max_object
+        self.remote = DirectoryRemote(self.root)  # the same index compare-and-swap as a NAS remote
         makedirs(self.root / "tmp")
         fmt = self.root / FORMAT_FILE
         if not fmt.exists():
@@ -67,12 +69,11 @@ class Server:
     async def get(self, request: web.Request) -> web.StreamResponse:
         kind, name = _classify(request.match_info["path"])
         path = self.root / request.match_info["path"]
-        if not path.is_file():
+        got = await self.remote.read_index(name) if kind == "index" else None
+        if (kind == "index" and got is None) or (kind != "index" and not path.is_file()):
             raise web.HTTPNotFound(text=f"no such object: {request.match_info['path']}\n")
-        if kind == "index":
-            data = path.read_bytes()
-            return web.Response(body=data, content_type="application/json",
-                                headers={"ETag": f'"{Digest.of_bytes(data).hex}"'})
+        if got is not None:
+            return web.Response(body=got[0], content_type="application/json", headers={"ETag": f'"{got[1]}"'})
         return web.FileResponse(path, chunk_size=1 << 20)
 
     def _authorize(self, request: web.Request) -> None:
@@ -95,7 +96,7 @@ class Server:
             raise web.HTTPRequestEntityTooLarge(max_size=limit, actual_size=request.content_length)
         final = self.root / rel
         if kind == "index":
-            return await self._put_index(request, name, final, limit)
+            return await self._put_index(request, name, limit)
         if final.exists():
             return web.Response(status=200, text="already present\n")
         tmp = self.root / "tmp" / temp_name("put.")
@@ -135,7 +136,7 @@ class Server:
         if missing:
             raise web.HTTPConflict(text=f"manifest lists {len(missing)} blob(s) not on the server, e.g. {missing[0].digest}\n")
 
-    async def _put_index(self, request: web.Request, model: str, final: Path, limit: int) -> web.Response:
+    async def _put_index(self, request: web.Request, model: str, limit: int) -> web.Response:
         data = await request.content.read(limit + 1)
         if len(data) > limit:
             raise web.HTTPRequestEntityTooLarge(max_size=limit, actual_size=len(data))
@@ -146,17 +147,12 @@ class Server:
         for v, e in idx.versions.items():
             if not (self.root / "manifests" / e.manifest.hex[:2] / f"{e.manifest.hex}.json").exists():
                 raise web.HTTPConflict(text=f"index names {model}@{v} -> {e.manifest}, which is not on the server\n")
-        makedirs(final.parent)
-        cur = final.read_bytes() if final.exists() else None
-        if_match = request.headers.get("If-Match", "").strip('"')
-        if request.headers.get("If-None-Match") == "*":
-            if cur is not None or not write_file(final, data, self.root / "tmp", mode=0o644):
-                raise web.HTTPPreconditionFailed(text="index already exists\n")
-            return web.Response(status=201, text="index created\n")
-        if cur is None or Digest.of_bytes(cur).hex != if_match:
-            raise web.HTTPPreconditionFailed(text="index changed; read it again\n")
-        write_file(final, data, self.root / "tmp", mode=0o644, replace=True)
-        return web.Response(status=200, text="index updated\n")
+        expect = None if request.headers.get("If-None-Match") == "*" else request.headers.get("If-Match", "").strip('"')
+        try:
+            self.remote.write_index_sync(model, data, expect)
+        except Conflict as e:
+            raise web.HTTPPreconditionFailed(text=f"{e}\n") from e
+        return web.Response(status=201 if expect is None else 200, text="index stored\n")
 
 
 async def start(root: Path, host: str, port: int, token: str | None, max_object: int = DEFAULT_MAX_OBJECT):

@@ -84,11 +84,17 @@ def test_lock_commit_clone_sync_update_rollback_tamper(tmp_path, published):
     assert p.returncode == 3 and "t2v@1.0.0" in p.stderr and "manifest" in p.stderr
 
     # Someone moves the published 1.0.0 tag on the remote: a frozen sync refuses it.
-    idx_path = nas / "index" / "t2v.json"
-    idx = json.loads(idx_path.read_text())
+    import asyncio
+
+    from casstore.digest import Digest
+    from casstore.remotes.directory import DirectoryRemote
+
+    remote = DirectoryRemote(nas)
+    data, tag = asyncio.run(remote.read_index("t2v"))
+    idx = json.loads(data)
     idx["versions"]["1.0.0"]["manifest"] = idx["versions"]["1.1.0"]["manifest"]
-    os.chmod(idx_path, 0o644)
-    idx_path.write_text(json.dumps(idx))
+    remote.write_index_sync("t2v", json.dumps(idx).encode(), tag)
+    assert Digest.of_bytes((nas / "index" / "t2v.json").read_bytes()).hex != tag
     p = CasRunner(tmp_path / "third-store", clone)("sync", "--frozen", ok=False)
     assert p.returncode == 5 and "moved" in p.stderr
     assert not (tmp_path / "third-store" / "refs" / "t2v").exists()

@@ -199,3 +199,26 @@ def test_progress_bar_on_a_tty_only(tmp_path, family):
                        env={**os.environ, "COLUMNS": "120", "TERM": "xterm"})
     assert p.returncode == 0, p.stdout
     assert "fetch t2v" in p.stdout and "MB" in p.stdout  # the bar: label, bytes, rate
+
+
+def test_racing_publishers_on_a_directory_remote_lose_no_version(tmp_path):
+    """Two machines (processes) pushing different versions of one model to one NAS directory at
+    the same time: the index's compare-and-swap makes the loser retry; every version is listed."""
+    nas = tmp_path / "nas"
+    pubs = []
+    for who in ("a", "b"):
+        pub = CasRunner(tmp_path / f"pub-{who}", tmp_path)
+        for i in range(6):
+            pub("add", make_model(tmp_path / f"{who}{i}", {"w": 2000, "c": f"{who}{i}".encode()}),
+                "--name", "m", "--version", f"1.{i}.0-{who}")
+        pubs.append(pub)
+    script = " && ".join  # one shell loop per publisher, both at once
+    procs = [subprocess.Popen(["bash", "-c", script(" ".join(f"'{x}'" for x in pub.argv("push", f"m@1.{i}.0-{who}", "--remote", nas))
+                                                    for i in range(6))])
+             for who, pub in zip("ab", pubs)]
+    assert [p.wait(timeout=120) for p in procs] == [0, 0]
+    listed = CasRunner(tmp_path / "reader", tmp_path).json("versions", "m", "--remote", nas)["versions"]
+    assert sorted(v["version"] for v in listed) == sorted(f"1.{i}.0-{w}" for w in "ab" for i in range(6))
+    # The plain index file that static servers serve has converged to the newest snapshot.
+    newest = sorted((nas / "index" / "m.history").iterdir())[-1]
+    assert (nas / "index" / "m.json").read_bytes() == newest.read_bytes()

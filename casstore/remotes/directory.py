@@ -1,8 +1,7 @@
 """A remote that is a directory: a NAS mount or a local path (``file://`` or a plain path).
 
-Writes follow the store's rules: temp file, fsync, link without replacing. The index is
-replaced with rename after a compare of its digest; a race between two publishers is narrowed
-to that instant and detected by re-reading (see docs/format.md).
+Writes follow the store's rules: temp file, fsync, link without replacing, so concurrent
+publishers on different machines need no lock (the index too: see ``write_index_sync``).
 """
 
 from __future__ import annotations
@@ -13,7 +12,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 from .. import linking
-from ..atomic import makedirs, write_file, link_no_replace, fsync_dir, temp_name
+from ..atomic import fsync_dir, link_no_replace, makedirs, temp_name, write_file
 from ..digest import Digest
 from ..errors import Conflict, NotFound, RemoteError
 from .base import CHUNK, FORMAT_FILE, FORMAT_VERSION, Key, Remote, index_path
@@ -86,25 +85,47 @@ class DirectoryRemote(Remote):
             if tmp.exists():
                 os.unlink(tmp)
 
-    async def read_index(self, model: str) -> tuple[bytes, str] | None:
-        try:
-            data = self._p(index_path(model)).read_bytes()
+    # The version index: a compare-and-swap without locks. Each published state is an immutable
+    # snapshot index/<model>.history/<seq>.json created with link() (of two publishers only one
+    # can create seq n+1); index/<model>.json is a copy of the newest snapshot for static servers,
+    # re-copied until it is, so it converges to the newest even when publishers race.
+
+    def _history(self, model: str) -> Path:
+        return self._p(index_path(model)).with_suffix(".history")
+
+    def _head(self, model: str) -> tuple[int, bytes] | None:
+        h = self._history(model)
+        names = sorted(n for n in os.listdir(h) if n.endswith(".json") and n[:-5].isdigit()) if h.is_dir() else []
+        if names:
+            return int(names[-1][:-5]), (h / names[-1]).read_bytes()
+        try:  # a remote written before snapshots, or by hand: its plain index is state 0
+            return 0, self._p(index_path(model)).read_bytes()
         except FileNotFoundError:
             return None
-        return data, Digest.of_bytes(data).hex
+
+    async def read_index(self, model: str) -> tuple[bytes, str] | None:
+        head = await asyncio.to_thread(self._head, model)
+        return None if head is None else (head[1], Digest.of_bytes(head[1]).hex)
 
     async def write_index(self, model: str, data: bytes, expect: str | None) -> None:
-        await asyncio.to_thread(self._write_index, model, data, expect)
+        await asyncio.to_thread(self.write_index_sync, model, data, expect)
 
-    def _write_index(self, model: str, data: bytes, expect: str | None) -> None:
+    def write_index_sync(self, model: str, data: bytes, expect: str | None) -> None:
         self._ensure()
+        where = self.describe(index_path(model))
+        head = self._head(model)
+        if expect is None and head is not None:
+            raise Conflict(f"{where} was created by another publisher; try again")
+        if expect is not None and (head is None or Digest.of_bytes(head[1]).hex != expect):
+            raise Conflict(f"{where} changed while publishing; try again")
+        h = self._history(model)
+        makedirs(h)
+        seq = (head[0] if head else 0) + 1
+        if not write_file(h / f"{seq:012d}.json", data, self.root / "tmp", mode=0o644):
+            raise Conflict(f"{where} changed while publishing; try again")
         final = self._p(index_path(model))
-        makedirs(final.parent)
-        if expect is None:
-            if not write_file(final, data, self.root / "tmp", mode=0o644):
-                raise Conflict(f"{self.describe(index_path(model))} was created by another publisher; try again")
-            return
-        cur = final.read_bytes() if final.exists() else None
-        if cur is None or Digest.of_bytes(cur).hex != expect:
-            raise Conflict(f"{self.describe(index_path(model))} changed while publishing; try again")
-        write_file(final, data, self.root / "tmp", mode=0o644, replace=True)
+        while True:
+            newest = self._head(model)
+            write_file(final, newest[1], self.root / "tmp", mode=0o644, replace=True)
+            if self._head(model)[0] == newest[0]:
+                break
