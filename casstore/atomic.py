@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 
 from .errors import OutOfSpace
+from .sizes import format_size
 
 HOST = socket.gethostname().replace("/", "_")[:32]
 
@@ -138,8 +139,6 @@ def out_of_space(path: Path, needed: int | None) -> OutOfSpace:
         free = st.f_bavail * st.f_frsize
     except OSError:
         free = -1
-    from .sizes import format_size
-
     need = f"needed {format_size(needed)} ({needed} bytes), " if needed is not None else ""
     return OutOfSpace(
         f"no space left on the store's filesystem at {path}: {need}free {format_size(free)} ({free} bytes)",

@@ -48,3 +48,15 @@ def store_path(explicit: str | os.PathLike | None = None) -> Path:
     if configured := load_user_config().get("store"):
         return Path(str(configured)).expanduser()
     return default_store()
+
+
+def save_user_config(cfg: dict) -> None:
+    """Write the user config file atomically, readable by its owner only (it may hold tokens)."""
+    import tomli_w
+
+    p = config_path()
+    p.parent.mkdir(parents=True, exist_ok=True)
+    tmp = p.with_name(p.name + ".tmp")
+    tmp.write_text(tomli_w.dumps(cfg))
+    os.chmod(tmp, 0o600)
+    os.replace(tmp, p)

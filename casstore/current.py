@@ -1,36 +1,45 @@
-"""`use` and `rollback`: switch a model's current pointer, only to a complete version."""
+"""`use` and `rollback`: switch a model's current pointer, only to a complete version.
+
+Against a concurrent GC: the target's digests are leased *before* its tag is checked again, so
+either GC's re-mark sees the lease (and keeps the blobs), or GC had already removed the tag and
+the switch is refused. Blobs are touched as they are checked, so a GC deciding on one right now
+sees it as fresh and puts it back (gc.py).
+"""
 
 from __future__ import annotations
 
+from .digest import Digest
 from .errors import Conflict, NotFound
 from .gc import mark
 from .history import Switch, rollback_target
+from .leases import Lease
 from .store import Store, touch
 
 
-def _complete(store: Store, model: str, version: str, digest) -> None:
-    """Check every blob is present, refreshing each one's mtime: a GC deciding on it right now
-    then sees it as fresh and puts it back (gc.py), or we see it gone and do not switch."""
+def switch_to(store: Store, model: str, version: str, digest: Digest, action: str, expect) -> Switch:
     m = store.get_manifest(digest)
-    touch(store.layout.manifest(digest))
-    missing = [e for e in m.entries if not touch(store.blob_path(e.digest))]
-    if missing:
-        raise NotFound(
-            f"{model}@{version} is incomplete in this store ({len(missing)} blob(s) missing, e.g. "
-            f"{missing[0].digest} for {missing[0].path}); run `cas fetch {model}@{version}` first"
-        )
+    with Lease(store, f"{action} {model}@{version}", [digest, *m.blobs()]):
+        if store.refs.get_tag(model, version) != digest:
+            raise NotFound(f"{model}@{version} is no longer in the store; run `cas fetch {model}@{version}`")
+        touch(store.layout.manifest(digest))
+        missing = [e for e in m.entries if not touch(store.blob_path(e.digest))]
+        if missing:
+            raise NotFound(
+                f"{model}@{version} is incomplete in this store ({len(missing)} blob(s) missing, e.g. "
+                f"{missing[0].digest} for {missing[0].path}); run `cas fetch {model}@{version}` first"
+            )
+        s = store.refs.switch(model, version, digest, action=action, expect=expect)
+        mark(store, model, version, "used")
+    return s
 
 
 def use(store: Store, model: str, version: str, *, expect: str | None = None) -> Switch:
     """Make ``version`` current. With ``expect``, only if the current version is still that one."""
     _, digest = store.resolve(model, version)
-    _complete(store, model, version, digest)
     head = store.refs.current(model)
     if expect is not None and (head is None or head.version != expect):
         raise Conflict(f"current version of {model} is {head.version if head else 'none'}, not {expect}")
-    s = store.refs.switch(model, version, digest, action="use", expect=head)
-    _after_switch(store, model, version, digest)
-    return s
+    return switch_to(store, model, version, digest, "use", head)
 
 
 def rollback(store: Store, model: str, version: str | None = None) -> Switch:
@@ -38,15 +47,4 @@ def rollback(store: Store, model: str, version: str | None = None) -> Switch:
     if not history:
         store.resolve(model)  # raises the right NotFound
     target, digest = rollback_target(history, version)
-    if store.refs.get_tag(model, target) is None:
-        raise NotFound(f"{model}@{target} is no longer in the store; run `cas fetch {model}@{target}`")
-    _complete(store, model, target, digest)
-    s = store.refs.switch(model, target, digest, action="rollback", expect=history[-1])
-    _after_switch(store, model, target, digest)
-    return s
-
-
-def _after_switch(store: Store, model: str, version: str, digest) -> None:
-    mark(store, model, version, "used")
-    if store.refs.get_tag(model, version) is None:  # a GC removed the tag as we switched to it
-        store.refs.set_tag(model, version, digest)
+    return switch_to(store, model, target, digest, "rollback", history[-1])

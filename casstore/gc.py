@@ -323,6 +323,9 @@ def execute(store: Store, p: Plan, policy: Policy) -> GcResult:
         final = store.blob_path(d)
         aside = trash / f"{d.hex}.{temp_name()}"
         try:
+            if final.stat().st_mtime >= old_enough:  # refreshed since the re-mark: do not even move it
+                res.spared += 1
+                continue
             os.rename(final, aside)
         except FileNotFoundError:
             continue

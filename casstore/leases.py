@@ -24,7 +24,7 @@ REFRESH = 30.0
 
 
 class Lease:
-    """A context manager; ``add`` more digests as they become known."""
+    """A context manager held for the duration of the operation."""
 
     def __init__(self, store, what: str, digests: Iterable[Digest] = ()) -> None:
         self.store = store
@@ -38,12 +38,6 @@ class Lease:
         data = json.dumps({"host": HOST, "pid": os.getpid(), "what": self.what, "time": time.time(),
                            "digests": sorted(d.hex for d in self.digests)}).encode()
         write_file(self.path, data, self.store.layout.tmp, mode=0o664, replace=True)
-
-    def add(self, digests: Iterable[Digest]) -> None:
-        new = set(digests) - self.digests
-        if new:
-            self.digests |= new
-            self._write()
 
     def _refresh(self) -> None:
         while not self._stop.wait(REFRESH):

@@ -15,7 +15,7 @@ import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 
-from .config import config_path, load_user_config
+from .config import config_path, load_user_config, save_user_config
 from .errors import InvalidInput, NotFound
 from .names import validate_model
 
@@ -77,17 +77,6 @@ def choose(remote: str | None, cwd: Path | None = None) -> list[RemoteSpec]:
     return sorted(specs, key=lambda s: s.name != default)
 
 
-def _save(cfg: dict) -> None:
-    import tomli_w
-
-    p = config_path()
-    p.parent.mkdir(parents=True, exist_ok=True)
-    tmp = p.with_name(p.name + ".tmp")
-    tmp.write_text(tomli_w.dumps(cfg))
-    os.chmod(tmp, 0o600)  # it may hold tokens
-    os.replace(tmp, p)
-
-
 def add(name: str, url: str, *, default: bool = False, insecure: bool = False) -> None:
     validate_model(name)  # same rules: a remote name is a short identifier
     from .remotes import open_remote
@@ -97,7 +86,7 @@ def add(name: str, url: str, *, default: bool = False, insecure: bool = False) -
     cfg.setdefault("remotes", {})[name] = {"url": url, **({"insecure": True} if insecure else {})}
     if default or "default_remote" not in cfg:
         cfg["default_remote"] = name
-    _save(cfg)
+    save_user_config(cfg)
 
 
 def remove(name: str) -> None:
@@ -107,4 +96,4 @@ def remove(name: str) -> None:
     del cfg["remotes"][name]
     if cfg.get("default_remote") == name:
         cfg.pop("default_remote")
-    _save(cfg)
+    save_user_config(cfg)

@@ -16,6 +16,7 @@ import os
 from dataclasses import dataclass, field
 
 from .atomic import fsync_dir, makedirs, write_file
+from .current import switch_to
 from .digest import Digest
 from .download import Settings
 from .errors import Conflict, InvalidInput, NotFound
@@ -165,7 +166,7 @@ async def execute_update(store: Store, remotes: list[Remote], plan: UpdatePlan, 
     head = store.refs.current(plan.model)
     if head is None or head.seq != plan.head_seq:
         raise Conflict(f"current version of {plan.model} changed while updating; nothing was switched")
-    switched = store.refs.switch(plan.model, plan.target, plan.manifest, action="update", expect=head)
+    switched = switch_to(store, plan.model, plan.target, plan.manifest, "update", head)
     old_digest = store.refs.get_tag(plan.model, plan.current)
     if plan.strategy in ("conservative", "parallel"):
         keep(store, plan.model, plan.current)

@@ -126,14 +126,16 @@ def verify(
             return Problem("wrong-size", str(d), f"{path} has {size} bytes, manifests say {sizes[d]}")
         return None
 
-    items = sorted(present.items(), key=lambda kv: kv[1].stat().st_size if kv[1].exists() else 0, reverse=True)
+    on_disk = {}
+    for d, path in present.items():
+        try:
+            on_disk[d] = path.stat().st_size
+        except OSError:
+            on_disk[d] = 0
+    items = sorted(present.items(), key=lambda kv: on_disk[kv[0]], reverse=True)  # largest first: no long tail
+    report.blobs, report.bytes = len(items), sum(on_disk.values())
     with ThreadPoolExecutor(max(1, jobs)) as pool:
         for (d, path), problem in zip(items, pool.map(check, items)):
-            report.blobs += 1
-            try:
-                report.bytes += path.stat().st_size
-            except OSError:
-                pass
             if problem is None:
                 continue
             problem.used_by = users.get(d, [])

@@ -103,9 +103,8 @@ _CONFIG_KEYS = {"store": str, "default_remote": str, "gc.max_size": str, "gc.ret
 @pass_ctx
 def config_set(c: Ctx, key, value) -> None:
     """Set KEY to VALUE."""
-    from casstore.config import load_user_config
+    from casstore.config import load_user_config, save_user_config
     from casstore.errors import InvalidInput
-    from casstore.remoteconfig import _save
     from casstore.sizes import parse_size
 
     if key not in _CONFIG_KEYS:
@@ -119,7 +118,7 @@ def config_set(c: Ctx, key, value) -> None:
     cfg = load_user_config()
     section, _, name = key.rpartition(".")
     (cfg.setdefault(section, {}) if section else cfg)[name] = typed
-    _save(cfg)
+    save_user_config(cfg)
     c.result({key: typed})
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import shutil
 import socket
@@ -99,6 +100,16 @@ http {{
     def stop(self) -> None:
         self.proc.terminate()
         self.proc.wait(10)
+
+
+@contextlib.contextmanager
+def nginx(root: Path, workdir: Path):
+    """nginx serving ``root`` for the duration of a with-block."""
+    server = Nginx(root, workdir)
+    try:
+        yield server
+    finally:
+        server.stop()
 
 
 class ThreadedApp:

@@ -23,6 +23,14 @@ def same(a, b):
     return subprocess.run(["diff", "-r", str(a), str(b)], capture_output=True).returncode == 0
 
 
+def project(tmp_path, nas, requirement):
+    """A project directory requiring t2v at ``requirement`` from ``nas``, and a `cas` runner in it."""
+    proj = tmp_path / "p"
+    proj.mkdir()
+    (proj / "cas.toml").write_text(f'remote = "{nas}"\n[models.t2v]\nversion = "{requirement}"\n')
+    return proj, CasRunner(tmp_path / "s", proj)
+
+
 @pytest.fixture
 def published(tmp_path):
     """t2v 1.0.0 and 1.1.0 (and a breaking 2.0.0) on a directory remote."""
@@ -106,10 +114,7 @@ def test_lock_commit_clone_sync_update_rollback_tamper(tmp_path, published):
 
 def test_frozen_refuses_a_stale_lock_and_sync_relocks(tmp_path, published):
     nas, srcs = published
-    proj = tmp_path / "p"
-    proj.mkdir()
-    (proj / "cas.toml").write_text(f'remote = "{nas}"\n[models.t2v]\nversion = "^1.0"\n')
-    c = CasRunner(tmp_path / "s", proj)
+    proj, c = project(tmp_path, nas, "^1.0")
     p = c("sync", "--frozen", ok=False)
     assert p.returncode == 5 and "t2v is in cas.toml but not locked" in p.stderr
     res = c.json("sync")  # not frozen: locks first
@@ -119,10 +124,7 @@ def test_frozen_refuses_a_stale_lock_and_sync_relocks(tmp_path, published):
 
 def test_hand_edited_file_list_is_an_integrity_error(tmp_path, published):
     nas, _ = published
-    proj = tmp_path / "p"
-    proj.mkdir()
-    (proj / "cas.toml").write_text(f'remote = "{nas}"\n[models.t2v]\nversion = "1.0.0"\n')
-    c = CasRunner(tmp_path / "s", proj)
+    proj, c = project(tmp_path, nas, "1.0.0")
     c("lock")
     text = (proj / "cas.lock").read_text().replace('"size": 200000', '"size": 200001')
     (proj / "cas.lock").write_text(text)
@@ -133,14 +135,11 @@ def test_hand_edited_file_list_is_an_integrity_error(tmp_path, published):
 
 def test_unsatisfiable_requirement_and_fetch_records(tmp_path, published):
     nas, _ = published
-    proj = tmp_path / "p"
-    proj.mkdir()
-    (proj / "cas.toml").write_text(f'remote = "{nas}"\n[models.t2v]\nversion = "^3"\n')
-    c = CasRunner(tmp_path / "s", proj)
+    proj, c = project(tmp_path, nas, "^3")
     p = c("lock", ok=False)
     assert p.returncode == 3 and "no published version of t2v satisfies '^3'" in p.stderr
     assert not (proj / "cas.lock").exists()
     c("fetch", "t2v@1.1.0", "--remote", nas)
-    project = Project.load(proj)
-    assert project.models["t2v"].requirement == "1.1.0"
-    assert project.read_lock().models["t2v"].version == "1.1.0"
+    loaded = Project.load(proj)
+    assert loaded.models["t2v"].requirement == "1.1.0"
+    assert loaded.read_lock().models["t2v"].version == "1.1.0"

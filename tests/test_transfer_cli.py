@@ -9,7 +9,7 @@ import pytest
 
 from casstore.store import Store
 from conftest import CasRunner, assert_store_consistent, make_model, publish, write_safetensors
-from servers import CasServe, Nginx
+from servers import CasServe, nginx
 
 
 @pytest.fixture
@@ -47,15 +47,12 @@ def test_push_to_serve_fetch_from_serve_and_nginx(tmp_path, family, monkeypatch)
         assert subprocess.run(["diff", "-r", str(t2v), str(tmp_path / "co")]).returncode == 0
         assert [v["version"] for v in user.json("versions", "t2v", "--remote", srv.url)["versions"]] == ["1.0.0"]
 
-        ngx = Nginx(tmp_path / "remote", tmp_path / "nginx")
-        try:
+        with nginx(tmp_path / "remote", tmp_path / "nginx") as ngx:
             third = CasRunner(tmp_path / "third", tmp_path)
             third.json("fetch", "t2v@1.0.0", "--remote", ngx.url)
             third("checkout", "t2v", tmp_path / "co3", "--link", "copy")
             assert subprocess.run(["diff", "-r", str(t2v), str(tmp_path / "co3")]).returncode == 0
             assert_store_consistent(Store.open(tmp_path / "third"))
-        finally:
-            ngx.stop()
     finally:
         srv.stop()
 
@@ -106,8 +103,7 @@ def _fetch_json(p):
 def test_kill_9_mid_blob_then_resume(tmp_path, monkeypatch):
     big = make_model(tmp_path / "m", {"big.bin": 48 << 20})
     publish(tmp_path, big, "m", "1.0.0", tmp_path / "nas")
-    ngx = Nginx(tmp_path / "nas", tmp_path / "nginx")
-    try:
+    with nginx(tmp_path / "nas", tmp_path / "nginx") as ngx:
         user = CasRunner(tmp_path / "user", tmp_path)
         p = subprocess.Popen(user.argv("--json", "fetch", "m@1.0.0", "--remote", ngx.url, "--limit-rate", "8M"),
                              stdout=subprocess.PIPE, stderr=subprocess.PIPE)
@@ -125,15 +121,12 @@ def test_kill_9_mid_blob_then_resume(tmp_path, monkeypatch):
         assert res["bytes_downloaded"] < 0.9 * (48 << 20)
         assert_store_consistent(store)
         assert not list((tmp_path / "user" / "tmp" / "downloads").iterdir())
-    finally:
-        ngx.stop()
 
 
 def test_two_fetches_one_store(tmp_path):
     big = make_model(tmp_path / "m", {"big.bin": 32 << 20, "small.txt": b"x"})
     publish(tmp_path, big, "m", "1.0.0", tmp_path / "nas")
-    ngx = Nginx(tmp_path / "nas", tmp_path / "nginx")
-    try:
+    with nginx(tmp_path / "nas", tmp_path / "nginx") as ngx:
         user = CasRunner(tmp_path / "user", tmp_path)
         Store.open(tmp_path / "user")
         ps = [subprocess.Popen(user.argv("--json", "fetch", "m@1.0.0", "--remote", ngx.url, "--limit-rate", "16M"),
@@ -142,8 +135,6 @@ def test_two_fetches_one_store(tmp_path):
         total = sum(r["bytes_downloaded"] for r in results)
         assert total < 1.5 * (32 << 20), results  # the lock saved the second download
         assert_store_consistent(Store.open(tmp_path / "user"))
-    finally:
-        ngx.stop()
 
 
 def test_verify_repair_refetches_corrupt_blobs(tmp_path, family):
