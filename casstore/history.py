@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass
 
+from . import strictjson
 from .digest import Digest
 from .errors import InvalidInput, NotFound
 from .names import validate_version
@@ -35,16 +36,24 @@ class Switch:
 
     @classmethod
     def decode(cls, data: bytes, source: str) -> "Switch":
+        d = strictjson.parse(data, source=source, what="history record", max_bytes=64 << 10,
+                             max_containers=1, floats=True)
+        if not isinstance(d, dict) or set(d) != set(cls.__slots__):
+            raise InvalidInput(f"corrupt history record {source}: expected the fields {', '.join(cls.__slots__)}")
         try:
-            d = json.loads(data)
-            d["manifest"] = Digest.parse(d["manifest"])
-            validate_version(d["version"])
-            s = cls(**d)
-        except (ValueError, KeyError, TypeError) as e:
+            f = {k: strictjson.field(d, k, t, where=f"history record {source}") for k, t in _FIELDS.items()}
+            f["manifest"] = Digest.parse(f["manifest"])
+            validate_version(f["version"])
+            s = cls(**f)
+        except InvalidInput as e:
             raise InvalidInput(f"corrupt history record {source}: {e}") from e
         if s.action not in ACTIONS:
             raise InvalidInput(f"corrupt history record {source}: unknown action {s.action!r}")
         return s
+
+
+_FIELDS = {"seq": int, "version": str, "manifest": str, "previous": (str, type(None)), "action": str,
+           "time": (int, float), "host": str, "pid": int, "user": str}
 
 
 def undo_stack(history: list[Switch]) -> list[Switch]:

@@ -6,10 +6,10 @@ when publishing (after blobs and manifest) and validated like everything from a 
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from typing import Any
 
+from . import strictjson
 from .digest import Digest
 from .errors import Conflict, InvalidInput
 from .manifest import Manifest, encode_canonical
@@ -17,6 +17,7 @@ from .names import validate_model, validate_version
 
 SCHEMA = 1
 MAX_INDEX_BYTES = 64 << 20
+MAX_VERSIONS = 100_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,27 +47,27 @@ class Index:
 
     @classmethod
     def decode(cls, data: bytes, *, source: str, model: str) -> "Index":
-        if len(data) > MAX_INDEX_BYTES:
-            raise InvalidInput(f"{source}: version index larger than {MAX_INDEX_BYTES} bytes")
+        obj = strictjson.parse(data, source=source, what="version index", max_bytes=MAX_INDEX_BYTES,
+                               max_containers=MAX_VERSIONS + 2)
         try:
-            obj = json.loads(data.decode("utf-8"))
             if not isinstance(obj, dict) or obj.get("casstore_index") != SCHEMA:
-                raise ValueError(f"unknown index schema {obj.get('casstore_index') if isinstance(obj, dict) else obj!r}")
+                raise InvalidInput("not a casstore version index (schema 1)")
             if obj.get("model") != model:
-                raise ValueError(f"index is for model {obj.get('model')!r}, not {model!r}")
+                raise InvalidInput(f"index is for model {obj.get('model')!r}, not {model!r}")
+            raw = strictjson.field(obj, "versions", dict, where="index")
             versions = {}
-            for v, e in obj["versions"].items():
+            for v, e in raw.items():
                 validate_version(v)
                 if not isinstance(e, dict):
-                    raise ValueError(f"entry for {v!r} is not an object")
-                ints = [e.get(k) for k in ("created", "size", "files")]
-                if not all(type(x) is int and x >= 0 for x in ints) or type(e.get("breaking")) is not bool:
-                    raise ValueError(f"malformed entry for version {v!r}")
-                versions[v] = IndexEntry(Digest.parse(e["manifest"]), *ints[:1], e["breaking"], *ints[1:])
+                    raise InvalidInput(f"entry for {v!r} is not an object")
+                where = f"version {v!r}"
+                ints = [strictjson.field(e, k, int, where=where) for k in ("created", "size", "files")]
+                if min(ints) < 0:
+                    raise InvalidInput(f"{where}: negative created, size or files")
+                versions[v] = IndexEntry(Digest.parse(strictjson.field(e, "manifest", str, where=where)), ints[0],
+                                         strictjson.field(e, "breaking", bool, where=where), ints[1], ints[2])
         except InvalidInput as e:
             raise InvalidInput(f"{source}: {e}") from e
-        except (UnicodeDecodeError, ValueError, KeyError, TypeError, AttributeError) as e:
-            raise InvalidInput(f"{source}: not a valid version index: {e}") from e
         return cls(validate_model(model), versions)
 
     def publish(self, version: str, digest: Digest, m: Manifest, *, force: bool = False) -> None:

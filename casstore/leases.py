@@ -18,8 +18,10 @@ from pathlib import Path
 from .atomic import HOST, temp_name, write_file
 from .digest import Digest
 from .errors import InvalidInput
+from .strictjson import field as typed, load_file
 
 TTL = 600.0  # seconds without a refresh after which a lease is dead
+MAX_LEASE_BYTES = 64 << 20
 REFRESH = 30.0
 
 
@@ -72,8 +74,9 @@ def live_leases(store, now: float | None = None, ttl: float = TTL) -> tuple[set[
             if now - st.st_mtime > ttl:
                 dead.append(p)
                 continue
-            for h in json.loads(p.read_text())["digests"]:
+            lease = load_file(p, what="lease", max_bytes=MAX_LEASE_BYTES, follow_symlinks=False, floats=True)
+            for h in typed(lease, "digests", list, where=str(p)):
                 held.add(Digest(h))
-        except (OSError, ValueError, KeyError, InvalidInput):
+        except (OSError, InvalidInput):
             continue  # being written, or garbage: not a reason to delete anything
     return held, dead

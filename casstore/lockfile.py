@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 
+from . import strictjson
 from .digest import Digest
 from .errors import InvalidInput
 from .manifest import Manifest
@@ -17,6 +18,8 @@ from .names import validate_model, validate_version
 from .paths import check_tree, validate_path
 
 SCHEMA = 1
+MAX_LOCK_BYTES = 64 << 20
+MAX_LOCK_FILES = 1_000_000
 
 
 @dataclass(frozen=True)
@@ -65,28 +68,36 @@ class LockFile:
 
     @classmethod
     def decode(cls, data: bytes, source: str = "cas.lock") -> "LockFile":
+        obj = strictjson.parse(data, source=source, what="lock file", max_bytes=MAX_LOCK_BYTES,
+                               max_containers=MAX_LOCK_FILES)
         try:
-            obj = json.loads(data.decode("utf-8"))
             if not isinstance(obj, dict) or obj.get("casstore_lock") != SCHEMA:
-                raise ValueError("not a casstore lock file (schema 1)")
+                raise InvalidInput("not a casstore lock file (schema 1)")
             models = {}
-            for name, lk in obj["models"].items():
+            for name, lk in strictjson.field(obj, "models", dict, where="lock file").items():
                 validate_model(name)
-                files = tuple(LockedFile(validate_path(f["path"]), _int(f["size"]), Digest.parse(f["digest"]))
-                              for f in lk["files"])
+                if not isinstance(lk, dict):
+                    raise InvalidInput(f"model {name!r} is not an object")
+                files = []
+                for i, f in enumerate(strictjson.field(lk, "files", list, where=name)):
+                    if not isinstance(f, dict):
+                        raise InvalidInput(f"{name}: file {i} is not an object")
+                    where = f"{name}: file {i}"
+                    files.append(LockedFile(validate_path(strictjson.field(f, "path", str, where=where)),
+                                            _int(strictjson.field(f, "size", int, where=where)),
+                                            Digest.parse(strictjson.field(f, "digest", str, where=where))))
                 check_tree(f.path for f in files)
-                if list(files) != sorted(files, key=lambda f: f.path):
-                    raise ValueError(f"files of {name} are not sorted by path")
-                models[name] = Locked(str(lk["requirement"]), validate_version(lk["version"]),
-                                      Digest.parse(lk["manifest"]), files)
+                if files != sorted(files, key=lambda f: f.path):
+                    raise InvalidInput(f"files of {name} are not sorted by path")
+                models[name] = Locked(strictjson.field(lk, "requirement", str, where=name),
+                                      validate_version(strictjson.field(lk, "version", str, where=name)),
+                                      Digest.parse(strictjson.field(lk, "manifest", str, where=name)), tuple(files))
         except InvalidInput as e:
             raise InvalidInput(f"{source}: {e}") from e
-        except (UnicodeDecodeError, ValueError, KeyError, TypeError, AttributeError) as e:
-            raise InvalidInput(f"{source} is not a valid lock file: {e}") from e
         return cls(models)
 
 
-def _int(x) -> int:
-    if type(x) is not int or x < 0:
-        raise ValueError(f"bad size {x!r}")
+def _int(x: int) -> int:
+    if x < 0:
+        raise InvalidInput(f"bad size {x}: negative")
     return x

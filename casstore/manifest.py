@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any, Mapping
 
+from . import strictjson
 from .digest import Digest
 from .errors import InvalidInput, InvalidManifest
 from .names import validate_model, validate_version
@@ -19,7 +20,9 @@ from .paths import check_tree, validate_path
 
 SCHEMA = 1
 MODES = (0o644, 0o755)
-MAX_MANIFEST_BYTES = 256 << 20
+# Parsing costs about 5x the document's size in memory; these bound it (~350 MiB at the limit).
+MAX_MANIFEST_BYTES = 64 << 20
+MAX_ENTRIES = 250_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,8 +65,8 @@ class Manifest:
             validate_path(e.path)
             if type(e.size) is not int or e.size < 0:
                 raise InvalidManifest(f"manifest entry {e.path!r}: bad size {e.size!r}")
-            if e.mode not in MODES:
-                raise InvalidManifest(f"manifest entry {e.path!r}: mode {e.mode:o} is not 644 or 755")
+            if type(e.mode) is not int or e.mode not in MODES:
+                raise InvalidManifest(f"manifest entry {e.path!r}: mode {e.mode!r} is not 0o644 or 0o755")
             if not isinstance(e.digest, Digest):
                 raise InvalidManifest(f"manifest entry {e.path!r}: digest is not a Digest")
         check_tree(e.path for e in entries)
@@ -98,12 +101,8 @@ class Manifest:
     @classmethod
     def decode(cls, data: bytes, *, source: str = "manifest") -> "Manifest":
         """Parse and validate manifest bytes; errors name ``source`` (a path, URL or digest)."""
-        if len(data) > MAX_MANIFEST_BYTES:
-            raise InvalidManifest(f"{source}: manifest larger than {MAX_MANIFEST_BYTES} bytes")
-        try:
-            obj = json.loads(data.decode("utf-8"), parse_float=_no_float, parse_constant=_no_float)
-        except (UnicodeDecodeError, json.JSONDecodeError, InvalidManifest) as e:
-            raise InvalidManifest(f"{source}: not a valid manifest: {e}") from e
+        obj = strictjson.parse(data, source=source, what="manifest", max_bytes=MAX_MANIFEST_BYTES,
+                               max_containers=MAX_ENTRIES + 3, error=InvalidManifest)
         try:
             return cls.from_json(obj)
         except InvalidInput as e:
@@ -121,28 +120,34 @@ class Manifest:
         raw_entries = obj.get("entries")
         if not isinstance(raw_entries, list):
             raise InvalidManifest("manifest 'entries' is not a list")
+        if len(raw_entries) > MAX_ENTRIES:
+            raise InvalidManifest(f"manifest has {len(raw_entries)} entries, more than {MAX_ENTRIES}")
         entries = []
-        for raw in raw_entries:
+        for i, raw in enumerate(raw_entries):
             if not isinstance(raw, dict) or set(raw) != {"path", "size", "digest", "mode"}:
-                raise InvalidManifest(f"malformed manifest entry {raw!r}")
-            validate_path(raw["path"])
-            entries.append(Entry(raw["path"], raw["size"], Digest.parse(raw["digest"]), raw["mode"]))
+                raise InvalidManifest(f"malformed manifest entry {i}: expected an object with exactly "
+                                      f"path, size, digest and mode")
+            where = f"entry {i}"
+            path = validate_path(_typed(raw, "path", str, where))
+            size = _typed(raw, "size", int, f"entry {path!r}")
+            digest = Digest.parse(_typed(raw, "digest", str, f"entry {path!r}"))
+            entries.append(Entry(path, size, digest, _typed(raw, "mode", int, f"entry {path!r}")))
         meta = obj.get("meta", {})
         if not isinstance(meta, dict):
             raise InvalidManifest("manifest 'meta' is not an object")
         return cls(
-            name=obj.get("name"),
-            version=obj.get("version"),
+            name=_typed(obj, "name", str, "manifest"),
+            version=_typed(obj, "version", str, "manifest"),
             entries=tuple(entries),
-            created=obj.get("created", 0),
-            note=obj.get("note", ""),
-            breaking=obj.get("breaking", False),
+            created=_typed(obj, "created", int, "manifest", 0),
+            note=_typed(obj, "note", str, "manifest", ""),
+            breaking=_typed(obj, "breaking", bool, "manifest", False),
             meta=meta,
         )
 
 
-def _no_float(text: str) -> Any:
-    raise InvalidManifest(f"non-integer number {text!r}")
+def _typed(obj: dict, name: str, kind: type, what: str, default: Any = ...) -> Any:
+    return strictjson.field(obj, name, kind, where=what, default=default, error=InvalidManifest)
 
 
 def encode_canonical(obj: Any) -> bytes:

@@ -15,6 +15,8 @@ MAX_COMPONENT_BYTES = 255
 MAX_PATH_BYTES = 4096
 # Characters that are unsafe on some filesystem we materialise to (Windows, SMB shares).
 _FORBIDDEN_CHARS = set('\\:*?"<>|')
+# A repository's own directory, also as case-insensitive and 8.3-short-name filesystems spell it.
+_GIT_NAMES = (".git", "git~1")
 
 
 def _reject(path: str, why: str) -> InvalidPath:
@@ -49,6 +51,8 @@ def validate_path(path: str) -> str:
             raise _reject(path, f"a component is longer than {MAX_COMPONENT_BYTES} bytes")
         if part != part.strip(" ") or part.endswith("."):
             raise _reject(path, "a component ends or starts with a space, or ends with a dot")
+        if fold(part) in _GIT_NAMES:
+            raise _reject(path, "a .git component (git would run what is written there)")
     return path
 
 

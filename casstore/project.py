@@ -22,13 +22,15 @@ from . import linking
 from .atomic import makedirs, write_file
 from .digest import Digest
 from .errors import Conflict, IntegrityError, InvalidInput
-from .lockfile import Locked, LockFile
+from .lockfile import MAX_LOCK_BYTES, Locked, LockFile
 from .names import validate_model
 from .paths import validate_path
 from .requirements import Requirement
+from .strictjson import field as typed, load_file, read_file
 from .store import Store
 
 TOML = "cas.toml"
+MAX_TOML_BYTES = 1 << 20
 LOCK = "cas.lock"
 
 
@@ -66,20 +68,22 @@ class Project:
     def load(cls, root: Path) -> "Project":
         p = root / TOML
         try:
-            with open(p, "rb") as f:
-                doc = tomllib.load(f)
-        except (OSError, tomllib.TOMLDecodeError) as e:
+            doc = tomllib.loads(read_file(p, max_bytes=MAX_TOML_BYTES).decode("utf-8"))
+        except RecursionError:
+            raise InvalidInput(f"{p}: nested too deeply") from None
+        except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as e:
             raise InvalidInput(f"cannot read {p}: {e}") from e
-        proj = cls(root.absolute(), doc.get("remote"))
-        for name, spec in doc.get("models", {}).items():
+        remote = typed(doc, "remote", (str, type(None)), where=str(p), default=None)
+        proj = cls(root.absolute(), remote)
+        for name, spec in typed(doc, "models", dict, where=str(p), default={}).items():
             try:
                 validate_model(name)
-                if not isinstance(spec, dict) or not isinstance(spec.get("version", "latest"), str):
-                    raise InvalidInput(f"[models.{name}] must be a table with version = \"...\"")
-                req = spec.get("version", "latest")
+                if not isinstance(spec, dict):
+                    raise InvalidInput("must be a table, e.g. version = \"^1.0\"")
+                req = typed(spec, "version", str, where="version", default="latest")
                 Requirement.parse(req)
-                path = validate_path(spec.get("path", f"models/{name}"))
-                link = spec.get("link", "auto")
+                path = validate_path(typed(spec, "path", str, where="path", default=f"models/{name}"))
+                link = typed(spec, "link", str, where="link", default="auto")
                 if link not in linking.MODES:
                     raise InvalidInput(f"link = {link!r} is not one of {', '.join(linking.MODES)}")
             except InvalidInput as e:
@@ -89,7 +93,7 @@ class Project:
 
     def read_lock(self) -> LockFile:
         try:
-            data = self.lock_path.read_bytes()
+            data = read_file(self.lock_path, max_bytes=MAX_LOCK_BYTES)
         except FileNotFoundError:
             return LockFile()
         return LockFile.decode(data, str(self.lock_path))
@@ -98,9 +102,9 @@ class Project:
         """Write cas.lock if its bytes change; returns whether it did."""
         data = lock.encode()
         try:
-            if self.lock_path.read_bytes() == data:
+            if read_file(self.lock_path, max_bytes=MAX_LOCK_BYTES) == data:
                 return False
-        except FileNotFoundError:
+        except (FileNotFoundError, InvalidInput):
             pass
         write_file(self.lock_path, data, self.root, mode=0o644, replace=True)
         return True
@@ -110,8 +114,7 @@ class Project:
         import tomli_w
 
         Requirement.parse(requirement)
-        with open(self.toml_path, "rb") as f:
-            doc = tomllib.load(f)
+        doc = tomllib.loads(read_file(self.toml_path, max_bytes=MAX_TOML_BYTES).decode("utf-8"))
         doc.setdefault("models", {}).setdefault(model, {})["version"] = requirement
         write_file(self.toml_path, tomli_w.dumps(doc).encode(), self.root, mode=0o644, replace=True)
         old = self.models.get(model)
@@ -157,14 +160,14 @@ def project_roots(store: Store) -> dict[Digest, list[str]]:
         return out
     for f in sorted(d.glob("*.json")):
         try:
-            reg = json.loads(f.read_text())
-            lock_path = Path(reg["lock"])
+            reg = load_file(f, what="project registration", max_bytes=1 << 16, follow_symlinks=False)
+            lock_path = Path(typed(reg, "lock", str, where=str(f)))
             if not lock_path.exists():
                 f.unlink()
                 continue
-            lock = LockFile.decode(lock_path.read_bytes(), str(lock_path))
-        except (OSError, ValueError, KeyError, InvalidInput):
-            continue
+            lock = LockFile.decode(read_file(lock_path, max_bytes=MAX_LOCK_BYTES), str(lock_path))
+        except (OSError, InvalidInput):
+            continue  # another project's broken registration or lock never stops this store's GC
         for name, lk in lock.models.items():
             out.setdefault(lk.manifest, []).append(f"{lock_path}:{name}")
     return out

@@ -14,6 +14,8 @@ from pathlib import Path
 from .. import linking
 from ..atomic import fsync_dir, link_no_replace, makedirs, temp_name, write_file
 from ..digest import Digest
+from ..index import MAX_INDEX_BYTES
+from ..strictjson import read_file
 from ..errors import Conflict, NotFound, RemoteError
 from .base import CHUNK, FORMAT_FILE, FORMAT_VERSION, Key, Remote, index_path
 
@@ -97,9 +99,9 @@ class DirectoryRemote(Remote):
         h = self._history(model)
         names = sorted(n for n in os.listdir(h) if n.endswith(".json") and n[:-5].isdigit()) if h.is_dir() else []
         if names:
-            return int(names[-1][:-5]), (h / names[-1]).read_bytes()
+            return int(names[-1][:-5]), read_file(h / names[-1], max_bytes=MAX_INDEX_BYTES)
         try:  # a remote written before snapshots, or by hand: its plain index is state 0
-            return 0, self._p(index_path(model)).read_bytes()
+            return 0, read_file(self._p(index_path(model)), max_bytes=MAX_INDEX_BYTES)
         except FileNotFoundError:
             return None
 
