@@ -1,6 +1,7 @@
 """Ways to make a file at a new path hold a blob's bytes: reflink, hardlink, symlink, copy.
 
-Each function creates ``dst`` (which must not exist) and never writes through an existing path.
+Each function creates a new name (``O_EXCL | O_NOFOLLOW``, relative to a directory descriptor
+when given) and never writes through an existing path.
 """
 
 from __future__ import annotations
@@ -19,28 +20,29 @@ class LinkUnsupported(OSError):
     """This filesystem (pair) cannot do the requested kind of link."""
 
 
-def _create(dst: Path) -> int:
-    return os.open(dst, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+def _create(name: str, dir_fd: int) -> int:
+    return os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600, dir_fd=dir_fd)
 
 
-def reflink(src: Path, dst: Path) -> None:
+def reflink(src: Path, name: str, dir_fd: int | None = None) -> int:
+    """Create ``name`` (in ``dir_fd``) sharing ``src``'s extents; returns its open descriptor."""
     with open(src, "rb") as s:
-        fd = _create(dst)
+        fd = _create(name, dir_fd)
         try:
             fcntl.ioctl(fd, _FICLONE, s.fileno())
         except OSError as e:
             os.close(fd)
-            os.unlink(dst)
+            os.unlink(name, dir_fd=dir_fd)
             if e.errno in _UNSUPPORTED:
-                raise LinkUnsupported(e.errno, f"reflink not supported from {src} to {dst}") from e
+                raise LinkUnsupported(e.errno, f"reflink not supported from {src} to {name}") from e
             raise
-        os.close(fd)
+        return fd
 
 
-def copy(src: Path, dst: Path) -> None:
-    """Kernel-side copy (copy_file_range), falling back to sendfile-free read/write."""
+def copy(src: Path, name: str, dir_fd: int | None = None) -> int:
+    """Kernel-side copy (copy_file_range), falling back to read/write; returns the open descriptor."""
     with open(src, "rb") as s:
-        fd = _create(dst)
+        fd = _create(name, dir_fd)
         try:
             remaining = os.fstat(s.fileno()).st_size
             try:
@@ -56,28 +58,28 @@ def copy(src: Path, dst: Path) -> None:
                     os.write(fd, chunk)
         except BaseException:
             os.close(fd)
-            os.unlink(dst)
+            os.unlink(name, dir_fd=dir_fd)
             raise
-        os.close(fd)
+        return fd
 
 
 def reflink_or_copy(src: Path, dst: Path) -> str:
     try:
-        reflink(src, dst)
+        os.close(reflink(src, str(dst)))
         return "reflink"
     except LinkUnsupported:
-        copy(src, dst)
+        os.close(copy(src, str(dst)))
         return "copy"
 
 
-def hardlink(src: Path, dst: Path) -> None:
+def hardlink(src: Path, name: str, dir_fd: int | None = None) -> None:
     try:
-        os.link(src, dst)
+        os.link(src, name, dst_dir_fd=dir_fd)
     except OSError as e:
         if e.errno in _UNSUPPORTED:
-            raise LinkUnsupported(e.errno, f"hard link not possible from {src} to {dst}") from e
+            raise LinkUnsupported(e.errno, f"hard link not possible from {src} to {name}") from e
         raise
 
 
-def symlink(src: Path, dst: Path) -> None:
-    os.symlink(src, dst)
+def symlink(src: Path, name: str, dir_fd: int | None = None) -> None:
+    os.symlink(src, name, dir_fd=dir_fd)

@@ -16,6 +16,7 @@ from pathlib import Path
 
 from . import linking
 from .atomic import temp_name
+from .destination import Destination
 from .digest import Digest
 from .errors import CasError, InvalidInput, NotFound
 from .manifest import Entry, Manifest
@@ -42,12 +43,15 @@ def view(store: Store, digest: Digest, m: Manifest) -> Path:
         return final
     tmp = store.tmp_path("view.")
     try:
-        tmp.mkdir()
+        # Private while it is built: on a shared store, tmp/ is writable by the whole group, and
+        # nobody may plant a symlink inside a view before it is renamed into place.
+        tmp.mkdir(0o700)
         for e in m.entries:
             link = tmp / e.path
             link.parent.mkdir(parents=True, exist_ok=True)
             final_parent = final / e.path
             os.symlink(os.path.relpath(store.blob_path(e.digest), final_parent.parent), link)
+        os.chmod(tmp, stat.S_IMODE(os.stat(final.parent).st_mode))  # as open as views/ itself
         try:
             os.rename(tmp, final)
         except OSError:
@@ -89,40 +93,43 @@ class _Linker:
         self.mode = mode
         self.refused: set[str] = set()
 
-    def make(self, e: Entry, dst: Path) -> str:
+    def make(self, e: Entry, dir_fd: int, name: str) -> str:
         blob = self.store.blob_path(e.digest)
         if self.mode != "auto":
-            self._one(self.mode, e, blob, dst)
+            self._one(self.mode, e, blob, dir_fd, name)
             return self.mode
         for mode in ("reflink", "hardlink", "copy"):
             if mode in self.refused or (mode == "hardlink" and e.executable):
                 continue  # a hard link shares the blob's read-only, non-executable mode
             try:
-                self._one(mode, e, blob, dst)
+                self._one(mode, e, blob, dir_fd, name)
                 return mode
             except linking.LinkUnsupported:
                 self.refused.add(mode)
         raise AssertionError("copy never reports LinkUnsupported")
 
-    def _one(self, mode: str, e: Entry, blob: Path, dst: Path) -> None:
+    def _one(self, mode: str, e: Entry, blob: Path, dir_fd: int, name: str) -> None:
         if mode == "hardlink":
-            linking.hardlink(blob, dst)
+            linking.hardlink(blob, name, dir_fd)
         elif mode == "symlink":
-            linking.symlink(blob, dst)
+            linking.symlink(blob, name, dir_fd)
         else:
-            (linking.reflink if mode == "reflink" else linking.copy)(blob, dst)
-            os.chmod(dst, 0o555 if e.executable else 0o444)
-            bst = os.stat(blob)
-            os.utime(dst, ns=(bst.st_atime_ns, bst.st_mtime_ns))
+            fd = (linking.reflink if mode == "reflink" else linking.copy)(blob, name, dir_fd)
+            try:
+                os.fchmod(fd, 0o555 if e.executable else 0o444)
+                bst = os.stat(blob)
+                os.utime(fd, ns=(bst.st_atime_ns, bst.st_mtime_ns))
+            finally:
+                os.close(fd)
 
 
-def _is_ours(dst: Path, blob: Path, e: Entry, mode: str) -> bool:
-    """Is ``dst`` already this blob in the requested mode: our symlink to it, a hard link to it,
+def _is_ours(dir_fd: int, name: str, blob: Path, e: Entry, mode: str) -> bool:
+    """Is ``name`` already this blob in the requested mode: our symlink to it, a hard link to it,
     or a read-only copy we made (same size and the blob's mtime, which copies are given)?"""
     try:
-        st = os.lstat(dst)
+        st = os.lstat(name, dir_fd=dir_fd)
         if stat.S_ISLNK(st.st_mode):
-            return mode == "symlink" and os.readlink(dst) == str(blob)
+            return mode == "symlink" and os.readlink(name, dir_fd=dir_fd) == str(blob)
         if mode == "symlink" or not stat.S_ISREG(st.st_mode):
             return False
         bst = os.stat(blob)
@@ -138,80 +145,55 @@ def _is_ours(dst: Path, blob: Path, e: Entry, mode: str) -> bool:
         return False
 
 
-def _safe_parent(dest: Path, rel: str, created: set[Path]) -> Path:
-    """Create the directories of ``rel`` under ``dest``, refusing any symlink on the way."""
-    d = dest
-    for part in rel.split("/")[:-1]:
-        d = d / part
-        if d in created:
-            continue
-        try:
-            st = os.lstat(d)
-        except FileNotFoundError:
-            os.mkdir(d)
-        else:
-            if stat.S_ISLNK(st.st_mode):
-                raise CasError(f"refusing to write through symlink {d}: casstore did not create it")
-            if not stat.S_ISDIR(st.st_mode):
-                raise CasError(f"cannot create directory {d}: a file is in the way")
-        created.add(d)
-    return d
-
-
 def checkout(
-    store: Store, m: Manifest, dest: str | os.PathLike, *, link: str = "auto", clean: bool = False
+    store: Store, m: Manifest, dest: str | os.PathLike | Destination, *, link: str = "auto", clean: bool = False
 ) -> CheckoutResult:
+    """Materialise ``m`` into ``dest``: a directory the user named, or a ``Destination`` opened
+    from a trusted root (a project's model path)."""
     from .gc import mark
     from .leases import Lease
 
     with Lease(store, f"checkout {m.name}@{m.version}", [*m.blobs(), m.digest()]):
         mark(store, m.name, m.version, "used")
-        return _checkout(store, m, dest, link=link, clean=clean)
+        linker = _Linker(store, link)
+        _require_blobs(store, m)
+        if isinstance(dest, Destination):
+            return _checkout(store, m, dest, linker, clean=clean)
+        with Destination.at(dest) as d:
+            return _checkout(store, m, d, linker, clean=clean)
 
 
-def _checkout(store: Store, m: Manifest, dest, *, link: str, clean: bool) -> "CheckoutResult":
+def _checkout(store: Store, m: Manifest, dest: Destination, linker: _Linker, *, clean: bool) -> CheckoutResult:
     t0 = time.monotonic()
-    linker = _Linker(store, link)
-    _require_blobs(store, m)
-    dest = Path(dest).absolute()
-    dest.mkdir(parents=True, exist_ok=True)
-    result = CheckoutResult(dest)
-    created: set[Path] = {dest}
+    result = CheckoutResult(dest.path)
     for e in m.entries:
-        parent = _safe_parent(dest, e.path, created)
-        dst = parent / e.path.rsplit("/", 1)[-1]
+        parent, _, name = e.path.rpartition("/")
+        fd = dest.dir_fd(parent)
         blob = store.blob_path(e.digest)
-        if _is_ours(dst, blob, e, link):
+        if _is_ours(fd, name, blob, e, linker.mode):
             result.unchanged += 1
             continue
-        if os.path.isdir(dst) and not os.path.islink(dst):
-            raise CasError(f"cannot check out {e.path}: {dst} is a directory")
-        tmp = parent / f".{temp_name('cas.')}"
         try:
-            used = linker.make(e, tmp)
-            os.replace(tmp, dst)  # unlink-and-create in one step, never writing into dst
+            if stat.S_ISDIR(os.lstat(name, dir_fd=fd).st_mode):
+                raise CasError(f"cannot check out {e.path}: {dest.path / e.path} is a directory")
+        except FileNotFoundError:
+            pass
+        tmp = f".{temp_name('cas.')}"
+        try:
+            used = linker.make(e, fd, tmp)
+            # unlink-and-create in one step, relative to the checked directory: never writes into
+            # what was at ``name``, never follows a link put there
+            os.replace(tmp, name, src_dir_fd=fd, dst_dir_fd=fd)
         except linking.LinkUnsupported as err:
-            raise CasError(f"--link {link} is not possible for {dst}: {err.strerror}") from err
+            raise CasError(f"--link {linker.mode} is not possible for {dest.path / e.path}: {err.strerror}") from err
         finally:
-            if os.path.lexists(tmp):
-                os.unlink(tmp)
+            try:
+                os.unlink(tmp, dir_fd=fd)
+            except FileNotFoundError:
+                pass
         result.files += 1
         result.modes[used] = result.modes.get(used, 0) + 1
     if clean:
-        result.removed = _clean(dest, {e.path for e in m.entries})
+        result.removed = dest.clean({e.path for e in m.entries})
     result.elapsed = time.monotonic() - t0
     return result
-
-
-def _clean(dest: Path, keep: set[str]) -> list[str]:
-    removed = []
-    for dirpath, dirnames, filenames in os.walk(dest, topdown=False):
-        base = Path(dirpath)
-        for name in filenames + [d for d in dirnames if (base / d).is_symlink()]:
-            rel = (base / name).relative_to(dest).as_posix()
-            if rel not in keep:
-                os.unlink(base / name)
-                removed.append(rel)
-        if base != dest and not os.listdir(base):
-            os.rmdir(base)
-    return sorted(removed)

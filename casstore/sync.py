@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from .digest import Digest
+from .destination import Destination
 from .download import Settings
 from .errors import Conflict, NotFound
 from .fetching import manifest_bytes, fetch, read_index
@@ -119,7 +120,8 @@ async def sync(project: Project, store: Store, remotes: list[Remote] | None, *, 
         m = store.get_manifest(lk.manifest)
         check_locked_manifest(lk, name, lk.manifest, m)
         spec = project.models[name]
-        checkout(store, m, project.root / spec.path, link=spec.link, clean=True)
+        with Destination.under(project.root, spec.path) as dest:
+            checkout(store, m, dest, link=spec.link, clean=True)
         if store.refs.get_tag(name, lk.version) is None:
             store.refs.set_tag(name, lk.version, lk.manifest)
         result.models[name] = lk.version

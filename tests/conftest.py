@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import struct
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -75,6 +77,38 @@ def publish(tmp_path: Path, src: Path, model: str, version: str, remote: Path | 
     pub("add", src, "--name", model, "--version", version, *extra)
     pub("push", f"{model}@{version}", "--remote", remote)
     return pub
+
+
+def timed(argv, **kw) -> float:
+    """Seconds a command takes to run to completion (to place kill -9 inside its real work)."""
+    t0 = time.monotonic()
+    subprocess.run(argv, check=True, capture_output=True, **kw)
+    return time.monotonic() - t0
+
+
+def kill_at(argv, delay: float) -> bool:
+    """Start ``argv``, SIGKILL it after ``delay`` s; True if it was still running then."""
+    p = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    time.sleep(delay)
+    running = p.poll() is None
+    p.send_signal(signal.SIGKILL)
+    p.wait()
+    return running
+
+
+@pytest.fixture
+def users():
+    """Two real unprivileged accounts in one group (needs root, as CI has)."""
+    from accounts import GROUP, USERS
+
+    if subprocess.run(["getent", "group", GROUP], capture_output=True).returncode != 0:
+        subprocess.run(["groupadd", GROUP], check=True)
+    for u in USERS:
+        if subprocess.run(["id", u], capture_output=True).returncode != 0:
+            subprocess.run(["useradd", "-M", "-N", "-g", GROUP, u], check=True)
+    return USERS
+
+
 
 
 @pytest.fixture

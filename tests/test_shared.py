@@ -10,43 +10,11 @@ from pathlib import Path
 
 import pytest
 
+from accounts import GROUP, pythonpath as _pythonpath
 from casstore.store import Store
 from conftest import assert_store_consistent
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="creating users needs root (CI runs as root)")
-
-USERS, GROUP = ("castest1", "castest2"), "castestgrp"
-
-
-def _pythonpath(base: Path) -> Path:
-    """The project and the few packages `cas add/gc/verify` import, where any user can read them
-    (this interpreter's site-packages may sit under root's private home)."""
-    import blake3
-    import click
-    import platformdirs
-
-    lib = base / "lib"
-    root = Path(__file__).resolve().parent.parent
-    shutil.copytree(root / "casstore", lib / "casstore")
-    shutil.copytree(root / "cli", lib / "casstore_cli")
-    for mod in (click, platformdirs):
-        shutil.copytree(Path(mod.__file__).parent, lib / mod.__name__)
-    b3 = Path(blake3.__file__)
-    if b3.name == "__init__.py":
-        shutil.copytree(b3.parent, lib / "blake3")
-    else:
-        shutil.copy(b3, lib / b3.name)
-    return lib
-
-
-@pytest.fixture
-def users():
-    if subprocess.run(["getent", "group", GROUP], capture_output=True).returncode != 0:
-        subprocess.run(["groupadd", GROUP], check=True)
-    for u in USERS:
-        if subprocess.run(["id", u], capture_output=True).returncode != 0:
-            subprocess.run(["useradd", "-M", "-N", "-g", GROUP, u], check=True)
-    return USERS
 
 
 def test_two_users_read_add_and_collect(users):

@@ -1,0 +1,51 @@
+"""Real unprivileged accounts for tests that must not run only as root (CI runs as root; root
+bypasses permission bits, so such tests assert on what was written, not on EACCES)."""
+
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+USERS, GROUP = ("castest1", "castest2"), "castestgrp"
+
+
+def pythonpath(base: Path) -> Path:
+    """The project and the few packages `cas add/gc/verify` import, where any user can read them
+    (this interpreter's site-packages may sit under root's private home)."""
+    import blake3
+    import certifi
+    import click
+    import platformdirs
+
+    lib = base / "lib"
+    root = Path(__file__).resolve().parent.parent
+    shutil.copytree(root / "casstore", lib / "casstore")
+    shutil.copytree(root / "cli", lib / "casstore_cli")
+    for mod in (certifi, click, platformdirs):
+        shutil.copytree(Path(mod.__file__).parent, lib / mod.__name__)
+    b3 = Path(blake3.__file__)
+    if b3.name == "__init__.py":
+        shutil.copytree(b3.parent, lib / "blake3")
+    else:
+        shutil.copy(b3, lib / b3.name)
+    return lib
+
+
+def system_python() -> str:
+    python = shutil.which("python3.11", path="/usr/bin") or "/usr/bin/python3"
+    if not os.path.exists(python):
+        pytest.fail("a system python3 that other users can run is needed")
+    return python
+
+
+def run_as(user: str, lib: Path, home: Path, *args, cwd=None) -> subprocess.CompletedProcess:
+    """`cas ARGS` as ``user`` (group GROUP), with only ``lib`` on its Python path."""
+    home.mkdir(exist_ok=True)
+    shutil.chown(home, user, GROUP)
+    env = {"PATH": "/usr/bin:/bin", "HOME": str(home), "PYTHONPATH": str(lib), "CAS_HASH_CACHE": str(home / "hc"),
+           "CAS_CONFIG": str(home / "config.toml")}
+    return subprocess.run(["setpriv", f"--reuid={user}", f"--regid={GROUP}", "--init-groups", system_python(),
+                           "-m", "casstore_cli.main", *map(str, args)],
+                          capture_output=True, text=True, env=env, cwd=cwd or home, timeout=120)
