@@ -37,9 +37,15 @@ def temp_name(prefix: str = "") -> str:
 
 
 def fsync_dir(path: Path) -> None:
+    """Make a directory's new entries durable. Some filesystems (FUSE, SMB, some NFS servers)
+    refuse to fsync a directory: they order metadata themselves or not at all, and refusing to
+    work there would protect nothing."""
     fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
     try:
         os.fsync(fd)
+    except OSError as e:
+        if e.errno not in (errno.EINVAL, errno.ENOTSUP, errno.EOPNOTSUPP):
+            raise
     finally:
         os.close(fd)
 
@@ -97,11 +103,55 @@ def link_no_replace(tmp: Path, final: Path) -> bool:
     return True
 
 
-def write_file(final: Path, data: bytes, tmp_dir: Path, *, mode: int = 0o444, replace: bool = False) -> bool:
-    """Atomically write ``data`` to ``final``. Without ``replace``, an existing file wins."""
-    tmp = tmp_dir / temp_name()
+def link_fd_no_replace(fd: int, tmp: Path, final: Path) -> bool:
+    """``link_no_replace`` for the very file open as ``fd`` (created or adopted at ``tmp``): in a
+    directory other accounts can write (a shared store's tmp/), the name ``tmp`` may have been
+    swapped for a symlink or another file after we checked and hashed ours. Linking
+    /proc/self/fd/N publishes the inode we hold; without /proc the name is checked against it."""
+    proc = f"/proc/self/fd/{fd}"
+    held = os.fstat(fd)
     try:
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        retry_transient(lambda: os.link(proc, final, follow_symlinks=True))
+    except FileExistsError:
+        published = False
+    except OSError:  # no /proc, or a filesystem without hard links: check the name, then link it
+        st = os.lstat(tmp)
+        if (st.st_dev, st.st_ino) != (held.st_dev, held.st_ino):
+            from .errors import IntegrityError
+
+            raise IntegrityError(f"{tmp} was replaced while it was being published; nothing published") from None
+        return link_no_replace(tmp, final)
+    else:
+        published = True
+    try:  # drop our temp name, but only if it is still ours
+        st = os.lstat(tmp)
+        if (st.st_dev, st.st_ino) == (held.st_dev, held.st_ino):
+            os.unlink(tmp)
+    except FileNotFoundError:
+        pass
+    return published
+
+
+def read_holder(path: Path) -> dict | None:
+    """The host/pid/time record of a lock file, or None if it is unreadable or malformed."""
+    from .errors import InvalidInput
+    from .strictjson import load_file
+
+    try:
+        h = load_file(path, what="lock record", max_bytes=4096, follow_symlinks=False, floats=True)
+    except (OSError, InvalidInput):
+        return None
+    if not isinstance(h, dict) or not isinstance(h.get("host"), str) or type(h.get("pid")) is not int:
+        return None
+    return h
+
+
+def write_file(final: Path, data: bytes, tmp_dir: Path, *, mode: int = 0o444, replace: bool = False,
+               prefix: str = "") -> bool:
+    """Atomically write ``data`` to ``final``. Without ``replace``, an existing file wins."""
+    tmp = tmp_dir / temp_name(prefix)
+    try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
         try:
             view = memoryview(data)
             while view:

@@ -64,16 +64,23 @@ def hash_file(path: str | os.PathLike, *, threads: bool = True) -> tuple[Digest,
     as 10 GB of resident memory.
     """
     with open(path, "rb") as f:
-        size = os.fstat(f.fileno()).st_size
-        if size < _THREADED_MIN:
-            h = blake3.blake3()
-            while chunk := f.read(_READ_CHUNK):
-                h.update(chunk)
-            return Digest(h.hexdigest()), size
-        h = blake3.blake3(max_threads=blake3.blake3.AUTO if threads else 1)
-        for offset in range(0, size, _MMAP_WINDOW):
-            with mmap.mmap(f.fileno(), min(_MMAP_WINDOW, size - offset), offset=offset, access=mmap.ACCESS_READ) as mm:
-                h.update(mm)
+        return hash_fd(f.fileno(), threads=threads)
+
+
+def hash_fd(fd: int, *, threads: bool = True) -> tuple[Digest, int]:
+    """``hash_file`` of an open file, from offset 0 (for a file opened with checks on how)."""
+    size = os.fstat(fd).st_size
+    if size < _THREADED_MIN:
+        h = blake3.blake3()
+        pos = 0
+        while chunk := os.pread(fd, _READ_CHUNK, pos):
+            h.update(chunk)
+            pos += len(chunk)
+        return Digest(h.hexdigest()), pos
+    h = blake3.blake3(max_threads=blake3.blake3.AUTO if threads else 1)
+    for offset in range(0, size, _MMAP_WINDOW):
+        with mmap.mmap(fd, min(_MMAP_WINDOW, size - offset), offset=offset, access=mmap.ACCESS_READ) as mm:
+            h.update(mm)
     return Digest(h.hexdigest()), size
 
 

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import json
 import os
 import stat
 from dataclasses import dataclass
 
-from .atomic import process_alive
+from .atomic import process_alive, read_holder
 from .digest import Digest
 from .errors import InvalidInput
 from .gc import DEFAULT_GRACE
@@ -50,11 +49,8 @@ def diagnose(store: Store, grace: float = DEFAULT_GRACE) -> list[Finding]:
                 out.append(Finding("permissions", dirpath, f"mode {mode:o}: a shared store's directories need g+rwx and setgid"))
     locks = store.layout.tmp / "locks"
     for p in sorted(locks.glob("*.lock")) if locks.is_dir() else []:
-        try:
-            holder = json.loads(p.read_text())
-            alive = process_alive(holder.get("host", ""), int(holder.get("pid", 0)))
-        except (OSError, ValueError):
-            holder, alive = {}, None
+        holder = read_holder(p) or {}
+        alive = process_alive(holder["host"], holder["pid"]) if holder else None
         age = now - p.stat().st_mtime
         if alive is False or (alive is None and age > 60):
             out.append(Finding("stale-lock", str(p), f"held by {holder.get('host', '?')} pid {holder.get('pid', '?')}, "

@@ -22,18 +22,24 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import os
 import random
+import stat
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .atomic import HOST, fsync_dir, link_no_replace, makedirs, out_of_space, process_alive, temp_name, write_file
-from .digest import Digest, hash_file
-from .errors import IntegrityError, InvalidInput, NotFound, RemoteError
+from .atomic import (HOST, fsync_dir, link_fd_no_replace, makedirs, out_of_space, process_alive, read_holder,
+                     temp_name, write_file)
+from .digest import Digest, hash_fd
+from .errors import CasError, IntegrityError, InvalidInput, NotFound, RemoteError
 from .ratelimit import RateLimiter
 from .remotes.base import Remote, blob as blob_key
 from .store import Store, touch
+from .strictjson import load_file
+
+log = logging.getLogger("casstore")
 
 MiB = 1 << 20
 
@@ -75,6 +81,13 @@ class Stats:
 
     def to_json(self) -> dict:
         return {k: (round(v, 3) if isinstance(v, float) else v) for k, v in self.__dict__.items()}
+
+
+def _unlink(p: Path) -> None:
+    try:
+        os.unlink(p)
+    except FileNotFoundError:
+        pass
 
 
 def _merge(ranges: list[list[int]]) -> list[list[int]]:
@@ -126,13 +139,56 @@ class BlobJob:
         return _merge(self.done + [[p.start, p.pos] for p in self.parts if p.pos > p.start])
 
     def save(self, force: bool = False) -> None:
+        """Write the progress record: a hint for resuming (the whole-file hash decides), so it is
+        replaced without fsync; its temp name is created exclusively, never through a link."""
         now = time.monotonic()
         if not force and now - self.last_save < 1.0:
             return
         self.last_save = now
         tmp = self.record.with_name(self.record.name + ".tmp")
-        tmp.write_text(json.dumps({"digest": str(self.digest), "size": self.size, "done": self.ranges_done()}))
+        data = json.dumps({"digest": str(self.digest), "size": self.size, "done": self.ranges_done()}).encode()
+        _unlink(tmp)
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+        try:
+            os.write(fd, data)
+        finally:
+            os.close(fd)
         os.replace(tmp, self.record)
+
+
+def open_partial(path: Path, size: int) -> int | None:
+    """Open an adopted partial for writing only if it is what a casstore writer leaves: a regular
+    file (not a symlink: O_NOFOLLOW), ours (same uid), with one link, of the blob's size.
+    Anything else is removed by name (never through it) and None returned."""
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_NOFOLLOW | os.O_NONBLOCK)
+    except OSError:
+        fd = -1
+    if fd >= 0:
+        st = os.fstat(fd)
+        if stat.S_ISREG(st.st_mode) and st.st_uid == os.geteuid() and st.st_nlink == 1 and st.st_size == size:
+            return fd
+        os.close(fd)
+    log.warning("not resuming from %s: not a regular single-link file of this user and %d bytes", path, size)
+    _unlink(path)
+    return None
+
+
+def _read_record(rec: Path, d: Digest, size: int) -> list[list[int]] | None:
+    """The ranges a progress record says are done, if it is a well-formed record for this blob."""
+    try:
+        info = load_file(rec, what="progress record", max_bytes=1 << 20, follow_symlinks=False)
+        if not isinstance(info, dict) or info.get("digest") != str(d) or info.get("size") != size:
+            return None
+        done = info.get("done")
+        if not isinstance(done, list) or not all(
+            isinstance(r, list) and len(r) == 2 and all(type(x) is int for x in r) and 0 <= r[0] <= r[1] <= size
+            for r in done
+        ):
+            return None
+        return _merge([list(r) for r in done])
+    except (OSError, InvalidInput):
+        return None
 
 
 class Downloader:
@@ -170,6 +226,7 @@ class Downloader:
                 missing[d] = size
         self._progress_done = self.stats.bytes_reused
         self._check_space(missing)
+        await self._probe_ranges(missing)
         workers = [asyncio.create_task(self._worker()) for _ in range(max(1, self.s.jobs))]
         try:
             results = await asyncio.gather(*(self._one(d, size) for d, size in missing.items()), return_exceptions=True)
@@ -183,6 +240,20 @@ class Downloader:
         if errors:
             raise errors[0]
         return self.stats
+
+    async def _probe_ranges(self, missing: dict[Digest, int]) -> None:
+        """Ask for one byte of a blob that could be split, so a server that ignores Range is
+        known before parts are scheduled or split (each part would otherwise fetch the object
+        from its start)."""
+        big = next((d for d, size in missing.items() if size > self.s.part_size or size >= 2 * self.s.min_split), None)
+        for r in self.remotes:
+            if big is None or r.ranges is not None:
+                continue
+            try:
+                async for _ in r.read(blob_key(big, missing[big]), 0, 1):
+                    pass
+            except CasError as e:
+                log.debug("range probe of %s failed: %s", r.describe(blob_key(big)), e)
 
     # space, locks and partials -----------------------------------------------------------------
 
@@ -212,12 +283,10 @@ class Downloader:
             data = json.dumps({"host": HOST, "pid": os.getpid(), "time": time.time()}).encode()
             if write_file(lock, data, self.store.layout.tmp, mode=0o664):
                 return lock
-            holder = self._read_lock(lock)
+            holder = read_holder(lock)
             if self._stale(lock, holder):
                 if not warned:
-                    import logging
-
-                    logging.getLogger("casstore").warning(
+                    log.warning(
                         "taking over stale download lock %s (held by %s)", lock, holder or "unknown")
                     warned = True
                 try:
@@ -227,15 +296,8 @@ class Downloader:
                 continue
             await asyncio.sleep(0.2)
 
-    @staticmethod
-    def _read_lock(lock: Path) -> dict | None:
-        try:
-            return json.loads(lock.read_text())
-        except (OSError, ValueError):
-            return None
-
     def _stale(self, path: Path, holder: dict | None) -> bool:
-        alive = process_alive(holder.get("host", ""), int(holder.get("pid", 0))) if holder else None
+        alive = process_alive(holder["host"], holder["pid"]) if holder else None
         if alive is not None:
             return not alive
         try:
@@ -252,22 +314,27 @@ class Downloader:
             part = rec.with_suffix(".part")
             bits = writer.split(".")
             alive = process_alive(".".join(bits[:-2]), int(bits[-2])) if len(bits) >= 3 and bits[-2].isdigit() else None
-            if alive or (alive is None and self.store.now() - rec.stat().st_mtime < self.s.stale_after):
-                continue  # a live writer's file: never touched
             try:
-                info = json.loads(rec.read_text())
-                if info.get("digest") != str(d) or info.get("size") != size:
-                    continue
-                os.rename(part, job.path)
-                os.rename(rec, job.record)
-            except (OSError, ValueError):
+                if alive or (alive is None and self.store.now() - rec.lstat().st_mtime < self.s.stale_after):
+                    continue  # a live writer's file: never touched
+            except FileNotFoundError:
                 continue
-            job.done = _merge([[int(a), int(b)] for a, b in info.get("done", []) if 0 <= int(a) <= int(b) <= size])
-            job.adopted = sum(b - a for a, b in job.done)
-            break
-        job.fd = os.open(job.path, os.O_RDWR | os.O_CREAT, 0o600)
-        os.ftruncate(job.fd, size)
-        return job
+            done = _read_record(rec, d, size)
+            if done is None:
+                continue
+            try:
+                os.rename(part, job.path)  # renames a planted symlink itself, never its target
+                os.rename(rec, job.record)
+            except OSError:
+                continue
+            fd = open_partial(job.path, size)
+            if fd is None:
+                _unlink(job.record)
+                break
+            job.fd, job.done = fd, done
+            job.adopted = sum(b - a for a, b in done)
+            return job
+        return self._fresh(d, size)
 
     # one blob ---------------------------------------------------------------------------------------
 
@@ -307,7 +374,8 @@ class Downloader:
     def _fresh(self, d: Digest, size: int) -> BlobJob:
         mine = self.dl_dir / f"{d.hex}.{self.writer}.part"
         job = BlobJob(d, size, mine, mine.with_suffix(".progress"))
-        job.fd = os.open(job.path, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o600)
+        _unlink(mine)
+        job.fd = os.open(job.path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
         os.ftruncate(job.fd, size)
         return job
 
@@ -322,9 +390,10 @@ class Downloader:
     async def _download(self, job: BlobJob) -> None:
         self.stats.bytes_resumed += job.adopted
         self._advance(job.adopted)
+        step = self.s.part_size if self.remotes[0].ranges else job.size or 1
         for a, b in _gaps(job.size, job.done):
-            for s in range(a, b, self.s.part_size):
-                part = Part(job, s, s, min(b, s + self.s.part_size))
+            for s in range(a, b, step):
+                part = Part(job, s, s, min(b, s + step))
                 job.parts.append(part)
                 self.queue.append(part)
         self._wake.set()
@@ -338,14 +407,14 @@ class Downloader:
 
     def _publish(self, job: BlobJob) -> None:
         os.fsync(job.fd)
-        got, size = hash_file(job.path)
-        where = ", ".join(sorted(job.urls)) or self.remotes[0].describe(blob_key(job.digest))
+        got, size = hash_fd(job.fd)
+        where = ", ".join(sorted(job.urls)) or self.remotes[0].describe(blob_key(job.digest, job.size))
         if size != job.size or got != job.digest:
             raise IntegrityError(f"downloaded bytes for {job.digest} from {where} hash to {got} ({size} bytes); discarded")
         os.fchmod(job.fd, 0o444)
         final = self.store.blob_path(job.digest)
         makedirs(final.parent)
-        if link_no_replace(job.path, final):
+        if link_fd_no_replace(job.fd, job.path, final):
             fsync_dir(final.parent)
         else:
             touch(final)
@@ -362,10 +431,7 @@ class Downloader:
                 pass
             return
         for p in (job.path, job.record):
-            try:
-                os.unlink(p)
-            except FileNotFoundError:
-                pass
+            _unlink(p)
 
     # workers -----------------------------------------------------------------------------------
 
@@ -374,7 +440,10 @@ class Downloader:
             p = self.queue.pop(0)
             if p.job.error is None:
                 return p
-        # Nothing queued: help the slowest in-flight part by taking the second half of what it has left.
+        # Nothing queued: help the slowest in-flight part by taking the second half of what it has
+        # left, if every remote serves ranges (a second whole-object GET would only add bytes).
+        if not all(r.ranges is True for r in self.remotes):
+            return None
         best = max((p for p in self.inflight if p.job.error is None), key=lambda p: p.end - p.pos, default=None)
         if best is None or best.end - best.pos < 2 * self.s.min_split:
             return None
@@ -415,7 +484,7 @@ class Downloader:
 
     async def _run_part(self, part: Part) -> None:
         job = part.job
-        key = blob_key(job.digest)
+        key = blob_key(job.digest, job.size)
         last: BaseException | None = None
         for remote in self.remotes:
             for attempt in range(self.s.attempts):

@@ -7,6 +7,7 @@ add brings a good copy back. The report names every version and path that used i
 from __future__ import annotations
 
 import os
+import stat
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -69,6 +70,8 @@ def verify(
     models = [model] if model else store.refs.models()
     for mdl in models:
         tags = store.refs.tags(mdl)
+        if model and not tags and store.refs.current(mdl) is None:
+            store.resolve(mdl)  # raises NotFound naming the store
         if version is not None:
             d = store.refs.get_tag(mdl, version)
             if d is None:
@@ -112,6 +115,11 @@ def verify(
     def check(item: tuple[Digest, Path]) -> Problem | None:
         d, path = item
         try:
+            st = os.lstat(path)
+            if not stat.S_ISREG(st.st_mode):
+                # a symlink or device under blobs/ never came from casstore: its bytes are not
+                # the store's, whatever they hash to
+                return Problem("corrupt", str(d), f"{path} is not a regular file")
             if fast:
                 size = os.stat(path).st_size
                 if d in sizes and size != sizes[d]:
@@ -129,7 +137,7 @@ def verify(
     on_disk = {}
     for d, path in present.items():
         try:
-            on_disk[d] = path.stat().st_size
+            on_disk[d] = path.lstat().st_size
         except OSError:
             on_disk[d] = 0
     items = sorted(present.items(), key=lambda kv: on_disk[kv[0]], reverse=True)  # largest first: no long tail

@@ -1,0 +1,146 @@
+"""What another member of a shared store plants in its tmp/ or blobs/ is never trusted because
+of its name: a partial download that is a symlink to a victim's file is not written through, not
+linked into blobs/, and `cas verify` reports a symlink under blobs/ (real processes, real files).
+"""
+
+import grp
+import json
+import os
+import shutil
+import stat
+import subprocess
+import tempfile
+from pathlib import Path
+
+import pytest
+
+from accounts import GROUP, pythonpath, run_as, system_python
+from casstore.digest import Digest
+from casstore.store import Store
+from conftest import CasRunner, assert_store_consistent, make_model
+
+
+# Stdlib only: the attacker's process runs it without pytest or casstore.
+PLANT = """
+import json, os, sys, time
+from pathlib import Path
+
+def plant(store_root, hexd, size, target):
+    dl = Path(store_root) / "tmp" / "downloads"
+    dl.mkdir(parents=True, exist_ok=True)
+    stem = dl / f"{hexd}.otherhost.4242.abcdef123456"
+    os.symlink(target, stem.with_suffix(".part"))
+    rec = stem.with_suffix(".progress")
+    rec.write_text(json.dumps({"digest": "blake3:" + hexd, "size": size, "done": [[0, size]]}))
+    old = time.time() - 7200
+    os.utime(rec, (old, old))
+    os.utime(stem.with_suffix(".part"), (old, old), follow_symlinks=False)
+
+if __name__ == "__main__":
+    os.umask(0o002)  # as a member's casstore would in a shared store: the group can use what it makes
+    plant(sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4])
+"""
+
+
+def plant_partial(store_root: Path, d: Digest, size: int, target: Path) -> None:
+    """A dead writer's partial (another host, backdated) that is a symlink to ``target``, with a
+    progress record claiming every byte is done."""
+    ns: dict = {}
+    exec(PLANT, ns)
+    ns["plant"](store_root, d.hex, size, target)
+
+
+def publish_one(tmp_path: Path, nas: Path) -> tuple[Digest, int, bytes]:
+    data = os.urandom(300_000)
+    src = make_model(tmp_path / "src", {"w.bin": data})
+    pub = CasRunner(tmp_path / "pub", tmp_path)
+    pub("add", src, "--name", "m", "--version", "1.0.0")
+    pub("push", "m@1.0.0", "--remote", nas)
+    return Digest.of_bytes(data), len(data), data
+
+
+def assert_blob_is_ours(store: Store, d: Digest, data: bytes) -> None:
+    p = store.blob_path(d)
+    st = os.lstat(p)
+    assert stat.S_ISREG(st.st_mode) and st.st_nlink >= 1
+    assert p.read_bytes() == data
+
+
+def test_planted_symlink_partial_is_not_adopted(tmp_path):
+    d, size, data = publish_one(tmp_path, tmp_path / "nas")
+    victim = tmp_path / "victim.txt"
+    victim.write_bytes(b"the victim's own file")
+    os.chmod(victim, 0o644)
+    cas = CasRunner(tmp_path / "store", tmp_path)
+    cas("list")  # creates the store
+    plant_partial(tmp_path / "store", d, size, victim)
+    cas("fetch", "m@1.0.0", "--remote", tmp_path / "nas")
+    assert victim.read_bytes() == b"the victim's own file"
+    assert stat.S_IMODE(victim.stat().st_mode) == 0o644  # not chmodded 0444 either
+    store = Store.open(tmp_path / "store")
+    assert_blob_is_ours(store, d, data)
+    assert cas("verify").returncode == 0
+    assert_store_consistent(store)
+
+
+def test_verify_reports_a_symlink_under_blobs(tmp_path):
+    d, size, data = publish_one(tmp_path, tmp_path / "nas")
+    cas = CasRunner(tmp_path / "store", tmp_path)
+    cas("fetch", "m@1.0.0", "--remote", tmp_path / "nas")
+    store = Store.open(tmp_path / "store")
+    elsewhere = tmp_path / "same-bytes"
+    elsewhere.write_bytes(data)  # even the right bytes: a link is not the store's file
+    blob = store.blob_path(d)
+    os.chmod(blob, 0o644)
+    os.unlink(blob)
+    os.symlink(elsewhere, blob)
+    p = cas("--json", "verify", ok=False)
+    assert p.returncode == 4
+    report = json.loads(p.stdout)  # one JSON document, the report with the error merged in
+    assert report["ok"] is False and report["error"]["type"] == "IntegrityError"
+    assert any(x["kind"] == "corrupt" and "not a regular file" in x["detail"] for x in report["problems"])
+    assert elsewhere.read_bytes() == data and not os.path.lexists(blob)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="creating users needs root (CI runs as root)")
+def test_one_member_cannot_make_another_overwrite_their_files(users):
+    """castest1 plants the partial; castest2, whose file it points at, fetches."""
+    attacker, victim_user = users
+    gid = grp.getgrnam(GROUP).gr_gid
+    base = Path(tempfile.mkdtemp(prefix="cas-tmp-attack-"))
+    try:
+        os.chmod(base, 0o755)
+        lib = pythonpath(base)
+        for dirpath, _, filenames in os.walk(base):
+            os.chmod(dirpath, 0o755)
+            for f in filenames:
+                os.chmod(os.path.join(dirpath, f), 0o644)
+        d, size, data = publish_one(base, base / "nas")
+        for dirpath, _, filenames in os.walk(base / "nas"):
+            os.chmod(dirpath, 0o755)
+            for f in filenames:
+                os.chmod(os.path.join(dirpath, f), 0o644)
+        store = base / "store"
+        store.mkdir()
+        os.chown(store, 0, gid)
+        os.chmod(store, 0o2775)
+        home1, home2 = base / "home-1", base / "home-2"
+        assert run_as(attacker, lib, home1, "--store", store, "init", "--shared").returncode == 0
+        secret = home2 / "notes.txt"
+        home2.mkdir()
+        secret.write_bytes(b"castest2's notes")
+        shutil.chown(secret, victim_user, GROUP)
+        os.chmod(secret, 0o600)
+        # The attacker plants it (as the attacker, in the group-writable tmp/).
+        p = subprocess.run(["setpriv", f"--reuid={attacker}", f"--regid={GROUP}", "--init-groups", system_python(),
+                            "-c", PLANT, str(store), d.hex, str(size), str(secret)],
+                           env={"PATH": "/usr/bin:/bin", "HOME": str(home1)}, capture_output=True, text=True)
+        assert p.returncode == 0, p.stderr
+        p = run_as(victim_user, lib, home2, "--store", store, "fetch", "m@1.0.0", "--remote", base / "nas")
+        assert p.returncode == 0, p.stderr
+        assert secret.read_bytes() == b"castest2's notes"
+        assert stat.S_IMODE(secret.stat().st_mode) == 0o600
+        assert_blob_is_ours(Store.open(store), d, data)
+        assert run_as(victim_user, lib, home2, "--store", store, "verify").returncode == 0
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
