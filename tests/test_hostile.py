@@ -278,3 +278,119 @@ def test_token_does_not_follow_a_redirect_to_another_origin(populated):
         other.stop()
     assert seen and all(h is None for h in seen)
     assert res.stats.bytes_downloaded == SIZE and populated.has_blob(D)
+
+
+def test_index_sent_in_small_pieces_is_read_whole(populated, tmp_path):
+    """A 2 MB index written 4 KiB at a time with pauses: the body is read to its end, not to
+    whatever happened to be buffered."""
+    versions = {f"1.0.{i}": IndexEntry(MD, 1, False, SIZE, 1) for i in range(16_000)}
+    versions["1.0.0"] = IndexEntry(MD, 1, False, SIZE, 1)
+    big = Index("m", versions).encode()
+    assert len(big) > 2_000_000
+
+    async def trickle(request):
+        resp = web.StreamResponse(headers={"Content-Length": str(len(big))})
+        await resp.prepare(request)
+        for i in range(0, len(big), 4096):
+            await resp.write(big[i : i + 4096])
+            if i % (256 << 10) == 0:
+                await asyncio.sleep(0.01)
+        return resp
+
+    server = Hostile(good)
+    server.server.stop()
+    app = web.Application()
+    app.router.add_get("/index/m.json", trickle)
+    app.router.add_get("/manifests/{a}/{name}", server._manifest)
+    app.router.add_get("/blobs/{a}/{name}", server._blob)
+    s = ThreadedApp(app)
+    try:
+        res = run_fetch(populated, s.url)
+    finally:
+        s.stop()
+    assert res.version == "1.0.0" and populated.has_blob(D)
+
+
+async def ignores_range(request, n):
+    return web.Response(body=DATA)  # 200 and the whole object, whatever Range said
+
+
+def test_server_that_ignores_range_is_not_split_and_still_works(populated):
+    server = Hostile(ignores_range)
+    try:
+        run_fetch(populated, server.url, part_size=256 << 10, min_split=64 << 10, jobs=4)
+    finally:
+        server.server.stop()
+    assert populated.has_blob(D)
+    assert_store_consistent(populated)
+    # The manifest came without Accept-Ranges, so the blob came in one request, not one per part.
+    assert len(server.requests) == 1, [h.get("Range") for _, h in server.requests]
+
+
+def test_range_probe_when_nothing_told_the_engine(populated):
+    """Blobs fetched on their own (as `verify --repair` does): one 1-byte probe finds out that
+    ranges are ignored before the blob is cut into parts."""
+    from casstore.download import Downloader
+
+    server = Hostile(ignores_range)
+
+    async def go():
+        r = HttpRemote(server.url)
+        try:
+            await Downloader(populated, [r], Settings(**{**FAST, "part_size": 256 << 10, "jobs": 4})).fetch({D: SIZE})
+        finally:
+            await r.close()
+
+    try:
+        asyncio.run(go())
+    finally:
+        server.server.stop()
+    assert populated.has_blob(D)
+    assert [h.get("Range") for _, h in server.requests] == ["bytes=0-0", f"bytes=0-{SIZE - 1}"]
+
+
+def test_range_answered_with_200_mid_blob_skips_to_the_offset(tmp_path):
+    async def go():
+        srv = Hostile(ignores_range)
+        r = HttpRemote(srv.url)
+        try:
+            from casstore.remotes.base import blob
+
+            got = b"".join([c async for c in r.read(blob(D), 1000, 5000)])
+            return got, r.ranges
+        finally:
+            await r.close()
+            srv.server.stop()
+
+    got, ranges = asyncio.run(go())
+    assert got == DATA[1000:5000] and ranges is False
+
+
+def test_fetch_a_split_blob_from_python_http_server(tmp_path):
+    """`python -m http.server` knows no Range at all: a blob bigger than a part still arrives."""
+    import subprocess
+    import sys
+
+    from casstore.store import Store
+    from conftest import CasRunner
+    from servers import free_port, wait_port
+
+    src = make_model(tmp_path / "src", {"big.bin": 3 << 20, "c.json": b"{}"})
+    pub = CasRunner(tmp_path / "pub", tmp_path)
+    pub("add", src, "--name", "m", "--version", "1.0.0")
+    pub("push", "m@1.0.0", "--remote", tmp_path / "nas")
+    port = free_port()
+    httpd = subprocess.Popen([sys.executable, "-m", "http.server", str(port), "--bind", "127.0.0.1"],
+                             cwd=tmp_path / "nas", stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_port(port)
+        user = CasRunner(tmp_path / "user", tmp_path)
+        p = subprocess.run(user.argv("fetch", "m@1.0.0", "--remote", f"http://127.0.0.1:{port}/"), capture_output=True,
+                           text=True, env={**os.environ, "CAS_PART_SIZE": str(1 << 20)}, timeout=120)
+        assert p.returncode == 0, p.stderr
+    finally:
+        httpd.kill()
+        httpd.wait()
+    store = Store.open(tmp_path / "user")
+    assert_store_consistent(store)
+    assert user("verify").returncode == 0

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..digest import Digest
@@ -31,6 +31,7 @@ CHUNK = 1 << 20
 class Key:
     kind: str  # "blob" or "manifest"
     digest: Digest
+    size: int | None = field(default=None, compare=False)  # when known: lets a backend check the server's word
 
     @property
     def path(self) -> str:
@@ -42,8 +43,8 @@ class Key:
         raise ValueError(f"unknown object kind {self.kind!r}")
 
 
-def blob(d: Digest) -> Key:
-    return Key("blob", d)
+def blob(d: Digest, size: int | None = None) -> Key:
+    return Key("blob", d, size)
 
 
 def manifest(d: Digest) -> Key:
@@ -58,6 +59,9 @@ class Remote(ABC):
     """One place objects are published to and fetched from."""
 
     url: str
+    #: Whether ranged reads are served as such (True), answered with the whole object (False),
+    #: or not known yet (None). The engine splits a blob into parallel parts only when True.
+    ranges: bool | None = True
 
     def describe(self, key: Key | str) -> str:
         """The URL of an object, for error messages."""

@@ -38,6 +38,17 @@ def _origin(url: str) -> tuple[str, str, int | None]:
     return u.scheme, (u.hostname or "").lower(), u.port or {"http": 80, "https": 443}.get(u.scheme)
 
 
+async def read_capped(content: aiohttp.StreamReader, limit: int, source: str) -> bytes:
+    """A whole body, however it is split on the wire (``read(n)`` returns only what is buffered),
+    refused as soon as it passes ``limit``."""
+    buf = bytearray()
+    while chunk := await content.readany():
+        buf += chunk
+        if len(buf) > limit:
+            raise RemoteError(f"{source} is larger than {limit} bytes")
+    return bytes(buf)
+
+
 def _retry_after(resp: aiohttp.ClientResponse) -> float | None:
     v = resp.headers.get("Retry-After")
     try:
@@ -60,6 +71,7 @@ class HttpRemote(Remote):
         self._token = token
         self._timeout = aiohttp.ClientTimeout(total=None, connect=connect_timeout, sock_read=stall_timeout)
         self._session: aiohttp.ClientSession | None = None
+        self.ranges: bool | None = None  # learned from the server's answers
 
     def describe(self, key: Key | str) -> str:
         return self.url + (key.path if isinstance(key, Key) else key)
@@ -136,19 +148,36 @@ class HttpRemote(Remote):
             enc = resp.headers.get("Content-Encoding", "identity").lower()
             if enc not in ("identity", ""):
                 raise RemoteError(f"{url} sent a {enc}-encoded body; refusing to inflate it")
-            skip = 0
+            skip, want = 0, None if end is None else end - start
+            declared = resp.content_length
             if resp.status == 206:
+                self.ranges = True
                 cr = resp.headers.get("Content-Range", "")
                 if not cr.startswith(f"bytes {start}-"):
                     raise RemoteError(f"{url} answered range {start}- with {cr!r}", retryable=True)
+                total = cr.rpartition("/")[2]
+                if key.size is not None and total.isdigit() and int(total) != key.size:
+                    raise RemoteError(f"{url} says the object has {total} bytes, not {key.size}", retryable=True)
+                if declared is not None and want is not None and declared != want:
+                    raise RemoteError(f"{url} declared {declared} bytes for a request of {want}", retryable=True)
+            elif declared is not None and key.size is not None and declared != key.size:
+                raise RemoteError(f"{url} declared {declared} bytes for an object of {key.size}", retryable=True)
+            elif "Range" in headers:
+                # The server ignored Range (python -m http.server, some CDNs): the whole object
+                # comes; skip to ``start`` while streaming and tell the engine not to split.
+                self.ranges = False
+                skip = start
+                if declared is None:
+                    raise RemoteError(f"{url} ignored the range and sent a body of undeclared length; refusing it, "
+                                      f"as it could send more than the object")
+                if want is not None and declared < start + want:
+                    raise RemoteError(f"{url} declared {declared} bytes, fewer than the {start + want} asked for",
+                                      retryable=True)
             else:
-                skip = start  # the server ignored Range: read past what we already have
-            want = None if end is None else end - start
-            declared = resp.content_length
-            if declared is not None and want is not None and declared - skip != want:
-                raise RemoteError(
-                    f"{url} declared {declared - skip} bytes for a request of {want}", retryable=True
-                )
+                if self.ranges is None:
+                    self.ranges = "bytes" in resp.headers.get("Accept-Ranges", "").lower()
+                if declared is not None and want is not None and declared != want:
+                    raise RemoteError(f"{url} declared {declared} bytes for a request of {want}", retryable=True)
             got = 0
             try:
                 async for chunk in resp.content.iter_chunked(CHUNK):
@@ -157,10 +186,15 @@ class HttpRemote(Remote):
                         chunk, skip = chunk[cut:], skip - cut
                         if not chunk:
                             continue
+                    if want is not None and got + len(chunk) > want:
+                        if resp.status == 206 or "Range" not in headers:
+                            raise RemoteError(f"{url} sent more than the {want} bytes asked for")
+                        chunk = chunk[: want - got]  # a whole-object answer: stop where the range ends
                     got += len(chunk)
-                    if want is not None and got > want:
-                        raise RemoteError(f"{url} sent more than the {want} bytes asked for")
                     yield chunk
+                    if want is not None and got == want and resp.status == 200 and "Range" in headers:
+                        resp.close()  # the rest of the object is not ours to read
+                        return
             except (aiohttp.ClientError, TimeoutError, OSError) as e:
                 raise RemoteError(f"GET {url} broke after {got} bytes: {type(e).__name__}: {e}", retryable=True) from e
             if want is not None and got < want:
@@ -185,9 +219,10 @@ class HttpRemote(Remote):
                 return None
             if resp.status != 200:
                 raise self._error(resp, "GET")
-            data = await resp.content.read(MAX_INDEX_BYTES + 1)
-            if len(data) > MAX_INDEX_BYTES:
-                raise RemoteError(f"{resp.url} is larger than {MAX_INDEX_BYTES} bytes")
+            try:
+                data = await read_capped(resp.content, MAX_INDEX_BYTES, str(resp.url))
+            except (aiohttp.ClientError, TimeoutError, OSError) as e:
+                raise RemoteError(f"GET {resp.url} broke: {type(e).__name__}: {e}", retryable=True) from e
             return data, Digest.of_bytes(data).hex
 
     async def write_index(self, model: str, data: bytes, expect: str | None) -> None:
