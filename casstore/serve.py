@@ -9,9 +9,13 @@ is matched against the remote layout before it touches the filesystem.
 
 from __future__ import annotations
 
+import asyncio
 import hmac
+import logging
 import os
 import re
+import time
+from dataclasses import dataclass
 from pathlib import Path
 
 from aiohttp import web
@@ -29,6 +33,7 @@ _BLOB = re.compile(r"blobs/([0-9a-f]{2})/([0-9a-f]{64})")
 _MANIFEST = re.compile(r"manifests/([0-9a-f]{2})/([0-9a-f]{64})\.json")
 _INDEX = re.compile(r"index/([^/]{1,128})\.json")
 DEFAULT_MAX_OBJECT = 1 << 40
+log = logging.getLogger("casstore.serve")
 
 
 def _classify(rel: str) -> tuple[str, str]:
@@ -49,8 +54,10 @@ def _classify(rel: str) -> tuple[str, str]:
 
 
 class Server:
-    def __init__(self, root: Path, token: str | None, max_object: int = DEFAULT_MAX_OBJECT) -> None:
+    def __init__(self, root: Path, token: str | None, max_object: int = DEFAULT_MAX_OBJECT,
+                 body_timeout: float = 60.0) -> None:
         self.root = Path(root)
+        self.body_timeout = body_timeout
         self.token = token.encode() if token else None
         self.max_object = max_object
         self.remote = DirectoryRemote(self.root)  # the same index compare-and-swap as a NAS remote
@@ -104,7 +111,7 @@ class Server:
         try:
             fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
             try:
-                async for chunk in request.content.iter_chunked(1 << 20):
+                async for chunk in self._body(request):
                     hasher.update(chunk)
                     if hasher.size > limit:
                         raise web.HTTPRequestEntityTooLarge(max_size=limit, actual_size=hasher.size)
@@ -127,6 +134,18 @@ class Server:
                 os.unlink(tmp)
         return web.Response(status=201, text="stored\n")
 
+    async def _body(self, request: web.Request):
+        """The request body piece by piece, however the client splits it; a client silent for
+        ``body_timeout`` is cut off (408)."""
+        while True:
+            try:
+                chunk = await asyncio.wait_for(request.content.readany(), self.body_timeout)
+            except TimeoutError:
+                raise web.HTTPRequestTimeout(text=f"no body bytes for {self.body_timeout:g}s\n") from None
+            if not chunk:
+                return
+            yield chunk
+
     def _check_manifest(self, data: bytes, rel: str) -> None:
         try:
             m = Manifest.decode(data, source=rel)
@@ -137,9 +156,12 @@ class Server:
             raise web.HTTPConflict(text=f"manifest lists {len(missing)} blob(s) not on the server, e.g. {missing[0].digest}\n")
 
     async def _put_index(self, request: web.Request, model: str, limit: int) -> web.Response:
-        data = await request.content.read(limit + 1)
-        if len(data) > limit:
-            raise web.HTTPRequestEntityTooLarge(max_size=limit, actual_size=len(data))
+        buf = bytearray()
+        async for chunk in self._body(request):
+            buf += chunk
+            if len(buf) > limit:
+                raise web.HTTPRequestEntityTooLarge(max_size=limit, actual_size=len(buf))
+        data = bytes(buf)
         try:
             idx = Index.decode(data, source=request.path, model=model)
         except InvalidInput as e:
@@ -155,11 +177,165 @@ class Server:
         return web.Response(status=201 if expect is None else 200, text="index stored\n")
 
 
-async def start(root: Path, host: str, port: int, token: str | None, max_object: int = DEFAULT_MAX_OBJECT):
-    """Start serving; returns (runner, actual port)."""
-    runner = web.AppRunner(Server(root, token, max_object).app(), access_log=None)
+@dataclass(frozen=True)
+class Limits:
+    """What one client can hold of the server (docs/security.md)."""
+
+    max_connections: int = 512  # beyond this, the oldest connection without a request is dropped
+    max_requests_per_client: int = 64  # handlers running at once for one address; more get 503
+    header_timeout: float = 10.0  # a new connection must send a complete request head by then
+    body_timeout: float = 60.0  # longest silence inside a request body
+    keepalive_timeout: float = 15.0  # idle time between requests on one connection
+
+
+class _Conn:
+    __slots__ = ("transport", "peer", "opened", "started")
+
+    def __init__(self, transport: asyncio.Transport) -> None:
+        self.transport = transport
+        peer = transport.get_extra_info("peername")
+        self.peer = peer[0] if isinstance(peer, tuple) else str(peer)
+        self.opened = time.monotonic()
+        self.started = False  # a complete request head arrived
+
+
+class _Guarded(asyncio.Protocol):
+    """aiohttp's protocol for one connection, with the guard told when it opens and closes."""
+
+    def __init__(self, inner: asyncio.Protocol, guard: "Guard") -> None:
+        self.inner, self.guard = inner, guard
+        self.transport: asyncio.BaseTransport | None = None
+
+    def connection_made(self, transport) -> None:
+        self.transport = transport
+        self.inner.connection_made(transport)
+        self.guard.opened(transport)
+
+    def connection_lost(self, exc) -> None:
+        self.guard.conns.pop(self.transport, None)
+        self.inner.connection_lost(exc)
+
+    def data_received(self, data: bytes) -> None:
+        self.inner.data_received(data)
+
+    def eof_received(self):
+        return self.inner.eof_received()
+
+    def pause_writing(self) -> None:
+        self.inner.pause_writing()
+
+    def resume_writing(self) -> None:
+        self.inner.resume_writing()
+
+
+class Guard:
+    """Connection cap, header deadline and per-client request cap: a client that opens many
+    connections and sends nothing (slowloris) can't starve real requests or the descriptors."""
+
+    def __init__(self, limits: Limits) -> None:
+        self.limits = limits
+        self.conns: dict[asyncio.BaseTransport, _Conn] = {}
+        self.running: dict[str, int] = {}
+
+    def opened(self, transport: asyncio.Transport) -> None:
+        if len(self.conns) >= self.limits.max_connections:
+            idle = min((c for c in self.conns.values() if not c.started), key=lambda c: c.opened, default=None)
+            if idle is None:
+                transport.abort()  # every slot is serving a request: refuse this one
+                return
+            self._drop(idle, "connection limit reached")
+        conn = _Conn(transport)
+        self.conns[transport] = conn
+        asyncio.get_running_loop().call_later(self.limits.header_timeout, self._deadline, conn)
+
+    def _deadline(self, conn: _Conn) -> None:
+        if not conn.started and self.conns.get(conn.transport) is conn:
+            self._drop(conn, f"no complete request within {self.limits.header_timeout:g}s")
+
+    def _drop(self, conn: _Conn, why: str) -> None:
+        log.debug("closing connection from %s: %s", conn.peer, why)
+        self.conns.pop(conn.transport, None)
+        conn.transport.abort()
+
+    @web.middleware
+    async def middleware(self, request: web.Request, handler):
+        conn = self.conns.get(request.transport)
+        if conn is not None:
+            conn.started = True
+        peer = conn.peer if conn else (request.remote or "?")
+        if self.running.get(peer, 0) >= self.limits.max_requests_per_client:
+            raise web.HTTPServiceUnavailable(text="too many requests from this address at once\n",
+                                             headers={"Retry-After": "1"})
+        self.running[peer] = self.running.get(peer, 0) + 1
+        try:
+            return await handler(request)
+        finally:
+            self.running[peer] -= 1
+            if not self.running[peer]:
+                del self.running[peer]
+
+
+class _RateLimitedLog(logging.Filter):
+    """At most ``burst`` records per logger a minute, then one line saying how many were dropped:
+    a flood of broken clients must not fill the disk through stderr."""
+
+    def __init__(self, burst: int = 20, window: float = 60.0) -> None:
+        super().__init__()
+        self.burst, self.window = burst, window
+        self.start, self.count, self.dropped = 0.0, 0, 0
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        now = time.monotonic()
+        if now - self.start > self.window:
+            if self.dropped:
+                record.msg = f"({self.dropped} similar messages suppressed) " + str(record.msg)
+            self.start, self.count, self.dropped = now, 0, 0
+        self.count += 1
+        if self.count > self.burst:
+            self.dropped += 1
+            return False
+        if record.exc_info and self.count > 3:
+            record.exc_info = None  # tracebacks only for the first few
+        return True
+
+
+def _raise_fd_limit() -> None:
+    try:
+        import resource
+
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        if hard == resource.RLIM_INFINITY or hard > soft:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, 65536) if hard != resource.RLIM_INFINITY else 65536, hard))
+    except (ImportError, ValueError, OSError):
+        pass
+
+
+class Running:
+    """A started server: ``port`` it is bound to, ``close()`` to stop it."""
+
+    def __init__(self, runner: web.AppRunner, server: asyncio.base_events.Server, port: int) -> None:
+        self.runner, self.server, self.port = runner, server, port
+
+    async def close(self) -> None:
+        self.server.close()
+        await self.runner.cleanup()
+
+
+async def start(root: Path, host: str, port: int, token: str | None, max_object: int = DEFAULT_MAX_OBJECT,
+                limits: Limits | None = None) -> Running:
+    """Start serving on ``host:port`` (0: any free port)."""
+    limits = limits or Limits()
+    _raise_fd_limit()
+    for name in ("aiohttp.server", "aiohttp.web", "asyncio"):
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, _RateLimitedLog) for f in logger.filters):
+            logger.addFilter(_RateLimitedLog())
+    guard = Guard(limits)
+    app = Server(root, token, max_object, limits.body_timeout).app()
+    app.middlewares.append(guard.middleware)
+    runner = web.AppRunner(app, access_log=None, keepalive_timeout=limits.keepalive_timeout)
     await runner.setup()
-    site = web.TCPSite(runner, host, port)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]
-    return runner, port
+    loop = asyncio.get_running_loop()
+    server = await loop.create_server(lambda: _Guarded(runner.server(), guard), host, port,
+                                      backlog=min(limits.max_connections, 1024))
+    return Running(runner, server, server.sockets[0].getsockname()[1])

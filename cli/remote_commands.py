@@ -130,24 +130,28 @@ def versions(c: Ctx, model, remote_name, insecure) -> None:
 @click.option("--port", default=8700, show_default=True, help="Port (0: any free port).")
 @click.option("--token-file", type=click.Path(exists=True, dir_okay=False), help="File holding the push token (or $CAS_SERVE_TOKEN).")
 @click.option("--max-object-size", default="1T", show_default=True, help="Largest object accepted by push.")
+@click.option("--max-connections", default=512, show_default=True,
+              help="Open connections at most; the oldest that has sent no request is dropped for a new one.")
+@click.option("--header-timeout", default=10.0, show_default=True, help="Seconds a new connection has to send a request.")
 @pass_ctx
-def serve(c: Ctx, root, host, port, token_file, max_object_size) -> None:
+def serve(c: Ctx, root, host, port, token_file, max_object_size, max_connections, header_timeout) -> None:
     """Serve a remote directory over HTTP: reads for all, push with the token."""
     import asyncio
     from pathlib import Path
 
-    from casstore.serve import start
+    from casstore.serve import Limits, start
     from casstore.sizes import parse_size
 
     token = Path(token_file).read_text().strip() if token_file else os.environ.get("CAS_SERVE_TOKEN")
 
     async def run():
-        runner, bound = await start(Path(root), host, port, token, parse_size(max_object_size))
-        click.echo(f"serving {root} on http://{host}:{bound}/ ({'push enabled' if token else 'read-only'})", err=True)
+        limits = Limits(max_connections=max_connections, header_timeout=header_timeout)
+        srv = await start(Path(root), host, port, token, parse_size(max_object_size), limits)
+        click.echo(f"serving {root} on http://{host}:{srv.port}/ ({'push enabled' if token else 'read-only'})", err=True)
         try:
             await asyncio.Event().wait()
         finally:
-            await runner.cleanup()
+            await srv.close()
 
     try:
         asyncio.run(run())

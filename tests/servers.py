@@ -36,9 +36,10 @@ def wait_port(port: int, timeout: float = 10.0) -> None:
 class CasServe:
     """`cas serve` in a real subprocess."""
 
-    def __init__(self, root: Path, token: str | None = "secret-token", max_object: str | None = None) -> None:
+    def __init__(self, root: Path, token: str | None = "secret-token", max_object: str | None = None,
+                 extra: tuple[str, ...] = ()) -> None:
         self.root, self.token = root, token
-        args = [sys.executable, "-m", "casstore_cli.main", "serve", "--root", str(root), "--port", "0"]
+        args = [sys.executable, "-m", "casstore_cli.main", "serve", "--root", str(root), "--port", "0", *extra]
         if token:
             tf = root.parent / f"{root.name}.token"
             tf.write_text(token + "\n")

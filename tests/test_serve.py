@@ -79,3 +79,83 @@ def test_read_only_without_token(tmp_path):
         assert put(s, blob_path(Digest.of_bytes(b"x")), b"x", token="anything")[0] == 403
     finally:
         s.stop()
+
+
+def test_idle_connections_do_not_starve_a_real_request(tmp_path):
+    """1,000 connections that send half a request line and stop (slowloris): a normal GET is
+    still answered within a second, and the idle ones are closed at the header deadline."""
+    import resource
+    import socket
+    import time
+    import urllib.request
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (min(max(soft, 4096), hard), hard))  # the test's own sockets
+    s = CasServe(tmp_path / "r", token=None, extra=("--header-timeout", "3", "--max-connections", "256"))
+    u = urlsplit(s.url)
+    socks = []
+    try:
+        for _ in range(1000):
+            c = socket.create_connection((u.hostname, u.port), timeout=5)
+            c.sendall(b"GET /casstore-remote.json HT")
+            socks.append(c)
+        t0 = time.monotonic()
+        body = urllib.request.urlopen(s.url + "casstore-remote.json", timeout=5).read()
+        assert time.monotonic() - t0 < 1.0
+        assert body == b'{"casstore_remote": 1}\n'
+        deadline = time.monotonic() + 10
+        open_ = socks
+        while open_ and time.monotonic() < deadline:  # bounded: every idle one must be closed by then
+            time.sleep(0.5)
+            still = []
+            for c in open_:
+                c.setblocking(False)
+                try:
+                    if c.recv(1) != b"":
+                        still.append(c)
+                except BlockingIOError:
+                    still.append(c)
+                except OSError:
+                    pass
+            open_ = still
+        assert not open_, f"{len(open_)} idle connections still open after the header deadline"
+        assert s.proc.poll() is None
+    finally:
+        for c in socks:
+            c.close()
+        s.stop()
+    err = s.proc.stderr.read()
+    assert "Too many open files" not in err and "Traceback" not in err
+
+
+def test_a_large_index_pushed_in_pieces_is_accepted(tmp_path):
+    """A ~1 MB index sent in 16 KiB pieces with pauses is read whole by the server, not cut at
+    whatever was buffered (it was rejected with 422 before)."""
+    import socket
+    import time
+
+    from casstore.index import Index, IndexEntry
+    from casstore.manifest import Entry, Manifest
+
+    s = CasServe(tmp_path / "r")
+    try:
+        blob = b"hello"
+        assert put(s, blob_path(Digest.of_bytes(blob)), blob, token=s.token)[0] == 201
+        m = Manifest("m", "1.0.0", (Entry("a", 5, Digest.of_bytes(blob)),))
+        md = m.digest()
+        assert put(s, f"/manifests/{md.hex[:2]}/{md.hex}.json", m.encode(), token=s.token)[0] == 201
+        data = Index("m", {f"1.0.{i}": IndexEntry(md, 1, False, 5, 1) for i in range(8000)}).encode()
+        assert len(data) > 900_000
+        u = urlsplit(s.url)
+        c = socket.create_connection((u.hostname, u.port), timeout=10)
+        c.sendall(f"PUT /index/m.json HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {s.token}\r\n"
+                  f"If-None-Match: *\r\nContent-Length: {len(data)}\r\n\r\n".encode())
+        for i in range(0, len(data), 16 << 10):
+            c.sendall(data[i : i + (16 << 10)])
+            time.sleep(0.002)
+        reply = c.recv(200).decode()
+        c.close()
+        assert reply.startswith("HTTP/1.1 201"), reply
+        assert (tmp_path / "r" / "index" / "m.json").read_bytes() == data
+    finally:
+        s.stop()
