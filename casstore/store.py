@@ -21,6 +21,7 @@ from .errors import IntegrityError, InvalidInput, NotFound, StoreFormatError
 from .layout import FORMAT_VERSION, TOP_DIRS, Layout
 from .manifest import Manifest
 from .refs import Refs
+from .strictjson import load_file
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,10 +60,6 @@ class Store:
         if not fmt.exists():
             if not create:
                 raise NotFound(f"no casstore store at {root}")
-            if root.exists() and any(n for n in os.listdir(root) if not n.startswith(".")):
-                raise StoreFormatError(
-                    f"{root} is not empty and is not a casstore store (no {fmt.name}); refusing to use it"
-                )
             store._init()
         store._check_format()
         from .shared import apply_umask
@@ -71,17 +68,25 @@ class Store:
         return store
 
     def _init(self) -> None:
+        """Make this directory a store. The format file is published first, from a dot-named temp
+        file beside it, so a process starting at the same moment never sees a non-empty directory
+        without it (many ranks of one job may create the store together); the directories follow
+        in ``_check_format``."""
         makedirs(self.root)
-        for d in TOP_DIRS:
-            makedirs(self.root / d)
+        fmt = self.layout.format_file
+        foreign = [n for n in os.listdir(self.root) if not n.startswith(".") and n != fmt.name]
+        if foreign and not fmt.exists():
+            raise StoreFormatError(
+                f"{self.root} is not empty and is not a casstore store (no {fmt.name}); refusing to use it"
+            )
         data = json.dumps({"casstore_store": FORMAT_VERSION}).encode() + b"\n"
-        write_file(self.layout.format_file, data, self.layout.tmp, mode=0o444)
+        write_file(fmt, data, self.root, mode=0o444, prefix=".")
 
     def _check_format(self) -> None:
         fmt = self.layout.format_file
         try:
-            version = json.loads(fmt.read_bytes()).get("casstore_store")
-        except (OSError, ValueError, AttributeError) as e:
+            version = load_file(fmt, what="store format file", max_bytes=4096).get("casstore_store")
+        except (OSError, InvalidInput, AttributeError) as e:
             raise StoreFormatError(f"unreadable store format file {fmt}: {e}") from e
         if version != FORMAT_VERSION:
             raise StoreFormatError(

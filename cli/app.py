@@ -7,19 +7,19 @@ inside each command so that `cas --help` stays fast.
 
 from __future__ import annotations
 
-import json
 import sys
 from datetime import datetime, timezone
 
 import click
 
 class Ctx:
-    def __init__(self, store: str | None, as_json: bool, quiet: bool, verbose: int) -> None:
+    def __init__(self, store: str | None = None, as_json: bool = False, quiet: bool = False, verbose: int = 0) -> None:
         self.store_arg = store
         self.json = as_json
         self.quiet = quiet
         self.verbose = verbose
         self._store = None
+        self.pending: dict | None = None
 
     def store(self, create: bool = True):
         if self._store is None:
@@ -37,8 +37,11 @@ class Ctx:
         click.echo(f"warning: {msg}", err=True)
 
     def result(self, data: dict, human: str | None = None) -> None:
+        """The command's result: printed now for people; with --json kept until the command ends,
+        so stdout carries exactly one JSON document whatever happens (``main`` prints it, with
+        the error merged in if the command then fails)."""
         if self.json:
-            click.echo(json.dumps(data, indent=2, sort_keys=True))
+            self.pending = data
         elif human is not None:
             click.echo(human)
 
@@ -89,7 +92,8 @@ def _run(coro_fn, remotes):
 @click.pass_context
 def cli(ctx: click.Context, store: str | None, as_json: bool, quiet: bool, verbose: int) -> None:
     """casstore: a content-addressed store for large model weights."""
-    ctx.obj = Ctx(store, as_json, quiet, verbose)
+    c = ctx.ensure_object(Ctx)
+    c.store_arg, c.json, c.quiet, c.verbose = store, as_json, quiet, verbose
 
 
 def _policy(max_size, retention_days, keep_last, grace):

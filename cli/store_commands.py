@@ -45,6 +45,7 @@ def add(c: Ctx, path, model, version, note, breaking, meta, force, move, strict,
 
 def _usage(c: Ctx, model: str | None = None):
     """Per-version sizes with the GC's view: last use, why each is kept, what gc would free."""
+    from casstore.errors import NotFound
     from casstore.gc import plan, read_state, root_reasons
     from casstore.usage import usage
 
@@ -58,6 +59,8 @@ def _usage(c: Ctx, model: str | None = None):
     current = {v.model: v.version for v in state.versions if "current" in v.marks}
     if model:
         _ref(model)
+        if not versions:
+            raise NotFound(f"model {model} is not in the store {c.store().root}")
     return usage(versions, current, details), plan(state, policy), state, policy
 
 

@@ -78,3 +78,29 @@ def test_true_race_on_current_pointer(store, tmp_path):
         assert [r[0] for r in results] == ["conflict", "won"], results
         assert store.refs.current("m").version == results[1][1]
         assert "nothing was changed" in results[0][1]
+
+
+def _first_use(root, barrier, out):
+    barrier.wait()
+    try:
+        Store.open(root)
+        out.put("ok")
+    except Exception as e:  # noqa: BLE001 - reported to the parent
+        out.put(f"{type(e).__name__}: {e}")
+
+
+def test_sixty_processes_create_one_store_at_once(tmp_path):
+    """A job array's ranks all start on a CAS_HOME that does not exist yet: every one succeeds."""
+    ctx = multiprocessing.get_context("fork")
+    for attempt in range(3):
+        root = tmp_path / f"store{attempt}"
+        barrier, out = ctx.Barrier(60), ctx.Queue()
+        ps = [ctx.Process(target=_first_use, args=(root, barrier, out)) for _ in range(60)]
+        for p in ps:
+            p.start()
+        results = [out.get(timeout=60) for _ in ps]
+        for p in ps:
+            p.join(30)
+        assert results == ["ok"] * 60, [r for r in results if r != "ok"][:3]
+        assert sorted(os.listdir(root)) == sorted(["casstore.json", "blobs", "manifests", "refs", "roots", "views",
+                                                   "tmp", "quarantine", "leases"])
