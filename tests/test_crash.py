@@ -6,32 +6,13 @@ verify, and leftovers may exist only as temp files.
 
 import os
 import random
-import signal
-import subprocess
-import time
 
 import pytest
 
 from casstore.store import Store
-from conftest import assert_store_consistent, make_model
+from conftest import assert_store_consistent, kill_at, make_model, timed
 
 pytestmark = pytest.mark.slow
-
-
-def run_and_kill(argv, delay):
-    p = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    time.sleep(delay)
-    killed = p.poll() is None
-    if killed:
-        p.send_signal(signal.SIGKILL)
-    p.wait()
-    return killed
-
-
-def timed(argv):
-    t0 = time.monotonic()
-    subprocess.run(argv, check=True, capture_output=True)
-    return time.monotonic() - t0
 
 
 def test_kill_9_during_add_use_rollback(cas, tmp_path):
@@ -51,7 +32,7 @@ def test_kill_9_during_add_use_rollback(cas, tmp_path):
         if kills["add"] >= 30:
             break
         change_some()
-        kills["add"] += run_and_kill(cas.argv("add", src, "--name", "m", "--version", str(i)), rnd.uniform(0.2, 0.95) * t_add)
+        kills["add"] += kill_at(cas.argv("add", src, "--name", "m", "--version", str(i)), rnd.uniform(0.2, 0.95) * t_add)
         if i % 10 == 0:
             assert_store_consistent(Store.open(cas.store))
     store = Store.open(cas.store)
@@ -60,7 +41,7 @@ def test_kill_9_during_add_use_rollback(cas, tmp_path):
         if kills["switch"] >= 30:
             break
         argv = cas.argv("rollback", "m") if i % 2 else cas.argv("use", f"m@{rnd.choice(versions)}")
-        kills["switch"] += run_and_kill(argv, rnd.uniform(0.5, 1.0) * t_use)
+        kills["switch"] += kill_at(argv, rnd.uniform(0.5, 1.0) * t_use)
     assert kills["add"] + kills["switch"] >= 50, f"only {kills} processes were killed mid-run"
     assert_store_consistent(store)
     cur = store.refs.current("m")

@@ -2,15 +2,12 @@
 
 import os
 import random
-import signal
-import subprocess
-import time
 
 import pytest
 
 from casstore.store import Store
 from casstore.updates import kept
-from conftest import CasRunner, assert_store_consistent, make_model
+from conftest import CasRunner, assert_store_consistent, kill_at, make_model, timed
 
 
 @pytest.fixture
@@ -98,15 +95,17 @@ def test_kill_9_during_update(tmp_path):
         pub("add", make_model(tmp_path / f"s{v}", {"w.bin": 24 << 20, "c.json": v.encode()}), "--name", "m", "--version", v)
         pub("push", f"m@{v}", "--remote", tmp_path / "nas")
     rnd = random.Random(7)
-    outcomes = set()
+    # Calibrate: interpreter start and store open, then a whole update, so kills land in the update.
+    cal = CasRunner(tmp_path / "cal", tmp_path)
+    cal("fetch", "m@1.0.0", "--remote", tmp_path / "nas")
+    t_start = timed(cal.argv("log", "m"))
+    t_update = timed(cal.argv("update", "m", "--remote", tmp_path / "nas", "--limit-rate", "40M"))
+    outcomes, killed = set(), 0
     for i in range(12):
         user = CasRunner(tmp_path / f"u{i}", tmp_path)
         user("fetch", "m@1.0.0", "--remote", tmp_path / "nas")
-        p = subprocess.Popen(user.argv("update", "m", "--remote", tmp_path / "nas", "--limit-rate", "40M"),
-                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        time.sleep(rnd.uniform(0.1, 0.9))
-        p.send_signal(signal.SIGKILL)
-        p.wait()
+        killed += kill_at(user.argv("update", "m", "--remote", tmp_path / "nas", "--limit-rate", "40M"),
+                          t_start + rnd.uniform(0.05, 0.95) * (t_update - t_start))
         store = Store.open(tmp_path / f"u{i}")
         cur = store.refs.current("m")
         assert cur.version in ("1.0.0", "1.1.0")
@@ -116,4 +115,5 @@ def test_kill_9_during_update(tmp_path):
         assert_store_consistent(store)
         user("update", "m", "--remote", tmp_path / "nas")  # and it completes afterwards
         assert store.refs.current("m").version == "1.1.0"
+    assert killed >= 8, f"only {killed} of 12 updates were still running when killed"
     assert "1.0.0" in outcomes

@@ -1,0 +1,113 @@
+"""Fault injection for the store's I/O, in a child process, through one seam: the ``os`` functions
+casstore calls (it always calls them as ``os.name``). A rule names an operation, the errno to
+raise, which calls it hits and how often, as NAS and SMB clients fail in practice.
+
+    CAS_FAULTS='[{"op": "fsync", "errno": "EIO", "after": 2, "times": 1, "kind": "file"}]'
+
+``op``: fsync | link | rename | replace | open | pwrite | write | copy_file_range. ``kind`` (fsync only): file | dir.
+``path``: a substring the path must contain. ``after``: matching calls let through first.
+``times``: failures before calls succeed again (-1: forever). ``after_bytes`` (pwrite/write):
+fail once this many bytes were written.
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import stat
+import sys
+
+BOOT = "import sys, faults; faults.install(); from casstore_cli.main import main; main(sys.argv[1:])"
+
+
+def argv(store, *args) -> list[str]:
+    """A `cas` command line that runs with the faults in ``CAS_FAULTS``."""
+    return [sys.executable, "-c", BOOT, "--store", str(store), *map(str, args)]
+
+
+def env(rules: list[dict]) -> dict[str, str]:
+    here = os.path.dirname(os.path.abspath(__file__))
+    return {**os.environ, "CAS_FAULTS": json.dumps(rules),
+            "PYTHONPATH": here + os.pathsep + os.environ.get("PYTHONPATH", "")}
+
+
+class _Rule:
+    def __init__(self, spec: dict) -> None:
+        self.op = spec["op"]
+        self.errno = getattr(errno, spec.get("errno", "EIO"))
+        self.after = spec.get("after", 0)
+        self.times = spec.get("times", 1)
+        self.kind = spec.get("kind")
+        self.path = spec.get("path")
+        self.after_bytes = spec.get("after_bytes")
+        self.seen = 0
+        self.failed = 0
+        self.bytes = 0
+
+    def hit(self, path: str | None = None, fd: int | None = None, nbytes: int = 0) -> bool:
+        if self.path is not None and (path is None or self.path not in path):
+            return False
+        if self.kind is not None and fd is not None:
+            is_dir = stat.S_ISDIR(os.fstat(fd).st_mode)
+            if is_dir != (self.kind == "dir"):
+                return False
+        if self.times != -1 and self.failed >= self.times:
+            return False
+        if self.after_bytes is not None:
+            self.bytes += nbytes
+            if self.bytes <= self.after_bytes:
+                return False
+        else:
+            self.seen += 1
+            if self.seen <= self.after:
+                return False
+        self.failed += 1
+        return True
+
+
+def install() -> None:
+    rules = [_Rule(r) for r in json.loads(os.environ.get("CAS_FAULTS", "[]"))]
+
+    def check(op: str, path=None, fd=None, nbytes=0) -> None:
+        for r in rules:
+            if r.op == op and r.hit(None if path is None else os.fsdecode(path), fd, nbytes):
+                raise OSError(r.errno, f"{os.strerror(r.errno)} (injected)", None if path is None else os.fsdecode(path))
+
+    real = {n: getattr(os, n) for n in ("fsync", "link", "rename", "replace", "open", "pwrite", "write",
+                                         "copy_file_range")}
+
+    def fsync(fd):
+        check("fsync", fd=fd)
+        return real["fsync"](fd)
+
+    def link(src, dst, *a, **kw):
+        check("link", path=dst)
+        return real["link"](src, dst, *a, **kw)
+
+    def rename(src, dst, *a, **kw):
+        check("rename", path=dst)
+        return real["rename"](src, dst, *a, **kw)
+
+    def replace(src, dst, *a, **kw):
+        check("replace", path=dst)
+        return real["replace"](src, dst, *a, **kw)
+
+    def open_(path, flags, *a, **kw):
+        check("open", path=path)
+        return real["open"](path, flags, *a, **kw)
+
+    def pwrite(fd, data, offset):
+        check("pwrite", nbytes=len(data))
+        return real["pwrite"](fd, data, offset)
+
+    def write(fd, data):
+        check("write", nbytes=len(data))
+        return real["write"](fd, data)
+
+    os.fsync, os.link, os.rename, os.replace, os.open = fsync, link, rename, replace, open_
+    def copy_file_range(src, dst, count, *a, **kw):
+        check("copy_file_range", nbytes=count)
+        return real["copy_file_range"](src, dst, count, *a, **kw)
+
+    os.pwrite, os.write, os.copy_file_range = pwrite, write, copy_file_range
