@@ -1,4 +1,4 @@
-"""Write-then-rename (DESIGN.md rule 2): nothing partial is ever visible under a final name.
+"""Write-then-rename (docs/architecture.md, invariant 2): nothing partial is ever visible under a final name.
 
 Temp files are unique to their writer (host, pid, random), live on the store's filesystem, are
 fsynced before they are linked into place, and the directory is fsynced after.

@@ -17,7 +17,7 @@ from .errors import InvalidDigest
 ALGORITHM = "blake3"
 _HEX = re.compile(r"[0-9a-f]{64}")
 
-# Below this size threading costs more than it saves (measured in bench/bench_hash.py).
+# Below this size threading costs more than it saves (measured when it was written; bench/bench_add.py times hashing as a whole).
 _THREADED_MIN = 4 << 20
 _READ_CHUNK = 8 << 20
 _MMAP_WINDOW = 64 << 20  # a multiple of the page size, as mmap offsets must be

@@ -1,6 +1,6 @@
 """`cas fetch`: resolve a version on the remotes, download what is missing, then record it.
 
-Order (rule 3): verified blobs, then the manifest, then the tag, then the current pointer for a
+Order (invariant 3): verified blobs, then the manifest, then the tag, then the current pointer for a
 model that has none. Nothing from a remote is used before it is checked: the index is parsed
 strictly, the manifest must hash to the digest the index names and parse (paths included), and
 every blob is verified by the download engine before it is published.

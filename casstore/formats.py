@@ -1,4 +1,4 @@
-"""Checks of the file formats we know, with bounded reads (DESIGN.md rule 9).
+"""Checks of the file formats we know, with bounded reads (docs/architecture.md, invariant 11).
 
 Model files are bytes: nothing here unpickles or loads tensors. A check returns a list of
 problems (empty when the file is well formed); add warns about them, verify reports them.

@@ -9,7 +9,7 @@ Phase 1 removes what no version, root or lease references. Phase 2, while the st
 ``max_size``, removes whole non-root versions, least recently used first. Nothing younger than
 the grace period (by the store's own clock: file mtimes on its filesystem) is deleted.
 
-Execution deletes refs first and blobs last (DESIGN.md rule 3), re-marks from the live state
+Execution deletes refs first and blobs last (docs/architecture.md, invariant 3), re-marks from the live state
 just before deleting objects, and deletes a blob by renaming it aside, checking once more that
 no writer refreshed it or leased it meanwhile, and only then unlinking it — otherwise it is put
 back. A writer that finds a blob present refreshes its mtime, which is what makes that check

@@ -1,6 +1,6 @@
 """A machine-local cache of file digests, keyed by (device, inode, size, mtime).
 
-It lives in the user's cache directory, never in a shared store (rule 11): inode numbers mean
+It lives in the user's cache directory, never in a shared store (invariant 13): inode numbers mean
 nothing on another machine. It is advisory: any failure just means hashing again.
 """
 

@@ -1,6 +1,6 @@
 """`cas add`: snapshot a directory or a file as MODEL@VERSION.
 
-Order (rule 3): scan and validate everything, hash, check formats and free space, then write
+Order (invariant 3): scan and validate everything, hash, check formats and free space, then write
 blobs, then the manifest, then the tag, then (for a model's first version) the current pointer.
 A crash at any point leaves only temp files and unreferenced blobs.
 """

@@ -2,7 +2,7 @@
 
 Canonical means the same manifest always encodes to the same bytes (sorted keys, sorted entries,
 fixed indentation, integers only, UTF-8, one trailing newline), so its digest names it. Parsing
-validates everything, paths included (DESIGN.md rule 6), before a caller can act on it.
+validates everything, paths included (docs/architecture.md, invariant 8), before a caller can act on it.
 """
 
 from __future__ import annotations

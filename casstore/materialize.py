@@ -1,6 +1,6 @@
 """Turning a manifest into files: read-only views inside the store, and checkouts anywhere.
 
-Never writes through a path it did not create (rule 6): every directory on the way to a target
+Never writes through a path it did not create (invariant 8, docs/security.md): every directory on the way to a target
 is checked with lstat, and a file is replaced by creating a sibling and renaming it over the old
 name, so an existing file, hard link or symlink at the target is never opened for writing.
 """

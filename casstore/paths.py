@@ -1,4 +1,4 @@
-"""Validation of file paths inside a manifest (DESIGN.md rule 6).
+"""Validation of file paths inside a manifest (docs/architecture.md, invariant 8).
 
 A manifest path is checked here once, when the manifest is parsed, before anything touches a
 file; code that later joins it to a destination can rely on it.

@@ -1,4 +1,4 @@
-"""Group-shared stores (DESIGN.md rule 11): one store directory used by a team's accounts.
+"""Group-shared stores (docs/architecture.md, invariant 13): one store directory used by a team's accounts.
 
 `cas init --shared` writes ``shared.json`` and makes every directory group-writable and setgid
 (new files and directories then belong to the store's group, and Linux gives new directories

@@ -1,6 +1,6 @@
 """The object database: blobs and manifests addressed by digest, plus the store's refs.
 
-Writes follow DESIGN.md section 4: a writer-unique temp file on the store's filesystem, hashed
+Writes follow invariants 2-4 of docs/architecture.md: a writer-unique temp file on the store's filesystem, hashed
 after it is written (the digest names exactly the bytes published), fsynced, then linked into
 place without replacing. A second writer of the same object just refreshes its mtime.
 """
@@ -185,7 +185,7 @@ class Store:
     # manifests ---------------------------------------------------------------------------------
 
     def put_manifest(self, m: Manifest) -> Digest:
-        """Write a manifest; every blob it lists must already be in the store (rule 3)."""
+        """Write a manifest; every blob it lists must already be in the store (invariant 3)."""
         missing = [e for e in m.entries if not self.has_blob(e.digest)]
         if missing:
             raise IntegrityError(
@@ -247,7 +247,7 @@ class Store:
         return version, d, self.get_manifest(d)
 
     def now(self) -> float:
-        """The store's own clock: the mtime its filesystem gives a fresh file (rule 5)."""
+        """The store's own clock: the mtime its filesystem gives a fresh file (invariant 6)."""
         p = self.tmp_path("clock.")
         try:
             fd = os.open(p, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)

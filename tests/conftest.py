@@ -117,7 +117,7 @@ def cas(tmp_path) -> CasRunner:
 
 
 def assert_store_consistent(store: Store) -> None:
-    """The invariant of DESIGN.md section 4: every tag and current pointer resolves to a complete
+    """Invariants 2-4 of docs/architecture.md: every tag and current pointer resolves to a complete
     manifest whose blobs all hash to their names; leftovers exist only as temp files."""
     for model in store.refs.models():
         targets = dict(store.refs.tags(model))

@@ -2,7 +2,7 @@
 
 Keys are built only from a parsed ``Digest`` or a validated model name, so a backend never sees
 a path it did not get from here. Retries, rate limits and mirrors wrap a remote (see
-``download.py`` and ``remotes/mirrors.py``); backends stay plain.
+``download.py``, which tries mirrors in order); backends stay plain.
 
 The layout, the same on disk, over HTTP and in a bucket:
 
