@@ -1,9 +1,11 @@
 """Real unprivileged accounts for tests that must not run only as root (CI runs as root; root
 bypasses permission bits, so such tests assert on what was written, not on EACCES)."""
 
+import contextlib
 import os
 import shutil
 import subprocess
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -49,3 +51,25 @@ def run_as(user: str, lib: Path, home: Path, *args, cwd=None) -> subprocess.Comp
     return subprocess.run(["setpriv", f"--reuid={user}", f"--regid={GROUP}", "--init-groups", system_python(),
                            "-m", "casstore_cli.main", *map(str, args)],
                           capture_output=True, text=True, env=env, cwd=cwd or home, timeout=120)
+
+
+def open_to_all(root: Path) -> None:
+    """Directories 0755 and files 0644 below ``root``: readable by every account."""
+    for dirpath, _, filenames in os.walk(root):
+        os.chmod(dirpath, 0o755)
+        for f in filenames:
+            os.chmod(os.path.join(dirpath, f), 0o644)
+
+
+@contextlib.contextmanager
+def readable_base(prefix: str):
+    """A temp directory every account can read (removed afterwards), and ``lib`` in it: the
+    project and what `cas` imports. (pytest's tmp_path sits under root's private directories.)"""
+    base = Path(tempfile.mkdtemp(prefix=prefix))
+    try:
+        os.chmod(base, 0o755)
+        lib = pythonpath(base)
+        open_to_all(base)
+        yield base, lib
+    finally:
+        shutil.rmtree(base, ignore_errors=True)

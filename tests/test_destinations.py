@@ -11,12 +11,10 @@ import pwd
 import shutil
 import stat
 import subprocess
-import tempfile
-from pathlib import Path
 
 import pytest
 
-from accounts import GROUP, pythonpath, run_as
+from accounts import GROUP, readable_base, run_as
 from casstore.destination import Destination, UnsafeDestination
 from casstore.errors import InvalidInput
 from casstore.ingest import add
@@ -183,14 +181,7 @@ def test_cas_toml_field_types_are_checked(tmp_path):
 def test_sync_through_a_symlink_as_an_unprivileged_user(users):
     """The same attack as a normal account: its own files outside the project survive."""
     user = users[0]
-    base = Path(tempfile.mkdtemp(prefix="cas-sync-attack-"))
-    try:
-        os.chmod(base, 0o755)
-        lib = pythonpath(base)
-        for dirpath, _, filenames in os.walk(base):
-            os.chmod(dirpath, 0o755)
-            for f in filenames:
-                os.chmod(os.path.join(dirpath, f), 0o644)
+    with readable_base("cas-sync-attack-") as (base, lib):
         home = base / "home"
         home.mkdir()
         shutil.chown(home, user, GROUP)
@@ -210,5 +201,3 @@ def test_sync_through_a_symlink_as_an_unprivileged_user(users):
         p = run_as(user, lib, home, "--store", home / "store", "sync", cwd=repo)
         assert p.returncode == 2 and "symlink" in p.stderr, p.stderr
         assert snapshot(mine) == before
-    finally:
-        shutil.rmtree(base, ignore_errors=True)

@@ -5,12 +5,10 @@ import json
 import os
 import shutil
 import subprocess
-import tempfile
-from pathlib import Path
 
 import pytest
 
-from accounts import GROUP, pythonpath as _pythonpath
+from accounts import GROUP, readable_base
 from casstore.store import Store
 from conftest import assert_store_consistent
 
@@ -21,14 +19,7 @@ def test_two_users_read_add_and_collect(users):
     python = shutil.which("python3.11", path="/usr/bin") or "/usr/bin/python3"
     if not os.path.exists(python):
         pytest.fail("a system python3 that other users can run is needed")
-    base = Path(tempfile.mkdtemp(prefix="cas-shared-"))
-    try:
-        os.chmod(base, 0o755)
-        lib = _pythonpath(base)
-        for dirpath, dirnames, filenames in os.walk(base):
-            os.chmod(dirpath, 0o755)
-            for f in filenames:
-                os.chmod(os.path.join(dirpath, f), 0o644)
+    with readable_base("cas-shared-") as (base, lib):
         store = base / "store"
         store.mkdir()
         os.chown(store, 0, grp.getgrnam(GROUP).gr_gid)
@@ -75,5 +66,3 @@ def test_two_users_read_add_and_collect(users):
         # Nothing that one user wrote has permissions the other would trip over.
         doctor = json.loads(cas("castest2", "--json", "doctor", ok=False).stdout)
         assert [f for f in doctor["findings"] if f["kind"] == "permissions"] == []
-    finally:
-        shutil.rmtree(base, ignore_errors=True)

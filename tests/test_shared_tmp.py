@@ -9,12 +9,11 @@ import os
 import shutil
 import stat
 import subprocess
-import tempfile
 from pathlib import Path
 
 import pytest
 
-from accounts import GROUP, pythonpath, run_as, system_python
+from accounts import GROUP, open_to_all, readable_base, run_as, system_python
 from casstore.digest import Digest
 from casstore.store import Store
 from conftest import CasRunner, assert_store_consistent, make_model
@@ -107,19 +106,9 @@ def test_one_member_cannot_make_another_overwrite_their_files(users):
     """castest1 plants the partial; castest2, whose file it points at, fetches."""
     attacker, victim_user = users
     gid = grp.getgrnam(GROUP).gr_gid
-    base = Path(tempfile.mkdtemp(prefix="cas-tmp-attack-"))
-    try:
-        os.chmod(base, 0o755)
-        lib = pythonpath(base)
-        for dirpath, _, filenames in os.walk(base):
-            os.chmod(dirpath, 0o755)
-            for f in filenames:
-                os.chmod(os.path.join(dirpath, f), 0o644)
+    with readable_base("cas-tmp-attack-") as (base, lib):
         d, size, data = publish_one(base, base / "nas")
-        for dirpath, _, filenames in os.walk(base / "nas"):
-            os.chmod(dirpath, 0o755)
-            for f in filenames:
-                os.chmod(os.path.join(dirpath, f), 0o644)
+        open_to_all(base / "nas")
         store = base / "store"
         store.mkdir()
         os.chown(store, 0, gid)
@@ -142,5 +131,3 @@ def test_one_member_cannot_make_another_overwrite_their_files(users):
         assert stat.S_IMODE(secret.stat().st_mode) == 0o600
         assert_blob_is_ours(Store.open(store), d, data)
         assert run_as(victim_user, lib, home2, "--store", store, "verify").returncode == 0
-    finally:
-        shutil.rmtree(base, ignore_errors=True)
