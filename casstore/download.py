@@ -333,6 +333,7 @@ class Downloader:
                 break
             job.fd, job.done = fd, done
             job.adopted = sum(b - a for a, b in done)
+            log.info("resuming %s from %s: %d of %d bytes already here", d, rec.name, job.adopted, size)
             return job
         return self._fresh(d, size)
 
@@ -486,7 +487,11 @@ class Downloader:
         job = part.job
         key = blob_key(job.digest, job.size)
         last: BaseException | None = None
-        for remote in self.remotes:
+        for i, remote in enumerate(self.remotes):
+            another = i < len(self.remotes) - 1
+            if remote.unreachable and another:
+                log.debug("skipping %s: it refused a connection earlier in this run", remote.url)
+                continue  # try it last, if at all
             for attempt in range(self.s.attempts):
                 if part.pos >= part.end or job.error is not None:
                     return
@@ -498,12 +503,14 @@ class Downloader:
                     break  # the next mirror may have it
                 except RemoteError as e:
                     last = e
-                    if not e.retryable or attempt == self.s.attempts - 1:
+                    if not e.retryable or attempt == self.s.attempts - 1 or (remote.unreachable and another):
                         break
                     self.stats.retries += 1
                     delay = min(self.s.backoff_cap, self.s.backoff * 2**attempt) * random.uniform(0.5, 1.0)
                     if e.retry_after is not None:
                         delay = min(max(delay, e.retry_after), 300.0)
+                    log.info("retrying %s [%d-%d) in %.1fs (attempt %d): %s", remote.describe(key), part.pos, part.end,
+                             delay, attempt + 2, e)
                     await asyncio.sleep(delay)
                 except OSError as e:
                     if e.errno == 28:

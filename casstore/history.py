@@ -57,18 +57,22 @@ _FIELDS = {"seq": int, "version": str, "manifest": str, "previous": (str, type(N
 
 
 def undo_stack(history: list[Switch]) -> list[Switch]:
-    """Replay the history into the stack that rollback walks back through."""
+    """Replay the history into the stack that rollback walks back through.
+
+    A switch pushes its version (a repeat of the version on top only replaces it, so the stack
+    holds distinct neighbours); a rollback to a version on the stack pops back to it, undoing
+    what was above; a rollback to a version no longer on the stack is a switch to it.
+    """
     stack: list[Switch] = []
     for s in history:
         if s.action == "rollback":
-            if stack:
-                stack.pop()  # the version being left
-            while stack and stack[-1].version != s.version:
-                stack.pop()  # a named rollback further back
-            if stack:
-                stack[-1] = s
-            else:
-                stack.append(s)
+            at = next((i for i in range(len(stack) - 1, -1, -1) if stack[i].version == s.version), None)
+            if at is not None:
+                del stack[at + 1 :]
+                stack[at] = s
+                continue
+        if stack and stack[-1].version == s.version:
+            stack[-1] = s
         else:
             stack.append(s)
     return stack

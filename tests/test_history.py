@@ -54,3 +54,13 @@ def test_rollback_pops_even_when_the_same_version_repeats():
     assert versions(undo_stack(h)) == ["1.0"]
     with pytest.raises(NotFound):
         rollback_target(h)
+
+
+def test_the_reported_stuck_rollbacks():
+    # use 1.1 twice, then rollback: back to 1.0, not "1.1 -> 1.1" (a repeat only replaces the top)
+    h = [sw(1, "1.0", "add"), sw(2, "1.1"), sw(3, "1.1")]
+    assert rollback_target(h)[0] == "1.0"
+    # use 1.1; use 1.2; rollback; rollback 1.2; rollback -> 1.1, as `cas log` shows it came before
+    h = [sw(1, "1.0", "add"), sw(2, "1.1"), sw(3, "1.2"), sw(4, "1.1", "rollback"), sw(5, "1.2", "rollback")]
+    assert versions(undo_stack(h)) == ["1.0", "1.1", "1.2"]
+    assert rollback_target(h)[0] == "1.1"

@@ -1,4 +1,5 @@
-"""The store against a dictionary model: add / use / rollback / checkout in any order."""
+"""The store against a dictionary model: add / use / rollback (plain and named) / checkout / log in
+any order. Rollback walks back through distinct versions and always agrees with the log."""
 
 import shutil
 import tempfile
@@ -55,7 +56,8 @@ class StoreMachine(RuleBasedStateMachine):
     def use_version(self, data):
         model, version = data.draw(st.sampled_from(sorted(self.tags)))
         use(self.store, model, version)
-        self.stack[model].append(version)
+        if self.stack[model][-1] != version:  # using the current version changes nothing
+            self.stack[model].append(version)
 
     @rule(model=st.sampled_from(MODELS))
     def rollback_model(self, model):
@@ -67,6 +69,20 @@ class StoreMachine(RuleBasedStateMachine):
             return
         stack.pop()
         assert s.version == stack[-1]
+
+    @precondition(lambda self: self.stack)
+    @rule(data=st.data())
+    def rollback_to_named(self, data):
+        model = data.draw(st.sampled_from(sorted(self.stack)))
+        ever = sorted({s.version for s in self.store.refs.history(model)})
+        version = data.draw(st.sampled_from(ever))
+        s = rollback(self.store, model, version)
+        assert s.version == version
+        stack = self.stack[model]
+        if version in stack:  # back to it: what was above is undone
+            del stack[len(stack) - stack[::-1].index(version):]
+        elif stack[-1] != version:  # no longer on the stack: a switch to it
+            stack.append(version)
 
     @rule(model=st.sampled_from(MODELS))
     def checkout_current(self, model):
@@ -86,6 +102,9 @@ class StoreMachine(RuleBasedStateMachine):
             return
         for model, stack in self.stack.items():
             assert self.store.refs.current(model).version == stack[-1]
+            log = self.store.refs.history(model)  # what `cas log` prints, oldest first
+            assert log[-1].version == stack[-1]
+            assert all(a.version != b.version or b.action == "rollback" for a, b in zip(log, log[1:]))
         assert {(m, v) for m in MODELS for v in self.store.refs.tags(m)} == set(self.tags)
         assert_store_consistent(self.store)
 

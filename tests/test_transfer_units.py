@@ -12,7 +12,7 @@ from casstore.ratelimit import RateLimiter
 from casstore.remotes import blob
 from casstore.remotes.directory import DirectoryRemote
 from casstore.remotes.http import HttpRemote
-from servers import ThreadedApp
+from servers import ThreadedApp, free_port
 
 
 def test_range_bookkeeping():
@@ -88,3 +88,25 @@ def test_idle_workers_split_a_slow_part(store):
         srv.stop()
     assert len(ranges) >= 2 and ranges[0][0] == 0 and any(a > 0 for a, _ in ranges[1:])
     assert st.bytes_downloaded == size and store.blob_path(d).read_bytes() == data
+
+
+def test_a_mirror_that_refuses_connections_is_skipped_for_the_rest_of_the_run(store, tmp_path):
+    """An unreachable first mirror costs one refused connection, not five retries per part."""
+    good = DirectoryRemote(tmp_path / "good")
+    blobs = {}
+    for i in range(6):
+        data = os.urandom(300_000)
+        d = Digest.of_bytes(data)
+        asyncio.run(good.write(blob(d), data))
+        blobs[d] = len(data)
+    dead = HttpRemote(f"http://127.0.0.1:{free_port()}/")  # nothing listens there
+
+    async def go():
+        try:
+            return await Downloader(store, [dead, good], Settings(jobs=3, backoff=0.5)).fetch(blobs)
+        finally:
+            await dead.close()
+
+    st = asyncio.run(go())
+    assert all(store.has_blob(d) for d in blobs)
+    assert dead.unreachable and st.retries == 0

@@ -62,6 +62,9 @@ class Remote(ABC):
     #: Whether ranged reads are served as such (True), answered with the whole object (False),
     #: or not known yet (None). The engine splits a blob into parallel parts only when True.
     ranges: bool | None = True
+    #: Set when the remote refused a connection: later requests of the same run go to the next
+    #: mirror first instead of retrying this one (a dead mirror must not cost minutes).
+    unreachable: bool = False
 
     def describe(self, key: Key | str) -> str:
         """The URL of an object, for error messages."""
@@ -87,6 +90,11 @@ class Remote(ABC):
     @abstractmethod
     async def write_index(self, model: str, data: bytes, expect: str | None) -> None:
         """Replace the index if its tag is still ``expect`` (None: must not exist); else Conflict."""
+
+    async def looks_like_remote(self) -> bool:
+        """Whether a casstore remote is there at all (its format file): tells a wrong URL or a
+        missing directory apart from a model that is not published."""
+        return True
 
     async def close(self) -> None:
         pass

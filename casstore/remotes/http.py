@@ -9,6 +9,7 @@ on loopback or with ``insecure``.
 from __future__ import annotations
 
 import ipaddress
+import logging
 from collections.abc import AsyncIterator
 from pathlib import Path
 from urllib.parse import urljoin, urlsplit
@@ -17,9 +18,10 @@ import aiohttp
 
 from ..errors import Conflict, IntegrityError, InvalidInput, NotFound, RemoteError
 from ..index import MAX_INDEX_BYTES
-from .base import CHUNK, Key, Remote, index_path
+from .base import CHUNK, FORMAT_FILE, Key, Remote, index_path
 
 MAX_REDIRECTS = 5
+log = logging.getLogger("casstore")
 
 
 def is_loopback(host: str | None) -> bool:
@@ -99,8 +101,12 @@ class HttpRemote(Remote):
             h = dict(headers)
             if self._token and _origin(url) == first:
                 h["Authorization"] = f"Bearer {self._token}"
+            log.debug("%s %s%s", method, url, f" ({h['Range']})" if "Range" in h else "")
             try:
                 resp = await self._sess().request(method, url, headers=h, allow_redirects=False, **kw)
+            except aiohttp.ClientConnectorError as e:
+                self.unreachable = True
+                raise RemoteError(f"cannot connect to {url}: {e}", retryable=True) from e
             except (aiohttp.ClientError, TimeoutError, OSError) as e:
                 raise RemoteError(f"{method} {url} failed: {type(e).__name__}: {e}", retryable=True) from e
             if resp.status in (301, 302, 303, 307, 308) and "Location" in resp.headers:
@@ -117,8 +123,15 @@ class HttpRemote(Remote):
         url = str(resp.url)
         if resp.status == 404:
             return NotFound(f"{url} does not exist (404)")
+        if resp.status == 405 and what == "PUT":
+            return RemoteError(f"{url} does not accept uploads (405): it is a read-only static server; push to "
+                               f"`cas serve` or to a directory remote, and let this server serve what is published")
         if resp.status in (401, 403):
-            return RemoteError(f"{what} {url} refused ({resp.status}): check the token for this remote")
+            if self._token is None:
+                return RemoteError(f"{what} {url} refused ({resp.status}) and no token was sent: set CAS_TOKEN (or "
+                                   f"CAS_TOKEN_<REMOTE NAME>) or `token` for this remote in the user config")
+            return RemoteError(f"{what} {url} refused ({resp.status}): the token sent (from CAS_TOKEN, "
+                               f"CAS_TOKEN_<REMOTE NAME> or the user config) is not accepted there")
         if resp.status == 412:
             return Conflict(f"{url} changed while publishing (412); try again")
         if resp.status == 422:
@@ -126,6 +139,14 @@ class HttpRemote(Remote):
         retryable = resp.status in (408, 425, 429) or resp.status >= 500
         return RemoteError(f"{what} {url} failed: HTTP {resp.status} {resp.reason}", retryable=retryable,
                            retry_after=_retry_after(resp))
+
+    async def looks_like_remote(self) -> bool:
+        try:
+            resp = await self._request("HEAD", FORMAT_FILE)
+        except RemoteError:
+            return False
+        async with resp:
+            return resp.status == 200
 
     async def stat(self, key: Key) -> int | None:
         resp = await self._request("HEAD", key.path)
