@@ -41,28 +41,33 @@ def open_store(path=None, *, create: bool = True) -> Store:
 
 
 def fetch(ref: str, *, remote: str | None = None, store: Store | str | None = None, jobs: int = 8,
-          limit_rate: int | None = None, progress=None):
-    """Fetch ``MODEL[@VERSION]`` (latest if no version) and return its read-only directory."""
+          limit_rate: int | None = None, progress=None, offline: bool | None = None):
+    """Fetch ``MODEL[@VERSION]`` (latest if no version) and return its read-only directory.
+
+    An exact version complete in the store never contacts a remote; ``offline`` (default:
+    ``CAS_OFFLINE``) never does, and a model without a version is then the newest one here.
+    """
     import asyncio
 
-    result = asyncio.run(afetch(ref, remote=remote, store=store, jobs=jobs, limit_rate=limit_rate, progress=progress))
+    result = asyncio.run(afetch(ref, remote=remote, store=store, jobs=jobs, limit_rate=limit_rate, progress=progress,
+                                offline=offline))
     return result.path
 
 
 async def afetch(ref: str, *, remote: str | None = None, store: Store | str | None = None, jobs: int = 8,
-                 limit_rate: int | None = None, progress=None):
+                 limit_rate: int | None = None, progress=None, offline: bool | None = None):
     """The async form of ``fetch``: returns a ``FetchResult`` (``.path``, ``.stats``, ``.version``)."""
     from .download import Settings
-    from .fetching import fetch as _fetch, open_remotes
+    from .fetching import fetch as _fetch, remotes_for_fetch
     from .materialize import view
     from .names import Ref
 
     r = Ref.parse(ref)
     st = store if isinstance(store, Store) else open_store(store)
-    remotes = open_remotes(remote)
+    remotes = remotes_for_fetch(remote, offline=offline)
     try:
         result = await _fetch(st, remotes, r.model, r.version, settings=Settings.from_env(jobs=jobs, rate=limit_rate),
-                              progress=progress)
+                              progress=progress, offline=offline)
     finally:
         for rm in remotes:
             await rm.close()

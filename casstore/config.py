@@ -52,11 +52,18 @@ def store_path(explicit: str | os.PathLike | None = None) -> Path:
 
 def save_user_config(cfg: dict) -> None:
     """Write the user config file atomically, readable by its owner only (it may hold tokens)."""
-    import tomli_w
+    import tomlkit
 
     p = config_path()
     p.parent.mkdir(parents=True, exist_ok=True)
     tmp = p.with_name(p.name + ".tmp")
-    tmp.write_text(tomli_w.dumps(cfg))
+    tmp.write_text(tomlkit.dumps(cfg))
     os.chmod(tmp, 0o600)
     os.replace(tmp, p)
+
+
+def offline(explicit: bool | None = None) -> bool:
+    """Never contact a remote: ``--offline``/``offline=True``, else ``CAS_OFFLINE=1``."""
+    if explicit is not None:
+        return explicit
+    return os.environ.get("CAS_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on")

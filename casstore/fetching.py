@@ -8,19 +8,23 @@ every blob is verified by the download engine before it is published.
 
 from __future__ import annotations
 
+import logging
 import time
 from dataclasses import dataclass, field
 
+from .config import offline as is_offline
 from .digest import Digest
 from .download import Downloader, Settings, Stats
-from .errors import Conflict, IntegrityError, InvalidManifest, NotFound, RemoteError
-from .gc import mark
+from .errors import CasError, Conflict, IntegrityError, InvalidManifest, NotFound, RemoteError
+from .gc import record_use
 from .index import Index
 from .leases import Lease
 from .manifest import MAX_MANIFEST_BYTES, Manifest
-from .remotes.base import Remote, index_path, manifest as manifest_key
-from .store import Store
-from .versioning import latest
+from .remotes.base import FORMAT_FILE, Remote, index_path, manifest as manifest_key
+from .store import Store, touch
+from .versioning import latest, sort_key
+
+log = logging.getLogger("casstore")
 
 
 @dataclass
@@ -52,6 +56,10 @@ async def read_index(remotes: list[Remote], model: str) -> tuple[Index, Remote]:
     where = ", ".join(r.describe(index_path(model)) for r in remotes)
     if errors:
         raise RemoteError(f"cannot read the versions of {model} ({where}): {'; '.join(errors)}")
+    for r in remotes:
+        if not await r.looks_like_remote():
+            raise NotFound(f"there is no casstore remote at {r.url} (no {FORMAT_FILE} there): check the URL or "
+                           f"path of the remote; `cas push` creates a directory remote")
     raise NotFound(f"model {model} is not published on {where}")
 
 
@@ -88,9 +96,31 @@ async def fetch(
     *,
     settings: Settings | None = None,
     progress=None,
+    offline: bool | None = None,
 ) -> FetchResult:
+    """Bring ``model@version`` (the newest release if no version) into the store.
+
+    An exact version that is complete in the store never contacts a remote. Offline
+    (``offline`` or ``CAS_OFFLINE=1``), or when no remote answers, a model without a version
+    is the newest version complete in the store.
+    """
     t0 = time.monotonic()
-    index, _ = await read_index(remotes, model)
+    if version is not None and (here := _complete_locally(store, model, version)) is not None:
+        return _local_result(store, model, version, here, t0)
+    if is_offline(offline):
+        if version is None and (newest := _newest_local(store, model)) is not None:
+            return _local_result(store, model, newest, _complete_locally(store, model, newest), t0)
+        what = f"{model}@{version}" if version else f"any version of {model}"
+        raise NotFound(f"offline, and {what} is not complete in the store {store.root}")
+    if not remotes:
+        raise NotFound("no remote configured: add one with `cas remote add NAME URL --default`")
+    try:
+        index, _ = await read_index(remotes, model)
+    except RemoteError as e:
+        if version is None and (newest := _newest_local(store, model)) is not None:
+            log.warning("%s; using %s@%s, the newest version in the store", e, model, newest)
+            return _local_result(store, model, newest, _complete_locally(store, model, newest), t0)
+        raise
     if version is None:
         version = latest(index.versions)
         if version is None:
@@ -125,14 +155,70 @@ async def fetch(
                 result.current = True
             except Conflict:
                 pass
-        mark(store, model, version, "used")
+        record_use(store, model, version)
     result.elapsed = time.monotonic() - t0
     return result
 
 
-def open_remotes(remote: str | None = None, *, insecure: bool = False, **http_options) -> list[Remote]:
+def _complete_locally(store: Store, model: str, version: str) -> Digest | None:
+    """The manifest of ``model@version`` if its tag, manifest and every blob are in the store."""
+    d = store.refs.get_tag(model, version)
+    if d is None or not store.has_manifest(d):
+        return None
+    try:
+        m = store.get_manifest(d)
+    except CasError:
+        return None
+    return d if all(store.has_blob(e.digest) for e in m.entries) else None
+
+
+def _newest_local(store: Store, model: str) -> str | None:
+    complete = [v for v in store.refs.tags(model) if _complete_locally(store, model, v) is not None]
+    return max(complete, key=sort_key, default=None)
+
+
+def _local_result(store: Store, model: str, version: str, digest: Digest, t0: float) -> FetchResult:
+    """What a fetch of a version the store already holds does: lease and touch it (so a GC
+    running now keeps it), make it current if the model has none, record its use."""
+    m = store.get_manifest(digest)
+    sizes = {e.digest: e.size for e in m.entries}
+    result = FetchResult(model, version, digest, stats=Stats(blobs=len(sizes), bytes_total=sum(sizes.values()),
+                                                             bytes_reused=sum(sizes.values())))
+    with Lease(store, f"fetch {model}@{version}", [digest, *sizes]):
+        if not all(touch(store.blob_path(d)) for d in sizes) or store.refs.get_tag(model, version) != digest:
+            raise NotFound(f"{model}@{version} was collected while being fetched; fetch it again")
+        if store.refs.current(model) is None:
+            try:
+                store.refs.switch(model, version, digest, action="fetch", expect=None)
+                result.current = True
+            except Conflict:
+                pass
+        record_use(store, model, version)
+    result.elapsed = time.monotonic() - t0
+    return result
+
+
+def open_remotes(remote: str | None = None, *, insecure: bool = False, offline: bool | None = None,
+                 **http_options) -> list[Remote]:
     from .remoteconfig import choose
     from .remotes import open_remote
 
+    if is_offline(offline):
+        raise RemoteError("offline (--offline or CAS_OFFLINE=1): not contacting a remote")
+
     return [open_remote(s.url, token=s.token, insecure=insecure or s.insecure, **http_options) for s in choose(remote)]
 
+
+
+def remotes_for_fetch(remote: str | None = None, *, insecure: bool = False, offline: bool | None = None,
+                      **http_options) -> list[Remote]:
+    """The remotes a fetch may use: none when offline, or when none is configured and none was
+    named (a version complete in the store needs none; ``fetch`` says so if it does)."""
+    if is_offline(offline):
+        return []
+    try:
+        return open_remotes(remote, insecure=insecure, **http_options)
+    except NotFound:
+        if remote:
+            raise
+        return []

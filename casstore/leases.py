@@ -8,6 +8,7 @@ clock belongs to a process that is gone, and is ignored and later removed.
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import threading
@@ -49,7 +50,15 @@ class Lease:
                 pass
 
     def __enter__(self) -> "Lease":
-        self._write()
+        try:
+            self._write()
+        except OSError as e:
+            if e.errno not in (errno.EROFS, errno.EACCES, errno.EPERM):
+                raise
+            # A store this process can only read: nothing it does here needs protecting from
+            # its own GC, and it cannot announce itself to anyone else's.
+            self._stop.set()
+            return self
         self._thread = threading.Thread(target=self._refresh, daemon=True)
         self._thread.start()
         return self
@@ -58,8 +67,8 @@ class Lease:
         self._stop.set()
         try:
             os.unlink(self.path)
-        except FileNotFoundError:
-            pass
+        except OSError:
+            pass  # never written (a store this process can only read)
 
 
 def live_leases(store, now: float | None = None, ttl: float = TTL) -> tuple[set[Digest], list[Path]]:

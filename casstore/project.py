@@ -30,6 +30,16 @@ from .strictjson import field as typed, load_file, read_file
 from .store import Store
 
 TOML = "cas.toml"
+TEMPLATE = """\
+# The models this project needs; `cas lock` pins exact versions in cas.lock, `cas sync` brings
+# them into each model's path. Commit both files.
+{remote_line}                 # a configured remote's name, or a URL
+
+# [models.t2v-A14B]
+# version = "^1.1"                # a requirement: exact, ^, ~, >=,<, latest
+# path = "weights/t2v"            # inside the project (default models/<name>)
+# link = "auto"                   # auto | reflink | hardlink | symlink | copy
+"""
 MAX_TOML_BYTES = 1 << 20
 LOCK = "cas.lock"
 
@@ -110,16 +120,30 @@ class Project:
         return True
 
     def set_requirement(self, model: str, requirement: str) -> None:
-        """Add or change a model's requirement in cas.toml (rewritten; comments are not kept)."""
-        import tomli_w
+        """Add or change a model's requirement in cas.toml, keeping the rest of the file (comments,
+        order, formatting) as its authors wrote it."""
+        import tomlkit
 
         Requirement.parse(requirement)
-        doc = tomllib.loads(read_file(self.toml_path, max_bytes=MAX_TOML_BYTES).decode("utf-8"))
-        doc.setdefault("models", {}).setdefault(model, {})["version"] = requirement
-        write_file(self.toml_path, tomli_w.dumps(doc).encode(), self.root, mode=0o644, replace=True)
+        doc = tomlkit.parse(read_file(self.toml_path, max_bytes=MAX_TOML_BYTES).decode("utf-8"))
+        models = doc.setdefault("models", tomlkit.table(is_super_table=True))
+        if model not in models:
+            models[model] = tomlkit.table()
+        models[model]["version"] = requirement
+        write_file(self.toml_path, tomlkit.dumps(doc).encode(), self.root, mode=0o644, replace=True)
         old = self.models.get(model)
         self.models[model] = ModelSpec(model, requirement, old.path if old else f"models/{model}",
                                        old.link if old else "auto")
+
+    @classmethod
+    def create(cls, root: Path, remote: str | None = None) -> "Project":
+        """Start a project: a commented cas.toml in ``root`` (an existing one is kept)."""
+        import tomlkit
+
+        remote_line = f"remote = {tomlkit.string(remote).as_string()}" if remote else '# remote = "team"'
+        text = TEMPLATE.format(remote_line=remote_line)
+        write_file(root / TOML, text.encode(), root, mode=0o644)  # first writer wins: never replaces
+        return cls.load(root)
 
     def stale(self, lock: LockFile) -> list[str]:
         """Why cas.lock does not match cas.toml (empty when it does)."""
@@ -163,7 +187,7 @@ def project_roots(store: Store) -> dict[Digest, list[str]]:
             reg = load_file(f, what="project registration", max_bytes=1 << 16, follow_symlinks=False)
             lock_path = Path(typed(reg, "lock", str, where=str(f)))
             if not lock_path.exists():
-                f.unlink()
+                f.unlink()  # a read-only store raises here: the registration stays, harmlessly
                 continue
             lock = LockFile.decode(read_file(lock_path, max_bytes=MAX_LOCK_BYTES), str(lock_path))
         except (OSError, InvalidInput):

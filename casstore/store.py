@@ -17,7 +17,7 @@ from pathlib import Path
 from . import linking
 from .atomic import fsync_dir, link_no_replace, makedirs, temp_name, translate_os_error, write_file
 from .digest import Digest, hash_file
-from .errors import IntegrityError, InvalidInput, NotFound, StoreFormatError
+from .errors import CasError, IntegrityError, InvalidInput, NotFound, OutOfSpace, StoreFormatError
 from .layout import FORMAT_VERSION, TOP_DIRS, Layout
 from .manifest import Manifest
 from .refs import Refs
@@ -57,11 +57,18 @@ class Store:
         root = Path(root).absolute()
         store = cls(root)
         fmt = store.layout.format_file
-        if not fmt.exists():
-            if not create:
-                raise NotFound(f"no casstore store at {root}")
-            store._init()
-        store._check_format()
+        try:
+            if not fmt.exists():
+                if not create:
+                    raise NotFound(f"no casstore store at {root} yet (`cas add` or `cas fetch` creates it; "
+                                   f"CAS_HOME or --store name another)")
+                store._init()
+            store._check_format()
+        except OSError as e:
+            if isinstance(e, OutOfSpace):
+                raise
+            raise CasError(f"cannot use {root} as the store: {e.strerror or e}; set CAS_HOME or --store to a "
+                           f"directory you can write") from e
         from .shared import apply_umask
 
         apply_umask(root)
@@ -258,5 +265,5 @@ class Store:
         finally:
             try:
                 os.unlink(p)
-            except FileNotFoundError:
-                pass
+            except OSError:
+                pass  # never created (a read-only store)

@@ -5,6 +5,7 @@ Error classes map to exit codes in one place, ``exitcodes.py``.
 
 from __future__ import annotations
 
+import errno
 import json
 import sys
 
@@ -26,6 +27,8 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(e.exit_code if isinstance(e, click.exceptions.Exit) else e.code)
     except click.ClickException as e:
         e.show()
+        if c.json or "--json" in (argv if argv is not None else sys.argv[1:]):
+            _error_json(c, type(e).__name__, e.format_message(), e.exit_code)
         sys.exit(e.exit_code)
     except Exception as e:
         from casstore.errors import CasError
@@ -33,12 +36,20 @@ def main(argv: list[str] | None = None) -> None:
         if not isinstance(e, (CasError, OSError)):
             raise
         code = exit_code(e)
+        if isinstance(e, OSError) and e.errno == errno.EROFS:
+            e = CasError(f"{e.filename or 'the store'} is on a read-only filesystem: this command needs to write "
+                         f"there; reading commands (path, show, list, verify --fast, fetch of what is here) work, "
+                         f"or name a writable store with --store or CAS_HOME")
         click.echo(f"cas: error: {e}", err=True)
         if c.json:
-            error = {"type": type(e).__name__, "message": str(e), "exit_code": code}
-            click.echo(json.dumps({**(c.pending or {}), "ok": False, "error": error}, indent=2, sort_keys=True))
+            _error_json(c, type(e).__name__, str(e), code)
         sys.exit(code)
     _emit(c)
+
+
+def _error_json(c: Ctx, kind: str, message: str, code: int) -> None:
+    error = {"type": kind, "message": message, "exit_code": code}
+    click.echo(json.dumps({**(c.pending or {}), "ok": False, "error": error}, indent=2, sort_keys=True))
 
 
 def _emit(c: Ctx) -> None:

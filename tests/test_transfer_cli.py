@@ -89,9 +89,17 @@ def test_remote_tag_moved_is_refused(tmp_path, family):
     p = pub("push", "t2v@1.0.0", "--remote", tmp_path / "nas", ok=False)
     assert p.returncode == 5 and "already published on the remote" in p.stderr
     pub("push", "t2v@1.0.0", "--remote", tmp_path / "nas", "--force")
+    store = Store.open(tmp_path / "user")
+    mine = store.refs.get_tag("t2v", "1.0.0")
+    # Complete here: served from the store without asking the remote, and unchanged.
+    assert user.json("fetch", "t2v@1.0.0", "--remote", tmp_path / "nas")["manifest"] == str(mine)
+    # Incomplete here (a blob collected): the remote is asked, and the moved tag is refused.
+    blob = store.blob_path(store.get_manifest(mine).entries[0].digest)
+    os.chmod(blob, 0o644)
+    os.unlink(blob)
     p = user("fetch", "t2v@1.0.0", "--remote", tmp_path / "nas", ok=False)
     assert p.returncode == 5 and "moved" in p.stderr
-    assert_store_consistent(Store.open(tmp_path / "user"))
+    assert store.refs.get_tag("t2v", "1.0.0") == mine  # nothing changed silently
 
 
 def _fetch_json(p):
@@ -189,7 +197,26 @@ def test_progress_bar_on_a_tty_only(tmp_path, family):
     p = subprocess.run(["script", "-qec", cmd, "/dev/null"], capture_output=True, text=True, timeout=60,
                        env={**os.environ, "COLUMNS": "120", "TERM": "xterm"})
     assert p.returncode == 0, p.stdout
-    assert "fetch t2v" in p.stdout and "MB" in p.stdout  # the bar: label, bytes, rate
+    assert "fetch t2v" in p.stdout and "MiB" in p.stdout  # the bar: label, bytes and rate in MiB as elsewhere
+
+
+def on_a_tty(argv, **env):
+    cmd = " ".join(f"'{a}'" for a in argv)
+    return subprocess.run(["script", "-qec", cmd, "/dev/null"], capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "COLUMNS": "120", "TERM": "xterm", **env})
+
+
+def test_every_long_command_shows_progress_on_a_tty(tmp_path, family):
+    t2v, _ = family
+    me = CasRunner(tmp_path / "me", tmp_path)
+    for args, label in ((("add", t2v, "--name", "t2v", "--version", "1.0.0"), "add t2v@1.0.0"),
+                        (("push", "t2v@1.0.0", "--remote", tmp_path / "nas"), "push t2v@1.0.0"),
+                        (("verify",), "verify")):
+        p = on_a_tty(me.argv(*args))
+        assert p.returncode == 0, p.stdout
+        assert label in p.stdout and "MiB" in p.stdout, (label, p.stdout[-500:])
+    p = on_a_tty(CasRunner(tmp_path / "u", tmp_path).argv("fetch", "t2v", "--remote", tmp_path / "nas"), NO_COLOR="1")
+    assert p.returncode == 0 and "fetch t2v" not in p.stdout  # NO_COLOR: no bar
 
 
 def test_racing_publishers_on_a_directory_remote_lose_no_version(tmp_path):
@@ -213,3 +240,20 @@ def test_racing_publishers_on_a_directory_remote_lose_no_version(tmp_path):
     # The plain index file that static servers serve has converged to the newest snapshot.
     newest = sorted((nas / "index" / "m.history").iterdir())[-1]
     assert (nas / "index" / "m.json").read_bytes() == newest.read_bytes()
+
+
+def test_the_same_tree_added_on_two_machines_is_one_manifest(tmp_path, family):
+    t2v, _ = family
+    a, b = CasRunner(tmp_path / "a", tmp_path), CasRunner(tmp_path / "b", tmp_path)
+    da = a.json("add", t2v, "--name", "t2v", "--version", "1.0.0")["manifest"]
+    time.sleep(1.1)  # another second on another machine
+    db = b.json("add", t2v, "--name", "t2v", "--version", "1.0.0")["manifest"]
+    assert da == db
+    a("push", "t2v@1.0.0", "--remote", tmp_path / "nas")
+    b("push", "t2v@1.0.0", "--remote", tmp_path / "nas")  # a no-op, not a conflict
+    [row] = a.json("versions", "t2v", "--remote", tmp_path / "nas")["versions"]
+    assert row["manifest"] == da and row["created"] > 0  # the index says when it was published
+    c = CasRunner(tmp_path / "c", tmp_path)
+    c("add", t2v, "--name", "t2v", "--version", "1.0.0", "--note", "other notes")
+    p = c("push", "t2v@1.0.0", "--remote", tmp_path / "nas", ok=False)
+    assert p.returncode == 5 and "already published" in p.stderr

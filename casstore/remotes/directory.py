@@ -105,6 +105,9 @@ class DirectoryRemote(Remote):
         except FileNotFoundError:
             return None
 
+    async def looks_like_remote(self) -> bool:
+        return (self.root / FORMAT_FILE).is_file()
+
     async def read_index(self, model: str) -> tuple[bytes, str] | None:
         head = await asyncio.to_thread(self._head, model)
         return None if head is None else (head[1], Digest.of_bytes(head[1]).hex)

@@ -1,0 +1,59 @@
+"""Offline GPU nodes: a version complete in the store never needs a remote (real processes)."""
+
+import os
+import subprocess
+
+import pytest
+
+import casstore
+from conftest import CasRunner, make_model
+from servers import free_port
+
+
+@pytest.fixture
+def node(tmp_path):
+    """A user store holding m@1.0.0 and m@1.1.0 fetched from a directory remote; the configured
+    default remote is then an HTTP address where nothing listens (the remote is down)."""
+    pub = CasRunner(tmp_path / "pub", tmp_path)
+    for v in ("1.0.0", "1.1.0"):
+        pub("add", make_model(tmp_path / f"src{v}", {"w.bin": 20_000, "v.json": v.encode()}), "--name", "m", "--version", v)
+        pub("push", f"m@{v}", "--remote", tmp_path / "nas")
+    pub("add", make_model(tmp_path / "src2", {"w.bin": 100}), "--name", "m", "--version", "2.0.0")
+    pub("push", "m@2.0.0", "--remote", tmp_path / "nas")
+    user = CasRunner(tmp_path / "store", tmp_path)
+    for v in ("1.0.0", "1.1.0"):
+        user("fetch", f"m@{v}", "--remote", tmp_path / "nas")
+    user("remote", "add", "down", f"http://127.0.0.1:{free_port()}/", "--default")
+    return user
+
+
+def test_a_version_complete_here_needs_no_remote(node):
+    res = node.json("fetch", "m@1.0.0")  # the configured remote is down
+    assert res["version"] == "1.0.0" and res["bytes_downloaded"] == 0 and res["retries"] == 0
+    path = casstore.fetch("m@1.1.0", store=str(node.store))  # the Python API returns the cached path
+    assert (path / "v.json").read_bytes() == b"1.1.0"
+    # With every remote unreachable, a bare model is the newest version here, with one warning.
+    p = node("fetch", "m")
+    assert "using m@1.1.0, the newest version in the store" in p.stderr
+    assert p.stderr.count("warning") <= 1 and "cannot connect" in p.stderr
+
+
+def test_offline_resolves_a_bare_model_to_the_newest_here_and_refuses_the_rest(node):
+    for env, flag in (({**os.environ, "CAS_OFFLINE": "1"}, []), (None, ["--offline"])):
+        def run(*args):
+            return subprocess.run(node.argv(*flag, *args), capture_output=True, text=True, env=env, timeout=60)
+
+        p = run("--json", "fetch", "m")
+        assert p.returncode == 0, p.stderr
+        assert '"version": "1.1.0"' in p.stdout
+        p = run("fetch", "m@2.0.0")
+        assert p.returncode == 3 and "offline" in p.stderr and "m@2.0.0" in p.stderr
+        p = run("versions", "m")
+        assert p.returncode == 7 and "offline" in p.stderr
+
+
+def test_nothing_here_and_offline_says_what_is_missing(tmp_path):
+    cas = CasRunner(tmp_path / "empty", tmp_path)
+    p = subprocess.run(cas.argv("fetch", "m"), capture_output=True, text=True, timeout=60,
+                       env={**os.environ, "CAS_OFFLINE": "1"})
+    assert p.returncode == 3 and "offline" in p.stderr and "any version of m" in p.stderr
