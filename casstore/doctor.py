@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from .atomic import process_alive, read_holder
 from .digest import Digest
 from .errors import InvalidInput
-from .gc import DEFAULT_GRACE
+from .gc import DEFAULT_GRACE, abandoned, junk_files
 from .layout import FORMAT_FILE, TOP_DIRS
 from .leases import live_leases
 from .shared import SHARED_FILE, is_shared
@@ -18,7 +18,8 @@ from .store import Store
 
 @dataclass
 class Finding:
-    kind: str  # permissions | stale-lock | orphaned-temp | dead-lease | unknown-file | dangling-tag
+    kind: str  # permissions | stale-lock | orphaned-temp | quarantined | abandoned-partial | dead-lease |
+    #            unknown-file | dangling-tag
     path: str
     detail: str
 
@@ -56,8 +57,14 @@ def diagnose(store: Store, grace: float = DEFAULT_GRACE) -> list[Finding]:
             out.append(Finding("stale-lock", str(p), f"held by {holder.get('host', '?')} pid {holder.get('pid', '?')}, "
                                                       f"not refreshed for {age:.0f}s"))
     for e in os.scandir(store.layout.tmp):
-        if e.is_file() and e.name.endswith(".tmp") and now - e.stat().st_mtime > grace:
-            out.append(Finding("orphaned-temp", e.path, f"{now - e.stat().st_mtime:.0f}s old; `cas gc` removes it"))
+        if e.is_file(follow_symlinks=False) and e.name.endswith(".tmp") and now - e.stat().st_mtime > grace:
+            gone = abandoned(e.name, e.stat().st_mtime, now, grace)  # the rule `cas gc` applies
+            out.append(Finding("orphaned-temp", e.path, f"{now - e.stat().st_mtime:.0f}s old; "
+                               + ("`cas gc` removes it" if gone else "its writer may still be alive; `cas gc` keeps it")))
+    for path, size, since in junk_files(store, now):
+        kind = "quarantined" if os.path.dirname(path) == str(store.layout.quarantine) else "abandoned-partial"
+        out.append(Finding(kind, path, f"{size} bytes, {now - since:.0f}s old; counted against gc.max_size; "
+                                       f"`cas gc` removes it after the grace period ({grace:.0f}s)"))
     _, dead = live_leases(store, now)
     for p in dead:
         out.append(Finding("dead-lease", str(p), "not refreshed; its process is gone; `cas gc` removes it"))

@@ -18,8 +18,8 @@ sufficient without a lock.
 
 from __future__ import annotations
 
+import errno
 import os
-import shutil
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -49,7 +49,8 @@ class VersionState:
     blobs: frozenset[Digest]
     last_used: float
     recency: int | None  # 0: current; 1: the one before it in the history; None: never current
-    marks: tuple[str, ...] = ()  # current, pinned, kept, project: roots whatever the policy
+    marks: tuple[str, ...] = ()  # current, pinned, project: roots whatever the policy
+    kept_since: float | None = None  # a rollback root left by `cas update`: a root within retention
 
 
 @dataclass(frozen=True)
@@ -62,6 +63,7 @@ class StoreState:
     extra: Mapping[Digest, frozenset[Digest]] = field(default_factory=dict)  # manifests rooted otherwise -> blobs
     loaded: Mapping[Digest, Manifest] = field(default_factory=dict, compare=False, repr=False)  # for du/list
     broken: tuple[str, ...] = ()  # tags whose manifest is missing or unreadable (verify reports them)
+    junk: tuple[tuple[str, int, float], ...] = ()  # quarantined blobs, abandoned partials: path, size, mtime
 
 
 @dataclass(frozen=True)
@@ -82,6 +84,7 @@ class Plan:
     kept: tuple[tuple[str, tuple[str, ...]], ...]  # "model@version", reasons
     shortfall: int  # bytes still over max_size after the plan (0 if within, or no limit)
     young_spared: int  # unreferenced blobs left because they are within the grace period
+    delete_junk: tuple[str, ...] = ()  # quarantined and abandoned partial files past the grace period
 
     @property
     def bytes_after(self) -> int:
@@ -98,11 +101,14 @@ class Plan:
             "kept": {label: list(reasons) for label, reasons in self.kept},
             "shortfall": self.shortfall,
             "young_spared": self.young_spared,
+            "delete_junk": len(self.delete_junk),
         }
 
 
 def root_reasons(v: VersionState, policy: Policy, now: float) -> tuple[str, ...]:
     reasons = list(v.marks)
+    if v.kept_since is not None and (policy.retention_days is None or now - v.kept_since < policy.retention_days * DAY):
+        reasons.append("rollback root")
     if v.recency is not None and v.recency < policy.keep_last:
         reasons.append(f"among the last {policy.keep_last} used")
     if policy.retention_days is not None and now - v.last_used < policy.retention_days * DAY:
@@ -111,8 +117,12 @@ def root_reasons(v: VersionState, policy: Policy, now: float) -> tuple[str, ...]
 
 
 def plan(state: StoreState, policy: Policy) -> Plan:
+    """What to delete: unreferenced objects and files past the grace period; with a retention
+    period, every version that is no root (unused for that long); then, while over
+    ``max_size``, the least recently used versions that are no root."""
     old_enough = state.now - policy.grace
-    total = sum(size for size, _ in state.blobs.values())
+    total = sum(size for size, _ in state.blobs.values()) + sum(size for _, size, _ in state.junk)
+    delete_junk = tuple(sorted(path for path, _, mtime in state.junk if mtime < old_enough))
     refcount: dict[Digest, int] = {}
     live_manifests = set(state.extra) | {d for d in state.leased if d in state.manifests}
     for v in state.versions:
@@ -129,7 +139,8 @@ def plan(state: StoreState, policy: Policy) -> Plan:
     delete_blobs = {b for b in state.blobs if refcount.get(b, 0) == 0 and collectable(b)}
     young = sum(1 for b in state.blobs if refcount.get(b, 0) == 0 and not collectable(b))
     delete_manifests = {m for m, mtime in state.manifests.items() if m not in live_manifests and mtime < old_enough}
-    freed = sum(state.blobs[b][0] for b in delete_blobs)
+    freed = sum(state.blobs[b][0] for b in delete_blobs) + sum(size for path, size, _ in state.junk
+                                                                if path in delete_junk)
 
     kept = []
     candidates = []
@@ -140,9 +151,10 @@ def plan(state: StoreState, policy: Policy) -> Plan:
         else:
             candidates.append(v)
     delete_versions = []
-    if policy.max_size is not None:
+    if policy.max_size is not None or policy.retention_days is not None:
         for v in sorted(candidates, key=lambda v: (v.last_used, v.model, v.version)):  # LRU first
-            if total - freed <= policy.max_size:
+            expired = policy.retention_days is not None  # no root: not used within the retention period
+            if not expired and total - freed <= policy.max_size:
                 break
             delete_versions.append((v.model, v.version, v.manifest))
             if v.manifest not in state.extra and state.manifests.get(v.manifest, 0) < old_enough:
@@ -154,7 +166,7 @@ def plan(state: StoreState, policy: Policy) -> Plan:
                     freed += state.blobs[b][0]
     shortfall = max(0, total - freed - policy.max_size) if policy.max_size is not None else 0
     return Plan(tuple(delete_versions), tuple(sorted(delete_manifests)), tuple(sorted(delete_blobs)), total, freed,
-                tuple(sorted(kept)), shortfall, young)
+                tuple(sorted(kept)), shortfall, young, delete_junk)
 
 
 # Reading the state -------------------------------------------------------------------------------
@@ -186,6 +198,19 @@ def mark(store: Store, model: str, version: str, kind: str) -> None:
         d.mkdir(parents=True, exist_ok=True)
         fd = os.open(p, os.O_WRONLY | os.O_CREAT, 0o664)
         os.close(fd)
+
+
+READ_ONLY = (errno.EROFS, errno.EACCES, errno.EPERM)
+
+
+def record_use(store: Store, model: str, version: str) -> None:
+    """Stamp a version as used now (a retention hint). A store this process can only read (a
+    read-only mount, another account's store) is read as it is: no stamp, no error."""
+    try:
+        mark(store, model, version, "used")
+    except OSError as e:
+        if e.errno not in READ_ONLY:
+            raise
 
 
 def unmark(store: Store, model: str, version: str, kind: str) -> bool:
@@ -246,19 +271,41 @@ def read_state(store: Store) -> StoreState:
                 marks.append("current")
             if v in pins:
                 marks.append("pinned")
-            if v in keeps:
-                marks.append("rollback root")
             if md in projects:
                 marks.append("locked by " + ", ".join(projects[md]))
             last = max([used.get(v, 0.0), manifests.get(md, 0.0)])
-            versions.append(VersionState(model, v, md, b, last, recency.get(v), tuple(marks)))
+            versions.append(VersionState(model, v, md, b, last, recency.get(v), tuple(marks), keeps.get(v)))
         if cur is not None and cur.manifest not in tags.values() and cur.manifest in manifests:
             extra[cur.manifest] = blobs_of(cur.manifest)
     for md in projects:
         if md in manifests and md not in extra:
             extra[md] = blobs_of(md)
     leased, _ = live_leases(store, now)
-    return StoreState(now, blobs, manifests, tuple(versions), frozenset(leased), extra, loaded, tuple(broken))
+    return StoreState(now, blobs, manifests, tuple(versions), frozenset(leased), extra, loaded, tuple(broken),
+                      tuple(junk_files(store, now)))
+
+
+def junk_files(store: Store, now: float):
+    """Quarantined blobs, and partial downloads whose writer is gone: (path, size, mtime). They
+    count against the size limit and go once past the grace period (quarantine: counted from
+    when the file was moved there, which its name records)."""
+    q = store.layout.quarantine
+    for entry in os.scandir(q) if q.is_dir() else []:
+        try:
+            st = entry.stat(follow_symlinks=False)
+            moved = entry.name.split(".")[1]
+            yield entry.path, st.st_size, float(moved) if moved.isdigit() else st.st_mtime
+        except (FileNotFoundError, IndexError):
+            continue
+    dl = store.layout.tmp / "downloads"
+    for entry in os.scandir(dl) if dl.is_dir() else []:
+        try:
+            st = entry.stat(follow_symlinks=False)
+            writer = entry.name.split(".", 1)[-1].rsplit(".", 1)[0]  # <hex>.<host>.<pid>.<rand>.part
+            if abandoned(writer, st.st_mtime, now, 0.0):
+                yield entry.path, st.st_blocks * 512, st.st_mtime
+        except FileNotFoundError:
+            continue
 
 
 # Running a plan ----------------------------------------------------------------------------------
@@ -312,7 +359,9 @@ def execute(store: Store, p: Plan, policy: Policy) -> GcResult:
             continue
         view = store.layout.view(md)
         if view.is_dir():
-            shutil.rmtree(view, ignore_errors=True)
+            from .materialize import remove_tree
+
+            remove_tree(view)
     trash = store.layout.tmp / "gc-trash"
     trash.mkdir(exist_ok=True)
     recover_trash(store, reachable | set(live_leases(store)[0]), old_enough)
@@ -342,7 +391,16 @@ def execute(store: Store, p: Plan, policy: Policy) -> GcResult:
         os.unlink(aside)
         res.blobs += 1
         res.bytes_freed += st.st_size
-    res.cleaned = clean(store, policy)
+    still_junk = {path: (size, mtime) for path, size, mtime in now_state.junk}
+    for path in p.delete_junk:  # only what is still junk (a partial may have been adopted since)
+        if path in still_junk and still_junk[path][1] < old_enough:
+            try:
+                os.unlink(path)
+                res.bytes_freed += still_junk[path][0]
+                res.cleaned += 1
+            except FileNotFoundError:
+                pass
+    res.cleaned += clean(store, policy)
     res.elapsed = time.monotonic() - t0
     return res
 
@@ -360,7 +418,7 @@ def recover_trash(store: Store, reachable: set[Digest], old_enough: float) -> No
             continue
 
 
-def _abandoned(name: str, mtime: float, now: float, grace: float) -> bool:
+def abandoned(name: str, mtime: float, now: float, grace: float) -> bool:
     """Is a temp file's writer gone? Names carry host and pid (atomic.temp_name): on this host
     the pid tells; from another host, only a long silence does."""
     parts = name.removesuffix(".tmp").removesuffix(".json").rsplit(".", 2)
@@ -383,27 +441,27 @@ def clean(store: Store, policy: Policy) -> int:
     tmp = store.layout.tmp
     for entry in os.scandir(tmp):
         try:
-            if not _abandoned(entry.name, entry.stat(follow_symlinks=False).st_mtime, now, policy.grace):
+            if not abandoned(entry.name, entry.stat(follow_symlinks=False).st_mtime, now, policy.grace):
                 continue
             if entry.is_file(follow_symlinks=False) and entry.name.endswith(".tmp"):
                 os.unlink(entry.path)
                 n += 1
             elif entry.is_dir(follow_symlinks=False) and entry.name.startswith("view."):
-                shutil.rmtree(entry.path, ignore_errors=True)
+                from .materialize import remove_tree
+
+                remove_tree(Path(entry.path))
                 n += 1
         except FileNotFoundError:
             pass
-    for sub, limit in (("downloads", 7 * DAY), ("gc-trash", DAY)):
-        d = tmp / sub
-        for entry in os.scandir(d) if d.is_dir() else []:
-            try:
-                mtime = entry.stat().st_mtime
-                gone = _abandoned(entry.name.split(".", 1)[-1], mtime, now, policy.grace)
-                if gone and now - mtime > (policy.grace if sub == "gc-trash" else limit):
-                    os.unlink(entry.path)
-                    n += 1
-            except FileNotFoundError:
-                pass
+    d = tmp / "gc-trash"  # partial downloads and quarantine are planned as junk (junk_files)
+    for entry in os.scandir(d) if d.is_dir() else []:
+        try:
+            mtime = entry.stat().st_mtime
+            if abandoned(entry.name.split(".", 1)[-1], mtime, now, policy.grace) and now - mtime > policy.grace:
+                os.unlink(entry.path)
+                n += 1
+        except FileNotFoundError:
+            pass
     fsync_dir(tmp)
     return n
 

@@ -20,6 +20,7 @@ from .destination import Destination
 from .digest import Digest
 from .errors import CasError, InvalidInput, NotFound
 from .manifest import Entry, Manifest
+from .shared import is_shared
 from .store import Store
 
 
@@ -34,11 +35,11 @@ def _require_blobs(store: Store, m: Manifest) -> None:
 
 def view(store: Store, digest: Digest, m: Manifest) -> Path:
     """A directory of relative symlinks to the blobs, built once per manifest and reused."""
-    from .gc import mark
+    from .gc import record_use
 
     final = store.layout.view(digest)
     _require_blobs(store, m)  # also for a view built earlier: a blob may have been quarantined
-    mark(store, m.name, m.version, "used")
+    record_use(store, m.name, m.version)
     if final.is_dir():
         return final
     tmp = store.tmp_path("view.")
@@ -51,16 +52,34 @@ def view(store: Store, digest: Digest, m: Manifest) -> Path:
             link.parent.mkdir(parents=True, exist_ok=True)
             final_parent = final / e.path
             os.symlink(os.path.relpath(store.blob_path(e.digest), final_parent.parent), link)
-        os.chmod(tmp, stat.S_IMODE(os.stat(final.parent).st_mode))  # as open as views/ itself
+        # Read-only all the way down, so nothing can be added inside a view; on a group-shared
+        # store the group keeps write access, so that any member's GC can remove it later.
+        mode = stat.S_IMODE(os.stat(final.parent).st_mode) & (0o2575 if is_shared(store.root) else 0o2555)
+        for dirpath, _, _ in os.walk(tmp, topdown=False):
+            if dirpath != str(tmp):
+                os.chmod(dirpath, mode)
+        os.chmod(tmp, 0o700)  # moving a directory needs write access to it (its ".." changes)
         try:
             os.rename(tmp, final)
         except OSError:
             if not final.is_dir():
                 raise
+        else:
+            os.chmod(final, mode)
     finally:
         if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
+            remove_tree(tmp)
     return final
+
+
+def remove_tree(path: Path) -> None:
+    """Remove a view or a view being built, its read-only directories included."""
+    for dirpath, _, _ in os.walk(path):
+        try:
+            os.chmod(dirpath, 0o700)
+        except OSError:
+            pass
+    shutil.rmtree(path, ignore_errors=True)
 
 
 @dataclass
@@ -150,11 +169,11 @@ def checkout(
 ) -> CheckoutResult:
     """Materialise ``m`` into ``dest``: a directory the user named, or a ``Destination`` opened
     from a trusted root (a project's model path)."""
-    from .gc import mark
+    from .gc import record_use
     from .leases import Lease
 
     with Lease(store, f"checkout {m.name}@{m.version}", [*m.blobs(), m.digest()]):
-        mark(store, m.name, m.version, "used")
+        record_use(store, m.name, m.version)
         linker = _Linker(store, link)
         _require_blobs(store, m)
         if isinstance(dest, Destination):

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 
 from .atomic import fsync_dir, makedirs, write_file
 from .current import switch_to
+from . import runtime
 from .digest import Digest
 from .download import Settings
 from .errors import Conflict, InvalidInput, NotFound
@@ -54,6 +55,7 @@ class UpdateInfo:
     latest: str | None
     breaking: bool  # is the latest version a breaking update?
     compatible: str | None = None  # the newest non-breaking update, if any
+    unmet: tuple[str, ...] = ()  # what the latest version needs that this environment lacks
 
     @property
     def available(self) -> bool:
@@ -61,7 +63,8 @@ class UpdateInfo:
 
     def to_json(self) -> dict:
         return {"model": self.model, "current": self.current, "latest": self.latest,
-                "update_available": self.available, "breaking": self.breaking, "compatible": self.compatible}
+                "update_available": self.available, "breaking": self.breaking, "compatible": self.compatible,
+                "unmet_requirements": list(self.unmet)}
 
 
 async def check_updates(store: Store, remotes: list[Remote], models: list[str] | None = None,
@@ -70,12 +73,24 @@ async def check_updates(store: Store, remotes: list[Remote], models: list[str] |
     for model in models or store.refs.models():
         cur = store.refs.current(model)
         if cur is None:
+            if models:
+                store.resolve(model)  # a model named but not here (or with no current): NotFound
             continue
         index, _ = await read_index(remotes, model)
         newest = latest(index.versions, prereleases=prereleases)
         breaking = bool(newest and sort_key(newest) > sort_key(cur.version)
                         and is_breaking(cur.version, newest, index.versions[newest].breaking))
-        out.append(UpdateInfo(model, cur.version, newest, breaking, compatible(index, cur.version, prereleases=prereleases)))
+        unmet: tuple[str, ...] = ()
+        if newest is not None and sort_key(newest) > sort_key(cur.version):
+            md = index.versions[newest].manifest
+            if store.has_manifest(md):
+                m = store.get_manifest(md)
+            else:
+                data, url = await manifest_bytes(remotes, md)
+                m = Manifest.decode(data, source=url)
+            unmet = tuple(runtime.unmet(m.meta))
+        out.append(UpdateInfo(model, cur.version, newest, breaking, compatible(index, cur.version, prereleases=prereleases),
+                              unmet))
     return out
 
 
@@ -113,7 +128,7 @@ def diff(old: Manifest, new: Manifest) -> tuple[tuple[str, ...], tuple[str, ...]
 
 async def plan_update(store: Store, remotes: list[Remote], model: str, *, to: str | None = None,
                       strategy: str = "conservative", allow_breaking: bool = False,
-                      prereleases: bool = False) -> UpdatePlan:
+                      prereleases: bool = False, ignore_requirements: bool = False) -> UpdatePlan:
     if strategy not in STRATEGIES:
         raise InvalidInput(f"unknown strategy {strategy!r}; choose from {', '.join(STRATEGIES)}")
     head = store.refs.current(model)
@@ -151,6 +166,7 @@ async def plan_update(store: Store, remotes: list[Remote], model: str, *, to: st
     else:
         data, url = await manifest_bytes(remotes, entry.manifest)
         new = Manifest.decode(data, source=url)
+    runtime.check(model, target, new.meta, ignore=ignore_requirements)  # before anything is downloaded
     old = store.get_manifest(head.manifest)
     added, changed, removed = diff(old, new)
     need = {e.digest: e.size for e in new.entries if not store.has_blob(e.digest)}
@@ -158,16 +174,20 @@ async def plan_update(store: Store, remotes: list[Remote], model: str, *, to: st
                       sum(need.values()), head.seq, manifest_obj=new)
 
 
-async def execute_update(store: Store, remotes: list[Remote], plan: UpdatePlan, *, settings: Settings | None = None):
+async def execute_update(store: Store, remotes: list[Remote], plan: UpdatePlan, *, settings: Settings | None = None,
+                         progress=None):
     """Fetch and verify everything, then switch in one step (a Conflict if current moved meanwhile)."""
     if plan.up_to_date:
         return None
-    res = await fetch(store, remotes, plan.model, plan.target, settings=settings)
+    res = await fetch(store, remotes, plan.model, plan.target, settings=settings, progress=progress)
     head = store.refs.current(plan.model)
     if head is None or head.seq != plan.head_seq:
         raise Conflict(f"current version of {plan.model} changed while updating; nothing was switched")
     switched = switch_to(store, plan.model, plan.target, plan.manifest, "update", head)
     old_digest = store.refs.get_tag(plan.model, plan.current)
+    for earlier in kept(store, plan.model):  # one rollback root per model: the version just left
+        if earlier != plan.current:
+            unkeep(store, plan.model, earlier)
     if plan.strategy in ("conservative", "parallel"):
         keep(store, plan.model, plan.current)
     else:

@@ -77,15 +77,24 @@ def pin(c: Ctx, ref) -> None:
 @click.argument("ref")
 @pass_ctx
 def unpin(c: Ctx, ref) -> None:
-    """Remove a pin."""
+    """Release MODEL@VERSION: remove its pin, or the rollback root an update left on it."""
     from casstore.errors import NotFound
     from casstore.gc import unmark
+    from casstore.updates import kept, unkeep
 
     r = _ref(ref)
-    version, _ = c.store().resolve(r.model, r.version)
-    if not unmark(c.store(), r.model, version, "pins"):
-        raise NotFound(f"{r.model}@{version} is not pinned")
-    c.result({"unpinned": f"{r.model}@{version}"})
+    store = c.store()
+    version, _ = store.resolve(r.model, r.version)
+    released = []
+    if unmark(store, r.model, version, "pins"):
+        released.append("pin")
+    if version in kept(store, r.model):
+        unkeep(store, r.model, version)
+        released.append("rollback root")
+    if not released:
+        raise NotFound(f"{r.model}@{version} is neither pinned nor kept as a rollback root")
+    c.info(f"released {r.model}@{version}: {', '.join(released)}")
+    c.result({"unpinned": f"{r.model}@{version}", "released": released})
 
 
 @cli.group()
@@ -138,16 +147,28 @@ def config_get(c: Ctx, key) -> None:
 
 
 @cli.command()
-@click.option("--shared", is_flag=True, help="Group-shared store: group-writable directories, setgid, umask 002.")
+@click.option("--shared", is_flag=True, help="Only the store: make it group-shared (group-writable directories, "
+                                             "setgid, umask 002); no cas.toml.")
+@click.option("--remote", "remote", metavar="NAME|URL", help="The project's remote, written into cas.toml.")
 @pass_ctx
-def init(c: Ctx, shared) -> None:
-    """Create the store (or turn on group-shared mode for an existing one)."""
+def init(c: Ctx, shared, remote) -> None:
+    """Start a project here (a commented cas.toml) and create the store; with --shared, make the
+    store group-shared instead."""
+    from pathlib import Path
+
+    from casstore.project import TOML, Project
     from casstore.shared import make_shared
 
     store = c.store()
+    out = {"store": str(store.root), "shared": shared}
     if shared:
         make_shared(store)
-    c.result({"store": str(store.root), "shared": shared}, str(store.root))
+    else:
+        existed = (Path.cwd() / TOML).exists()
+        project = Project.create(Path.cwd(), remote)
+        out["project"] = str(project.toml_path)
+        c.info(f"{'kept the existing' if existed else 'created'} {project.toml_path}; store at {store.root}")
+    c.result(out, str(store.root))
 
 
 @cli.command()

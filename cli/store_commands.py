@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import click
 
-from .app import Ctx, _policy, _ref, _remote_options, _run, _size, _when, cli, pass_ctx
+from .app import Ctx, _policy, _progress, _ref, _remote_options, _run, _size, _when, cli, pass_ctx
 
 @cli.command()
 @click.argument("path", type=click.Path(path_type=str))
@@ -17,9 +17,11 @@ from .app import Ctx, _policy, _ref, _remote_options, _run, _size, _when, cli, p
 @click.option("--force", is_flag=True, help="Move an existing MODEL@VERSION tag to this content.")
 @click.option("--move", is_flag=True, help="Move files into the store, leaving read-only links behind.")
 @click.option("--strict", is_flag=True, help="Malformed JSON/safetensors files are errors, not warnings.")
+@click.option("--requires", multiple=True, metavar="REQ",
+              help='What the version needs to run, e.g. "diffusers>=0.31" or "python>=3.10"; repeatable.')
 @click.option("--jobs", "-j", default=4, show_default=True, help="Files hashed and copied in parallel.")
 @pass_ctx
-def add(c: Ctx, path, model, version, note, breaking, meta, force, move, strict, jobs) -> None:
+def add(c: Ctx, path, model, version, note, breaking, meta, requires, force, move, strict, jobs) -> None:
     """Snapshot a directory (or one file) as MODEL@VERSION; prints the manifest digest."""
     from casstore.errors import InvalidInput
     from casstore.ingest import add as do_add
@@ -30,10 +32,11 @@ def add(c: Ctx, path, model, version, note, breaking, meta, force, move, strict,
         if not sep or not k:
             raise InvalidInput(f"invalid --meta {kv!r}: expected KEY=VALUE")
         pairs[k] = v
-    r = do_add(
-        c.store(), path, model, version, note=note, breaking=breaking, meta=pairs,
-        force=force, move=move, strict=strict, jobs=jobs, warn=c.warn,
-    )
+    with _progress(c, f"add {model}@{version}") as progress:
+        r = do_add(
+            c.store(), path, model, version, note=note, breaking=breaking, meta=pairs, requires=list(requires),
+            force=force, move=move, strict=strict, jobs=jobs, warn=c.warn, progress=progress,
+        )
     if r.replaced:
         c.warn(f"moved tag {model}@{version} from {r.replaced} to {r.manifest} (--force)")
     c.info(
@@ -41,6 +44,19 @@ def add(c: Ctx, path, model, version, note, breaking, meta, force, move, strict,
         f"{'unchanged, ' if r.unchanged else ''}{'now current, ' if r.current else ''}{r.elapsed:.2f}s"
     )
     c.result(r.to_json(), str(r.manifest))
+
+
+def _has_store(c: Ctx) -> bool:
+    """False (with a line saying so, and an empty result) when no store exists yet."""
+    from casstore.errors import NotFound
+
+    try:
+        c.store()
+        return True
+    except NotFound as e:
+        c.info(str(e))
+        c.result({"models": []})
+        return False
 
 
 def _usage(c: Ctx, model: str | None = None):
@@ -76,6 +92,8 @@ def _ago(now: float, t: float | None) -> str:
 @pass_ctx
 def list_(c: Ctx, model) -> None:
     """Models and versions in the store, which is current, their sizes, last use and why GC keeps them."""
+    if model is None and not _has_store(c):
+        return
     models, _, state, _ = _usage(c, model)
     lines = []
     for mu in models:
@@ -102,12 +120,20 @@ def show(c: Ctx, ref) -> None:
     data = {"manifest": str(digest), **m.to_json()}
     lines = [
         f"{m.name}@{m.version}  manifest {digest}",
-        f"created {_when(m.created)}  {len(m.entries)} files  {_size(m.size)}"
+        (f"created {_when(m.created)}  " if m.created else "") + f"{len(m.entries)} files  {_size(m.size)}"
         + ("  BREAKING" if m.breaking else ""),
     ]
     if m.note:
         lines.append(f"note: {m.note}")
+    from casstore import runtime
+
+    for req in runtime.of(m.meta):
+        problems = runtime.unmet({runtime.META_KEY: req})
+        lines.append(f"requires {req}" + (f"  -- not met here: {problems[0]}" if problems else ""))
+    data["requires"] = runtime.of(m.meta)
     for k, v in m.meta.items():
+        if k == runtime.META_KEY:
+            continue
         lines.append(f"meta: {k}={v}")
     for e in m.entries:
         lines.append(f"  {e.mode:o} {e.size:>14}  {e.digest.short}  {e.path}")
@@ -155,8 +181,9 @@ def _switched(c: Ctx, model: str, s) -> None:
 @cli.command()
 @click.argument("ref")
 @click.option("--expect", metavar="VERSION", help="Switch only if the current version is still VERSION.")
+@click.option("--ignore-requirements", is_flag=True, help="Switch even if this environment lacks what the version requires.")
 @pass_ctx
-def use(c: Ctx, ref, expect) -> None:
+def use(c: Ctx, ref, expect, ignore_requirements) -> None:
     """Switch the current pointer to MODEL@VERSION (present in the store)."""
     from casstore.current import use as do_use
     from casstore.errors import InvalidInput
@@ -164,7 +191,7 @@ def use(c: Ctx, ref, expect) -> None:
     r = _ref(ref)
     if r.version is None:
         raise InvalidInput(f"`cas use` needs MODEL@VERSION, got {ref!r}")
-    _switched(c, r.model, do_use(c.store(), r.model, r.version, expect=expect))
+    _switched(c, r.model, do_use(c.store(), r.model, r.version, expect=expect, ignore_requirements=ignore_requirements))
 
 
 @cli.command()
@@ -189,7 +216,7 @@ def rollback(c: Ctx, model, version, refetch, remote_name, insecure) -> None:
         from casstore.fetching import fetch as do_fetch, open_remotes
 
         target, _ = rollback_target(store.refs.history(r.model), r.version)
-        remotes = open_remotes(remote_name, insecure=insecure)
+        remotes = open_remotes(remote_name, insecure=insecure, offline=c.offline)
         _run(lambda: do_fetch(store, remotes, r.model, target), remotes)
         _switched(c, r.model, do_rollback(store, r.model, r.version))
 
@@ -228,16 +255,19 @@ def verify(c: Ctx, ref, fast, jobs, repair, remote_name, insecure) -> None:
     from casstore.verify import verify as do_verify
 
     r = _ref(ref) if ref else None
-    rep = do_verify(c.store(), r.model if r else None, r.version if r else None, fast=fast, jobs=jobs)
+    with _progress(c, "verify") as progress:
+        rep = do_verify(c.store(), r.model if r else None, r.version if r else None, fast=fast, jobs=jobs,
+                        progress=progress)
     wants = {p.what: p.size for p in rep.problems if p.repairable}
     if repair and wants:
         from casstore.digest import Digest
         from casstore.download import Downloader, Settings
         from casstore.fetching import open_remotes
 
-        remotes = open_remotes(remote_name, insecure=insecure)
-        dl = Downloader(c.store(), remotes, Settings.from_env())
-        stats = _run(lambda: dl.fetch({Digest.parse(k): v for k, v in wants.items()}), remotes)
+        remotes = open_remotes(remote_name, insecure=insecure, offline=c.offline)
+        with _progress(c, "repair") as progress:
+            dl = Downloader(c.store(), remotes, Settings.from_env(), progress)
+            stats = _run(lambda: dl.fetch({Digest.parse(k): v for k, v in wants.items()}), remotes)
         c.info(f"repaired {len(wants)} blob(s): {_size(stats.bytes_downloaded)} downloaded")
         rep = do_verify(c.store(), r.model if r else None, r.version if r else None, fast=fast, jobs=jobs)
     for p in rep.problems:
@@ -260,6 +290,8 @@ def verify(c: Ctx, ref, fast, jobs, repair, remote_name, insecure) -> None:
 @pass_ctx
 def du(c: Ctx) -> None:
     """What uses space: per model and version, unique and shared bytes, and what gc would free."""
+    if not _has_store(c):
+        return
     models, p, state, policy = _usage(c)
     referenced = {b for v in state.versions for b in v.blobs}
     total = sum(size for size, _ in state.blobs.values())
@@ -270,10 +302,28 @@ def du(c: Ctx) -> None:
         for v in mu.versions:
             lines.append(f"  {v.version + (' *' if v.current else ''):<30} {_size(v.size):>11} {_size(v.unique):>11} "
                          f"{_size(v.shared):>11} {_ago(state.now, v.last_used):>9}  {'; '.join(v.roots) or '-'}")
+    junk = sum(size for _, size, _ in state.junk)
     limit = f" (limit {_size(policy.max_size)})" if policy.max_size is not None else ""
     lines.append(f"blobs in store: {_size(total)}{limit}; referenced by no version: {_size(unreferenced)}; "
-                 f"`cas gc` would free {_size(p.bytes_freed)}")
+                 f"quarantined and abandoned partial files: {_size(junk)}; `cas gc` would free {_size(p.bytes_freed)}")
     c.result({"models": [m.to_json() for m in models], "blob_bytes": total, "unreferenced_bytes": unreferenced,
-              "gc_would_free": p.bytes_freed, "max_size": policy.max_size}, "\n".join(lines))
+              "junk_bytes": junk, "gc_would_free": p.bytes_freed, "max_size": policy.max_size}, "\n".join(lines))
 
 
+
+
+@cli.command("rm")
+@click.argument("ref")
+@click.option("--force", is_flag=True, help="Also the current or a pinned version.")
+@pass_ctx
+def rm(c: Ctx, ref, force) -> None:
+    """Drop MODEL@VERSION from the store; its blobs go at the next `cas gc`."""
+    from casstore.remove import remove
+
+    r = _ref(ref)
+    if r.version is None:
+        raise click.UsageError("name the version to remove: cas rm MODEL@VERSION")
+    res = remove(c.store(), r.model, r.version, force=force)
+    c.info(f"removed {r.model}@{res.version}" + (" (still the current pointer's target until another version is used)"
+                                                 if res.was_current else "") + "; `cas gc` frees its blobs")
+    c.result(res.to_json())

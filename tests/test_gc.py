@@ -60,8 +60,9 @@ def test_limit_removes_lru_non_roots_and_keeps_roots(store, tmp_path):
     for v, days in (("1.0.0", 9), ("1.1.0", 8), ("1.2.0", 7), ("1.3.0", 6), ("1.4.0", 5)):
         age(store.layout.model_dir("m") / "used" / v, days * 86400)
         age(store.layout.manifest(store.refs.get_tag("m", v)), days * 86400)
-    p, r = gc(store, max_size=70_000, retention_days=1, keep_last=1, grace=0)
-    # current 1.0.0 (the first added) and pinned 1.1.0 stay; the LRU others go until under 70 kB.
+    p, r = gc(store, max_size=70_000, retention_days=None, keep_last=1, grace=0)
+    # current 1.0.0 (the first added) and pinned 1.1.0 stay; the LRU others go until under 70 kB
+    # (no retention period here: with one, every version unused for that long would go).
     assert [v for _, v, _ in p.delete_versions] == ["1.2.0", "1.3.0"]
     assert sorted(store.refs.tags("m")) == ["1.0.0", "1.1.0", "1.4.0"]
     assert_store_consistent(store)

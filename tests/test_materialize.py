@@ -1,7 +1,9 @@
 import os
+import stat
 
 import pytest
 
+from accounts import open_to_all, readable_base, run_as
 from casstore import path as cas_path
 from casstore.errors import CasError, NotFound
 from casstore.ingest import add
@@ -123,3 +125,30 @@ def test_missing_blob_is_not_found(store, version, tmp_path):
     assert str(m.entries[0].digest) in str(e.value)
     with pytest.raises(NotFound):
         view(store, digest, m)
+
+
+def test_views_are_read_only_all_the_way_down(store, tmp_path):
+    add(store, make_model(tmp_path / "src", {"a/b/c.bin": b"x", "d.txt": b"y"}), "m", "1")
+    version, d, m = store.load("m")
+    v = view(store, d, m)
+    for p in (v, v / "a", v / "a" / "b"):
+        assert stat.S_IMODE(os.stat(p).st_mode) & 0o222 == 0, p
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="creating users needs root (CI runs as root)")
+def test_gc_removes_a_read_only_view_as_a_normal_user(users):
+    user = users[0]
+    with readable_base("cas-view-") as (base, lib):
+        home = base / "home"
+        src = make_model(base / "src", {"a/b.bin": b"one"})
+        open_to_all(base / "src")
+        run = lambda *a: run_as(user, lib, home, "--store", home / "store", *a)  # noqa: E731
+        for v, data in (("1", b"one"), ("2", b"two")):
+            (src / "a" / "b.bin").write_bytes(data)
+            assert run("add", src, "--name", "m", "--version", v).returncode == 0
+        path = run("path", "m@1").stdout.strip()
+        assert run("use", "m@2").returncode == 0
+        assert run("rm", "m@1").returncode == 0
+        p = run("gc", "--grace", "0")
+        assert p.returncode == 0, p.stderr
+        assert not os.path.exists(path)

@@ -27,7 +27,7 @@ def test_check_updates(env):
     user, nas = env
     [info] = user.json("check-updates", "--remote", nas)["models"]
     assert info == {"model": "t2v", "current": "1.0.0", "latest": "2.0.0", "update_available": True,
-                    "breaking": True, "compatible": "1.2.0"}
+                    "breaking": True, "compatible": "1.2.0", "unmet_requirements": []}
 
 
 def test_dry_run_changes_nothing(env, tmp_path):
@@ -47,7 +47,7 @@ def test_conservative_then_aggressive_then_breaking(env, tmp_path):
     assert out["switched"] and store.refs.current("t2v").version == "1.1.0"
     assert kept(store, "t2v") == ["1.0.0"]  # conservative: the old version stays a rollback root
     user("update", "t2v", "--to", "1.2.0", "--strategy", "aggressive", "--remote", nas)
-    assert kept(store, "t2v") == ["1.0.0"]  # 1.1.0 was not kept
+    assert kept(store, "t2v") == []  # 1.1.0 was not kept, and the next update released 1.0.0
     p = user("update", "t2v", "--to", "2.0.0", "--remote", nas, ok=False)
     assert p.returncode == 5 and "major version bump" in p.stderr
     assert store.refs.current("t2v").version == "1.2.0"
