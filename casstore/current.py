@@ -8,9 +8,10 @@ sees it as fresh and puts it back (gc.py).
 
 from __future__ import annotations
 
+from . import runtime
 from .digest import Digest
 from .errors import Conflict, NotFound
-from .gc import mark
+from .gc import record_use
 from .history import Switch, rollback_target
 from .leases import Lease
 from .store import Store, touch
@@ -29,16 +30,23 @@ def switch_to(store: Store, model: str, version: str, digest: Digest, action: st
                 f"{missing[0].digest} for {missing[0].path}); run `cas fetch {model}@{version}` first"
             )
         s = store.refs.switch(model, version, digest, action=action, expect=expect)
-        mark(store, model, version, "used")
+        record_use(store, model, version)
     return s
 
 
-def use(store: Store, model: str, version: str, *, expect: str | None = None) -> Switch:
-    """Make ``version`` current. With ``expect``, only if the current version is still that one."""
+def use(store: Store, model: str, version: str, *, expect: str | None = None,
+        ignore_requirements: bool = False) -> Switch:
+    """Make ``version`` current. With ``expect``, only if the current version is still that one.
+    A version whose runtime requirements this environment does not meet is refused (unless
+    ``ignore_requirements``)."""
     _, digest = store.resolve(model, version)
+    runtime.check(model, version, store.get_manifest(digest).meta, ignore=ignore_requirements)
     head = store.refs.current(model)
     if expect is not None and (head is None or head.version != expect):
         raise Conflict(f"current version of {model} is {head.version if head else 'none'}, not {expect}")
+    if head is not None and head.version == version and head.manifest == digest:
+        record_use(store, model, version)
+        return head  # already current: no record, so rollback and `cas log` see no empty switch
     return switch_to(store, model, version, digest, "use", head)
 
 

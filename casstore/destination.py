@@ -15,21 +15,10 @@ import os
 import stat
 from pathlib import Path
 
-from .errors import InvalidPath
-from .paths import fold, validate_path
+from .errors import UnsafeDestination
+from .paths import is_git_name as _is_git, validate_path
 
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
-_GIT_NAMES = (".git", "git~1")
-
-
-class UnsafeDestination(InvalidPath):
-    """A destination path runs through a symlink, a file or a .git directory."""
-
-
-def _is_git(name: str) -> bool:
-    return fold(name) in _GIT_NAMES
-
-
 def _open_child(parent_fd: int, name: str, shown: Path, *, create: bool) -> int:
     """Open (and with ``create``, make) directory ``name`` under ``parent_fd`` without following."""
     if _is_git(name):

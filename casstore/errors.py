@@ -4,11 +4,13 @@
     ├── InvalidInput (ValueError)          bad name, digest, path, size, option
     │   ├── InvalidDigest
     │   ├── InvalidPath
+    │   │   └── UnsafeDestination          a symlink, file or .git on the way to where files are written
     │   ├── InvalidName
     │   └── InvalidManifest
     ├── NotFound (LookupError)             model, version, blob, manifest, source file
     ├── IntegrityError                     bytes do not match their digest; corrupt store
-    ├── Conflict                           a tag or current pointer moved under us
+    ├── Conflict                           a tag or current pointer moved under us; a refusal needing --force
+    │   └── RequirementsUnmet              the environment lacks what a version requires to run
     ├── LockTimeout (TimeoutError)
     ├── RemoteError                        (used by remotes)
     ├── OutOfSpace (OSError)               the store's filesystem is full
@@ -37,6 +39,10 @@ class InvalidPath(InvalidInput):
     pass
 
 
+class UnsafeDestination(InvalidPath):
+    pass
+
+
 class InvalidName(InvalidInput):
     pass
 
@@ -54,6 +60,10 @@ class IntegrityError(CasError):
 
 
 class Conflict(CasError):
+    pass
+
+
+class RequirementsUnmet(Conflict):
     pass
 
 

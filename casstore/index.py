@@ -6,6 +6,7 @@ when publishing (after blobs and manifest) and validated like everything from a 
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -77,4 +78,6 @@ class Index:
                 f"{self.model}@{version} is already published on the remote as {old.manifest}; "
                 f"refusing to move it to {digest} (use a new version, or --force)"
             )
-        self.versions[version] = IndexEntry(digest, m.created, m.breaking, m.size, len(m.entries))
+        if old is not None and old.manifest == digest:
+            return  # published before, by us or by anyone with the same files: nothing changes
+        self.versions[version] = IndexEntry(digest, m.created or int(time.time()), m.breaking, m.size, len(m.entries))

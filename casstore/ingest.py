@@ -14,7 +14,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import formats
+from . import formats, runtime
 from .atomic import out_of_space
 from .digest import Digest, hash_file
 from .errors import CasError, Conflict, InvalidInput, NotFound
@@ -130,14 +130,19 @@ def add(
     note: str = "",
     breaking: bool = False,
     meta: dict[str, str] | None = None,
+    requires: list[str] | tuple[str, ...] = (),
     force: bool = False,
     move: bool = False,
     strict: bool = False,
     jobs: int = 4,
     cache: HashCache | None = None,
     warn=None,
+    progress=None,
 ) -> AddResult:
+    """Snapshot ``source`` as ``model@version``. ``progress(done, total)``: bytes hashed, then
+    written (the total grows by the new blobs' bytes once hashing has found them)."""
     t0 = time.monotonic()
+    requires = runtime.parse(requires)  # a typo in a requirement stops here, before any hashing
     validate_model(model)
     validate_version(version)
     files = scan(Path(source))
@@ -157,8 +162,12 @@ def add(
         cache.put(f.st, d)
         return d, size
 
+    tick = _Ticker(progress, result.bytes)
     with ThreadPoolExecutor(max(1, jobs)) as pool:
-        hashed = list(pool.map(digest_of, files))
+        hashed = []
+        for f, h in zip(files, pool.map(digest_of, files)):
+            hashed.append(h)
+            tick(f.st.st_size)
     digests = [d for d, _ in hashed]
     result.hashed_bytes = sum(n for _, n in hashed)
     result.cache_hits = cache.hits
@@ -176,10 +185,13 @@ def add(
         name=model,
         version=version,
         entries=tuple(Entry(f.path, f.st.st_size, d, f.mode) for f, d in zip(files, digests)),
-        created=int(os.environ.get("SOURCE_DATE_EPOCH") or time.time()),
+        # No clock in the identity: the same files under the same name, version and notes give the
+        # same manifest on every machine, so a second publisher is a no-op, not a conflict. The
+        # index records when a version was published; SOURCE_DATE_EPOCH sets a date on purpose.
+        created=int(os.environ.get("SOURCE_DATE_EPOCH") or 0),
         note=note,
         breaking=breaking,
-        meta=meta or {},
+        meta={**(meta or {}), **({runtime.META_KEY: runtime.encode(requires)} if requires else {})},
     )
 
     existing = store.refs.get_tag(model, version)
@@ -194,10 +206,23 @@ def add(
             )
 
     with Lease(store, f"add {model}@{version}", [*digests, manifest.digest()]):
-        return _write(store, files, digests, manifest, result, reuse, t0, force=force, move=move, jobs=jobs)
+        return _write(store, files, digests, manifest, result, reuse, t0, force=force, move=move, jobs=jobs, tick=tick)
 
 
-def _write(store, files, digests, manifest, result, reuse, t0, *, force, move, jobs) -> AddResult:
+class _Ticker:
+    """Running byte counts for a ``progress(done, total)`` callback (None: nothing to report)."""
+
+    def __init__(self, progress, total: int) -> None:
+        self.progress, self.done, self.total = progress, 0, total
+
+    def __call__(self, n: int, more_total: int = 0) -> None:
+        self.done += n
+        self.total += more_total
+        if self.progress is not None:
+            self.progress(self.done, self.total)
+
+
+def _write(store, files, digests, manifest, result, reuse, t0, *, force, move, jobs, tick) -> AddResult:
     """Blobs, then the manifest, then the tag: while a lease keeps GC off all of them."""
     model, version = manifest.name, manifest.version
     first: dict[Digest, SourceFile] = {}
@@ -213,9 +238,11 @@ def _write(store, files, digests, manifest, result, reuse, t0, *, force, move, j
         d, f = item
         return store.put_file(f.abspath, expected=d, move=move)
 
+    tick(0, sum(f.st.st_size for d, f in first.items() if not store.has_blob(d)))
     with ThreadPoolExecutor(max(1, jobs)) as pool:
         for p in pool.map(put, first.items()):
             if p.new:
+                tick(p.size)
                 result.new_blobs += 1
                 result.new_bytes += p.size
                 result.methods[p.method] = result.methods.get(p.method, 0) + 1

@@ -51,9 +51,14 @@ def validate_path(path: str) -> str:
             raise _reject(path, f"a component is longer than {MAX_COMPONENT_BYTES} bytes")
         if part != part.strip(" ") or part.endswith("."):
             raise _reject(path, "a component ends or starts with a space, or ends with a dot")
-        if fold(part) in _GIT_NAMES:
+        if is_git_name(part):
             raise _reject(path, "a .git component (git would run what is written there)")
     return path
+
+
+def is_git_name(name: str) -> bool:
+    """Is this path component a repository's .git (as any filesystem may spell it)?"""
+    return fold(name) in _GIT_NAMES
 
 
 def fold(path: str) -> str:

@@ -15,8 +15,8 @@ import subprocess
 import pytest
 
 from accounts import GROUP, readable_base, run_as
-from casstore.destination import Destination, UnsafeDestination
-from casstore.errors import InvalidInput
+from casstore.destination import Destination
+from casstore.errors import InvalidInput, UnsafeDestination
 from casstore.ingest import add
 from casstore.materialize import checkout
 from casstore.project import Project
