@@ -27,17 +27,28 @@ class PushResult:
         return dict(self.__dict__)
 
 
-async def push(store: Store, remote: Remote, model: str, version: str, *, force: bool = False, jobs: int = 8) -> PushResult:
+async def push(store: Store, remote: Remote, model: str, version: str, *, force: bool = False, jobs: int = 8,
+               progress=None) -> PushResult:
+    """Publish a version: blobs the remote lacks, then the manifest, then the index entry.
+    ``progress(done, total)``: bytes of the version sent or found present."""
     t0 = time.monotonic()
     version, digest, m = store.load(model, version)
     result = PushResult(model, version, str(digest))
     sem = asyncio.Semaphore(max(1, jobs))
     sizes = {e.digest: e.size for e in m.entries}
+    total, done = sum(sizes.values()), 0
+
+    def advance(n: int) -> None:
+        nonlocal done
+        done += n
+        if progress is not None:
+            progress(done, total)
 
     async def send(d):
         async with sem:
             if await remote.stat(blob(d)) == sizes[d]:
                 result.blobs_present += 1
+                advance(sizes[d])
                 return
             path = store.blob_path(d)
             if not path.exists():
@@ -45,6 +56,7 @@ async def push(store: Store, remote: Remote, model: str, version: str, *, force:
             await remote.write(blob(d), path)
             result.blobs_sent += 1
             result.bytes_sent += sizes[d]
+            advance(sizes[d])
 
     await asyncio.gather(*(send(d) for d in sizes))
     await remote.write(manifest_key(digest), store.layout.manifest(digest).read_bytes())

@@ -77,12 +77,18 @@ def choose(remote: str | None, cwd: Path | None = None) -> list[RemoteSpec]:
     return sorted(specs, key=lambda s: s.name != default)
 
 
-def add(name: str, url: str, *, default: bool = False, insecure: bool = False) -> None:
+def add(name: str, url: str, *, default: bool = False, insecure: bool = False, force: bool = False) -> None:
     validate_model(name)  # same rules: a remote name is a short identifier
     from .remotes import open_remote
 
     open_remote(url, insecure=insecure)  # validates the URL (scheme, HTTPS rule) before saving
     cfg = load_user_config()
+    old = cfg.get("remotes", {}).get(name)
+    if old is not None and not force and old.get("url") != url:
+        from .errors import Conflict
+
+        role = " (the default)" if cfg.get("default_remote") == name else ""
+        raise Conflict(f"remote {name}{role} is already {old.get('url')}; replace it with --force, or choose another name")
     cfg.setdefault("remotes", {})[name] = {"url": url, **({"insecure": True} if insecure else {})}
     if default or "default_remote" not in cfg:
         cfg["default_remote"] = name

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from . import runtime
 from .digest import Digest
 from .destination import Destination
 from .download import Settings
@@ -84,7 +85,8 @@ class SyncResult:
 
 
 async def sync(project: Project, store: Store, remotes: list[Remote] | None, *, frozen: bool = False,
-               offline: bool = False, settings: Settings | None = None) -> SyncResult:
+               offline: bool = False, settings: Settings | None = None,
+               ignore_requirements: bool = False, progress=None) -> SyncResult:
     result = SyncResult()
     lockf = project.read_lock()
     stale = project.stale(lockf)
@@ -115,10 +117,11 @@ async def sync(project: Project, store: Store, remotes: list[Remote] | None, *, 
                 raise Conflict(f"the remote's {name}@{lk.version} is now {entry.manifest}, but cas.lock says "
                                f"{lk.manifest}: a published version moved; refusing it")
             if not (store.has_manifest(lk.manifest) and not _missing_locally(store, name, lk)):
-                res = await fetch(store, remotes or [], name, lk.version, settings=settings)
+                res = await fetch(store, remotes or [], name, lk.version, settings=settings, progress=progress)
                 result.downloaded += res.stats.bytes_downloaded
         m = store.get_manifest(lk.manifest)
         check_locked_manifest(lk, name, lk.manifest, m)
+        runtime.check(name, lk.version, m.meta, ignore=ignore_requirements)
         spec = project.models[name]
         with Destination.under(project.root, spec.path) as dest:
             checkout(store, m, dest, link=spec.link, clean=True)

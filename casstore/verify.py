@@ -61,8 +61,10 @@ class VerifyReport:
 
 
 def verify(
-    store: Store, model: str | None = None, version: str | None = None, *, fast: bool = False, jobs: int = 2
+    store: Store, model: str | None = None, version: str | None = None, *, fast: bool = False, jobs: int = 2,
+    progress=None,
 ) -> VerifyReport:
+    """Re-hash (or, ``fast``, size) every blob in scope. ``progress(done, total)``: bytes checked."""
     t0 = time.monotonic()
     report = VerifyReport()
     # Which manifests are in scope, and who uses each blob.
@@ -142,8 +144,12 @@ def verify(
             on_disk[d] = 0
     items = sorted(present.items(), key=lambda kv: on_disk[kv[0]], reverse=True)  # largest first: no long tail
     report.blobs, report.bytes = len(items), sum(on_disk.values())
+    done = 0
     with ThreadPoolExecutor(max(1, jobs)) as pool:
         for (d, path), problem in zip(items, pool.map(check, items)):
+            done += on_disk[d]
+            if progress is not None:
+                progress(done, report.bytes)
             if problem is None:
                 continue
             problem.used_by = users.get(d, [])

@@ -12,6 +12,14 @@ from datetime import datetime, timezone
 
 import click
 
+class _LowerLevel(__import__("logging").Formatter):
+    def format(self, record) -> str:
+        return f"{record.levelname.lower()}: {record.getMessage()}"
+
+
+CREATORS = {"add", "fetch", "update", "sync", "lock", "init"}
+
+
 class Ctx:
     def __init__(self, store: str | None = None, as_json: bool = False, quiet: bool = False, verbose: int = 0) -> None:
         self.store_arg = store
@@ -20,14 +28,38 @@ class Ctx:
         self.verbose = verbose
         self._store = None
         self.pending: dict | None = None
+        self.offline = False
 
-    def store(self, create: bool = True):
+    def store(self):
+        """The store; only commands that put something in it create it (reading commands on a
+        path that holds no store say so, rather than leave an empty store behind)."""
         if self._store is None:
             from casstore.config import store_path
             from casstore.store import Store
 
+            create = click.get_current_context().info_name in CREATORS
             self._store = Store.open(store_path(self.store_arg), create=create)
         return self._store
+
+    def configure_logging(self) -> None:
+        """-v: what casstore decides (retries, mirrors, resumes); -vv: every request too. On a
+        terminal through rich's handler; warnings always reach stderr."""
+        import logging
+
+        level = logging.DEBUG if self.verbose >= 2 else logging.INFO if self.verbose else logging.WARNING
+        log = logging.getLogger("casstore")
+        log.setLevel(level)
+        if not log.handlers:
+            if sys.stderr.isatty():
+                from rich.console import Console
+                from rich.logging import RichHandler
+
+                handler: logging.Handler = RichHandler(console=Console(stderr=True), show_path=False)
+            else:
+                handler = logging.StreamHandler()
+                handler.setFormatter(_LowerLevel())
+            log.addHandler(handler)
+            log.propagate = False
 
     def info(self, msg: str) -> None:
         if not self.quiet:
@@ -83,17 +115,59 @@ def _run(coro_fn, remotes):
     return asyncio.run(go())
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+def _global(attr: str, combine=None, then=None):
+    def callback(ctx: click.Context, param: click.Parameter, value):
+        c = ctx.find_object(Ctx)
+        if c is not None and value not in (None, False, 0):
+            setattr(c, attr, combine(getattr(c, attr), value) if combine else value)
+            if then is not None:
+                then(c)
+
+    return callback
+
+
+def _global_options() -> list[click.Option]:
+    """The group's options, accepted after the subcommand too (`cas list --json`)."""
+    return [
+        click.Option(["--store"], metavar="PATH", expose_value=False, hidden=True, callback=_global("store_arg")),
+        click.Option(["--json"], is_flag=True, expose_value=False, hidden=True, callback=_global("json")),
+        click.Option(["-q", "--quiet"], is_flag=True, expose_value=False, hidden=True, callback=_global("quiet")),
+        click.Option(["-v", "--verbose"], count=True, expose_value=False, hidden=True,
+                     callback=_global("verbose", lambda a, b: a + b, then=Ctx.configure_logging)),
+        click.Option(["--offline"], is_flag=True, expose_value=False, hidden=True, callback=_global("offline")),
+    ]
+
+
+class CasGroup(click.Group):
+    """A group whose commands (and subgroups' commands) also take the global options."""
+
+    group_class = type
+
+    def add_command(self, cmd: click.Command, name: str | None = None) -> None:
+        if not isinstance(cmd, click.Group):
+            taken = {o for p in cmd.params for o in getattr(p, "opts", ())}
+            cmd.params.extend(o for o in _global_options() if not set(o.opts) & taken)
+        super().add_command(cmd, name)
+
+
+@click.group(cls=CasGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--store", metavar="PATH", help="Store directory (default: $CAS_HOME, the config file, or the user cache dir).")
 @click.option("--json", "as_json", is_flag=True, help="Print a machine-readable result on stdout.")
 @click.option("-q", "--quiet", is_flag=True, help="Only errors on stderr.")
-@click.option("-v", "--verbose", count=True, help="More detail on stderr.")
+@click.option("-v", "--verbose", count=True, help="More detail on stderr (-vv: debug).")
+@click.option("--offline", is_flag=True, help="Never contact a remote (also CAS_OFFLINE=1).")
 @click.version_option(package_name="casstore")
 @click.pass_context
-def cli(ctx: click.Context, store: str | None, as_json: bool, quiet: bool, verbose: int) -> None:
-    """casstore: a content-addressed store for large model weights."""
+def cli(ctx: click.Context, store: str | None, as_json: bool, quiet: bool, verbose: int, offline: bool) -> None:
+    """casstore: a content-addressed store for large model weights.
+
+    Its options are accepted after the command as well (`cas list --json`).
+    """
+    from casstore.config import offline as env_offline
+
     c = ctx.ensure_object(Ctx)
-    c.store_arg, c.json, c.quiet, c.verbose = store, as_json, quiet, verbose
+    c.store_arg, c.json, c.quiet, c.verbose, c.offline = store, as_json, quiet, verbose, env_offline(offline or None)
+    c.configure_logging()
 
 
 def _policy(max_size, retention_days, keep_last, grace):
@@ -113,19 +187,29 @@ def _policy(max_size, retention_days, keep_last, grace):
 
 
 class _progress:
-    """A rich progress bar on a TTY; nothing otherwise (or with -q / --json)."""
+    """A rich progress bar on a TTY (bytes, in binary units like every other size casstore
+    prints); nothing with -q, --json, NO_COLOR or when stderr is not a terminal."""
 
     def __init__(self, c: Ctx, label: str) -> None:
-        self.on = not (c.quiet or c.json) and sys.stderr.isatty()
+        import os
+
+        self.on = not (c.quiet or c.json or os.environ.get("NO_COLOR")) and sys.stderr.isatty()
         self.label = label
 
     def __enter__(self):
         if not self.on:
             return None
-        from rich.progress import BarColumn, DownloadColumn, Progress, TimeRemainingColumn, TransferSpeedColumn
+        from rich.progress import BarColumn, DownloadColumn, Progress, ProgressColumn, TimeRemainingColumn
+        from rich.text import Text
 
-        self.bar = Progress("[progress.description]{task.description}", BarColumn(), DownloadColumn(),
-                            TransferSpeedColumn(), TimeRemainingColumn(), transient=True)
+        from casstore.sizes import format_size
+
+        class Speed(ProgressColumn):
+            def render(self, task) -> Text:
+                return Text(f"{format_size(int(task.speed))}/s" if task.speed else "", style="progress.data.speed")
+
+        self.bar = Progress("[progress.description]{task.description}", BarColumn(), DownloadColumn(binary_units=True),
+                            Speed(), TimeRemainingColumn(), transient=True)
         self.bar.__enter__()
         self.task = self.bar.add_task(self.label, total=None)
         return lambda done, total: self.bar.update(self.task, completed=done, total=total)
@@ -135,3 +219,12 @@ class _progress:
             self.bar.__exit__(*exc)
 
 
+
+
+@cli.command()
+@click.argument("shell", type=click.Choice(["bash", "zsh", "fish"]))
+def completion(shell: str) -> None:
+    """Print the completion script for SHELL: `eval "$(cas completion bash)"` in ~/.bashrc."""
+    from click.shell_completion import get_completion_class
+
+    click.echo(get_completion_class(shell)(cli, {}, "cas", "_CAS_COMPLETE").source())

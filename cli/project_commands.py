@@ -6,7 +6,7 @@ import os
 
 import click
 
-from .app import Ctx, _ref, _remote_options, _run, _size, cli, pass_ctx
+from .app import Ctx, _progress, _ref, _remote_options, _run, _size, cli, pass_ctx
 from .gc_commands import _auto_gc
 
 @cli.command("check-updates")
@@ -20,11 +20,12 @@ def check_updates(c: Ctx, models, remote_name, insecure, pre) -> None:
     from casstore.updates import check_updates as do_check
 
     names = [_ref(m).model for m in models] or None
-    remotes = open_remotes(remote_name, insecure=insecure)
+    remotes = open_remotes(remote_name, insecure=insecure, offline=c.offline)
     infos = _run(lambda: do_check(c.store(), remotes, names, prereleases=pre), remotes)
     lines = [f"{i.model:<24} {i.current:>12} -> {i.latest if i.available else '(up to date)'}"
              + ("  BREAKING" if i.breaking else "")
-             + (f" (non-breaking: {i.compatible})" if i.breaking and i.compatible else "") for i in infos]
+             + (f" (non-breaking: {i.compatible})" if i.breaking and i.compatible else "")
+             + (f"  needs: {'; '.join(i.unmet)}" if i.unmet else "") for i in infos]
     c.result({"models": [i.to_json() for i in infos]}, "\n".join(lines) or None)
 
 
@@ -49,9 +50,11 @@ def _print_plan(c: Ctx, p) -> None:
 @click.option("--pre", is_flag=True, help="Consider pre-releases.")
 @click.option("--jobs", "-j", default=8, show_default=True)
 @click.option("--limit-rate", metavar="RATE")
+@click.option("--ignore-requirements", is_flag=True, help="Take a version whose runtime requirements are not met here.")
 @_remote_options
 @pass_ctx
-def update(c: Ctx, model, to, allow_breaking, strategy, dry_run, pre, jobs, limit_rate, remote_name, insecure) -> None:
+def update(c: Ctx, model, to, allow_breaking, strategy, dry_run, pre, jobs, limit_rate, ignore_requirements,
+           remote_name, insecure) -> None:
     """Fetch a newer version completely, then switch current to it in one step."""
     from casstore.download import Settings
     from casstore.fetching import open_remotes
@@ -60,16 +63,17 @@ def update(c: Ctx, model, to, allow_breaking, strategy, dry_run, pre, jobs, limi
 
     r = _ref(model)
     store = c.store()
-    remotes = open_remotes(remote_name, insecure=insecure)
+    remotes = open_remotes(remote_name, insecure=insecure, offline=c.offline)
     settings = Settings.from_env(jobs=jobs, rate=parse_size(limit_rate) if limit_rate else None)
 
     async def go():
         plan = await plan_update(store, remotes, r.model, to=to, strategy=strategy, allow_breaking=allow_breaking,
-                                 prereleases=pre)
+                                 prereleases=pre, ignore_requirements=ignore_requirements)
         _print_plan(c, plan)
         if dry_run or plan.up_to_date:
             return plan, None
-        return plan, await execute_update(store, remotes, plan, settings=settings)
+        with _progress(c, f"update {r.model} to {plan.target}") as progress:
+            return plan, await execute_update(store, remotes, plan, settings=settings, progress=progress)
 
     plan, done = _run(go, remotes)
     out = plan.to_json() | {"dry_run": dry_run, "switched": done is not None}
@@ -81,13 +85,20 @@ def update(c: Ctx, model, to, allow_breaking, strategy, dry_run, pre, jobs, limi
         _auto_gc(c)
 
 
-def _project():
+def _project(create: bool = False):
+    """The project around the current directory; with ``create`` (`cas lock M@V` in a fresh
+    repository), a new one here."""
+    from pathlib import Path
+
     from casstore.errors import NotFound
     from casstore.project import Project
 
     p = Project.find()
+    if p is None and create:
+        p = Project.create(Path.cwd())
+        click.echo(f"created {p.toml_path}", err=True)
     if p is None:
-        raise NotFound(f"no cas.toml in {os.getcwd()} or its parents")
+        raise NotFound(f"no cas.toml in {os.getcwd()} or its parents: `cas init` starts a project here")
     return p
 
 
@@ -101,7 +112,7 @@ def lock(c: Ctx, models, remote_name, insecure, pre) -> None:
     from casstore.fetching import open_remotes
     from casstore.sync import lock as do_lock
 
-    project = _project()
+    project = _project(create=any("@" in m for m in models))
     upgrade = []
     for text in models:
         name, sep, req = text.partition("@")
@@ -111,7 +122,7 @@ def lock(c: Ctx, models, remote_name, insecure, pre) -> None:
         elif name not in project.models:
             project.set_requirement(name, "latest")
         upgrade.append(name)
-    remotes = open_remotes(remote_name or project.remote, insecure=insecure)
+    remotes = open_remotes(remote_name or project.remote, insecure=insecure, offline=c.offline)
     lockf, changes = _run(lambda: do_lock(project, c.store(), remotes, upgrade=upgrade, prereleases=pre), remotes)
     for ch in changes:
         c.info(f"{ch.model}: {ch.old or '(new)'} -> {ch.new or '(removed)'}")
@@ -125,21 +136,25 @@ def lock(c: Ctx, models, remote_name, insecure, pre) -> None:
 @click.option("--frozen", is_flag=True, help="Fail if cas.lock is stale or a remote's version moved; never re-lock.")
 @click.option("--offline", is_flag=True, help="Use only the local store; list what is missing.")
 @click.option("--jobs", "-j", default=8, show_default=True)
+@click.option("--ignore-requirements", is_flag=True, help="Materialise versions whose runtime requirements are not met here.")
 @_remote_options
 @pass_ctx
-def sync(c: Ctx, frozen, offline, jobs, remote_name, insecure) -> None:
+def sync(c: Ctx, frozen, offline, jobs, ignore_requirements, remote_name, insecure) -> None:
     """Fetch and materialise exactly what cas.lock says."""
     from casstore.download import Settings
     from casstore.sync import sync as do_sync
 
     project = _project()
     remotes = []
+    offline = offline or c.offline
     if not offline:
         from casstore.fetching import open_remotes
 
-        remotes = open_remotes(remote_name or project.remote, insecure=insecure)
-    res = _run(lambda: do_sync(project, c.store(), remotes, frozen=frozen, offline=offline,
-                               settings=Settings.from_env(jobs=jobs)), remotes)
+        remotes = open_remotes(remote_name or project.remote, insecure=insecure, offline=c.offline)
+    with _progress(c, "sync") as progress:
+        res = _run(lambda: do_sync(project, c.store(), remotes, frozen=frozen, offline=offline,
+                                   settings=Settings.from_env(jobs=jobs), ignore_requirements=ignore_requirements,
+                                   progress=progress), remotes)
     for name, v in res.models.items():
         c.info(f"{name}@{v} -> {project.root / project.models[name].path}")
     c.result(res.to_json())

@@ -19,12 +19,13 @@ def remote() -> None:
 @click.argument("url")
 @click.option("--default", "make_default", is_flag=True, help="Make it the default remote.")
 @click.option("--insecure", is_flag=True, help="Allow plain HTTP to a host that is not loopback.")
+@click.option("--force", is_flag=True, help="Replace a remote of the same name.")
 @pass_ctx
-def remote_add(c: Ctx, name, url, make_default, insecure) -> None:
-    """Add (or replace) remote NAME at URL."""
+def remote_add(c: Ctx, name, url, make_default, insecure, force) -> None:
+    """Add remote NAME at URL (replacing one of that name only with --force)."""
     from casstore import remoteconfig
 
-    remoteconfig.add(name, url, default=make_default, insecure=insecure)
+    remoteconfig.add(name, url, default=make_default, insecure=insecure, force=force)
     c.info(f"remote {name} -> {url}")
     c.result({"name": name, "url": url})
 
@@ -64,8 +65,10 @@ def push(c: Ctx, ref, remote_name, insecure, force, jobs) -> None:
 
     r = _ref(ref)
     store = c.store()
-    remotes = open_remotes(remote_name, insecure=insecure)
-    res = _run(lambda: do_push(store, remotes[0], r.model, r.version, force=force, jobs=jobs), remotes)
+    remotes = open_remotes(remote_name, insecure=insecure, offline=c.offline)
+    with _progress(c, f"push {ref}") as progress:
+        res = _run(lambda: do_push(store, remotes[0], r.model, r.version, force=force, jobs=jobs, progress=progress),
+                   remotes)
     c.info(f"{r.model}@{res.version} -> {remotes[0].url}: {res.blobs_sent} blobs sent ({_size(res.bytes_sent)}), "
            f"{res.blobs_present} already there, {res.elapsed:.2f}s")
     c.result(res.to_json(), res.manifest)
@@ -80,15 +83,17 @@ def push(c: Ctx, ref, remote_name, insecure, force, jobs) -> None:
 def fetch(c: Ctx, ref, remote_name, insecure, jobs, limit_rate) -> None:
     """Download MODEL[@VERSION] (latest if none) into the store, verifying every byte."""
     from casstore.download import Settings
-    from casstore.fetching import fetch as do_fetch, open_remotes
+    from casstore.fetching import fetch as do_fetch, remotes_for_fetch
     from casstore.sizes import parse_size
 
     r = _ref(ref)
     store = c.store()
     settings = Settings.from_env(jobs=jobs, rate=parse_size(limit_rate) if limit_rate else None)
-    remotes = open_remotes(remote_name, insecure=insecure, stall_timeout=float(os.environ.get("CAS_STALL_TIMEOUT", 30)))
+    remotes = remotes_for_fetch(remote_name, insecure=insecure, offline=c.offline,
+                                stall_timeout=float(os.environ.get("CAS_STALL_TIMEOUT", 30)))
     with _progress(c, f"fetch {ref}") as progress:
-        res = _run(lambda: do_fetch(store, remotes, r.model, r.version, settings=settings, progress=progress), remotes)
+        res = _run(lambda: do_fetch(store, remotes, r.model, r.version, settings=settings, progress=progress,
+                                    offline=c.offline), remotes)
     from casstore.project import Project
 
     project = Project.find()
@@ -115,7 +120,7 @@ def versions(c: Ctx, model, remote_name, insecure) -> None:
     from casstore.versioning import sort_key
 
     r = _ref(model)
-    remotes = open_remotes(remote_name, insecure=insecure)
+    remotes = open_remotes(remote_name, insecure=insecure, offline=c.offline)
     idx = _run(lambda: do_versions(remotes, r.model), remotes)
     rows = sorted(idx.versions.items(), key=lambda kv: sort_key(kv[0]), reverse=True)
     lines = [f"{v:<16} {_when(e.created)}  {e.files:>6} files {_size(e.size):>12}" + ("  BREAKING" if e.breaking else "")

@@ -19,13 +19,14 @@ def pythonpath(base: Path) -> Path:
     import blake3
     import certifi
     import click
+    import packaging
     import platformdirs
 
     lib = base / "lib"
     root = Path(__file__).resolve().parent.parent
     shutil.copytree(root / "casstore", lib / "casstore")
     shutil.copytree(root / "cli", lib / "casstore_cli")
-    for mod in (certifi, click, platformdirs):
+    for mod in (certifi, click, packaging, platformdirs):
         shutil.copytree(Path(mod.__file__).parent, lib / mod.__name__)
     b3 = Path(blake3.__file__)
     if b3.name == "__init__.py":

@@ -1,3 +1,4 @@
+import asyncio
 import os
 
 import casstore
@@ -70,3 +71,38 @@ def test_api_functions_survive_submodule_imports():
         importlib.import_module(mod)
     for name in ("verify", "fetch", "afetch", "use", "rollback", "add", "checkout", "path", "open_store"):
         assert callable(getattr(casstore, name)), name
+
+
+def test_progress_callbacks_count_up_to_the_total(tmp_path):
+    from casstore.ingest import add
+    from casstore.publish import push
+    from casstore.remotes.directory import DirectoryRemote
+    from casstore.store import Store
+    from casstore.verify import verify
+
+    store = Store.open(tmp_path / "s")
+    calls: dict[str, list] = {"add": [], "push": [], "verify": []}
+    src = make_model(tmp_path / "src", {f"f{i}": 50_000 for i in range(5)})
+    add(store, src, "m", "1", progress=lambda d, t: calls["add"].append((d, t)))
+    asyncio.run(push(store, DirectoryRemote(tmp_path / "nas"), "m", "1", progress=lambda d, t: calls["push"].append((d, t))))
+    verify(store, progress=lambda d, t: calls["verify"].append((d, t)))
+    for name, seq in calls.items():
+        assert seq, name
+        dones = [d for d, _ in seq]
+        assert dones == sorted(dones) and seq[-1][0] == seq[-1][1] and seq[-1][0] >= 250_000, (name, seq)
+
+
+def test_a_tqdm_bar_works_as_the_callback(tmp_path):
+    import io
+
+    import casstore
+    from casstore.progress import tqdm_progress
+    from conftest import CasRunner
+
+    pub = CasRunner(tmp_path / "pub", tmp_path)
+    pub("add", make_model(tmp_path / "src", {"w": 300_000}), "--name", "m", "--version", "1.0.0")
+    pub("push", "m@1.0.0", "--remote", tmp_path / "nas")
+    out = io.StringIO()
+    casstore.fetch("m@1.0.0", store=str(tmp_path / "user"), remote=str(tmp_path / "nas"),
+                   progress=tqdm_progress("m", file=out, mininterval=0))
+    assert "293k" in out.getvalue() or "293K" in out.getvalue(), out.getvalue()  # 300,000 B in binary units

@@ -5,7 +5,7 @@ import sys
 
 import pytest
 
-from conftest import make_model
+from conftest import CasRunner as CasRunnerFor, make_model
 
 
 @pytest.fixture
@@ -115,3 +115,58 @@ def test_list_survives_a_broken_tag(cas, published):
     os.unlink(manifest)
     p = cas("list")
     assert "m@1.0 left out" in p.stderr and "1.1" in p.stdout
+
+
+@pytest.mark.parametrize("args", [("list", "nope"), ("verify", "nope"), ("show", "nope"), ("log", "nope"),
+                                  ("verify", "m@9.9"), ("checkout", "m@9.9", "co"), ("use", "nope@1")])
+def test_an_unknown_model_or_version_is_not_found_with_one_json_document(cas, published, args):
+    p = cas("--json", *args, ok=False)
+    assert p.returncode == 3, p.stderr
+    doc = json.loads(p.stdout)  # exactly one document: json.loads refuses trailing data
+    assert doc["ok"] is False and doc["error"]["type"] == "NotFound" and doc["error"]["exit_code"] == 3
+
+
+def test_check_updates_names_an_unknown_model(cas, published, tmp_path):
+    cas("push", "m@1.1", "--remote", tmp_path / "nas")
+    p = cas("check-updates", "nope", "--remote", tmp_path / "nas", ok=False)
+    assert p.returncode == 3 and "nope" in p.stderr
+
+
+def test_a_usage_error_with_json_is_still_one_document(cas, published):
+    p = cas("--json", "list", "--bogus", ok=False)
+    assert p.returncode == 2
+    assert json.loads(p.stdout)["error"]["exit_code"] == 2
+
+
+def test_global_options_after_the_command(cas, published, tmp_path):
+    assert json.loads(cas("list", "--json").stdout)["models"][0]["model"] == "m"
+    assert json.loads(cas("show", "m@1.0", "--json").stdout)["version"] == "1.0"
+    p = cas("add", published, "--name", "m", "--version", "1.2", "-q")
+    assert p.stderr == ""
+    other = tmp_path / "other-store"
+    cas("add", published, "--name", "x", "--version", "1", "--store", other)
+    assert (other / "refs" / "x").is_dir()
+
+
+def test_verbose_logs_the_engine_decisions(cas, published, tmp_path):
+    from servers import CasServe
+
+    for v in ("1.0", "1.1"):
+        cas("push", f"m@{v}", "--remote", tmp_path / "nas")
+    srv = CasServe(tmp_path / "nas", token=None)
+    try:
+        user = CasRunnerFor(tmp_path / "u", tmp_path)
+        p = user("fetch", "m@1.1", "--remote", srv.url, "-vv")
+        assert f"debug: GET {srv.url}index/m.json" in p.stderr
+        quiet = user("fetch", "m@1.0", "--remote", srv.url)
+        assert "debug" not in quiet.stderr
+    finally:
+        srv.stop()
+
+
+def test_completion_scripts(cas):
+    for shell, marker in (("bash", "complete -o nosort -F"), ("zsh", "compdef"), ("fish", "complete --no-files")):
+        assert marker in cas("completion", shell).stdout
+    env = {**os.environ, "COMP_WORDS": "cas li", "COMP_CWORD": "1", "_CAS_COMPLETE": "bash_complete"}
+    out = subprocess.run([sys.executable, "-m", "casstore_cli.main"], env=env, capture_output=True, text=True).stdout
+    assert "list" in out

@@ -143,3 +143,36 @@ def test_unsatisfiable_requirement_and_fetch_records(tmp_path, published):
     loaded = Project.load(proj)
     assert loaded.models["t2v"].requirement == "1.1.0"
     assert loaded.read_lock().models["t2v"].version == "1.1.0"
+
+
+def test_init_and_first_lock_create_cas_toml_and_keep_its_comments(tmp_path, published):
+    nas, _ = published
+    repo = tmp_path / "fresh"
+    repo.mkdir()
+    git(repo, "init", "-q")
+    me = CasRunner(tmp_path / "s", repo)
+    out = me.json("lock", "t2v@1.0.0", "--remote", nas)  # no cas.toml yet: the first lock starts one
+    assert out["models"] == {"t2v": "1.0.0"} and (repo / "cas.toml").is_file() and (repo / "cas.lock").is_file()
+    other = tmp_path / "other"
+    other.mkdir()
+    you = CasRunner(tmp_path / "s2", other)
+    assert you.json("init", "--remote", str(nas))["project"] == str(other / "cas.toml")
+    toml = other / "cas.toml"
+    toml.write_text(toml.read_text() + "\n# our pinned models, reviewed in PRs\n[models.t2v]  # the big one\n"
+                    'version = "1.0.0"\npath = "w/t2v"  # where sync puts it\n')
+    you("lock", "t2v@^1.0")
+    text = toml.read_text()
+    assert "# our pinned models, reviewed in PRs" in text and "# the big one" in text and "# where sync puts it" in text
+    assert 'version = "^1.0"' in text and Project.load(other).models["t2v"].requirement == "^1.0"
+    assert you.json("init")["project"] == str(toml) and toml.read_text() == text  # an existing one is kept
+
+
+def test_remote_add_refuses_to_replace_without_force(tmp_path, published):
+    nas, _ = published
+    me = CasRunner(tmp_path / "s", tmp_path)
+    me("remote", "add", "team", nas, "--default")
+    p = me("remote", "add", "team", tmp_path / "elsewhere", ok=False)
+    assert p.returncode == 5 and "already" in p.stderr and "(the default)" in p.stderr and "--force" in p.stderr
+    me("remote", "add", "team", nas)  # the same URL again is fine
+    me("remote", "add", "team", tmp_path / "elsewhere", "--force")
+    assert me.json("remote", "list")["remotes"][0]["url"] == str(tmp_path / "elsewhere")

@@ -71,7 +71,7 @@ def test_planted_symlink_partial_is_not_adopted(tmp_path):
     victim.write_bytes(b"the victim's own file")
     os.chmod(victim, 0o644)
     cas = CasRunner(tmp_path / "store", tmp_path)
-    cas("list")  # creates the store
+    Store.open(tmp_path / "store")  # creates the store
     plant_partial(tmp_path / "store", d, size, victim)
     cas("fetch", "m@1.0.0", "--remote", tmp_path / "nas")
     assert victim.read_bytes() == b"the victim's own file"
