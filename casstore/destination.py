@@ -19,16 +19,16 @@ from .errors import UnsafeDestination
 from .paths import is_git_name as _is_git, validate_path
 
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
-def _open_child(parent_fd: int, name: str, shown: Path, *, create: bool) -> int:
-    """Open (and with ``create``, make) directory ``name`` under ``parent_fd`` without following."""
+
+
+def _open_child(parent_fd: int, name: str, shown: Path) -> int:
+    """Open directory ``name`` under ``parent_fd`` without following a link, making it if absent."""
     if _is_git(name):
         raise UnsafeDestination(f"refusing to write into {shown}: a .git directory")
     for _ in range(2):
         try:
             return os.open(name, _DIR_FLAGS, dir_fd=parent_fd)
         except FileNotFoundError:
-            if not create:
-                raise
             try:
                 os.mkdir(name, 0o777, dir_fd=parent_fd)
             except FileExistsError:
@@ -79,7 +79,7 @@ class Destination:
             shown = root
             for part in parts:
                 shown = shown / part
-                nxt = _open_child(fd, part, shown, create=True)
+                nxt = _open_child(fd, part, shown)
                 os.close(fd)
                 fd = nxt
         except BaseException:
@@ -93,7 +93,7 @@ class Destination:
         if rel_dir in self._dirs:
             return self._dirs[rel_dir]
         parent, _, name = rel_dir.rpartition("/")
-        fd = _open_child(self.dir_fd(parent), name, self.path / rel_dir, create=True)
+        fd = _open_child(self.dir_fd(parent), name, self.path / rel_dir)
         self._dirs[rel_dir] = fd
         return fd
 

@@ -134,30 +134,42 @@ async def fetch(
             f"the remote's {model}@{version} is now {entry.manifest}, but this store has it as {local}: "
             "a published version moved; refusing to change it silently"
         )
-    if store.has_manifest(entry.manifest):
-        m = store.get_manifest(entry.manifest)
-    else:
-        data, url = await manifest_bytes(remotes, entry.manifest)
-        m = Manifest.decode(data, source=url)
-        if (m.name, m.version) != (model, version):
-            raise InvalidManifest(f"{url} is {m.name}@{m.version}, but the index lists it as {model}@{version}")
-        if m.digest() != entry.manifest:
-            raise InvalidManifest(f"{url} is not in canonical form; refusing it")
+    m = await load_manifest(store, remotes, entry.manifest, model, version)
     wants: dict[Digest, int] = {e.digest: e.size for e in m.entries}
     with Lease(store, f"fetch {model}@{version}", [*wants, entry.manifest]):
         stats = await Downloader(store, remotes, settings, progress).fetch(wants)
         written = store.put_manifest(m)
         store.refs.set_tag(model, version, written)
         result = FetchResult(model, version, written, stats=stats)
-        if store.refs.current(model) is None:
-            try:
-                store.refs.switch(model, version, written, action="fetch", expect=None)
-                result.current = True
-            except Conflict:
-                pass
-        record_use(store, model, version)
+        _settle(store, result)
     result.elapsed = time.monotonic() - t0
     return result
+
+
+async def load_manifest(store: Store, remotes: list[Remote], digest: Digest, model: str, version: str) -> Manifest:
+    """The manifest an index names for ``model@version``: from the store, or from a remote,
+    checked to hash to ``digest`` (manifest_bytes), to parse, to be that model and version, and
+    to be canonical."""
+    if store.has_manifest(digest):
+        return store.get_manifest(digest)
+    data, url = await manifest_bytes(remotes, digest)
+    m = Manifest.decode(data, source=url)
+    if (m.name, m.version) != (model, version):
+        raise InvalidManifest(f"{url} is {m.name}@{m.version}, but the index lists it as {model}@{version}")
+    if m.digest() != digest:
+        raise InvalidManifest(f"{url} is not in canonical form; refusing it")
+    return m
+
+
+def _settle(store: Store, result: FetchResult) -> None:
+    """After a fetch: the version becomes current if the model has none; its use is stamped."""
+    if store.refs.current(result.model) is None:
+        try:
+            store.refs.switch(result.model, result.version, result.manifest, action="fetch", expect=None)
+            result.current = True
+        except Conflict:
+            pass
+    record_use(store, result.model, result.version)
 
 
 def _complete_locally(store: Store, model: str, version: str) -> Digest | None:
@@ -187,13 +199,7 @@ def _local_result(store: Store, model: str, version: str, digest: Digest, t0: fl
     with Lease(store, f"fetch {model}@{version}", [digest, *sizes]):
         if not all(touch(store.blob_path(d)) for d in sizes) or store.refs.get_tag(model, version) != digest:
             raise NotFound(f"{model}@{version} was collected while being fetched; fetch it again")
-        if store.refs.current(model) is None:
-            try:
-                store.refs.switch(model, version, digest, action="fetch", expect=None)
-                result.current = True
-            except Conflict:
-                pass
-        record_use(store, model, version)
+        _settle(store, result)
     result.elapsed = time.monotonic() - t0
     return result
 

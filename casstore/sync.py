@@ -15,7 +15,7 @@ from .digest import Digest
 from .destination import Destination
 from .download import Settings
 from .errors import Conflict, NotFound
-from .fetching import manifest_bytes, fetch, read_index
+from .fetching import fetch, load_manifest, read_index
 from .lockfile import Locked, LockFile
 from .manifest import Manifest
 from .materialize import checkout
@@ -45,12 +45,7 @@ async def resolve(remotes: list[Remote], store: Store, model: str, requirement: 
             f"(published: {', '.join(sorted(index.versions)) or 'none'})"
         )
     digest = index.versions[version].manifest
-    if store.has_manifest(digest):
-        m = store.get_manifest(digest)
-    else:
-        data, url = await manifest_bytes(remotes, digest)
-        m = Manifest.decode(data, source=url)
-    return Locked.of(requirement, version, digest, m)
+    return Locked.of(requirement, version, digest, await load_manifest(store, remotes, digest, model, version))
 
 
 async def lock(project: Project, store: Store, remotes: list[Remote], *, upgrade: list[str] | None = None,

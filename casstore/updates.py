@@ -21,7 +21,7 @@ from . import runtime
 from .digest import Digest
 from .download import Settings
 from .errors import Conflict, InvalidInput, NotFound
-from .fetching import manifest_bytes, fetch, read_index
+from .fetching import fetch, load_manifest, read_index
 from .manifest import Manifest
 from .remotes.base import Remote
 from .store import Store
@@ -82,12 +82,7 @@ async def check_updates(store: Store, remotes: list[Remote], models: list[str] |
                         and is_breaking(cur.version, newest, index.versions[newest].breaking))
         unmet: tuple[str, ...] = ()
         if newest is not None and sort_key(newest) > sort_key(cur.version):
-            md = index.versions[newest].manifest
-            if store.has_manifest(md):
-                m = store.get_manifest(md)
-            else:
-                data, url = await manifest_bytes(remotes, md)
-                m = Manifest.decode(data, source=url)
+            m = await load_manifest(store, remotes, index.versions[newest].manifest, model, newest)
             unmet = tuple(runtime.unmet(m.meta))
         out.append(UpdateInfo(model, cur.version, newest, breaking, compatible(index, cur.version, prereleases=prereleases),
                               unmet))
@@ -161,11 +156,7 @@ async def plan_update(store: Store, remotes: list[Remote], model: str, *, to: st
     local = store.refs.get_tag(model, target)
     if local is not None and local != entry.manifest:
         raise Conflict(f"the remote's {model}@{target} is now {entry.manifest}, but this store has {local}")
-    if store.has_manifest(entry.manifest):
-        new = store.get_manifest(entry.manifest)
-    else:
-        data, url = await manifest_bytes(remotes, entry.manifest)
-        new = Manifest.decode(data, source=url)
+    new = await load_manifest(store, remotes, entry.manifest, model, target)
     runtime.check(model, target, new.meta, ignore=ignore_requirements)  # before anything is downloaded
     old = store.get_manifest(head.manifest)
     added, changed, removed = diff(old, new)

@@ -37,7 +37,7 @@ class Ctx:
             from casstore.config import store_path
             from casstore.store import Store
 
-            create = click.get_current_context().info_name in CREATORS
+            create = click.get_current_context().command_path.split(" ", 1)[-1] in CREATORS
             self._store = Store.open(store_path(self.store_arg), create=create)
         return self._store
 
