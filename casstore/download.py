@@ -419,6 +419,7 @@ class Downloader:
             fsync_dir(final.parent)
         else:
             touch(final)
+        log.info("verified %s (%d bytes) from %s", job.digest, job.size, where)
 
     def _discard(self, job: BlobJob, *, keep: bool) -> None:
         """Close the partial; keep it (with its progress record) for resuming, or remove it."""

@@ -7,6 +7,7 @@ A crash at any point leaves only temp files and unreferenced blobs.
 
 from __future__ import annotations
 
+import logging
 import os
 import stat
 import time
@@ -27,6 +28,8 @@ from .paths import check_tree, validate_path
 from .store import Store
 
 SKIP_DIRS = {".git"}
+
+log = logging.getLogger("casstore")
 
 
 @dataclass(frozen=True, slots=True)
@@ -168,6 +171,7 @@ def add(
         for f, h in zip(files, pool.map(digest_of, files)):
             hashed.append(h)
             tick(f.st.st_size)
+            log.info("%s: %s (%d bytes%s)", f.path, h[0], f.st.st_size, "" if h[1] else ", hash cache")
     digests = [d for d, _ in hashed]
     result.hashed_bytes = sum(n for _, n in hashed)
     result.cache_hits = cache.hits

@@ -20,7 +20,7 @@ from .paths import check_tree, validate_path
 
 SCHEMA = 1
 MODES = (0o644, 0o755)
-# Parsing costs about 5x the document's size in memory; these bound it (~350 MiB at the limit).
+# Parsing costs about 5x the document's size in memory (bench/bench_parse.py); these bound it near 330 MiB.
 MAX_MANIFEST_BYTES = 64 << 20
 MAX_ENTRIES = 250_000
 

@@ -4,6 +4,7 @@ then the index entry, so a reader never sees a version whose objects are not all
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from dataclasses import dataclass
 
@@ -11,6 +12,8 @@ from .errors import Conflict, NotFound
 from .index import Index
 from .remotes.base import Remote, blob, manifest as manifest_key
 from .store import Store
+
+log = logging.getLogger("casstore")
 
 
 @dataclass
@@ -54,6 +57,7 @@ async def push(store: Store, remote: Remote, model: str, version: str, *, force:
             if not path.exists():
                 raise NotFound(f"blob {d} of {model}@{version} is missing locally; cannot push")
             await remote.write(blob(d), path)
+            log.info("sent %s (%d bytes) to %s", d, sizes[d], remote.describe(blob(d)))
             result.blobs_sent += 1
             result.bytes_sent += sizes[d]
             advance(sizes[d])

@@ -6,6 +6,7 @@ add brings a good copy back. The report names every version and path that used i
 
 from __future__ import annotations
 
+import logging
 import os
 import stat
 import time
@@ -17,6 +18,8 @@ from . import formats
 from .digest import Digest, hash_file
 from .errors import CasError
 from .store import Store
+
+log = logging.getLogger("casstore")
 
 
 @dataclass
@@ -150,6 +153,7 @@ def verify(
             done += on_disk[d]
             if progress is not None:
                 progress(done, report.bytes)
+            log.info("%s %s: %s", "sized" if fast else "hashed", d, "ok" if problem is None else problem.kind)
             if problem is None:
                 continue
             problem.used_by = users.get(d, [])

@@ -158,10 +158,17 @@ def test_verbose_logs_the_engine_decisions(cas, published, tmp_path):
         user = CasRunnerFor(tmp_path / "u", tmp_path)
         p = user("fetch", "m@1.1", "--remote", srv.url, "-vv")
         assert f"debug: GET {srv.url}index/m.json" in p.stderr
+        assert "info: verified blake3:" in p.stderr  # per-file detail on request
         quiet = user("fetch", "m@1.0", "--remote", srv.url)
         assert "debug" not in quiet.stderr
     finally:
         srv.stop()
+
+
+def test_verbose_add_names_each_file(cas, tmp_path):
+    src = make_model(tmp_path / "v", {"a.bin": 10, "sub/b.bin": 20})
+    p = cas("add", src, "--name", "v", "--version", "1", "-v")
+    assert "info: a.bin: blake3:" in p.stderr and "info: sub/b.bin: blake3:" in p.stderr
 
 
 def test_completion_scripts(cas):

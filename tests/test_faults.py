@@ -11,6 +11,8 @@ import faults
 from casstore.store import Store
 from conftest import CasRunner, assert_store_consistent, make_model
 
+pytestmark = pytest.mark.slow  # many child processes; `.ci/run` runs `pytest -m slow` as its own step
+
 
 def run(store, rules, *args, cwd=None):
     return subprocess.run(faults.argv(store, *args), env=faults.env(rules), capture_output=True, text=True,

@@ -2,7 +2,7 @@
 progress and lock records) on random bytes and on random JSON: it succeeds or raises
 ``InvalidInput``, nothing else (no TypeError, KeyError, RecursionError, MemoryError).
 
-CI runs 150 examples per parser and field strategy; ``CAS_FUZZ_EXAMPLES=100000`` runs longer.
+CI runs 100 examples per parser and field strategy; ``CAS_FUZZ_EXAMPLES=100000`` runs longer.
 """
 
 import json
@@ -22,7 +22,7 @@ from casstore.lockfile import LockFile
 from casstore.manifest import Entry, Manifest
 from casstore.project import Project
 
-EXAMPLES = int(os.environ.get("CAS_FUZZ_EXAMPLES", "150"))
+EXAMPLES = int(os.environ.get("CAS_FUZZ_EXAMPLES", "100"))
 fuzz = settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=list(HealthCheck))
 
 D = Digest.of_bytes(b"x")
