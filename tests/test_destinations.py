@@ -201,3 +201,22 @@ def test_sync_through_a_symlink_as_an_unprivileged_user(users):
         p = run_as(user, lib, home, "--store", home / "store", "sync", cwd=repo)
         assert p.returncode == 2 and "symlink" in p.stderr, p.stderr
         assert snapshot(mine) == before
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="creating users needs root (CI runs as root)")
+def test_checkout_clean_through_a_symlink_as_an_unprivileged_user(users):
+    user = users[0]
+    with readable_base("cas-checkout-attack-") as (base, lib):
+        home = base / "home"
+        home.mkdir()
+        src = make_model(base / "src", {"a.txt": b"model"})
+        mine = make_model(home / "mine", {"notes.txt": b"mine"})
+        os.symlink(mine, home / "dest")
+        for dirpath, dirnames, filenames in os.walk(home):
+            for n in [dirpath, *(os.path.join(dirpath, f) for f in dirnames + filenames)]:
+                os.chown(n, pwd.getpwnam(user).pw_uid, grp.getgrnam(GROUP).gr_gid, follow_symlinks=False)
+        before = snapshot(mine)
+        assert run_as(user, lib, home, "--store", home / "store", "add", src, "--name", "m", "--version", "1").returncode == 0
+        p = run_as(user, lib, home, "--store", home / "store", "checkout", "m", home / "dest", "--clean")
+        assert p.returncode == 2 and "symlink" in p.stderr, p.stderr
+        assert snapshot(mine) == before
