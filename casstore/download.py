@@ -33,7 +33,7 @@ from pathlib import Path
 from .atomic import (HOST, fsync_dir, link_fd_no_replace, makedirs, out_of_space, process_alive, read_holder,
                      temp_name, write_file)
 from .digest import Digest, hash_fd
-from .errors import CasError, IntegrityError, InvalidInput, NotFound, RemoteError
+from .errors import CasError, IntegrityError, InvalidInput, LockTimeout, NotFound, RemoteError
 from .ratelimit import RateLimiter
 from .remotes.base import Remote, blob as blob_key
 from .store import Store, touch
@@ -56,6 +56,7 @@ class Settings:
     low_speed_time: float = 30.0
     lock_refresh: float = 5.0
     stale_after: float = 60.0  # a lock or partial not refreshed for this long belongs to nobody
+    lock_timeout: float = 3600.0  # longest wait for another process downloading the same blob
     rate: float | None = None
 
     @classmethod
@@ -63,7 +64,7 @@ class Settings:
         s = cls(**over)
         for name, env in (("low_speed_time", "CAS_LOW_SPEED_TIME"), ("backoff", "CAS_RETRY_BACKOFF"),
                           ("attempts", "CAS_RETRY_ATTEMPTS"), ("stale_after", "CAS_STALE_AFTER"),
-                          ("part_size", "CAS_PART_SIZE")):
+                          ("part_size", "CAS_PART_SIZE"), ("lock_timeout", "CAS_LOCK_TIMEOUT")):
             if os.environ.get(env):
                 setattr(s, name, type(getattr(s, name))(float(os.environ[env])))
         return s
@@ -81,6 +82,11 @@ class Stats:
 
     def to_json(self) -> dict:
         return {k: (round(v, 3) if isinstance(v, float) else v) for k, v in self.__dict__.items()}
+
+
+def _holder(lock: Path) -> str:
+    h = read_holder(lock)
+    return f"pid {h['pid']} on {h['host']}" if h else "another process"
 
 
 def _unlink(p: Path) -> None:
@@ -277,9 +283,17 @@ class Downloader:
         """
         lock = self.lock_dir / f"{d.hex}.lock"
         warned = False
+        t0 = last_said = time.monotonic()
         while True:
             if self.store.has_blob(d):
                 return None
+            waited = time.monotonic() - t0
+            if waited > self.s.lock_timeout:
+                raise LockTimeout(f"gave up after {waited:.0f}s waiting for {_holder(lock)} to finish downloading "
+                                  f"{d} (lock {lock}); CAS_LOCK_TIMEOUT sets how long to wait")
+            if time.monotonic() - last_said >= 10:
+                log.warning("waiting %.0fs so far for %s, which is downloading %s", waited, _holder(lock), d)
+                last_said = time.monotonic()
             data = json.dumps({"host": HOST, "pid": os.getpid(), "time": time.time()}).encode()
             if write_file(lock, data, self.store.layout.tmp, mode=0o664):
                 return lock

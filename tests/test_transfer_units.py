@@ -110,3 +110,33 @@ def test_a_mirror_that_refuses_connections_is_skipped_for_the_rest_of_the_run(st
     st = asyncio.run(go())
     assert all(store.has_blob(d) for d in blobs)
     assert dead.unreachable and st.retries == 0
+
+
+def test_waiting_for_another_downloader_gives_up_with_lock_timeout(tmp_path):
+    """A live process holds the blob's download lock: the wait is said out loud and ends with
+    LockTimeout (exit 6), naming the holder."""
+    import json
+    import subprocess
+    import sys
+
+    from casstore.atomic import HOST
+    from casstore.store import Store
+    from conftest import CasRunner, make_model
+
+    pub = CasRunner(tmp_path / "pub", tmp_path)
+    pub("add", make_model(tmp_path / "src", {"w.bin": b"weights" * 1000}), "--name", "m", "--version", "1")
+    pub("push", "m@1", "--remote", tmp_path / "nas")
+    d = Store.open(tmp_path / "pub").load("m", "1")[2].entries[0].digest
+    holder = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])  # alive, holds the lock
+    try:
+        user = Store.open(tmp_path / "user")
+        locks = user.layout.tmp / "locks"
+        locks.mkdir(parents=True)
+        (locks / f"{d.hex}.lock").write_text(json.dumps({"host": HOST, "pid": holder.pid, "time": 0}))
+        p = subprocess.run(CasRunner(tmp_path / "user", tmp_path).argv("fetch", "m@1", "--remote", tmp_path / "nas"),
+                           capture_output=True, text=True, timeout=60, env={**os.environ, "CAS_LOCK_TIMEOUT": "1"})
+        assert p.returncode == 6 and f"pid {holder.pid} on {HOST}" in p.stderr and "CAS_LOCK_TIMEOUT" in p.stderr
+        assert not user.has_blob(d)
+    finally:
+        holder.kill()
+        holder.wait()
