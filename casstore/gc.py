@@ -73,6 +73,23 @@ class Policy:
     keep_last: int = 1
     grace: float = DEFAULT_GRACE
 
+    @classmethod
+    def from_config(cls, *, max_size: int | str | None = None, retention_days: float | None = None,
+                    keep_last: int | None = None, grace: float | None = None) -> "Policy":
+        """The policy `cas gc`, `cas list` and `cas du` use: arguments given, else the user
+        config's ``[gc]``, else no size limit, 30 days' retention, the last 2, one hour's grace."""
+        from .config import load_user_config
+        from .sizes import parse_size
+
+        cfg = load_user_config().get("gc", {})
+        ms = max_size if max_size is not None else cfg.get("max_size")
+        return cls(
+            max_size=parse_size(str(ms)) if ms is not None else None,
+            retention_days=float(retention_days if retention_days is not None else cfg.get("retention_days", 30)),
+            keep_last=int(keep_last if keep_last is not None else cfg.get("keep_last", 2)),
+            grace=float(grace if grace is not None else cfg.get("grace", DEFAULT_GRACE)),
+        )
+
 
 @dataclass(frozen=True)
 class Plan:

@@ -171,19 +171,9 @@ def cli(ctx: click.Context, store: str | None, as_json: bool, quiet: bool, verbo
 
 
 def _policy(max_size, retention_days, keep_last, grace):
-    from casstore.config import load_user_config
-    from casstore.gc import DEFAULT_GRACE, Policy
-    from casstore.sizes import parse_size
+    from casstore.gc import Policy
 
-    cfg = load_user_config().get("gc", {})
-    ms = max_size if max_size is not None else cfg.get("max_size")
-    return Policy(
-        max_size=parse_size(str(ms)) if ms is not None else None,
-        retention_days=float(retention_days if retention_days is not None else cfg.get("retention_days", 30)),
-        keep_last=int(keep_last if keep_last is not None else cfg.get("keep_last", 2)),
-        grace=float(grace if grace is not None else cfg.get("grace", DEFAULT_GRACE)),
-    )
-
+    return Policy.from_config(max_size=max_size, retention_days=retention_days, keep_last=keep_last, grace=grace)
 
 
 class _progress:

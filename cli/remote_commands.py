@@ -89,8 +89,7 @@ def fetch(c: Ctx, ref, remote_name, insecure, jobs, limit_rate) -> None:
     r = _ref(ref)
     store = c.store()
     settings = Settings.from_env(jobs=jobs, rate=parse_size(limit_rate) if limit_rate else None)
-    remotes = remotes_for_fetch(remote_name, insecure=insecure, offline=c.offline,
-                                stall_timeout=float(os.environ.get("CAS_STALL_TIMEOUT", 30)))
+    remotes = remotes_for_fetch(remote_name, insecure=insecure, offline=c.offline)
     with _progress(c, f"fetch {ref}") as progress:
         res = _run(lambda: do_fetch(store, remotes, r.model, r.version, settings=settings, progress=progress,
                                     offline=c.offline), remotes)

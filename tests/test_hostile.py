@@ -394,3 +394,26 @@ def test_fetch_a_split_blob_from_python_http_server(tmp_path):
     store = Store.open(tmp_path / "user")
     assert_store_consistent(store)
     assert user("verify").returncode == 0
+
+
+def test_cas_stall_timeout_applies_to_the_python_api(populated, monkeypatch):
+    """CAS_STALL_TIMEOUT is one setting for every command and the API (it was read by `cas
+    fetch` alone)."""
+    import casstore
+
+    async def silent(request, n):
+        resp = web.StreamResponse(headers={"Content-Length": str(SIZE)})
+        await resp.prepare(request)
+        await asyncio.sleep(5)
+        return resp
+
+    server = Hostile(silent)
+    monkeypatch.setenv("CAS_STALL_TIMEOUT", "0.5")
+    monkeypatch.setenv("CAS_RETRY_ATTEMPTS", "1")
+    try:
+        # A timeout, not "ended after 0 bytes": the 0.5 s limit cut it before the server's 5 s.
+        with pytest.raises(RemoteError, match="Timeout"):
+            casstore.fetch("m@1.0.0", store=populated, remote=server.url)
+    finally:
+        server.server.stop()
+    assert_nothing_published(populated)

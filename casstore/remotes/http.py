@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import ipaddress
 import logging
+import os
 from collections.abc import AsyncIterator
 from pathlib import Path
 from urllib.parse import urljoin, urlsplit
@@ -61,7 +62,7 @@ def _retry_after(resp: aiohttp.ClientResponse) -> float | None:
 
 class HttpRemote(Remote):
     def __init__(self, url: str, *, token: str | None = None, insecure: bool = False,
-                 stall_timeout: float = 30.0, connect_timeout: float = 30.0) -> None:
+                 stall_timeout: float | None = None, connect_timeout: float = 30.0) -> None:
         u = urlsplit(url)
         if u.scheme not in ("http", "https") or not u.hostname:
             raise InvalidInput(f"invalid remote URL {url!r}: expected http(s)://host/path")
@@ -71,6 +72,8 @@ class HttpRemote(Remote):
             )
         self.url = url.rstrip("/") + "/"
         self._token = token
+        if stall_timeout is None:  # seconds without a byte; one setting for every command and the API
+            stall_timeout = float(os.environ.get("CAS_STALL_TIMEOUT") or 30.0)
         self._timeout = aiohttp.ClientTimeout(total=None, connect=connect_timeout, sock_read=stall_timeout)
         self._session: aiohttp.ClientSession | None = None
         self.ranges: bool | None = None  # learned from the server's answers
