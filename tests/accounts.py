@@ -74,3 +74,14 @@ def readable_base(prefix: str):
         yield base, lib
     finally:
         shutil.rmtree(base, ignore_errors=True)
+
+
+def give_to(user: str, root: Path) -> None:
+    """Make ``user`` (group GROUP) own everything below ``root``, links included (not followed)."""
+    import grp
+    import pwd
+
+    uid, gid = pwd.getpwnam(user).pw_uid, grp.getgrnam(GROUP).gr_gid
+    for dirpath, dirnames, filenames in os.walk(root):
+        for n in [dirpath, *(os.path.join(dirpath, f) for f in dirnames + filenames)]:
+            os.chown(n, uid, gid, follow_symlinks=False)

@@ -5,16 +5,14 @@ Each attack checks what is on disk afterwards, not only the exit code: the files
 destination are byte-for-byte what they were, and nothing was written where it must not be.
 """
 
-import grp
 import os
-import pwd
 import shutil
 import stat
 import subprocess
 
 import pytest
 
-from accounts import GROUP, readable_base, run_as
+from accounts import GROUP, give_to, readable_base, run_as
 from casstore.destination import Destination
 from casstore.errors import InvalidInput, UnsafeDestination
 from casstore.ingest import add
@@ -194,9 +192,7 @@ def test_sync_through_a_symlink_as_an_unprivileged_user(users):
         (repo / "models").mkdir(parents=True)
         (repo / "cas.toml").write_text(f'remote = "{home / "nas"}"\n[models.m]\nversion = "1.0.0"\npath = "models/m"\n')
         os.symlink("../../mine", repo / "models" / "m")
-        for dirpath, dirnames, filenames in os.walk(home):
-            for n in [dirpath, *(os.path.join(dirpath, f) for f in dirnames + filenames)]:
-                os.chown(n, pwd.getpwnam(user).pw_uid, grp.getgrnam(GROUP).gr_gid, follow_symlinks=False)
+        give_to(user, home)
         before = snapshot(mine)
         p = run_as(user, lib, home, "--store", home / "store", "sync", cwd=repo)
         assert p.returncode == 2 and "symlink" in p.stderr, p.stderr
@@ -212,9 +208,7 @@ def test_checkout_clean_through_a_symlink_as_an_unprivileged_user(users):
         src = make_model(base / "src", {"a.txt": b"model"})
         mine = make_model(home / "mine", {"notes.txt": b"mine"})
         os.symlink(mine, home / "dest")
-        for dirpath, dirnames, filenames in os.walk(home):
-            for n in [dirpath, *(os.path.join(dirpath, f) for f in dirnames + filenames)]:
-                os.chown(n, pwd.getpwnam(user).pw_uid, grp.getgrnam(GROUP).gr_gid, follow_symlinks=False)
+        give_to(user, home)
         before = snapshot(mine)
         assert run_as(user, lib, home, "--store", home / "store", "add", src, "--name", "m", "--version", "1").returncode == 0
         p = run_as(user, lib, home, "--store", home / "store", "checkout", "m", home / "dest", "--clean")
