@@ -63,6 +63,8 @@ def makedirs(path: Path) -> None:
 
 
 _TRANSIENT = (errno.EACCES, errno.EBUSY, errno.EAGAIN)
+# What writing to a store this process may only read raises (a read-only mount, another account's).
+READ_ONLY = (errno.EROFS, errno.EACCES, errno.EPERM)
 
 
 def retry_transient(fn, *args, attempts: int = 8, delay: float = 0.05):

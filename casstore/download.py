@@ -84,9 +84,8 @@ class Stats:
         return {k: (round(v, 3) if isinstance(v, float) else v) for k, v in self.__dict__.items()}
 
 
-def _holder(lock: Path) -> str:
-    h = read_holder(lock)
-    return f"pid {h['pid']} on {h['host']}" if h else "another process"
+def _who(holder: dict | None) -> str:
+    return f"pid {holder['pid']} on {holder['host']}" if holder else "another process"
 
 
 def _unlink(p: Path) -> None:
@@ -287,27 +286,23 @@ class Downloader:
         while True:
             if self.store.has_blob(d):
                 return None
-            waited = time.monotonic() - t0
-            if waited > self.s.lock_timeout:
-                raise LockTimeout(f"gave up after {waited:.0f}s waiting for {_holder(lock)} to finish downloading "
-                                  f"{d} (lock {lock}); CAS_LOCK_TIMEOUT sets how long to wait")
-            if time.monotonic() - last_said >= 10:
-                log.warning("waiting %.0fs so far for %s, which is downloading %s", waited, _holder(lock), d)
-                last_said = time.monotonic()
             data = json.dumps({"host": HOST, "pid": os.getpid(), "time": time.time()}).encode()
             if write_file(lock, data, self.store.layout.tmp, mode=0o664):
                 return lock
             holder = read_holder(lock)
             if self._stale(lock, holder):
                 if not warned:
-                    log.warning(
-                        "taking over stale download lock %s (held by %s)", lock, holder or "unknown")
+                    log.warning("taking over stale download lock %s (held by %s)", lock, _who(holder))
                     warned = True
-                try:
-                    os.unlink(lock)
-                except FileNotFoundError:
-                    pass
+                _unlink(lock)
                 continue
+            waited = time.monotonic() - t0
+            if waited > self.s.lock_timeout:
+                raise LockTimeout(f"gave up after {waited:.0f}s waiting for {_who(holder)} to finish downloading "
+                                  f"{d} (lock {lock}); CAS_LOCK_TIMEOUT sets how long to wait")
+            if time.monotonic() - last_said >= 10:
+                log.warning("waiting %.0fs so far for %s, which is downloading %s", waited, _who(holder), d)
+                last_said = time.monotonic()
             await asyncio.sleep(0.2)
 
     def _stale(self, path: Path, holder: dict | None) -> bool:

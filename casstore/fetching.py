@@ -106,10 +106,10 @@ async def fetch(
     """
     t0 = time.monotonic()
     if version is not None and (here := _complete_locally(store, model, version)) is not None:
-        return _local_result(store, model, version, here, t0)
+        return _local_result(store, model, version, *here, t0)
     if is_offline(offline):
         if version is None and (newest := _newest_local(store, model)) is not None:
-            return _local_result(store, model, newest, _complete_locally(store, model, newest), t0)
+            return _local_result(store, model, *newest, t0)
         what = f"{model}@{version}" if version else f"any version of {model}"
         raise NotFound(f"offline, and {what} is not complete in the store {store.root}")
     if not remotes:
@@ -118,8 +118,8 @@ async def fetch(
         index, _ = await read_index(remotes, model)
     except RemoteError as e:
         if version is None and (newest := _newest_local(store, model)) is not None:
-            log.warning("%s; using %s@%s, the newest version in the store", e, model, newest)
-            return _local_result(store, model, newest, _complete_locally(store, model, newest), t0)
+            log.warning("%s; using %s@%s, the newest version in the store", e, model, newest[0])
+            return _local_result(store, model, *newest, t0)
         raise
     if version is None:
         version = latest(index.versions)
@@ -172,8 +172,8 @@ def _settle(store: Store, result: FetchResult) -> None:
     record_use(store, result.model, result.version)
 
 
-def _complete_locally(store: Store, model: str, version: str) -> Digest | None:
-    """The manifest of ``model@version`` if its tag, manifest and every blob are in the store."""
+def _complete_locally(store: Store, model: str, version: str) -> tuple[Digest, Manifest] | None:
+    """``model@version``'s manifest (digest and parsed) if its tag, manifest and every blob are here."""
     d = store.refs.get_tag(model, version)
     if d is None or not store.has_manifest(d):
         return None
@@ -181,18 +181,20 @@ def _complete_locally(store: Store, model: str, version: str) -> Digest | None:
         m = store.get_manifest(d)
     except CasError:
         return None
-    return d if all(store.has_blob(e.digest) for e in m.entries) else None
+    return (d, m) if all(store.has_blob(e.digest) for e in m.entries) else None
 
 
-def _newest_local(store: Store, model: str) -> str | None:
-    complete = [v for v in store.refs.tags(model) if _complete_locally(store, model, v) is not None]
-    return max(complete, key=sort_key, default=None)
+def _newest_local(store: Store, model: str) -> tuple[str, Digest, Manifest] | None:
+    """The newest version complete in the store, checking from the newest down."""
+    for v in sorted(store.refs.tags(model), key=sort_key, reverse=True):
+        if (here := _complete_locally(store, model, v)) is not None:
+            return v, *here
+    return None
 
 
-def _local_result(store: Store, model: str, version: str, digest: Digest, t0: float) -> FetchResult:
+def _local_result(store: Store, model: str, version: str, digest: Digest, m: Manifest, t0: float) -> FetchResult:
     """What a fetch of a version the store already holds does: lease and touch it (so a GC
     running now keeps it), make it current if the model has none, record its use."""
-    m = store.get_manifest(digest)
     sizes = {e.digest: e.size for e in m.entries}
     result = FetchResult(model, version, digest, stats=Stats(blobs=len(sizes), bytes_total=sum(sizes.values()),
                                                              bytes_reused=sum(sizes.values())))
@@ -213,7 +215,6 @@ def open_remotes(remote: str | None = None, *, insecure: bool = False, offline: 
         raise RemoteError("offline (--offline or CAS_OFFLINE=1): not contacting a remote")
 
     return [open_remote(s.url, token=s.token, insecure=insecure or s.insecure, **http_options) for s in choose(remote)]
-
 
 
 def remotes_for_fetch(remote: str | None = None, *, insecure: bool = False, offline: bool | None = None,

@@ -18,14 +18,13 @@ sufficient without a lock.
 
 from __future__ import annotations
 
-import errno
 import os
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .atomic import HOST, fsync_dir, link_no_replace, process_alive, temp_name
+from .atomic import HOST, READ_ONLY, fsync_dir, link_no_replace, process_alive, temp_name
 from .digest import Digest
 from .errors import CasError, InvalidInput
 from .history import undo_stack
@@ -168,10 +167,10 @@ def plan(state: StoreState, policy: Policy) -> Plan:
         else:
             candidates.append(v)
     delete_versions = []
-    if policy.max_size is not None or policy.retention_days is not None:
+    expire_all = policy.retention_days is not None  # no root means: not used within the retention period
+    if policy.max_size is not None or expire_all:
         for v in sorted(candidates, key=lambda v: (v.last_used, v.model, v.version)):  # LRU first
-            expired = policy.retention_days is not None  # no root: not used within the retention period
-            if not expired and total - freed <= policy.max_size:
+            if not expire_all and total - freed <= policy.max_size:
                 break
             delete_versions.append((v.model, v.version, v.manifest))
             if v.manifest not in state.extra and state.manifests.get(v.manifest, 0) < old_enough:
@@ -215,9 +214,6 @@ def mark(store: Store, model: str, version: str, kind: str) -> None:
         d.mkdir(parents=True, exist_ok=True)
         fd = os.open(p, os.O_WRONLY | os.O_CREAT, 0o664)
         os.close(fd)
-
-
-READ_ONLY = (errno.EROFS, errno.EACCES, errno.EPERM)
 
 
 def record_use(store: Store, model: str, version: str) -> None:

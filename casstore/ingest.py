@@ -25,6 +25,7 @@ from .leases import Lease
 from .manifest import Entry, Manifest
 from .names import validate_model, validate_version
 from .paths import check_tree, validate_path
+from .progress import Ticker
 from .store import Store
 
 SKIP_DIRS = {".git"}
@@ -165,7 +166,7 @@ def add(
         cache.put(f.st, d)
         return d, size
 
-    tick = _Ticker(progress, result.bytes)
+    tick = Ticker(progress, result.bytes)
     with ThreadPoolExecutor(max(1, jobs)) as pool:
         hashed = []
         for f, h in zip(files, pool.map(digest_of, files)):
@@ -211,19 +212,6 @@ def add(
 
     with Lease(store, f"add {model}@{version}", [*digests, manifest.digest()]):
         return _write(store, files, digests, manifest, result, reuse, t0, force=force, move=move, jobs=jobs, tick=tick)
-
-
-class _Ticker:
-    """Running byte counts for a ``progress(done, total)`` callback (None: nothing to report)."""
-
-    def __init__(self, progress, total: int) -> None:
-        self.progress, self.done, self.total = progress, 0, total
-
-    def __call__(self, n: int, more_total: int = 0) -> None:
-        self.done += n
-        self.total += more_total
-        if self.progress is not None:
-            self.progress(self.done, self.total)
 
 
 def _write(store, files, digests, manifest, result, reuse, t0, *, force, move, jobs, tick) -> AddResult:

@@ -8,7 +8,6 @@ clock belongs to a process that is gone, and is ignored and later removed.
 
 from __future__ import annotations
 
-import errno
 import json
 import os
 import threading
@@ -16,7 +15,7 @@ import time
 from collections.abc import Iterable
 from pathlib import Path
 
-from .atomic import HOST, temp_name, write_file
+from .atomic import HOST, READ_ONLY, temp_name, write_file
 from .digest import Digest
 from .errors import InvalidInput
 from .strictjson import field as typed, load_file
@@ -53,7 +52,7 @@ class Lease:
         try:
             self._write()
         except OSError as e:
-            if e.errno not in (errno.EROFS, errno.EACCES, errno.EPERM):
+            if e.errno not in READ_ONLY:
                 raise
             # A store this process can only read: nothing it does here needs protecting from
             # its own GC, and it cannot announce itself to anyone else's.

@@ -1,10 +1,24 @@
-"""Progress for the Python API: every long operation takes ``progress(done_bytes, total_bytes)``.
+"""Progress for the Python API: every long operation takes ``progress(done_bytes, total_bytes)``;
+``Ticker`` keeps the running counts for it.
 
 ``tqdm_progress()`` makes such a callback that draws with tqdm (``tqdm.auto``: a widget in a
 notebook, a text bar in a terminal), in binary units like the rest of casstore (MiB, GiB).
 """
 
 from __future__ import annotations
+
+
+class Ticker:
+    """Running byte counts for a ``progress(done, total)`` callback (None: nothing to report)."""
+
+    def __init__(self, progress, total: int = 0) -> None:
+        self.progress, self.done, self.total = progress, 0, total
+
+    def __call__(self, n: int, more_total: int = 0) -> None:
+        self.done += n
+        self.total += more_total
+        if self.progress is not None:
+            self.progress(self.done, self.total)
 
 
 def tqdm_progress(desc: str | None = None, **tqdm_options):

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 
 from .errors import Conflict, NotFound
 from .index import Index
+from .progress import Ticker
 from .remotes.base import Remote, blob, manifest as manifest_key
 from .store import Store
 
@@ -39,13 +40,7 @@ async def push(store: Store, remote: Remote, model: str, version: str, *, force:
     result = PushResult(model, version, str(digest))
     sem = asyncio.Semaphore(max(1, jobs))
     sizes = {e.digest: e.size for e in m.entries}
-    total, done = sum(sizes.values()), 0
-
-    def advance(n: int) -> None:
-        nonlocal done
-        done += n
-        if progress is not None:
-            progress(done, total)
+    advance = Ticker(progress, sum(sizes.values()))
 
     async def send(d):
         async with sem:

@@ -17,6 +17,7 @@ from pathlib import Path
 from . import formats
 from .digest import Digest, hash_file
 from .errors import CasError
+from .progress import Ticker
 from .store import Store
 
 log = logging.getLogger("casstore")
@@ -147,12 +148,10 @@ def verify(
             on_disk[d] = 0
     items = sorted(present.items(), key=lambda kv: on_disk[kv[0]], reverse=True)  # largest first: no long tail
     report.blobs, report.bytes = len(items), sum(on_disk.values())
-    done = 0
+    tick = Ticker(progress, report.bytes)
     with ThreadPoolExecutor(max(1, jobs)) as pool:
         for (d, path), problem in zip(items, pool.map(check, items)):
-            done += on_disk[d]
-            if progress is not None:
-                progress(done, report.bytes)
+            tick(on_disk[d])
             log.info("%s %s: %s", "sized" if fast else "hashed", d, "ok" if problem is None else problem.kind)
             if problem is None:
                 continue

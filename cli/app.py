@@ -12,11 +12,6 @@ from datetime import datetime, timezone
 
 import click
 
-class _LowerLevel(__import__("logging").Formatter):
-    def format(self, record) -> str:
-        return f"{record.levelname.lower()}: {record.getMessage()}"
-
-
 CREATORS = {"add", "fetch", "update", "sync", "lock", "init"}
 
 
@@ -42,24 +37,31 @@ class Ctx:
         return self._store
 
     def configure_logging(self) -> None:
-        """-v: what casstore decides (retries, mirrors, resumes); -vv: every request too. On a
-        terminal through rich's handler; warnings always reach stderr."""
+        """-v: per-file detail and what casstore decides; -vv: every request too. rich's handler
+        only when asked for detail on a terminal (so plain runs do not import rich); otherwise
+        one plain line per warning."""
         import logging
 
-        level = logging.DEBUG if self.verbose >= 2 else logging.INFO if self.verbose else logging.WARNING
         log = logging.getLogger("casstore")
-        log.setLevel(level)
-        if not log.handlers:
-            if sys.stderr.isatty():
-                from rich.console import Console
-                from rich.logging import RichHandler
+        log.setLevel(logging.DEBUG if self.verbose >= 2 else logging.INFO if self.verbose else logging.WARNING)
+        log.propagate = False
+        rich = bool(self.verbose) and sys.stderr.isatty()
+        if log.handlers and getattr(log.handlers[0], "rich", None) == rich:
+            return  # called again (a -v after the command) with nothing to change
+        if rich:
+            from rich.console import Console
+            from rich.logging import RichHandler
 
-                handler: logging.Handler = RichHandler(console=Console(stderr=True), show_path=False)
-            else:
-                handler = logging.StreamHandler()
-                handler.setFormatter(_LowerLevel())
-            log.addHandler(handler)
-            log.propagate = False
+            handler: logging.Handler = RichHandler(console=Console(stderr=True), show_path=False)
+        else:
+            class Plain(logging.Formatter):
+                def format(self, record: logging.LogRecord) -> str:
+                    return f"{record.levelname.lower()}: {record.getMessage()}"
+
+            handler = logging.StreamHandler()
+            handler.setFormatter(Plain())
+        handler.rich = rich  # type: ignore[attr-defined]
+        log.handlers[:] = [handler]
 
     def info(self, msg: str) -> None:
         if not self.quiet:

@@ -74,40 +74,20 @@ def install() -> None:
             if r.op == op and r.hit(None if path is None else os.fsdecode(path), fd, nbytes):
                 raise OSError(r.errno, f"{os.strerror(r.errno)} (injected)", None if path is None else os.fsdecode(path))
 
-    real = {n: getattr(os, n) for n in ("fsync", "link", "rename", "replace", "open", "pwrite", "write",
-                                         "copy_file_range")}
+    # What each patched call tells the rules: the destination path, the descriptor, or a byte count.
+    hooks = {
+        "fsync": lambda fd: {"fd": fd},
+        "link": lambda src, dst, *a, **kw: {"path": dst},
+        "rename": lambda src, dst, *a, **kw: {"path": dst},
+        "replace": lambda src, dst, *a, **kw: {"path": dst},
+        "open": lambda path, flags, *a, **kw: {"path": path},
+        "pwrite": lambda fd, data, offset: {"nbytes": len(data)},
+        "write": lambda fd, data: {"nbytes": len(data)},
+        "copy_file_range": lambda src, dst, count, *a, **kw: {"nbytes": count},
+    }
+    for name, hook in hooks.items():
+        def patched(*args, _name=name, _hook=hook, _real=getattr(os, name), **kwargs):
+            check(_name, **_hook(*args, **kwargs))
+            return _real(*args, **kwargs)
 
-    def fsync(fd):
-        check("fsync", fd=fd)
-        return real["fsync"](fd)
-
-    def link(src, dst, *a, **kw):
-        check("link", path=dst)
-        return real["link"](src, dst, *a, **kw)
-
-    def rename(src, dst, *a, **kw):
-        check("rename", path=dst)
-        return real["rename"](src, dst, *a, **kw)
-
-    def replace(src, dst, *a, **kw):
-        check("replace", path=dst)
-        return real["replace"](src, dst, *a, **kw)
-
-    def open_(path, flags, *a, **kw):
-        check("open", path=path)
-        return real["open"](path, flags, *a, **kw)
-
-    def pwrite(fd, data, offset):
-        check("pwrite", nbytes=len(data))
-        return real["pwrite"](fd, data, offset)
-
-    def write(fd, data):
-        check("write", nbytes=len(data))
-        return real["write"](fd, data)
-
-    os.fsync, os.link, os.rename, os.replace, os.open = fsync, link, rename, replace, open_
-    def copy_file_range(src, dst, count, *a, **kw):
-        check("copy_file_range", nbytes=count)
-        return real["copy_file_range"](src, dst, count, *a, **kw)
-
-    os.pwrite, os.write, os.copy_file_range = pwrite, write, copy_file_range
+        setattr(os, name, patched)
