@@ -82,7 +82,7 @@ def du(path: Path) -> int:
 
 
 def bench_hash(f: Path, repeat: int, b3sum: str | None) -> dict:
-    from casstore.digest import hash_file
+    from casstore.model.digest import hash_file
 
     size = f.stat().st_size
     out = {"file_bytes": size}
@@ -258,7 +258,7 @@ def main() -> None:
             "cpus": os.cpu_count(),
             "platform": platform.platform(),
             "python": platform.python_version(),
-            "cpu": next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), "?"),
+            "cpu": next((ln.split(":", 1)[1].strip() for ln in open("/proc/cpuinfo") if ln.startswith("model name")), "?"),
             "filesystem": subprocess.run(["df", "-T", str(work)], capture_output=True, text=True).stdout.split("\n")[1].split()[1],
         },
         "peers": {

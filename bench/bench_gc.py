@@ -23,18 +23,18 @@ import tempfile
 import time
 from pathlib import Path
 
-from casstore.digest import Digest
 from casstore.gc import Policy, execute, plan, read_state
-from casstore.history import Switch
-from casstore.manifest import Entry, Manifest
-from casstore.store import Store
+from casstore.model.digest import Digest
+from casstore.model.history import Switch
+from casstore.model.manifest import Entry, Manifest
+from casstore.store.objects import Store
 
 
 def build(root: Path, n_blobs: int, seed: int = 1) -> Store:
     rnd = random.Random(seed)
     store = Store.open(root)
     digests = []
-    for i in range(n_blobs):
+    for _i in range(n_blobs):
         data = rnd.randbytes(rnd.randint(64, 512))
         d = Digest.of_bytes(data)
         p = store.blob_path(d)

@@ -18,7 +18,7 @@ from pathlib import Path
 # VmHWM, not ru_maxrss: a child's ru_maxrss starts at its parent's peak (it survives execve).
 CHILD = """
 import sys, time
-from casstore.manifest import Manifest
+from casstore.model.manifest import Manifest
 
 def hwm():
     return next(int(l.split()[1]) for l in open("/proc/self/status") if l.startswith("VmHWM:"))
@@ -32,8 +32,8 @@ print(len(m.entries), len(data), hwm() - before, time.perf_counter() - t0)
 
 
 def build(n: int, path: Path) -> None:
-    from casstore.digest import Digest
-    from casstore.manifest import Entry, Manifest
+    from casstore.model.digest import Digest
+    from casstore.model.manifest import Entry, Manifest
 
     entries = tuple(Entry(f"dir{i % 100:03d}/shard-{i:07d}.safetensors", i, Digest.of_bytes(str(i).encode()))
                     for i in range(n))

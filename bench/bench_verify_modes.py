@@ -3,7 +3,7 @@
     python bench/bench_verify_modes.py [--mib 1024]
 
 Both from memory / page cache, so only the hashing differs. Prints GiB/s for: the assembled
-file (casstore.digest.hash_file: 64 MiB mmap windows, all cores), and streaming 1 MiB chunks as
+file (casstore.model.digest.hash_file: 64 MiB mmap windows, all cores), and streaming 1 MiB chunks as
 a download delivers them (multithreaded and single-threaded).
 """
 
@@ -14,7 +14,7 @@ import time
 
 import blake3
 
-from casstore.digest import StreamHasher, hash_file
+from casstore.model.digest import StreamHasher, hash_file
 
 
 def best(fn, n=3):

@@ -14,28 +14,26 @@ from __future__ import annotations
 
 from importlib import import_module
 
-from .errors import CasError, Conflict, IntegrityError, InvalidInput, NotFound
-from .store import Store
+from casstore.errors import CasError, Conflict, IntegrityError, InvalidInput, NotFound
+from casstore.store.objects import Store
 
 __all__ = ["Digest", "Entry", "Manifest", "Store", "CasError", "Conflict", "IntegrityError", "InvalidInput",
            "NotFound", "add", "afetch", "checkout", "fetch", "open_store", "path", "rollback", "use", "verify"]
 
-# Loaded on first use, so that `import casstore.current` (what `cas use` needs) stays light.
-_LAZY = {"Digest": ".digest", "Entry": ".manifest", "Manifest": ".manifest", "add": ".ingest",
-         "checkout": ".materialize", "rollback": ".current", "use": ".current"}
-# Eager: the function shares its module's name, and a later `import casstore.verify` must not
-# replace the function with the module.
-from .verify import verify  # noqa: E402
+# Loaded on first use, so that `import casstore.ops.switch` (what `cas use` needs) stays light.
+_LAZY = {"Digest": "casstore.model.digest", "Entry": "casstore.model.manifest", "Manifest": "casstore.model.manifest",
+         "add": "casstore.ops.add", "checkout": "casstore.ops.checkout", "rollback": "casstore.ops.switch",
+         "use": "casstore.ops.switch", "verify": "casstore.ops.verify"}
 
 
 def __getattr__(name: str):
     if name in _LAZY:
-        return getattr(import_module(_LAZY[name], __name__), name)
+        return getattr(import_module(_LAZY[name]), name)
     raise AttributeError(f"module 'casstore' has no attribute {name!r}")
 
 
 def open_store(path=None, *, create: bool = True) -> Store:
-    from .config import store_path
+    from casstore.config import store_path
 
     return Store.open(store_path(path), create=create)
 
@@ -57,10 +55,11 @@ def fetch(ref: str, *, remote: str | None = None, store: Store | str | None = No
 async def afetch(ref: str, *, remote: str | None = None, store: Store | str | None = None, jobs: int = 8,
                  limit_rate: int | None = None, progress=None, offline: bool | None = None):
     """The async form of ``fetch``: returns a ``FetchResult`` (``.path``, ``.stats``, ``.version``)."""
-    from .download import Settings
-    from .fetching import fetch as _fetch, remotes_for_fetch
-    from .materialize import view
-    from .names import Ref
+    from casstore.model.names import Ref
+    from casstore.ops.checkout import view
+    from casstore.ops.fetch import fetch as _fetch
+    from casstore.ops.fetch import remotes_for_fetch
+    from casstore.transfer.download import Settings
 
     r = Ref.parse(ref)
     st = store if isinstance(store, Store) else open_store(store)
@@ -77,8 +76,8 @@ async def afetch(ref: str, *, remote: str | None = None, store: Store | str | No
 
 def path(store: Store, ref: str):
     """The read-only directory of ``MODEL[@VERSION]``'s files inside the store."""
-    from .materialize import view
-    from .names import Ref
+    from casstore.model.names import Ref
+    from casstore.ops.checkout import view
 
     r = Ref.parse(ref)
     _, digest, m = store.load(r.model, r.version)

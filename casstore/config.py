@@ -11,7 +11,7 @@ import os
 import tomllib
 from pathlib import Path
 
-from .errors import InvalidInput
+from casstore.errors import InvalidInput
 
 
 def config_path() -> Path:

@@ -8,11 +8,21 @@
     │   ├── InvalidName
     │   └── InvalidManifest
     ├── NotFound (LookupError)             model, version, blob, manifest, source file
-    ├── IntegrityError                     bytes do not match their digest; corrupt store
+    ├── IntegrityError                     bytes do not match their digest
+    │   └── CorruptStore                   a store file (tag, history record) that cannot be read as one
     ├── Conflict                           a tag or current pointer moved under us; a refusal needing --force
     │   └── RequirementsUnmet              the environment lacks what a version requires to run
-    ├── LockTimeout (TimeoutError)
-    ├── RemoteError                        (used by remotes)
+    ├── LockTimeout (TimeoutError)         another process held a download lock for too long
+    ├── RemoteError                        .url .status .digest .retryable .retry_after
+    │   ├── RemoteUnreachable              no connection (refused, DNS, reset before an answer)
+    │   ├── RemoteRefused                  401/403/405: a token or a writable server is needed
+    │   ├── RemoteStatusError              any other failing HTTP status (5xx and 429 are retryable)
+    │   ├── RemoteProtocolError            the server broke the protocol: wrong length or range, a cut body
+    │   ├── RemoteTooSlow                  below the low-speed limit, or silent past the stall timeout
+    │   └── Offline                        --offline / CAS_OFFLINE=1 and a remote was needed
+    ├── SourceUnreadable                   a file or directory given to `add` cannot be read
+    ├── DestinationError                   a checkout target cannot be written as asked
+    ├── StoreUnusable                      the store directory cannot be created, written or shared
     ├── OutOfSpace (OSError)               the store's filesystem is full
     └── StoreFormatError                   a store layout this version does not know
 
@@ -59,6 +69,10 @@ class IntegrityError(CasError):
     pass
 
 
+class CorruptStore(IntegrityError):
+    pass
+
+
 class Conflict(CasError):
     pass
 
@@ -72,12 +86,56 @@ class LockTimeout(CasError, TimeoutError):
 
 
 class RemoteError(CasError):
-    """A remote failed or misbehaved. ``retryable``: worth another attempt (resets, 5xx, 429)."""
+    """A remote failed or misbehaved. ``retryable``: worth another attempt (resets, 5xx, 429);
+    ``retry_after``: seconds the server asked for; ``url``, ``status`` and ``digest`` when known."""
 
-    def __init__(self, message: str, *, retryable: bool = False, retry_after: float | None = None) -> None:
+    retryable_by_default = False
+
+    def __init__(self, message: str, *, url: str | None = None, status: int | None = None,
+                 digest: object | None = None, retryable: bool | None = None,
+                 retry_after: float | None = None) -> None:
         super().__init__(message)
-        self.retryable = retryable
+        self.url = url
+        self.status = status
+        self.digest = digest
+        self.retryable = self.retryable_by_default if retryable is None else retryable
         self.retry_after = retry_after
+
+
+class RemoteUnreachable(RemoteError):
+    retryable_by_default = True
+
+
+class RemoteRefused(RemoteError):
+    pass
+
+
+class RemoteStatusError(RemoteError):
+    pass
+
+
+class RemoteProtocolError(RemoteError):
+    pass
+
+
+class RemoteTooSlow(RemoteError):
+    retryable_by_default = True
+
+
+class Offline(RemoteError):
+    pass
+
+
+class SourceUnreadable(CasError):
+    pass
+
+
+class DestinationError(CasError):
+    pass
+
+
+class StoreUnusable(CasError):
+    pass
 
 
 class OutOfSpace(CasError, OSError):

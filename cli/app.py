@@ -8,7 +8,7 @@ inside each command so that `cas --help` stays fast.
 from __future__ import annotations
 
 import sys
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import click
 
@@ -30,7 +30,7 @@ class Ctx:
         path that holds no store say so, rather than leave an empty store behind)."""
         if self._store is None:
             from casstore.config import store_path
-            from casstore.store import Store
+            from casstore.store.objects import Store
 
             create = click.get_current_context().command_path.split(" ", 1)[-1] in CREATORS
             self._store = Store.open(store_path(self.store_arg), create=create)
@@ -84,17 +84,17 @@ pass_ctx = click.make_pass_decorator(Ctx)
 
 
 def _size(n: int) -> str:
-    from casstore.sizes import format_size
+    from casstore.model.sizes import format_size
 
     return format_size(n)
 
 
 def _when(t: float) -> str:
-    return datetime.fromtimestamp(t, timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
+    return datetime.fromtimestamp(t, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
 
 
 def _ref(text: str):
-    from casstore.names import Ref
+    from casstore.model.names import Ref
 
     return Ref.parse(text)
 
@@ -194,7 +194,7 @@ class _progress:
         from rich.progress import BarColumn, DownloadColumn, Progress, ProgressColumn, TimeRemainingColumn
         from rich.text import Text
 
-        from casstore.sizes import format_size
+        from casstore.model.sizes import format_size
 
         class Speed(ProgressColumn):
             def render(self, task) -> Text:
@@ -219,4 +219,6 @@ def completion(shell: str) -> None:
     """Print the completion script for SHELL: `eval "$(cas completion bash)"` in ~/.bashrc."""
     from click.shell_completion import get_completion_class
 
-    click.echo(get_completion_class(shell)(cli, {}, "cas", "_CAS_COMPLETE").source())
+    comp = get_completion_class(shell)
+    assert comp is not None  # click knows every choice above
+    click.echo(comp(cli, {}, "cas", "_CAS_COMPLETE").source())

@@ -8,12 +8,13 @@ import click
 
 from .app import Ctx, _policy, _ref, _size, cli, pass_ctx
 
-def _gc(c: Ctx, policy, dry_run: bool, quiet_plan: bool = False) -> dict:
+
+def _gc(c: Ctx, policy, dry_run: bool) -> dict:
     from casstore.gc import execute, plan, read_state
 
     store = c.store()
     p = plan(read_state(store), policy)
-    say = (lambda m: None) if quiet_plan else c.info
+    say = c.info
     say(f"gc plan: {len(p.delete_versions)} versions, {len(p.delete_manifests)} manifests, {len(p.delete_blobs)} blobs; "
         f"frees {_size(p.bytes_freed)} of {_size(p.bytes_before)}")
     for m, v, _ in p.delete_versions:
@@ -45,18 +46,16 @@ def gc(c: Ctx, max_size, retention_days, keep_last, grace, dry_run) -> None:
 
 
 def _auto_gc(c: Ctx) -> None:
-    """After fetch/update: a light GC when a configured gc.max_size is exceeded."""
-    from casstore.config import load_user_config
-    from casstore.gc import store_size
+    """After fetch/update: say what the library's light GC did, if anything."""
+    from casstore.gc import auto_collect
 
-    if load_user_config().get("gc", {}).get("max_size") is None:
-        return
-    policy = _policy(None, None, None, None)
-    if store_size(c.store()) <= policy.max_size:
-        return
-    out = _gc(c, policy, dry_run=False, quiet_plan=True)
-    r = out["result"]
-    c.info(f"auto gc (over gc.max_size {_size(policy.max_size)}): freed {_size(r['bytes_freed'])}")
+    done = auto_collect(c.store())
+    if done is not None:
+        policy, p, r = done
+        assert policy.max_size is not None  # auto GC runs only with one
+        if p.shortfall:
+            c.warn(f"cannot get under {_size(policy.max_size)}: still {_size(p.shortfall)} over")
+        c.info(f"auto gc (over gc.max_size {_size(policy.max_size)}): freed {_size(r.bytes_freed)}")
 
 
 @cli.command()
@@ -64,7 +63,7 @@ def _auto_gc(c: Ctx) -> None:
 @pass_ctx
 def pin(c: Ctx, ref) -> None:
     """Pin MODEL@VERSION: GC never collects it."""
-    from casstore.gc import mark
+    from casstore.store.markers import mark
 
     r = _ref(ref)
     store = c.store()
@@ -79,8 +78,7 @@ def pin(c: Ctx, ref) -> None:
 def unpin(c: Ctx, ref) -> None:
     """Release MODEL@VERSION: remove its pin, or the rollback root an update left on it."""
     from casstore.errors import NotFound
-    from casstore.gc import unmark
-    from casstore.updates import kept, unkeep
+    from casstore.store.markers import unmark
 
     r = _ref(ref)
     store = c.store()
@@ -88,8 +86,7 @@ def unpin(c: Ctx, ref) -> None:
     released = []
     if unmark(store, r.model, version, "pins"):
         released.append("pin")
-    if version in kept(store, r.model):
-        unkeep(store, r.model, version)
+    if unmark(store, r.model, version, "keep"):
         released.append("rollback root")
     if not released:
         raise NotFound(f"{r.model}@{version} is neither pinned nor kept as a rollback root")
@@ -114,7 +111,7 @@ def config_set(c: Ctx, key, value) -> None:
     """Set KEY to VALUE."""
     from casstore.config import load_user_config, save_user_config
     from casstore.errors import InvalidInput
-    from casstore.sizes import parse_size
+    from casstore.model.sizes import parse_size
 
     if key not in _CONFIG_KEYS:
         raise InvalidInput(f"unknown config key {key!r}; known: {', '.join(_CONFIG_KEYS)}")
@@ -156,8 +153,8 @@ def init(c: Ctx, shared, remote) -> None:
     store group-shared instead."""
     from pathlib import Path
 
-    from casstore.project import TOML, Project
-    from casstore.shared import make_shared
+    from casstore.ops.project import TOML, Project
+    from casstore.store.shared import make_shared
 
     store = c.store()
     out = {"store": str(store.root), "shared": shared}
@@ -175,7 +172,7 @@ def init(c: Ctx, shared, remote) -> None:
 @pass_ctx
 def doctor(c: Ctx) -> None:
     """Report wrong permissions, stale locks, orphaned temp files and unknown files in the store."""
-    from casstore.doctor import diagnose
+    from casstore.ops.doctor import diagnose
 
     findings = diagnose(c.store())
     for f in findings:

@@ -15,6 +15,7 @@ from . import gc_commands, project_commands, remote_commands, store_commands  # 
 from .app import Ctx, cli
 from .exitcodes import exit_code
 
+
 def main(argv: list[str] | None = None) -> None:
     c = Ctx()
     try:

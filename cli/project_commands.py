@@ -9,6 +9,7 @@ import click
 from .app import Ctx, _progress, _ref, _remote_options, _run, _size, cli, pass_ctx
 from .gc_commands import _auto_gc
 
+
 @cli.command("check-updates")
 @click.argument("models", nargs=-1)
 @_remote_options
@@ -16,8 +17,8 @@ from .gc_commands import _auto_gc
 @pass_ctx
 def check_updates(c: Ctx, models, remote_name, insecure, pre) -> None:
     """For each local model, whether the remote has a newer version, and whether it is breaking."""
-    from casstore.fetching import open_remotes
-    from casstore.updates import check_updates as do_check
+    from casstore.ops.fetch import open_remotes
+    from casstore.ops.update import check_updates as do_check
 
     names = [_ref(m).model for m in models] or None
     remotes = open_remotes(remote_name, insecure=insecure, offline=c.offline)
@@ -56,10 +57,10 @@ def _print_plan(c: Ctx, p) -> None:
 def update(c: Ctx, model, to, allow_breaking, strategy, dry_run, pre, jobs, limit_rate, ignore_requirements,
            remote_name, insecure) -> None:
     """Fetch a newer version completely, then switch current to it in one step."""
-    from casstore.download import Settings
-    from casstore.fetching import open_remotes
-    from casstore.sizes import parse_size
-    from casstore.updates import execute_update, plan_update
+    from casstore.model.sizes import parse_size
+    from casstore.ops.fetch import open_remotes
+    from casstore.ops.update import execute_update, plan_update
+    from casstore.transfer.download import Settings
 
     r = _ref(model)
     store = c.store()
@@ -91,7 +92,7 @@ def _project(create: bool = False):
     from pathlib import Path
 
     from casstore.errors import NotFound
-    from casstore.project import Project
+    from casstore.ops.project import Project
 
     p = Project.find()
     if p is None and create:
@@ -109,8 +110,8 @@ def _project(create: bool = False):
 @pass_ctx
 def lock(c: Ctx, models, remote_name, insecure, pre) -> None:
     """Resolve cas.toml into cas.lock. MODEL re-resolves it; MODEL@REQ also sets its requirement."""
-    from casstore.fetching import open_remotes
-    from casstore.sync import lock as do_lock
+    from casstore.ops.fetch import open_remotes
+    from casstore.ops.project import lock as do_lock
 
     project = _project(create=any("@" in m for m in models))
     upgrade = []
@@ -141,14 +142,14 @@ def lock(c: Ctx, models, remote_name, insecure, pre) -> None:
 @pass_ctx
 def sync(c: Ctx, frozen, offline, jobs, ignore_requirements, remote_name, insecure) -> None:
     """Fetch and materialise exactly what cas.lock says."""
-    from casstore.download import Settings
-    from casstore.sync import sync as do_sync
+    from casstore.ops.project import sync as do_sync
+    from casstore.transfer.download import Settings
 
     project = _project()
     remotes = []
     offline = offline or c.offline
     if not offline:
-        from casstore.fetching import open_remotes
+        from casstore.ops.fetch import open_remotes
 
         remotes = open_remotes(remote_name or project.remote, insecure=insecure, offline=c.offline)
     with _progress(c, "sync") as progress:

@@ -9,6 +9,7 @@ import click
 from .app import Ctx, _progress, _ref, _remote_options, _run, _size, _when, cli, pass_ctx
 from .gc_commands import _auto_gc
 
+
 @cli.group()
 def remote() -> None:
     """Configure remotes: a directory, file://, http(s)://."""
@@ -23,7 +24,7 @@ def remote() -> None:
 @pass_ctx
 def remote_add(c: Ctx, name, url, make_default, insecure, force) -> None:
     """Add remote NAME at URL (replacing one of that name only with --force)."""
-    from casstore import remoteconfig
+    from casstore.remotes import config as remoteconfig
 
     remoteconfig.add(name, url, default=make_default, insecure=insecure, force=force)
     c.info(f"remote {name} -> {url}")
@@ -34,7 +35,7 @@ def remote_add(c: Ctx, name, url, make_default, insecure, force) -> None:
 @pass_ctx
 def remote_list(c: Ctx) -> None:
     """Configured remotes, the default first."""
-    from casstore import remoteconfig
+    from casstore.remotes import config as remoteconfig
 
     specs, default = remoteconfig.configured()
     rows = [{"name": s.name, "url": s.url, "default": s.name == default, "token": bool(s.token)} for s in specs]
@@ -46,7 +47,7 @@ def remote_list(c: Ctx) -> None:
 @pass_ctx
 def remote_remove(c: Ctx, name) -> None:
     """Remove remote NAME."""
-    from casstore import remoteconfig
+    from casstore.remotes import config as remoteconfig
 
     remoteconfig.remove(name)
     c.result({"removed": name})
@@ -60,8 +61,8 @@ def remote_remove(c: Ctx, name) -> None:
 @pass_ctx
 def push(c: Ctx, ref, remote_name, insecure, force, jobs) -> None:
     """Publish MODEL@VERSION: only blobs the remote lacks, then the manifest, then the index."""
-    from casstore.fetching import open_remotes
-    from casstore.publish import push as do_push
+    from casstore.ops.fetch import open_remotes
+    from casstore.ops.push import push as do_push
 
     r = _ref(ref)
     store = c.store()
@@ -82,9 +83,10 @@ def push(c: Ctx, ref, remote_name, insecure, force, jobs) -> None:
 @pass_ctx
 def fetch(c: Ctx, ref, remote_name, insecure, jobs, limit_rate) -> None:
     """Download MODEL[@VERSION] (latest if none) into the store, verifying every byte."""
-    from casstore.download import Settings
-    from casstore.fetching import fetch as do_fetch, remotes_for_fetch
-    from casstore.sizes import parse_size
+    from casstore.model.sizes import parse_size
+    from casstore.ops.fetch import fetch as do_fetch
+    from casstore.ops.fetch import remotes_for_fetch
+    from casstore.transfer.download import Settings
 
     r = _ref(ref)
     store = c.store()
@@ -93,11 +95,11 @@ def fetch(c: Ctx, ref, remote_name, insecure, jobs, limit_rate) -> None:
     with _progress(c, f"fetch {ref}") as progress:
         res = _run(lambda: do_fetch(store, remotes, r.model, r.version, settings=settings, progress=progress,
                                     offline=c.offline), remotes)
-    from casstore.project import Project
+    from casstore.ops.project import Project
 
     project = Project.find()
     if project is not None:
-        from casstore.sync import record_fetch
+        from casstore.ops.project import record_fetch
 
         if record_fetch(project, r.model, res.version, res.manifest, store.get_manifest(res.manifest)):
             c.info(f"recorded {r.model}@{res.version} in {project.lock_path}")
@@ -115,8 +117,9 @@ def fetch(c: Ctx, ref, remote_name, insecure, jobs, limit_rate) -> None:
 @pass_ctx
 def versions(c: Ctx, model, remote_name, insecure) -> None:
     """Versions of MODEL published on the remote, newest first."""
-    from casstore.fetching import open_remotes, versions as do_versions
-    from casstore.versioning import sort_key
+    from casstore.model.versioning import sort_key
+    from casstore.ops.fetch import open_remotes
+    from casstore.ops.fetch import versions as do_versions
 
     r = _ref(model)
     remotes = open_remotes(remote_name, insecure=insecure, offline=c.offline)
@@ -143,8 +146,8 @@ def serve(c: Ctx, root, host, port, token_file, max_object_size, max_connections
     import asyncio
     from pathlib import Path
 
-    from casstore.serve import Limits, start
-    from casstore.sizes import parse_size
+    from casstore.model.sizes import parse_size
+    from casstore.remotes.server import Limits, start
 
     token = Path(token_file).read_text().strip() if token_file else os.environ.get("CAS_SERVE_TOKEN")
 

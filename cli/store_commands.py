@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-
 import click
 
 from .app import Ctx, _policy, _progress, _ref, _remote_options, _run, _size, _when, cli, pass_ctx
+
 
 @cli.command()
 @click.argument("path", type=click.Path(path_type=str))
@@ -24,7 +24,7 @@ from .app import Ctx, _policy, _progress, _ref, _remote_options, _run, _size, _w
 def add(c: Ctx, path, model, version, note, breaking, meta, requires, force, move, strict, jobs) -> None:
     """Snapshot a directory (or one file) as MODEL@VERSION; prints the manifest digest."""
     from casstore.errors import InvalidInput
-    from casstore.ingest import add as do_add
+    from casstore.ops.add import add as do_add
 
     pairs = {}
     for kv in meta:
@@ -61,23 +61,14 @@ def _has_store(c: Ctx) -> bool:
 
 def _usage(c: Ctx, model: str | None = None):
     """Per-version sizes with the GC's view: last use, why each is kept, what gc would free."""
-    from casstore.errors import NotFound
-    from casstore.gc import plan, read_state, root_reasons
-    from casstore.usage import usage
+    from casstore.ops.usage import report
 
-    state = read_state(c.store())  # one pass over blobs and manifests serves both views
-    for problem in state.broken:
-        c.warn(problem)
-    policy = _policy(None, None, None, None)
-    details = {(v.model, v.version): (v.last_used, root_reasons(v, policy, state.now)) for v in state.versions}
-    versions = {(v.model, v.version): (v.manifest, state.loaded[v.manifest]) for v in state.versions
-                if model is None or v.model == model}
-    current = {v.model: v.version for v in state.versions if "current" in v.marks}
     if model:
         _ref(model)
-        if not versions:
-            raise NotFound(f"model {model} is not in the store {c.store().root}")
-    return usage(versions, current, details), plan(state, policy), state, policy
+    rep = report(c.store(), model, _policy(None, None, None, None))
+    for problem in rep.broken:
+        c.warn(problem)
+    return rep
 
 
 def _ago(now: float, t: float | None) -> str:
@@ -94,18 +85,18 @@ def list_(c: Ctx, model) -> None:
     """Models and versions in the store, which is current, their sizes, last use and why GC keeps them."""
     if model is None and not _has_store(c):
         return
-    models, _, state, _ = _usage(c, model)
+    rep = _usage(c, model)
     lines = []
-    for mu in models:
+    for mu in rep.models:
         lines.append(f"{mu.model}  ({_size(mu.size)}, {_size(mu.unique)} not shared with other models)")
         for v in mu.versions:
             mark = "*" if v.current else " "
             lines.append(
                 f"  {mark} {v.version:<16} {v.files:>6} files {_size(v.size):>12}  unique {_size(v.unique):>12}  "
-                f"shared {_size(v.shared):>12}  used {_ago(state.now, v.last_used):>9}  "
+                f"shared {_size(v.shared):>12}  used {_ago(rep.now, v.last_used):>9}  "
                 + ("kept: " + "; ".join(v.roots) if v.roots else "collectable")
             )
-    c.result({"models": [m.to_json() for m in models]}, "\n".join(lines) if lines else None)
+    c.result({"models": [m.to_json() for m in rep.models]}, "\n".join(lines) if lines else None)
     if not lines:
         c.info("no models in the store")
 
@@ -125,7 +116,7 @@ def show(c: Ctx, ref) -> None:
     ]
     if m.note:
         lines.append(f"note: {m.note}")
-    from casstore import runtime
+    from casstore.model import runtime
 
     for req in runtime.of(m.meta):
         problems = runtime.unmet({runtime.META_KEY: req})
@@ -145,7 +136,7 @@ def show(c: Ctx, ref) -> None:
 @pass_ctx
 def path(c: Ctx, ref) -> None:
     """Print a read-only directory holding the version's files (inside the store)."""
-    from casstore.materialize import view
+    from casstore.ops.checkout import view
 
     r = _ref(ref)
     store = c.store()
@@ -162,7 +153,7 @@ def path(c: Ctx, ref) -> None:
 @pass_ctx
 def checkout(c: Ctx, ref, dest, link, clean) -> None:
     """Materialise MODEL[@VERSION]'s files into DEST (read-only)."""
-    from casstore.materialize import checkout as do_checkout
+    from casstore.ops.checkout import checkout as do_checkout
 
     r = _ref(ref)
     store = c.store()
@@ -185,8 +176,8 @@ def _switched(c: Ctx, model: str, s) -> None:
 @pass_ctx
 def use(c: Ctx, ref, expect, ignore_requirements) -> None:
     """Switch the current pointer to MODEL@VERSION (present in the store)."""
-    from casstore.current import use as do_use
     from casstore.errors import InvalidInput
+    from casstore.ops.switch import use as do_use
 
     r = _ref(ref)
     if r.version is None:
@@ -202,23 +193,18 @@ def use(c: Ctx, ref, expect, ignore_requirements) -> None:
 @pass_ctx
 def rollback(c: Ctx, model, version, refetch, remote_name, insecure) -> None:
     """Switch current back: to the previous version, or to VERSION."""
-    from casstore.current import rollback as do_rollback
-    from casstore.errors import NotFound
-    from casstore.history import rollback_target
+    from casstore.ops.switch import rollback as do_rollback
 
     r = _ref(model if version is None else f"{model}@{version}")
     store = c.store()
-    try:
+    if not refetch:
         _switched(c, r.model, do_rollback(store, r.model, r.version))
-    except NotFound:
-        if not refetch:
-            raise
-        from casstore.fetching import fetch as do_fetch, open_remotes
+        return
+    from casstore.ops.fetch import open_remotes
+    from casstore.ops.switch import rollback_fetching
 
-        target, _ = rollback_target(store.refs.history(r.model), r.version)
-        remotes = open_remotes(remote_name, insecure=insecure, offline=c.offline)
-        _run(lambda: do_fetch(store, remotes, r.model, target), remotes)
-        _switched(c, r.model, do_rollback(store, r.model, r.version))
+    remotes = open_remotes(remote_name, insecure=insecure, offline=c.offline)
+    _switched(c, r.model, _run(lambda: rollback_fetching(store, remotes, r.model, r.version), remotes))
 
 
 @cli.command()
@@ -252,23 +238,21 @@ def log(c: Ctx, model) -> None:
 def verify(c: Ctx, ref, fast, jobs, repair, remote_name, insecure) -> None:
     """Re-hash blobs; quarantine corrupt ones and name the versions that use them."""
     from casstore.errors import IntegrityError
-    from casstore.verify import verify as do_verify
+    from casstore.ops.verify import verify as do_verify
 
     r = _ref(ref) if ref else None
     with _progress(c, "verify") as progress:
         rep = do_verify(c.store(), r.model if r else None, r.version if r else None, fast=fast, jobs=jobs,
                         progress=progress)
-    wants = {p.what: p.size for p in rep.problems if p.repairable}
+    wants = sum(p.repairable for p in rep.problems)
     if repair and wants:
-        from casstore.digest import Digest
-        from casstore.download import Downloader, Settings
-        from casstore.fetching import open_remotes
+        from casstore.ops.fetch import open_remotes
+        from casstore.ops.verify import repair as do_repair
 
         remotes = open_remotes(remote_name, insecure=insecure, offline=c.offline)
         with _progress(c, "repair") as progress:
-            dl = Downloader(c.store(), remotes, Settings.from_env(), progress)
-            stats = _run(lambda: dl.fetch({Digest.parse(k): v for k, v in wants.items()}), remotes)
-        c.info(f"repaired {len(wants)} blob(s): {_size(stats.bytes_downloaded)} downloaded")
+            stats = _run(lambda: do_repair(c.store(), remotes, rep, progress=progress), remotes)
+        c.info(f"repaired {wants} blob(s): {_size(stats.bytes_downloaded)} downloaded")
         rep = do_verify(c.store(), r.model if r else None, r.version if r else None, fast=fast, jobs=jobs)
     for p in rep.problems:
         (c.warn if p.kind == "format" else c.info)(f"{p.kind}: {p.what}: {p.detail}")
@@ -292,22 +276,20 @@ def du(c: Ctx) -> None:
     """What uses space: per model and version, unique and shared bytes, and what gc would free."""
     if not _has_store(c):
         return
-    models, p, state, policy = _usage(c)
-    referenced = {b for v in state.versions for b in v.blobs}
-    total = sum(size for size, _ in state.blobs.values())
-    unreferenced = sum(size for d, (size, _) in state.blobs.items() if d not in referenced)
+    rep = _usage(c)
     lines = [f"{'model/version':<32} {'size':>11} {'unique':>11} {'shared':>11} {'used':>9}  kept because"]
-    for mu in models:
+    for mu in rep.models:
         lines.append(f"{mu.model:<32} {_size(mu.size):>11} {_size(mu.unique):>11}")
         for v in mu.versions:
             lines.append(f"  {v.version + (' *' if v.current else ''):<30} {_size(v.size):>11} {_size(v.unique):>11} "
-                         f"{_size(v.shared):>11} {_ago(state.now, v.last_used):>9}  {'; '.join(v.roots) or '-'}")
-    junk = sum(size for _, size, _ in state.junk)
-    limit = f" (limit {_size(policy.max_size)})" if policy.max_size is not None else ""
-    lines.append(f"blobs in store: {_size(total)}{limit}; referenced by no version: {_size(unreferenced)}; "
-                 f"quarantined and abandoned partial files: {_size(junk)}; `cas gc` would free {_size(p.bytes_freed)}")
-    c.result({"models": [m.to_json() for m in models], "blob_bytes": total, "unreferenced_bytes": unreferenced,
-              "junk_bytes": junk, "gc_would_free": p.bytes_freed, "max_size": policy.max_size}, "\n".join(lines))
+                         f"{_size(v.shared):>11} {_ago(rep.now, v.last_used):>9}  {'; '.join(v.roots) or '-'}")
+    limit = f" (limit {_size(rep.policy.max_size)})" if rep.policy.max_size is not None else ""
+    lines.append(f"blobs in store: {_size(rep.blob_bytes)}{limit}; referenced by no version: "
+                 f"{_size(rep.unreferenced_bytes)}; quarantined and abandoned partial files: {_size(rep.junk_bytes)}; "
+                 f"`cas gc` would free {_size(rep.plan.bytes_freed)}")
+    c.result({"models": [m.to_json() for m in rep.models], "blob_bytes": rep.blob_bytes,
+              "unreferenced_bytes": rep.unreferenced_bytes, "junk_bytes": rep.junk_bytes,
+              "gc_would_free": rep.plan.bytes_freed, "max_size": rep.policy.max_size}, "\n".join(lines))
 
 
 
@@ -318,7 +300,7 @@ def du(c: Ctx) -> None:
 @pass_ctx
 def rm(c: Ctx, ref, force) -> None:
     """Drop MODEL@VERSION from the store; its blobs go at the next `cas gc`."""
-    from casstore.remove import remove
+    from casstore.ops.remove import remove
 
     r = _ref(ref)
     if r.version is None:

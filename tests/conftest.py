@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from casstore.digest import hash_file
-from casstore.store import Store
+from casstore.model.digest import hash_file
+from casstore.store.objects import Store
 
 
 @pytest.fixture(autouse=True)

@@ -15,11 +15,25 @@ from pathlib import Path
 
 import pytest
 
+_HELD: list[socket.socket] = []
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+
+def refusing_port() -> int:
+    """A loopback port where connections are refused for the rest of the run: bound (port 0, so no
+    race with other tests) and never listening."""
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    _HELD.append(s)
+    return s.getsockname()[1]
+
+
+def listening_socket() -> socket.socket:
+    """A listening loopback socket on a port the kernel picked, to hand to a server process."""
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    s.listen(128)
+    s.set_inheritable(True)
+    return s
 
 
 def wait_port(port: int, timeout: float = 10.0) -> None:
@@ -67,7 +81,10 @@ class Nginx:
         if not os.path.exists(exe):
             pytest.fail("nginx is not installed (CI installs it from Debian packages: apt-get install nginx)")
         workdir.mkdir(parents=True, exist_ok=True)
-        self.port = free_port()
+        # nginx inherits the listening socket (its NGINX variable, as in a binary upgrade), so the
+        # port is bound once, by the kernel's choice, with no window for another test to take it.
+        self.sock = listening_socket()
+        self.port = self.sock.getsockname()[1]
         conf = workdir / "nginx.conf"
         user = "user root;" if os.geteuid() == 0 else ""
         conf.write_text(f"""
@@ -94,13 +111,15 @@ http {{
   }}
 }}
 """)
-        self.proc = subprocess.Popen([exe, "-c", str(conf), "-p", str(workdir)], stderr=subprocess.PIPE)
+        self.proc = subprocess.Popen([exe, "-c", str(conf), "-p", str(workdir)], stderr=subprocess.PIPE,
+                                     pass_fds=(self.sock.fileno(),), env={**os.environ, "NGINX": f"{self.sock.fileno()};"})
         wait_port(self.port)
         self.url = f"http://127.0.0.1:{self.port}/"
 
     def stop(self) -> None:
         self.proc.terminate()
         self.proc.wait(10)
+        self.sock.close()
 
 
 @contextlib.contextmanager
@@ -119,14 +138,14 @@ class ThreadedApp:
     def __init__(self, app) -> None:
         from aiohttp import web
 
-        self.port = free_port()
         self.loop = asyncio.new_event_loop()
         ready = threading.Event()
 
         async def start():
             self.runner = web.AppRunner(app, access_log=None)
             await self.runner.setup()
-            await web.TCPSite(self.runner, "127.0.0.1", self.port).start()
+            await web.TCPSite(self.runner, "127.0.0.1", 0).start()
+            self.port = self.runner.addresses[0][1]
             ready.set()
 
         def run():

@@ -2,6 +2,7 @@ import asyncio
 import os
 
 import casstore
+
 from conftest import make_model
 
 
@@ -50,9 +51,10 @@ def test_fetch_api_returns_a_loadable_directory(tmp_path, monkeypatch):
     pub = casstore.open_store()
     src = make_model(tmp_path / "m", {"config.json": b'{"a": 1}', "w.bin": 300_000})
     casstore.add(pub, src, "t2v", "1.1.0")
-    from casstore.remotes.directory import DirectoryRemote
-    from casstore.publish import push
     import asyncio
+
+    from casstore.ops.push import push
+    from casstore.remotes.directory import DirectoryRemote
 
     asyncio.run(push(pub, DirectoryRemote(tmp_path / "nas"), "t2v", "1.1.0"))
     seen = []
@@ -67,18 +69,18 @@ def test_fetch_api_returns_a_loadable_directory(tmp_path, monkeypatch):
 def test_api_functions_survive_submodule_imports():
     import importlib
 
-    for mod in ("casstore.verify", "casstore.fetching", "casstore.current", "casstore.ingest", "casstore.materialize"):
+    for mod in ("casstore.ops.verify", "casstore.ops.fetch", "casstore.ops.switch", "casstore.ops.add", "casstore.ops.checkout"):
         importlib.import_module(mod)
     for name in ("verify", "fetch", "afetch", "use", "rollback", "add", "checkout", "path", "open_store"):
         assert callable(getattr(casstore, name)), name
 
 
 def test_progress_callbacks_count_up_to_the_total(tmp_path):
-    from casstore.ingest import add
-    from casstore.publish import push
+    from casstore.ops.add import add
+    from casstore.ops.push import push
+    from casstore.ops.verify import verify
     from casstore.remotes.directory import DirectoryRemote
-    from casstore.store import Store
-    from casstore.verify import verify
+    from casstore.store.objects import Store
 
     store = Store.open(tmp_path / "s")
     calls: dict[str, list] = {"add": [], "push": [], "verify": []}
@@ -97,6 +99,7 @@ def test_a_tqdm_bar_works_as_the_callback(tmp_path):
 
     import casstore
     from casstore.progress import tqdm_progress
+
     from conftest import CasRunner
 
     pub = CasRunner(tmp_path / "pub", tmp_path)

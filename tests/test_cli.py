@@ -5,7 +5,8 @@ import sys
 
 import pytest
 
-from conftest import CasRunner as CasRunnerFor, make_model
+from conftest import CasRunner as CasRunnerFor
+from conftest import make_model
 
 
 @pytest.fixture

@@ -6,9 +6,10 @@ import subprocess
 
 import pytest
 
-from casstore.current import use
 from casstore.errors import Conflict
-from casstore.store import Store
+from casstore.ops.switch import use
+from casstore.store.objects import Store
+
 from conftest import assert_store_consistent, make_model
 
 pytestmark = pytest.mark.slow
@@ -59,7 +60,7 @@ def _racer(root, version, barrier, out):
 
 
 def test_true_race_on_current_pointer(store, tmp_path):
-    from casstore.ingest import add
+    from casstore.ops.add import add
 
     src = make_model(tmp_path / "src", {"a": 10})
     for v in ("1", "2", "3"):

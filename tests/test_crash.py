@@ -9,7 +9,8 @@ import random
 
 import pytest
 
-from casstore.store import Store
+from casstore.store.objects import Store
+
 from conftest import assert_store_consistent, kill_at, make_model, timed
 
 pytestmark = pytest.mark.slow

@@ -12,12 +12,13 @@ import subprocess
 
 import pytest
 
-from accounts import GROUP, give_to, readable_base, run_as
-from casstore.destination import Destination
 from casstore.errors import InvalidInput, UnsafeDestination
-from casstore.ingest import add
-from casstore.materialize import checkout
-from casstore.project import Project
+from casstore.fs.destination import Destination
+from casstore.ops.add import add
+from casstore.ops.checkout import checkout
+from casstore.ops.project import Project
+
+from accounts import GROUP, give_to, readable_base, run_as
 from conftest import CasRunner, make_model
 
 

@@ -3,8 +3,8 @@ import os
 import blake3
 import pytest
 
-from casstore.digest import Digest, StreamHasher, hash_file
 from casstore.errors import InvalidDigest
+from casstore.model.digest import Digest, StreamHasher, hash_file
 
 GOOD = "blake3:" + "ab" * 32
 

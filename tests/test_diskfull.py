@@ -5,7 +5,8 @@ import subprocess
 
 import pytest
 
-from casstore.store import Store
+from casstore.store.objects import Store
+
 from conftest import CasRunner, assert_store_consistent, make_model
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="mounting a tmpfs needs root (CI runs as root)")

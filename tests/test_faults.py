@@ -7,8 +7,9 @@ import subprocess
 
 import pytest
 
+from casstore.store.objects import Store
+
 import faults
-from casstore.store import Store
 from conftest import CasRunner, assert_store_consistent, make_model
 
 pytestmark = pytest.mark.slow  # many child processes; `.ci/run` runs `pytest -m slow` as its own step

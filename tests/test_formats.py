@@ -1,7 +1,8 @@
 import json
 import struct
 
-from casstore.formats import check_file, check_safetensors
+from casstore.model.formats import check_file, check_safetensors
+
 from conftest import write_safetensors
 
 

@@ -10,14 +10,17 @@ import time
 
 import pytest
 
-from casstore.digest import Digest
-from casstore.download import Downloader, Settings
-from casstore.gc import Policy, execute, mark, plan, read_state
-from casstore.ingest import add
-from casstore.leases import Lease, live_leases
+from casstore.gc import Policy, execute, plan, read_state
+from casstore.model.digest import Digest
+from casstore.ops.add import add
 from casstore.remotes import blob
 from casstore.remotes.directory import DirectoryRemote
-from casstore.store import Store
+from casstore.store.leases import Lease, live_leases
+from casstore.store.markers import mark
+from casstore.store.objects import Store
+from casstore.transfer import lock as download_lock
+from casstore.transfer.download import Downloader, Settings
+
 from conftest import CasRunner, assert_store_consistent, kill_at, make_model, timed
 
 
@@ -28,8 +31,9 @@ def age(path, seconds):
 
 def orphan(store, data=None):
     """A blob no manifest lists, as an add killed after its blobs leaves behind."""
-    data = data or os.urandom(5000)
-    return store.put_bytes(data).digest
+    src = store.root.parent / f"orphan-{os.urandom(4).hex()}"
+    src.write_bytes(data or os.urandom(5000))
+    return store.put_file(src).digest
 
 
 def versions(store, tmp_path, n, model="m", size=20_000):
@@ -90,10 +94,10 @@ def test_live_lease_protects_and_dead_lease_is_cleaned(store):
 
 
 def test_project_roots_and_keep_markers(store, tmp_path):
-    from casstore.updates import keep
+    from casstore.store.markers import mark
 
     versions(store, tmp_path, 3)
-    keep(store, "m", "1.1.0")
+    mark(store, "m", "1.1.0", "keep")
     p, _ = gc(store, max_size=0, retention_days=None, keep_last=0, grace=0)
     assert sorted(store.refs.tags("m")) == ["1.0.0", "1.1.0"]
     assert dict(p.kept)["m@1.1.0"] == ("rollback root",)
@@ -147,8 +151,8 @@ def test_clock_skew_uses_the_store_clock(tmp_path):
     (store.layout.tmp / "locks").mkdir(exist_ok=True)
     lock = store.layout.tmp / "locks" / f"{dg.hex}.lock"
     lock.write_text(json.dumps({"host": "other-host", "pid": 1, "time": time.time()}))
-    code = (f"import asyncio; from casstore.store import Store; from casstore.download import Downloader, Settings; "
-            f"from casstore.remotes.directory import DirectoryRemote; from casstore.digest import Digest; "
+    code = (f"import asyncio; from casstore.store.objects import Store; from casstore.transfer.download import Downloader, Settings; "
+            f"from casstore.remotes.directory import DirectoryRemote; from casstore.model.digest import Digest; "
             f"asyncio.run(Downloader(Store.open({str(tmp_path / 's')!r}), [DirectoryRemote({str(tmp_path / 'nas')!r})], "
             f"Settings(stale_after=60)).fetch({{Digest({dg.hex!r}): {len(data)}}}))")
     for skew in ("+1h", "-1h"):
@@ -183,12 +187,12 @@ def test_lying_lock_still_one_correct_blob(store, tmp_path, monkeypatch):
     nas = DirectoryRemote(tmp_path / "nas")
     asyncio.run(nas.write(blob(d), data))
 
-    async def no_lock(self, digest):
-        lk = self.lock_dir / f"{digest.hex}.{self.writer}.fake"
+    async def no_lock(store, digest, stale_after, timeout):
+        lk = store.layout.locks / f"{digest.hex}.{os.urandom(6).hex()}.fake"
         lk.write_text("{}")
         return lk
 
-    monkeypatch.setattr(Downloader, "_lock", no_lock)
+    monkeypatch.setattr(download_lock, "acquire", no_lock)
 
     async def both():
         a = Downloader(store, [nas], Settings(part_size=256 << 10, jobs=2))

@@ -4,7 +4,8 @@ import json
 import os
 import time
 
-from casstore.store import Store
+from casstore.store.objects import Store
+
 from conftest import CasRunner, assert_store_consistent, make_model
 
 

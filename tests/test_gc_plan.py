@@ -1,9 +1,10 @@
 """The GC plan as a pure function of roots, sizes, times and limits."""
 
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from casstore.digest import Digest
 from casstore.gc import DAY, Policy, StoreState, VersionState, plan, root_reasons
+from casstore.model.digest import Digest
 
 NOW = 1_000_000_000.0
 

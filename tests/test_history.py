@@ -1,8 +1,8 @@
 import pytest
 
-from casstore.digest import Digest
 from casstore.errors import NotFound
-from casstore.history import Switch, rollback_target, undo_stack
+from casstore.model.digest import Digest
+from casstore.model.history import Switch, rollback_target, undo_stack
 
 
 def sw(seq, version, action="use", previous=None):

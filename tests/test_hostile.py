@@ -13,14 +13,24 @@ import time
 import pytest
 from aiohttp import web
 
-from casstore.digest import Digest
-from casstore.download import Settings
-from casstore.errors import IntegrityError, InvalidInput, InvalidManifest, NotFound, RemoteError
-from casstore.fetching import fetch
-from casstore.index import Index, IndexEntry
-from casstore.ingest import add
-from casstore.manifest import Entry, Manifest
+from casstore.errors import (
+    IntegrityError,
+    InvalidInput,
+    InvalidManifest,
+    NotFound,
+    RemoteError,
+    RemoteProtocolError,
+    RemoteStatusError,
+    RemoteTooSlow,
+)
+from casstore.model.digest import Digest
+from casstore.model.index import Index, IndexEntry
+from casstore.model.manifest import Entry, Manifest
+from casstore.ops.add import add
+from casstore.ops.fetch import fetch
 from casstore.remotes.http import HttpRemote
+from casstore.transfer.download import Settings
+
 from conftest import assert_store_consistent, make_model
 from servers import ThreadedApp
 
@@ -108,6 +118,8 @@ def expect_error(store, server, exc, *needles, **kw):
         server.server.stop()
     for n in needles:
         assert n in str(e.value), str(e.value)
+    if isinstance(e.value, RemoteError):  # typed: what failed, where, and for which blob
+        assert e.value.digest == D and BLOB_URL in e.value.url, (e.value.digest, e.value.url)
     assert_nothing_published(store)
     return e.value
 
@@ -123,14 +135,14 @@ def test_endless_body(populated):
             await resp.write(os.urandom(1 << 20))
         return resp
 
-    expect_error(populated, Hostile(endless), RemoteError, BLOB_URL, str(D), "more than")
+    expect_error(populated, Hostile(endless), RemoteProtocolError, BLOB_URL, str(D), "more than")
 
 
 def test_declared_longer_than_asked(populated):
     async def longer(request, n):
         return web.Response(body=DATA + b"x" * 100)
 
-    expect_error(populated, Hostile(longer), RemoteError, BLOB_URL, "declared")
+    expect_error(populated, Hostile(longer), RemoteProtocolError, BLOB_URL, "declared")
 
 
 def test_compressed_body_not_inflated(populated):
@@ -139,7 +151,7 @@ def test_compressed_body_not_inflated(populated):
     async def gz(request, n):
         return web.Response(body=bomb, headers={"Content-Encoding": "gzip"})
 
-    expect_error(populated, Hostile(gz), RemoteError, BLOB_URL, "gzip", "refusing to inflate")
+    expect_error(populated, Hostile(gz), RemoteProtocolError, BLOB_URL, "gzip", "refusing to inflate")
 
 
 def test_drip_is_cut(populated):
@@ -151,7 +163,7 @@ def test_drip_is_cut(populated):
             await asyncio.sleep(0.2)
         return resp
 
-    expect_error(populated, Hostile(drip), RemoteError, BLOB_URL, str(D), "B/s")
+    expect_error(populated, Hostile(drip), RemoteTooSlow, BLOB_URL, str(D), "B/s")
 
 
 def test_silent_server_hits_stall_timeout(populated):
@@ -161,7 +173,7 @@ def test_silent_server_hits_stall_timeout(populated):
         await asyncio.sleep(5)
         return resp
 
-    expect_error(populated, Hostile(silent), RemoteError, BLOB_URL, str(D), stall=0.5)
+    expect_error(populated, Hostile(silent), RemoteTooSlow, BLOB_URL, str(D), stall=0.5)
 
 
 async def reset_half(request, n):
@@ -178,8 +190,8 @@ def test_reset_then_503s(populated):
             return await reset_half(request, n)
         return web.Response(status=503, headers={"Retry-After": "0"})
 
-    err = expect_error(populated, Hostile(blob), RemoteError, BLOB_URL, str(D), "503")
-    assert "giving up" in str(err)
+    err = expect_error(populated, Hostile(blob), RemoteStatusError, BLOB_URL, str(D), "503")
+    assert "giving up" in str(err) and err.status == 503 and err.retryable
     # Not under a final name; kept in tmp/downloads so the next run resumes from the first half.
     assert list((populated.layout.tmp / "downloads").glob("*.part"))
 
@@ -228,7 +240,7 @@ def test_short_content_length(populated):
     async def short(request, n):
         return web.Response(body=DATA[: SIZE - 10])
 
-    expect_error(populated, Hostile(short), RemoteError, BLOB_URL, "declared")
+    expect_error(populated, Hostile(short), RemoteProtocolError, BLOB_URL, "declared")
 
 
 def test_missing_blob(populated):
@@ -330,7 +342,7 @@ def test_server_that_ignores_range_is_not_split_and_still_works(populated):
 def test_range_probe_when_nothing_told_the_engine(populated):
     """Blobs fetched on their own (as `verify --repair` does): one 1-byte probe finds out that
     ranges are ignored before the blob is cut into parts."""
-    from casstore.download import Downloader
+    from casstore.transfer.download import Downloader
 
     server = Hostile(ignores_range)
 
@@ -371,19 +383,18 @@ def test_fetch_a_split_blob_from_python_http_server(tmp_path):
     import subprocess
     import sys
 
-    from casstore.store import Store
+    from casstore.store.objects import Store
+
     from conftest import CasRunner
-    from servers import free_port, wait_port
 
     src = make_model(tmp_path / "src", {"big.bin": 3 << 20, "c.json": b"{}"})
     pub = CasRunner(tmp_path / "pub", tmp_path)
     pub("add", src, "--name", "m", "--version", "1.0.0")
     pub("push", "m@1.0.0", "--remote", tmp_path / "nas")
-    port = free_port()
-    httpd = subprocess.Popen([sys.executable, "-m", "http.server", str(port), "--bind", "127.0.0.1"],
-                             cwd=tmp_path / "nas", stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    httpd = subprocess.Popen([sys.executable, "-u", "-m", "http.server", "0", "--bind", "127.0.0.1"],
+                             cwd=tmp_path / "nas", stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
     try:
-        wait_port(port)
+        port = int(httpd.stdout.readline().split(" port ")[1].split()[0])  # "Serving HTTP on 127.0.0.1 port N ..."
         user = CasRunner(tmp_path / "user", tmp_path)
         p = subprocess.run(user.argv("fetch", "m@1.0.0", "--remote", f"http://127.0.0.1:{port}/"), capture_output=True,
                            text=True, env={**os.environ, "CAS_PART_SIZE": str(1 << 20)}, timeout=120)
@@ -412,8 +423,9 @@ def test_cas_stall_timeout_applies_to_the_python_api(populated, monkeypatch):
     monkeypatch.setenv("CAS_RETRY_ATTEMPTS", "1")
     try:
         # A timeout, not "ended after 0 bytes": the 0.5 s limit cut it before the server's 5 s.
-        with pytest.raises(RemoteError, match="Timeout"):
+        with pytest.raises(RemoteTooSlow) as e:
             casstore.fetch("m@1.0.0", store=populated, remote=server.url)
+        assert e.value.url.startswith(server.url) and e.value.digest is not None and e.value.retryable
     finally:
         server.server.stop()
     assert_nothing_published(populated)

@@ -5,9 +5,10 @@ import time
 import pytest
 
 from casstore.errors import Conflict, InvalidInput, InvalidName, NotFound, StoreFormatError
-from casstore.hashcache import HashCache
-from casstore.ingest import add
-from casstore.store import Store
+from casstore.ops.add import add
+from casstore.store.hashcache import HashCache
+from casstore.store.objects import Store
+
 from conftest import assert_store_consistent, make_model, write_safetensors
 
 
@@ -103,7 +104,7 @@ def test_recent_files_not_cached(tmp_path):
     f = tmp_path / "f"
     f.write_bytes(b"x")
     c = HashCache(tmp_path / "hc.sqlite")
-    from casstore.digest import Digest
+    from casstore.model.digest import Digest
 
     c.put(os.stat(f), Digest.of_bytes(b"x"))
     assert c.get(os.stat(f)) is None  # racy: written within the last two seconds

@@ -2,10 +2,10 @@ import json
 
 import pytest
 
-from casstore.digest import Digest
 from casstore.errors import InvalidInput
-from casstore.lockfile import Locked, LockedFile, LockFile
-from casstore.manifest import Entry, Manifest
+from casstore.model.digest import Digest
+from casstore.model.lockfile import Locked, LockedFile, LockFile
+from casstore.model.manifest import Entry, Manifest
 
 
 def D(i):

@@ -1,11 +1,12 @@
 import json
 
 import pytest
-from hypothesis import given, strategies as st
+from hypothesis import given
+from hypothesis import strategies as st
 
-from casstore.digest import Digest
 from casstore.errors import InvalidManifest
-from casstore.manifest import Entry, Manifest
+from casstore.model.digest import Digest
+from casstore.model.manifest import Entry, Manifest
 
 D = Digest("cd" * 32)
 

@@ -3,11 +3,12 @@ import stat
 
 import pytest
 
-from accounts import open_to_all, readable_base, run_as
 from casstore import path as cas_path
 from casstore.errors import CasError, NotFound
-from casstore.ingest import add
-from casstore.materialize import checkout, view
+from casstore.ops.add import add
+from casstore.ops.checkout import checkout, view
+
+from accounts import open_to_all, readable_base, run_as
 from conftest import make_model
 
 FILES = {"model.bin": 20_000, "sub/config.json": b'{"a": 1}', "sub/deep/tok.txt": b"hello"}

@@ -6,8 +6,9 @@ import subprocess
 import pytest
 
 import casstore
+
 from conftest import CasRunner, make_model
-from servers import free_port
+from servers import refusing_port
 
 
 @pytest.fixture
@@ -23,7 +24,7 @@ def node(tmp_path):
     user = CasRunner(tmp_path / "store", tmp_path)
     for v in ("1.0.0", "1.1.0"):
         user("fetch", f"m@{v}", "--remote", tmp_path / "nas")
-    user("remote", "add", "down", f"http://127.0.0.1:{free_port()}/", "--default")
+    user("remote", "add", "down", f"http://127.0.0.1:{refusing_port()}/", "--default")
     return user
 
 
@@ -40,7 +41,7 @@ def test_a_version_complete_here_needs_no_remote(node):
 
 def test_offline_resolves_a_bare_model_to_the_newest_here_and_refuses_the_rest(node):
     for env, flag in (({**os.environ, "CAS_OFFLINE": "1"}, []), (None, ["--offline"])):
-        def run(*args):
+        def run(*args, flag=flag, env=env):
             return subprocess.run(node.argv(*flag, *args), capture_output=True, text=True, env=env, timeout=60)
 
         p = run("--json", "fetch", "m")

@@ -14,14 +14,14 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from casstore.digest import Digest
-from casstore.download import _read_record
 from casstore.errors import InvalidInput
-from casstore.history import Switch
-from casstore.index import Index
-from casstore.lockfile import LockFile
-from casstore.manifest import Entry, Manifest
-from casstore.project import Project
+from casstore.model.digest import Digest
+from casstore.model.history import Switch
+from casstore.model.index import Index
+from casstore.model.lockfile import LockFile
+from casstore.model.manifest import Entry, Manifest
+from casstore.ops.project import Project
+from casstore.transfer.partials import read_record
 
 EXAMPLES = int(os.environ.get("CAS_FUZZ_EXAMPLES", "100"))
 fuzz = settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=list(HealthCheck))
@@ -133,7 +133,7 @@ def test_history_fields():
 
 
 def test_deep_nesting_and_huge_counts_are_refused_before_they_cost():
-    for name, fn in PARSERS.items():
+    for _name, fn in PARSERS.items():
         for data in (b"[" * 200_000 + b"]" * 200_000, b'{"a":' * 100_000 + b"1" + b"}" * 100_000):
             with pytest.raises(InvalidInput, match="fuzz"):
                 fn(data)
@@ -173,5 +173,5 @@ def test_progress_record(data):
     with tempfile.TemporaryDirectory() as d:
         p = Path(d, "x.progress")
         p.write_bytes(data)
-        done = _read_record(p, D, 100)
+        done = read_record(p, D, 100)
         assert done is None or all(0 <= a <= b <= 100 for a, b in done)

@@ -1,10 +1,11 @@
 import unicodedata
 
 import pytest
-from hypothesis import given, strategies as st
+from hypothesis import given
+from hypothesis import strategies as st
 
 from casstore.errors import InvalidPath
-from casstore.paths import check_tree, validate_path
+from casstore.model.paths import check_tree, validate_path
 
 HOSTILE = [
     "../x", "/etc/passwd", "a/../../b", "C:\\x", "C:x", "\\\\host\\x", "a\\..\\b", "a\x00b", "a\nb", "a\tb",

@@ -6,8 +6,10 @@ import subprocess
 
 import pytest
 
-from casstore.project import Project, project_roots
-from casstore.store import Store
+from casstore.ops.project import Project
+from casstore.store.objects import Store
+from casstore.store.roots import project_roots
+
 from conftest import CasRunner, make_model
 
 GIT_ENV = {"GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@example.invalid", "GIT_COMMITTER_NAME": "t",
@@ -94,7 +96,7 @@ def test_lock_commit_clone_sync_update_rollback_tamper(tmp_path, published):
     # Someone moves the published 1.0.0 tag on the remote: a frozen sync refuses it.
     import asyncio
 
-    from casstore.digest import Digest
+    from casstore.model.digest import Digest
     from casstore.remotes.directory import DirectoryRemote
 
     remote = DirectoryRemote(nas)

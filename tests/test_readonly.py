@@ -7,6 +7,7 @@ import subprocess
 import pytest
 
 import casstore
+
 from conftest import CasRunner, make_model
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="a read-only bind mount needs root (CI runs as root)")

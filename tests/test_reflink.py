@@ -6,9 +6,10 @@ import subprocess
 
 import pytest
 
-from casstore.ingest import add
-from casstore.materialize import checkout
-from casstore.store import Store
+from casstore.ops.add import add
+from casstore.ops.checkout import checkout
+from casstore.store.objects import Store
+
 from conftest import assert_store_consistent, make_model
 
 pytestmark = pytest.mark.skipif(

@@ -1,9 +1,10 @@
 import pytest
-from hypothesis import given, strategies as st
+from hypothesis import given
+from hypothesis import strategies as st
 
 from casstore.errors import InvalidInput
-from casstore.requirements import Requirement
-from casstore.versioning import is_prerelease, latest, sort_key
+from casstore.model.requirements import Requirement
+from casstore.model.versioning import is_prerelease, latest, sort_key
 
 VERSIONS = ["0.9.0", "0.9.3", "1.0.0", "1.1.0", "1.1.5", "1.2.0-rc.1", "1.2.0", "2.0.0-beta", "2.0.0", "weird"]
 

@@ -5,11 +5,13 @@ import json
 import os
 import time
 
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from casstore.gc import DAY, Policy, StoreState, VersionState, plan, root_reasons
-from casstore.digest import Digest
-from casstore.store import Store
+from casstore.model.digest import Digest
+from casstore.store.objects import Store
+
 from conftest import CasRunner, make_model
 
 GC = ("gc", "--grace", "0", "--keep-last", "1")
@@ -44,10 +46,10 @@ def test_retention_expires_unused_versions_without_a_size_limit(tmp_path):
 
 
 def test_a_rollback_root_expires_with_retention_and_can_be_released(tmp_path):
-    from casstore.updates import keep, kept
+    from casstore.store.markers import mark, marked
 
     cas, store = three_versions(tmp_path)
-    keep(store, "m", "1.0.0")
+    mark(store, "m", "1.0.0", "keep")
     age_version(store, "m", "1.0.0", 40)
     assert cas.json(*GC, "--retention-days", "100", "--dry-run")["plan"]["delete_versions"] == []
     kp = store.layout.model_dir("m") / "keep" / "1.0.0"
@@ -56,7 +58,7 @@ def test_a_rollback_root_expires_with_retention_and_can_be_released(tmp_path):
     assert cas.json(*GC, "--retention-days", "14", "--dry-run")["plan"]["delete_versions"] == ["m@1.0.0"]
     os.utime(kp)  # a fresh one is released by a command
     assert cas.json("unpin", "m@1.0.0")["released"] == ["rollback root"]
-    assert kept(store, "m") == []
+    assert sorted(marked(store, "m", "keep")) == []
     p = cas("unpin", "m@1.0.0", ok=False)
     assert p.returncode == 3 and "neither pinned nor kept" in p.stderr
 

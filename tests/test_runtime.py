@@ -4,8 +4,9 @@ import json
 
 import pytest
 
-from casstore import runtime
 from casstore.errors import InvalidInput
+from casstore.model import runtime
+
 from conftest import CasRunner, make_model
 
 MISSING = "surely-not-installed-casstore-test>=1.0"

@@ -6,7 +6,8 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from casstore.digest import Digest
+from casstore.model.digest import Digest
+
 from servers import CasServe
 
 DATA = os.urandom(5000)
@@ -61,7 +62,7 @@ def test_push_refusals(srv, tmp_path):
 
 
 def test_manifest_needs_its_blobs_and_valid_paths(srv):
-    from casstore.manifest import Entry, Manifest
+    from casstore.model.manifest import Entry, Manifest
 
     m = Manifest("m", "1", (Entry("a", 5, Digest.of_bytes(b"hello")),))
     data = m.encode()
@@ -134,8 +135,8 @@ def test_a_large_index_pushed_in_pieces_is_accepted(tmp_path):
     import socket
     import time
 
-    from casstore.index import Index, IndexEntry
-    from casstore.manifest import Entry, Manifest
+    from casstore.model.index import Index, IndexEntry
+    from casstore.model.manifest import Entry, Manifest
 
     s = CasServe(tmp_path / "r")
     try:

@@ -8,8 +8,9 @@ import subprocess
 
 import pytest
 
+from casstore.store.objects import Store
+
 from accounts import GROUP, readable_base
-from casstore.store import Store
 from conftest import assert_store_consistent
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="creating users needs root (CI runs as root)")

@@ -13,11 +13,11 @@ from pathlib import Path
 
 import pytest
 
-from accounts import GROUP, open_to_all, readable_base, run_as, system_python
-from casstore.digest import Digest
-from casstore.store import Store
-from conftest import CasRunner, assert_store_consistent, make_model
+from casstore.model.digest import Digest
+from casstore.store.objects import Store
 
+from accounts import GROUP, open_to_all, readable_base, run_as, system_python
+from conftest import CasRunner, assert_store_consistent, make_model
 
 # Stdlib only: the attacker's process runs it without pytest or casstore.
 PLANT = """

@@ -1,8 +1,9 @@
 import pytest
-from hypothesis import given, strategies as st
+from hypothesis import given
+from hypothesis import strategies as st
 
 from casstore.errors import InvalidInput
-from casstore.sizes import format_size, parse_size
+from casstore.model.sizes import format_size, parse_size
 
 
 @pytest.mark.parametrize(

@@ -5,14 +5,16 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from hypothesis import HealthCheck, settings, strategies as st
+from hypothesis import HealthCheck, settings
+from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 
-from casstore.current import rollback, use
 from casstore.errors import Conflict, NotFound
-from casstore.ingest import add
-from casstore.materialize import checkout
-from casstore.store import Store
+from casstore.ops.add import add
+from casstore.ops.checkout import checkout
+from casstore.ops.switch import rollback, use
+from casstore.store.objects import Store
+
 from conftest import assert_store_consistent
 
 MODELS = ["t2v", "i2v"]

@@ -15,7 +15,8 @@ import pytest
 
 from casstore.errors import NotFound
 from casstore.gc import Policy, plan, read_state
-from casstore.store import Store
+from casstore.store.objects import Store
+
 from conftest import CasRunner, assert_store_consistent, make_model
 
 pytestmark = pytest.mark.slow

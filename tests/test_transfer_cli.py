@@ -7,7 +7,8 @@ import time
 
 import pytest
 
-from casstore.store import Store
+from casstore.store.objects import Store
+
 from conftest import CasRunner, assert_store_consistent, make_model, publish, write_safetensors
 from servers import CasServe, nginx
 

@@ -6,20 +6,22 @@ import os
 import pytest
 from aiohttp import web
 
-from casstore.digest import Digest
-from casstore.download import Downloader, Settings, _gaps, _merge
-from casstore.ratelimit import RateLimiter
+from casstore.model.digest import Digest
 from casstore.remotes import blob
 from casstore.remotes.directory import DirectoryRemote
 from casstore.remotes.http import HttpRemote
-from servers import ThreadedApp, free_port
+from casstore.transfer.download import Downloader, Settings
+from casstore.transfer.partials import gaps, merge
+from casstore.transfer.ratelimit import RateLimiter
+
+from servers import ThreadedApp, refusing_port
 
 
 def test_range_bookkeeping():
-    assert _merge([[5, 10], [0, 5], [20, 30], [25, 40]]) == [[0, 10], [20, 40]]
-    assert _gaps(50, [[0, 10], [20, 40]]) == [(10, 20), (40, 50)]
-    assert _gaps(10, []) == [(0, 10)]
-    assert _gaps(10, [[0, 10]]) == []
+    assert merge([[5, 10], [0, 5], [20, 30], [25, 40]]) == [[0, 10], [20, 40]]
+    assert gaps(50, [[0, 10], [20, 40]]) == [(10, 20), (40, 50)]
+    assert gaps(10, []) == [(0, 10)]
+    assert gaps(10, [[0, 10]]) == []
 
 
 def test_rate_limiter_schedules_bytes_at_the_rate():
@@ -94,12 +96,12 @@ def test_a_mirror_that_refuses_connections_is_skipped_for_the_rest_of_the_run(st
     """An unreachable first mirror costs one refused connection, not five retries per part."""
     good = DirectoryRemote(tmp_path / "good")
     blobs = {}
-    for i in range(6):
+    for _i in range(6):
         data = os.urandom(300_000)
         d = Digest.of_bytes(data)
         asyncio.run(good.write(blob(d), data))
         blobs[d] = len(data)
-    dead = HttpRemote(f"http://127.0.0.1:{free_port()}/")  # nothing listens there
+    dead = HttpRemote(f"http://127.0.0.1:{refusing_port()}/")  # nothing listens there
 
     async def go():
         try:
@@ -119,8 +121,9 @@ def test_waiting_for_another_downloader_gives_up_with_lock_timeout(tmp_path):
     import subprocess
     import sys
 
-    from casstore.atomic import HOST
-    from casstore.store import Store
+    from casstore.fs.writers import HOST
+    from casstore.store.objects import Store
+
     from conftest import CasRunner, make_model
 
     pub = CasRunner(tmp_path / "pub", tmp_path)

@@ -5,8 +5,9 @@ import random
 
 import pytest
 
-from casstore.store import Store
-from casstore.updates import kept
+from casstore.store.markers import marked
+from casstore.store.objects import Store
+
 from conftest import CasRunner, assert_store_consistent, kill_at, make_model, timed
 
 
@@ -45,9 +46,9 @@ def test_conservative_then_aggressive_then_breaking(env, tmp_path):
     store = Store.open(tmp_path / "user")
     out = user.json("update", "t2v", "--to", "1.1.0", "--remote", nas)
     assert out["switched"] and store.refs.current("t2v").version == "1.1.0"
-    assert kept(store, "t2v") == ["1.0.0"]  # conservative: the old version stays a rollback root
+    assert sorted(marked(store, "t2v", "keep")) == ["1.0.0"]  # conservative: the old version stays a rollback root
     user("update", "t2v", "--to", "1.2.0", "--strategy", "aggressive", "--remote", nas)
-    assert kept(store, "t2v") == []  # 1.1.0 was not kept, and the next update released 1.0.0
+    assert sorted(marked(store, "t2v", "keep")) == []  # 1.1.0 was not kept, and the next update released 1.0.0
     p = user("update", "t2v", "--to", "2.0.0", "--remote", nas, ok=False)
     assert p.returncode == 5 and "major version bump" in p.stderr
     assert store.refs.current("t2v").version == "1.2.0"

@@ -1,6 +1,6 @@
-from casstore.digest import Digest
-from casstore.manifest import Entry, Manifest
-from casstore.usage import usage
+from casstore.model.digest import Digest
+from casstore.model.manifest import Entry, Manifest
+from casstore.ops.usage import usage
 
 
 def D(i):

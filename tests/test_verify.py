@@ -1,7 +1,8 @@
 import os
 
-from casstore.ingest import add
-from casstore.verify import verify
+from casstore.ops.add import add
+from casstore.ops.verify import verify
+
 from conftest import make_model, write_safetensors
 
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import os
 from urllib.parse import unquote, urlsplit
 
-from ..errors import InvalidInput
-from .base import Key, Remote, blob, index_path, manifest
+from casstore.errors import InvalidInput
+from casstore.remotes.base import Key, Remote, blob, index_path, manifest
 
 __all__ = ["Key", "Remote", "blob", "index_path", "manifest", "open_remote"]
 
@@ -14,19 +14,19 @@ __all__ = ["Key", "Remote", "blob", "index_path", "manifest", "open_remote"]
 def open_remote(url: str, *, token: str | None = None, insecure: bool = False, **http_options) -> Remote:
     scheme = urlsplit(url).scheme
     if scheme in ("http", "https"):
-        from .http import HttpRemote
+        from casstore.remotes.http import HttpRemote
 
         return HttpRemote(url, token=token, insecure=insecure, **http_options)
     if scheme == "file":
-        from .directory import DirectoryRemote
+        from casstore.remotes.directory import DirectoryRemote
 
         return DirectoryRemote(unquote(urlsplit(url).path))
     if scheme == "" or (len(scheme) == 1 and os.name == "nt"):
-        from .directory import DirectoryRemote
+        from casstore.remotes.directory import DirectoryRemote
 
         return DirectoryRemote(os.path.abspath(os.path.expanduser(url)))
     if scheme == "memory":
-        from .memory import MemoryRemote
+        from casstore.remotes.memory import MemoryRemote
 
         return MemoryRemote()
     raise InvalidInput(f"unsupported remote URL {url!r}: use a directory path, file://, http:// or https://")

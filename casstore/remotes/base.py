@@ -7,20 +7,21 @@ a path it did not get from here. Retries, rate limits and mirrors wrap a remote 
 The layout, the same on disk, over HTTP and in a bucket:
 
     casstore-remote.json                  {"casstore_remote": 1}
-    blobs/<hex[:2]>/<hex>
-    manifests/<hex[:2]>/<hex>.json
-    index/<model>.json                    the model's versions (casstore/index.py)
+    blobs/<hh>/<hex>                      (model/keys.py, shared with the local store)
+    manifests/<hh>/<hex>.json
+    index/<model>.json                    the model's versions (model/index.py)
 """
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..digest import Digest
-from ..names import validate_model
+from casstore.errors import IntegrityError
+from casstore.model.digest import Digest
+from casstore.model.keys import blob_key, index_key, manifest_key
 
 FORMAT_FILE = "casstore-remote.json"
 FORMAT_VERSION = 1
@@ -35,12 +36,17 @@ class Key:
 
     @property
     def path(self) -> str:
-        h = self.digest.hex
         if self.kind == "blob":
-            return f"blobs/{h[:2]}/{h}"
+            return blob_key(self.digest)
         if self.kind == "manifest":
-            return f"manifests/{h[:2]}/{h}.json"
+            return manifest_key(self.digest)
         raise ValueError(f"unknown object kind {self.kind!r}")
+
+
+def check_bytes(key: Key, got: Digest, size: int, where: str) -> None:
+    """Refuse to publish bytes that are not the object's (docs/architecture.md, invariant 4)."""
+    if got != key.digest or (key.size is not None and size != key.size):
+        raise IntegrityError(f"refusing to write {where}: the bytes hash to {got} ({size} bytes), not {key.digest}")
 
 
 def blob(d: Digest, size: int | None = None) -> Key:
@@ -52,7 +58,7 @@ def manifest(d: Digest) -> Key:
 
 
 def index_path(model: str) -> str:
-    return f"index/{validate_model(model)}.json"
+    return index_key(model)
 
 
 class Remote(ABC):
@@ -76,7 +82,7 @@ class Remote(ABC):
         """The object's size, or None if the remote does not have it."""
 
     @abstractmethod
-    def read(self, key: Key, start: int = 0, end: int | None = None) -> AsyncIterator[bytes]:
+    def read(self, key: Key, start: int = 0, end: int | None = None) -> AsyncGenerator[bytes, None]:
         """Stream bytes [start, end) of an object. Raises NotFound or RemoteError."""
 
     @abstractmethod
@@ -96,10 +102,10 @@ class Remote(ABC):
         missing directory apart from a model that is not published."""
         return True
 
-    async def close(self) -> None:
+    async def close(self) -> None:  # noqa: B027 - most backends hold nothing to close
         pass
 
-    async def __aenter__(self) -> "Remote":
+    async def __aenter__(self) -> Remote:
         return self
 
     async def __aexit__(self, *exc) -> None:

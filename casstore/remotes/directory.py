@@ -8,16 +8,18 @@ from __future__ import annotations
 
 import asyncio
 import os
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from pathlib import Path
 
-from .. import linking
-from ..atomic import fsync_dir, link_no_replace, makedirs, temp_name, write_file
-from ..digest import Digest
-from ..index import MAX_INDEX_BYTES
-from ..strictjson import read_file
-from ..errors import Conflict, NotFound, RemoteError
-from .base import CHUNK, FORMAT_FILE, FORMAT_VERSION, Key, Remote, index_path
+from casstore.errors import Conflict, NotFound, RemoteUnreachable
+from casstore.fs import linking
+from casstore.fs.atomic import makedirs, publish_file, write_file
+from casstore.fs.writers import temp_name
+from casstore.model.digest import Digest, hash_file
+from casstore.model.index import MAX_INDEX_BYTES
+from casstore.model.keys import TMP
+from casstore.model.strictjson import read_file
+from casstore.remotes.base import CHUNK, FORMAT_FILE, FORMAT_VERSION, Key, Remote, check_bytes, index_path
 
 
 class DirectoryRemote(Remote):
@@ -28,11 +30,15 @@ class DirectoryRemote(Remote):
     def _p(self, rel: str) -> Path:
         return self.root / rel
 
+    @property
+    def tmp(self) -> Path:
+        return self.root / TMP
+
     def _ensure(self) -> None:
-        makedirs(self.root / "tmp")
+        makedirs(self.tmp)
         fmt = self.root / FORMAT_FILE
         if not fmt.exists():
-            write_file(fmt, f'{{"casstore_remote": {FORMAT_VERSION}}}\n'.encode(), self.root / "tmp")
+            write_file(fmt, f'{{"casstore_remote": {FORMAT_VERSION}}}\n'.encode(), self.tmp)
 
     async def stat(self, key: Key) -> int | None:
         try:
@@ -40,14 +46,15 @@ class DirectoryRemote(Remote):
         except FileNotFoundError:
             return None
 
-    async def read(self, key: Key, start: int = 0, end: int | None = None) -> AsyncIterator[bytes]:
+    async def read(self, key: Key, start: int = 0, end: int | None = None) -> AsyncGenerator[bytes, None]:
         path = self._p(key.path)
         try:
             f = open(path, "rb")
         except FileNotFoundError:
             raise NotFound(f"{self.describe(key)} does not exist") from None
         except OSError as e:
-            raise RemoteError(f"cannot read {self.describe(key)}: {e.strerror}") from e
+            raise RemoteUnreachable(f"cannot read {self.describe(key)}: {e.strerror}", url=self.describe(key),
+                                    digest=key.digest, retryable=False) from e
         with f:
             f.seek(start)
             left = None if end is None else end - start
@@ -70,19 +77,15 @@ class DirectoryRemote(Remote):
             return
         makedirs(final.parent)
         if isinstance(source, bytes):
-            write_file(final, source, self.root / "tmp")
+            check_bytes(key, Digest.of_bytes(source), len(source), self.describe(key))
+            write_file(final, source, self.tmp)
             return
-        tmp = self.root / "tmp" / temp_name()
+        tmp = self.tmp / temp_name()
         try:
             linking.reflink_or_copy(Path(source), tmp)
             os.chmod(tmp, 0o444)
-            fd = os.open(tmp, os.O_RDONLY)
-            try:
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-            if link_no_replace(tmp, final):
-                fsync_dir(final.parent)
+            check_bytes(key, *hash_file(tmp), self.describe(key))  # the copy is what gets published
+            publish_file(tmp, final)
         finally:
             if tmp.exists():
                 os.unlink(tmp)
@@ -126,11 +129,13 @@ class DirectoryRemote(Remote):
         h = self._history(model)
         makedirs(h)
         seq = (head[0] if head else 0) + 1
-        if not write_file(h / f"{seq:012d}.json", data, self.root / "tmp", mode=0o644):
+        if not write_file(h / f"{seq:012d}.json", data, self.tmp, mode=0o644):
             raise Conflict(f"{where} changed while publishing; try again")
         final = self._p(index_path(model))
         while True:
             newest = self._head(model)
-            write_file(final, newest[1], self.root / "tmp", mode=0o644, replace=True)
-            if self._head(model)[0] == newest[0]:
+            assert newest is not None  # we have just written one
+            write_file(final, newest[1], self.tmp, mode=0o644, replace=True)
+            again = self._head(model)
+            if again is not None and again[0] == newest[0]:
                 break

@@ -11,15 +11,26 @@ from __future__ import annotations
 import ipaddress
 import logging
 import os
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from pathlib import Path
 from urllib.parse import urljoin, urlsplit
 
 import aiohttp
 
-from ..errors import Conflict, IntegrityError, InvalidInput, NotFound, RemoteError
-from ..index import MAX_INDEX_BYTES
-from .base import CHUNK, FORMAT_FILE, Key, Remote, index_path
+from casstore.errors import (
+    Conflict,
+    IntegrityError,
+    InvalidInput,
+    NotFound,
+    RemoteError,
+    RemoteProtocolError,
+    RemoteRefused,
+    RemoteStatusError,
+    RemoteTooSlow,
+    RemoteUnreachable,
+)
+from casstore.model.index import MAX_INDEX_BYTES
+from casstore.remotes.base import CHUNK, FORMAT_FILE, Key, Remote, index_path
 
 MAX_REDIRECTS = 5
 log = logging.getLogger("casstore")
@@ -48,7 +59,7 @@ async def read_capped(content: aiohttp.StreamReader, limit: int, source: str) ->
     while chunk := await content.readany():
         buf += chunk
         if len(buf) > limit:
-            raise RemoteError(f"{source} is larger than {limit} bytes")
+            raise RemoteProtocolError(f"{source} is larger than {limit} bytes", url=source)
     return bytes(buf)
 
 
@@ -109,39 +120,45 @@ class HttpRemote(Remote):
                 resp = await self._sess().request(method, url, headers=h, allow_redirects=False, **kw)
             except aiohttp.ClientConnectorError as e:
                 self.unreachable = True
-                raise RemoteError(f"cannot connect to {url}: {e}", retryable=True) from e
-            except (aiohttp.ClientError, TimeoutError, OSError) as e:
-                raise RemoteError(f"{method} {url} failed: {type(e).__name__}: {e}", retryable=True) from e
+                raise RemoteUnreachable(f"cannot connect to {url}: {e}", url=url) from e
+            except TimeoutError as e:
+                raise RemoteTooSlow(f"{method} {url}: no answer within the stall timeout (CAS_STALL_TIMEOUT)",
+                                    url=url) from e
+            except (aiohttp.ClientError, OSError) as e:
+                raise RemoteUnreachable(f"{method} {url} failed: {type(e).__name__}: {e}", url=url) from e
             if resp.status in (301, 302, 303, 307, 308) and "Location" in resp.headers:
                 resp.release()
                 nxt = urljoin(url, resp.headers["Location"])
                 if urlsplit(nxt).scheme == "http" and urlsplit(url).scheme == "https":
-                    raise RemoteError(f"{url} redirected from HTTPS to plain HTTP ({nxt}); refused")
+                    raise RemoteRefused(f"{url} redirected from HTTPS to plain HTTP ({nxt}); refused", url=url)
                 url = nxt
                 continue
             return resp
-        raise RemoteError(f"too many redirects from {self.url + rel}")
+        raise RemoteProtocolError(f"too many redirects from {self.url + rel}", url=self.url + rel)
 
     def _error(self, resp: aiohttp.ClientResponse, what: str) -> Exception:
         url = str(resp.url)
         if resp.status == 404:
             return NotFound(f"{url} does not exist (404)")
         if resp.status == 405 and what == "PUT":
-            return RemoteError(f"{url} does not accept uploads (405): it is a read-only static server; push to "
-                               f"`cas serve` or to a directory remote, and let this server serve what is published")
+            return RemoteRefused(f"{url} does not accept uploads (405): it is a read-only static server; push to "
+                                 f"`cas serve` or to a directory remote, and let this server serve what is published",
+                                 url=url, status=405)
         if resp.status in (401, 403):
             if self._token is None:
-                return RemoteError(f"{what} {url} refused ({resp.status}) and no token was sent: set CAS_TOKEN (or "
-                                   f"CAS_TOKEN_<REMOTE NAME>) or `token` for this remote in the user config")
-            return RemoteError(f"{what} {url} refused ({resp.status}): the token sent (from CAS_TOKEN, "
-                               f"CAS_TOKEN_<REMOTE NAME> or the user config) is not accepted there")
+                return RemoteRefused(f"{what} {url} refused ({resp.status}) and no token was sent: set CAS_TOKEN (or "
+                                     f"CAS_TOKEN_<REMOTE NAME>) or `token` for this remote in the user config",
+                                     url=url, status=resp.status)
+            return RemoteRefused(f"{what} {url} refused ({resp.status}): the token sent (from CAS_TOKEN, "
+                                 f"CAS_TOKEN_<REMOTE NAME> or the user config) is not accepted there",
+                                 url=url, status=resp.status)
         if resp.status == 412:
             return Conflict(f"{url} changed while publishing (412); try again")
         if resp.status == 422:
             return IntegrityError(f"{url} rejected the upload (422)")
         retryable = resp.status in (408, 425, 429) or resp.status >= 500
-        return RemoteError(f"{what} {url} failed: HTTP {resp.status} {resp.reason}", retryable=retryable,
-                           retry_after=_retry_after(resp))
+        return RemoteStatusError(f"{what} {url} failed: HTTP {resp.status} {resp.reason}", url=url, status=resp.status,
+                                 retryable=retryable, retry_after=_retry_after(resp))
 
     async def looks_like_remote(self) -> bool:
         try:
@@ -160,7 +177,7 @@ class HttpRemote(Remote):
                 raise self._error(resp, "HEAD")
             return resp.content_length
 
-    async def read(self, key: Key, start: int = 0, end: int | None = None) -> AsyncIterator[bytes]:
+    async def read(self, key: Key, start: int = 0, end: int | None = None) -> AsyncGenerator[bytes, None]:
         headers = {}
         if start or end is not None:
             headers["Range"] = f"bytes={start}-" + ("" if end is None else str(end - 1))
@@ -171,37 +188,37 @@ class HttpRemote(Remote):
                 raise self._error(resp, "GET")
             enc = resp.headers.get("Content-Encoding", "identity").lower()
             if enc not in ("identity", ""):
-                raise RemoteError(f"{url} sent a {enc}-encoded body; refusing to inflate it")
+                raise RemoteProtocolError(f"{url} sent a {enc}-encoded body; refusing to inflate it", url=url, digest=key.digest)
             skip, want = 0, None if end is None else end - start
             declared = resp.content_length
             if resp.status == 206:
                 self.ranges = True
                 cr = resp.headers.get("Content-Range", "")
                 if not cr.startswith(f"bytes {start}-"):
-                    raise RemoteError(f"{url} answered range {start}- with {cr!r}", retryable=True)
+                    raise RemoteProtocolError(f"{url} answered range {start}- with {cr!r}", url=url, digest=key.digest, retryable=True)
                 total = cr.rpartition("/")[2]
                 if key.size is not None and total.isdigit() and int(total) != key.size:
-                    raise RemoteError(f"{url} says the object has {total} bytes, not {key.size}", retryable=True)
+                    raise RemoteProtocolError(f"{url} says the object has {total} bytes, not {key.size}", url=url, digest=key.digest, retryable=True)
                 if declared is not None and want is not None and declared != want:
-                    raise RemoteError(f"{url} declared {declared} bytes for a request of {want}", retryable=True)
+                    raise RemoteProtocolError(f"{url} declared {declared} bytes for a request of {want}", url=url, digest=key.digest, retryable=True)
             elif declared is not None and key.size is not None and declared != key.size:
-                raise RemoteError(f"{url} declared {declared} bytes for an object of {key.size}", retryable=True)
+                raise RemoteProtocolError(f"{url} declared {declared} bytes for an object of {key.size}", url=url, digest=key.digest, retryable=True)
             elif "Range" in headers:
                 # The server ignored Range (python -m http.server, some CDNs): the whole object
                 # comes; skip to ``start`` while streaming and tell the engine not to split.
                 self.ranges = False
                 skip = start
                 if declared is None:
-                    raise RemoteError(f"{url} ignored the range and sent a body of undeclared length; refusing it, "
-                                      f"as it could send more than the object")
+                    raise RemoteProtocolError(f"{url} ignored the range and sent a body of undeclared length; refusing it, "
+                                              f"as it could send more than the object", url=url, digest=key.digest)
                 if want is not None and declared < start + want:
-                    raise RemoteError(f"{url} declared {declared} bytes, fewer than the {start + want} asked for",
-                                      retryable=True)
+                    raise RemoteProtocolError(f"{url} declared {declared} bytes, fewer than the {start + want} asked for",
+                                              url=url, digest=key.digest, retryable=True)
             else:
                 if self.ranges is None:
                     self.ranges = "bytes" in resp.headers.get("Accept-Ranges", "").lower()
                 if declared is not None and want is not None and declared != want:
-                    raise RemoteError(f"{url} declared {declared} bytes for a request of {want}", retryable=True)
+                    raise RemoteProtocolError(f"{url} declared {declared} bytes for a request of {want}", url=url, digest=key.digest, retryable=True)
             got = 0
             try:
                 async for chunk in resp.content.iter_chunked(CHUNK):
@@ -212,17 +229,21 @@ class HttpRemote(Remote):
                             continue
                     if want is not None and got + len(chunk) > want:
                         if resp.status == 206 or "Range" not in headers:
-                            raise RemoteError(f"{url} sent more than the {want} bytes asked for")
+                            raise RemoteProtocolError(f"{url} sent more than the {want} bytes asked for", url=url, digest=key.digest)
                         chunk = chunk[: want - got]  # a whole-object answer: stop where the range ends
                     got += len(chunk)
                     yield chunk
                     if want is not None and got == want and resp.status == 200 and "Range" in headers:
                         resp.close()  # the rest of the object is not ours to read
                         return
-            except (aiohttp.ClientError, TimeoutError, OSError) as e:
-                raise RemoteError(f"GET {url} broke after {got} bytes: {type(e).__name__}: {e}", retryable=True) from e
+            except TimeoutError as e:
+                raise RemoteTooSlow(f"GET {url} went silent after {got} bytes (CAS_STALL_TIMEOUT)", url=url,
+                                    digest=key.digest) from e
+            except (aiohttp.ClientError, OSError) as e:
+                raise RemoteProtocolError(f"GET {url} broke after {got} bytes: {type(e).__name__}: {e}", url=url,
+                                          digest=key.digest, retryable=True) from e
             if want is not None and got < want:
-                raise RemoteError(f"{url} ended after {got} of {want} bytes", retryable=True)
+                raise RemoteProtocolError(f"{url} ended after {got} of {want} bytes", url=url, digest=key.digest, retryable=True)
 
     async def write(self, key: Key, source: Path | bytes) -> None:
         if isinstance(source, bytes):
@@ -235,7 +256,7 @@ class HttpRemote(Remote):
                 raise self._error(resp, "PUT")
 
     async def read_index(self, model: str) -> tuple[bytes, str] | None:
-        from ..digest import Digest
+        from casstore.model.digest import Digest
 
         resp = await self._request("GET", index_path(model))
         async with resp:
@@ -246,7 +267,8 @@ class HttpRemote(Remote):
             try:
                 data = await read_capped(resp.content, MAX_INDEX_BYTES, str(resp.url))
             except (aiohttp.ClientError, TimeoutError, OSError) as e:
-                raise RemoteError(f"GET {resp.url} broke: {type(e).__name__}: {e}", retryable=True) from e
+                raise RemoteProtocolError(f"GET {resp.url} broke: {type(e).__name__}: {e}", url=str(resp.url),
+                                          retryable=True) from e
             return data, Digest.of_bytes(data).hex
 
     async def write_index(self, model: str, data: bytes, expect: str | None) -> None:

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from pathlib import Path
 
-from ..digest import Digest
-from ..errors import Conflict, NotFound
-from .base import CHUNK, Key, Remote, index_path
+from casstore.errors import Conflict, NotFound
+from casstore.model.digest import Digest
+from casstore.remotes.base import CHUNK, Key, Remote, check_bytes, index_path
 
 
 class MemoryRemote(Remote):
@@ -19,7 +19,7 @@ class MemoryRemote(Remote):
         data = self.objects.get(key.path)
         return None if data is None else len(data)
 
-    async def read(self, key: Key, start: int = 0, end: int | None = None) -> AsyncIterator[bytes]:
+    async def read(self, key: Key, start: int = 0, end: int | None = None) -> AsyncGenerator[bytes, None]:
         data = self.objects.get(key.path)
         if data is None:
             raise NotFound(f"{self.describe(key)} does not exist")
@@ -29,7 +29,9 @@ class MemoryRemote(Remote):
 
     async def write(self, key: Key, source: Path | bytes) -> None:
         if key.path not in self.objects:
-            self.objects[key.path] = source if isinstance(source, bytes) else Path(source).read_bytes()
+            data = source if isinstance(source, bytes) else Path(source).read_bytes()
+            check_bytes(key, Digest.of_bytes(data), len(data), self.describe(key))
+            self.objects[key.path] = data
 
     async def read_index(self, model: str) -> tuple[bytes, str] | None:
         data = self.objects.get(index_path(model))

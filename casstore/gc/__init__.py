@@ -1,0 +1,43 @@
+"""Garbage collection: read the store's state, make a plan (pure), show it, then execute it.
+
+    policy.py        what may be kept and for how long (from arguments and config)
+    state.py         the store read into plain values
+    planner.py       what to delete, as a pure function of state and policy
+    sweep.py         deleting refs first and blobs last, with last-moment checks
+    housekeeping.py  leftovers of gone writers (shared with `cas doctor`)
+"""
+
+from __future__ import annotations
+
+from casstore.gc.planner import Plan, plan, root_reasons
+from casstore.gc.policy import DAY, DEFAULT_GRACE, Policy
+from casstore.gc.state import StoreState, VersionState, read_state
+from casstore.gc.sweep import GcResult, execute, recover_trash
+
+__all__ = ["DAY", "DEFAULT_GRACE", "GcResult", "Plan", "Policy", "StoreState", "VersionState", "auto_collect",
+           "collect", "execute", "plan", "read_state", "recover_trash", "root_reasons", "store_size"]
+
+
+def store_size(store) -> int:
+    return sum(p.stat().st_size for _, p in store.iter_blobs())
+
+
+def collect(store, policy: Policy, *, dry_run: bool = False) -> tuple[Plan, GcResult | None]:
+    """Plan, and unless ``dry_run``, execute."""
+    p = plan(read_state(store), policy)
+    return p, None if dry_run else execute(store, p, policy)
+
+
+def auto_collect(store) -> tuple[Policy, Plan, GcResult] | None:
+    """The light GC after a fetch or update: only when the user config sets ``gc.max_size`` and
+    the store is over it."""
+    from casstore.config import load_user_config
+
+    if load_user_config().get("gc", {}).get("max_size") is None:
+        return None
+    policy = Policy.from_config()
+    if policy.max_size is None or store_size(store) <= policy.max_size:
+        return None
+    p, result = collect(store, policy)
+    assert result is not None
+    return policy, p, result

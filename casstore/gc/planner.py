@@ -1,0 +1,105 @@
+"""The pure part of GC: a ``Plan`` from a ``StoreState`` and a ``Policy``, printable before anything
+is deleted (plan, then execute)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from casstore.gc.policy import DAY, Policy
+from casstore.gc.state import StoreState, VersionState
+from casstore.model.digest import Digest
+
+
+@dataclass(frozen=True)
+class Plan:
+    delete_versions: tuple[tuple[str, str, Digest], ...]
+    delete_manifests: tuple[Digest, ...]
+    delete_blobs: tuple[Digest, ...]
+    bytes_before: int
+    bytes_freed: int
+    kept: tuple[tuple[str, tuple[str, ...]], ...]  # "model@version", reasons
+    shortfall: int  # bytes still over max_size after the plan (0 if within, or no limit)
+    young_spared: int  # unreferenced blobs left because they are within the grace period
+    delete_junk: tuple[str, ...] = ()  # quarantined and abandoned partial files past the grace period
+
+    @property
+    def bytes_after(self) -> int:
+        return self.bytes_before - self.bytes_freed
+
+    def to_json(self) -> dict:
+        return {
+            "delete_versions": [f"{m}@{v}" for m, v, _ in self.delete_versions],
+            "delete_manifests": len(self.delete_manifests),
+            "delete_blobs": len(self.delete_blobs),
+            "bytes_before": self.bytes_before,
+            "bytes_freed": self.bytes_freed,
+            "bytes_after": self.bytes_after,
+            "kept": {label: list(reasons) for label, reasons in self.kept},
+            "shortfall": self.shortfall,
+            "young_spared": self.young_spared,
+            "delete_junk": len(self.delete_junk),
+        }
+
+
+def root_reasons(v: VersionState, policy: Policy, now: float) -> tuple[str, ...]:
+    reasons = list(v.marks)
+    if v.kept_since is not None and (policy.retention_days is None or now - v.kept_since < policy.retention_days * DAY):
+        reasons.append("rollback root")
+    if v.recency is not None and v.recency < policy.keep_last:
+        reasons.append(f"among the last {policy.keep_last} used")
+    if policy.retention_days is not None and now - v.last_used < policy.retention_days * DAY:
+        reasons.append(f"used within {policy.retention_days:g} days")
+    return tuple(reasons)
+
+
+def plan(state: StoreState, policy: Policy) -> Plan:
+    """What to delete: unreferenced objects and files past the grace period; with a retention
+    period, every version that is no root (unused for that long); then, while over
+    ``max_size``, the least recently used versions that are no root."""
+    old_enough = state.now - policy.grace
+    total = sum(size for size, _ in state.blobs.values()) + sum(size for _, size, _ in state.junk)
+    delete_junk = tuple(sorted(path for path, _, mtime in state.junk if mtime < old_enough))
+    refcount: dict[Digest, int] = {}
+    live_manifests = set(state.extra) | {d for d in state.leased if d in state.manifests}
+    for v in state.versions:
+        live_manifests.add(v.manifest)
+        for b in v.blobs:
+            refcount[b] = refcount.get(b, 0) + 1
+    for blobs in state.extra.values():
+        for b in blobs:
+            refcount[b] = refcount.get(b, 0) + 1
+
+    def collectable(b: Digest) -> bool:
+        return b in state.blobs and b not in state.leased and state.blobs[b][1] < old_enough
+
+    delete_blobs = {b for b in state.blobs if refcount.get(b, 0) == 0 and collectable(b)}
+    young = sum(1 for b in state.blobs if refcount.get(b, 0) == 0 and not collectable(b))
+    delete_manifests = {m for m, mtime in state.manifests.items() if m not in live_manifests and mtime < old_enough}
+    freed = sum(state.blobs[b][0] for b in delete_blobs) + sum(size for path, size, _ in state.junk
+                                                                if path in delete_junk)
+
+    kept = []
+    candidates = []
+    for v in state.versions:
+        reasons = root_reasons(v, policy, state.now)
+        if reasons or v.manifest in state.leased:
+            kept.append((f"{v.model}@{v.version}", reasons or ("leased by an operation in flight",)))
+        else:
+            candidates.append(v)
+    delete_versions = []
+    expire_all = policy.retention_days is not None  # no root means: not used within the retention period
+    if policy.max_size is not None or expire_all:
+        for v in sorted(candidates, key=lambda v: (v.last_used, v.model, v.version)):  # LRU first
+            if not expire_all and policy.max_size is not None and total - freed <= policy.max_size:
+                break
+            delete_versions.append((v.model, v.version, v.manifest))
+            if v.manifest not in state.extra and state.manifests.get(v.manifest, 0) < old_enough:
+                delete_manifests.add(v.manifest)
+            for b in v.blobs:
+                refcount[b] -= 1
+                if refcount[b] == 0 and collectable(b) and b not in delete_blobs:
+                    delete_blobs.add(b)
+                    freed += state.blobs[b][0]
+    shortfall = max(0, total - freed - policy.max_size) if policy.max_size is not None else 0
+    return Plan(tuple(delete_versions), tuple(sorted(delete_manifests)), tuple(sorted(delete_blobs)), total, freed,
+                tuple(sorted(kept)), shortfall, young, delete_junk)

@@ -1,0 +1,22 @@
+"""Object keys: the relative path of every object, the same in a store, a directory remote, over
+HTTP and in a bucket (docs/format.md). Built only from a parsed ``Digest`` or a validated name
+(docs/architecture.md, invariant 1)."""
+
+from __future__ import annotations
+
+from casstore.model.digest import Digest
+from casstore.model.names import validate_model
+
+TMP = "tmp"  # writers' temp files: in a store and in a directory remote, on the objects' filesystem
+
+
+def blob_key(d: Digest) -> str:
+    return f"blobs/{d.hex[:2]}/{d.hex}"
+
+
+def manifest_key(d: Digest) -> str:
+    return f"manifests/{d.hex[:2]}/{d.hex}.json"
+
+
+def index_key(model: str) -> str:
+    return f"index/{validate_model(model)}.json"

@@ -1,0 +1,155 @@
+"""Manifests: one model version as a canonical, human-readable JSON document.
+
+Canonical means the same manifest always encodes to the same bytes (sorted keys, sorted entries,
+fixed indentation, integers only, UTF-8, one trailing newline), so its digest names it. Parsing
+validates everything, paths included (docs/architecture.md, invariant 8), before a caller can act on it.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Any
+
+from casstore.errors import InvalidInput, InvalidManifest
+from casstore.model import strictjson
+from casstore.model.digest import Digest
+from casstore.model.names import validate_model, validate_version
+from casstore.model.paths import check_tree, validate_path
+
+SCHEMA = 1
+MODES = (0o644, 0o755)
+# Parsing costs about 5x the document's size in memory (bench/bench_parse.py); these bound it near 330 MiB.
+MAX_MANIFEST_BYTES = 64 << 20
+MAX_ENTRIES = 250_000
+
+
+@dataclass(frozen=True, slots=True)
+class Entry:
+    path: str
+    size: int
+    digest: Digest
+    mode: int = 0o644
+
+    def to_json(self) -> dict[str, Any]:
+        return {"path": self.path, "size": self.size, "digest": str(self.digest), "mode": self.mode}
+
+    @property
+    def executable(self) -> bool:
+        return self.mode == 0o755
+
+
+@dataclass(frozen=True, slots=True)
+class Manifest:
+    name: str
+    version: str
+    entries: tuple[Entry, ...]
+    created: int = 0
+    note: str = ""
+    breaking: bool = False
+    meta: Mapping[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        validate_model(self.name)
+        validate_version(self.version)
+        if type(self.created) is not int or self.created < 0:
+            raise InvalidManifest(f"manifest {self.name}@{self.version}: bad created time {self.created!r}")
+        if not isinstance(self.note, str) or not isinstance(self.breaking, bool):
+            raise InvalidManifest(f"manifest {self.name}@{self.version}: bad note or breaking flag")
+        for k, v in self.meta.items():
+            if not isinstance(k, str) or not isinstance(v, str):
+                raise InvalidManifest(f"manifest {self.name}@{self.version}: meta {k!r} must map strings to strings")
+        entries = tuple(sorted(self.entries, key=lambda e: e.path))
+        for e in entries:
+            validate_path(e.path)
+            if type(e.size) is not int or e.size < 0:
+                raise InvalidManifest(f"manifest entry {e.path!r}: bad size {e.size!r}")
+            if type(e.mode) is not int or e.mode not in MODES:
+                raise InvalidManifest(f"manifest entry {e.path!r}: mode {e.mode!r} is not 0o644 or 0o755")
+            if not isinstance(e.digest, Digest):
+                raise InvalidManifest(f"manifest entry {e.path!r}: digest is not a Digest")
+        check_tree(e.path for e in entries)
+        object.__setattr__(self, "entries", entries)
+        object.__setattr__(self, "meta", MappingProxyType(dict(sorted(self.meta.items()))))
+
+    @property
+    def size(self) -> int:
+        return sum(e.size for e in self.entries)
+
+    def blobs(self) -> set[Digest]:
+        return {e.digest for e in self.entries}
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "casstore_manifest": SCHEMA,
+            "name": self.name,
+            "version": self.version,
+            "created": self.created,
+            "note": self.note,
+            "breaking": self.breaking,
+            "meta": dict(self.meta),
+            "entries": [e.to_json() for e in self.entries],
+        }
+
+    def encode(self) -> bytes:
+        return encode_canonical(self.to_json())
+
+    def digest(self) -> Digest:
+        return Digest.of_bytes(self.encode())
+
+    @classmethod
+    def decode(cls, data: bytes, *, source: str = "manifest") -> Manifest:
+        """Parse and validate manifest bytes; errors name ``source`` (a path, URL or digest)."""
+        obj = strictjson.parse(data, source=source, what="manifest", max_bytes=MAX_MANIFEST_BYTES,
+                               max_containers=MAX_ENTRIES + 3, error=InvalidManifest)
+        try:
+            return cls.from_json(obj)
+        except InvalidInput as e:
+            raise InvalidManifest(f"{source}: {e}") from e
+
+    @classmethod
+    def from_json(cls, obj: Any) -> Manifest:
+        if not isinstance(obj, dict):
+            raise InvalidManifest("manifest is not a JSON object")
+        if obj.get("casstore_manifest") != SCHEMA:
+            raise InvalidManifest(f"unknown manifest schema {obj.get('casstore_manifest')!r}")
+        known = {"casstore_manifest", "name", "version", "created", "note", "breaking", "meta", "entries"}
+        if extra := set(obj) - known:
+            raise InvalidManifest(f"unknown manifest fields {sorted(extra)}")
+        raw_entries = obj.get("entries")
+        if not isinstance(raw_entries, list):
+            raise InvalidManifest("manifest 'entries' is not a list")
+        if len(raw_entries) > MAX_ENTRIES:
+            raise InvalidManifest(f"manifest has {len(raw_entries)} entries, more than {MAX_ENTRIES}")
+        entries = []
+        for i, raw in enumerate(raw_entries):
+            if not isinstance(raw, dict) or set(raw) != {"path", "size", "digest", "mode"}:
+                raise InvalidManifest(f"malformed manifest entry {i}: expected an object with exactly "
+                                      f"path, size, digest and mode")
+            where = f"entry {i}"
+            path = validate_path(_typed(raw, "path", str, where))
+            size = _typed(raw, "size", int, f"entry {path!r}")
+            digest = Digest.parse(_typed(raw, "digest", str, f"entry {path!r}"))
+            entries.append(Entry(path, size, digest, _typed(raw, "mode", int, f"entry {path!r}")))
+        meta = obj.get("meta", {})
+        if not isinstance(meta, dict):
+            raise InvalidManifest("manifest 'meta' is not an object")
+        return cls(
+            name=_typed(obj, "name", str, "manifest"),
+            version=_typed(obj, "version", str, "manifest"),
+            entries=tuple(entries),
+            created=_typed(obj, "created", int, "manifest", 0),
+            note=_typed(obj, "note", str, "manifest", ""),
+            breaking=_typed(obj, "breaking", bool, "manifest", False),
+            meta=meta,
+        )
+
+
+def _typed(obj: dict, name: str, kind: type, what: str, default: Any = ...) -> Any:
+    return strictjson.field(obj, name, kind, where=what, default=default, error=InvalidManifest)
+
+
+def encode_canonical(obj: Any) -> bytes:
+    return (json.dumps(obj, sort_keys=True, indent=1, ensure_ascii=False, allow_nan=False) + "\n").encode("utf-8")

@@ -1,0 +1,295 @@
+"""`cas add`: snapshot a directory or a file as MODEL@VERSION.
+
+Order (invariant 3): scan and validate everything, hash, check formats and free space, then write
+blobs, then the manifest, then the tag, then (for a model's first version) the current pointer.
+A crash at any point leaves only temp files and unreferenced blobs.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import stat
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from casstore.errors import Conflict, IntegrityError, InvalidInput, NotFound, SourceUnreadable
+from casstore.fs.atomic import out_of_space
+from casstore.model import formats, runtime
+from casstore.model.digest import Digest, hash_file
+from casstore.model.manifest import Entry, Manifest
+from casstore.model.names import validate_model, validate_version
+from casstore.model.paths import check_tree, validate_path
+from casstore.progress import Ticker
+from casstore.store.hashcache import HashCache
+from casstore.store.leases import Lease
+from casstore.store.markers import mark
+from casstore.store.objects import Store
+
+SKIP_DIRS = {".git"}
+
+log = logging.getLogger("casstore")
+
+
+@dataclass(frozen=True, slots=True)
+class SourceFile:
+    path: str  # manifest path
+    abspath: Path
+    st: os.stat_result
+
+    @property
+    def mode(self) -> int:
+        return 0o755 if self.st.st_mode & 0o111 else 0o644
+
+
+@dataclass
+class AddResult:
+    model: str
+    version: str
+    manifest: Digest
+    files: int
+    bytes: int
+    new_blobs: int = 0
+    new_bytes: int = 0
+    hashed_bytes: int = 0
+    cache_hits: int = 0
+    unchanged: bool = False
+    methods: dict[str, int] = field(default_factory=dict)  # how new blobs got in: reflink, copy, hardlink
+    replaced: Digest | None = None
+    current: bool = False
+    warnings: list[str] = field(default_factory=list)
+    elapsed: float = 0.0
+
+    def to_json(self) -> dict:
+        return {
+            "model": self.model,
+            "version": self.version,
+            "manifest": str(self.manifest),
+            "files": self.files,
+            "bytes": self.bytes,
+            "new_blobs": self.new_blobs,
+            "new_bytes": self.new_bytes,
+            "hashed_bytes": self.hashed_bytes,
+            "cache_hits": self.cache_hits,
+            "unchanged": self.unchanged,
+            "methods": self.methods,
+            "replaced": str(self.replaced) if self.replaced else None,
+            "current": self.current,
+            "warnings": self.warnings,
+            "elapsed": round(self.elapsed, 3),
+        }
+
+
+def _stat_file(abspath: Path, rel: str) -> os.stat_result:
+    try:
+        st = os.stat(abspath)
+    except FileNotFoundError:
+        raise NotFound(f"source file {abspath} does not exist (a dangling symlink?)") from None
+    except OSError as e:
+        raise SourceUnreadable(f"cannot read source file {abspath}: {e.strerror}") from e
+    if not stat.S_ISREG(st.st_mode):
+        raise InvalidInput(f"source {abspath} is not a regular file (manifest path {rel!r})")
+    return st
+
+
+def scan(source: Path) -> list[SourceFile]:
+    """List the files to add, with validated manifest paths; nothing is read yet."""
+    source = Path(source)
+    if not source.exists():
+        raise NotFound(f"source path {source} does not exist")
+    if source.is_file():
+        rel = validate_path(source.name)
+        return [SourceFile(rel, source, _stat_file(source, rel))]
+    if not source.is_dir():
+        raise InvalidInput(f"source path {source} is neither a file nor a directory")
+    out = []
+
+    def onerror(e: OSError) -> None:
+        raise SourceUnreadable(f"cannot read directory {e.filename}: {e.strerror}") from e
+
+    for dirpath, dirnames, filenames in os.walk(source, onerror=onerror):
+        dirnames[:] = sorted(d for d in dirnames if d not in SKIP_DIRS)
+        base = Path(dirpath)
+        for d in dirnames:
+            if (base / d).is_symlink():
+                raise InvalidInput(f"source {base / d} is a symlink to a directory; add its target instead")
+        for name in sorted(filenames):
+            abspath = base / name
+            rel = validate_path(abspath.relative_to(source).as_posix())
+            out.append(SourceFile(rel, abspath, _stat_file(abspath, rel)))
+    check_tree(f.path for f in out)
+    if not out:
+        raise InvalidInput(f"source directory {source} has no files to add")
+    return out
+
+
+def add(
+    store: Store,
+    source: str | os.PathLike,
+    model: str,
+    version: str,
+    *,
+    note: str = "",
+    breaking: bool = False,
+    meta: dict[str, str] | None = None,
+    requires: list[str] | tuple[str, ...] = (),
+    force: bool = False,
+    move: bool = False,
+    strict: bool = False,
+    jobs: int = 4,
+    cache: HashCache | None = None,
+    warn=None,
+    progress=None,
+) -> AddResult:
+    """Snapshot ``source`` as ``model@version``. ``progress(done, total)``: bytes hashed, then
+    written (the total grows by the new blobs' bytes once hashing has found them)."""
+    t0 = time.monotonic()
+    requires = runtime.parse(requires)  # a typo in a requirement stops here, before any hashing
+    validate_model(model)
+    validate_version(version)
+    files = scan(Path(source))
+    cache = cache if cache is not None else HashCache()
+    result = AddResult(model, version, Digest("0" * 64), len(files), sum(f.st.st_size for f in files))
+
+    def digest_of(f: SourceFile) -> tuple[Digest, int]:
+        d = cache.get(f.st)
+        if d is not None:
+            return d, 0
+        try:
+            d, size = hash_file(f.abspath)
+        except OSError as e:
+            raise SourceUnreadable(f"cannot read source file {f.abspath}: {e.strerror}") from e
+        if size != f.st.st_size:
+            raise IntegrityError(f"{f.abspath} changed size while it was being added")
+        cache.put(f.st, d)
+        return d, size
+
+    tick = Ticker(progress, result.bytes)
+    with ThreadPoolExecutor(max(1, jobs)) as pool:
+        hashed = []
+        for f, h in zip(files, pool.map(digest_of, files)):
+            hashed.append(h)
+            tick(f.st.st_size)
+            log.info("%s: %s (%d bytes%s)", f.path, h[0], f.st.st_size, "" if h[1] else ", hash cache")
+    digests = [d for d, _ in hashed]
+    result.hashed_bytes = sum(n for _, n in hashed)
+    result.cache_hits = cache.hits
+
+    for f in files:
+        for problem in formats.check_file(f.abspath, f.path):
+            msg = f"{f.path}: {problem}"
+            if strict:
+                raise InvalidInput(f"malformed file {f.abspath}: {problem}")
+            result.warnings.append(msg)
+            if warn:
+                warn(msg)
+
+    manifest = Manifest(
+        name=model,
+        version=version,
+        entries=tuple(Entry(f.path, f.st.st_size, d, f.mode) for f, d in zip(files, digests)),
+        # No clock in the identity: the same files under the same name, version and notes give the
+        # same manifest on every machine, so a second publisher is a no-op, not a conflict. The
+        # index records when a version was published; SOURCE_DATE_EPOCH sets a date on purpose.
+        created=int(os.environ.get("SOURCE_DATE_EPOCH") or 0),
+        note=note,
+        breaking=breaking,
+        meta={**(meta or {}), **({runtime.META_KEY: runtime.encode(requires)} if requires else {})},
+    )
+
+    existing = store.refs.get_tag(model, version)
+    reuse = None  # the published manifest, when it already lists exactly these files
+    if existing is not None and store.has_manifest(existing):
+        if _same_content(store.get_manifest(existing), manifest):
+            reuse = existing
+        elif not force:
+            raise Conflict(
+                f"{model}@{version} is already published as {existing} with other content; "
+                "versions never move silently (use a new version, or --force)"
+            )
+
+    with Lease(store, f"add {model}@{version}", [*digests, manifest.digest()]):
+        return _write(store, files, digests, manifest, result, reuse, t0, force=force, move=move, jobs=jobs, tick=tick)
+
+
+def _write(store, files, digests, manifest, result, reuse, t0, *, force, move, jobs, tick) -> AddResult:
+    """Blobs, then the manifest, then the tag: while a lease keeps GC off all of them."""
+    model, version = manifest.name, manifest.version
+    first: dict[Digest, SourceFile] = {}
+    for f, d in zip(files, digests):
+        first.setdefault(d, f)
+    if not move:
+        needed = sum(f.st.st_size for d, f in first.items() if not store.has_blob(d))
+        free = _free_bytes(store.layout.tmp)
+        if needed > free:
+            raise out_of_space(store.layout.tmp, needed)
+
+    def put(item: tuple[Digest, SourceFile]):
+        d, f = item
+        return store.put_file(f.abspath, expected=d, move=move)
+
+    tick(0, sum(f.st.st_size for d, f in first.items() if not store.has_blob(d)))
+    with ThreadPoolExecutor(max(1, jobs)) as pool:
+        for p in pool.map(put, first.items()):
+            if p.new:
+                tick(p.size)
+                result.new_blobs += 1
+                result.new_bytes += p.size
+                result.methods[p.method] = result.methods.get(p.method, 0) + 1
+    if move:
+        for f, d in zip(files, digests):
+            _leave_link(store, f.abspath, d)
+
+    if reuse is not None:  # blobs are back if any had gone; nothing else to write
+        result.manifest, result.unchanged = reuse, True
+        result.elapsed = time.monotonic() - t0
+        mark(store, model, version, "used")
+        return result
+    for d, f in first.items():  # a blob collected between our check and now is stored again
+        if not store.has_blob(d):
+            store.put_file(f.abspath, expected=d, move=False)
+    result.manifest = store.put_manifest(manifest)
+    try:
+        result.replaced = store.refs.set_tag(model, version, result.manifest, force=force)
+    except Conflict:
+        # Another writer tagged this version first; fine if it holds the same files.
+        winner = store.refs.get_tag(model, version)
+        if winner is None or not _same_content(store.get_manifest(winner), manifest):
+            raise
+        result.manifest, result.unchanged = winner, True
+    if store.refs.current(model) is None:
+        try:
+            store.refs.switch(model, version, result.manifest, action="add", expect=None)
+            result.current = True
+        except Conflict:
+            pass  # another writer made a first version current at the same moment
+    mark(store, model, version, "used")
+    result.elapsed = time.monotonic() - t0
+    return result
+
+
+def _same_content(a: Manifest, b: Manifest) -> bool:
+    return (a.entries, a.note, a.breaking, dict(a.meta)) == (b.entries, b.note, b.breaking, dict(b.meta))
+
+
+def _free_bytes(path: Path) -> int:
+    st = os.statvfs(path)
+    return st.f_bavail * st.f_frsize
+
+
+def _leave_link(store: Store, src: Path, d: Digest) -> None:
+    """After --move: make ``src`` a read-only hard link to the blob (a symlink across devices)."""
+    blob = store.blob_path(d)
+    try:
+        if os.path.samefile(src, blob):
+            return
+    except FileNotFoundError:
+        pass
+    tmp = src.parent / f".{src.name}.cas-link.tmp"
+    try:
+        os.link(blob, tmp)
+    except OSError:
+        os.symlink(blob, tmp)
+    os.replace(tmp, src)

@@ -1,0 +1,208 @@
+"""Turning a manifest into files: read-only views inside the store, and checkouts anywhere.
+
+Never writes through a path it did not create (invariant 8, docs/security.md): every directory on the way to a target
+is checked with lstat, and a file is replaced by creating a sibling and renaming it over the old
+name, so an existing file, hard link or symlink at the target is never opened for writing.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from casstore.errors import DestinationError, InvalidInput, NotFound
+from casstore.fs import linking
+from casstore.fs.atomic import remove_tree
+from casstore.fs.destination import Destination
+from casstore.fs.writers import temp_name
+from casstore.model.digest import Digest
+from casstore.model.manifest import Entry, Manifest
+from casstore.store.objects import Store
+from casstore.store.shared import is_shared
+
+
+def _require_blobs(store: Store, m: Manifest) -> None:
+    missing = [e for e in m.entries if not store.has_blob(e.digest)]
+    if missing:
+        raise NotFound(
+            f"{m.name}@{m.version}: {len(missing)} blob(s) missing from the store, e.g. {missing[0].digest} "
+            f"for {missing[0].path}; fetch the version again"
+        )
+
+
+def view(store: Store, digest: Digest, m: Manifest) -> Path:
+    """A directory of relative symlinks to the blobs, built once per manifest and reused."""
+    from casstore.store.markers import record_use
+
+    final = store.layout.view(digest)
+    _require_blobs(store, m)  # also for a view built earlier: a blob may have been quarantined
+    record_use(store, m.name, m.version)
+    if final.is_dir():
+        return final
+    tmp = store.tmp_path("view.")
+    try:
+        # Private while it is built: on a shared store, tmp/ is writable by the whole group, and
+        # nobody may plant a symlink inside a view before it is renamed into place.
+        tmp.mkdir(0o700)
+        for e in m.entries:
+            link = tmp / e.path
+            link.parent.mkdir(parents=True, exist_ok=True)
+            final_parent = final / e.path
+            os.symlink(os.path.relpath(store.blob_path(e.digest), final_parent.parent), link)
+        # Read-only all the way down, so nothing can be added inside a view; on a group-shared
+        # store the group keeps write access, so that any member's GC can remove it later.
+        mode = stat.S_IMODE(os.stat(final.parent).st_mode) & (0o2575 if is_shared(store.root) else 0o2555)
+        for dirpath, _, _ in os.walk(tmp, topdown=False):
+            if dirpath != str(tmp):
+                os.chmod(dirpath, mode)
+        os.chmod(tmp, 0o700)  # moving a directory needs write access to it (its ".." changes)
+        try:
+            os.rename(tmp, final)
+        except OSError:
+            if not final.is_dir():
+                raise
+        else:
+            os.chmod(final, mode)
+    finally:
+        if tmp.exists():
+            remove_tree(tmp)
+    return final
+
+
+@dataclass
+class CheckoutResult:
+    dest: Path
+    files: int = 0
+    unchanged: int = 0
+    removed: list[str] = field(default_factory=list)
+    modes: dict[str, int] = field(default_factory=dict)
+    elapsed: float = 0.0
+
+    def to_json(self) -> dict:
+        return {
+            "dest": str(self.dest),
+            "files": self.files,
+            "unchanged": self.unchanged,
+            "removed": self.removed,
+            "link_modes": self.modes,
+            "elapsed": round(self.elapsed, 3),
+        }
+
+
+class _Linker:
+    """Materialises one file with the requested mode; `auto` remembers what the filesystem refused."""
+
+    def __init__(self, store: Store, mode: str) -> None:
+        if mode not in linking.MODES:
+            raise InvalidInput(f"unknown link mode {mode!r}; choose from {', '.join(linking.MODES)}")
+        self.store = store
+        self.mode = mode
+        self.refused: set[str] = set()
+
+    def make(self, e: Entry, dir_fd: int, name: str) -> str:
+        blob = self.store.blob_path(e.digest)
+        if self.mode != "auto":
+            self._one(self.mode, e, blob, dir_fd, name)
+            return self.mode
+        for mode in ("reflink", "hardlink", "copy"):
+            if mode in self.refused or (mode == "hardlink" and e.executable):
+                continue  # a hard link shares the blob's read-only, non-executable mode
+            try:
+                self._one(mode, e, blob, dir_fd, name)
+                return mode
+            except linking.LinkUnsupported:
+                self.refused.add(mode)
+        raise AssertionError("copy never reports LinkUnsupported")
+
+    def _one(self, mode: str, e: Entry, blob: Path, dir_fd: int, name: str) -> None:
+        if mode == "hardlink":
+            linking.hardlink(blob, name, dir_fd)
+        elif mode == "symlink":
+            linking.symlink(blob, name, dir_fd)
+        else:
+            fd = (linking.reflink if mode == "reflink" else linking.copy)(blob, name, dir_fd)
+            try:
+                os.fchmod(fd, 0o555 if e.executable else 0o444)
+                bst = os.stat(blob)
+                os.utime(fd, ns=(bst.st_atime_ns, bst.st_mtime_ns))
+            finally:
+                os.close(fd)
+
+
+def _is_ours(dir_fd: int, name: str, blob: Path, e: Entry, mode: str) -> bool:
+    """Is ``name`` already this blob in the requested mode: our symlink to it, a hard link to it,
+    or a read-only copy we made (same size and the blob's mtime, which copies are given)?"""
+    try:
+        st = os.lstat(name, dir_fd=dir_fd)
+        if stat.S_ISLNK(st.st_mode):
+            return mode == "symlink" and os.readlink(name, dir_fd=dir_fd) == str(blob)
+        if mode == "symlink" or not stat.S_ISREG(st.st_mode):
+            return False
+        bst = os.stat(blob)
+        if (st.st_dev, st.st_ino) == (bst.st_dev, bst.st_ino):
+            return mode in ("auto", "hardlink")
+        return (
+            mode in ("auto", "copy", "reflink")
+            and st.st_size == e.size
+            and st.st_mtime_ns == bst.st_mtime_ns
+            and st.st_mode & 0o222 == 0
+        )
+    except OSError:
+        return False
+
+
+def checkout(
+    store: Store, m: Manifest, dest: str | os.PathLike | Destination, *, link: str = "auto", clean: bool = False
+) -> CheckoutResult:
+    """Materialise ``m`` into ``dest``: a directory the user named, or a ``Destination`` opened
+    from a trusted root (a project's model path)."""
+    from casstore.store.leases import Lease
+    from casstore.store.markers import record_use
+
+    with Lease(store, f"checkout {m.name}@{m.version}", [*m.blobs(), m.digest()]):
+        record_use(store, m.name, m.version)
+        linker = _Linker(store, link)
+        _require_blobs(store, m)
+        if isinstance(dest, Destination):
+            return _checkout(store, m, dest, linker, clean=clean)
+        with Destination.at(dest) as d:
+            return _checkout(store, m, d, linker, clean=clean)
+
+
+def _checkout(store: Store, m: Manifest, dest: Destination, linker: _Linker, *, clean: bool) -> CheckoutResult:
+    t0 = time.monotonic()
+    result = CheckoutResult(dest.path)
+    for e in m.entries:
+        parent, _, name = e.path.rpartition("/")
+        fd = dest.dir_fd(parent)
+        blob = store.blob_path(e.digest)
+        if _is_ours(fd, name, blob, e, linker.mode):
+            result.unchanged += 1
+            continue
+        try:
+            if stat.S_ISDIR(os.lstat(name, dir_fd=fd).st_mode):
+                raise DestinationError(f"cannot check out {e.path}: {dest.path / e.path} is a directory")
+        except FileNotFoundError:
+            pass
+        tmp = f".{temp_name('cas.')}"
+        try:
+            used = linker.make(e, fd, tmp)
+            # unlink-and-create in one step, relative to the checked directory: never writes into
+            # what was at ``name``, never follows a link put there
+            os.replace(tmp, name, src_dir_fd=fd, dst_dir_fd=fd)
+        except linking.LinkUnsupported as err:
+            raise DestinationError(f"--link {linker.mode} is not possible for {dest.path / e.path}: {err.strerror}") from err
+        finally:
+            try:
+                os.unlink(tmp, dir_fd=fd)
+            except FileNotFoundError:
+                pass
+        result.files += 1
+        result.modes[used] = result.modes.get(used, 0) + 1
+    if clean:
+        result.removed = dest.clean({e.path for e in m.entries})
+    result.elapsed = time.monotonic() - t0
+    return result

@@ -1,0 +1,84 @@
+"""`cas doctor`: what is wrong or left over in a store, without changing anything."""
+
+from __future__ import annotations
+
+import os
+import stat
+from dataclasses import dataclass
+
+from casstore.errors import InvalidInput
+from casstore.fs.writers import gone, holder_of, read_holder
+from casstore.gc.housekeeping import abandoned, junk_files
+from casstore.gc.policy import DEFAULT_GRACE
+from casstore.model.digest import Digest
+from casstore.store.layout import FORMAT_FILE, TOP_DIRS
+from casstore.store.leases import live_leases
+from casstore.store.objects import Store
+from casstore.store.shared import SHARED_FILE, is_shared
+from casstore.transfer.settings import Settings
+
+
+@dataclass
+class Finding:
+    kind: str  # permissions | stale-lock | orphaned-temp | quarantined | abandoned-partial | dead-lease |
+    #            unknown-file | dangling-tag
+    path: str
+    detail: str
+
+    def to_json(self) -> dict:
+        return {"kind": self.kind, "path": self.path, "detail": self.detail}
+
+
+def diagnose(store: Store, grace: float = DEFAULT_GRACE) -> list[Finding]:
+    out: list[Finding] = []
+    root = store.root
+    now = store.now()
+    known = set(TOP_DIRS) | {FORMAT_FILE, SHARED_FILE}
+    for name in sorted(os.listdir(root)):
+        if name not in known:
+            out.append(Finding("unknown-file", str(root / name), "not part of the store layout"))
+    for sub, ok in (("blobs", lambda n: _is_hex(n)), ("manifests", lambda n: n.endswith(".json") and _is_hex(n[:-5]))):
+        for dirpath, _, names in os.walk(root / sub):
+            for n in names:
+                p = os.path.join(dirpath, n)
+                if not ok(n):
+                    out.append(Finding("unknown-file", p, f"not a {sub[:-1]} name"))
+                elif sub == "blobs" and os.stat(p).st_mode & 0o222:
+                    out.append(Finding("permissions", p, "blob is writable; a hard-linked checkout could change it"))
+    if is_shared(root):
+        for dirpath, _dirnames, _ in os.walk(root):
+            mode = stat.S_IMODE(os.stat(dirpath).st_mode)
+            if mode & 0o2070 != 0o2070:
+                out.append(Finding("permissions", dirpath, f"mode {mode:o}: a shared store's directories need g+rwx and setgid"))
+    locks = store.layout.locks
+    for lock in sorted(locks.glob("*.lock")) if locks.is_dir() else []:
+        holder = read_holder(lock) or {}
+        age = now - lock.stat().st_mtime
+        if gone(holder_of(holder), lock.stat().st_mtime, now, Settings.from_env().stale_after):  # the engine's rule
+            out.append(Finding("stale-lock", str(lock), f"held by {holder.get('host', '?')} pid {holder.get('pid', '?')}, "
+                                                      f"not refreshed for {age:.0f}s"))
+    for e in os.scandir(store.layout.tmp):
+        if e.is_file(follow_symlinks=False) and e.name.endswith(".tmp") and now - e.stat().st_mtime > grace:
+            dead = abandoned(e.name, e.stat().st_mtime, now, grace)  # the rule `cas gc` applies
+            out.append(Finding("orphaned-temp", e.path, f"{now - e.stat().st_mtime:.0f}s old; "
+                               + ("`cas gc` removes it" if dead else "its writer may still be alive; `cas gc` keeps it")))
+    for path, size, since in junk_files(store, now):
+        kind = "quarantined" if os.path.dirname(path) == str(store.layout.quarantine) else "abandoned-partial"
+        out.append(Finding(kind, path, f"{size} bytes, {now - since:.0f}s old; counted against gc.max_size; "
+                                       f"`cas gc` removes it after the grace period ({grace:.0f}s)"))
+    _, dead_leases = live_leases(store, now)
+    for lease in dead_leases:
+        out.append(Finding("dead-lease", str(lease), "not refreshed; its process is gone; `cas gc` removes it"))
+    for model in store.refs.models():
+        for v, d in store.refs.tags(model).items():
+            if not store.has_manifest(d):
+                out.append(Finding("dangling-tag", str(store.layout.tag(model, v)), f"names {d}, which is not in the store"))
+    return out
+
+
+def _is_hex(name: str) -> bool:
+    try:
+        Digest(name)
+        return True
+    except InvalidInput:
+        return False

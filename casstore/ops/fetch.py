@@ -1,0 +1,249 @@
+"""`cas fetch`: resolve a version on the remotes, download what is missing, then record it.
+
+Order (invariant 3): verified blobs, then the manifest, then the tag, then the current pointer for a
+model that has none. Nothing from a remote is used before it is checked: the index is parsed
+strictly, the manifest must hash to the digest the index names and parse (paths included), and
+every blob is verified by the download engine before it is published.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+
+from casstore.config import offline as is_offline
+from casstore.errors import (
+    CasError,
+    Conflict,
+    IntegrityError,
+    InvalidManifest,
+    NotFound,
+    Offline,
+    RemoteError,
+    RemoteProtocolError,
+)
+from casstore.model.digest import Digest
+from casstore.model.index import Index
+from casstore.model.manifest import MAX_MANIFEST_BYTES, Manifest
+from casstore.model.versioning import latest, sort_key
+from casstore.remotes.base import FORMAT_FILE, Remote, index_path
+from casstore.remotes.base import manifest as manifest_key
+from casstore.store.leases import Lease
+from casstore.store.markers import record_use
+from casstore.store.objects import Store, touch
+from casstore.transfer.download import Downloader, Settings, Stats
+
+log = logging.getLogger("casstore")
+
+
+@dataclass
+class FetchResult:
+    model: str
+    version: str
+    manifest: Digest
+    current: bool = False
+    stats: Stats = field(default_factory=Stats)
+    elapsed: float = 0.0
+    path: object = None  # the read-only view, when asked for (casstore.fetch)
+
+    def to_json(self) -> dict:
+        return {"model": self.model, "version": self.version, "manifest": str(self.manifest),
+                "current": self.current, **self.stats.to_json(), "elapsed": round(self.elapsed, 3)}
+
+
+async def read_index(remotes: list[Remote], model: str) -> tuple[Index, Remote]:
+    """The model's index from the first remote that has it."""
+    errors = []
+    for r in remotes:
+        try:
+            got = await r.read_index(model)
+        except RemoteError as e:
+            errors.append(str(e))
+            continue
+        if got is not None:
+            return Index.decode(got[0], source=r.describe(index_path(model)), model=model), r
+    where = ", ".join(r.describe(index_path(model)) for r in remotes)
+    if errors:
+        raise RemoteError(f"cannot read the versions of {model} ({where}): {'; '.join(errors)}")
+    for r in remotes:
+        if not await r.looks_like_remote():
+            raise NotFound(f"there is no casstore remote at {r.url} (no {FORMAT_FILE} there): check the URL or "
+                           f"path of the remote; `cas push` creates a directory remote")
+    raise NotFound(f"model {model} is not published on {where}")
+
+
+async def versions(remotes: list[Remote], model: str) -> Index:
+    return (await read_index(remotes, model))[0]
+
+
+async def manifest_bytes(remotes: list[Remote], digest: Digest) -> tuple[bytes, str]:
+    last: Exception | None = None
+    for r in remotes:
+        url = r.describe(manifest_key(digest))
+        try:
+            chunks, n = [], 0
+            async for c in r.read(manifest_key(digest)):
+                n += len(c)
+                if n > MAX_MANIFEST_BYTES:
+                    raise RemoteProtocolError(f"{url} is larger than {MAX_MANIFEST_BYTES} bytes", url=url, digest=digest)
+                chunks.append(c)
+        except (NotFound, RemoteError) as e:
+            last = e
+            continue
+        data = b"".join(chunks)
+        if Digest.of_bytes(data) != digest:
+            raise IntegrityError(f"{url} does not hash to {digest}; refusing the manifest")
+        return data, url
+    raise last if last else NotFound(f"manifest {digest} is on no remote")
+
+
+async def fetch(
+    store: Store,
+    remotes: list[Remote],
+    model: str,
+    version: str | None = None,
+    *,
+    settings: Settings | None = None,
+    progress=None,
+    offline: bool | None = None,
+) -> FetchResult:
+    """Bring ``model@version`` (the newest release if no version) into the store.
+
+    An exact version that is complete in the store never contacts a remote. Offline
+    (``offline`` or ``CAS_OFFLINE=1``), or when no remote answers, a model without a version
+    is the newest version complete in the store.
+    """
+    t0 = time.monotonic()
+    if version is not None and (here := _complete_locally(store, model, version)) is not None:
+        return _local_result(store, model, version, *here, t0)
+    if is_offline(offline):
+        if version is None and (newest := _newest_local(store, model)) is not None:
+            return _local_result(store, model, *newest, t0)
+        what = f"{model}@{version}" if version else f"any version of {model}"
+        raise NotFound(f"offline, and {what} is not complete in the store {store.root}")
+    if not remotes:
+        raise NotFound("no remote configured: add one with `cas remote add NAME URL --default`")
+    try:
+        index, _ = await read_index(remotes, model)
+    except RemoteError as e:
+        if version is None and (newest := _newest_local(store, model)) is not None:
+            log.warning("%s; using %s@%s, the newest version in the store", e, model, newest[0])
+            return _local_result(store, model, *newest, t0)
+        raise
+    if version is None:
+        version = latest(index.versions)
+        if version is None:
+            raise NotFound(f"model {model} has no released version on the remote (only pre-releases?)")
+    entry = index.versions.get(version)
+    if entry is None:
+        raise NotFound(f"{model}@{version} is not published (versions: {', '.join(index.versions) or 'none'})")
+    local = store.refs.get_tag(model, version)
+    if local is not None and local != entry.manifest:
+        raise Conflict(
+            f"the remote's {model}@{version} is now {entry.manifest}, but this store has it as {local}: "
+            "a published version moved; refusing to change it silently"
+        )
+    m = await load_manifest(store, remotes, entry.manifest, model, version)
+    result = await install(store, remotes, model, version, entry.manifest, m, settings=settings, progress=progress)
+    result.elapsed = time.monotonic() - t0
+    return result
+
+
+async def install(store: Store, remotes: list[Remote], model: str, version: str, digest: Digest, m: Manifest, *,
+                  settings: Settings | None = None, progress=None) -> FetchResult:
+    """Download what ``m`` (already checked by ``load_manifest``) needs, then record it: the
+    manifest, the tag, and the current pointer if the model had none (invariant 3's order)."""
+    wants: dict[Digest, int] = {e.digest: e.size for e in m.entries}
+    with Lease(store, f"fetch {model}@{version}", [*wants, digest]):
+        stats = await Downloader(store, remotes, settings, progress).fetch(wants)
+        written = store.put_manifest(m)
+        store.refs.set_tag(model, version, written)
+        result = FetchResult(model, version, written, stats=stats)
+        _settle(store, result)
+    return result
+
+
+async def load_manifest(store: Store, remotes: list[Remote], digest: Digest, model: str, version: str) -> Manifest:
+    """The manifest an index names for ``model@version``: from the store, or from a remote,
+    checked to hash to ``digest`` (manifest_bytes), to parse, to be that model and version, and
+    to be canonical."""
+    if store.has_manifest(digest):
+        return store.get_manifest(digest)
+    data, url = await manifest_bytes(remotes, digest)
+    m = Manifest.decode(data, source=url)
+    if (m.name, m.version) != (model, version):
+        raise InvalidManifest(f"{url} is {m.name}@{m.version}, but the index lists it as {model}@{version}")
+    if m.digest() != digest:
+        raise InvalidManifest(f"{url} is not in canonical form; refusing it")
+    return m
+
+
+def _settle(store: Store, result: FetchResult) -> None:
+    """After a fetch: the version becomes current if the model has none; its use is stamped."""
+    if store.refs.current(result.model) is None:
+        try:
+            store.refs.switch(result.model, result.version, result.manifest, action="fetch", expect=None)
+            result.current = True
+        except Conflict:
+            pass
+    record_use(store, result.model, result.version)
+
+
+def _complete_locally(store: Store, model: str, version: str) -> tuple[Digest, Manifest] | None:
+    """``model@version``'s manifest (digest and parsed) if its tag, manifest and every blob are here."""
+    d = store.refs.get_tag(model, version)
+    if d is None or not store.has_manifest(d):
+        return None
+    try:
+        m = store.get_manifest(d)
+    except CasError:
+        return None
+    return (d, m) if all(store.has_blob(e.digest) for e in m.entries) else None
+
+
+def _newest_local(store: Store, model: str) -> tuple[str, Digest, Manifest] | None:
+    """The newest version complete in the store, checking from the newest down."""
+    for v in sorted(store.refs.tags(model), key=sort_key, reverse=True):
+        if (here := _complete_locally(store, model, v)) is not None:
+            return v, *here
+    return None
+
+
+def _local_result(store: Store, model: str, version: str, digest: Digest, m: Manifest, t0: float) -> FetchResult:
+    """What a fetch of a version the store already holds does: lease and touch it (so a GC
+    running now keeps it), make it current if the model has none, record its use."""
+    sizes = {e.digest: e.size for e in m.entries}
+    result = FetchResult(model, version, digest, stats=Stats(blobs=len(sizes), bytes_total=sum(sizes.values()),
+                                                             bytes_reused=sum(sizes.values())))
+    with Lease(store, f"fetch {model}@{version}", [digest, *sizes]):
+        if not all(touch(store.blob_path(d)) for d in sizes) or store.refs.get_tag(model, version) != digest:
+            raise NotFound(f"{model}@{version} was collected while being fetched; fetch it again")
+        _settle(store, result)
+    result.elapsed = time.monotonic() - t0
+    return result
+
+
+def open_remotes(remote: str | None = None, *, insecure: bool = False, offline: bool | None = None,
+                 **http_options) -> list[Remote]:
+    from casstore.remotes import open_remote
+    from casstore.remotes.config import choose
+
+    if is_offline(offline):
+        raise Offline("offline (--offline or CAS_OFFLINE=1): not contacting a remote")
+
+    return [open_remote(s.url, token=s.token, insecure=insecure or s.insecure, **http_options) for s in choose(remote)]
+
+
+def remotes_for_fetch(remote: str | None = None, *, insecure: bool = False, offline: bool | None = None,
+                      **http_options) -> list[Remote]:
+    """The remotes a fetch may use: none when offline, or when none is configured and none was
+    named (a version complete in the store needs none; ``fetch`` says so if it does)."""
+    if is_offline(offline):
+        return []
+    try:
+        return open_remotes(remote, insecure=insecure, **http_options)
+    except NotFound:
+        if remote:
+            raise
+        return []

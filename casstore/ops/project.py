@@ -1,0 +1,309 @@
+"""Projects: cas.toml (what a project needs) and cas.lock (exactly which bytes), both in git.
+
+    remote = "team"                      # a configured remote's name, or a URL (optional)
+    [models.t2v-A14B]
+    version = "^1.1"                     # see model/requirements.py
+    path = "weights/t2v"                 # where `cas sync` materialises it (default models/<name>)
+    link = "auto"                        # auto | reflink | hardlink | symlink | copy
+
+`cas sync` materialises each model into its own `path`, which casstore owns: files the locked
+version does not list are removed there. A project that syncs registers its lock with the store
+as a GC root; a registration whose cas.lock has gone is dropped.
+
+`cas lock` and `cas sync` plan first and act once. `sync --frozen` changes nothing but the store
+and the model directories: a cas.lock that disagrees with cas.toml, or a remote whose manifest for
+a locked version is not the locked digest, is an error. `sync --offline` uses only the local
+store and lists precisely what is missing.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from casstore.errors import Conflict, IntegrityError, InvalidInput, NotFound
+from casstore.fs import linking
+from casstore.fs.atomic import write_file
+from casstore.fs.destination import Destination
+from casstore.model import runtime
+from casstore.model.digest import Digest
+from casstore.model.lockfile import MAX_LOCK_BYTES, Locked, LockFile
+from casstore.model.manifest import Manifest
+from casstore.model.names import validate_model
+from casstore.model.paths import validate_path
+from casstore.model.requirements import Requirement
+from casstore.model.sizes import format_size
+from casstore.model.strictjson import field as typed
+from casstore.model.strictjson import read_file
+from casstore.ops.checkout import checkout
+from casstore.ops.fetch import fetch, load_manifest, read_index
+from casstore.remotes.base import Remote
+from casstore.store.objects import Store
+from casstore.store.roots import register_root
+from casstore.transfer.download import Settings
+
+TOML = "cas.toml"
+TEMPLATE = """\
+# The models this project needs; `cas lock` pins exact versions in cas.lock, `cas sync` brings
+# them into each model's path. Commit both files.
+{remote_line}                 # a configured remote's name, or a URL
+
+# [models.t2v-A14B]
+# version = "^1.1"                # a requirement: exact, ^, ~, >=,<, latest
+# path = "weights/t2v"            # inside the project (default models/<name>)
+# link = "auto"                   # auto | reflink | hardlink | symlink | copy
+"""
+MAX_TOML_BYTES = 1 << 20
+LOCK = "cas.lock"
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    name: str
+    requirement: str
+    path: str
+    link: str = "auto"
+
+
+@dataclass
+class Project:
+    root: Path
+    remote: str | None = None
+    models: dict[str, ModelSpec] = field(default_factory=dict)
+
+    @property
+    def toml_path(self) -> Path:
+        return self.root / TOML
+
+    @property
+    def lock_path(self) -> Path:
+        return self.root / LOCK
+
+    @classmethod
+    def find(cls, start: Path | None = None) -> Project | None:
+        start = (start or Path.cwd()).absolute()
+        for d in (start, *start.parents):
+            if (d / TOML).is_file():
+                return cls.load(d)
+        return None
+
+    @classmethod
+    def load(cls, root: Path) -> Project:
+        p = root / TOML
+        try:
+            doc = tomllib.loads(read_file(p, max_bytes=MAX_TOML_BYTES).decode("utf-8"))
+        except RecursionError:
+            raise InvalidInput(f"{p}: nested too deeply") from None
+        except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as e:
+            raise InvalidInput(f"cannot read {p}: {e}") from e
+        remote = typed(doc, "remote", (str, type(None)), where=str(p), default=None)
+        proj = cls(root.absolute(), remote)
+        for name, spec in typed(doc, "models", dict, where=str(p), default={}).items():
+            try:
+                validate_model(name)
+                if not isinstance(spec, dict):
+                    raise InvalidInput("must be a table, e.g. version = \"^1.0\"")
+                req = typed(spec, "version", str, where="version", default="latest")
+                Requirement.parse(req)
+                path = validate_path(typed(spec, "path", str, where="path", default=f"models/{name}"))
+                link = typed(spec, "link", str, where="link", default="auto")
+                if link not in linking.MODES:
+                    raise InvalidInput(f"link = {link!r} is not one of {', '.join(linking.MODES)}")
+            except InvalidInput as e:
+                raise InvalidInput(f"{p}: model {name!r}: {e}") from e
+            proj.models[name] = ModelSpec(name, req, path, link)
+        return proj
+
+    def read_lock(self) -> LockFile:
+        try:
+            data = read_file(self.lock_path, max_bytes=MAX_LOCK_BYTES)
+        except FileNotFoundError:
+            return LockFile()
+        return LockFile.decode(data, str(self.lock_path))
+
+    def write_lock(self, lock: LockFile) -> bool:
+        """Write cas.lock if its bytes change; returns whether it did."""
+        data = lock.encode()
+        try:
+            if read_file(self.lock_path, max_bytes=MAX_LOCK_BYTES) == data:
+                return False
+        except (FileNotFoundError, InvalidInput):
+            pass
+        write_file(self.lock_path, data, self.root, mode=0o644, replace=True)
+        return True
+
+    def set_requirement(self, model: str, requirement: str) -> None:
+        """Add or change a model's requirement in cas.toml, keeping the rest of the file (comments,
+        order, formatting) as its authors wrote it."""
+        import tomlkit
+
+        Requirement.parse(requirement)
+        doc = tomlkit.parse(read_file(self.toml_path, max_bytes=MAX_TOML_BYTES).decode("utf-8"))
+        models = doc.setdefault("models", tomlkit.table(is_super_table=True))
+        if model not in models:
+            models[model] = tomlkit.table()
+        models[model]["version"] = requirement
+        write_file(self.toml_path, tomlkit.dumps(doc).encode(), self.root, mode=0o644, replace=True)
+        old = self.models.get(model)
+        self.models[model] = ModelSpec(model, requirement, old.path if old else f"models/{model}",
+                                       old.link if old else "auto")
+
+    @classmethod
+    def create(cls, root: Path, remote: str | None = None) -> Project:
+        """Start a project: a commented cas.toml in ``root`` (an existing one is kept)."""
+        import tomlkit
+
+        remote_line = f"remote = {tomlkit.string(remote).as_string()}" if remote else '# remote = "team"'
+        text = TEMPLATE.format(remote_line=remote_line)
+        write_file(root / TOML, text.encode(), root, mode=0o644)  # first writer wins: never replaces
+        return cls.load(root)
+
+    def stale(self, lock: LockFile) -> list[str]:
+        """Why cas.lock does not match cas.toml (empty when it does)."""
+        why = []
+        for name, spec in sorted(self.models.items()):
+            lk = lock.models.get(name)
+            if lk is None:
+                why.append(f"{name} is in cas.toml but not locked")
+            elif lk.requirement != spec.requirement:
+                why.append(f"{name}: cas.toml asks for {spec.requirement!r}, cas.lock was resolved for {lk.requirement!r}")
+        for name in sorted(set(lock.models) - set(self.models)):
+            why.append(f"{name} is locked but no longer in cas.toml")
+        return why
+
+
+def check_locked_manifest(lk: Locked, name: str, digest: Digest, m) -> None:
+    if digest != lk.manifest:
+        raise Conflict(f"{name}@{lk.version} is {digest}, but cas.lock says {lk.manifest}")
+    if not lk.matches(m):
+        raise IntegrityError(
+            f"cas.lock's file list for {name}@{lk.version} does not match manifest {lk.manifest}; "
+            "the lock was edited by hand? Run `cas lock` to rewrite it"
+        )
+
+
+# lock and sync ------------------------------------------------------------------------------------
+
+
+@dataclass
+class LockChange:
+    model: str
+    old: str | None
+    new: str | None
+
+    def to_json(self) -> dict:
+        return {"model": self.model, "from": self.old, "to": self.new}
+
+
+async def resolve(remotes: list[Remote], store: Store, model: str, requirement: str, *, prereleases: bool = False) -> Locked:
+    index, _ = await read_index(remotes, model)
+    version = Requirement.parse(requirement).resolve(index.versions, prereleases=prereleases)
+    if version is None:
+        raise NotFound(
+            f"no published version of {model} satisfies {requirement!r} "
+            f"(published: {', '.join(sorted(index.versions)) or 'none'})"
+        )
+    digest = index.versions[version].manifest
+    return Locked.of(requirement, version, digest, await load_manifest(store, remotes, digest, model, version))
+
+
+async def lock(project: Project, store: Store, remotes: list[Remote], *, upgrade: list[str] | None = None,
+               prereleases: bool = False) -> tuple[LockFile, list[LockChange]]:
+    """Bring cas.lock in line with cas.toml, re-resolving only what changed (or ``upgrade``)."""
+    old = project.read_lock()
+    new = LockFile()
+    changes = []
+    for name, spec in sorted(project.models.items()):
+        cur = old.models.get(name)
+        if cur is not None and cur.requirement == spec.requirement and name not in (upgrade or []):
+            new.models[name] = cur
+            continue
+        new.models[name] = await resolve(remotes, store, name, spec.requirement, prereleases=prereleases)
+        if cur is None or cur.manifest != new.models[name].manifest:
+            changes.append(LockChange(name, cur.version if cur else None, new.models[name].version))
+    for name in sorted(set(old.models) - set(new.models)):
+        changes.append(LockChange(name, old.models[name].version, None))
+    project.write_lock(new)
+    return new, changes
+
+
+@dataclass
+class SyncResult:
+    models: dict[str, str] = field(default_factory=dict)  # name -> version
+    downloaded: int = 0
+    relocked: list[LockChange] = field(default_factory=list)
+
+    def to_json(self) -> dict:
+        return {"models": self.models, "bytes_downloaded": self.downloaded,
+                "relocked": [c.to_json() for c in self.relocked]}
+
+
+async def sync(project: Project, store: Store, remotes: list[Remote] | None, *, frozen: bool = False,
+               offline: bool = False, settings: Settings | None = None,
+               ignore_requirements: bool = False, progress=None) -> SyncResult:
+    result = SyncResult()
+    lockf = project.read_lock()
+    stale = project.stale(lockf)
+    if stale:
+        if frozen or offline:
+            raise Conflict("cas.lock does not match cas.toml: " + "; ".join(stale)
+                           + (" (run `cas lock`)" if frozen else " (run `cas lock` online first)"))
+        lockf, result.relocked = await lock(project, store, remotes or [])
+
+    # Plan: what each locked model needs, checked before anything is written.
+    missing: list[str] = []
+    for name, lk in sorted(lockf.models.items()):
+        local = store.refs.get_tag(name, lk.version)
+        if local is not None and local != lk.manifest:
+            raise Conflict(f"this store has {name}@{lk.version} as {local}, but cas.lock says {lk.manifest}")
+        if offline:
+            missing += _missing_locally(store, name, lk)
+    if missing:
+        raise NotFound("offline, and the store lacks what cas.lock needs:\n  " + "\n  ".join(missing))
+
+    for name, lk in sorted(lockf.models.items()):
+        if not offline:
+            index, _ = await read_index(remotes or [], name)
+            entry = index.versions.get(lk.version)
+            if entry is None:
+                raise NotFound(f"{name}@{lk.version} (locked) is no longer published on the remote")
+            if entry.manifest != lk.manifest:
+                raise Conflict(f"the remote's {name}@{lk.version} is now {entry.manifest}, but cas.lock says "
+                               f"{lk.manifest}: a published version moved; refusing it")
+            if not (store.has_manifest(lk.manifest) and not _missing_locally(store, name, lk)):
+                res = await fetch(store, remotes or [], name, lk.version, settings=settings, progress=progress)
+                result.downloaded += res.stats.bytes_downloaded
+        m = store.get_manifest(lk.manifest)
+        check_locked_manifest(lk, name, lk.manifest, m)
+        runtime.check(name, lk.version, m.meta, ignore=ignore_requirements)
+        spec = project.models[name]
+        with Destination.under(project.root, spec.path) as dest:
+            checkout(store, m, dest, link=spec.link, clean=True)
+        if store.refs.get_tag(name, lk.version) is None:
+            store.refs.set_tag(name, lk.version, lk.manifest)
+        result.models[name] = lk.version
+    register_root(store, project.lock_path, lockf)
+    return result
+
+
+def _missing_locally(store: Store, name: str, lk: Locked) -> list[str]:
+    if not store.has_manifest(lk.manifest):
+        have = sum(1 for f in lk.files if store.has_blob(f.digest))
+        return [f"{name}@{lk.version}: manifest {lk.manifest} ({have} of {len(lk.files)} files' blobs present)"]
+    out = []
+    for f in lk.files:
+        if not store.has_blob(f.digest):
+            out.append(f"{name}@{lk.version}: {f.path} ({format_size(f.size)}, {f.digest})")
+    return out
+
+
+def record_fetch(project: Project, name: str, version: str, digest: Digest, m: Manifest) -> bool:
+    """After `cas fetch M@V` inside a project: lock that version (and require it, if cas.toml's
+    requirement does not already allow it). Returns whether cas.lock changed."""
+    spec = project.models.get(name)
+    if spec is None or not Requirement.parse(spec.requirement).matches(version, prereleases=True):
+        project.set_requirement(name, version)
+    lockf = project.read_lock()
+    lockf.models[name] = Locked.of(project.models[name].requirement, version, digest, m)
+    return project.write_lock(lockf)

@@ -1,0 +1,71 @@
+"""`use` and `rollback`: switch a model's current pointer, only to a complete version.
+
+Against a concurrent GC: the target's digests are leased *before* its tag is checked again, so
+either GC's re-mark sees the lease (and keeps the blobs), or GC had already removed the tag and
+the switch is refused. Blobs are touched as they are checked, so a GC deciding on one right now
+sees it as fresh and puts it back (gc.py).
+"""
+
+from __future__ import annotations
+
+from casstore.errors import Conflict, NotFound
+from casstore.model import runtime
+from casstore.model.digest import Digest
+from casstore.model.history import Switch, rollback_target
+from casstore.store.leases import Lease
+from casstore.store.markers import record_use
+from casstore.store.objects import Store, touch
+
+
+def switch_to(store: Store, model: str, version: str, digest: Digest, action: str, expect) -> Switch:
+    m = store.get_manifest(digest)
+    with Lease(store, f"{action} {model}@{version}", [digest, *m.blobs()]):
+        if store.refs.get_tag(model, version) != digest:
+            raise NotFound(f"{model}@{version} is no longer in the store; run `cas fetch {model}@{version}`")
+        touch(store.layout.manifest(digest))
+        missing = [e for e in m.entries if not touch(store.blob_path(e.digest))]
+        if missing:
+            raise NotFound(
+                f"{model}@{version} is incomplete in this store ({len(missing)} blob(s) missing, e.g. "
+                f"{missing[0].digest} for {missing[0].path}); run `cas fetch {model}@{version}` first"
+            )
+        s = store.refs.switch(model, version, digest, action=action, expect=expect)
+        record_use(store, model, version)
+    return s
+
+
+def use(store: Store, model: str, version: str, *, expect: str | None = None,
+        ignore_requirements: bool = False) -> Switch:
+    """Make ``version`` current. With ``expect``, only if the current version is still that one.
+    A version whose runtime requirements this environment does not meet is refused (unless
+    ``ignore_requirements``)."""
+    _, digest = store.resolve(model, version)
+    runtime.check(model, version, store.get_manifest(digest).meta, ignore=ignore_requirements)
+    head = store.refs.current(model)
+    if expect is not None and (head is None or head.version != expect):
+        raise Conflict(f"current version of {model} is {head.version if head else 'none'}, not {expect}")
+    if head is not None and head.version == version and head.manifest == digest:
+        record_use(store, model, version)
+        return head  # already current: no record, so rollback and `cas log` see no empty switch
+    return switch_to(store, model, version, digest, "use", head)
+
+
+def rollback(store: Store, model: str, version: str | None = None) -> Switch:
+    history = store.refs.history(model)
+    if not history:
+        store.resolve(model)  # raises the right NotFound
+    target, digest = rollback_target(history, version)
+    return switch_to(store, model, target, digest, "rollback", history[-1])
+
+
+async def rollback_fetching(store: Store, remotes, model: str, version: str | None = None, *, settings=None,
+                            progress=None) -> Switch:
+    """``rollback``, fetching the target version first if GC collected its blobs."""
+    from casstore.ops.fetch import fetch
+
+    try:
+        return rollback(store, model, version)
+    except NotFound:
+        target, _ = rollback_target(store.refs.history(model), version)
+        await fetch(store, remotes, model, target, settings=settings, progress=progress)
+        return rollback(store, model, version)

@@ -1,0 +1,93 @@
+"""A machine-local cache of file digests, keyed by (device, inode, size, mtime).
+
+It lives in the user's cache directory, never in a shared store (invariant 13): inode numbers mean
+nothing on another machine. It is advisory: any failure just means hashing again.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import threading
+import time
+from pathlib import Path
+
+from casstore.errors import InvalidInput
+from casstore.model.digest import Digest
+
+# A file modified within this many seconds may change again without its mtime moving
+# (coarse timestamps), so its digest is not cached: git's "racy clean" rule.
+RACY_SECONDS = 2.0
+
+
+def default_path() -> Path:
+    env = os.environ.get("CAS_HASH_CACHE")
+    if env:
+        return Path(env)
+    import platformdirs
+
+    return Path(platformdirs.user_cache_dir("casstore")) / "hashes.sqlite"
+
+
+class HashCache:
+    def __init__(self, path: Path | None = None) -> None:
+        self.path = path or default_path()
+        self._db: sqlite3.Connection | None = None
+        self._lock = threading.Lock()  # one connection, shared by the hashing threads
+        self.hits = 0
+
+    def _conn(self) -> sqlite3.Connection | None:
+        if self._db is None:
+            try:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+                db = sqlite3.connect(self.path, timeout=5, isolation_level=None, check_same_thread=False)
+                db.execute("PRAGMA journal_mode=WAL")
+                db.execute(
+                    "CREATE TABLE IF NOT EXISTS hashes (dev INTEGER, ino INTEGER, size INTEGER, "
+                    "mtime_ns INTEGER, digest TEXT, PRIMARY KEY (dev, ino))"
+                )
+                self._db = db
+            except sqlite3.Error:
+                return None
+        return self._db
+
+    def get(self, st: os.stat_result) -> Digest | None:
+        with self._lock:
+            db = self._conn()
+            if db is None:
+                return None
+            try:
+                row = db.execute(
+                    "SELECT digest FROM hashes WHERE dev=? AND ino=? AND size=? AND mtime_ns=?",
+                    (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns),
+                ).fetchone()
+            except sqlite3.Error:
+                return None
+            if row is None:
+                return None
+            try:
+                d = Digest(row[0])
+            except InvalidInput:
+                return None
+            self.hits += 1
+            return d
+
+    def put(self, st: os.stat_result, digest: Digest) -> None:
+        if time.time() - st.st_mtime < RACY_SECONDS:
+            return
+        with self._lock:
+            db = self._conn()
+            if db is None:
+                return
+            try:
+                db.execute(
+                    "INSERT OR REPLACE INTO hashes VALUES (?, ?, ?, ?, ?)",
+                    (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, digest.hex),
+                )
+            except sqlite3.Error:
+                pass
+
+    def close(self) -> None:
+        if self._db is not None:
+            self._db.close()
+            self._db = None

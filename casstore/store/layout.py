@@ -1,0 +1,110 @@
+"""Where each thing lives inside a store directory (see docs/format.md).
+
+    <root>/casstore.json                      {"casstore_store": 1}: the format version
+    <root>/blobs/<hh>/<hex>                   file contents, read-only (model/keys.py)
+    <root>/manifests/<hh>/<hex>.json          canonical manifest bytes, named by their digest
+    <root>/refs/<model>/tags/<version>        "blake3:<hex>\\n": the version's manifest
+    <root>/refs/<model>/history/<seq>.json    one immutable file per current-pointer switch
+    <root>/refs/<model>/keep/<version>        rollback roots kept by `cas update` (store/markers.py)
+    <root>/refs/<model>/pins/<version>        pinned versions
+    <root>/refs/<model>/used/<version>        mtime: when the version was last used
+    <root>/roots/projects/<key>.json          projects whose cas.lock GC must honour
+    <root>/views/<manifest hex>/              read-only symlink trees built by `cas path`
+    <root>/tmp/                               writer-unique temp files
+    <root>/tmp/downloads/<hex>.<writer>.part  partial downloads (+ .progress records)
+    <root>/tmp/locks/<hex>.lock               download locks (host, pid, time)
+    <root>/tmp/gc-trash/                      blobs GC set aside before its last check
+    <root>/quarantine/                        blobs that failed verification
+    <root>/leases/                            operations in flight (used by GC)
+
+Every path is derived here from a parsed ``Digest`` or a validated name, never from raw text.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from casstore.model.digest import Digest
+from casstore.model.keys import TMP, blob_key, manifest_key
+from casstore.model.names import validate_model, validate_version
+
+FORMAT_FILE = "casstore.json"
+FORMAT_VERSION = 1
+TOP_DIRS = ("blobs", "manifests", "refs", "roots", "views", "tmp", "quarantine", "leases")
+
+
+@dataclass(frozen=True)
+class Layout:
+    root: Path
+
+    @property
+    def format_file(self) -> Path:
+        return self.root / FORMAT_FILE
+
+    @property
+    def tmp(self) -> Path:
+        return self.root / TMP
+
+    @property
+    def quarantine(self) -> Path:
+        return self.root / "quarantine"
+
+    @property
+    def downloads(self) -> Path:
+        return self.root / TMP / "downloads"
+
+    @property
+    def locks(self) -> Path:
+        return self.root / TMP / "locks"
+
+    @property
+    def gc_trash(self) -> Path:
+        return self.root / TMP / "gc-trash"
+
+    @property
+    def leases(self) -> Path:
+        return self.root / "leases"
+
+    @property
+    def blobs(self) -> Path:
+        return self.root / "blobs"
+
+    @property
+    def manifests(self) -> Path:
+        return self.root / "manifests"
+
+    @property
+    def refs(self) -> Path:
+        return self.root / "refs"
+
+    def blob(self, d: Digest) -> Path:
+        return self.root / blob_key(d)
+
+    def manifest(self, d: Digest) -> Path:
+        return self.root / manifest_key(d)
+
+    def model_dir(self, model: str) -> Path:
+        return self.root / "refs" / validate_model(model)
+
+    def tags(self, model: str) -> Path:
+        return self.model_dir(model) / "tags"
+
+    def tag(self, model: str, version: str) -> Path:
+        return self.tags(model) / validate_version(version)
+
+    def history(self, model: str) -> Path:
+        return self.model_dir(model) / "history"
+
+    @property
+    def project_roots(self) -> Path:
+        return self.root / "roots" / "projects"
+
+    def project_root(self, key: str) -> Path:
+        return self.project_roots / f"{key}.json"
+
+    def markers(self, model: str, kind: str) -> Path:
+        return self.model_dir(model) / kind
+
+    def view(self, d: Digest) -> Path:
+        return self.root / "views" / d.hex

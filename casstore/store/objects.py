@@ -1,0 +1,260 @@
+"""The object database: blobs and manifests addressed by digest, plus the store's refs.
+
+Writes follow invariants 2-4 of docs/architecture.md: a writer-unique temp file on the store's filesystem, hashed
+after it is written (the digest names exactly the bytes published), fsynced, then linked into
+place without replacing. A second writer of the same object just refreshes its mtime.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from casstore.errors import (
+    IntegrityError,
+    InvalidInput,
+    NotFound,
+    OutOfSpace,
+    StoreFormatError,
+    StoreUnusable,
+)
+from casstore.fs import linking
+from casstore.fs.atomic import makedirs, publish_file, translate_os_error, write_file
+from casstore.fs.writers import temp_name
+from casstore.model.digest import Digest, hash_file
+from casstore.model.manifest import Manifest
+from casstore.model.strictjson import load_file
+from casstore.store.layout import FORMAT_VERSION, TOP_DIRS, Layout
+from casstore.store.refs import Refs
+
+
+@dataclass(frozen=True, slots=True)
+class Put:
+    digest: Digest
+    size: int
+    new: bool  # False: the blob was already there
+    method: str = "existing"  # or how the bytes got in: reflink, copy, hardlink
+
+
+def touch(path: Path) -> bool:
+    """Refresh an object's mtime (GC's grace period counts from it). False if it is gone, which
+    a writer relying on the object must treat as absent (GC may just have collected it)."""
+    try:
+        os.utime(path)
+        return True
+    except FileNotFoundError:
+        return False
+    except OSError:
+        return path.exists()  # not ours to touch (another user's file on a shared store)
+
+
+class Store:
+    def __init__(self, root: Path) -> None:
+        self.root = Path(root)
+        self.layout = Layout(self.root)
+        self.refs = Refs(self.layout)
+
+    # opening -----------------------------------------------------------------------------------
+
+    @classmethod
+    def open(cls, root: str | os.PathLike, *, create: bool = True) -> Store:
+        root = Path(root).absolute()
+        store = cls(root)
+        fmt = store.layout.format_file
+        try:
+            if not fmt.exists():
+                if not create:
+                    raise NotFound(f"no casstore store at {root} yet (`cas add` or `cas fetch` creates it; "
+                                   f"CAS_HOME or --store name another)")
+                store._init()
+            store._check_format()
+        except OSError as e:
+            if isinstance(e, OutOfSpace):
+                raise
+            raise StoreUnusable(f"cannot use {root} as the store: {e.strerror or e}; set CAS_HOME or --store to a "
+                           f"directory you can write") from e
+        from casstore.store.shared import apply_umask
+
+        apply_umask(root)
+        return store
+
+    def _init(self) -> None:
+        """Make this directory a store. The format file is published first, from a dot-named temp
+        file beside it, so a process starting at the same moment never sees a non-empty directory
+        without it (many ranks of one job may create the store together); the directories follow
+        in ``_check_format``."""
+        makedirs(self.root)
+        fmt = self.layout.format_file
+        foreign = [n for n in os.listdir(self.root) if not n.startswith(".") and n != fmt.name]
+        if foreign and not fmt.exists():
+            raise StoreFormatError(
+                f"{self.root} is not empty and is not a casstore store (no {fmt.name}); refusing to use it"
+            )
+        data = json.dumps({"casstore_store": FORMAT_VERSION}).encode() + b"\n"
+        write_file(fmt, data, self.root, mode=0o444, prefix=".")
+
+    def _check_format(self) -> None:
+        fmt = self.layout.format_file
+        try:
+            version = load_file(fmt, what="store format file", max_bytes=4096).get("casstore_store")
+        except (OSError, InvalidInput, AttributeError) as e:
+            raise StoreFormatError(f"unreadable store format file {fmt}: {e}") from e
+        if version != FORMAT_VERSION:
+            raise StoreFormatError(
+                f"store {self.root} has format version {version!r}; this casstore knows only "
+                f"version {FORMAT_VERSION} (upgrade casstore, or use another store)"
+            )
+        for d in TOP_DIRS:
+            (self.root / d).mkdir(exist_ok=True)
+
+    # blobs -------------------------------------------------------------------------------------
+
+    def blob_path(self, d: Digest) -> Path:
+        return self.layout.blob(d)
+
+    def has_blob(self, d: Digest) -> bool:
+        return self.layout.blob(d).exists()
+
+    def tmp_path(self, prefix: str = "") -> Path:
+        return self.layout.tmp / temp_name(prefix)
+
+    def put_file(self, src: Path, *, expected: Digest | None = None, move: bool = False) -> Put:
+        """Store a file's bytes as a blob.
+
+        ``expected`` (from a hash already taken) lets an existing blob short-circuit the copy;
+        the copy is hashed again anyway, so a file changed meanwhile is an error, not a bad blob.
+        ``move`` hard-links the source instead of copying (same filesystem only).
+        """
+        src = Path(src)
+        if expected is not None and touch(self.blob_path(expected)):
+            try:
+                return Put(expected, self.blob_path(expected).stat().st_size, False)
+            except FileNotFoundError:
+                pass  # collected just now: store it again
+        tmp = self.tmp_path()
+        try:
+            try:
+                try:
+                    if not move:
+                        raise linking.LinkUnsupported("copy requested")
+                    linking.hardlink(src, tmp)
+                    method = "hardlink"
+                except linking.LinkUnsupported:
+                    method = linking.reflink_or_copy(src, tmp)
+                os.chmod(tmp, 0o444)
+                digest, size = hash_file(tmp)
+                if expected is not None and digest != expected:
+                    raise IntegrityError(
+                        f"{src} changed while it was being added (hashed as {expected}, copied as {digest})"
+                    )
+                return self._publish_blob(tmp, digest, size, method)
+            except OSError as e:
+                raise translate_os_error(e, self.layout.tmp, os.stat(src).st_size if src.exists() else None) from e
+        finally:
+            try:
+                os.unlink(tmp)
+            except FileNotFoundError:
+                pass
+
+    def _publish_blob(self, tmp: Path, digest: Digest, size: int, method: str) -> Put:
+        final = self.blob_path(digest)
+        if publish_file(tmp, final):
+            return Put(digest, size, True, method)
+        touch(final)
+        return Put(digest, size, False)
+
+    def iter_blobs(self) -> Iterator[tuple[Digest, Path]]:
+        for sub in sorted(os.listdir(self.layout.blobs)):
+            d = self.layout.blobs / sub
+            if len(sub) != 2 or not d.is_dir():
+                continue
+            for name in sorted(os.listdir(d)):
+                try:
+                    dg = Digest(name)
+                except InvalidInput:
+                    continue
+                if name[:2] == sub:
+                    yield dg, d / name
+
+    # manifests ---------------------------------------------------------------------------------
+
+    def put_manifest(self, m: Manifest) -> Digest:
+        """Write a manifest; every blob it lists must already be in the store (invariant 3)."""
+        missing = [e for e in m.entries if not self.has_blob(e.digest)]
+        if missing:
+            raise IntegrityError(
+                f"refusing to write manifest {m.name}@{m.version}: {len(missing)} blob(s) missing, "
+                f"e.g. {missing[0].digest} for {missing[0].path}"
+            )
+        data = m.encode()
+        digest = Digest.of_bytes(data)
+        final = self.layout.manifest(digest)
+        makedirs(final.parent)
+        if not write_file(final, data, self.layout.tmp):
+            touch(final)
+        return digest
+
+    def has_manifest(self, d: Digest) -> bool:
+        return self.layout.manifest(d).exists()
+
+    def get_manifest(self, d: Digest) -> Manifest:
+        p = self.layout.manifest(d)
+        try:
+            data = p.read_bytes()
+        except FileNotFoundError:
+            raise NotFound(f"manifest {d} is not in the store {self.root}") from None
+        if Digest.of_bytes(data) != d:
+            raise IntegrityError(f"manifest file {p} does not match its digest {d}")
+        return Manifest.decode(data, source=str(p))
+
+    def iter_manifests(self) -> Iterator[Digest]:
+        for sub in sorted(os.listdir(self.layout.manifests)):
+            d = self.layout.manifests / sub
+            if not d.is_dir():
+                continue
+            for name in sorted(os.listdir(d)):
+                if name.endswith(".json"):
+                    try:
+                        yield Digest(name[:-5])
+                    except InvalidInput:
+                        continue
+
+    # resolving references ----------------------------------------------------------------------
+
+    def resolve(self, model: str, version: str | None = None) -> tuple[str, Digest]:
+        """``MODEL[@VERSION]`` to (version, manifest digest); no version means current."""
+        if version is None:
+            cur = self.refs.current(model)
+            if cur is None:
+                if not self.refs.tags(model):
+                    raise NotFound(f"model {model} is not in the store {self.root}")
+                raise NotFound(f"model {model} has no current version; pick one with `cas use {model}@VERSION`")
+            return cur.version, cur.manifest
+        d = self.refs.get_tag(model, version)
+        if d is None:
+            known = ", ".join(self.refs.tags(model)) or "none"
+            raise NotFound(f"{model}@{version} is not in the store {self.root} (versions here: {known})")
+        return version, d
+
+    def load(self, model: str, version: str | None = None) -> tuple[str, Digest, Manifest]:
+        version, d = self.resolve(model, version)
+        return version, d, self.get_manifest(d)
+
+    def now(self) -> float:
+        """The store's own clock: the mtime its filesystem gives a fresh file (invariant 6)."""
+        p = self.tmp_path("clock.")
+        try:
+            fd = os.open(p, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            os.close(fd)
+            return p.stat().st_mtime
+        except OSError:
+            return time.time()
+        finally:
+            try:
+                os.unlink(p)
+            except OSError:
+                pass  # never created (a read-only store)

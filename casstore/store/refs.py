@@ -1,0 +1,195 @@
+"""Version tags and current pointers, updated without locks.
+
+A tag is a file created with link(2), which fails rather than replaces, so two writers of one
+tag cannot both win. The current pointer is the newest record in ``history/``; a switch creates
+record ``seq + 1`` the same way, so it is a compare-and-swap on the sequence number it read: a
+lost race is a ``Conflict``, never a silent overwrite. Records are never rewritten.
+"""
+
+from __future__ import annotations
+
+import getpass
+import os
+import socket
+import time
+from pathlib import Path
+
+from casstore.errors import Conflict, CorruptStore, InvalidInput
+from casstore.fs.atomic import fsync_dir, makedirs, write_file
+from casstore.model.digest import Digest
+from casstore.model.history import Switch
+from casstore.model.names import validate_model, validate_version
+from casstore.store.layout import Layout
+
+_SEQ_DIGITS = 12
+HISTORY_KEEP = 100  # records of each model kept by GC (`cas log` shows at most these)
+
+
+def _user() -> str:
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):
+        return str(os.getuid())
+
+
+class Refs:
+    def __init__(self, layout: Layout) -> None:
+        self.layout = layout
+
+    # tags -------------------------------------------------------------------------------------
+
+    def models(self) -> list[str]:
+        try:
+            names = os.listdir(self.layout.refs)
+        except FileNotFoundError:
+            return []
+        out = []
+        for n in sorted(names):
+            try:
+                out.append(validate_model(n))
+            except InvalidInput:
+                continue  # foreign file; `cas doctor` reports it
+        return out
+
+    def tags(self, model: str) -> dict[str, Digest]:
+        d = self.layout.tags(model)
+        try:
+            names = os.listdir(d)
+        except FileNotFoundError:
+            return {}
+        out = {}
+        for v in sorted(names):
+            try:
+                validate_version(v)
+            except InvalidInput:
+                continue  # temp files and foreign names
+            if (dg := self.get_tag(model, v)) is not None:
+                out[v] = dg
+        return out
+
+    def get_tag(self, model: str, version: str) -> Digest | None:
+        p = self.layout.tag(model, version)
+        try:
+            text = p.read_text()
+        except FileNotFoundError:
+            return None
+        try:
+            return Digest.parse(text.strip())
+        except InvalidInput as e:
+            raise CorruptStore(f"corrupt tag file {p}: {e}") from e
+
+    def set_tag(self, model: str, version: str, digest: Digest, *, force: bool = False) -> Digest | None:
+        """Create the tag; returns the digest it replaced (only with ``force``)."""
+        p = self.layout.tag(model, version)
+        makedirs(p.parent)
+        data = f"{digest}\n".encode()
+        if write_file(p, data, self.layout.tmp):
+            return None
+        old = self.get_tag(model, version)
+        if old == digest:
+            return None
+        if not force:
+            raise Conflict(
+                f"{model}@{version} is already published as {old}; refusing to move it to {digest} "
+                "(tags never move silently; use --force to move it)"
+            )
+        write_file(p, data, self.layout.tmp, replace=True)
+        return old
+
+    def delete_tag(self, model: str, version: str) -> None:
+        p = self.layout.tag(model, version)
+        try:
+            os.unlink(p)
+        except FileNotFoundError:
+            return
+        fsync_dir(p.parent)
+
+    # current pointer and history ----------------------------------------------------------------
+
+    def history(self, model: str) -> list[Switch]:
+        d = self.layout.history(model)
+        try:
+            names = os.listdir(d)
+        except FileNotFoundError:
+            return []
+        out = []
+        for n in sorted(names):
+            if _is_record(n):
+                try:
+                    out.append(_record(d / n))
+                except FileNotFoundError:
+                    continue  # compacted away since the listing
+        return out
+
+    def compact_history(self, model: str, keep: int = HISTORY_KEEP) -> int:
+        """Drop all but the newest ``keep`` records, as git expires its reflog, so history does
+        not grow forever and nothing reads more than ``keep`` records of a model. The current
+        pointer and the recent undo stack stay; seq numbers go on from the newest."""
+        d = self.layout.history(model)
+        try:
+            names = sorted(n for n in os.listdir(d) if _is_record(n))
+        except FileNotFoundError:
+            return 0
+        old = names[:-keep] if len(names) > keep else []
+        for n in old:
+            try:
+                os.unlink(d / n)
+            except FileNotFoundError:
+                pass
+        if old:
+            fsync_dir(d)
+        return len(old)
+
+    def current(self, model: str) -> Switch | None:
+        d = self.layout.history(model)
+        try:
+            names = [n for n in os.listdir(d) if n.endswith(".json") and n[:_SEQ_DIGITS].isdigit()]
+        except FileNotFoundError:
+            return None
+        if not names:
+            return None
+        return _record(d / max(names))
+
+    def switch(
+        self, model: str, version: str, manifest: Digest, *, action: str, expect: Switch | None | bool = True
+    ) -> Switch:
+        """Make ``version`` current, if current is still ``expect`` (True: whatever it is now).
+
+        Raises ``Conflict`` if another writer switched in between.
+        """
+        head = self.current(model) if expect is True else expect
+        seq = (head.seq if head else 0) + 1
+        rec = Switch(
+            seq=seq,
+            version=version,
+            manifest=manifest,
+            previous=head.version if head else None,
+            action=action,
+            time=time.time(),
+            host=socket.gethostname(),
+            pid=os.getpid(),
+            user=_user(),
+        )
+        d = self.layout.history(model)
+        makedirs(d)
+        if not write_file(d / f"{seq:0{_SEQ_DIGITS}d}.json", rec.encode(), self.layout.tmp):
+            now = self.current(model)
+            raise Conflict(
+                f"current version of {model} changed while switching to {version} "
+                f"(now {now.version if now else 'none'}, by {now.user if now else '?'}@{now.host if now else '?'}); "
+                "nothing was changed, try again"
+            )
+        return rec
+
+
+def _is_record(name: str) -> bool:
+    return len(name) == _SEQ_DIGITS + 5 and name.endswith(".json") and name[:_SEQ_DIGITS].isdigit()
+
+
+def _record(p: Path) -> Switch:
+    """A history record of this store; one that does not parse is damage to the store (exit 4),
+    not bad input."""
+    try:
+        return Switch.decode(p.read_bytes(), str(p))
+    except InvalidInput as e:
+        raise CorruptStore(str(e)) from e

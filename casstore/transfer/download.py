@@ -1,0 +1,273 @@
+"""The download engine: missing blobs from remotes into a store, parallel, resumable, verified.
+
+The parts it drives, each in its own module:
+- ``scheduler``: one queue of byte ranges across all blobs; idle workers split the slowest part.
+- ``partials``: each blob assembled in a partial file of one writer, with a progress record;
+  a gone writer's partial is adopted and only the rest fetched.
+- ``lock``: a per-blob lock so two processes don't download the same blob (it only saves work).
+- ``retry``: backoff with jitter, honouring Retry-After.
+- ``ratelimit``: one bandwidth limit shared by every connection.
+
+Here: a stall timeout and a low-speed limit end dead or dripping connections; then the next
+mirror; then an error naming the URL, the digest and the last failure. A blob is published
+(linked into ``blobs/``) only after the assembled file hashes to its digest and has its size
+(docs/architecture.md, invariant 4); hashing the assembled file lets parts arrive in any order.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import time
+
+from casstore.errors import CasError, IntegrityError, InvalidInput, NotFound, RemoteError, RemoteTooSlow
+from casstore.fs.atomic import makedirs, out_of_space, publish_file
+from casstore.fs.writers import writer_id
+from casstore.model.digest import Digest, hash_fd
+from casstore.remotes.base import Remote
+from casstore.remotes.base import blob as blob_key
+from casstore.store.objects import Store, touch
+from casstore.transfer import lock as dlock
+from casstore.transfer import partials, retry
+from casstore.transfer.partials import BlobJob, Part
+from casstore.transfer.ratelimit import RateLimiter
+from casstore.transfer.scheduler import Scheduler
+from casstore.transfer.settings import Settings, Stats
+
+__all__ = ["Downloader", "Settings", "Stats"]
+
+log = logging.getLogger("casstore")
+
+
+class Downloader:
+    def __init__(self, store: Store, remotes: list[Remote], settings: Settings | None = None, progress=None) -> None:
+        if not remotes:
+            raise InvalidInput("no remote to download from")
+        self.store = store
+        self.remotes = remotes
+        self.s = settings or Settings()
+        self.progress = progress  # callable(done_bytes, total_bytes)
+        self.stats = Stats()
+        self.limiter = RateLimiter(self.s.rate) if self.s.rate else None
+        self.writer = writer_id()
+        self.sched = Scheduler(self.s.min_split)
+        self._progress_done = 0
+
+    # public ---------------------------------------------------------------------------------
+
+    async def fetch(self, wants: dict[Digest, int]) -> Stats:
+        """Bring every (digest, size) into the store; returns what it cost."""
+        t0 = time.monotonic()
+        makedirs(self.store.layout.downloads)
+        makedirs(self.store.layout.locks)
+        self.stats.blobs = len(wants)
+        self.stats.bytes_total = sum(wants.values())
+        missing = {}
+        for d, size in wants.items():
+            if touch(self.store.blob_path(d)):
+                self.stats.bytes_reused += size
+            else:
+                missing[d] = size
+        self._progress_done = self.stats.bytes_reused
+        self._check_space(missing)
+        await self._probe_ranges(missing)
+        workers = [asyncio.create_task(self._worker()) for _ in range(max(1, self.s.jobs))]
+        try:
+            results = await asyncio.gather(*(self._one(d, size) for d, size in missing.items()), return_exceptions=True)
+        finally:
+            self.sched.wake.set()
+            for w in workers:
+                w.cancel()
+            await asyncio.gather(*workers, return_exceptions=True)
+        self.stats.elapsed = time.monotonic() - t0
+        errors = [r for r in results if isinstance(r, BaseException)]
+        if errors:
+            raise errors[0]
+        return self.stats
+
+    async def _probe_ranges(self, missing: dict[Digest, int]) -> None:
+        """Ask for one byte of a blob that could be split, so a server that ignores Range is
+        known before parts are scheduled or split (each part would otherwise fetch the object
+        from its start)."""
+        big = next((d for d, size in missing.items() if size > self.s.part_size or size >= 2 * self.s.min_split), None)
+        for r in self.remotes:
+            if big is None or r.ranges is not None:
+                continue
+            try:
+                async for _ in r.read(blob_key(big, missing[big]), 0, 1):
+                    pass
+            except CasError as e:
+                log.debug("range probe of %s failed: %s", r.describe(blob_key(big)), e)
+
+    # space ---------------------------------------------------------------------------------------------
+
+    def _check_space(self, missing: dict[Digest, int]) -> None:
+        needed = sum(missing.values())
+        for p in self.store.layout.downloads.glob("*.part"):
+            try:
+                if Digest(p.name.split(".", 1)[0]) in missing:
+                    needed -= p.stat().st_blocks * 512
+            except (InvalidInput, OSError):
+                continue
+        st = os.statvfs(self.store.layout.tmp)
+        if needed > st.f_bavail * st.f_frsize:
+            raise out_of_space(self.store.layout.tmp, needed)
+
+    # one blob ---------------------------------------------------------------------------------------
+
+    async def _one(self, d: Digest, size: int) -> None:
+        lock = await dlock.acquire(self.store, d, self.s.stale_after, self.s.lock_timeout)
+        if lock is None:
+            self.stats.bytes_reused += size
+            self._advance(size)
+            return
+        refresher = asyncio.create_task(dlock.keep_fresh(lock, self.s.lock_refresh))
+        try:
+            for attempt in (0, 1):
+                job = (partials.adopt(self.store, self.writer, d, size, self.s.stale_after) if attempt == 0
+                       else partials.fresh(self.store, self.writer, d, size))
+                try:
+                    await self._download(job)
+                    await asyncio.to_thread(self._publish, job)
+                except IntegrityError:
+                    job.close(keep=False)
+                    if job.adopted and attempt == 0:
+                        continue  # the adopted bytes may be the bad ones: once more from scratch
+                    raise
+                except (RemoteError, asyncio.CancelledError):
+                    job.close(keep=True)  # a network failure: the next run resumes
+                    raise
+                except BaseException:
+                    job.close(keep=False)
+                    raise
+                job.close(keep=False)
+                return
+        finally:
+            refresher.cancel()
+            dlock.release(lock)
+
+    async def _download(self, job: BlobJob) -> None:
+        self.stats.bytes_resumed += job.adopted
+        self._advance(job.adopted)
+        self.sched.add(job, self.s.part_size if self.remotes[0].ranges else job.size or 1)
+        if job.parts:
+            job.save(force=True)
+            await job.finished.wait()
+        while any(p.active for p in job.parts):  # let every writer of this file stop before it is closed
+            await asyncio.sleep(0.01)
+        if job.error is not None:
+            raise job.error
+
+    def _publish(self, job: BlobJob) -> None:
+        got, size = hash_fd(job.fd)
+        where = ", ".join(sorted(job.urls)) or self.remotes[0].describe(blob_key(job.digest, job.size))
+        if size != job.size or got != job.digest:
+            raise IntegrityError(f"downloaded bytes for {job.digest} from {where} hash to {got} ({size} bytes); discarded")
+        os.fchmod(job.fd, 0o444)
+        final = self.store.blob_path(job.digest)
+        if not publish_file(job.path, final, fd=job.fd):
+            touch(final)
+        log.info("verified %s (%d bytes) from %s", job.digest, job.size, where)
+
+    # workers -----------------------------------------------------------------------------------
+
+    async def _worker(self) -> None:
+        while True:
+            part = self.sched.next(may_split=all(r.ranges is True for r in self.remotes))
+            if part is None:
+                self.sched.wake.clear()
+                await self.sched.wake.wait()
+                continue
+            part.active = True
+            self.sched.inflight.append(part)
+            try:
+                await self._run_part(part)
+            except asyncio.CancelledError:
+                raise
+            except BaseException as e:  # noqa: BLE001 - recorded on the blob, raised by its owner
+                if part.job.error is None:
+                    part.job.error = e
+                part.job.finished.set()
+            finally:
+                part.active = False
+                self.sched.inflight.remove(part)
+                self.sched.wake.set()
+            job = part.job
+            if job.error is None and all(p.pos >= p.end for p in job.parts) and not any(p.active for p in job.parts):
+                job.done = job.ranges_done()
+                job.finished.set()
+
+    async def _run_part(self, part: Part) -> None:
+        job = part.job
+        key = blob_key(job.digest, job.size)
+        last: BaseException | None = None
+        for i, remote in enumerate(self.remotes):
+            another = i < len(self.remotes) - 1
+            if remote.unreachable and another:
+                log.debug("skipping %s: it refused a connection earlier in this run", remote.url)
+                continue  # try it last, if at all
+            for attempt in range(self.s.attempts):
+                if part.pos >= part.end or job.error is not None:
+                    return
+                try:
+                    await self._stream(remote, key, part)
+                    return
+                except NotFound as e:
+                    last = e
+                    break  # the next mirror may have it
+                except RemoteError as e:
+                    last = e
+                    if not e.retryable or attempt == self.s.attempts - 1 or (remote.unreachable and another):
+                        break
+                    self.stats.retries += 1
+                    delay = retry.delay(attempt, self.s.backoff, self.s.backoff_cap, e.retry_after)
+                    log.info("retrying %s [%d-%d) in %.1fs (attempt %d): %s", remote.describe(key), part.pos, part.end,
+                             delay, attempt + 2, e)
+                    await asyncio.sleep(delay)
+                except OSError as e:
+                    if e.errno == 28:
+                        raise out_of_space(job.path, job.size) from e
+                    raise
+        urls = ", ".join(r.describe(key) for r in self.remotes)
+        if isinstance(last, NotFound):
+            raise NotFound(f"blob {job.digest} is not on any remote ({urls}): {last}") from last
+        err = type(last) if isinstance(last, RemoteError) else RemoteError
+        raise err(f"giving up on {job.digest} ({urls}) after {self.s.attempts} attempt(s) per remote: {last}",
+                  url=getattr(last, "url", None), status=getattr(last, "status", None), digest=job.digest,
+                  retryable=getattr(last, "retryable", False)) from last
+
+    async def _stream(self, remote: Remote, key, part: Part) -> None:
+        job = part.job
+        window_start, window_bytes = time.monotonic(), 0
+        stream = remote.read(key, part.pos, part.end)
+        try:
+            async for chunk in stream:
+                room = part.end - part.pos  # may have shrunk: another worker took the rest
+                if room <= 0 or job.error is not None:
+                    break
+                if len(chunk) > room:
+                    chunk = chunk[:room]
+                if self.limiter:
+                    await self.limiter.take(len(chunk))
+                n = os.pwrite(job.fd, chunk, part.pos)
+                part.pos += n
+                job.urls.add(remote.describe(key))
+                self.stats.bytes_downloaded += n
+                self._advance(n)
+                window_bytes += n
+                now = time.monotonic()
+                if now - window_start >= self.s.low_speed_time:
+                    if window_bytes / (now - window_start) < self.s.low_speed_limit:
+                        raise RemoteTooSlow(
+                            f"{remote.describe(key)} sent {window_bytes} bytes in {now - window_start:.0f}s, "
+                            f"below {self.s.low_speed_limit} B/s", url=remote.describe(key), digest=job.digest)
+                    window_start, window_bytes = now, 0
+                job.save()
+        finally:
+            await stream.aclose()
+
+    def _advance(self, n: int) -> None:
+        self._progress_done += n
+        if self.progress and n:
+            self.progress(self._progress_done, self.stats.bytes_total)

@@ -1,0 +1,49 @@
+"""Which byte range a worker fetches next: one shared queue of parts across all missing blobs.
+A worker with nothing queued takes the second half of the in-flight part with the most bytes
+left, so one slow connection cannot stall the tail (the slow one stops where the other begins)."""
+
+from __future__ import annotations
+
+import asyncio
+
+from casstore.transfer.partials import BlobJob, Part, gaps
+
+SPLIT_ALIGN = 64 << 10
+
+
+class Scheduler:
+    def __init__(self, min_split: int) -> None:
+        self.min_split = min_split
+        self.queue: list[Part] = []
+        self.inflight: list[Part] = []
+        self.wake = asyncio.Event()
+
+    def add(self, job: BlobJob, step: int) -> None:
+        """Queue what ``job`` still lacks, cut into parts of at most ``step`` bytes."""
+        for a, b in gaps(job.size, job.done):
+            for s in range(a, b, step):
+                part = Part(job, s, s, min(b, s + step))
+                job.parts.append(part)
+                self.queue.append(part)
+        self.wake.set()
+
+    def next(self, may_split: bool) -> Part | None:
+        """The next part to fetch; with ``may_split`` (every remote serves ranges: a second
+        whole-object GET would only add bytes), half of the slowest in-flight part."""
+        while self.queue:
+            p = self.queue.pop(0)
+            if p.job.error is None:
+                return p
+        if not may_split:
+            return None
+        best = max((p for p in self.inflight if p.job.error is None), key=lambda p: p.end - p.pos, default=None)
+        if best is None or best.end - best.pos < 2 * self.min_split:
+            return None
+        mid = best.pos + (best.end - best.pos) // 2
+        mid -= mid % SPLIT_ALIGN
+        if mid <= best.pos:
+            return None
+        new = Part(best.job, mid, mid, best.end)
+        best.end = mid
+        best.job.parts.append(new)
+        return new

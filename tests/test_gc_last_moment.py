@@ -1,0 +1,128 @@
+"""GC's last-moment checks, made deterministic: a hook runs between moving a blob aside and the
+final check (gc/sweep.py), where a concurrent writer or a kill would strike."""
+
+import os
+import time
+
+from casstore.gc import Policy, execute, plan, read_state, recover_trash
+from casstore.gc import sweep as execute_module
+from casstore.model.digest import Digest
+from casstore.ops.add import add
+from casstore.ops.switch import rollback, use
+from casstore.store.leases import Lease
+from casstore.store.refs import HISTORY_KEEP
+
+from conftest import assert_store_consistent, make_model
+
+NOW_POLICY = Policy(retention_days=None, keep_last=0, grace=0)
+
+
+def orphan(store, data: bytes) -> Digest:
+    d = store.put_file(_file(store, data)).digest
+    t = time.time() - 7200
+    os.utime(store.blob_path(d), (t, t))
+    return d
+
+
+def _file(store, data: bytes):
+    p = store.root.parent / f"src-{os.urandom(4).hex()}"
+    p.write_bytes(data)
+    return p
+
+
+def run_gc(store):
+    p = plan(read_state(store), NOW_POLICY)
+    return p, execute(store, p, NOW_POLICY)
+
+
+def test_a_lease_taken_after_the_blob_was_set_aside_puts_it_back(store, monkeypatch):
+    d = orphan(store, os.urandom(10_000))
+    leases = []
+
+    def writer_arrives(digest):
+        assert digest == d and not store.has_blob(d)  # set aside at this moment
+        lease = Lease(store, "test", [d])
+        lease.__enter__()
+        leases.append(lease)
+
+    monkeypatch.setattr(execute_module, "after_set_aside", writer_arrives)
+    p, r = run_gc(store)
+    assert p.delete_blobs == (d,)
+    assert store.has_blob(d) and r.spared == 1 and r.blobs == 0
+    leases[0].__exit__(None, None, None)
+
+
+def test_a_refresh_after_the_blob_was_set_aside_puts_it_back(store, monkeypatch):
+    d = orphan(store, os.urandom(10_000))
+
+    def writer_refreshes(digest):
+        trash = store.layout.gc_trash
+        (aside,) = [trash / n for n in os.listdir(trash) if n.startswith(digest.hex)]
+        os.utime(aside)  # a writer that found the blob present touches it (through its old name's inode)
+
+    monkeypatch.setattr(execute_module, "after_set_aside", writer_refreshes)
+    _, r = run_gc(store)
+    assert store.has_blob(d) and r.spared == 1
+
+
+def test_without_interference_the_blob_goes(store, monkeypatch):
+    d = orphan(store, os.urandom(10_000))
+    seen = []
+    monkeypatch.setattr(execute_module, "after_set_aside", seen.append)
+    _, r = run_gc(store)
+    assert seen == [d] and not store.has_blob(d) and r.blobs == 1
+    assert os.listdir(store.layout.gc_trash) == []
+
+
+def gc_killed_after_set_aside(store) -> None:
+    """Run a GC in a child process that dies (os._exit, as kill -9 would leave things) right
+    after moving its first blob aside."""
+    pid = os.fork()
+    if pid == 0:
+        try:
+            execute_module.after_set_aside = lambda d: os._exit(9)
+            run_gc(store)
+        finally:
+            os._exit(1)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 9
+
+
+def test_a_gc_killed_after_setting_aside_is_recovered(store, tmp_path):
+    src = make_model(tmp_path / "m", {"w.bin": 20_000})
+    add(store, src, "m", "1.0.0")
+    kept = {e.digest for e in store.load("m")[2].entries}
+    junk = orphan(store, os.urandom(10_000))
+
+    gc_killed_after_set_aside(store)
+    assert not store.has_blob(junk) and len(os.listdir(store.layout.gc_trash)) == 1
+
+    # A blob someone needs again (here: leased) comes back from the trash.
+    with Lease(store, "test", [junk]):
+        recover_trash(store, {junk}, old_enough=0.0)
+    assert store.has_blob(junk) and os.listdir(store.layout.gc_trash) == []
+
+    # Killed again; the next GC completes the job, and what versions use was never touched.
+    gc_killed_after_set_aside(store)
+    assert not store.has_blob(junk) and len(os.listdir(store.layout.gc_trash)) == 1
+    _, r = run_gc(store)
+    assert not store.has_blob(junk) and os.listdir(store.layout.gc_trash) == []
+    assert all(store.has_blob(d) for d in kept)
+    assert_store_consistent(store)
+
+
+def test_history_is_compacted_by_gc_and_keeps_working(store, tmp_path):
+    for i in range(3):
+        add(store, make_model(tmp_path / f"m{i}", {"w.bin": 1000, "c.json": f"{i}".encode()}), "m", f"1.{i}.0")
+    n = HISTORY_KEEP + 20
+    for i in range(n):
+        use(store, "m", f"1.{(i + 1) % 3}.0")  # never the current one: every call switches
+    before = store.refs.history("m")
+    assert len(before) == n + 1
+    _, r = run_gc(store)
+    after = store.refs.history("m")
+    assert len(after) == HISTORY_KEEP and after == before[-HISTORY_KEEP:]
+    assert r.cleaned >= n + 1 - HISTORY_KEEP
+    assert store.refs.current("m") == before[-1]
+    back = rollback(store, "m")
+    assert back.seq == before[-1].seq + 1 and back.version == before[-1].previous
