@@ -160,7 +160,7 @@ class Downloader:
             raise job.error
 
     def _publish(self, job: BlobJob) -> None:
-        got, size = hash_fd(job.fd)
+        got, size = hash_fd(job.fd, mapped=False)  # several blobs publish at once: keep the windows unmapped
         where = ", ".join(sorted(job.urls)) or self.remotes[0].describe(blob_key(job.digest, job.size))
         if size != job.size or got != job.digest:
             raise IntegrityError(f"downloaded bytes for {job.digest} from {where} hash to {got} ({size} bytes); discarded")
