@@ -6,7 +6,7 @@ import sys
 
 import click
 
-from .app import Ctx, _policy, _ref, _size, cli, pass_ctx
+from .app import Ctx, _policy, _ref, _run, _size, cli, pass_ctx
 
 
 def _gc(c: Ctx, policy, dry_run: bool) -> dict:
@@ -38,11 +38,41 @@ def _gc(c: Ctx, policy, dry_run: bool) -> dict:
 @click.option("--keep-last", type=int, help="Keep the last N versions of each model's history (default 2).")
 @click.option("--grace", type=float, metavar="SECONDS", help="Spare anything younger than this (default 3600).")
 @click.option("--dry-run", is_flag=True, help="Print the plan and stop.")
+@click.option("--remote", "-r", "remote_name", metavar="NAME|URL",
+              help="Collect a remote (a directory or bucket) instead: what no published version uses. A dry run "
+                   "unless --yes.")
+@click.option("--yes", is_flag=True, help="With --remote: delete what the plan lists.")
+@click.option("--insecure", is_flag=True, help="Allow plain HTTP to a host that is not loopback.")
 @pass_ctx
-def gc(c: Ctx, max_size, retention_days, keep_last, grace, dry_run) -> None:
+def gc(c: Ctx, max_size, retention_days, keep_last, grace, dry_run, remote_name, yes, insecure) -> None:
     """Collect garbage: unreferenced objects, then least recently used versions while over --max-size."""
+    if remote_name:
+        c.result(_gc_remote(c, remote_name, insecure, 3600.0 if grace is None else grace, dry_run or not yes))
+        return
+    if yes:
+        raise click.UsageError("--yes is for --remote (the local GC asks nothing; see its plan with --dry-run)")
     out = _gc(c, _policy(max_size, retention_days, keep_last, grace), dry_run)
     c.result(out)
+
+
+def _gc_remote(c: Ctx, remote_name: str, insecure: bool, grace: float, dry_run: bool) -> dict:
+    from casstore.ops.fetch import open_remotes
+    from casstore.ops.remote_gc import collect_remote
+
+    (remote,) = open_remotes(remote_name, insecure=insecure, offline=c.offline)[:1]
+    p, r = _run(lambda: collect_remote(remote, grace, dry_run=dry_run), [remote])
+    c.info(f"remote gc plan for {remote.url}: {len(p.delete)} of {p.objects} objects that no published version "
+           f"uses ({_size(p.bytes_freed)}); {p.young_spared} younger than {grace:.0f}s spared; {p.versions} versions kept")
+    for key in p.delete[:50]:
+        c.info(f"  - {key}")
+    out = {"plan": p.to_json(), "dry_run": dry_run}
+    if r is None:
+        if p.delete:
+            c.info("a dry run: nothing deleted; run again with --yes to delete")
+    else:
+        c.info(f"remote gc: deleted {r.deleted} objects ({_size(r.bytes_freed)})")
+        out["result"] = r.to_json()
+    return out
 
 
 def _auto_gc(c: Ctx) -> None:
@@ -169,12 +199,24 @@ def init(c: Ctx, shared, remote) -> None:
 
 
 @cli.command()
+@click.option("--remote", "-r", "remote_name", metavar="NAME|URL",
+              help="Check a remote instead: abort multipart uploads nobody will finish, remove dead lock objects.")
+@click.option("--stale-after", type=float, default=86400.0, show_default=True, metavar="SECONDS",
+              help="With --remote: an upload older than this is abandoned.")
+@click.option("--insecure", is_flag=True, help="Allow plain HTTP to a host that is not loopback.")
 @pass_ctx
-def doctor(c: Ctx) -> None:
+def doctor(c: Ctx, remote_name, stale_after, insecure) -> None:
     """Report wrong permissions, stale locks, orphaned temp files and unknown files in the store."""
-    from casstore.ops.doctor import diagnose
+    if remote_name:
+        from casstore.ops.doctor import diagnose_remote
+        from casstore.ops.fetch import open_remotes
 
-    findings = diagnose(c.store())
+        (remote,) = open_remotes(remote_name, insecure=insecure, offline=c.offline)[:1]
+        findings = _run(lambda: diagnose_remote(remote, stale_after), [remote])
+    else:
+        from casstore.ops.doctor import diagnose
+
+        findings = diagnose(c.store())
     for f in findings:
         c.warn(f"{f.kind}: {f.path}: {f.detail}")
     c.info(f"{len(findings)} finding(s)")

@@ -21,12 +21,18 @@ def remote() -> None:
 @click.option("--default", "make_default", is_flag=True, help="Make it the default remote.")
 @click.option("--insecure", is_flag=True, help="Allow plain HTTP to a host that is not loopback.")
 @click.option("--force", is_flag=True, help="Replace a remote of the same name.")
+@click.option("--endpoint-url", metavar="URL", help="s3:// only: an S3-compatible server (MinIO, Ceph, R2); AWS needs none.")
+@click.option("--region", metavar="REGION", help="s3:// only: the bucket's region (default: AWS_REGION, else us-east-1).")
 @pass_ctx
-def remote_add(c: Ctx, name, url, make_default, insecure, force) -> None:
-    """Add remote NAME at URL (replacing one of that name only with --force)."""
+def remote_add(c: Ctx, name, url, make_default, insecure, force, endpoint_url, region) -> None:
+    """Add remote NAME at URL (replacing one of that name only with --force).
+
+    URL: a directory, file://, http(s):// (a static server or `cas serve`), or s3://BUCKET/PREFIX
+    (credentials from the standard AWS chain only)."""
     from casstore.remotes import config as remoteconfig
 
-    remoteconfig.add(name, url, default=make_default, insecure=insecure, force=force)
+    remoteconfig.add(name, url, default=make_default, insecure=insecure, force=force, endpoint_url=endpoint_url,
+                     region=region)
     c.info(f"remote {name} -> {url}")
     c.result({"name": name, "url": url})
 

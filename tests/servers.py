@@ -142,7 +142,7 @@ class ThreadedApp:
         ready = threading.Event()
 
         async def start():
-            self.runner = web.AppRunner(app, access_log=None)
+            self.runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.2)  # a stalled handler is cut off
             await self.runner.setup()
             await web.TCPSite(self.runner, "127.0.0.1", 0).start()
             self.port = self.runner.addresses[0][1]
@@ -166,3 +166,83 @@ class ThreadedApp:
             pass
         self.loop.call_soon_threadsafe(self.loop.stop)
         self.thread.join(10)
+
+
+class Moto:
+    """moto's standalone S3 server in a real subprocess, on a port the kernel picked (it prints it)."""
+
+    KEY, SECRET = "casstore-test-key", "casstore-test-secret-never-printed"
+
+    def __init__(self) -> None:
+        self.proc = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", "0"],
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        deadline = time.monotonic() + 30
+        self.url = None
+        while time.monotonic() < deadline:
+            line = self.proc.stderr.readline()
+            if not line:
+                break
+            if "Running on http://" in line:
+                self.url = "http://" + line.split("Running on http://", 1)[1].split()[0]
+                break
+        if self.url is None:
+            self.proc.kill()
+            raise RuntimeError("moto server did not start (pip install 'moto[server]')")
+        threading.Thread(target=self.proc.stderr.read, daemon=True).start()  # keep its log pipe drained
+
+    def env(self) -> dict[str, str]:
+        return {"AWS_ACCESS_KEY_ID": self.KEY, "AWS_SECRET_ACCESS_KEY": self.SECRET, "AWS_REGION": "us-east-1"}
+
+    def client(self):
+        import botocore.session
+
+        s = botocore.session.get_session()
+        return s.create_client("s3", endpoint_url=self.url, region_name="us-east-1",
+                               aws_access_key_id=self.KEY, aws_secret_access_key=self.SECRET)
+
+    def bucket(self) -> str:
+        name = "casstore-" + os.urandom(6).hex()
+        self.client().create_bucket(Bucket=name)
+        return name
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        self.proc.wait(10)
+
+
+class S3Proxy:
+    """A proxy in front of moto that can misbehave as S3 does under load or breakage: ``fault(request,
+    n)`` returns a response to send instead, or None to forward the request (n counts requests)."""
+
+    def __init__(self, upstream: str, fault=None) -> None:
+        from aiohttp import ClientSession, web
+
+        self.n = 0
+        self.fault = fault
+        self.log: list[tuple[str, str, dict]] = []
+
+        async def handle(request: web.Request):
+            self.n += 1
+            body = await request.read()
+            self.log.append((request.method, request.path_qs, dict(request.headers)))
+            if self.fault is not None:
+                answer = await self.fault(request, self.n)
+                if answer is not None:
+                    return answer
+            headers = {k: v for k, v in request.headers.items() if k.lower() not in ("host", "content-length")}
+            async with ClientSession(auto_decompress=False) as s:
+                async with s.request(request.method, upstream + request.path_qs, data=body, headers=headers) as r:
+                    data = await r.read()
+                    drop = ("transfer-encoding", "connection", "content-encoding")
+                    if request.method != "HEAD":
+                        drop += ("content-length",)  # recomputed from the body; a HEAD answer keeps moto's
+                    out = {k: v for k, v in r.headers.items() if k.lower() not in drop}
+                    return web.Response(status=r.status, body=None if request.method == "HEAD" else data, headers=out)
+
+        app = web.Application(client_max_size=1 << 30)
+        app.router.add_route("*", "/{tail:.*}", handle)
+        self.server = ThreadedApp(app)
+        self.url = self.server.url.rstrip("/")
+
+    def stop(self) -> None:
+        self.server.stop()

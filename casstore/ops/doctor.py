@@ -21,7 +21,7 @@ from casstore.transfer.settings import Settings
 @dataclass
 class Finding:
     kind: str  # permissions | stale-lock | orphaned-temp | quarantined | abandoned-partial | dead-lease |
-    #            unknown-file | dangling-tag
+    #            unknown-file | dangling-tag | stale-upload | stale-remote-lock (remote)
     path: str
     detail: str
 
@@ -82,3 +82,22 @@ def _is_hex(name: str) -> bool:
         return True
     except InvalidInput:
         return False
+
+
+async def diagnose_remote(remote, stale_after: float = 86400.0) -> list[Finding]:
+    """Leftovers on a remote: multipart uploads nobody will complete (aborted: they cost storage
+    and are invisible otherwise) and lock objects of dead processes (removed)."""
+    from casstore.remotes.locks import stale_locks
+
+    out: list[Finding] = []
+    if hasattr(remote, "stale_uploads"):
+        now = await remote.now()
+        for key, upload_id, started in await remote.stale_uploads(older_than=now - stale_after):
+            await remote.abort_upload(key, upload_id)
+            out.append(Finding("stale-upload", remote.describe(key),
+                               f"multipart upload started {now - started:.0f}s ago; aborted"))
+    if remote.listable:
+        for key, age in await stale_locks(remote):
+            await remote.delete(key)
+            out.append(Finding("stale-remote-lock", remote.describe(key), f"not refreshed for {age:.0f}s; removed"))
+    return out

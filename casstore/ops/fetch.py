@@ -226,13 +226,12 @@ def _local_result(store: Store, model: str, version: str, digest: Digest, m: Man
 
 def open_remotes(remote: str | None = None, *, insecure: bool = False, offline: bool | None = None,
                  **http_options) -> list[Remote]:
-    from casstore.remotes import open_remote
     from casstore.remotes.config import choose
 
     if is_offline(offline):
         raise Offline("offline (--offline or CAS_OFFLINE=1): not contacting a remote")
 
-    return [open_remote(s.url, token=s.token, insecure=insecure or s.insecure, **http_options) for s in choose(remote)]
+    return [s.open(insecure=insecure, **http_options) for s in choose(remote)]
 
 
 def remotes_for_fetch(remote: str | None = None, *, insecure: bool = False, offline: bool | None = None,

@@ -5,15 +5,19 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import random
 import time
 from dataclasses import dataclass
 
-from casstore.errors import Conflict, NotFound
+from casstore.errors import Conflict, NotFound, RemoteError
 from casstore.model.index import Index
 from casstore.progress import Ticker
 from casstore.remotes.base import Remote, blob
 from casstore.remotes.base import manifest as manifest_key
+from casstore.remotes.locks import RemoteLock
 from casstore.store.objects import Store
+from casstore.transfer import retry
+from casstore.transfer.settings import Settings
 
 log = logging.getLogger("casstore")
 
@@ -40,36 +44,52 @@ async def push(store: Store, remote: Remote, model: str, version: str, *, force:
     version, digest, m = store.load(model, version)
     result = PushResult(model, version, str(digest))
     sem = asyncio.Semaphore(max(1, jobs))
+    settings = Settings.from_env()
     sizes = {e.digest: e.size for e in m.entries}
     advance = Ticker(progress, sum(sizes.values()))
 
     async def send(d):
         async with sem:
-            if await remote.stat(blob(d)) == sizes[d]:
-                result.blobs_present += 1
-                advance(sizes[d])
-                return
             path = store.blob_path(d)
             if not path.exists():
                 raise NotFound(f"blob {d} of {model}@{version} is missing locally; cannot push")
-            await remote.write(blob(d), path)
+            await _retrying(lambda: remote.write(blob(d, sizes[d]), path), settings)
             log.info("sent %s (%d bytes) to %s", d, sizes[d], remote.describe(blob(d)))
             result.blobs_sent += 1
             result.bytes_sent += sizes[d]
             advance(sizes[d])
 
-    await asyncio.gather(*(send(d) for d in sizes))
-    await remote.write(manifest_key(digest), store.layout.manifest(digest).read_bytes())
-    for _ in range(10):  # compare-and-swap on the index; another publisher may be adding a version
-        cur = await remote.read_index(model)
-        idx = Index(model) if cur is None else Index.decode(cur[0], source=remote.describe(f"index/{model}.json"), model=model)
-        idx.publish(version, digest, m, force=force)
-        try:
-            await remote.write_index(model, idx.encode(), None if cur is None else cur[1])
-            break
-        except Conflict:
-            await asyncio.sleep(0.1)
-    else:
-        raise Conflict(f"the index of {model} on {remote.url} kept changing; try again")
+    async with RemoteLock(remote, "push"):  # `cas gc --remote` will not run meanwhile (no-op where it cannot)
+        lacking = {k.digest for k in await remote.missing([blob(d, size) for d, size in sizes.items()])}
+        result.blobs_present = len(sizes) - len(lacking)
+        advance(sum(size for d, size in sizes.items() if d not in lacking))
+        await asyncio.gather(*(send(d) for d in lacking))
+        await _retrying(lambda: remote.write(manifest_key(digest), store.layout.manifest(digest).read_bytes()), settings)
+        for attempt in range(20):  # compare-and-swap on the index; another publisher may be adding a version
+            cur = await remote.read_index(model)
+            idx = Index(model) if cur is None else Index.decode(cur[0], source=remote.describe(f"index/{model}.json"),
+                                                                model=model)
+            idx.publish(version, digest, m, force=force)
+            try:
+                await remote.write_index(model, idx.encode(), None if cur is None else cur[1])
+                break
+            except Conflict:
+                await asyncio.sleep(random.uniform(0.05, 0.1 * 2 ** min(attempt, 4)))
+        else:
+            raise Conflict(f"the index of {model} on {remote.url} kept changing; try again")
     result.elapsed = time.monotonic() - t0
     return result
+
+
+async def _retrying(op, settings: Settings):
+    """An upload, again after a retryable failure (a reset, a 5xx, S3's SlowDown), with the
+    download engine's backoff and attempt count."""
+    for attempt in range(settings.attempts):
+        try:
+            return await op()
+        except RemoteError as e:
+            if not e.retryable or attempt == settings.attempts - 1:
+                raise
+            wait = retry.delay(attempt, settings.backoff, settings.backoff_cap, e.retry_after)
+            log.info("retrying in %.1fs (attempt %d): %s", wait, attempt + 2, e)
+            await asyncio.sleep(wait)

@@ -11,8 +11,13 @@ from casstore.remotes.base import Key, Remote, blob, index_path, manifest
 __all__ = ["Key", "Remote", "blob", "index_path", "manifest", "open_remote"]
 
 
-def open_remote(url: str, *, token: str | None = None, insecure: bool = False, **http_options) -> Remote:
+def open_remote(url: str, *, token: str | None = None, insecure: bool = False, endpoint_url: str | None = None,
+                region: str | None = None, **http_options) -> Remote:
     scheme = urlsplit(url).scheme
+    if scheme == "s3":
+        from casstore.remotes.s3 import S3Remote
+
+        return S3Remote(url, endpoint_url=endpoint_url, region=region, insecure=insecure)
     if scheme in ("http", "https"):
         from casstore.remotes.http import HttpRemote
 
@@ -29,4 +34,4 @@ def open_remote(url: str, *, token: str | None = None, insecure: bool = False, *
         from casstore.remotes.memory import MemoryRemote
 
         return MemoryRemote()
-    raise InvalidInput(f"unsupported remote URL {url!r}: use a directory path, file://, http:// or https://")
+    raise InvalidInput(f"unsupported remote URL {url!r}: use a directory path, file://, http://, https:// or s3://")

@@ -14,12 +14,14 @@ The layout, the same on disk, over HTTP and in a bucket:
 
 from __future__ import annotations
 
+import asyncio
+import time
 from abc import ABC, abstractmethod
 from collections.abc import AsyncGenerator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from casstore.errors import IntegrityError
+from casstore.errors import IntegrityError, RemoteRefused
 from casstore.model.digest import Digest
 from casstore.model.keys import blob_key, index_key, manifest_key
 
@@ -61,8 +63,19 @@ def index_path(model: str) -> str:
     return index_key(model)
 
 
+@dataclass(frozen=True)
+class Listed:
+    key: str  # relative to the remote's root
+    size: int
+    modified: float  # by the remote's own clock
+
+
 class Remote(ABC):
-    """One place objects are published to and fetched from."""
+    """One place objects are published to and fetched from.
+
+    Beyond reading and publishing, a remote that can be listed (``listable``: a directory, a
+    bucket) also supports housekeeping: ``listing``, ``delete``, small ``put_small`` objects for
+    the remote lock protocol (remotes/locks.py) and ``now``, its own clock."""
 
     url: str
     #: Whether ranged reads are served as such (True), answered with the whole object (False),
@@ -96,6 +109,35 @@ class Remote(ABC):
     @abstractmethod
     async def write_index(self, model: str, data: bytes, expect: str | None) -> None:
         """Replace the index if its tag is still ``expect`` (None: must not exist); else Conflict."""
+
+    listable = False
+
+    async def missing(self, keys: list[Key], jobs: int = 8) -> set[Key]:
+        """Which of ``keys`` (with sizes) the remote lacks or holds with another size."""
+        sem = asyncio.Semaphore(jobs)
+
+        async def lacks(k: Key) -> bool:
+            async with sem:
+                return await self.stat(k) != k.size
+
+        flags = await asyncio.gather(*(lacks(k) for k in keys))
+        return {k for k, f in zip(keys, flags) if f}
+
+    async def listing(self, under: str) -> AsyncGenerator[Listed, None]:
+        raise RemoteRefused(f"{self.url} cannot be listed (a static HTTP server or `cas serve`): collect garbage "
+                            "or take locks on the directory or bucket behind it", url=self.url)
+        yield  # pragma: no cover - makes this an async generator
+
+    async def delete(self, rel: str) -> None:
+        raise RemoteRefused(f"{self.url} does not support deleting objects", url=self.url)
+
+    async def put_small(self, rel: str, data: bytes) -> bool:
+        """Create a small object if absent (lock files); False if it exists."""
+        raise RemoteRefused(f"{self.url} does not support housekeeping objects", url=self.url)
+
+    async def now(self) -> float:
+        """The remote's clock (object mtimes are judged by it, not by ours)."""
+        return time.time()
 
     async def looks_like_remote(self) -> bool:
         """Whether a casstore remote is there at all (its format file): tells a wrong URL or a

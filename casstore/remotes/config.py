@@ -4,8 +4,13 @@
     [remotes.team]
     url = "https://models.example.com/cas/"
     token = "..."          # user config only; or CAS_TOKEN / CAS_TOKEN_TEAM in the environment
+    [remotes.bucket]
+    url = "s3://models/cas"
+    endpoint_url = "https://minio.example.com"   # S3-compatible servers; AWS needs none
+    region = "eu-west-1"
 
-Tokens are never read from cas.toml: that file is committed and shared.
+Tokens are never read from cas.toml: that file is committed and shared. S3 credentials are never
+read from either: only from the standard AWS chain (environment, AWS_PROFILE, shared files).
 """
 
 from __future__ import annotations
@@ -26,6 +31,14 @@ class RemoteSpec:
     url: str
     token: str | None = None
     insecure: bool = False
+    endpoint_url: str | None = None  # s3:// only
+    region: str | None = None  # s3:// only
+
+    def open(self, *, insecure: bool = False, **http_options):
+        from casstore.remotes import open_remote
+
+        return open_remote(self.url, token=self.token, insecure=insecure or self.insecure,
+                           endpoint_url=self.endpoint_url, region=self.region, **http_options)
 
 
 def _project_remotes(cwd: Path) -> dict:
@@ -57,8 +70,11 @@ def configured(cwd: Path | None = None) -> tuple[list[RemoteSpec], str | None]:
     for name, spec in merged.items():
         if not isinstance(spec, dict) or not isinstance(spec.get("url"), str):
             raise InvalidInput(f"remote {name!r} in {config_path()} has no url")
+        for opt in ("endpoint_url", "region"):
+            if not isinstance(spec.get(opt, ""), str):
+                raise InvalidInput(f"remote {name!r}: {opt} must be a string")
         out.append(RemoteSpec(name, spec["url"], _token(name, user.get("remotes", {}).get(name, {}).get("token")),
-                              bool(spec.get("insecure", False))))
+                              bool(spec.get("insecure", False)), spec.get("endpoint_url"), spec.get("region")))
     return out, user.get("default_remote")
 
 
@@ -77,11 +93,14 @@ def choose(remote: str | None, cwd: Path | None = None) -> list[RemoteSpec]:
     return sorted(specs, key=lambda s: s.name != default)
 
 
-def add(name: str, url: str, *, default: bool = False, insecure: bool = False, force: bool = False) -> None:
+def add(name: str, url: str, *, default: bool = False, insecure: bool = False, force: bool = False,
+        endpoint_url: str | None = None, region: str | None = None) -> None:
     validate_model(name)  # same rules: a remote name is a short identifier
     from casstore.remotes import open_remote
 
-    open_remote(url, insecure=insecure)  # validates the URL (scheme, HTTPS rule) before saving
+    if (endpoint_url or region) and not url.startswith("s3://"):
+        raise InvalidInput("--endpoint-url and --region are for s3:// remotes")
+    open_remote(url, insecure=insecure, endpoint_url=endpoint_url, region=region)  # validates before saving
     cfg = load_user_config()
     old = cfg.get("remotes", {}).get(name)
     if old is not None and not force and old.get("url") != url:
@@ -89,7 +108,9 @@ def add(name: str, url: str, *, default: bool = False, insecure: bool = False, f
 
         role = " (the default)" if cfg.get("default_remote") == name else ""
         raise Conflict(f"remote {name}{role} is already {old.get('url')}; replace it with --force, or choose another name")
-    cfg.setdefault("remotes", {})[name] = {"url": url, **({"insecure": True} if insecure else {})}
+    cfg.setdefault("remotes", {})[name] = {"url": url, **({"insecure": True} if insecure else {}),
+                                           **({"endpoint_url": endpoint_url} if endpoint_url else {}),
+                                           **({"region": region} if region else {})}
     if default or "default_remote" not in cfg:
         cfg["default_remote"] = name
     save_user_config(cfg)

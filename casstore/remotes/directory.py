@@ -19,7 +19,7 @@ from casstore.model.digest import Digest, hash_file
 from casstore.model.index import MAX_INDEX_BYTES
 from casstore.model.keys import TMP
 from casstore.model.strictjson import read_file
-from casstore.remotes.base import CHUNK, FORMAT_FILE, FORMAT_VERSION, Key, Remote, check_bytes, index_path
+from casstore.remotes.base import CHUNK, FORMAT_FILE, FORMAT_VERSION, Key, Listed, Remote, check_bytes, index_path
 
 
 class DirectoryRemote(Remote):
@@ -111,6 +111,36 @@ class DirectoryRemote(Remote):
     async def looks_like_remote(self) -> bool:
         return (self.root / FORMAT_FILE).is_file()
 
+    listable = True
+
+    async def listing(self, under: str) -> AsyncGenerator[Listed, None]:
+        base = self._p(under)
+        found = await asyncio.to_thread(_walk, self.root, base)
+        for item in found:
+            yield item
+
+    async def delete(self, rel: str) -> None:
+        try:
+            os.unlink(self._p(rel))
+        except FileNotFoundError:
+            pass
+
+    async def put_small(self, rel: str, data: bytes) -> bool:
+        self._ensure()
+        p = self._p(rel)
+        makedirs(p.parent)
+        return write_file(p, data, self.tmp, mode=0o664)
+
+    async def now(self) -> float:
+        """The mtime the remote's filesystem gives a fresh file: the NAS's clock, not ours."""
+        self._ensure()
+        p = self.tmp / temp_name("clock.")
+        os.close(os.open(p, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+        try:
+            return os.stat(p).st_mtime
+        finally:
+            os.unlink(p)
+
     async def read_index(self, model: str) -> tuple[bytes, str] | None:
         head = await asyncio.to_thread(self._head, model)
         return None if head is None else (head[1], Digest.of_bytes(head[1]).hex)
@@ -139,3 +169,16 @@ class DirectoryRemote(Remote):
             again = self._head(model)
             if again is not None and again[0] == newest[0]:
                 break
+
+
+def _walk(root: Path, base: Path) -> list[Listed]:
+    out = []
+    for dirpath, _, names in os.walk(base):
+        for n in names:
+            p = os.path.join(dirpath, n)
+            try:
+                st = os.lstat(p)
+            except FileNotFoundError:
+                continue
+            out.append(Listed(os.path.relpath(p, root), st.st_size, st.st_mtime))
+    return sorted(out, key=lambda x: x.key)

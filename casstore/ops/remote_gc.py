@@ -1,0 +1,102 @@
+"""`cas gc --remote`: delete the blobs and manifests of a remote that no published version uses.
+
+The same rules as the local GC (docs/architecture.md, invariant 7): plan first and show it (a
+dry run is the default), spare everything younger than the grace period by the remote's own
+clock, and delete only under an exclusive remote lock (remotes/locks.py), re-planned inside it,
+so no push in flight loses a blob it is about to publish."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+from casstore.errors import InvalidInput
+from casstore.gc.policy import DEFAULT_GRACE
+from casstore.model.digest import Digest
+from casstore.model.index import Index
+from casstore.model.keys import blob_key, manifest_key
+from casstore.model.manifest import Manifest
+from casstore.ops.fetch import manifest_bytes
+from casstore.remotes.base import Remote
+from casstore.remotes.locks import RemoteLock
+
+
+@dataclass(frozen=True)
+class RemotePlan:
+    delete: tuple[str, ...]  # object keys, relative to the remote's root
+    bytes_freed: int
+    young_spared: int  # unreferenced, but younger than the grace period
+    versions: int  # published versions whose objects are kept
+    objects: int  # blobs and manifests on the remote
+
+    def to_json(self) -> dict:
+        return {"delete": list(self.delete), "bytes_freed": self.bytes_freed, "young_spared": self.young_spared,
+                "versions": self.versions, "objects": self.objects}
+
+
+@dataclass
+class RemoteResult:
+    deleted: int = 0
+    bytes_freed: int = 0
+    elapsed: float = 0.0
+
+    def to_json(self) -> dict:
+        return dict(self.__dict__)
+
+
+async def plan_remote(remote: Remote, grace: float = DEFAULT_GRACE) -> RemotePlan:
+    now = await remote.now()
+    keep: set[str] = set()
+    versions = 0
+    async for item in remote.listing("index/"):
+        name = item.key.removeprefix("index/")
+        if "/" in name or not name.endswith(".json"):
+            continue  # a directory remote's index snapshots
+        model = name[: -len(".json")]
+        got = await remote.read_index(model)
+        if got is None:
+            continue
+        index = Index.decode(got[0], source=remote.describe(item.key), model=model)
+        for entry in index.versions.values():
+            versions += 1
+            keep.add(manifest_key(entry.manifest))
+            data, url = await manifest_bytes([remote], entry.manifest)
+            for d in Manifest.decode(data, source=url).blobs():
+                keep.add(blob_key(d))
+    delete, freed, young, objects = [], 0, 0, 0
+    for under, key_of in (("blobs/", blob_key), ("manifests/", manifest_key)):
+        async for item in remote.listing(under):
+            objects += 1
+            if item.key in keep:
+                continue
+            try:
+                hexname = item.key.rsplit("/", 1)[-1].removesuffix(".json")
+                if key_of(Digest(hexname)) != item.key:
+                    continue  # not an object of ours: left alone
+            except InvalidInput:
+                continue
+            if now - item.modified < grace:
+                young += 1
+            else:
+                delete.append(item.key)
+                freed += item.size
+    return RemotePlan(tuple(sorted(delete)), freed, young, versions, objects)
+
+
+async def collect_remote(remote: Remote, grace: float = DEFAULT_GRACE, *,
+                         dry_run: bool = True) -> tuple[RemotePlan, RemoteResult | None]:
+    if not remote.listable:
+        plan = await plan_remote(remote, grace)  # raises: a remote that cannot be listed
+        return plan, None
+    if dry_run:
+        return await plan_remote(remote, grace), None
+    t0 = time.monotonic()
+    async with RemoteLock(remote, "gc"):
+        plan = await plan_remote(remote, grace)  # again, inside the lock
+        result = RemoteResult()
+        for key in plan.delete:
+            await remote.delete(key)
+            result.deleted += 1
+        result.bytes_freed = plan.bytes_freed
+    result.elapsed = time.monotonic() - t0
+    return plan, result

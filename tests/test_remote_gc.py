@@ -1,0 +1,82 @@
+"""`cas gc --remote` on a directory remote, and the remote lock protocol that keeps it from
+deleting what a push in flight is about to publish (the bucket case runs in test_s3.py)."""
+
+import asyncio
+import json
+import os
+import time
+
+import pytest
+
+from casstore.errors import Conflict
+from casstore.ops.remote_gc import collect_remote
+from casstore.remotes.directory import DirectoryRemote
+from casstore.remotes.locks import STALE, RemoteLock
+
+from conftest import CasRunner, make_model
+
+
+def old(path, seconds=7200):
+    t = time.time() - seconds
+    os.utime(path, (t, t))
+
+
+def test_gc_remote_on_a_directory(tmp_path):
+    nas = tmp_path / "nas"
+    cas = CasRunner(tmp_path / "pub", tmp_path)
+    src = make_model(tmp_path / "a", {"w.bin": 50_000, "c.json": b"{}"})
+    cas("add", src, "--name", "m", "--version", "1.0.0")
+    cas("push", "m@1.0.0", "--remote", nas)
+    orphan = nas / "blobs" / "ff" / ("f" * 64)
+    orphan.parent.mkdir(parents=True, exist_ok=True)
+    orphan.write_bytes(b"a blob of a push that died before its index")
+    stranger = nas / "blobs" / "README"
+    stranger.write_text("not ours")
+    old(orphan)
+    out = cas.json("gc", "--remote", nas)
+    assert out["dry_run"] and out["plan"]["delete"] == ["blobs/ff/" + "f" * 64] and orphan.exists()
+    out = cas.json("gc", "--remote", nas, "--yes")
+    assert out["result"]["deleted"] == 1 and not orphan.exists() and stranger.exists()
+    assert out["plan"]["versions"] == 1
+    user = CasRunner(tmp_path / "user", tmp_path)
+    assert user.json("fetch", "m@1.0.0", "--remote", nas)["version"] == "1.0.0"
+
+
+def test_gc_remote_refuses_a_static_http_server(tmp_path):
+    cas = CasRunner(tmp_path / "s", tmp_path)
+    p = cas("gc", "--remote", "http://127.0.0.1:9/", "--yes", ok=False)
+    assert p.returncode == 7 and "cannot be listed" in p.stderr
+
+
+def test_gc_waits_for_a_push_and_a_push_for_gc(tmp_path):
+    remote = DirectoryRemote(tmp_path / "nas")
+
+    async def go():
+        async with RemoteLock(remote, "push"):
+            with pytest.raises(Conflict, match="a push is running"):
+                await collect_remote(remote, 0, dry_run=False)
+            async with RemoteLock(remote, "push"):  # pushes share
+                pass
+        async with RemoteLock(remote, "gc"):
+            with pytest.raises(Conflict, match="a remote GC is running"):
+                async with RemoteLock(remote, "push"):
+                    pass
+        assert list((tmp_path / "nas" / "locks").iterdir()) == []  # every lock released
+        plan, result = await collect_remote(remote, 0, dry_run=False)
+        assert result is not None and result.deleted == 0
+
+    asyncio.run(go())
+
+
+def test_a_dead_pushers_lock_goes_stale_and_doctor_removes_it(tmp_path):
+    nas = tmp_path / "nas"
+    remote = DirectoryRemote(nas)
+    lock = nas / "locks" / "push-deadhost.1.abc.json"
+    lock.parent.mkdir(parents=True)
+    lock.write_text(json.dumps({"kind": "push", "host": "deadhost", "pid": 1, "time": 0}))
+    old(lock, STALE + 60)
+    plan, result = asyncio.run(collect_remote(remote, 0, dry_run=False))  # a stale lock blocks nothing
+    assert result is not None
+    cas = CasRunner(tmp_path / "s", tmp_path)
+    out = cas.json("doctor", "--remote", nas, ok=False)
+    assert [f["kind"] for f in out["findings"]] == ["stale-remote-lock"] and not lock.exists()

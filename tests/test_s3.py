@@ -1,0 +1,370 @@
+"""s3:// remotes against moto's standalone S3 server (a real process on loopback): the remote
+contract, push/fetch/update/sync end to end, two publishers racing, multipart uploads and their
+clean-up, a server that ignores conditional writes, `cas gc --remote`, and S3's failure modes
+(SlowDown bursts, a reset mid-part, wrong bytes) injected by a proxy in front of moto."""
+
+import json
+import os
+import subprocess
+
+import pytest
+from aiohttp import web
+
+from casstore.errors import Conflict, RemoteStatusError
+from casstore.remotes.s3 import ConditionalWritesUnsupported, S3Remote
+from casstore.store.objects import Store
+from casstore.testing import WriteContract
+from casstore.testing.remote_contract import read_all, run
+
+from conftest import CasRunner, assert_store_consistent, make_model
+from servers import Moto, S3Proxy
+
+MiB = 1 << 20
+
+
+@pytest.fixture(scope="module")
+def moto():
+    server = Moto()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def s3(moto, monkeypatch):
+    """A fresh bucket, and the AWS environment every `cas` child process inherits."""
+    for k, v in moto.env().items():
+        monkeypatch.setenv(k, v)
+    monkeypatch.delenv("AWS_PROFILE", raising=False)
+    monkeypatch.setenv("AWS_ENDPOINT_URL", moto.url)
+    return moto, moto.bucket()
+
+
+class TestS3Contract(WriteContract):
+    @pytest.fixture(autouse=True)
+    def _bucket(self, s3):
+        self.url = f"s3://{s3[1]}/team/models"
+
+    def make(self, tmp_path):
+        return S3Remote(self.url), S3Remote(self.url)
+
+
+def test_push_fetch_update_and_sync_through_a_bucket(s3, tmp_path):
+    moto, bucket = s3
+    url = f"s3://{bucket}/cas"
+    src = make_model(tmp_path / "v1", {"model.safetensors": 3 * MiB, "config.json": b'{"v": 1}'})
+    pub = CasRunner(tmp_path / "pub", tmp_path)
+    pub("add", src, "--name", "m", "--version", "1.0.0")
+    pub("remote", "add", "bucket", url, "--endpoint-url", moto.url, "--default")
+    out = pub.json("push", "m@1.0.0")
+    assert out["blobs_sent"] == 2
+    keys = {o["Key"] for o in moto.client().list_objects_v2(Bucket=bucket)["Contents"]}
+    assert "cas/index/m.json" in keys and "cas/casstore-remote.json" in keys
+    assert any(k.startswith("cas/blobs/") for k in keys) and not any(k.startswith("cas/tmp/") for k in keys)
+
+    user = CasRunner(tmp_path / "user", tmp_path)
+    user("remote", "add", "bucket", url, "--endpoint-url", moto.url, "--default")
+    assert user.json("fetch", "m")["version"] == "1.0.0"
+    (src / "config.json").write_bytes(b'{"v": 2}')
+    pub("add", src, "--name", "m", "--version", "1.1.0")
+    again = pub.json("push", "m@1.1.0")
+    assert again["blobs_sent"] == 1 and again["blobs_present"] == 1  # only what the bucket lacks
+    out = user.json("update", "m")
+    assert out["to"] == "1.1.0" and out["switched"]
+    assert user.json("list", "m")["models"][0]["versions"][1]["current"]
+    assert user("verify").returncode == 0
+
+    project = tmp_path / "proj"
+    project.mkdir()
+    (project / "cas.toml").write_text(f'remote = "{url}"\n[models.m]\nversion = "^1.0"\n')
+    proj = CasRunner(tmp_path / "proj-store", project)
+    proj("sync")
+    assert (project / "models" / "m" / "config.json").read_bytes() == b'{"v": 2}'
+    assert_store_consistent(Store.open(tmp_path / "user"))
+
+
+@pytest.mark.slow  # two publishing processes, eight pushes
+def test_two_publishers_racing_on_one_bucket_lose_no_version(s3, tmp_path):
+    moto, bucket = s3
+    url = f"s3://{bucket}/race"
+    runners = []
+    for i in range(2):
+        cas = CasRunner(tmp_path / f"pub{i}", tmp_path)
+        for j in range(4):
+            src = make_model(tmp_path / f"src{i}{j}", {"w.bin": 200_000, "c.json": f"{i}.{j}".encode()})
+            cas("add", src, "--name", "m", "--version", f"{i + 1}.{j}.0")
+        runners.append(cas)
+    procs = []
+    for i, cas in enumerate(runners):
+        script = " && ".join(" ".join(cas.argv("push", f"m@{i + 1}.{j}.0", "--remote", url)) for j in range(4))
+        procs.append(subprocess.Popen(["sh", "-c", script], stderr=subprocess.PIPE, text=True))
+    for p in procs:
+        assert p.wait(120) == 0, p.stderr.read()
+    index = json.loads(moto.client().get_object(Bucket=bucket, Key="race/index/m.json")["Body"].read())
+    assert sorted(index["versions"]) == sorted(f"{i}.{j}.0" for i in (1, 2) for j in range(4))
+
+
+def test_large_blobs_go_up_in_checked_parts_and_a_failed_upload_is_aborted(s3, tmp_path):
+    moto, bucket = s3
+    data = os.urandom(12 * MiB + 3)
+    src = tmp_path / "big.bin"
+    src.write_bytes(data)
+    from casstore.model.digest import Digest
+    from casstore.remotes.base import blob
+
+    d = Digest.of_bytes(data)
+    proxy_fail = {"on": True}
+
+    async def fail_second_part(request, n):
+        if proxy_fail["on"] and "partNumber=2" in request.path_qs:
+            return web.Response(status=500, text="<Error><Code>InternalError</Code></Error>")
+        return None
+
+    proxy = S3Proxy(moto.url, fail_second_part)
+    try:
+        r = S3Remote(f"s3://{bucket}/mp", endpoint_url=proxy.url)
+        r.part_size = 5 * MiB
+
+        async def go():
+            async with r:
+                with pytest.raises(RemoteStatusError):
+                    await r.write(blob(d, len(data)), src)
+                assert await r.stale_uploads(older_than=1e12) == []  # aborted, not orphaned
+                assert await r.stat(blob(d)) is None
+                proxy_fail["on"] = False
+                await r.write(blob(d, len(data)), src)
+                assert await r.stat(blob(d)) == len(data)
+                assert await read_all(r, blob(d, len(data))) == data
+
+        run(go())
+        parts = [q for m, q, h in proxy.log if m == "PUT" and "partNumber=" in q]
+        assert len(parts) >= 3
+        puts = [h for m, q, h in proxy.log if m == "PUT" and "partNumber=" in q]
+        assert all("x-amz-checksum-crc32" in {k.lower() for k in h} for h in puts)  # the server checks each part
+        completes = [h for m, q, h in proxy.log if m == "POST" and "uploadId=" in q]
+        assert completes and all(h.get("If-None-Match") == "*" for h in completes)
+        head = moto.client().head_object(Bucket=bucket, Key=f"mp/blobs/{d.hex[:2]}/{d.hex}")
+        assert head["ETag"].endswith('-3"')
+    finally:
+        proxy.stop()
+
+
+def test_a_server_that_ignores_conditional_writes_is_refused(s3, tmp_path):
+    """rclone's `serve s3` ignores If-None-Match and If-Match; simulated by a proxy that drops them
+    before moto sees them."""
+    moto, bucket = s3
+
+    async def forward_without_conditions(request, n):
+        from aiohttp import ClientSession
+
+        headers = {k: v for k, v in request.headers.items()
+                   if k.lower() not in ("host", "content-length", "if-none-match", "if-match")}
+        async with ClientSession() as s:
+            async with s.request(request.method, moto.url + request.path_qs, data=await request.read(),
+                                 headers=headers) as r:
+                return web.Response(status=r.status, body=await r.read(),
+                                    headers={k: v for k, v in r.headers.items()
+                                             if k.lower() not in ("content-length", "transfer-encoding", "connection")})
+
+    proxy = S3Proxy(moto.url, forward_without_conditions)
+    try:
+        cas = CasRunner(tmp_path / "pub", tmp_path)
+        cas("add", make_model(tmp_path / "src", {"w.bin": 1000}), "--name", "m", "--version", "1.0.0")
+        p = subprocess.run(cas.argv("push", "m@1.0.0", "--remote", f"s3://{bucket}/x"), capture_output=True,
+                           text=True, env={**os.environ, "AWS_ENDPOINT_URL": proxy.url}, timeout=120)
+        assert p.returncode == 7 and "ignores conditional writes" in p.stderr, p.stderr
+        keys = [o["Key"] for o in moto.client().list_objects_v2(Bucket=bucket).get("Contents", [])]
+        assert keys == []  # nothing was published, and the probe cleaned up after itself
+
+        async def direct():
+            async with S3Remote(f"s3://{bucket}/x", endpoint_url=proxy.url) as r:
+                with pytest.raises(ConditionalWritesUnsupported):
+                    await r.write_index("m", b"{}", None)
+
+        run(direct())
+    finally:
+        proxy.stop()
+
+
+@pytest.mark.slow  # fault injection, as tests/test_faults.py
+def test_s3_failure_modes_are_retried_or_refused(s3, tmp_path):
+    moto, bucket = s3
+    url = f"s3://{bucket}/hostile"
+    src = make_model(tmp_path / "src", {"w.bin": 6 * MiB + 11, "c.json": b"{}"})
+    pub = CasRunner(tmp_path / "pub", tmp_path)
+    pub("add", src, "--name", "m", "--version", "1.0.0")
+    pub("push", "m@1.0.0", "--remote", url)
+    mode = {"kind": None, "left": 0}
+
+    async def fault(request, n):
+        if request.method != "GET" or "/blobs/" not in request.path or mode["left"] <= 0:
+            return None
+        mode["left"] -= 1
+        if mode["kind"] == "slowdown":
+            return web.Response(status=503, headers={"Retry-After": "0"},
+                                text="<Error><Code>SlowDown</Code><Message>Reduce your request rate</Message></Error>")
+        return None
+
+    proxy = S3Proxy(moto.url, fault)
+    env = {**os.environ, "AWS_ENDPOINT_URL": proxy.url, "CAS_RETRY_BACKOFF": "0.01", "CAS_PART_SIZE": str(2 * MiB)}
+    try:
+        user = CasRunner(tmp_path / "user", tmp_path)
+        mode.update(kind="slowdown", left=6)
+        p = subprocess.run(user.argv("--json", "fetch", "m@1.0.0", "--remote", url), capture_output=True, text=True,
+                           env=env, timeout=120)
+        assert p.returncode == 0, p.stderr
+        assert json.loads(p.stdout)["retries"] >= 6 and mode["left"] == 0
+        assert user("verify").returncode == 0
+    finally:
+        proxy.stop()
+
+
+@pytest.mark.slow  # fault injection, as tests/test_faults.py
+def test_reset_mid_part_and_wrong_bytes(s3, tmp_path):
+    moto, bucket = s3
+    url = f"s3://{bucket}/hostile2"
+    src = make_model(tmp_path / "src", {"w.bin": 3 * MiB})
+    pub = CasRunner(tmp_path / "pub", tmp_path)
+    pub("add", src, "--name", "m", "--version", "1.0.0")
+    pub("push", "m@1.0.0", "--remote", url)
+    mode = {"kind": "reset", "left": 1}
+
+    async def fault(request, n):
+        if request.method != "GET" or "/blobs/" not in request.path or mode["left"] <= 0:
+            return None
+        mode["left"] -= 1
+        from aiohttp import ClientSession
+
+        headers = {k: v for k, v in request.headers.items() if k.lower() not in ("host",)}
+        async with ClientSession(auto_decompress=False) as s:
+            async with s.get(moto.url + request.path_qs, headers=headers) as r:
+                body = bytearray(await r.read())
+                status, ctype = r.status, r.headers.get("Content-Range")
+        resp = web.StreamResponse(status=status, headers={"Content-Length": str(len(body)),
+                                                          **({"Content-Range": ctype} if ctype else {})})
+        await resp.prepare(request)
+        if mode["kind"] == "reset":
+            await resp.write(bytes(body[: len(body) // 2]))
+            request.transport.close()
+            return resp
+        body[len(body) // 2] ^= 0xFF  # wrong bytes, right length
+        await resp.write(bytes(body))
+        return resp
+
+    proxy = S3Proxy(moto.url, fault)
+    env = {**os.environ, "AWS_ENDPOINT_URL": proxy.url, "CAS_RETRY_BACKOFF": "0.01"}
+    try:
+        user = CasRunner(tmp_path / "user", tmp_path)
+        p = subprocess.run(user.argv("fetch", "m@1.0.0", "--remote", url), capture_output=True, text=True, env=env,
+                           timeout=120)
+        assert p.returncode == 0, p.stderr  # the reset part was fetched again
+        mode.update(kind="wrong", left=1)
+        other = CasRunner(tmp_path / "other", tmp_path)
+        p = subprocess.run(other.argv("fetch", "m@1.0.0", "--remote", url), capture_output=True, text=True, env=env,
+                           timeout=120)
+        assert p.returncode == 4 and "hash to" in p.stderr, p.stderr  # never published
+        store = Store.open(tmp_path / "other")
+        assert list(store.iter_blobs()) == []
+        p = subprocess.run(other.argv("fetch", "m@1.0.0", "--remote", url), capture_output=True, text=True, env=env,
+                           timeout=120)
+        assert p.returncode == 0, p.stderr
+        assert_store_consistent(store)
+    finally:
+        proxy.stop()
+
+
+def test_gc_remote_plans_then_deletes_only_what_no_version_uses(s3, tmp_path):
+    moto, bucket = s3
+    url = f"s3://{bucket}/gc"
+    cas = CasRunner(tmp_path / "pub", tmp_path)
+    cas("add", make_model(tmp_path / "a", {"w.bin": 100_000}), "--name", "m", "--version", "1.0.0")
+    cas("push", "m@1.0.0", "--remote", url)
+    c = moto.client()
+    orphan = "gc/blobs/00/" + "0" * 64
+    c.put_object(Bucket=bucket, Key=orphan, Body=b"left by a publisher that died")
+    plan = cas.json("gc", "--remote", url, "--grace", "0")
+    assert plan["dry_run"] and plan["plan"]["delete"] == [orphan.removeprefix("gc/")]
+    assert c.head_object(Bucket=bucket, Key=orphan)  # a dry run deletes nothing
+    young = cas.json("gc", "--remote", url)  # the default grace period (an hour) spares it
+    assert young["plan"]["delete"] == [] and young["plan"]["young_spared"] == 1
+    done = cas.json("gc", "--remote", url, "--grace", "0", "--yes")
+    assert done["result"]["deleted"] == 1
+    with pytest.raises(c.exceptions.ClientError):
+        c.head_object(Bucket=bucket, Key=orphan)
+    user = CasRunner(tmp_path / "user", tmp_path)
+    assert user.json("fetch", "m@1.0.0", "--remote", url)["version"] == "1.0.0"
+
+
+def test_doctor_remote_aborts_stale_multipart_uploads(s3, tmp_path):
+    moto, bucket = s3
+    c = moto.client()
+    up = c.create_multipart_upload(Bucket=bucket, Key="d/blobs/ab/" + "a" * 64)
+    cas = CasRunner(tmp_path / "s", tmp_path)
+    out = cas.json("doctor", "--remote", f"s3://{bucket}/d", "--stale-after", "0", ok=False)
+    assert [f["kind"] for f in out["findings"]] == ["stale-upload"] and "aborted" in out["findings"][0]["detail"]
+    assert c.list_multipart_uploads(Bucket=bucket).get("Uploads", []) == []
+    assert up["UploadId"]
+
+
+def test_credentials_are_never_printed(s3, tmp_path):
+    moto, bucket = s3
+    cas = CasRunner(tmp_path / "pub", tmp_path)
+    cas("add", make_model(tmp_path / "a", {"w.bin": 1000}), "--name", "m", "--version", "1.0.0")
+    outputs = [cas("-vv", "push", "m@1.0.0", "--remote", f"s3://{bucket}/c"),
+               cas("-vv", "fetch", "m@9.9.9", "--remote", f"s3://{bucket}/c", ok=False),
+               cas("-vv", "fetch", "m@1.0.0", "--remote", "s3://no-such-bucket-here/c", ok=False)]
+    for p in outputs:
+        assert Moto.SECRET not in p.stdout + p.stderr
+    config = (tmp_path / "pub").parent
+    assert all(Moto.SECRET not in f.read_text(errors="replace") for f in config.rglob("*.toml"))
+
+
+def test_index_compare_and_swap_uses_etags(s3):
+    moto, bucket = s3
+
+    async def go():
+        async with S3Remote(f"s3://{bucket}/cas") as r:
+            await r.write_index("m", b'{"a": 1}', None)
+            data, tag = await r.read_index("m")
+            with pytest.raises(Conflict):
+                await r.write_index("m", b'{"a": 2}', None)
+            await r.write_index("m", b'{"a": 2}', tag)
+            with pytest.raises(Conflict):
+                await r.write_index("m", b'{"a": 3}', tag)  # the tag moved on
+            assert (await r.read_index("m"))[0] == b'{"a": 2}'
+
+    run(go())
+
+
+
+def test_missing_lists_instead_of_heads_when_many(s3):
+    moto, bucket = s3
+    from casstore.model.digest import Digest
+    from casstore.remotes.base import blob
+    from casstore.remotes.s3 import LIST_INSTEAD_OF_HEAD
+
+    datas = [os.urandom(100 + i) for i in range(LIST_INSTEAD_OF_HEAD + 20)]
+    keys = [blob(Digest.of_bytes(d), len(d)) for d in datas]
+
+    async def go():
+        async with S3Remote(f"s3://{bucket}/m") as r:
+            for k, d in zip(keys[:5], datas[:5]):
+                await r.write(k, d)
+            wrong_size = blob(keys[0].digest, 1)
+            many = await r.missing([*keys, wrong_size])
+            few = await r.missing([*keys[:10], wrong_size])
+            return many, few
+
+    many, few = run(go())
+    assert many == set(keys[5:]) | {blob(keys[0].digest, 1)}
+    assert few == set(keys[5:10]) | {blob(keys[0].digest, 1)}
+
+
+def test_no_credentials_is_a_clear_refusal(s3, tmp_path):
+    moto, bucket = s3
+    cas = CasRunner(tmp_path / "s", tmp_path)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_ACCESS") and not k.startswith("AWS_SECRET")}
+    env.update(AWS_SHARED_CREDENTIALS_FILE=str(tmp_path / "none"), AWS_CONFIG_FILE=str(tmp_path / "none"),
+               AWS_EC2_METADATA_DISABLED="true")
+    p = subprocess.run(cas.argv("fetch", "m@1.0.0", "--remote", f"s3://{bucket}/x"), capture_output=True, text=True,
+                       env=env, timeout=60)
+    assert p.returncode == 7 and "no AWS credentials found" in p.stderr, p.stderr
