@@ -109,6 +109,7 @@ def _fetch_json(p):
     return json.loads(out)
 
 
+@pytest.mark.slow  # kills a process mid-download
 def test_kill_9_mid_blob_then_resume(tmp_path, monkeypatch):
     big = make_model(tmp_path / "m", {"big.bin": 48 << 20})
     publish(tmp_path, big, "m", "1.0.0", tmp_path / "nas")
@@ -132,6 +133,7 @@ def test_kill_9_mid_blob_then_resume(tmp_path, monkeypatch):
         assert not list((tmp_path / "user" / "tmp" / "downloads").iterdir())
 
 
+@pytest.mark.slow  # two processes on one store
 def test_two_fetches_one_store(tmp_path):
     big = make_model(tmp_path / "m", {"big.bin": 32 << 20, "small.txt": b"x"})
     publish(tmp_path, big, "m", "1.0.0", tmp_path / "nas")
@@ -220,6 +222,7 @@ def test_every_long_command_shows_progress_on_a_tty(tmp_path, family):
     assert p.returncode == 0 and "fetch t2v" not in p.stdout  # NO_COLOR: no bar
 
 
+@pytest.mark.slow  # two publishing processes
 def test_racing_publishers_on_a_directory_remote_lose_no_version(tmp_path):
     """Two machines (processes) pushing different versions of one model to one NAS directory at
     the same time: the index's compare-and-swap makes the loser retry; every version is listed."""
