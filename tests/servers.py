@@ -1,4 +1,5 @@
-"""Real servers on loopback for the tests: `cas serve`, nginx, and aiohttp apps in a thread."""
+"""Real servers on loopback for the tests and benchmarks (no pytest here: `bench/` imports it): `cas serve`,
+nginx, moto's S3, and aiohttp apps in a thread."""
 
 from __future__ import annotations
 
@@ -12,8 +13,6 @@ import sys
 import threading
 import time
 from pathlib import Path
-
-import pytest
 
 _HELD: list[socket.socket] = []
 
@@ -79,7 +78,7 @@ class Nginx:
     def __init__(self, root: Path, workdir: Path) -> None:
         exe = shutil.which("nginx") or "/usr/sbin/nginx"
         if not os.path.exists(exe):
-            pytest.fail("nginx is not installed (CI installs it from Debian packages: apt-get install nginx)")
+            raise RuntimeError("nginx is not installed (CI installs it from Debian packages: apt-get install nginx)")
         workdir.mkdir(parents=True, exist_ok=True)
         # nginx inherits the listening socket (its NGINX variable, as in a binary upgrade), so the
         # port is bound once, by the kernel's choice, with no window for another test to take it.
@@ -215,34 +214,47 @@ class S3Proxy:
     n)`` returns a response to send instead, or None to forward the request (n counts requests)."""
 
     def __init__(self, upstream: str, fault=None) -> None:
-        from aiohttp import ClientSession, web
+        from aiohttp import web
 
+        self.upstream = upstream
         self.n = 0
         self.fault = fault
         self.log: list[tuple[str, str, dict]] = []
 
         async def handle(request: web.Request):
             self.n += 1
-            body = await request.read()
             self.log.append((request.method, request.path_qs, dict(request.headers)))
             if self.fault is not None:
                 answer = await self.fault(request, self.n)
                 if answer is not None:
                     return answer
-            headers = {k: v for k, v in request.headers.items() if k.lower() not in ("host", "content-length")}
-            async with ClientSession(auto_decompress=False) as s:
-                async with s.request(request.method, upstream + request.path_qs, data=body, headers=headers) as r:
-                    data = await r.read()
-                    drop = ("transfer-encoding", "connection", "content-encoding")
-                    if request.method != "HEAD":
-                        drop += ("content-length",)  # recomputed from the body; a HEAD answer keeps moto's
-                    out = {k: v for k, v in r.headers.items() if k.lower() not in drop}
-                    return web.Response(status=r.status, body=None if request.method == "HEAD" else data, headers=out)
+            return await self.forward(request)
 
         app = web.Application(client_max_size=1 << 30)
         app.router.add_route("*", "/{tail:.*}", handle)
         self.server = ThreadedApp(app)
         self.url = self.server.url.rstrip("/")
+
+    async def upstream_answer(self, request, drop: tuple[str, ...] = ()) -> tuple[int, dict, bytes]:
+        """moto's answer to ``request``, sent without the request headers named in ``drop``."""
+        from aiohttp import ClientSession
+
+        skip = ("host", "content-length", *drop)
+        headers = {k: v for k, v in request.headers.items() if k.lower() not in skip}
+        async with ClientSession(auto_decompress=False) as s:
+            async with s.request(request.method, self.upstream + request.path_qs, data=await request.read(),
+                                 headers=headers) as r:
+                return r.status, dict(r.headers), await r.read()
+
+    async def forward(self, request, drop: tuple[str, ...] = ()):
+        from aiohttp import web
+
+        status, headers, body = await self.upstream_answer(request, drop)
+        skip = ("transfer-encoding", "connection", "content-encoding")
+        if request.method != "HEAD":
+            skip += ("content-length",)  # recomputed from the body; a HEAD answer keeps moto's
+        return web.Response(status=status, body=None if request.method == "HEAD" else body,
+                            headers={k: v for k, v in headers.items() if k.lower() not in skip})
 
     def stop(self) -> None:
         self.server.stop()

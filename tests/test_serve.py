@@ -82,6 +82,7 @@ def test_read_only_without_token(tmp_path):
         s.stop()
 
 
+@pytest.mark.slow  # a thousand connections: a stress run
 def test_idle_connections_do_not_starve_a_real_request(tmp_path):
     """1,000 connections that send half a request line and stop (slowloris): a normal GET is
     still answered within a second, and the idle ones are closed at the header deadline."""
