@@ -37,16 +37,23 @@ def temp_name(prefix: str = "") -> str:
     return f"{prefix}{writer_id()}.tmp"
 
 
+# What temp names may start with before the writer id (temp_name's callers).
+PREFIXES = ("view.", "clock.", "put.", "cas.")
+
+
 def parse_writer(name: str) -> tuple[str, int] | None:
     """(host, pid) from a writer id, with or without a known prefix and suffix; None if it has none.
-    A prefixed name (``view.<host>...``) counts as this host's when it ends with this host's name."""
+    Hosts are compared exactly: another host whose name merely ends like ours is another host."""
     for suffix in (".tmp", ".json", ".part", ".progress", ".lock"):
         name = name.removesuffix(suffix)
+    for prefix in PREFIXES:
+        if name.startswith(prefix) and name.removeprefix(prefix).startswith(HOST + "."):
+            name = name.removeprefix(prefix)
+            break
     bits = name.rsplit(".", 2)
     if len(bits) != 3 or not bits[1].isdigit():
         return None
-    host = HOST if bits[0].endswith(HOST) else bits[0]
-    return host, int(bits[1])
+    return bits[0], int(bits[1])
 
 
 def gone(writer: tuple[str, int] | None, last_seen: float, now: float, silence: float) -> bool:
