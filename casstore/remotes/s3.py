@@ -95,6 +95,7 @@ class S3Remote(Remote):
         self._stack: contextlib.AsyncExitStack | None = None
         self._client: Any = None
         self._conditional_ok = False
+        self._probing = asyncio.Lock()  # one probe, however many writes start at once
 
     # plumbing ----------------------------------------------------------------------------------
 
@@ -259,8 +260,11 @@ class S3Remote(Remote):
     async def _probe_conditional_writes(self) -> None:
         """Once per remote: a create-only PUT of a scratch key must fail the second time. Some
         S3-compatible servers ignore ``If-None-Match``; on them nothing here would be safe."""
-        if self._conditional_ok:
-            return
+        async with self._probing:
+            if not self._conditional_ok:
+                await self._probe()
+
+    async def _probe(self) -> None:
         rel = f"tmp/probe-{secrets.token_hex(8)}"
         await self._call("PUT", rel, "put_object", Body=b"probe", IfNoneMatch="*")
         try:
