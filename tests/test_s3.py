@@ -5,6 +5,7 @@ clean-up, a server that ignores conditional writes, `cas gc --remote`, and S3's 
 
 import json
 import os
+import pathlib
 import subprocess
 
 import pytest
@@ -295,13 +296,16 @@ def test_credentials_are_never_printed(s3, tmp_path):
     moto, bucket = s3
     cas = CasRunner(tmp_path / "pub", tmp_path)
     cas("add", make_model(tmp_path / "a", {"w.bin": 1000}), "--name", "m", "--version", "1.0.0")
-    outputs = [cas("-vv", "push", "m@1.0.0", "--remote", f"s3://{bucket}/c"),
-               cas("-vv", "fetch", "m@9.9.9", "--remote", f"s3://{bucket}/c", ok=False),
+    cas("remote", "add", "bucket", f"s3://{bucket}/c", "--endpoint-url", moto.url, "--region", "us-east-1")
+    outputs = [cas("-vv", "push", "m@1.0.0", "--remote", "bucket"),
+               cas("-vv", "fetch", "m@9.9.9", "--remote", "bucket", ok=False),
                cas("-vv", "fetch", "m@1.0.0", "--remote", "s3://no-such-bucket-here/c", ok=False)]
     for p in outputs:
-        assert Moto.SECRET not in p.stdout + p.stderr
-    config = (tmp_path / "pub").parent
-    assert all(Moto.SECRET not in f.read_text(errors="replace") for f in config.rglob("*.toml"))
+        assert Moto.SECRET not in p.stdout + p.stderr and Moto.KEY not in p.stdout + p.stderr
+    config = pathlib.Path(os.environ["CAS_CONFIG"])
+    assert "s3://" in config.read_text()  # the remote is saved; its credentials are not
+    written = [config, *(f for f in (tmp_path / "pub").rglob("*") if f.is_file())]
+    assert all(Moto.SECRET.encode() not in f.read_bytes() and Moto.KEY.encode() not in f.read_bytes() for f in written)
 
 
 def test_index_compare_and_swap_uses_etags(s3):
@@ -354,3 +358,23 @@ def test_no_credentials_is_a_clear_refusal(s3, tmp_path):
     p = subprocess.run(cas.argv("fetch", "m@1.0.0", "--remote", f"s3://{bucket}/x"), capture_output=True, text=True,
                        env=env, timeout=60)
     assert p.returncode == 7 and "no AWS credentials found" in p.stderr, p.stderr
+
+
+def test_readers_fetch_the_bucket_through_plain_http(s3, tmp_path):
+    """The keys are the directory remote's, so the bucket's public URL (here moto's path-style
+    URL; in production a CDN, nginx or S3 website endpoint) is an ordinary HTTP remote."""
+    moto, bucket = s3
+    src = make_model(tmp_path / "v1", {"model.safetensors": 2 * MiB + 5, "config.json": b"{}"})
+    pub = CasRunner(tmp_path / "pub", tmp_path)
+    pub("add", src, "--name", "m", "--version", "1.0.0")
+    pub("push", "m@1.0.0", "--remote", f"s3://{bucket}/cas")
+    public_read = {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Principal": "*", "Action": "s3:GetObject",
+                                                           "Resource": f"arn:aws:s3:::{bucket}/cas/*"}]}
+    moto.client().put_bucket_policy(Bucket=bucket, Policy=json.dumps(public_read))  # readers need only GetObject
+    reader = CasRunner(tmp_path / "reader", tmp_path)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}  # a reader without credentials
+    p = subprocess.run(reader.argv("--json", "fetch", "m", "--remote", f"{moto.url}/{bucket}/cas/"),
+                       capture_output=True, text=True, env={**env, "CAS_PART_SIZE": str(MiB)}, timeout=120)
+    assert p.returncode == 0, p.stderr
+    assert json.loads(p.stdout)["version"] == "1.0.0"
+    assert reader("verify").returncode == 0
