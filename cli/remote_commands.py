@@ -44,7 +44,9 @@ def remote_list(c: Ctx) -> None:
     from casstore.remotes import config as remoteconfig
 
     specs, default = remoteconfig.configured()
-    rows = [{"name": s.name, "url": s.url, "default": s.name == default, "token": bool(s.token)} for s in specs]
+    rows = [{"name": s.name, "url": s.url, "default": s.name == default, "token": bool(s.token),
+             **({"endpoint_url": s.endpoint_url} if s.endpoint_url else {}), **({"region": s.region} if s.region else {})}
+            for s in specs]
     c.result({"remotes": rows}, "\n".join(f"{'*' if r['default'] else ' '} {r['name']:<16} {r['url']}" for r in rows) or None)
 
 

@@ -56,6 +56,8 @@ def test_push_fetch_update_and_sync_through_a_bucket(s3, tmp_path):
     pub = CasRunner(tmp_path / "pub", tmp_path)
     pub("add", src, "--name", "m", "--version", "1.0.0")
     pub("remote", "add", "bucket", url, "--endpoint-url", moto.url, "--default")
+    assert pub.json("remote", "list")["remotes"][0] == {"name": "bucket", "url": url, "default": True, "token": False,
+                                                        "endpoint_url": moto.url}
     out = pub.json("push", "m@1.0.0")
     assert out["blobs_sent"] == 2
     keys = {o["Key"] for o in moto.client().list_objects_v2(Bucket=bucket)["Contents"]}
