@@ -131,6 +131,7 @@ def test_kill_9_during_gc_then_gc_completes(tmp_path):
     assert cas("verify").returncode == 0
 
 
+@pytest.mark.slow  # three clocks, as three machines on one NAS (faketime processes)
 def test_clock_skew_uses_the_store_clock(tmp_path):
     """The local clock an hour ahead or behind the store's file times (faketime; a NAS's clock
     cannot be set here). Fresh objects are still spared; a live lock is still not broken."""

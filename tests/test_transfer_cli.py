@@ -246,6 +246,7 @@ def test_racing_publishers_on_a_directory_remote_lose_no_version(tmp_path):
     assert (nas / "index" / "m.json").read_bytes() == newest.read_bytes()
 
 
+@pytest.mark.slow  # two stores standing in for two machines
 def test_the_same_tree_added_on_two_machines_is_one_manifest(tmp_path, family):
     t2v, _ = family
     a, b = CasRunner(tmp_path / "a", tmp_path), CasRunner(tmp_path / "b", tmp_path)
