@@ -29,7 +29,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from wanshape import generate  # noqa: E402
+from wanshape import add_shape_arguments, generate_from_args  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 PHASES = ("first", "second_shared", "readd_unchanged", "readd_touched")
@@ -232,11 +232,7 @@ def bench_ops(work: Path, src: Path, repeat: int) -> dict:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--work", type=Path, default=None, help="scratch directory (default: a temp dir)")
-    ap.add_argument("--shard-mib", type=int, default=256)
-    ap.add_argument("--shards", type=int, default=4)
-    ap.add_argument("--t5-mib", type=int, default=512)
-    ap.add_argument("--vae-mib", type=int, default=64)
-    ap.add_argument("--small", type=int, default=200)
+    add_shape_arguments(ap)
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--out", type=Path, default=None, help="write the JSON result here too")
     a = ap.parse_args()
@@ -246,7 +242,7 @@ def main() -> None:
     src = work / "src"
     for m in ("t2v-A14B", "i2v-A14B"):
         if not (src / m).exists():
-            generate(src, m, shard_mib=a.shard_mib, shards=a.shards, t5_mib=a.t5_mib, vae_mib=a.vae_mib, small=a.small)
+            generate_from_args(src, m, a)
     b3sum = find_tool("b3sum")
     dvc = find_tool("dvc", "/opt/dvcvenv/bin/dvc")
     git_lfs = subprocess.run(["git", "lfs", "version"], capture_output=True).returncode == 0

@@ -25,7 +25,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
-from wanshape import generate  # noqa: E402
+from wanshape import add_shape_arguments, generate_from_args  # noqa: E402
 
 MODEL = "t2v-A14B"
 
@@ -52,11 +52,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--work", type=Path)
     ap.add_argument("--repeat", type=int, default=3)
-    ap.add_argument("--shard-mib", type=int, default=256)
-    ap.add_argument("--shards", type=int, default=4)
-    ap.add_argument("--t5-mib", type=int, default=512)
-    ap.add_argument("--vae-mib", type=int, default=64)
-    ap.add_argument("--small", type=int, default=200)
+    add_shape_arguments(ap)
     ap.add_argument("--jobs", type=int, default=8)
     ap.add_argument("--out", type=Path)
     a = ap.parse_args()
@@ -64,7 +60,7 @@ def main() -> None:
     work.mkdir(parents=True, exist_ok=True)
     src = work / "src"
     if not (src / MODEL).exists():
-        generate(src, MODEL, shard_mib=a.shard_mib, shards=a.shards, t5_mib=a.t5_mib, vae_mib=a.vae_mib, small=a.small)
+        generate_from_args(src, MODEL, a)
     files = sorted(p.relative_to(src / MODEL).as_posix() for p in (src / MODEL).rglob("*") if p.is_file())
     total = sum((src / MODEL / f).stat().st_size for f in files)
     cas = [sys.executable, "-m", "casstore_cli.main"]

@@ -27,7 +27,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from wanshape import generate  # noqa: E402
+from wanshape import add_shape_arguments, generate_from_args  # noqa: E402
 
 MODEL = "t2v-A14B"
 TOOLS = ("cas", "aws-cp", "aws-sync", "boto3-tm")
@@ -111,11 +111,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--work", type=Path)
     ap.add_argument("--repeat", type=int, default=3)
-    ap.add_argument("--shard-mib", type=int, default=128)
-    ap.add_argument("--shards", type=int, default=4)
-    ap.add_argument("--t5-mib", type=int, default=256)
-    ap.add_argument("--vae-mib", type=int, default=64)
-    ap.add_argument("--small", type=int, default=200)
+    add_shape_arguments(ap, shard_mib=128, t5_mib=256)
     ap.add_argument("--out", type=Path)
     a = ap.parse_args()
     aws = shutil.which("aws")
@@ -124,7 +120,7 @@ def main() -> None:
     work = a.work or Path(tempfile.mkdtemp(prefix="cas-bench-s3-"))
     src = work / "src"
     if not (src / MODEL).exists():
-        generate(src, MODEL, shard_mib=a.shard_mib, shards=a.shards, t5_mib=a.t5_mib, vae_mib=a.vae_mib, small=a.small)
+        generate_from_args(src, MODEL, a)
     files = [p for p in (src / MODEL).rglob("*") if p.is_file()]
     total = sum(p.stat().st_size for p in files)
     moto = Moto()

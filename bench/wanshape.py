@@ -65,17 +65,27 @@ def generate(root: Path, model: str, *, shard_mib: int, shards: int, t5_mib: int
     return d
 
 
+def add_shape_arguments(ap: argparse.ArgumentParser, *, shard_mib: int = 256, t5_mib: int = 512) -> None:
+    """The fixture's size options, shared by every benchmark that generates it."""
+    ap.add_argument("--shard-mib", type=int, default=shard_mib)
+    ap.add_argument("--shards", type=int, default=4)
+    ap.add_argument("--t5-mib", type=int, default=t5_mib)
+    ap.add_argument("--vae-mib", type=int, default=64)
+    ap.add_argument("--small", type=int, default=200)
+
+
+def generate_from_args(root: Path, model: str, a: argparse.Namespace) -> Path:
+    return generate(root, model, shard_mib=a.shard_mib, shards=a.shards, t5_mib=a.t5_mib, vae_mib=a.vae_mib,
+                    small=a.small)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("root", type=Path)
-    ap.add_argument("--shard-mib", type=int, default=256)
-    ap.add_argument("--shards", type=int, default=4)
-    ap.add_argument("--t5-mib", type=int, default=512)
-    ap.add_argument("--vae-mib", type=int, default=64)
-    ap.add_argument("--small", type=int, default=200)
+    add_shape_arguments(ap)
     a = ap.parse_args()
     for model in ("t2v-A14B", "i2v-A14B"):
-        generate(a.root, model, shard_mib=a.shard_mib, shards=a.shards, t5_mib=a.t5_mib, vae_mib=a.vae_mib, small=a.small)
+        generate_from_args(a.root, model, a)
 
 
 if __name__ == "__main__":

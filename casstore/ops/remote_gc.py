@@ -59,6 +59,8 @@ async def plan_remote(remote: Remote, grace: float = DEFAULT_GRACE) -> RemotePla
         index = Index.decode(got[0], source=remote.describe(item.key), model=model)
         for entry in index.versions.values():
             versions += 1
+            if manifest_key(entry.manifest) in keep:
+                continue  # listed by another version already: its blobs are in
             keep.add(manifest_key(entry.manifest))
             data, url = await manifest_bytes([remote], entry.manifest)
             for d in Manifest.decode(data, source=url).blobs():

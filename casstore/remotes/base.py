@@ -15,13 +15,14 @@ The layout, the same on disk, over HTTP and in a bucket:
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import time
 from abc import ABC, abstractmethod
 from collections.abc import AsyncGenerator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from casstore.errors import IntegrityError, RemoteRefused
+from casstore.errors import IntegrityError, RemoteProtocolError, RemoteRefused
 from casstore.model.digest import Digest
 from casstore.model.keys import blob_key, index_key, manifest_key
 
@@ -49,6 +50,34 @@ def check_bytes(key: Key, got: Digest, size: int, where: str) -> None:
     """Refuse to publish bytes that are not the object's (docs/architecture.md, invariant 4)."""
     if got != key.digest or (key.size is not None and size != key.size):
         raise IntegrityError(f"refusing to write {where}: the bytes hash to {got} ({size} bytes), not {key.digest}")
+
+
+def is_loopback(host: str | None) -> bool:
+    """Whether plain HTTP to ``host`` stays on this machine (invariant 10)."""
+    if not host:
+        return False
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def check_range_answer(url: str, key: Key, start: int, want: int | None, declared: int | None,
+                       content_range: str) -> None:
+    """A ranged answer (206, or S3's) must be for ``start``, of the object's size, and declare the
+    length asked for; else the server is misbehaving (retryable: the next answer may be right)."""
+    def wrong(why: str) -> RemoteProtocolError:
+        return RemoteProtocolError(f"{url} {why}", url=url, digest=key.digest, retryable=True)
+
+    if not content_range.startswith(f"bytes {start}-"):
+        raise wrong(f"answered range {start}- with {content_range!r}")
+    total = content_range.rpartition("/")[2]
+    if key.size is not None and total.isdigit() and int(total) != key.size:
+        raise wrong(f"says the object has {total} bytes, not {key.size}")
+    if declared is not None and want is not None and declared != want:
+        raise wrong(f"declared {declared} bytes for a request of {want}")
 
 
 def blob(d: Digest, size: int | None = None) -> Key:

@@ -8,7 +8,6 @@ on loopback or with ``insecure``.
 
 from __future__ import annotations
 
-import ipaddress
 import logging
 import os
 from collections.abc import AsyncGenerator
@@ -30,21 +29,10 @@ from casstore.errors import (
     RemoteUnreachable,
 )
 from casstore.model.index import MAX_INDEX_BYTES
-from casstore.remotes.base import CHUNK, FORMAT_FILE, Key, Remote, index_path
+from casstore.remotes.base import CHUNK, FORMAT_FILE, Key, Remote, check_range_answer, index_path, is_loopback
 
 MAX_REDIRECTS = 5
 log = logging.getLogger("casstore")
-
-
-def is_loopback(host: str | None) -> bool:
-    if not host:
-        return False
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
 
 
 def _origin(url: str) -> tuple[str, str, int | None]:
@@ -193,14 +181,7 @@ class HttpRemote(Remote):
             declared = resp.content_length
             if resp.status == 206:
                 self.ranges = True
-                cr = resp.headers.get("Content-Range", "")
-                if not cr.startswith(f"bytes {start}-"):
-                    raise RemoteProtocolError(f"{url} answered range {start}- with {cr!r}", url=url, digest=key.digest, retryable=True)
-                total = cr.rpartition("/")[2]
-                if key.size is not None and total.isdigit() and int(total) != key.size:
-                    raise RemoteProtocolError(f"{url} says the object has {total} bytes, not {key.size}", url=url, digest=key.digest, retryable=True)
-                if declared is not None and want is not None and declared != want:
-                    raise RemoteProtocolError(f"{url} declared {declared} bytes for a request of {want}", url=url, digest=key.digest, retryable=True)
+                check_range_answer(url, key, start, want, declared, resp.headers.get("Content-Range", ""))
             elif declared is not None and key.size is not None and declared != key.size:
                 raise RemoteProtocolError(f"{url} declared {declared} bytes for an object of {key.size}", url=url, digest=key.digest, retryable=True)
             elif "Range" in headers:

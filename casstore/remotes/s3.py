@@ -20,7 +20,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import io
-import ipaddress
 import logging
 import os
 import secrets
@@ -42,7 +41,18 @@ from casstore.errors import (
     RemoteUnreachable,
 )
 from casstore.model.digest import Digest, hash_file
-from casstore.remotes.base import CHUNK, FORMAT_FILE, FORMAT_VERSION, Key, Listed, Remote, check_bytes, index_path
+from casstore.remotes.base import (
+    CHUNK,
+    FORMAT_FILE,
+    FORMAT_VERSION,
+    Key,
+    Listed,
+    Remote,
+    check_bytes,
+    check_range_answer,
+    index_path,
+    is_loopback,
+)
 
 log = logging.getLogger("casstore")
 
@@ -65,15 +75,6 @@ def parse_url(url: str) -> tuple[str, str]:
     return u.netloc, (prefix + "/" if prefix else "")
 
 
-def _loopback(host: str | None) -> bool:
-    if host in ("localhost", None):
-        return host is not None
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
 class S3Remote(Remote):
     ranges = True
 
@@ -86,7 +87,7 @@ class S3Remote(Remote):
             e = urlsplit(self.endpoint_url)
             if e.scheme not in ("http", "https") or not e.netloc:
                 raise InvalidInput(f"endpoint URL {self.endpoint_url!r} is not http(s)://HOST[:PORT]")
-            if e.scheme == "http" and not insecure and not _loopback(e.hostname):
+            if e.scheme == "http" and not insecure and not is_loopback(e.hostname):
                 raise InvalidInput(f"refusing plain HTTP to {self.endpoint_url}: credentials would be signed over an "
                                    "unencrypted connection; use https:// or --insecure")
         self.region = region  # else the AWS chain's (AWS_REGION, the profile), else us-east-1
@@ -188,11 +189,7 @@ class S3Remote(Remote):
     # reading -----------------------------------------------------------------------------------
 
     async def stat(self, key: Key) -> int | None:
-        try:
-            r = await self._call("HEAD", key.path, "head_object", key.digest)
-        except NotFound:
-            return None
-        return int(r["ContentLength"])
+        return await self.stat_rel(key.path, key.digest)
 
     async def read(self, key: Key, start: int = 0, end: int | None = None) -> AsyncGenerator[bytes, None]:
         import aiohttp
@@ -206,14 +203,8 @@ class S3Remote(Remote):
         r = await self._call("GET", key.path, "get_object", key.digest, **kw)
         url = self.describe(key)
         want = None if end is None else end - start
-        declared = int(r.get("ContentLength", -1))
-        if want is not None and declared >= 0 and declared != want:
-            raise RemoteProtocolError(f"{url} declared {declared} bytes for a request of {want}", url=url,
-                                      digest=key.digest, retryable=True)
-        total = str(r.get("ContentRange", "")).rpartition("/")[2]
-        if key.size is not None and total.isdigit() and int(total) != key.size:
-            raise RemoteProtocolError(f"{url} says the object has {total} bytes, not {key.size}", url=url,
-                                      digest=key.digest, retryable=True)
+        if "Range" in kw:
+            check_range_answer(url, key, start, want, r.get("ContentLength"), str(r.get("ContentRange", "")))
         got = 0
         async with r["Body"] as body:
             try:
@@ -293,9 +284,9 @@ class S3Remote(Remote):
         present = {x.key: x.size async for x in self.listing("blobs/")}
         return {k for k in keys if present.get(k.path) != k.size}
 
-    async def stat_rel(self, rel: str) -> int | None:
+    async def stat_rel(self, rel: str, digest: Digest | None = None) -> int | None:
         try:
-            return int((await self._call("HEAD", rel, "head_object"))["ContentLength"])
+            return int((await self._call("HEAD", rel, "head_object", digest))["ContentLength"])
         except NotFound:
             return None
 
