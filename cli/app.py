@@ -104,6 +104,12 @@ def _remote_options(f):
     return click.option("--insecure", is_flag=True, help="Allow plain HTTP to a host that is not loopback.")(f)
 
 
+def _delta_option(f):
+    return click.option("--delta", type=click.Choice(["auto", "never"]), default=None,
+                        help="auto (default, or $CAS_DELTA): build changed large files from local chunks and fetch "
+                             "only the rest; never: always download whole files.")(f)
+
+
 def _run(coro_fn, remotes):
     import asyncio
 

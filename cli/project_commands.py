@@ -6,7 +6,7 @@ import os
 
 import click
 
-from .app import Ctx, _progress, _ref, _remote_options, _run, _size, cli, pass_ctx
+from .app import Ctx, _delta_option, _progress, _ref, _remote_options, _run, _size, cli, pass_ctx
 from .gc_commands import _auto_gc
 
 
@@ -52,20 +52,24 @@ def _print_plan(c: Ctx, p) -> None:
 @click.option("--jobs", "-j", default=8, show_default=True)
 @click.option("--limit-rate", metavar="RATE")
 @click.option("--ignore-requirements", is_flag=True, help="Take a version whose runtime requirements are not met here.")
+@_delta_option
 @_remote_options
 @pass_ctx
-def update(c: Ctx, model, to, allow_breaking, strategy, dry_run, pre, jobs, limit_rate, ignore_requirements,
+def update(c: Ctx, model, to, allow_breaking, strategy, dry_run, pre, jobs, limit_rate, ignore_requirements, delta,
            remote_name, insecure) -> None:
     """Fetch a newer version completely, then switch current to it in one step."""
     from casstore.model.sizes import parse_size
     from casstore.ops.fetch import open_remotes
     from casstore.ops.update import execute_update, plan_update
     from casstore.transfer.download import Settings
+    from casstore.transfer.settings import delta_mode
 
     r = _ref(model)
     store = c.store()
     remotes = open_remotes(remote_name, insecure=insecure, offline=c.offline)
     settings = Settings.from_env(jobs=jobs, rate=parse_size(limit_rate) if limit_rate else None)
+    if delta:
+        settings.delta = delta_mode(delta)
 
     async def go():
         plan = await plan_update(store, remotes, r.model, to=to, strategy=strategy, allow_breaking=allow_breaking,
@@ -80,7 +84,11 @@ def update(c: Ctx, model, to, allow_breaking, strategy, dry_run, pre, jobs, limi
     out = plan.to_json() | {"dry_run": dry_run, "switched": done is not None}
     if done is not None:
         c.info(f"{r.model}: {plan.current} -> {plan.target}; `cas rollback {r.model}` goes back")
-        out["bytes_downloaded"] = done[0].stats.bytes_downloaded
+        st = done[0].stats
+        out |= {"bytes_downloaded": st.bytes_downloaded, "bytes_from_local": st.bytes_from_local,
+                "bytes_maps": st.bytes_maps}
+        c.info(f"  {_size(st.bytes_downloaded)} downloaded, {_size(st.bytes_from_local)} from local chunks, "
+               f"{_size(st.bytes_reused)} already here")
     c.result(out)
     if done is not None:
         _auto_gc(c)

@@ -6,7 +6,7 @@ import os
 
 import click
 
-from .app import Ctx, _progress, _ref, _remote_options, _run, _size, _when, cli, pass_ctx
+from .app import Ctx, _delta_option, _progress, _ref, _remote_options, _run, _size, _when, cli, pass_ctx
 from .gc_commands import _auto_gc
 
 
@@ -66,8 +66,10 @@ def remote_remove(c: Ctx, name) -> None:
 @_remote_options
 @click.option("--force", is_flag=True, help="Move the remote's tag if it names other content.")
 @click.option("--jobs", "-j", default=8, show_default=True, help="Objects uploaded in parallel.")
+@click.option("--backfill-chunks", is_flag=True,
+              help="Also publish chunk maps for large blobs the remote already has (for delta updates).")
 @pass_ctx
-def push(c: Ctx, ref, remote_name, insecure, force, jobs) -> None:
+def push(c: Ctx, ref, remote_name, insecure, force, jobs, backfill_chunks) -> None:
     """Publish MODEL@VERSION: only blobs the remote lacks, then the manifest, then the index."""
     from casstore.ops.fetch import open_remotes
     from casstore.ops.push import push as do_push
@@ -76,10 +78,11 @@ def push(c: Ctx, ref, remote_name, insecure, force, jobs) -> None:
     store = c.store()
     remotes = open_remotes(remote_name, insecure=insecure, offline=c.offline)
     with _progress(c, f"push {ref}") as progress:
-        res = _run(lambda: do_push(store, remotes[0], r.model, r.version, force=force, jobs=jobs, progress=progress),
+        res = _run(lambda: do_push(store, remotes[0], r.model, r.version, force=force, jobs=jobs, progress=progress,
+                                     backfill_chunks=backfill_chunks),
                    remotes)
     c.info(f"{r.model}@{res.version} -> {remotes[0].url}: {res.blobs_sent} blobs sent ({_size(res.bytes_sent)}), "
-           f"{res.blobs_present} already there, {res.elapsed:.2f}s")
+           f"{res.blobs_present} already there, {res.maps_sent} chunk maps, {res.elapsed:.2f}s")
     c.result(res.to_json(), res.manifest)
 
 
@@ -88,17 +91,21 @@ def push(c: Ctx, ref, remote_name, insecure, force, jobs) -> None:
 @_remote_options
 @click.option("--jobs", "-j", default=8, show_default=True, help="Parallel connections.")
 @click.option("--limit-rate", metavar="RATE", help="Total bandwidth, e.g. 50M (bytes per second).")
+@_delta_option
 @pass_ctx
-def fetch(c: Ctx, ref, remote_name, insecure, jobs, limit_rate) -> None:
+def fetch(c: Ctx, ref, remote_name, insecure, jobs, limit_rate, delta) -> None:
     """Download MODEL[@VERSION] (latest if none) into the store, verifying every byte."""
     from casstore.model.sizes import parse_size
     from casstore.ops.fetch import fetch as do_fetch
     from casstore.ops.fetch import remotes_for_fetch
     from casstore.transfer.download import Settings
+    from casstore.transfer.settings import delta_mode
 
     r = _ref(ref)
     store = c.store()
     settings = Settings.from_env(jobs=jobs, rate=parse_size(limit_rate) if limit_rate else None)
+    if delta:
+        settings.delta = delta_mode(delta)
     remotes = remotes_for_fetch(remote_name, insecure=insecure, offline=c.offline)
     with _progress(c, f"fetch {ref}") as progress:
         res = _run(lambda: do_fetch(store, remotes, r.model, r.version, settings=settings, progress=progress,
@@ -113,7 +120,8 @@ def fetch(c: Ctx, ref, remote_name, insecure, jobs, limit_rate) -> None:
             c.info(f"recorded {r.model}@{res.version} in {project.lock_path}")
     st = res.stats
     c.info(f"{r.model}@{res.version}: {_size(st.bytes_downloaded)} downloaded, {_size(st.bytes_reused)} already here, "
-           f"{_size(st.bytes_resumed)} resumed, {st.retries} retries, {res.elapsed:.2f}s"
+           f"{_size(st.bytes_from_local)} from local chunks, {_size(st.bytes_resumed)} resumed, {st.retries} retries, "
+           f"{res.elapsed:.2f}s"
            + (" (now current)" if res.current else ""))
     c.result(res.to_json(), str(res.manifest))
     _auto_gc(c)

@@ -19,6 +19,7 @@ def pythonpath(base: Path) -> Path:
     import blake3
     import certifi
     import click
+    import msgpack
     import packaging
     import platformdirs
 
@@ -26,7 +27,7 @@ def pythonpath(base: Path) -> Path:
     root = Path(__file__).resolve().parent.parent
     shutil.copytree(root / "casstore", lib / "casstore")
     shutil.copytree(root / "cli", lib / "casstore_cli")
-    for mod in (certifi, click, packaging, platformdirs):
+    for mod in (certifi, click, msgpack, packaging, platformdirs):
         shutil.copytree(Path(mod.__file__).parent, lib / mod.__name__)
     b3 = Path(blake3.__file__)
     if b3.name == "__init__.py":

@@ -75,7 +75,7 @@ class CasServe:
 class Nginx:
     """nginx serving a directory read-only, as a static mirror would."""
 
-    def __init__(self, root: Path, workdir: Path) -> None:
+    def __init__(self, root: Path, workdir: Path, *, access_log: bool = False) -> None:
         exe = shutil.which("nginx") or "/usr/sbin/nginx"
         if not os.path.exists(exe):
             raise RuntimeError("nginx is not installed (CI installs it from Debian packages: apt-get install nginx)")
@@ -94,7 +94,8 @@ pid {workdir}/nginx.pid;
 error_log {workdir}/error.log;
 events {{ worker_connections 256; }}
 http {{
-  access_log off;
+  log_format sent '$request_method $uri $status $body_bytes_sent "$http_range"';
+  access_log {f"{workdir}/access.log sent" if access_log else "off"};
   client_body_temp_path {workdir}/body;
   proxy_temp_path {workdir}/proxy;
   fastcgi_temp_path {workdir}/fastcgi;
@@ -114,6 +115,15 @@ http {{
                                      pass_fds=(self.sock.fileno(),), env={**os.environ, "NGINX": f"{self.sock.fileno()};"})
         wait_port(self.port)
         self.url = f"http://127.0.0.1:{self.port}/"
+        self.access_log = workdir / "access.log"
+
+    def requests(self) -> list[tuple[str, str, int, int, str]]:
+        """(method, path, status, body bytes sent, Range) of every request so far (``access_log``)."""
+        out = []
+        for line in self.access_log.read_text().splitlines() if self.access_log.exists() else ():
+            method, path, status, sent, rng = line.split(" ", 4)
+            out.append((method, path, int(status), int(sent), rng.strip('"')))
+        return out
 
     def stop(self) -> None:
         self.proc.terminate()
@@ -122,9 +132,9 @@ http {{
 
 
 @contextlib.contextmanager
-def nginx(root: Path, workdir: Path):
+def nginx(root: Path, workdir: Path, **options):
     """nginx serving ``root`` for the duration of a with-block."""
-    server = Nginx(root, workdir)
+    server = Nginx(root, workdir, **options)
     try:
         yield server
     finally:

@@ -85,6 +85,29 @@ def test_push_fetch_update_and_sync_through_a_bucket(s3, tmp_path):
     assert_store_consistent(Store.open(tmp_path / "user"))
 
 
+@pytest.mark.slow  # moto and six `cas` runs
+def test_delta_update_through_a_bucket(s3, tmp_path, monkeypatch):
+    """Chunk maps go up with the blobs and come back as ranged GETs of only what changed."""
+    from casstore.testing import modelfiles
+
+    moto, bucket = s3
+    url = f"s3://{bucket}/delta"
+    monkeypatch.setenv("CAS_DELTA_MIN_SIZE", str(MiB))
+    old, new, changed = modelfiles.release_pair(tmp_path / "src", tensors=12, tensor_size=MiB, inserted_size=MiB,
+                                                shards=1)
+    pub = CasRunner(tmp_path / "pub", tmp_path)
+    for v, src in (("1.0.0", old), ("1.1.0", new)):
+        pub("add", src, "--name", "m", "--version", v)
+        assert pub.json("push", f"m@{v}", "--remote", url)["maps_sent"] == 1
+    keys = {o["Key"] for o in moto.client().list_objects_v2(Bucket=bucket, Prefix="delta/chunks/")["Contents"]}
+    assert len(keys) == 2
+    user = CasRunner(tmp_path / "user", tmp_path)
+    user("fetch", "m@1.0.0", "--remote", url)
+    out = user.json("update", "m", "--remote", url)
+    assert out["bytes_from_local"] == 9 * MiB and out["bytes_downloaded"] <= changed + MiB
+    assert user("verify").returncode == 0
+
+
 @pytest.mark.slow  # two publishing processes, eight pushes
 def test_two_publishers_racing_on_one_bucket_lose_no_version(s3, tmp_path):
     moto, bucket = s3

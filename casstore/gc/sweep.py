@@ -16,6 +16,7 @@ from casstore.gc.planner import Plan
 from casstore.gc.policy import Policy
 from casstore.gc.state import read_state
 from casstore.model.digest import Digest
+from casstore.store import chunkmaps
 from casstore.store.leases import live_leases
 from casstore.store.markers import marked, unmark
 from casstore.store.objects import Store
@@ -105,6 +106,7 @@ def execute(store: Store, p: Plan, policy: Policy) -> GcResult:
             res.spared += 1
             continue
         os.unlink(aside)
+        chunkmaps.discard(store, d)
         res.blobs += 1
         res.bytes_freed += st.st_size
     still_junk = {path: (size, mtime) for path, size, mtime in now_state.junk}

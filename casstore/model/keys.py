@@ -14,6 +14,11 @@ def blob_key(d: Digest) -> str:
     return f"blobs/{d.hex[:2]}/{d.hex}"
 
 
+def chunks_key(d: Digest) -> str:
+    """The chunk map of blob ``d`` (model/chunkmap.py): named by the blob it describes."""
+    return f"chunks/{d.hex[:2]}/{d.hex}"
+
+
 def manifest_key(d: Digest) -> str:
     return f"manifests/{d.hex[:2]}/{d.hex}.json"
 

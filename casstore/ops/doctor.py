@@ -11,7 +11,7 @@ from casstore.fs.writers import gone, holder_of, read_holder
 from casstore.gc.housekeeping import abandoned, junk_files
 from casstore.gc.policy import DEFAULT_GRACE
 from casstore.model.digest import Digest
-from casstore.store.layout import FORMAT_FILE, TOP_DIRS
+from casstore.store.layout import FORMAT_FILE, LAZY_DIRS, TOP_DIRS
 from casstore.store.leases import live_leases
 from casstore.store.objects import Store
 from casstore.store.shared import SHARED_FILE, is_shared
@@ -33,7 +33,7 @@ def diagnose(store: Store, grace: float = DEFAULT_GRACE) -> list[Finding]:
     out: list[Finding] = []
     root = store.root
     now = store.now()
-    known = set(TOP_DIRS) | {FORMAT_FILE, SHARED_FILE}
+    known = set(TOP_DIRS) | set(LAZY_DIRS) | {FORMAT_FILE, SHARED_FILE}
     for name in sorted(os.listdir(root)):
         if name not in known:
             out.append(Finding("unknown-file", str(root / name), "not part of the store layout"))

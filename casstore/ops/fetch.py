@@ -156,7 +156,7 @@ async def install(store: Store, remotes: list[Remote], model: str, version: str,
     manifest, the tag, and the current pointer if the model had none (invariant 3's order)."""
     wants: dict[Digest, int] = {e.digest: e.size for e in m.entries}
     with Lease(store, f"fetch {model}@{version}", [*wants, digest]):
-        stats = await Downloader(store, remotes, settings, progress).fetch(wants)
+        stats = await Downloader(store, remotes, settings, progress).fetch(wants, delta_sources(store, model, wants))
         written = store.put_manifest(m)
         store.refs.set_tag(model, version, written)
         result = FetchResult(model, version, written, stats=stats)
@@ -177,6 +177,23 @@ async def load_manifest(store: Store, remotes: list[Remote], digest: Digest, mod
     if m.digest() != digest:
         raise InvalidManifest(f"{url} is not in canonical form; refusing it")
     return m
+
+
+def delta_sources(store: Store, model: str, wants: dict[Digest, int]) -> list[Digest]:
+    """The local blobs of the model's other versions: where a new version's tensors most likely
+    already are (transfer/delta.py maps them if they have no map yet; other models' blobs count
+    only once they have one)."""
+    out: list[Digest] = []
+    for v in store.refs.tags(model):
+        try:
+            d = store.refs.get_tag(model, v)
+            if d is None or not store.has_manifest(d):
+                continue
+            m = store.get_manifest(d)
+        except CasError:
+            continue
+        out += [e.digest for e in m.entries if e.digest not in wants and store.has_blob(e.digest)]
+    return list(dict.fromkeys(out))
 
 
 def _settle(store: Store, result: FetchResult) -> None:

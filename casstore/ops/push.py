@@ -1,5 +1,6 @@
-"""`cas push`: publish a version. Blobs first (only those the remote lacks), then the manifest,
-then the index entry, so a reader never sees a version whose objects are not all there."""
+"""`cas push`: publish a version. Blobs first (only those the remote lacks) with the chunk maps of
+the large ones (for delta updates, transfer/delta.py), then the manifest, then the index entry, so
+a reader never sees a version whose objects are not all there."""
 
 from __future__ import annotations
 
@@ -12,9 +13,10 @@ from dataclasses import dataclass
 from casstore.errors import Conflict, NotFound, RemoteError
 from casstore.model.index import Index
 from casstore.progress import Ticker
-from casstore.remotes.base import Remote, blob
+from casstore.remotes.base import Remote, blob, chunks
 from casstore.remotes.base import manifest as manifest_key
 from casstore.remotes.locks import RemoteLock
+from casstore.store import chunkmaps
 from casstore.store.objects import Store
 from casstore.transfer import retry
 from casstore.transfer.settings import Settings
@@ -30,16 +32,20 @@ class PushResult:
     blobs_sent: int = 0
     bytes_sent: int = 0
     blobs_present: int = 0
+    maps_sent: int = 0
+    map_seconds: float = 0.0  # computing chunk maps (a pass over each large blob not mapped yet)
     elapsed: float = 0.0
 
     def to_json(self) -> dict:
-        return dict(self.__dict__)
+        return {k: (round(v, 3) if isinstance(v, float) else v) for k, v in self.__dict__.items()}
 
 
 async def push(store: Store, remote: Remote, model: str, version: str, *, force: bool = False, jobs: int = 8,
-               progress=None) -> PushResult:
-    """Publish a version: blobs the remote lacks, then the manifest, then the index entry.
-    ``progress(done, total)``: bytes of the version sent or found present."""
+               progress=None, backfill_chunks: bool = False) -> PushResult:
+    """Publish a version: blobs the remote lacks (large ones with their chunk maps), then the
+    manifest, then the index entry. ``backfill_chunks``: also publish the maps of large blobs the
+    remote already had (versions pushed before maps existed). ``progress(done, total)``: bytes of
+    the version sent or found present."""
     t0 = time.monotonic()
     version, digest, m = store.load(model, version)
     result = PushResult(model, version, str(digest))
@@ -58,12 +64,29 @@ async def push(store: Store, remote: Remote, model: str, version: str, *, force:
             result.blobs_sent += 1
             result.bytes_sent += sizes[d]
             advance(sizes[d])
+            await send_map(d)
+
+    async def send_map(d):
+        if sizes[d] < settings.delta_min_size or not settings.delta:
+            return
+        t = time.monotonic()
+        m = await asyncio.to_thread(chunkmaps.ensure, store, d)
+        result.map_seconds += time.monotonic() - t
+        await _retrying(lambda: remote.write(chunks(d), m.encode()), settings)
+        result.maps_sent += 1
+
+    async def backfill(d):
+        async with sem:
+            if await remote.stat(chunks(d)) is None:
+                await send_map(d)
 
     async with RemoteLock(remote, "push"):  # `cas gc --remote` will not run meanwhile (no-op where it cannot)
         lacking = {k.digest for k in await remote.missing([blob(d, size) for d, size in sizes.items()])}
         result.blobs_present = len(sizes) - len(lacking)
         advance(sum(size for d, size in sizes.items() if d not in lacking))
         await asyncio.gather(*(send(d) for d in lacking))
+        if backfill_chunks:
+            await asyncio.gather(*(backfill(d) for d in sizes if d not in lacking and sizes[d] >= settings.delta_min_size))
         await _retrying(lambda: remote.write(manifest_key(digest), store.layout.manifest(digest).read_bytes()), settings)
         for attempt in range(20):  # compare-and-swap on the index; another publisher may be adding a version
             cur = await remote.read_index(model)

@@ -1,4 +1,4 @@
-"""`cas gc --remote`: delete the blobs and manifests of a remote that no published version uses.
+"""`cas gc --remote`: delete the blobs, their chunk maps and the manifests of a remote that no published version uses.
 
 The same rules as the local GC (docs/architecture.md, invariant 7): plan first and show it (a
 dry run is the default), spare everything younger than the grace period by the remote's own
@@ -14,7 +14,7 @@ from casstore.errors import InvalidInput
 from casstore.gc.policy import DEFAULT_GRACE
 from casstore.model.digest import Digest
 from casstore.model.index import Index
-from casstore.model.keys import blob_key, manifest_key
+from casstore.model.keys import blob_key, chunks_key, manifest_key
 from casstore.model.manifest import Manifest
 from casstore.ops.fetch import manifest_bytes
 from casstore.remotes.base import Remote
@@ -65,8 +65,9 @@ async def plan_remote(remote: Remote, grace: float = DEFAULT_GRACE) -> RemotePla
             data, url = await manifest_bytes([remote], entry.manifest)
             for d in Manifest.decode(data, source=url).blobs():
                 keep.add(blob_key(d))
+                keep.add(chunks_key(d))  # a kept blob's chunk map stays with it
     delete, freed, young, objects = [], 0, 0, 0
-    for under, key_of in (("blobs/", blob_key), ("manifests/", manifest_key)):
+    for under, key_of in (("blobs/", blob_key), ("manifests/", manifest_key), ("chunks/", chunks_key)):
         async for item in remote.listing(under):
             objects += 1
             if item.key in keep:

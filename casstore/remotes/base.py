@@ -8,6 +8,7 @@ The layout, the same on disk, over HTTP and in a bucket:
 
     casstore-remote.json                  {"casstore_remote": 1}
     blobs/<hh>/<hex>                      (model/keys.py, shared with the local store)
+    chunks/<hh>/<hex>                     the blob's chunk map, for delta updates (optional)
     manifests/<hh>/<hex>.json
     index/<model>.json                    the model's versions (model/index.py)
 """
@@ -23,8 +24,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from casstore.errors import IntegrityError, RemoteProtocolError, RemoteRefused
+from casstore.model.chunkmap import ChunkMap
 from casstore.model.digest import Digest
-from casstore.model.keys import blob_key, index_key, manifest_key
+from casstore.model.keys import blob_key, chunks_key, index_key, manifest_key
 
 FORMAT_FILE = "casstore-remote.json"
 FORMAT_VERSION = 1
@@ -33,7 +35,7 @@ CHUNK = 1 << 20
 
 @dataclass(frozen=True, slots=True)
 class Key:
-    kind: str  # "blob" or "manifest"
+    kind: str  # "blob", "manifest" or "chunks" (a blob's chunk map: ``digest`` is the blob's)
     digest: Digest
     size: int | None = field(default=None, compare=False)  # when known: lets a backend check the server's word
 
@@ -43,6 +45,8 @@ class Key:
             return blob_key(self.digest)
         if self.kind == "manifest":
             return manifest_key(self.digest)
+        if self.kind == "chunks":
+            return chunks_key(self.digest)
         raise ValueError(f"unknown object kind {self.kind!r}")
 
 
@@ -50,6 +54,15 @@ def check_bytes(key: Key, got: Digest, size: int, where: str) -> None:
     """Refuse to publish bytes that are not the object's (docs/architecture.md, invariant 4)."""
     if got != key.digest or (key.size is not None and size != key.size):
         raise IntegrityError(f"refusing to write {where}: the bytes hash to {got} ({size} bytes), not {key.digest}")
+
+
+def check_object(key: Key, data: bytes, where: str) -> None:
+    """``check_bytes`` for an object given as bytes; a chunk map, named by its blob's digest
+    rather than its own, must instead parse as a map of that blob."""
+    if key.kind == "chunks":
+        ChunkMap.decode(data, blob=key.digest, size=None, source=where)
+    else:
+        check_bytes(key, Digest.of_bytes(data), len(data), where)
 
 
 def is_loopback(host: str | None) -> bool:
@@ -86,6 +99,10 @@ def blob(d: Digest, size: int | None = None) -> Key:
 
 def manifest(d: Digest) -> Key:
     return Key("manifest", d)
+
+
+def chunks(d: Digest) -> Key:
+    return Key("chunks", d)
 
 
 def index_path(model: str) -> str:

@@ -19,7 +19,17 @@ from casstore.model.digest import Digest, hash_file
 from casstore.model.index import MAX_INDEX_BYTES
 from casstore.model.keys import TMP
 from casstore.model.strictjson import read_file
-from casstore.remotes.base import CHUNK, FORMAT_FILE, FORMAT_VERSION, Key, Listed, Remote, check_bytes, index_path
+from casstore.remotes.base import (
+    CHUNK,
+    FORMAT_FILE,
+    FORMAT_VERSION,
+    Key,
+    Listed,
+    Remote,
+    check_bytes,
+    check_object,
+    index_path,
+)
 
 
 class DirectoryRemote(Remote):
@@ -77,7 +87,7 @@ class DirectoryRemote(Remote):
             return
         makedirs(final.parent)
         if isinstance(source, bytes):
-            check_bytes(key, Digest.of_bytes(source), len(source), self.describe(key))
+            check_object(key, source, self.describe(key))
             write_file(final, source, self.tmp)
             return
         tmp = self.tmp / temp_name()

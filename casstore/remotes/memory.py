@@ -7,7 +7,7 @@ from pathlib import Path
 
 from casstore.errors import Conflict, NotFound
 from casstore.model.digest import Digest
-from casstore.remotes.base import CHUNK, Key, Remote, check_bytes, index_path
+from casstore.remotes.base import CHUNK, Key, Remote, check_object, index_path
 
 
 class MemoryRemote(Remote):
@@ -30,7 +30,7 @@ class MemoryRemote(Remote):
     async def write(self, key: Key, source: Path | bytes) -> None:
         if key.path not in self.objects:
             data = source if isinstance(source, bytes) else Path(source).read_bytes()
-            check_bytes(key, Digest.of_bytes(data), len(data), self.describe(key))
+            check_object(key, data, self.describe(key))
             self.objects[key.path] = data
 
     async def read_index(self, model: str) -> tuple[bytes, str] | None:

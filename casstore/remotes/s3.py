@@ -49,6 +49,7 @@ from casstore.remotes.base import (
     Listed,
     Remote,
     check_bytes,
+    check_object,
     check_range_answer,
     index_path,
     is_loopback,
@@ -293,7 +294,7 @@ class S3Remote(Remote):
     async def write(self, key: Key, source: Path | bytes) -> None:
         await self._probe_conditional_writes()
         if isinstance(source, bytes):
-            check_bytes(key, Digest.of_bytes(source), len(source), self.describe(key))
+            check_object(key, source, self.describe(key))
             size = len(source)
         else:  # read in pieces, not mapped: many blobs are checked at once
             check_bytes(key, *await asyncio.to_thread(hash_file, Path(source), mapped=False), self.describe(key))

@@ -2,7 +2,8 @@
 
 Reads (GET/HEAD, with Range) are plain static files, so nginx or a CDN can stand in for this
 server. Writes: each object is hashed while it is received into a temp file and published only
-if it matches the digest in its path (a manifest also only once all its blobs are present);
+if it matches the digest in its path (a manifest also only once all its blobs are present; a
+chunk map, named by its blob, only if it is a well-formed map of that blob);
 the version index is replaced only if the client's If-Match names the current bytes. Every path
 is matched against the remote layout before it touches the filesystem.
 """
@@ -23,9 +24,10 @@ from aiohttp import web
 from casstore.errors import Conflict, InvalidInput
 from casstore.fs.atomic import makedirs, publish_file, write_file
 from casstore.fs.writers import temp_name
+from casstore.model.chunkmap import MAX_MAP_BYTES, ChunkMap
 from casstore.model.digest import Digest, StreamHasher
 from casstore.model.index import MAX_INDEX_BYTES, Index
-from casstore.model.keys import blob_key, manifest_key
+from casstore.model.keys import blob_key, chunks_key, manifest_key
 from casstore.model.manifest import MAX_MANIFEST_BYTES, Manifest
 from casstore.model.names import validate_model
 from casstore.remotes.base import FORMAT_FILE, FORMAT_VERSION
@@ -33,6 +35,7 @@ from casstore.remotes.directory import DirectoryRemote
 
 _BLOB = re.compile(r"blobs/([0-9a-f]{2})/([0-9a-f]{64})")
 _MANIFEST = re.compile(r"manifests/([0-9a-f]{2})/([0-9a-f]{64})\.json")
+_CHUNKS = re.compile(r"chunks/([0-9a-f]{2})/([0-9a-f]{64})")
 _INDEX = re.compile(r"index/([^/]{1,128})\.json")
 DEFAULT_MAX_OBJECT = 1 << 40
 log = logging.getLogger("casstore.remotes.server")
@@ -42,7 +45,8 @@ def _classify(rel: str) -> tuple[str, str]:
     """Which kind of object a request path names, or HTTPNotFound; validates digests and names."""
     if rel == FORMAT_FILE:
         return "format", rel
-    for kind, rx, key in (("blob", _BLOB, blob_key), ("manifest", _MANIFEST, manifest_key)):
+    for kind, rx, key in (("blob", _BLOB, blob_key), ("manifest", _MANIFEST, manifest_key),
+                          ("chunks", _CHUNKS, chunks_key)):
         if m := rx.fullmatch(rel):
             if key(Digest(m[2])) != rel:  # the one spelling of a key (model/keys.py)
                 break
@@ -100,7 +104,8 @@ class Server:
         self._authorize(request)
         if kind == "format":
             raise web.HTTPForbidden(text="the format file is not writable\n")
-        limit = {"blob": self.max_object, "manifest": MAX_MANIFEST_BYTES, "index": MAX_INDEX_BYTES}[kind]
+        limit = {"blob": self.max_object, "manifest": MAX_MANIFEST_BYTES, "index": MAX_INDEX_BYTES,
+                 "chunks": MAX_MAP_BYTES}[kind]
         if request.content_length is not None and request.content_length > limit:
             raise web.HTTPRequestEntityTooLarge(max_size=limit, actual_size=request.content_length)
         final = self.root / rel
@@ -118,7 +123,10 @@ class Server:
                     if hasher.size > limit:
                         raise web.HTTPRequestEntityTooLarge(max_size=limit, actual_size=hasher.size)
                     os.write(fd, chunk)
-                if hasher.digest().hex != name:
+                if kind == "chunks":  # named by its blob: it must be a map of that blob
+                    with open(tmp, "rb") as f:
+                        self._check_chunks(f.read(), name, rel)
+                elif hasher.digest().hex != name:
                     raise web.HTTPUnprocessableEntity(
                         text=f"body hashes to {hasher.digest()}, not blake3:{name}; rejected\n")
                 if kind == "manifest":
@@ -153,6 +161,12 @@ class Server:
         missing = [e for e in m.entries if not (self.root / blob_key(e.digest)).exists()]
         if missing:
             raise web.HTTPConflict(text=f"manifest lists {len(missing)} blob(s) not on the server, e.g. {missing[0].digest}\n")
+
+    def _check_chunks(self, data: bytes, hexname: str, rel: str) -> None:
+        try:
+            ChunkMap.decode(data, blob=Digest(hexname), size=None, source=rel)
+        except InvalidInput as e:
+            raise web.HTTPUnprocessableEntity(text=f"{e}\n") from e
 
     async def _put_index(self, request: web.Request, model: str, limit: int) -> web.Response:
         buf = bytearray()

@@ -2,6 +2,7 @@
 
     <root>/casstore.json                      {"casstore_store": 1}: the format version
     <root>/blobs/<hh>/<hex>                   file contents, read-only (model/keys.py)
+    <root>/chunks/<hh>/<hex>                  the blob's chunk map (delta updates), a cache
     <root>/manifests/<hh>/<hex>.json          canonical manifest bytes, named by their digest
     <root>/refs/<model>/tags/<version>        "blake3:<hex>\\n": the version's manifest
     <root>/refs/<model>/history/<seq>.json    one immutable file per current-pointer switch
@@ -26,11 +27,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from casstore.model.digest import Digest
-from casstore.model.keys import TMP, blob_key, manifest_key
+from casstore.model.keys import TMP, blob_key, chunks_key, manifest_key
 from casstore.model.names import validate_model, validate_version
 
 FORMAT_FILE = "casstore.json"
 FORMAT_VERSION = 1
+# Made when first written, so that a store from before them still opens on a read-only mount.
+LAZY_DIRS = ("chunks",)
 TOP_DIRS = ("blobs", "manifests", "refs", "roots", "views", "tmp", "quarantine", "leases")
 
 
@@ -77,6 +80,9 @@ class Layout:
     @property
     def refs(self) -> Path:
         return self.root / "refs"
+
+    def chunk_map(self, d: Digest) -> Path:
+        return self.root / chunks_key(d)
 
     def blob(self, d: Digest) -> Path:
         return self.root / blob_key(d)

@@ -20,11 +20,12 @@ from pathlib import Path
 
 import pytest
 
-from casstore.errors import Conflict, IntegrityError, NotFound
+from casstore.errors import Conflict, IntegrityError, InvalidInput, NotFound, RemoteError
+from casstore.model.chunkmap import ChunkMap
 from casstore.model.digest import Digest
 from casstore.model.index import Index, IndexEntry
 from casstore.model.manifest import Entry, Manifest
-from casstore.remotes.base import Remote, blob, manifest
+from casstore.remotes.base import Remote, blob, chunks, manifest
 
 DATA = random.Random(7).randbytes(3 * (1 << 20) + 12345)  # three chunks and a bit
 D = Digest.of_bytes(DATA)
@@ -172,6 +173,24 @@ class WriteContract(ReadContract):
                     with pytest.raises(IntegrityError):
                         await remote.write(blob(D), source)
                     assert await remote.stat(blob(D)) is None
+
+        run(go())
+
+    def test_chunk_maps_are_published_by_their_blob_and_checked(self, pair):
+        """A chunk map is named by its blob's digest, not its own: a backend checks it is a map of
+        that blob instead of hashing it (model/chunkmap.py)."""
+        remote, _ = pair
+        good = ChunkMap(D, len(DATA), "cdc", (len(DATA),), Digest.of_bytes(DATA).hex.encode()[:32]).encode()
+        other = Digest.of_bytes(b"another blob")
+
+        async def go():
+            async with remote:
+                await remote.write(chunks(D), good)
+                await remote.write(chunks(D), good)
+                assert await read_all(remote, chunks(D)) == good
+                with pytest.raises((InvalidInput, IntegrityError, RemoteError)):  # refused, however it is said
+                    await remote.write(chunks(other), good)
+                assert await remote.stat(chunks(other)) is None
 
         run(go())
 

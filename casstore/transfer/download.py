@@ -20,16 +20,20 @@ import asyncio
 import logging
 import os
 import time
+from collections.abc import Iterable
 
 from casstore.errors import CasError, IntegrityError, InvalidInput, NotFound, RemoteError, RemoteTooSlow
 from casstore.fs.atomic import makedirs, out_of_space, publish_file
 from casstore.fs.writers import writer_id
+from casstore.model.chunkmap import MAX_MAP_BYTES, ChunkMap
 from casstore.model.digest import Digest, hash_fd
 from casstore.remotes.base import Remote
 from casstore.remotes.base import blob as blob_key
+from casstore.remotes.base import chunks as chunks_key
+from casstore.store import chunkmaps
 from casstore.store.objects import Store, touch
+from casstore.transfer import delta, partials, retry
 from casstore.transfer import lock as dlock
-from casstore.transfer import partials, retry
 from casstore.transfer.partials import BlobJob, Part
 from casstore.transfer.ratelimit import RateLimiter
 from casstore.transfer.scheduler import Scheduler
@@ -53,11 +57,14 @@ class Downloader:
         self.writer = writer_id()
         self.sched = Scheduler(self.s.min_split)
         self._progress_done = 0
+        self._sources: list[Digest] = []
+        self._local: asyncio.Task | None = None  # the local chunk index, built once when first needed
 
     # public ---------------------------------------------------------------------------------
 
-    async def fetch(self, wants: dict[Digest, int]) -> Stats:
-        """Bring every (digest, size) into the store; returns what it cost."""
+    async def fetch(self, wants: dict[Digest, int], sources: Iterable[Digest] = ()) -> Stats:
+        """Bring every (digest, size) into the store; returns what it cost. ``sources``: local
+        blobs likely to share chunks with the wanted ones (delta.py), mapped now if not yet."""
         t0 = time.monotonic()
         makedirs(self.store.layout.downloads)
         makedirs(self.store.layout.locks)
@@ -70,6 +77,7 @@ class Downloader:
             else:
                 missing[d] = size
         self._progress_done = self.stats.bytes_reused
+        self._sources = list(sources)
         self._check_space(missing)
         await self._probe_ranges(missing)
         workers = [asyncio.create_task(self._worker()) for _ in range(max(1, self.s.jobs))]
@@ -128,12 +136,17 @@ class Downloader:
                 job = (partials.adopt(self.store, self.writer, d, size, self.s.stale_after) if attempt == 0
                        else partials.fresh(self.store, self.writer, d, size))
                 try:
+                    if attempt == 0 and not job.adopted:
+                        await self._prefill(job)
                     await self._download(job)
                     await asyncio.to_thread(self._publish, job)
                 except IntegrityError:
                     job.close(keep=False)
-                    if job.adopted and attempt == 0:
-                        continue  # the adopted bytes may be the bad ones: once more from scratch
+                    if (job.adopted or job.prefilled) and attempt == 0:
+                        # the adopted or locally copied bytes may be the bad ones: once more, whole
+                        log.warning("%s did not verify after %s; downloading it whole", d,
+                                    "resuming" if job.adopted else "reusing local chunks")
+                        continue
                     raise
                 except (RemoteError, asyncio.CancelledError):
                     job.close(keep=True)  # a network failure: the next run resumes
@@ -159,6 +172,54 @@ class Downloader:
         if job.error is not None:
             raise job.error
 
+    # delta -------------------------------------------------------------------------------------
+
+    async def _prefill(self, job: BlobJob) -> None:
+        """Copy into the fresh partial what local blobs hold of it (delta.py); the gaps left are
+        what the workers fetch. Skipped when any remote ignores Range (each gap would cost the
+        whole object) or when the remote has no usable map."""
+        if not self.s.delta or job.size < self.s.delta_min_size or not all(r.ranges for r in self.remotes):
+            return
+        m = await self._remote_map(job.digest, job.size)
+        if m is None:
+            return
+        if self._local is None:
+            self._local = asyncio.ensure_future(asyncio.to_thread(
+                delta.LocalChunks.build, self.store, self._sources, self.s.delta_min_size))
+        local = await asyncio.shield(self._local)
+        p = delta.plan(m, local)
+        if p.reused < delta.MIN_REUSE:
+            log.info("%s: no useful local chunks (%d bytes); downloading it whole", job.digest, p.reused)
+            return
+        done, checked = await asyncio.to_thread(delta.prefill, self.store, job.fd, p)
+        n = sum(b - a for a, b in done)
+        job.done, job.prefilled, job.chunk_map, job.checked = partials.merge(job.done + done), n, m, checked
+        self.stats.bytes_from_local += n
+        self._advance(n)
+        job.save(force=True)
+        log.info("%s: %d of %d bytes from local chunks, %d chunks to fetch", job.digest, n, job.size,
+                 len(m) - len(checked))
+
+    async def _remote_map(self, d: Digest, size: int) -> ChunkMap | None:
+        """The blob's chunk map from the first remote that has one; a missing, broken or lying map
+        means a whole download, never an error."""
+        key = chunks_key(d)
+        for r in self.remotes:
+            try:
+                buf = bytearray()
+                async for piece in r.read(key):
+                    buf += piece
+                    if len(buf) > MAX_MAP_BYTES:
+                        raise InvalidInput(f"{r.describe(key)} is larger than {MAX_MAP_BYTES} bytes")
+                self.stats.bytes_maps += len(buf)
+                return ChunkMap.decode(bytes(buf), blob=d, size=size, source=r.describe(key))
+            except NotFound:
+                continue
+            except (RemoteError, InvalidInput) as e:
+                log.warning("not using the chunk map %s: %s", r.describe(key), e)
+                return None
+        return None
+
     def _publish(self, job: BlobJob) -> None:
         got, size = hash_fd(job.fd, mapped=False)  # several blobs publish at once: keep the windows unmapped
         where = ", ".join(sorted(job.urls)) or self.remotes[0].describe(blob_key(job.digest, job.size))
@@ -168,6 +229,8 @@ class Downloader:
         final = self.store.blob_path(job.digest)
         if not publish_file(job.path, final, fd=job.fd):
             touch(final)
+        if job.chunk_map is not None and delta.map_holds(job.fd, job.chunk_map, job.checked):
+            chunkmaps.save(self.store, job.chunk_map)  # checked against the bytes: a map for later deltas
         log.info("verified %s (%d bytes) from %s", job.digest, job.size, where)
 
     # workers -----------------------------------------------------------------------------------

@@ -18,6 +18,7 @@ from pathlib import Path
 
 from casstore.errors import InvalidInput
 from casstore.fs.writers import gone, parse_writer
+from casstore.model.chunkmap import ChunkMap
 from casstore.model.digest import Digest
 from casstore.model.strictjson import load_file
 
@@ -64,6 +65,9 @@ class BlobJob:
     done: list[list[int]] = field(default_factory=list)
     parts: list[Part] = field(default_factory=list)
     adopted: int = 0
+    prefilled: int = 0  # copied from local blobs' chunks (delta.py)
+    chunk_map: ChunkMap | None = None  # the remote's map, when the blob was prefilled by it
+    checked: set[int] = field(default_factory=set)  # chunks of that map already hashed while copied
     urls: set[str] = field(default_factory=set)
     finished: asyncio.Event = field(default_factory=asyncio.Event)
     error: BaseException | None = None
