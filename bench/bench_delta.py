@@ -2,7 +2,7 @@
 ideal (the bytes of the tensors and small files that changed), and `dvc pull` of the same update
 when dvc is installed; all from one nginx on loopback, read from its access log.
 
-    pip install -e '.[bench]'            # dvc is optional: pip install 'dvc[http]' (any env; --dvc PATH)
+    pip install -e '.[bench]'            # dvc is optional: 'dvc[http]' in any venv (--dvc PATH)
     python bench/bench_delta.py --repeat 3
 
 Pairs (each a 1.0.0 -> 1.1.0 release of safetensors shards):
@@ -77,13 +77,13 @@ def wire(server: Nginx, since: int) -> int:
     return sum(sent for *_, sent, _ in server.requests()[since:])
 
 
-def run_cas(work: Path, server: Nginx, url: str, mode: str) -> dict:
+def run_cas(work: Path, server: Nginx, url: str, mode: str, limit: str | None = None) -> dict:
     store = work / f"user-{mode}-{time.monotonic_ns()}"
     cas(store, "fetch", "m@1.0.0", "--remote", url)
     os.sync()
     since = len(server.requests())
     t0 = time.perf_counter()
-    out = cas(store, "update", "m", "--remote", url, "--delta", mode)
+    out = cas(store, "update", "m", "--remote", url, "--delta", mode, *(["--limit-rate", limit] if limit else []))
     os.sync()
     elapsed = time.perf_counter() - t0
     shutil.rmtree(store, ignore_errors=True)
@@ -137,7 +137,11 @@ def main() -> None:
     ap.add_argument("--tensor-mib", type=int, default=4)
     ap.add_argument("--shards", type=int, default=2)
     ap.add_argument("--repeat", type=int, default=3)
-    ap.add_argument("--dvc", default=shutil.which("dvc"), help="dvc executable (with dvc-http); omitted if absent")
+    venv_dvc = "/opt/dvcvenv/bin/dvc"  # where docs/benchmarks.md installs the peers
+    ap.add_argument("--dvc", default=shutil.which("dvc") or (venv_dvc if os.path.exists(venv_dvc) else None),
+                    help="dvc executable (with dvc-http); left out if absent")
+    ap.add_argument("--limit-rate", help="pass --limit-rate to `cas update` (a WAN link's bandwidth); dvc has no such "
+                                         "option, so it is left out then")
     ap.add_argument("--out", type=Path)
     a = ap.parse_args()
     report = {"machine": f"{platform.node()} {platform.machine()} {os.cpu_count()} cpus", "date": time.strftime("%Y-%m-%d"),
@@ -156,7 +160,7 @@ def main() -> None:
             new_bytes = sum(p.stat().st_size for p in new.rglob("*") if p.is_file())
             modes = ["auto", "never"]
             dvc = None
-            if a.dvc:
+            if a.dvc and not a.limit_rate:
                 dvc = Dvc(a.dvc, work, old, new, work / "www" / "dvc")
                 modes.append("dvc")
             server = Nginx(work / "www", work / "nginx", access_log=True)
@@ -167,7 +171,7 @@ def main() -> None:
                         if m == "dvc" and dvc is not None:
                             runs[m].append(dvc.update(server, server.url + "dvc"))
                         else:
-                            runs[m].append(run_cas(work, server, server.url + "cas/", m))
+                            runs[m].append(run_cas(work, server, server.url + "cas/", m, a.limit_rate))
             finally:
                 server.stop()
             row = {"ideal_bytes": ideal, "version_bytes": new_bytes, "map_bytes": maps,

@@ -297,5 +297,9 @@ def test_gc_removes_a_blobs_map_with_it(tmp_path):
     chunkmaps.ensure(store, d)
     assert store.layout.chunk_map(d).exists()
     os.utime(store.blob_path(d), (1, 1))  # unreferenced for long
+    orphan = Digest.of_bytes(b"a blob quarantined by verify --repair")
+    chunkmaps.save(store, ChunkMap(orphan, 1, "cdc", (1,), bytes(HASH_BYTES)))
+    os.utime(store.layout.chunk_map(orphan), (1, 1))
     gc.collect(store, Policy(grace=0))
     assert not store.blob_path(d).exists() and not store.layout.chunk_map(d).exists()
+    assert not store.layout.chunk_map(orphan).exists()

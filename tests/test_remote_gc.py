@@ -21,7 +21,8 @@ def old(path, seconds=7200):
     os.utime(path, (t, t))
 
 
-def test_gc_remote_on_a_directory(tmp_path):
+def test_gc_remote_on_a_directory(tmp_path, monkeypatch):
+    monkeypatch.setenv("CAS_DELTA_MIN_SIZE", "1000")  # w.bin gets a chunk map
     nas = tmp_path / "nas"
     cas = CasRunner(tmp_path / "pub", tmp_path)
     src = make_model(tmp_path / "a", {"w.bin": 50_000, "c.json": b"{}"})
@@ -30,13 +31,21 @@ def test_gc_remote_on_a_directory(tmp_path):
     orphan = nas / "blobs" / "ff" / ("f" * 64)
     orphan.parent.mkdir(parents=True, exist_ok=True)
     orphan.write_bytes(b"a blob of a push that died before its index")
+    [kept_map] = [p for p in (nas / "chunks").rglob("*") if p.is_file()]  # the map of w.bin, pushed with it
+    orphan_map = nas / "chunks" / "ff" / ("f" * 64)
+    orphan_map.parent.mkdir(parents=True, exist_ok=True)
+    orphan_map.write_bytes(b"the chunk map of that blob")
     stranger = nas / "blobs" / "README"
     stranger.write_text("not ours")
     old(orphan)
+    old(orphan_map)
+    old(kept_map)
     out = cas.json("gc", "--remote", nas)
-    assert out["dry_run"] and out["plan"]["delete"] == ["blobs/ff/" + "f" * 64] and orphan.exists()
+    assert out["dry_run"] and out["plan"]["delete"] == ["blobs/ff/" + "f" * 64, "chunks/ff/" + "f" * 64]
+    assert orphan.exists()
     out = cas.json("gc", "--remote", nas, "--yes")
-    assert out["result"]["deleted"] == 1 and not orphan.exists() and stranger.exists()
+    assert out["result"]["deleted"] == 2 and not orphan.exists() and not orphan_map.exists() and stranger.exists()
+    assert kept_map.exists()
     assert out["plan"]["versions"] == 1
     user = CasRunner(tmp_path / "user", tmp_path)
     assert user.json("fetch", "m@1.0.0", "--remote", nas)["version"] == "1.0.0"

@@ -9,6 +9,7 @@ from pathlib import Path
 from casstore.fs.atomic import fsync_dir, remove_tree
 from casstore.fs.writers import gone, parse_writer
 from casstore.gc.policy import DAY
+from casstore.store import chunkmaps
 from casstore.store.leases import live_leases
 from casstore.store.objects import Store
 
@@ -43,7 +44,7 @@ def junk_files(store: Store, now: float):
 
 
 def clean(store: Store, grace: float) -> int:
-    """Remove dead leases and temp files whose writers are gone."""
+    """Remove dead leases, temp files whose writers are gone, and chunk maps whose blob is gone."""
     now = store.now()
     _, dead = live_leases(store, now)
     n = 0
@@ -72,6 +73,13 @@ def clean(store: Store, grace: float) -> int:
             mtime = entry.stat().st_mtime
             if abandoned(entry.name.split(".", 1)[-1], mtime, now, grace) and now - mtime > grace:
                 os.unlink(entry.path)
+                n += 1
+        except FileNotFoundError:
+            pass
+    for blob in chunkmaps.cached(store):  # maps whose blob went another way (quarantine, a hand)
+        try:
+            if not store.has_blob(blob) and now - store.layout.chunk_map(blob).stat().st_mtime > grace:
+                chunkmaps.discard(store, blob)
                 n += 1
         except FileNotFoundError:
             pass

@@ -180,11 +180,13 @@ async def load_manifest(store: Store, remotes: list[Remote], digest: Digest, mod
 
 
 def delta_sources(store: Store, model: str, wants: dict[Digest, int]) -> list[Digest]:
-    """The local blobs of the model's other versions: where a new version's tensors most likely
-    already are (transfer/delta.py maps them if they have no map yet; other models' blobs count
-    only once they have one)."""
+    """The local blobs of the model's current version (else its newest here): where a new
+    version's tensors most likely already are. transfer/delta.py maps them if they have no map
+    yet (one read of each); other blobs count only once they have one (pushed or fetched by delta)."""
+    cur = store.refs.current(model)
+    versions = [cur.version] if cur is not None else sorted(store.refs.tags(model), key=sort_key)[-1:]
     out: list[Digest] = []
-    for v in store.refs.tags(model):
+    for v in versions:
         try:
             d = store.refs.get_tag(model, v)
             if d is None or not store.has_manifest(d):
