@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -24,6 +25,16 @@ def _isolated_env(tmp_path_factory, monkeypatch):
     monkeypatch.setenv("CAS_HOME", str(home / "default-store"))
     monkeypatch.setenv("CAS_HASH_CACHE", str(home / "hashes.sqlite"))
     monkeypatch.setenv("CAS_CONFIG", str(home / "config.toml"))
+
+
+@contextlib.contextmanager
+def isolated(base: Path):
+    """``_isolated_env`` for a module-scoped fixture (which runs before any test's own)."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("CAS_HOME", str(base / "default-store"))
+        mp.setenv("CAS_HASH_CACHE", str(base / "hashes.sqlite"))
+        mp.setenv("CAS_CONFIG", str(base / "config.toml"))
+        yield mp
 
 
 @pytest.fixture

@@ -3,6 +3,7 @@ through `cas serve` and to a bucket, a server that answers ranges with 200, back
 
 import http.client
 import os
+import shutil
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -14,7 +15,7 @@ from casstore.model.keys import chunks_key
 from casstore.store.objects import Store
 from casstore.testing import modelfiles
 
-from conftest import CasRunner, assert_store_consistent
+from conftest import CasRunner, assert_store_consistent, isolated
 from servers import CasServe, ThreadedApp, nginx
 
 MiB = 1 << 20
@@ -25,26 +26,28 @@ def _small_maps(monkeypatch):
     monkeypatch.setenv("CAS_DELTA_MIN_SIZE", str(MiB))  # maps for the fixture's 24 MiB shards
 
 
-@pytest.fixture
-def published(tmp_path):
+@pytest.fixture(scope="module")
+def published(tmp_path_factory):
     """Two releases of m (1.1.0 rewrites three of the 16 1.5 MiB tensors in its first shard and
-    inserts a 2 MiB one) pushed to a directory remote; returns the runner, the remote and the bytes
-    that changed."""
-    old, new, changed = modelfiles.release_pair(tmp_path / "src", tensors=16, tensor_size=3 * MiB // 2,
+    inserts a 2 MiB one) pushed to a directory remote, once for the module; returns the
+    publisher, the remote and the bytes that changed. A test that changes the remote copies it."""
+    base = tmp_path_factory.mktemp("delta")
+    old, new, changed = modelfiles.release_pair(base / "src", tensors=16, tensor_size=3 * MiB // 2,
                                                 inserted_size=2 * MiB)
-    pub = CasRunner(tmp_path / "pub", tmp_path)
-    for v, src in (("1.0.0", old), ("1.1.0", new)):
-        pub("add", src, "--name", "m", "--version", v)
-        pub("push", f"m@{v}", "--remote", tmp_path / "nas")
-    return pub, tmp_path / "nas", changed
+    with isolated(base) as env:
+        env.setenv("CAS_DELTA_MIN_SIZE", str(MiB))
+        pub = CasRunner(base / "pub", base)
+        for v, src in (("1.0.0", old), ("1.1.0", new)):
+            pub("add", src, "--name", "m", "--version", v)
+            pub("push", f"m@{v}", "--remote", base / "nas")
+    return pub, base / "nas", changed
 
 
-def _maps_of(store: Path, model_version: str) -> int:
+def _maps_of(pub: CasRunner, nas: Path, model_version: str) -> int:
     """Bytes of the chunk maps the remote has for the blobs of a version (their map objects)."""
-    s = Store.open(store)
+    s = Store.open(pub.store)
     m = s.get_manifest(s.refs.get_tag(*model_version.split("@")))
-    return sum((store.parent / "nas" / chunks_key(e.digest)).stat().st_size for e in m.entries
-               if (store.parent / "nas" / chunks_key(e.digest)).exists())
+    return sum((nas / chunks_key(e.digest)).stat().st_size for e in m.entries if (nas / chunks_key(e.digest)).exists())
 
 
 def test_update_over_nginx_moves_about_the_changed_tensors(published, tmp_path):
@@ -58,7 +61,7 @@ def test_update_over_nginx_moves_about_the_changed_tensors(published, tmp_path):
         update = web_server.requests()[before:]
     assert out["switched"] and out["to"] == "1.1.0"
     on_wire = sum(sent for *_, sent, _ in update)
-    ideal = changed + _maps_of(tmp_path / "pub", "m@1.1.0")
+    ideal = changed + _maps_of(pub, nas, "m@1.1.0")
     assert on_wire <= 1.25 * ideal, (on_wire, ideal, update)
     print(f"on the wire: {on_wire} bytes, {on_wire / ideal:.3f}x the changed bytes and maps")
     assert out["bytes_from_local"] == 13 * 3 * MiB // 2  # the 13 unchanged tensors of the changed shard
@@ -68,7 +71,9 @@ def test_update_over_nginx_moves_about_the_changed_tensors(published, tmp_path):
 
 
 def test_delta_never_and_a_version_pushed_without_maps(published, tmp_path):
-    pub, nas, changed = published
+    pub, shared_nas, changed = published
+    nas = tmp_path / "nas"
+    shutil.copytree(shared_nas, nas)
     user = CasRunner(tmp_path / "user", tmp_path)
     user("fetch", "m@1.0.0", "--remote", nas)
     out = user.json("update", "m", "--remote", nas, "--delta", "never")

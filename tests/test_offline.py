@@ -7,23 +7,31 @@ import pytest
 
 import casstore
 
-from conftest import CasRunner, make_model
+from conftest import CasRunner, isolated, make_model
 from servers import refusing_port
 
 
+@pytest.fixture(scope="module")
+def nas(tmp_path_factory):
+    """A directory remote with m@1.0.0, m@1.1.0 and m@2.0.0 (made once; the tests only read it)."""
+    base = tmp_path_factory.mktemp("offline-remote")
+    with isolated(base):
+        pub = CasRunner(base / "pub", base)
+        for v in ("1.0.0", "1.1.0"):
+            pub("add", make_model(base / f"src{v}", {"w.bin": 20_000, "v.json": v.encode()}), "--name", "m", "--version", v)
+            pub("push", f"m@{v}", "--remote", base / "nas")
+        pub("add", make_model(base / "src2", {"w.bin": 100}), "--name", "m", "--version", "2.0.0")
+        pub("push", "m@2.0.0", "--remote", base / "nas")
+    return base / "nas"
+
+
 @pytest.fixture
-def node(tmp_path):
-    """A user store holding m@1.0.0 and m@1.1.0 fetched from a directory remote; the configured
+def node(tmp_path, nas):
+    """A user store holding m@1.0.0 and m@1.1.0 fetched from that remote; the configured
     default remote is then an HTTP address where nothing listens (the remote is down)."""
-    pub = CasRunner(tmp_path / "pub", tmp_path)
-    for v in ("1.0.0", "1.1.0"):
-        pub("add", make_model(tmp_path / f"src{v}", {"w.bin": 20_000, "v.json": v.encode()}), "--name", "m", "--version", v)
-        pub("push", f"m@{v}", "--remote", tmp_path / "nas")
-    pub("add", make_model(tmp_path / "src2", {"w.bin": 100}), "--name", "m", "--version", "2.0.0")
-    pub("push", "m@2.0.0", "--remote", tmp_path / "nas")
     user = CasRunner(tmp_path / "store", tmp_path)
     for v in ("1.0.0", "1.1.0"):
-        user("fetch", f"m@{v}", "--remote", tmp_path / "nas")
+        user("fetch", f"m@{v}", "--remote", nas)
     user("remote", "add", "down", f"http://127.0.0.1:{refusing_port()}/", "--default")
     return user
 

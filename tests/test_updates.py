@@ -8,20 +8,30 @@ import pytest
 from casstore.store.markers import marked
 from casstore.store.objects import Store
 
-from conftest import CasRunner, assert_store_consistent, kill_at, make_model, timed
+from conftest import CasRunner, assert_store_consistent, isolated, kill_at, make_model, timed
+
+
+@pytest.fixture(scope="module")
+def published(tmp_path_factory):
+    """A publisher's store and a remote with t2v 1.0.0, 1.1.0, 1.2.0 and a breaking 2.0.0 (made
+    once: the tests only read them)."""
+    base = tmp_path_factory.mktemp("published")
+    with isolated(base):
+        pub = CasRunner(base / "pub", base)
+        for v in ("1.0.0", "1.1.0", "1.2.0", "2.0.0"):
+            src = make_model(base / f"src-{v}", {"config.json": v.encode(), "big.bin": 2 << 20, "same.bin": b"shared"})
+            pub("add", src, "--name", "t2v", "--version", v)
+            pub("push", f"t2v@{v}", "--remote", base / "nas")
+    return pub, base / "nas"
 
 
 @pytest.fixture
-def env(tmp_path):
-    """A user store with t2v 1.0.0 current; the remote has 1.0.0, 1.1.0, 1.2.0 and a breaking 2.0.0."""
-    pub = CasRunner(tmp_path / "pub", tmp_path)
-    for v in ("1.0.0", "1.1.0", "1.2.0", "2.0.0"):
-        src = make_model(tmp_path / f"src-{v}", {"config.json": v.encode(), "big.bin": 2 << 20, "same.bin": b"shared"})
-        pub("add", src, "--name", "t2v", "--version", v)
-        pub("push", f"t2v@{v}", "--remote", tmp_path / "nas")
+def env(tmp_path, published):
+    """A user store with t2v 1.0.0 current, fetched from that remote."""
+    _, nas = published
     user = CasRunner(tmp_path / "user", tmp_path)
-    user("fetch", "t2v@1.0.0", "--remote", tmp_path / "nas")
-    return user, tmp_path / "nas"
+    user("fetch", "t2v@1.0.0", "--remote", nas)
+    return user, nas
 
 
 def test_check_updates(env):
@@ -61,14 +71,14 @@ def test_conservative_then_aggressive_then_breaking(env, tmp_path):
     assert_store_consistent(store)
 
 
-def test_never_backwards(env, tmp_path):
+def test_never_backwards(env, tmp_path, published):
     user, nas = env
     user("update", "t2v", "--to", "1.2.0", "--remote", nas)
     p = user("update", "t2v", "--to", "1.1.0", "--remote", nas, ok=False)
     assert p.returncode == 5 and "never goes backwards" in p.stderr
     # A remote that only offers older versions: nothing to do.
     only_old = tmp_path / "old-nas"
-    pub = CasRunner(tmp_path / "pub", tmp_path)
+    pub, _ = published
     pub("push", "t2v@1.0.0", "--remote", only_old)
     out = user.json("update", "t2v", "--remote", only_old)
     assert out["up_to_date"] and not out["switched"]

@@ -191,7 +191,12 @@ class Downloader:
         if p.reused < delta.MIN_REUSE:
             log.info("%s: no useful local chunks (%d bytes); downloading it whole", job.digest, p.reused)
             return
-        done, checked = await asyncio.to_thread(delta.prefill, self.store, job.fd, p)
+        try:
+            done, checked = await asyncio.to_thread(delta.prefill, self.store, job.fd, p)
+        except OSError as e:
+            if e.errno == 28:
+                raise out_of_space(job.path, job.size) from e
+            raise
         n = sum(b - a for a, b in done)
         job.done, job.prefilled, job.chunk_map, job.checked = partials.merge(job.done + done), n, m, checked
         self.stats.bytes_from_local += n
