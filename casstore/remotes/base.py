@@ -130,6 +130,9 @@ class Remote(ABC):
     #: Set when the remote refused a connection: later requests of the same run go to the next
     #: mirror first instead of retrying this one (a dead mirror must not cost minutes).
     unreachable: bool = False
+    #: Whether abandoning a read midway wastes bytes already sent (a network remote): the engine
+    #: then asks for bounded ranges, so it never has to abandon one (transfer/download.py).
+    bounded_reads: bool = True
 
     def describe(self, key: Key | str) -> str:
         """The URL of an object, for error messages."""

@@ -33,6 +33,7 @@ from casstore.remotes.base import (
 
 
 class DirectoryRemote(Remote):
+    bounded_reads = False  # a local read stops where it is told: nothing is in flight
     def __init__(self, root: str | os.PathLike, url: str | None = None) -> None:
         self.root = Path(root)
         self.url = url or self.root.as_uri()

@@ -11,6 +11,7 @@ from casstore.remotes.base import CHUNK, Key, Remote, check_object, index_path
 
 
 class MemoryRemote(Remote):
+    bounded_reads = False  # a local read stops where it is told: nothing is in flight
     def __init__(self) -> None:
         self.url = "memory://"
         self.objects: dict[str, bytes] = {}

@@ -3,8 +3,9 @@ chunk hash through the chunk maps, model/chunkmap.py), and only the rest is fetc
 engine's usual ranged parts with their retries, mirrors, resume and rate limit.
 
 Nothing here is trusted: each local chunk is re-hashed as it is copied and only a match counts as
-done; the whole-file digest still decides what is published (invariant 4). A remote map that lies
-costs bandwidth (its chunks are fetched, or the blob is fetched again whole), never wrong bytes.
+done; the whole-file digest still decides what is published (invariant 4). A map, remote or
+cached, is only a hint: one that lies costs bandwidth (its chunks are fetched, or the blob is
+fetched again whole), never wrong bytes.
 """
 
 from __future__ import annotations
@@ -71,7 +72,6 @@ class LocalChunks:
 
 @dataclass(frozen=True)
 class Copy:
-    index: int  # the chunk's position in the new blob's map
     offset: int  # in the new blob
     source: Where
     hash: bytes
@@ -106,15 +106,14 @@ def plan(m: ChunkMap, local: LocalChunks, merge_gap: int | None = None) -> Plan:
             for k in range(i, j):
                 reuse[k] = False
         i = j
-    return Plan(tuple(Copy(k, chunks[k][0], found[k], chunks[k][2])  # type: ignore[arg-type]
+    return Plan(tuple(Copy(chunks[k][0], found[k], chunks[k][2])  # type: ignore[arg-type]
                       for k in range(len(chunks)) if reuse[k]))
 
 
-def prefill(store: Store, fd: int, p: Plan) -> tuple[list[list[int]], set[int]]:
+def prefill(store: Store, fd: int, p: Plan) -> list[list[int]]:
     """Copy the planned chunks into the partial file ``fd``, each re-hashed as it is copied.
-    Returns the byte ranges now done and the map indexes of the chunks that matched."""
+    Returns the byte ranges now done: those of the chunks that matched."""
     done: list[list[int]] = []
-    ok: set[int] = set()
     sources: dict[Digest, int] = {}
     try:
         for c in p.copies:
@@ -136,7 +135,6 @@ def prefill(store: Store, fd: int, p: Plan) -> tuple[list[list[int]], set[int]]:
                 pos += len(piece)
                 left -= len(piece)
             if left == 0 and h.digest() == c.hash:
-                ok.add(c.index)
                 if done and done[-1][1] == c.offset:
                     done[-1][1] += c.source.length
                 else:
@@ -147,22 +145,5 @@ def prefill(store: Store, fd: int, p: Plan) -> tuple[list[list[int]], set[int]]:
     finally:
         for src in sources.values():
             os.close(src)
-    return done, ok
+    return done
 
-
-def map_holds(fd: int, m: ChunkMap, checked: set[int]) -> bool:
-    """Whether the assembled blob (already verified whole) has the chunk hashes ``m`` claims; the
-    chunks in ``checked`` were hashed when they were copied, the rest are read again here."""
-    for i, (off, n, h) in enumerate(m.chunks()):
-        if i in checked:
-            continue
-        hasher, pos = blake3.blake3(), off
-        while pos < off + n:
-            piece = os.pread(fd, min(_PIECE, off + n - pos), pos)
-            if not piece:
-                return False
-            hasher.update(piece)
-            pos += len(piece)
-        if hasher.digest() != h:
-            return False
-    return True

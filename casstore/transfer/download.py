@@ -183,6 +183,7 @@ class Downloader:
         m = await self._remote_map(job.digest, job.size)
         if m is None:
             return
+        job.chunk_map = m  # kept with the blob once it verifies: the next update finds its chunks
         if self._local is None:
             self._local = asyncio.ensure_future(asyncio.to_thread(
                 delta.LocalChunks.build, self.store, self._sources, self.s.delta_min_size))
@@ -192,18 +193,17 @@ class Downloader:
             log.info("%s: no useful local chunks (%d bytes); downloading it whole", job.digest, p.reused)
             return
         try:
-            done, checked = await asyncio.to_thread(delta.prefill, self.store, job.fd, p)
+            done = await asyncio.to_thread(delta.prefill, self.store, job.fd, p)
         except OSError as e:
             if e.errno == 28:
                 raise out_of_space(job.path, job.size) from e
             raise
         n = sum(b - a for a, b in done)
-        job.done, job.prefilled, job.chunk_map, job.checked = partials.merge(job.done + done), n, m, checked
+        job.done, job.prefilled = partials.merge(job.done + done), n
         self.stats.bytes_from_local += n
         self._advance(n)
         job.save(force=True)
-        log.info("%s: %d of %d bytes from local chunks, %d chunks to fetch", job.digest, n, job.size,
-                 len(m) - len(checked))
+        log.info("%s: %d of %d bytes from local chunks", job.digest, n, job.size)
 
     async def _remote_map(self, d: Digest, size: int) -> ChunkMap | None:
         """The blob's chunk map from the first remote that has one; a missing, broken or lying map
@@ -234,8 +234,8 @@ class Downloader:
         final = self.store.blob_path(job.digest)
         if not publish_file(job.path, final, fd=job.fd):
             touch(final)
-        if job.chunk_map is not None and delta.map_holds(job.fd, job.chunk_map, job.checked):
-            chunkmaps.save(self.store, job.chunk_map)  # checked against the bytes: a map for later deltas
+        if job.chunk_map is not None:  # a hint, like every cached map: copied chunks are re-hashed
+            chunkmaps.save(self.store, job.chunk_map)
         log.info("verified %s (%d bytes) from %s", job.digest, job.size, where)
 
     # workers -----------------------------------------------------------------------------------
@@ -245,7 +245,11 @@ class Downloader:
             part = self.sched.next(may_split=all(r.ranges is True for r in self.remotes))
             if part is None:
                 self.sched.wake.clear()
-                await self.sched.wake.wait()
+                try:  # woken when a part ends; else look again for a straggler to help
+                    async with asyncio.timeout(0.5):  # not wait_for: in 3.11 it can swallow a cancel
+                        await self.sched.wake.wait()
+                except TimeoutError:
+                    pass
                 continue
             part.active = True
             self.sched.inflight.append(part)
@@ -306,34 +310,43 @@ class Downloader:
                   retryable=getattr(last, "retryable", False)) from last
 
     async def _stream(self, remote: Remote, key, part: Part) -> None:
+        """Fetch ``part`` in requests of at most ``request_size`` (when the remote serves ranges
+        and would otherwise be cut off mid-answer), so that a split (scheduler.py) only ever
+        takes bytes nobody has asked for yet."""
         job = part.job
         window_start, window_bytes = time.monotonic(), 0
-        stream = remote.read(key, part.pos, part.end)
-        try:
-            async for chunk in stream:
-                room = part.end - part.pos  # may have shrunk: another worker took the rest
-                if room <= 0 or job.error is not None:
-                    break
-                if len(chunk) > room:
-                    chunk = chunk[:room]
-                if self.limiter:
-                    await self.limiter.take(len(chunk))
-                n = os.pwrite(job.fd, chunk, part.pos)
-                part.pos += n
-                job.urls.add(remote.describe(key))
-                self.stats.bytes_downloaded += n
-                self._advance(n)
-                window_bytes += n
-                now = time.monotonic()
-                if now - window_start >= self.s.low_speed_time:
-                    if window_bytes / (now - window_start) < self.s.low_speed_limit:
-                        raise RemoteTooSlow(
-                            f"{remote.describe(key)} sent {window_bytes} bytes in {now - window_start:.0f}s, "
-                            f"below {self.s.low_speed_limit} B/s", url=remote.describe(key), digest=job.digest)
-                    window_start, window_bytes = now, 0
-                job.save()
-        finally:
-            await stream.aclose()
+        while part.pos < part.end and job.error is None:
+            bounded = remote.ranges is True and remote.bounded_reads and self.s.request_size > 0
+            part.asked = min(part.end, part.pos + self.s.request_size) if bounded else part.end
+            part.asked_at, part.asked_from = time.monotonic(), part.pos
+            stream = remote.read(key, part.pos, part.asked)
+            try:
+                async for chunk in stream:
+                    room = min(part.end, part.asked) - part.pos  # the end may have moved: another worker took the rest
+                    if room <= 0 or job.error is not None:
+                        break
+                    if len(chunk) > room:
+                        chunk = chunk[:room]
+                    if self.limiter:
+                        await self.limiter.take(len(chunk))
+                    n = os.pwrite(job.fd, chunk, part.pos)
+                    part.pos += n
+                    job.urls.add(remote.describe(key))
+                    self.stats.bytes_downloaded += n
+                    self._advance(n)
+                    window_bytes += n
+                    now = time.monotonic()
+                    if now - window_start >= self.s.low_speed_time:
+                        if window_bytes / (now - window_start) < self.s.low_speed_limit:
+                            raise RemoteTooSlow(
+                                f"{remote.describe(key)} sent {window_bytes} bytes in {now - window_start:.0f}s, "
+                                f"below {self.s.low_speed_limit} B/s", url=remote.describe(key), digest=job.digest)
+                        window_start, window_bytes = now, 0
+                    job.save()
+            finally:
+                await stream.aclose()
+            if not bounded:
+                break
 
     def _advance(self, n: int) -> None:
         self._progress_done += n

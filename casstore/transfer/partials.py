@@ -53,6 +53,9 @@ class Part:
     pos: int
     end: int
     active: bool = False
+    asked: int = 0  # the end of the range requested now: bytes up to it are already on their way
+    asked_at: float = 0.0  # when that request began (monotonic), and from where
+    asked_from: int = 0
 
 
 @dataclass
@@ -66,8 +69,7 @@ class BlobJob:
     parts: list[Part] = field(default_factory=list)
     adopted: int = 0
     prefilled: int = 0  # copied from local blobs' chunks (delta.py)
-    chunk_map: ChunkMap | None = None  # the remote's map, when the blob was prefilled by it
-    checked: set[int] = field(default_factory=set)  # chunks of that map already hashed while copied
+    chunk_map: ChunkMap | None = None  # the remote's map of the blob, cached with it once it verifies
     urls: set[str] = field(default_factory=set)
     finished: asyncio.Event = field(default_factory=asyncio.Event)
     error: BaseException | None = None

@@ -1,14 +1,19 @@
 """Which byte range a worker fetches next: one shared queue of parts across all missing blobs.
 A worker with nothing queued takes the second half of the in-flight part with the most bytes
-left, so one slow connection cannot stall the tail (the slow one stops where the other begins)."""
+left, so one slow connection cannot stall the tail (the slow one stops where the other begins).
+A split falls inside the range a connection has already asked for only when that connection is
+a straggler (it would need more than STRAGGLER seconds for the rest of it): otherwise the server
+is already sending those bytes, and cutting them off would only waste them."""
 
 from __future__ import annotations
 
 import asyncio
+import time
 
 from casstore.transfer.partials import BlobJob, Part, gaps
 
 SPLIT_ALIGN = 64 << 10
+STRAGGLER = 2.0  # seconds
 
 
 class Scheduler:
@@ -41,9 +46,21 @@ class Scheduler:
             return None
         mid = best.pos + (best.end - best.pos) // 2
         mid -= mid % SPLIT_ALIGN
-        if mid <= best.pos:
+        if mid < best.asked and not straggling(best, time.monotonic()):
+            mid = best.asked
+        if mid <= best.pos or best.end - mid < self.min_split:
             return None
         new = Part(best.job, mid, mid, best.end)
         best.end = mid
         best.job.parts.append(new)
         return new
+
+
+def straggling(p: Part, now: float) -> bool:
+    """Whether ``p``'s connection needs more than STRAGGLER seconds for the rest of its request,
+    judged after a second of it."""
+    elapsed = now - p.asked_at
+    if elapsed < 1.0:
+        return False
+    rate = (p.pos - p.asked_from) / elapsed
+    return rate <= 0 or (p.asked - p.pos) / rate > STRAGGLER

@@ -17,6 +17,7 @@ class Settings:
     jobs: int = 8
     part_size: int = 64 * MiB
     min_split: int = 4 * MiB
+    request_size: int = 16 * MiB  # longest ranged request: parts are fetched in requests of this size
     attempts: int = 5
     backoff: float = 0.5
     backoff_cap: float = 30.0
@@ -35,7 +36,7 @@ class Settings:
         for name, env in (("low_speed_time", "CAS_LOW_SPEED_TIME"), ("backoff", "CAS_RETRY_BACKOFF"),
                           ("attempts", "CAS_RETRY_ATTEMPTS"), ("stale_after", "CAS_STALE_AFTER"),
                           ("part_size", "CAS_PART_SIZE"), ("lock_timeout", "CAS_LOCK_TIMEOUT"),
-                          ("delta_min_size", "CAS_DELTA_MIN_SIZE")):
+                          ("delta_min_size", "CAS_DELTA_MIN_SIZE"), ("request_size", "CAS_REQUEST_SIZE")):
             if os.environ.get(env):
                 setattr(s, name, type(getattr(s, name))(float(os.environ[env])))
         if os.environ.get("CAS_DELTA"):
