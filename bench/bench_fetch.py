@@ -7,7 +7,9 @@ push`), the plain files (for curl and aria2c, which fetch unverified), and a DVC
 (filled by `dvc push` to a local remote, then read over HTTP). Each tool fetches into an empty
 destination; runs are interleaved; the server's files stay in the page cache, so the figures
 are about the clients. Reported: the command's time, the time until `sync` finished (casstore
-fsyncs before it returns; the others leave writeback to the kernel), and cas's peak RSS.
+fsyncs before it returns; the others leave writeback to the kernel), peak RSS, the bytes nginx
+sent (its access log) against the payload, and each peer's time over cas's per round (median,
+min, max). The tools' order rotates every round.
 """
 
 from __future__ import annotations
@@ -85,32 +87,45 @@ def main() -> None:
         run("push", "-q", "-r", "local")
     from servers import Nginx
 
-    ngx = Nginx(srv, work / "nginx")
+    ngx = Nginx(srv, work / "nginx", access_log=True)
     results: dict[str, list[dict]] = {"cas": [], "aria2c": [], "curl": [], "dvc": []}
+
+    def run_cas(dest: Path) -> dict:
+        return timed([*cas, "--store", str(dest / "casstore"), "-q", "fetch", f"{MODEL}@1.0.0",
+                      "--remote", ngx.url + "cas/", "--jobs", str(a.jobs)], env=env)
+
+    def run_aria2c(dest: Path) -> dict:
+        lst = dest / "aria2.txt"
+        lst.write_text("".join(f"{ngx.url}plain/{MODEL}/{f}\n  out={f}\n" for f in files))
+        return timed(["aria2c", "-x8", "-j8", "-q", "--allow-overwrite=true", "-d", str(dest / "aria2"), "-i", str(lst)])
+
+    def run_curl(dest: Path) -> dict:
+        cfg = dest / "curl.cfg"
+        cfg.write_text("".join(f'url = "{ngx.url}plain/{MODEL}/{f}"\noutput = "{dest}/curl/{f}"\n' for f in files))
+        return timed(["curl", "-s", "-f", "--create-dirs", "-K", str(cfg)])
+
+    def run_dvc(dest: Path) -> dict:
+        clone = dest / "dvc"
+        clone.mkdir()
+        shutil.copytree(dvcrepo / ".dvc", clone / ".dvc", ignore=shutil.ignore_patterns("cache", "tmp"))
+        shutil.copy(dvcrepo / f"{MODEL}.dvc", clone)
+        subprocess.run([dvc, "remote", "add", "-d", "web", f"{ngx.url}dvcstore"], cwd=clone, env=env, check=True,
+                       capture_output=True)
+        return timed([dvc, "pull", "-q", "-r", "web"], cwd=clone, env=env)
+
+    tools = {"cas": run_cas, "aria2c": run_aria2c if shutil.which("aria2c") else None,
+             "curl": run_curl if shutil.which("curl") else None, "dvc": run_dvc if dvc else None}
+    order = [t for t, fn in tools.items() if fn is not None]
     try:
         for i in range(a.repeat):
             dest = work / f"run{i}"
             shutil.rmtree(dest, ignore_errors=True)
             dest.mkdir()
-            results["cas"].append(timed([*cas, "--store", str(dest / "casstore"), "-q", "fetch", f"{MODEL}@1.0.0",
-                                         "--remote", ngx.url + "cas/", "--jobs", str(a.jobs)], env=env))
-            if shutil.which("aria2c"):
-                lst = dest / "aria2.txt"
-                lst.write_text("".join(f"{ngx.url}plain/{MODEL}/{f}\n  out={f}\n" for f in files))
-                results["aria2c"].append(timed(["aria2c", "-x8", "-j8", "-q", "--allow-overwrite=true",
-                                                "-d", str(dest / "aria2"), "-i", str(lst)]))
-            if shutil.which("curl"):
-                cfg = dest / "curl.cfg"
-                cfg.write_text("".join(f'url = "{ngx.url}plain/{MODEL}/{f}"\noutput = "{dest}/curl/{f}"\n' for f in files))
-                results["curl"].append(timed(["curl", "-s", "-f", "--create-dirs", "-K", str(cfg)]))
-            if dvc:
-                clone = dest / "dvc"
-                clone.mkdir()
-                shutil.copytree(dvcrepo / ".dvc", clone / ".dvc", ignore=shutil.ignore_patterns("cache", "tmp"))
-                shutil.copy(dvcrepo / f"{MODEL}.dvc", clone)
-                subprocess.run([dvc, "remote", "add", "-d", "web", f"{ngx.url}dvcstore"], cwd=clone, env=env, check=True,
-                               capture_output=True)
-                results["dvc"].append(timed([dvc, "pull", "-q", "-r", "web"], cwd=clone, env=env))
+            for tool in order[i % len(order):] + order[: i % len(order)]:
+                since = len(ngx.requests())
+                r = tools[tool](dest)  # type: ignore[misc]
+                r["wire_vs_payload"] = sum(n for *_, n, _ in ngx.requests()[since:]) / total
+                results[tool].append(r)
             for f in files[:3] + files[-3:]:  # every tool got the same bytes
                 want = (src / MODEL / f).read_bytes()
                 for tree in ("aria2", "curl", f"dvc/{MODEL}"):
@@ -125,10 +140,12 @@ def main() -> None:
     for tool, runs in results.items():
         if runs:
             summary["tools"][tool] = {k: statistics.median(r[k] for r in runs) for k in runs[0]}
-    c = summary["tools"]["cas"]
     for tool in ("aria2c", "curl", "dvc"):
-        if tool in summary["tools"]:
-            summary[f"cas_speedup_vs_{tool}"] = {k: summary["tools"][tool][k] / c[k] for k in ("cmd_s", "cmd_sync_s")}
+        if results[tool]:
+            summary[f"cas_speedup_vs_{tool}"] = {
+                k: {"median": statistics.median(ratios), "min": min(ratios), "max": max(ratios)}
+                for k in ("cmd_s", "cmd_sync_s")
+                for ratios in [[p[k] / c[k] for p, c in zip(results[tool], results["cas"])]]}
     text = json.dumps(summary, indent=2)
     print(text)
     if a.out:

@@ -209,3 +209,49 @@ def test_readd_restores_a_missing_blob(store, tmp_path):
     r2 = add(store, src, "m", "1")
     assert r2.unchanged and r2.manifest == r.manifest and r2.new_blobs == 1
     assert_store_consistent(store)
+
+
+@pytest.mark.parametrize("move", [False, True])
+def test_each_source_byte_is_read_once(store, tmp_path, move):
+    """A new file is staged into the store and hashed on the way (a copy hashed as it is written;
+    with --move a hard link hashed once): the source itself is never hashed separately."""
+    from unittest import mock
+
+    import casstore.store.objects as objects
+
+    src = make_model(tmp_path / "src", {"w.bin": 5 << 20, "c.json": b"{}"})
+    hashed = []
+    real = objects.hash_file
+
+    def counting(path, **kw):
+        hashed.append(path)
+        return real(path, **kw)
+
+    def never(*a, **kw):
+        raise AssertionError("the source was hashed before it was staged")
+
+    with mock.patch("casstore.ops.add.hash_file", never), mock.patch.object(objects, "hash_file", counting):
+        r = add(store, src, "m", "1.0", move=move, cache=HashCache(tmp_path / "hc.sqlite"))
+    assert r.new_blobs == 2
+    # a copy is hashed while written (no separate pass); a hard link is hashed once, in the store
+    assert len(hashed) == (2 if move else 0) and all(str(store.layout.tmp) in str(p) for p in hashed)
+    assert_store_consistent(store)
+
+
+def test_a_failed_add_leaves_nothing_staged(store, tmp_path):
+    """Files staged before an error are removed: no blob, no temp file."""
+    from unittest import mock
+
+    src = make_model(tmp_path / "src", {f"f{i}.bin": 100_000 for i in range(6)})
+    real, calls = Store.stage_file, []
+
+    def failing(self, path, **kw):
+        calls.append(path)
+        if len(calls) == 4:
+            raise OSError(5, "I/O error reading the source")
+        return real(self, path, **kw)
+
+    with mock.patch.object(Store, "stage_file", failing), pytest.raises(OSError):
+        add(store, src, "m", "1.0", jobs=1, cache=HashCache(tmp_path / "hc.sqlite"))
+    assert list(store.iter_blobs()) == [] and store.refs.get_tag("m", "1.0") is None
+    assert [p.name for p in store.layout.tmp.iterdir() if p.is_file()] == []

@@ -26,7 +26,7 @@ from casstore.progress import Ticker
 from casstore.store.hashcache import HashCache
 from casstore.store.leases import Lease
 from casstore.store.markers import mark
-from casstore.store.objects import Store
+from casstore.store.objects import Staged, Store, touch
 
 SKIP_DIRS = {".git"}
 
@@ -153,8 +153,23 @@ def add(
     cache = cache if cache is not None else HashCache()
     result = AddResult(model, version, Digest("0" * 64), len(files), sum(f.st.st_size for f in files))
 
+    # Each byte read once: a file whose blob is not known to be here is copied (or, with --move,
+    # linked) into the store's tmp and hashed on the way, then published under that digest. Only
+    # when the store may lack room for all of them, or the version exists already (a conflict must
+    # be found before anything is written or made read-only), is each hashed first and copied
+    # after, as a second read.
+    staged: dict[str, Staged] = {}
+    cached = {f.path: cache.get(f.st) for f in files}
+    known = {path: d for path, d in cached.items() if d is not None and store.has_blob(d)}
+    stage_all = store.refs.get_tag(model, version) is None and (
+        move or sum(f.st.st_size for f in files if f.path not in known) <= _free_bytes(store.layout.tmp))
+
     def digest_of(f: SourceFile) -> tuple[Digest, int]:
-        d = cache.get(f.st)
+        if f.path in known and touch(store.blob_path(known[f.path])):
+            return known[f.path], 0
+        if stage_all:
+            return stage(f)
+        d = cached[f.path]
         if d is not None:
             return d, 0
         try:
@@ -166,18 +181,20 @@ def add(
         cache.put(f.st, d)
         return d, size
 
-    tick = Ticker(progress, result.bytes)
-    with ThreadPoolExecutor(max(1, jobs)) as pool:
-        hashed = []
-        for f, h in zip(files, pool.map(digest_of, files)):
-            hashed.append(h)
-            tick(f.st.st_size)
-            log.info("%s: %s (%d bytes%s)", f.path, h[0], f.st.st_size, "" if h[1] else ", hash cache")
-    digests = [d for d, _ in hashed]
-    result.hashed_bytes = sum(n for _, n in hashed)
-    result.cache_hits = cache.hits
+    def stage(f: SourceFile) -> tuple[Digest, int]:
+        try:
+            with open(f.abspath, "rb"):  # a source we cannot read is the source's fault, not the store's
+                pass
+        except OSError as e:
+            raise SourceUnreadable(f"cannot read source file {f.abspath}: {e.strerror}") from e
+        s = store.stage_file(f.abspath, link=move)
+        staged[f.path] = s
+        if s.size != f.st.st_size:
+            raise IntegrityError(f"{f.abspath} changed size while it was being added")
+        cache.put(f.st, s.digest)
+        return s.digest, s.size
 
-    for f in files:
+    for f in files:  # headers only, and before anything is staged (or, with --move, made read-only)
         for problem in formats.check_file(f.abspath, f.path):
             msg = f"{f.path}: {problem}"
             if strict:
@@ -186,48 +203,68 @@ def add(
             if warn:
                 warn(msg)
 
-    manifest = Manifest(
-        name=model,
-        version=version,
-        entries=tuple(Entry(f.path, f.st.st_size, d, f.mode) for f, d in zip(files, digests)),
-        # No clock in the identity: the same files under the same name, version and notes give the
-        # same manifest on every machine, so a second publisher is a no-op, not a conflict. The
-        # index records when a version was published; SOURCE_DATE_EPOCH sets a date on purpose.
-        created=int(os.environ.get("SOURCE_DATE_EPOCH") or 0),
-        note=note,
-        breaking=breaking,
-        meta={**(meta or {}), **({runtime.META_KEY: runtime.encode(requires)} if requires else {})},
-    )
-
-    existing = store.refs.get_tag(model, version)
-    reuse = None  # the published manifest, when it already lists exactly these files
-    if existing is not None and store.has_manifest(existing):
-        if _same_content(store.get_manifest(existing), manifest):
-            reuse = existing
-        elif not force:
-            raise Conflict(
-                f"{model}@{version} is already published as {existing} with other content; "
-                "versions never move silently (use a new version, or --force)"
-            )
-
-    with Lease(store, f"add {model}@{version}", [*digests, manifest.digest()]):
-        return _write(store, files, digests, manifest, result, reuse, t0, force=force, move=move, jobs=jobs, tick=tick)
+    try:
+        tick = Ticker(progress, result.bytes)
+        with ThreadPoolExecutor(max(1, jobs)) as pool:
+            hashed = []
+            for f, h in zip(files, pool.map(digest_of, files)):
+                hashed.append(h)
+                tick(f.st.st_size)
+                log.info("%s: %s (%d bytes%s)", f.path, h[0], f.st.st_size, "" if h[1] else ", hash cache")
+        digests = [d for d, _ in hashed]
+        result.hashed_bytes = sum(n for _, n in hashed)
+        result.cache_hits = cache.hits
 
 
-def _write(store, files, digests, manifest, result, reuse, t0, *, force, move, jobs, tick) -> AddResult:
+        manifest = Manifest(
+            name=model,
+            version=version,
+            entries=tuple(Entry(f.path, f.st.st_size, d, f.mode) for f, d in zip(files, digests)),
+            # No clock in the identity: the same files under the same name, version and notes give the
+            # same manifest on every machine, so a second publisher is a no-op, not a conflict. The
+            # index records when a version was published; SOURCE_DATE_EPOCH sets a date on purpose.
+            created=int(os.environ.get("SOURCE_DATE_EPOCH") or 0),
+            note=note,
+            breaking=breaking,
+            meta={**(meta or {}), **({runtime.META_KEY: runtime.encode(requires)} if requires else {})},
+        )
+
+        existing = store.refs.get_tag(model, version)
+        reuse = None  # the published manifest, when it already lists exactly these files
+        if existing is not None and store.has_manifest(existing):
+            if _same_content(store.get_manifest(existing), manifest):
+                reuse = existing
+            elif not force:
+                raise Conflict(
+                    f"{model}@{version} is already published as {existing} with other content; "
+                    "versions never move silently (use a new version, or --force)"
+                )
+
+        with Lease(store, f"add {model}@{version}", [*digests, manifest.digest()]):
+            return _write(store, files, digests, manifest, result, reuse, t0, force=force, move=move, jobs=jobs, tick=tick,
+                          staged=staged)
+    finally:
+        for s in staged.values():  # linked into tmp but not published (an error, or a duplicate)
+            s.discard()
+
+
+def _write(store, files, digests, manifest, result, reuse, t0, *, force, move, jobs, tick, staged) -> AddResult:
     """Blobs, then the manifest, then the tag: while a lease keeps GC off all of them."""
     model, version = manifest.name, manifest.version
     first: dict[Digest, SourceFile] = {}
     for f, d in zip(files, digests):
         first.setdefault(d, f)
-    if not move:
-        needed = sum(f.st.st_size for d, f in first.items() if not store.has_blob(d))
+    if not move:  # staged files are already in tmp: only the rest still needs room
+        needed = sum(f.st.st_size for d, f in first.items() if not store.has_blob(d) and f.path not in staged)
         free = _free_bytes(store.layout.tmp)
         if needed > free:
             raise out_of_space(store.layout.tmp, needed)
 
     def put(item: tuple[Digest, SourceFile]):
         d, f = item
+        s = staged.pop(f.path, None)
+        if s is not None and s.digest == d:
+            return store.publish_staged(s)
         return store.put_file(f.abspath, expected=d, move=move)
 
     tick(0, sum(f.st.st_size for d, f in first.items() if not store.has_blob(d)))

@@ -40,6 +40,22 @@ class Put:
     method: str = "existing"  # or how the bytes got in: reflink, copy, hardlink
 
 
+@dataclass(frozen=True)
+class Staged:
+    """A blob's bytes in a temp file of the store, hashed, not yet published."""
+
+    tmp: Path
+    digest: Digest
+    size: int
+    method: str
+
+    def discard(self) -> None:
+        try:
+            os.unlink(self.tmp)
+        except FileNotFoundError:
+            pass
+
+
 def touch(path: Path) -> bool:
     """Refresh an object's mtime (GC's grace period counts from it). False if it is gone, which
     a writer relying on the object must treat as absent (GC may just have collected it)."""
@@ -135,30 +151,57 @@ class Store:
                 return Put(expected, self.blob_path(expected).stat().st_size, False)
             except FileNotFoundError:
                 pass  # collected just now: store it again
+        staged = self.stage_file(src, link=move)
+        try:
+            if expected is not None and staged.digest != expected:
+                raise IntegrityError(
+                    f"{src} changed while it was being added (hashed as {expected}, copied as {staged.digest})"
+                )
+        except BaseException:
+            staged.discard()
+            raise
+        return self.publish_staged(staged)
+
+    def stage_file(self, src: Path, *, link: bool = False) -> Staged:
+        """A read-only temp copy of ``src`` (a hard link with ``link``, else a reflink, else a
+        copy), hashed once: what is published is exactly what was hashed. A copy is hashed as
+        it is written, so the source is read once."""
+        src = Path(src)
         tmp = self.tmp_path()
         try:
             try:
+                if not link:
+                    raise linking.LinkUnsupported("copy requested")
+                linking.hardlink(src, tmp)
+                method = "hardlink"
+            except linking.LinkUnsupported:
                 try:
-                    if not move:
-                        raise linking.LinkUnsupported("copy requested")
-                    linking.hardlink(src, tmp)
-                    method = "hardlink"
+                    os.close(linking.reflink(src, str(tmp)))
+                    method = "reflink"
                 except linking.LinkUnsupported:
-                    method = linking.reflink_or_copy(src, tmp)
-                os.chmod(tmp, 0o444)
-                digest, size = hash_file(tmp)
-                if expected is not None and digest != expected:
-                    raise IntegrityError(
-                        f"{src} changed while it was being added (hashed as {expected}, copied as {digest})"
-                    )
-                return self._publish_blob(tmp, digest, size, method)
-            except OSError as e:
-                raise translate_os_error(e, self.layout.tmp, os.stat(src).st_size if src.exists() else None) from e
-        finally:
+                    fd, digest, size = linking.copy_hashing(src, str(tmp))
+                    os.fchmod(fd, 0o444)
+                    os.close(fd)
+                    return Staged(tmp, digest, size, "copy")
+            os.chmod(tmp, 0o444)  # with a hard link, the source's inode: nobody writes it from here on
+            digest, size = hash_file(tmp)
+            return Staged(tmp, digest, size, method)
+        except BaseException as e:
             try:
                 os.unlink(tmp)
             except FileNotFoundError:
                 pass
+            if isinstance(e, OSError):
+                raise translate_os_error(e, self.layout.tmp, os.stat(src).st_size if src.exists() else None) from e
+            raise
+
+    def publish_staged(self, staged: Staged) -> Put:
+        try:
+            return self._publish_blob(staged.tmp, staged.digest, staged.size, staged.method)
+        except OSError as e:
+            raise translate_os_error(e, self.layout.tmp, staged.size) from e
+        finally:
+            staged.discard()
 
     def _publish_blob(self, tmp: Path, digest: Digest, size: int, method: str) -> Put:
         final = self.blob_path(digest)
