@@ -213,8 +213,8 @@ def test_readd_restores_a_missing_blob(store, tmp_path):
 
 @pytest.mark.parametrize("move", [False, True])
 def test_each_source_byte_is_read_once(store, tmp_path, move):
-    """A new file is staged into the store and hashed on the way (a copy hashed as it is written;
-    with --move a hard link hashed once): the source itself is never hashed separately."""
+    """A new file is staged into the store (a copy, or with --move a hard link) and hashed once
+    there: the source itself is never hashed separately."""
     from unittest import mock
 
     import casstore.store.objects as objects
@@ -233,8 +233,8 @@ def test_each_source_byte_is_read_once(store, tmp_path, move):
     with mock.patch("casstore.ops.add.hash_file", never), mock.patch.object(objects, "hash_file", counting):
         r = add(store, src, "m", "1.0", move=move, cache=HashCache(tmp_path / "hc.sqlite"))
     assert r.new_blobs == 2
-    # a copy is hashed while written (no separate pass); a hard link is hashed once, in the store
-    assert len(hashed) == (2 if move else 0) and all(str(store.layout.tmp) in str(p) for p in hashed)
+    # each staged file is hashed once, in the store (a copy from the page cache it was just written to)
+    assert len(hashed) == 2 and all(str(store.layout.tmp) in str(p) for p in hashed)
     assert_store_consistent(store)
 
 

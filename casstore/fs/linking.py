@@ -11,11 +11,8 @@ import fcntl
 import os
 from pathlib import Path
 
-from casstore.model.digest import Digest, StreamHasher
-
 MODES = ("auto", "reflink", "hardlink", "symlink", "copy")
 _FICLONE = 0x40049409  # linux/fs.h: _IOW(0x94, 9, int)
-_PIECE = 8 << 20
 _UNSUPPORTED = (errno.EOPNOTSUPP, errno.ENOTSUP, errno.EXDEV, errno.EINVAL, errno.ENOTTY, errno.EPERM, errno.EMLINK)
 
 
@@ -73,27 +70,6 @@ def reflink_or_copy(src: Path, dst: Path) -> str:
     except LinkUnsupported:
         os.close(copy(src, str(dst)))
         return "copy"
-
-
-def copy_hashing(src: Path, name: str, dir_fd: int | None = None) -> tuple[int, Digest, int]:
-    """Copy through user space, hashing each piece as it passes: the bytes are read once, and the
-    digest is that of exactly the bytes written. Returns the open descriptor, digest and size."""
-    h = StreamHasher()
-    buf = bytearray(_PIECE)
-    view = memoryview(buf)
-    with open(src, "rb", buffering=0) as s:
-        fd = _create(name, dir_fd)
-        try:
-            while n := s.readinto(buf):
-                piece = view[:n]
-                h.update(piece)
-                while piece:
-                    piece = piece[os.write(fd, piece):]
-        except BaseException:
-            os.close(fd)
-            os.unlink(name, dir_fd=dir_fd)
-            raise
-    return fd, h.digest(), h.size
 
 
 def hardlink(src: Path, name: str | Path, dir_fd: int | None = None) -> None:

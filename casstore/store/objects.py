@@ -164,8 +164,9 @@ class Store:
 
     def stage_file(self, src: Path, *, link: bool = False) -> Staged:
         """A read-only temp copy of ``src`` (a hard link with ``link``, else a reflink, else a
-        copy), hashed once: what is published is exactly what was hashed. A copy is hashed as
-        it is written, so the source is read once."""
+        kernel copy), hashed once: what is published is exactly what was hashed. The source is
+        read once; a fresh copy is hashed from the page cache it was just written to (faster
+        here than hashing in user space as it is copied: docs/benchmarks.md)."""
         src = Path(src)
         tmp = self.tmp_path()
         try:
@@ -175,14 +176,7 @@ class Store:
                 linking.hardlink(src, tmp)
                 method = "hardlink"
             except linking.LinkUnsupported:
-                try:
-                    os.close(linking.reflink(src, str(tmp)))
-                    method = "reflink"
-                except linking.LinkUnsupported:
-                    fd, digest, size = linking.copy_hashing(src, str(tmp))
-                    os.fchmod(fd, 0o444)
-                    os.close(fd)
-                    return Staged(tmp, digest, size, "copy")
+                method = linking.reflink_or_copy(src, tmp)
             os.chmod(tmp, 0o444)  # with a hard link, the source's inode: nobody writes it from here on
             digest, size = hash_file(tmp)
             return Staged(tmp, digest, size, method)
