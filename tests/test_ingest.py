@@ -211,10 +211,9 @@ def test_readd_restores_a_missing_blob(store, tmp_path):
     assert_store_consistent(store)
 
 
-@pytest.mark.parametrize("move", [False, True])
-def test_each_source_byte_is_read_once(store, tmp_path, move):
-    """A new file is staged into the store (a copy, or with --move a hard link) and hashed once
-    there: the source itself is never hashed separately."""
+def test_move_hashes_each_file_once(store, tmp_path):
+    """--move links a new file into the store, makes it read-only and hashes it there, once: the
+    source is never hashed on its own first."""
     from unittest import mock
 
     import casstore.store.objects as objects
@@ -231,15 +230,14 @@ def test_each_source_byte_is_read_once(store, tmp_path, move):
         raise AssertionError("the source was hashed before it was staged")
 
     with mock.patch("casstore.ops.add.hash_file", never), mock.patch.object(objects, "hash_file", counting):
-        r = add(store, src, "m", "1.0", move=move, cache=HashCache(tmp_path / "hc.sqlite"))
+        r = add(store, src, "m", "1.0", move=True, cache=HashCache(tmp_path / "hc.sqlite"))
     assert r.new_blobs == 2
-    # each staged file is hashed once, in the store (a copy from the page cache it was just written to)
     assert len(hashed) == 2 and all(str(store.layout.tmp) in str(p) for p in hashed)
     assert_store_consistent(store)
 
 
-def test_a_failed_add_leaves_nothing_staged(store, tmp_path):
-    """Files staged before an error are removed: no blob, no temp file."""
+def test_a_failed_move_leaves_nothing_staged(store, tmp_path):
+    """Files staged (linked into tmp) before an error are removed: no blob, no temp file."""
     from unittest import mock
 
     src = make_model(tmp_path / "src", {f"f{i}.bin": 100_000 for i in range(6)})
@@ -252,6 +250,6 @@ def test_a_failed_add_leaves_nothing_staged(store, tmp_path):
         return real(self, path, **kw)
 
     with mock.patch.object(Store, "stage_file", failing), pytest.raises(OSError):
-        add(store, src, "m", "1.0", jobs=1, cache=HashCache(tmp_path / "hc.sqlite"))
+        add(store, src, "m", "1.0", jobs=1, move=True, cache=HashCache(tmp_path / "hc.sqlite"))
     assert list(store.iter_blobs()) == [] and store.refs.get_tag("m", "1.0") is None
     assert [p.name for p in store.layout.tmp.iterdir() if p.is_file()] == []

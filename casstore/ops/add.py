@@ -153,16 +153,16 @@ def add(
     cache = cache if cache is not None else HashCache()
     result = AddResult(model, version, Digest("0" * 64), len(files), sum(f.st.st_size for f in files))
 
-    # Each byte read once: a file whose blob is not known to be here is copied (or, with --move,
-    # linked) into the store's tmp and hashed on the way, then published under that digest. Only
-    # when the store may lack room for all of them, or the version exists already (a conflict must
-    # be found before anything is written or made read-only), is each hashed first and copied
-    # after, as a second read.
+    # --move hashes once: a file whose blob is not known to be here is hard-linked into the
+    # store's tmp, made read-only, hashed there and published under that digest. A copy is hashed
+    # first (a file the store already has is then never copied: a second model sharing files
+    # with the first costs a read, not a write), then copied and hashed again from the page
+    # cache. A version that exists already is hashed first either way, so that a conflict is
+    # found before anything is made read-only.
     staged: dict[str, Staged] = {}
     cached = {f.path: cache.get(f.st) for f in files}
     known = {path: d for path, d in cached.items() if d is not None and store.has_blob(d)}
-    stage_all = store.refs.get_tag(model, version) is None and (
-        move or sum(f.st.st_size for f in files if f.path not in known) <= _free_bytes(store.layout.tmp))
+    stage_all = move and store.refs.get_tag(model, version) is None
 
     def digest_of(f: SourceFile) -> tuple[Digest, int]:
         if f.path in known and touch(store.blob_path(known[f.path])):
