@@ -22,7 +22,8 @@ import tempfile
 import time
 from pathlib import Path
 
-MiB = 1 << 20
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from wanshape import random_file  # noqa: E402
 
 
 def drop_caches() -> None:
@@ -58,12 +59,7 @@ def main() -> None:
     big = work / "weights.bin"
     size = int(a.gib * (1 << 30))
     if not big.exists() or big.stat().st_size != size:
-        with open(big, "wb") as f:
-            left = size
-            while left:
-                n = min(left, 64 * MiB)
-                f.write(os.urandom(n))
-                left -= n
+        random_file(big, size, seed=1)
     cas = [sys.executable, "-m", "casstore_cli.main"]
     env = {**os.environ, "CAS_CONFIG": str(work / "cfg.toml"), "CAS_HASH_CACHE": str(work / "hc.sqlite")}
 

@@ -16,7 +16,7 @@ from pathlib import Path
 MiB = 1 << 20
 
 
-def _random_file(path: Path, size: int, seed: int) -> None:
+def random_file(path: Path, size: int, seed: int) -> None:
     rnd = random.Random(seed)
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "wb") as f:
@@ -52,16 +52,16 @@ def generate(root: Path, model: str, *, shard_mib: int, shards: int, t5_mib: int
     seed = sum(map(ord, model))
     for i in range(shards):
         _safetensors(d / f"diffusion_pytorch_model-{i + 1:05d}-of-{shards:05d}.safetensors", shard_mib * MiB, seed * 100 + i)
-    _random_file(d / "models_t5_umt5-xxl-enc-bf16.pth", t5_mib * MiB, 7)  # shared across models
-    _random_file(d / "Wan2.1_VAE.pth", vae_mib * MiB, 11)  # shared across models
+    random_file(d / "models_t5_umt5-xxl-enc-bf16.pth", t5_mib * MiB, 7)  # shared across models
+    random_file(d / "Wan2.1_VAE.pth", vae_mib * MiB, 11)  # shared across models
     (d / "config.json").write_text(json.dumps({"_class_name": "WanModel", "dim": 5120, "model": model}))
     tok = d / "google" / "umt5-xxl"
     tok.mkdir(parents=True, exist_ok=True)
     (tok / "tokenizer_config.json").write_text(json.dumps({"model_max_length": 512}))
-    _random_file(tok / "spiece.model", 4 * MiB, 13)
+    random_file(tok / "spiece.model", 4 * MiB, 13)
     rnd = random.Random(seed)
     for i in range(small):
-        _random_file(d / "assets" / f"{i // 50:02d}" / f"example_{i:03d}.bin", rnd.randint(1_000, 64_000), seed + i)
+        random_file(d / "assets" / f"{i // 50:02d}" / f"example_{i:03d}.bin", rnd.randint(1_000, 64_000), seed + i)
     return d
 
 

@@ -1,7 +1,8 @@
-"""The store's cache of chunk maps (``chunks/<hh>/<hex>``, model/chunkmap.py): a map is computed
-from the local blob (never trusted from elsewhere without a check), kept beside it, and removed
-with it by GC. Everything here is a cache: a missing, unreadable or unwritable map (a read-only
-store) costs a recomputation, never an error."""
+"""The store's cache of chunk maps (``chunks/<hh>/<hex>``, model/chunkmap.py): a map computed
+from the local blob, or kept from the remote the blob came from once the blob verified. Either
+way it is a hint (every chunk copied out of a blob is re-hashed, transfer/delta.py), kept beside
+its blob and removed with it by GC. A missing, unreadable or unwritable map (a read-only store)
+costs a recomputation, never an error."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from casstore.model.chunkmap import MAX_MAP_BYTES, ChunkMap
 from casstore.model.digest import Digest
 
 log = logging.getLogger("casstore")
+
 
 def load(store, d: Digest, size: int | None = None) -> ChunkMap | None:
     path = store.layout.chunk_map(d)
