@@ -28,7 +28,10 @@ import tempfile
 import time
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+from rounds import speedup  # noqa: E402
+
 from casstore.testing import modelfiles  # noqa: E402
 
 from servers import Nginx  # noqa: E402  (a plain module: no pytest needed)
@@ -184,9 +187,7 @@ def main() -> None:
                           "seconds_min": round(min(secs), 3), "seconds_max": round(max(secs), 3),
                           "from_local": rs[0]["from_local"]}
             for m in modes[1:]:
-                ratios = [o["seconds"] / r["seconds"] for o, r in zip(runs[m], runs["auto"])]
-                row[f"auto_speedup_vs_{m}"] = {"median": round(statistics.median(ratios), 2),
-                                               "min": round(min(ratios), 2), "max": round(max(ratios), 2)}
+                row[f"auto_speedup_vs_{m}"] = speedup([o["seconds"] for o in runs[m]], [r["seconds"] for r in runs["auto"]])
             report["pairs"][kind] = row
             print(json.dumps({kind: row}, indent=1), flush=True)
     if a.out:

@@ -27,6 +27,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+from rounds import speedup  # noqa: E402
 from wanshape import add_shape_arguments, generate_from_args  # noqa: E402
 
 MODEL = "t2v-A14B"
@@ -143,9 +144,7 @@ def main() -> None:
     for tool in ("aria2c", "curl", "dvc"):
         if results[tool]:
             summary[f"cas_speedup_vs_{tool}"] = {
-                k: {"median": statistics.median(ratios), "min": min(ratios), "max": max(ratios)}
-                for k in ("cmd_s", "cmd_sync_s")
-                for ratios in [[p[k] / c[k] for p, c in zip(results[tool], results["cas"])]]}
+                k: speedup([p[k] for p in results[tool]], [c[k] for c in results["cas"]]) for k in ("cmd_s", "cmd_sync_s")}
     text = json.dumps(summary, indent=2)
     print(text)
     if a.out:

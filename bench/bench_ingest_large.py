@@ -23,6 +23,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from rounds import speedup  # noqa: E402
 from wanshape import random_file  # noqa: E402
 
 
@@ -103,8 +104,7 @@ def main() -> None:
         fresh(name)
 
     def ratio(peer: str, ours: str) -> dict:
-        r = [p / o for p, o in zip(runs[peer], runs[ours])]
-        return {"median": round(statistics.median(r), 3), "min": round(min(r), 3), "max": round(max(r), 3)}
+        return speedup(runs[peer], runs[ours])
 
     report = {
         "machine": f"{platform.machine()} {os.cpu_count()} cpus", "date": time.strftime("%Y-%m-%d"),

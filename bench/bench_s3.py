@@ -27,6 +27,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from rounds import speedup  # noqa: E402
 from wanshape import add_shape_arguments, generate_from_args  # noqa: E402
 
 MODEL = "t2v-A14B"
@@ -169,9 +170,7 @@ def main() -> None:
     for d in ("push", "fetch"):
         c = [r["s"] for r in results[f"cas {d}"]]
         for t in TOOLS[1:]:
-            ratios = [o["s"] / s for o, s in zip(results[f"{t} {d}"], c)]
-            summary[f"cas speedup vs {t} ({d})"] = {"median": statistics.median(ratios), "min": min(ratios),
-                                                     "max": max(ratios)}
+            summary[f"cas speedup vs {t} ({d})"] = speedup([o["s"] for o in results[f"{t} {d}"]], c)
     text = json.dumps(summary, indent=1)
     print(text)
     if a.out:

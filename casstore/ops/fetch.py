@@ -21,13 +21,12 @@ from casstore.errors import (
     NotFound,
     Offline,
     RemoteError,
-    RemoteProtocolError,
 )
 from casstore.model.digest import Digest
 from casstore.model.index import Index
 from casstore.model.manifest import MAX_MANIFEST_BYTES, Manifest
 from casstore.model.versioning import latest, sort_key
-from casstore.remotes.base import FORMAT_FILE, Remote, index_path
+from casstore.remotes.base import FORMAT_FILE, Remote, index_path, read_small
 from casstore.remotes.base import manifest as manifest_key
 from casstore.store.leases import Lease
 from casstore.store.markers import record_use
@@ -82,16 +81,10 @@ async def manifest_bytes(remotes: list[Remote], digest: Digest) -> tuple[bytes, 
     for r in remotes:
         url = r.describe(manifest_key(digest))
         try:
-            chunks, n = [], 0
-            async for c in r.read(manifest_key(digest)):
-                n += len(c)
-                if n > MAX_MANIFEST_BYTES:
-                    raise RemoteProtocolError(f"{url} is larger than {MAX_MANIFEST_BYTES} bytes", url=url, digest=digest)
-                chunks.append(c)
+            data = await read_small(r, manifest_key(digest), MAX_MANIFEST_BYTES)
         except (NotFound, RemoteError) as e:
             last = e
             continue
-        data = b"".join(chunks)
         if Digest.of_bytes(data) != digest:
             raise IntegrityError(f"{url} does not hash to {digest}; refusing the manifest")
         return data, url

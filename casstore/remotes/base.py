@@ -65,6 +65,18 @@ def check_object(key: Key, data: bytes, where: str) -> None:
         check_bytes(key, Digest.of_bytes(data), len(data), where)
 
 
+async def read_small(remote: Remote, key: Key, max_bytes: int) -> bytes:
+    """A small object whole (a manifest, a chunk map): more than ``max_bytes`` is refused as it
+    arrives, never held."""
+    buf = bytearray()
+    async for piece in remote.read(key):
+        buf += piece
+        if len(buf) > max_bytes:
+            url = remote.describe(key)
+            raise RemoteProtocolError(f"{url} is larger than {max_bytes} bytes", url=url, digest=key.digest)
+    return bytes(buf)
+
+
 def is_loopback(host: str | None) -> bool:
     """Whether plain HTTP to ``host`` stays on this machine (invariant 10)."""
     if not host:

@@ -42,17 +42,15 @@ class LocalChunks:
     """Chunk hash -> where a local blob holds those bytes."""
 
     where: dict[bytes, Where] = field(default_factory=dict)
-    blobs: int = 0
 
     def add(self, m: ChunkMap) -> None:
-        self.blobs += 1
         for off, n, h in m.chunks():
             self.where.setdefault(h, Where(m.blob, off, n))
 
     @classmethod
     def build(cls, store: Store, sources: Iterable[Digest], min_size: int) -> LocalChunks:
         """Every cached map of a blob in the store (any model), plus maps computed now for
-        ``sources`` (the blobs most likely to share chunks: other versions of the same model)."""
+        ``sources`` (the blobs most likely to share chunks: the model's current version)."""
         out, seen = cls(), set()
         for d in [*chunkmaps.cached(store), *sources]:
             if d in seen:
@@ -106,8 +104,7 @@ def plan(m: ChunkMap, local: LocalChunks, merge_gap: int | None = None) -> Plan:
             for k in range(i, j):
                 reuse[k] = False
         i = j
-    return Plan(tuple(Copy(chunks[k][0], found[k], chunks[k][2])  # type: ignore[arg-type]
-                      for k in range(len(chunks)) if reuse[k]))
+    return Plan(tuple(Copy(off, w, h) for (off, _, h), w, r in zip(chunks, found, reuse) if r and w is not None))
 
 
 def prefill(store: Store, fd: int, p: Plan) -> list[list[int]]:

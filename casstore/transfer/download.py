@@ -27,7 +27,7 @@ from casstore.fs.atomic import makedirs, out_of_space, publish_file
 from casstore.fs.writers import writer_id
 from casstore.model.chunkmap import MAX_MAP_BYTES, ChunkMap
 from casstore.model.digest import Digest, hash_fd
-from casstore.remotes.base import Remote
+from casstore.remotes.base import Remote, read_small
 from casstore.remotes.base import blob as blob_key
 from casstore.remotes.base import chunks as chunks_key
 from casstore.store import chunkmaps
@@ -211,13 +211,9 @@ class Downloader:
         key = chunks_key(d)
         for r in self.remotes:
             try:
-                buf = bytearray()
-                async for piece in r.read(key):
-                    buf += piece
-                    if len(buf) > MAX_MAP_BYTES:
-                        raise InvalidInput(f"{r.describe(key)} is larger than {MAX_MAP_BYTES} bytes")
-                self.stats.bytes_maps += len(buf)
-                return ChunkMap.decode(bytes(buf), blob=d, size=size, source=r.describe(key))
+                data = await read_small(r, key, MAX_MAP_BYTES)
+                self.stats.bytes_maps += len(data)
+                return ChunkMap.decode(data, blob=d, size=size, source=r.describe(key))
             except NotFound:
                 continue
             except (RemoteError, InvalidInput) as e:
