@@ -59,13 +59,13 @@ def _has_store(c: Ctx) -> bool:
         return False
 
 
-def _usage(c: Ctx, model: str | None = None):
+def _usage(c: Ctx, model: str | None = None, *, totals: bool = False):
     """Per-version sizes with the GC's view: last use, why each is kept, what gc would free."""
     from casstore.ops.usage import report
 
     if model:
         _ref(model)
-    rep = report(c.store(), model, _policy(None, None, None, None))
+    rep = report(c.store(), model, _policy(None, None, None, None), totals=totals)
     for problem in rep.broken:
         c.warn(problem)
     return rep
@@ -276,7 +276,9 @@ def du(c: Ctx) -> None:
     """What uses space: per model and version, unique and shared bytes, and what gc would free."""
     if not _has_store(c):
         return
-    rep = _usage(c)
+    rep = _usage(c, totals=True)
+    t = rep.totals
+    assert t is not None
     lines = [f"{'model/version':<32} {'size':>11} {'unique':>11} {'shared':>11} {'used':>9}  kept because"]
     for mu in rep.models:
         lines.append(f"{mu.model:<32} {_size(mu.size):>11} {_size(mu.unique):>11}")
@@ -284,12 +286,12 @@ def du(c: Ctx) -> None:
             lines.append(f"  {v.version + (' *' if v.current else ''):<30} {_size(v.size):>11} {_size(v.unique):>11} "
                          f"{_size(v.shared):>11} {_ago(rep.now, v.last_used):>9}  {'; '.join(v.roots) or '-'}")
     limit = f" (limit {_size(rep.policy.max_size)})" if rep.policy.max_size is not None else ""
-    lines.append(f"blobs in store: {_size(rep.blob_bytes)}{limit}; referenced by no version: "
-                 f"{_size(rep.unreferenced_bytes)}; quarantined and abandoned partial files: {_size(rep.junk_bytes)}; "
-                 f"`cas gc` would free {_size(rep.plan.bytes_freed)}")
-    c.result({"models": [m.to_json() for m in rep.models], "blob_bytes": rep.blob_bytes,
-              "unreferenced_bytes": rep.unreferenced_bytes, "junk_bytes": rep.junk_bytes,
-              "gc_would_free": rep.plan.bytes_freed, "max_size": rep.policy.max_size}, "\n".join(lines))
+    lines.append(f"blobs in store: {_size(t.blob_bytes)}{limit}; referenced by no version: "
+                 f"{_size(t.unreferenced_bytes)}; quarantined and abandoned partial files: {_size(t.junk_bytes)}; "
+                 f"`cas gc` would free {_size(t.plan.bytes_freed)}")
+    c.result({"models": [m.to_json() for m in rep.models], "blob_bytes": t.blob_bytes,
+              "unreferenced_bytes": t.unreferenced_bytes, "junk_bytes": t.junk_bytes,
+              "gc_would_free": t.plan.bytes_freed, "max_size": rep.policy.max_size}, "\n".join(lines))
 
 
 

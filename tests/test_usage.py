@@ -1,6 +1,7 @@
 from casstore.model.digest import Digest
 from casstore.model.manifest import Entry, Manifest
 from casstore.ops.usage import usage
+from casstore.store.summaries import summarize
 
 
 def D(i):
@@ -15,7 +16,8 @@ def test_unique_and_shared_bytes():
     t1 = M("t2v", "1", (1, 100), (2, 10), (9, 1000))  # 9: the VAE, shared with i2v
     t2 = M("t2v", "2", (1, 100), (3, 20), (9, 1000))
     i1 = M("i2v", "1", (4, 50), (9, 1000), (9, 1000))  # the same blob twice counts once
-    versions = {("t2v", "1"): (D(11), t1), ("t2v", "2"): (D(12), t2), ("i2v", "1"): (D(13), i1)}
+    s = summarize({D(11): t1, D(12): t2, D(13): i1})
+    versions = {("t2v", "1"): (D(11), s[D(11)]), ("t2v", "2"): (D(12), s[D(12)]), ("i2v", "1"): (D(13), s[D(13)])}
     out = {m.model: m for m in usage(versions, {"t2v": "2"})}
     v = {x.version: x for x in out["t2v"].versions}
     assert (v["1"].size, v["1"].unique, v["1"].shared) == (1110, 10, 1100)

@@ -2,18 +2,25 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import gc
+import math
+import os
+import re
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
+from itertools import repeat
 
 from casstore.errors import CasError
 from casstore.gc.housekeeping import junk_files
 from casstore.model.digest import Digest
 from casstore.model.history import undo_stack
-from casstore.model.manifest import Manifest
+from casstore.model.keys import blob_key
 from casstore.store.leases import live_leases
 from casstore.store.markers import marked
 from casstore.store.objects import Store
 from casstore.store.roots import project_roots
+from casstore.store.summaries import Summary, summaries, summarize
 
 
 @dataclass(frozen=True)
@@ -21,7 +28,7 @@ class VersionState:
     model: str
     version: str
     manifest: Digest
-    blobs: frozenset[Digest]
+    blobs: frozenset[Digest]  # empty when the state was read without blobs (`cas list`)
     last_used: float
     recency: int | None  # 0: current; 1: the one before it in the history; None: never current
     marks: tuple[str, ...] = ()  # current, pinned, project: roots whatever the policy
@@ -36,20 +43,107 @@ class StoreState:
     versions: tuple[VersionState, ...]
     leased: frozenset[Digest] = frozenset()
     extra: Mapping[Digest, frozenset[Digest]] = field(default_factory=dict)  # manifests rooted otherwise -> blobs
-    loaded: Mapping[Digest, Manifest] = field(default_factory=dict, compare=False, repr=False)  # for du/list
+    summaries: Mapping[Digest, Summary] = field(default_factory=dict, compare=False, repr=False)  # for du/list
     broken: tuple[str, ...] = ()  # tags whose manifest is missing or unreadable (verify reports them)
     junk: tuple[tuple[str, int, float], ...] = ()  # quarantined blobs, abandoned partials: path, size, mtime
 
 
-def read_state(store: Store) -> StoreState:
-    now = store.now()
-    blobs = {}
-    for d, p in store.iter_blobs():
-        try:
-            st = p.stat()
-        except FileNotFoundError:
+class BlobTable(Mapping[Digest, tuple[int, float]]):
+    """The store's blobs for a report: listed by name, sizes taken from the manifests that list
+    them (a blob holds exactly the bytes its digest names), the rest stat'ed; mtimes stat'ed only
+    when a plan asks, so `cas du` on 100k blobs stats only the blobs it might free."""
+
+    def __init__(self, root: str, present: set[Digest], known: Mapping[Digest, int]) -> None:
+        self._root = root
+        self._present = present
+        self._stats: dict[Digest, tuple[int, float]] = {}
+        common = present & known.keys()
+        self.sizes = dict(zip(common, map(known.__getitem__, common)))  # C-level on 100k blobs
+        self.sizes.update((d, self[d][0]) for d in present - common)
+
+    def __getitem__(self, d: Digest) -> tuple[int, float]:
+        st = self._stats.get(d)
+        if st is None:
+            if d not in self._present:
+                raise KeyError(d)
+            try:
+                s = os.stat(os.path.join(self._root, blob_key(d)))
+                st = (s.st_size, s.st_mtime)
+            except FileNotFoundError:  # gone since the listing: nothing to free, and never old enough
+                st = (0, math.inf)
+            self._stats[d] = st
+        return st
+
+    def __iter__(self) -> Iterator[Digest]:
+        return iter(self._present)
+
+    def __len__(self) -> int:
+        return len(self._present)
+
+    def __contains__(self, d: object) -> bool:
+        return d in self._present
+
+    def keys(self):  # a set, so that a plan's set operations on 100k blobs stay in C
+        return self._present
+
+
+def blob_sizes(blobs: Mapping[Digest, tuple[int, float]]) -> Mapping[Digest, int]:
+    return blobs.sizes if isinstance(blobs, BlobTable) else {d: size for d, (size, _) in blobs.items()}
+
+
+_NAMES = re.compile(r"(?:[0-9a-f]{64}\n)*")
+
+
+def _list_blobs(store: Store) -> set[Digest]:
+    """Every blob by name, without a stat (each directory's names checked in one match)."""
+    out: set[Digest] = set()
+    root = str(store.layout.blobs)
+    for sub in os.listdir(root):
+        d = os.path.join(root, sub)
+        if len(sub) != 2 or not os.path.isdir(d):
             continue
-        blobs[d] = (st.st_size, st.st_mtime)
+        names = [n for n in os.listdir(d) if n[:2] == sub]
+        if not _NAMES.fullmatch("".join(n + "\n" for n in names)):
+            names = [n for n in names if _NAMES.fullmatch(n + "\n")]
+        out.update(map(tuple.__new__, repeat(Digest), zip(names)))  # checked above
+    return out
+
+
+@contextmanager
+def bulk() -> Iterator[None]:
+    """While 100k small objects are built: the cyclic collector would walk them again and again
+    (it made reading a large store's state up to 3x slower), and they hold no cycles."""
+    was = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was:
+            gc.enable()
+
+
+def read_state(store: Store, *, report: bool = False, blobs: bool = True) -> StoreState:
+    with bulk():
+        return _read_state(store, report, blobs)
+
+
+def _read_state(store: Store, report: bool, blobs: bool) -> StoreState:
+    """The state GC decides from. ``report`` (`cas list`, `cas du`): manifest contents from their
+    summaries (store/summaries.py), and blob mtimes only where asked; ``blobs=False`` (`cas list`):
+    no blobs at all, for what needs only the versions."""
+    now = store.now()
+    # Blobs are listed before the refs are read, as a writer publishes them in the other order.
+    present: set[Digest] = set()
+    stats: dict[Digest, tuple[int, float]] = {}
+    if report:
+        present = _list_blobs(store) if blobs else set()
+    elif blobs:
+        for d, p in store.iter_blobs():
+            try:
+                st = p.stat()
+            except FileNotFoundError:
+                continue
+            stats[d] = (st.st_size, st.st_mtime)
     manifests = {}
     for d in store.iter_manifests():
         try:
@@ -57,21 +151,39 @@ def read_state(store: Store) -> StoreState:
         except FileNotFoundError:
             continue
     projects = project_roots(store)
+    models = {model: store.refs.tags(model) for model in store.refs.models()}
+    histories = {model: store.refs.history(model) for model in models}
+    needed = {md for tags in models.values() for md in tags.values()}
+    needed |= {h[-1].manifest for h in histories.values() if h and h[-1].manifest in manifests}
+    needed |= {md for md in projects if md in manifests}
+    if report:
+        known, errors = summaries(store, needed)
+    else:
+        parsed, errors = {}, {}
+        for md in needed:
+            try:
+                parsed[md] = store.get_manifest(md)
+            except CasError as e:
+                errors[md] = e
+        known = summarize(parsed)
+    table: Mapping[Digest, tuple[int, float]] = stats
+    if report:
+        sizes = next(iter(known.values())).table.known_sizes() if known and blobs else {}
+        table = BlobTable(str(store.layout.root), present, sizes)
     versions = []
     extra: dict[Digest, frozenset[Digest]] = {}
     cache: dict[Digest, frozenset[Digest]] = {}
-    loaded: dict[Digest, Manifest] = {}
     broken: list[str] = []
 
     def blobs_of(md: Digest) -> frozenset[Digest]:
+        if md in errors:
+            raise errors[md]
         if md not in cache:
-            loaded[md] = store.get_manifest(md)
-            cache[md] = frozenset(loaded[md].blobs())
+            cache[md] = frozenset(known[md].blobs) if blobs else frozenset()
         return cache[md]
 
-    for model in store.refs.models():
-        tags = store.refs.tags(model)
-        history = store.refs.history(model)
+    for model, tags in models.items():
+        history = histories[model]
         order = [s.version for s in reversed(undo_stack(history))] + [s.version for s in reversed(history)]
         recency: dict[str, int] = {}
         for v in order:
@@ -99,5 +211,5 @@ def read_state(store: Store) -> StoreState:
         if md in manifests and md not in extra:
             extra[md] = blobs_of(md)
     leased, _ = live_leases(store, now)
-    return StoreState(now, blobs, manifests, tuple(versions), frozenset(leased), extra, loaded, tuple(broken),
+    return StoreState(now, table, manifests, tuple(versions), frozenset(leased), extra, known, tuple(broken),
                       tuple(junk_files(store, now)))

@@ -7,14 +7,18 @@ deleting just that version would free. A blob counts once however many files hol
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from itertools import chain
 
 from casstore.errors import NotFound
 from casstore.gc import Plan, Policy, plan, read_state, root_reasons
+from casstore.gc.state import blob_sizes, bulk
 from casstore.model.digest import Digest
-from casstore.model.manifest import Manifest
 from casstore.model.names import validate_model
+from casstore.model.versioning import sort_key
+from casstore.store.summaries import Summary
 
 
 @dataclass(frozen=True)
@@ -62,77 +66,90 @@ class ModelUsage:
 
 
 def usage(
-    versions: Mapping[tuple[str, str], tuple[Digest, Manifest]],
+    versions: Mapping[tuple[str, str], tuple[Digest, Summary]],
     current: Mapping[str, str],
     details: Mapping[tuple[str, str], tuple[float, tuple[str, ...]]] | None = None,
 ) -> list[ModelUsage]:
     """``details``: (last used, root reasons) per version, from the GC's view of the store."""
     details = details or {}
-    blob_size: dict[Digest, int] = {}
-    by_version: dict[Digest, set[tuple[str, str]]] = {}
-    by_model: dict[Digest, set[str]] = {}
-    for key, (_, m) in versions.items():
-        for e in m.entries:
-            blob_size[e.digest] = e.size
-            by_version.setdefault(e.digest, set()).add(key)
-            by_model.setdefault(e.digest, set()).add(key[0])
+    if not versions:
+        return []
+    # Blobs as indices into the summaries' one table, counted with Counters and set operations, so
+    # that the per-blob work runs in C (1,000 versions of 100 files: 100k entries).
+    tables = {id(s.table) for _, s in versions.values()}
+    assert len(tables) == 1, "summaries from one table"
+    sizes = next(iter(versions.values()))[1].table.sizes
+    in_versions = Counter(chain.from_iterable(s.idx for _, s in versions.values()))
+    shared = {b for b, n in in_versions.items() if n > 1}
+    models: dict[str, set[int]] = {}
+    for (model, _), (_, s) in versions.items():
+        models.setdefault(model, set()).update(s.idx)
+    in_models = Counter(chain.from_iterable(models.values()))
+    shared_models = {b for b, n in in_models.items() if n > 1}
+
+    def total(idx) -> int:
+        return sum(map(sizes.__getitem__, idx))
+
     out = []
-    for model in sorted({k[0] for k in versions}):
+    for model in sorted(models):
         vs = []
-        model_blobs: set[Digest] = set()
-        for (mdl, ver), (md, m) in sorted(versions.items()):
-            if mdl != model:
-                continue
-            blobs = m.blobs()
-            model_blobs |= blobs
-            size = sum(blob_size[b] for b in blobs)
-            unique = sum(blob_size[b] for b in blobs if len(by_version[b]) == 1)
-            last, roots = details.get((mdl, ver), (None, ()))
-            vs.append(VersionUsage(mdl, ver, md, len(m.entries), size, unique, size - unique, current.get(mdl) == ver,
+        mine = {ver: v for (mdl, ver), v in versions.items() if mdl == model}
+        for ver in sorted(mine, key=lambda v: (sort_key(v), v)):  # 1.2.0 before 1.10.0
+            md, s = mine[ver]
+            size = total(s.idx)
+            unique = size - total(shared.intersection(s.idx))
+            last, roots = details.get((model, ver), (None, ()))
+            vs.append(VersionUsage(model, ver, md, s.files, size, unique, size - unique, current.get(model) == ver,
                                    last, roots))
-        out.append(
-            ModelUsage(
-                model,
-                tuple(vs),
-                sum(blob_size[b] for b in model_blobs),
-                sum(blob_size[b] for b in model_blobs if len(by_model[b]) == 1),
-            )
-        )
+        size = total(models[model])
+        out.append(ModelUsage(model, tuple(vs), size, size - total(models[model] & shared_models)))
     return out
 
 
 @dataclass(frozen=True)
-class StoreUsage:
-    """`cas list` and `cas du`: per-version usage with the GC's view, and the store's totals."""
+class Totals:
+    """`cas du`'s line about the whole store."""
 
-    models: list[ModelUsage]
-    plan: Plan  # what `cas gc` with ``policy`` would do now
-    policy: Policy
-    now: float  # the store's clock
+    plan: Plan  # what `cas gc` with the policy would do now
     blob_bytes: int
     unreferenced_bytes: int  # blobs no version lists
     junk_bytes: int  # quarantined blobs and abandoned partial downloads
+
+
+@dataclass(frozen=True)
+class StoreUsage:
+    """`cas list` and `cas du`: per-version usage with the GC's view, and for du the store's totals."""
+
+    models: list[ModelUsage]
+    policy: Policy
+    now: float  # the store's clock
     broken: tuple[str, ...]  # tags left out because their manifest is missing or unreadable
+    totals: Totals | None = None
 
 
-def report(store, model: str | None = None, policy: Policy | None = None) -> StoreUsage:
-    """One read of the store (the GC's ``read_state``) serves both the usage and the plan."""
-    policy = policy or Policy.from_config()
-    state = read_state(store)
+def report(store, model: str | None = None, policy: Policy | None = None, *, totals: bool = True) -> StoreUsage:
+    """One read of the store (the GC's ``read_state``, from manifest summaries) serves both the
+    usage and the plan. Without ``totals`` (`cas list`) no blob is listed or stat'ed."""
+    with bulk():
+        return _report(store, model, policy or Policy.from_config(), totals)
+
+
+def _report(store, model: str | None, policy: Policy, totals: bool) -> StoreUsage:
+    state = read_state(store, report=True, blobs=totals)
     details = {(v.model, v.version): (v.last_used, root_reasons(v, policy, state.now)) for v in state.versions}
-    versions = {(v.model, v.version): (v.manifest, state.loaded[v.manifest]) for v in state.versions
+    versions = {(v.model, v.version): (v.manifest, state.summaries[v.manifest]) for v in state.versions
                 if model is None or v.model == model}
     if model is not None and not versions:
         raise NotFound(f"model {validate_model(model)} is not in the store {store.root}")
     current = {v.model: v.version for v in state.versions if "current" in v.marks}
+    out = StoreUsage(usage(versions, current, details), policy, state.now, state.broken)
+    if not totals:
+        return out
     referenced = {b for v in state.versions for b in v.blobs}
-    return StoreUsage(
-        models=usage(versions, current, details),
+    sizes = blob_sizes(state.blobs)
+    return replace(out, totals=Totals(
         plan=plan(state, policy),
-        policy=policy,
-        now=state.now,
-        blob_bytes=sum(size for size, _ in state.blobs.values()),
-        unreferenced_bytes=sum(size for d, (size, _) in state.blobs.items() if d not in referenced),
+        blob_bytes=sum(sizes.values()),
+        unreferenced_bytes=sum(n for d, n in sizes.items() if d not in referenced),
         junk_bytes=sum(size for _, size, _ in state.junk),
-        broken=state.broken,
-    )
+    ))

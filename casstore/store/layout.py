@@ -4,6 +4,7 @@
     <root>/blobs/<hh>/<hex>                   file contents, read-only (model/keys.py)
     <root>/chunks/<hh>/<hex>                  the blob's chunk map (delta updates), a cache
     <root>/manifests/<hh>/<hex>.json          canonical manifest bytes, named by their digest
+    <root>/cache/manifest-summaries           what `cas list`/`du` need of each manifest, a cache
     <root>/refs/<model>/tags/<version>        "blake3:<hex>\\n": the version's manifest
     <root>/refs/<model>/history/<seq>.json    one immutable file per current-pointer switch
     <root>/refs/<model>/keep/<version>        rollback roots kept by `cas update` (store/markers.py)
@@ -33,7 +34,7 @@ from casstore.model.names import validate_model, validate_version
 FORMAT_FILE = "casstore.json"
 FORMAT_VERSION = 1
 # Made when first written, so that a store from before them still opens on a read-only mount.
-LAZY_DIRS = ("chunks",)
+LAZY_DIRS = ("chunks", "cache")
 TOP_DIRS = ("blobs", "manifests", "refs", "roots", "views", "tmp", "quarantine", "leases")
 
 

@@ -63,20 +63,23 @@ class Refs:
                 validate_version(v)
             except InvalidInput:
                 continue  # temp files and foreign names
-            if (dg := self.get_tag(model, v)) is not None:
+            if (dg := self._read_tag(os.path.join(d, v))) is not None:
                 out[v] = dg
         return out
 
-    def get_tag(self, model: str, version: str) -> Digest | None:
-        p = self.layout.tag(model, version)
+    def _read_tag(self, path: str | Path) -> Digest | None:
         try:
-            text = p.read_text()
+            with open(path, "rb") as f:
+                text = f.read(200).decode("utf-8", "replace")
         except FileNotFoundError:
             return None
         try:
             return Digest.parse(text.strip())
         except InvalidInput as e:
-            raise CorruptStore(f"corrupt tag file {p}: {e}") from e
+            raise CorruptStore(f"corrupt tag file {path}: {e}") from e
+
+    def get_tag(self, model: str, version: str) -> Digest | None:
+        return self._read_tag(self.layout.tag(model, version))
 
     def set_tag(self, model: str, version: str, digest: Digest, *, force: bool = False) -> Digest | None:
         """Create the tag; returns the digest it replaced (only with ``force``)."""

@@ -1,0 +1,165 @@
+"""What `cas list` and `cas du` need of each manifest (its file count and its distinct blobs with
+their sizes), cached in one file of the store, ``cache/manifest-summaries``, so that they do not
+parse every manifest of every version each time.
+
+A manifest never changes (its name is its digest), so an entry never goes stale: it is missing
+(then the manifest is parsed and the file rewritten) or its manifest is gone (dropped at the next
+rewrite). Concurrent rewrites are harmless: each renames a complete file over the last. The cache
+only feeds reports; GC decides from the manifests themselves (docs/architecture.md, invariant 3).
+An unreadable or unwritable cache (a read-only mount) costs a parse, never an error.
+
+The file holds every distinct blob once (32-byte digests in one string, and sizes), and each
+manifest lists its blobs by index. Summaries refer to that ``Table`` the same way, so `cas list`
+on 1,000 versions counts shared blobs with integers in C-level loops and never builds a
+``Digest`` per blob.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from functools import cached_property
+from itertools import repeat
+
+import msgpack
+
+from casstore.errors import CasError
+from casstore.fs.atomic import makedirs, write_file
+from casstore.model.digest import Digest
+from casstore.model.manifest import Manifest
+
+log = logging.getLogger("casstore")
+
+FILE = "cache/manifest-summaries"
+_FORMAT = 1
+_MAX_BYTES = 1 << 30
+
+
+class Table:
+    """Distinct blobs by index: what makes summaries comparable with each other."""
+
+    def known_sizes(self) -> dict[Digest, int]:
+        return dict(zip(self.digests, self.sizes))
+
+    def __init__(self, packed: bytes = b"", sizes: list[int] | None = None) -> None:
+        self._packed = packed  # 32 bytes per blob, for those read from the file
+        self.sizes: list[int] = sizes if sizes is not None else []
+        self._digests: list[Digest] | None = None
+        self._index: dict[Digest, int] | None = None
+
+    @property
+    def digests(self) -> list[Digest]:
+        if self._digests is None:
+            h = self._packed.hex()  # valid hex by construction: no per-digest check needed
+            self._digests = list(map(tuple.__new__, repeat(Digest),
+                                     zip(h[i:i + 64] for i in range(0, len(h), 64))))
+        return self._digests
+
+    def add(self, m: Manifest) -> Summary:
+        if self._index is None:
+            self._index = {d: i for i, d in enumerate(self.digests)}
+        idx = []
+        for e in m.entries:
+            i = self._index.get(e.digest)
+            if i is None:
+                i = self._index[e.digest] = len(self.sizes)
+                self.sizes.append(e.size)
+                self.digests.append(e.digest)
+            idx.append(i)
+        return Summary(len(m.entries), tuple(dict.fromkeys(idx)), self)
+
+
+@dataclass(frozen=True)
+class Summary:
+    files: int
+    idx: tuple[int, ...]  # each distinct blob once, as its index in ``table``
+    table: Table = field(repr=False, compare=False)
+
+    @property
+    def size(self) -> int:
+        return sum(map(self.table.sizes.__getitem__, self.idx))
+
+    @cached_property
+    def blobs(self) -> frozenset[Digest]:
+        return frozenset(map(self.table.digests.__getitem__, self.idx))
+
+
+def summaries(store, digests: Iterable[Digest]) -> tuple[dict[Digest, Summary], dict[Digest, CasError]]:
+    """Summaries of ``digests`` over one ``Table``, and the error of each manifest that is missing
+    or unreadable."""
+    table, cached = _load(store)
+    out: dict[Digest, Summary] = {}
+    broken: dict[Digest, CasError] = {}
+    for md in set(digests):
+        s = cached.get(md)
+        if s is None:
+            try:
+                s = table.add(store.get_manifest(md))
+            except CasError as e:
+                broken[md] = e
+                continue
+        out[md] = s
+    if len(out) > len(cached.keys() & out.keys()):  # learned something
+        _save(store, table, {**{d: s for d, s in cached.items() if d not in out and store.has_manifest(d)}, **out})
+    return out, broken
+
+
+def summarize(manifests: Mapping[Digest, Manifest]) -> dict[Digest, Summary]:
+    """Summaries over a fresh ``Table`` (GC, which parses every manifest, and tests)."""
+    table = Table()
+    return {md: table.add(m) for md, m in manifests.items()}
+
+
+def _load(store) -> tuple[Table, dict[Digest, Summary]]:
+    path = store.layout.root / FILE
+    try:
+        with open(path, "rb") as f:
+            raw = f.read(_MAX_BYTES + 1)
+        obj = msgpack.unpackb(raw, raw=False, strict_map_key=False)
+        if len(raw) > _MAX_BYTES or not isinstance(obj, dict) or obj.get("format") != _FORMAT:
+            raise ValueError(f"not a summary file of format {_FORMAT}")
+        blobs, sizes, manifests = obj["blobs"], obj["sizes"], obj["manifests"]
+        if (not isinstance(blobs, bytes) or not isinstance(sizes, list) or len(blobs) != 32 * len(sizes)
+                or not _naturals(sizes) or not isinstance(manifests, dict)):
+            raise ValueError("malformed blob table")
+        table = Table(blobs, sizes)
+        out = {}
+        n = len(sizes)
+        for key, (files, idx) in manifests.items():
+            if (type(key) is not bytes or len(key) != 32 or type(files) is not int or not isinstance(idx, list)
+                    or files < len(idx) or not _naturals(idx, below=n)):
+                raise ValueError("malformed entry")
+            out[Digest.unchecked(key.hex())] = Summary(files, tuple(idx), table)
+        return table, out
+    except FileNotFoundError:
+        return Table(), {}
+    except (OSError, ValueError, TypeError, KeyError, msgpack.UnpackException) as e:
+        log.warning("ignoring the manifest summaries %s: %s", path, e)
+        return Table(), {}
+
+
+def _naturals(xs: list, below: int | None = None) -> bool:
+    """All ints in [0, below): checked with C-level loops, as there may be 100k of them."""
+    return not xs or (set(map(type, xs)) == {int} and min(xs) >= 0 and (below is None or max(xs) < below))
+
+
+def _save(store, table: Table, entries: Mapping[Digest, Summary]) -> None:
+    """Only the blobs ``entries`` use are written, renumbered."""
+    new: dict[int, int] = {}
+    for s in entries.values():
+        for i in s.idx:
+            new.setdefault(i, len(new))
+    digests = table.digests
+    data = msgpack.packb({
+        "format": _FORMAT,
+        "blobs": bytes.fromhex("".join(digests[i].hex for i in new)),
+        "sizes": [table.sizes[i] for i in new],
+        "manifests": {bytes.fromhex(md.hex): (s.files, [new[i] for i in s.idx]) for md, s in entries.items()},
+    })
+    path = store.layout.root / FILE
+    try:
+        makedirs(path.parent)
+        write_file(path, data, store.layout.tmp, mode=0o644, replace=True)
+    except OSError as e:  # a read-only store, a full disk: it is only a cache
+        log.info("not caching manifest summaries in %s: %s", path, e)

@@ -1,0 +1,109 @@
+"""The manifest summaries `cas list` and `cas du` read instead of every manifest
+(store/summaries.py): the same figures as from the manifests themselves, whatever state the
+cache file is in, and the same GC plan as GC computes from a full read."""
+
+import logging
+import os
+import time
+
+import msgpack
+import pytest
+
+from casstore.gc import Policy, plan, read_state
+from casstore.ops.add import add
+from casstore.ops.remove import remove
+from casstore.ops.usage import report
+from casstore.store import summaries
+
+from conftest import make_model
+
+
+def cache_file(store):
+    return store.root / summaries.FILE
+
+
+def figures(store, policy=None):
+    rep = report(store, policy=policy)
+    return [v.to_json() | {"last_used": None} for m in rep.models for v in m.versions], rep.totals
+
+
+@pytest.fixture
+def populated(store, tmp_path):
+    shared = os.urandom(30_000)
+    for i in range(4):
+        add(store, make_model(tmp_path / f"a{i}", {"vae.bin": shared, "w.bin": 10_000 + i, "c.json": f"{i}".encode()}),
+            "a", f"1.{i}.0")
+    add(store, make_model(tmp_path / "b", {"vae.bin": shared, "x.bin": 7000}), "b", "2.0.0")
+    return store
+
+
+def test_the_cache_gives_the_figures_the_manifests_give(populated):
+    assert not cache_file(populated).exists()
+    first = figures(populated)
+    assert cache_file(populated).exists()
+    mtime = cache_file(populated).stat().st_mtime_ns
+    assert figures(populated) == first
+    assert cache_file(populated).stat().st_mtime_ns == mtime, "nothing new learned: not rewritten"
+    v = {(x["model"], x["version"]): x for x in first[0]}
+    assert v["a", "1.0.0"]["files"] == 3 and v["a", "1.0.0"]["unique"] == 10_000 + 1  # w.bin and c.json
+    assert v["b", "2.0.0"]["shared"] == 30_000
+
+
+def test_a_new_version_is_learned_and_a_collected_one_dropped(populated, tmp_path):
+    figures(populated)
+    _, b_manifest = populated.resolve("b", "2.0.0")
+    remove(populated, "b", "2.0.0", force=True)
+    os.unlink(populated.layout.manifest(b_manifest))  # as GC does later
+    add(populated, make_model(tmp_path / "n", {"w.bin": 4000}), "a", "1.9.0")
+    rep = report(populated)
+    assert [v.version for m in rep.models for v in m.versions] == ["1.0.0", "1.1.0", "1.2.0", "1.3.0", "1.9.0"]
+    obj = msgpack.unpackb(cache_file(populated).read_bytes(), strict_map_key=False)
+    assert bytes.fromhex(b_manifest.hex) not in obj["manifests"] and len(obj["manifests"]) == 5
+
+
+@pytest.mark.parametrize("garbage", [
+    b"\x00not msgpack",
+    msgpack.packb({"format": 99}),
+    msgpack.packb({"format": 1, "blobs": b"\x01" * 32, "sizes": [5], "manifests": {b"\x02" * 32: [1, [7]]}}),
+    msgpack.packb({"format": 1, "blobs": b"\x01" * 32, "sizes": [5.5], "manifests": {}}),
+    msgpack.packb({"format": 1, "blobs": b"\x01" * 32, "sizes": [5], "manifests": {b"\x02" * 32: [1, [0.0]]}}),
+    msgpack.packb({"format": 1, "blobs": b"\x01" * 31, "sizes": [5], "manifests": {}}),
+])
+def test_a_damaged_cache_is_ignored_and_replaced(populated, garbage, caplog):
+    good = figures(populated)
+    cache_file(populated).chmod(0o644)
+    cache_file(populated).write_bytes(garbage)
+    with caplog.at_level(logging.WARNING, logger="casstore"):
+        assert figures(populated) == good
+    assert "ignoring the manifest summaries" in caplog.text and str(cache_file(populated)) in caplog.text
+    assert figures(populated) == good
+
+
+def test_a_lying_cache_entry_for_a_manifest_no_tag_uses_changes_nothing(populated):
+    good = figures(populated)
+    obj = msgpack.unpackb(cache_file(populated).read_bytes(), strict_map_key=False)
+    obj["manifests"][os.urandom(32)] = [1, [0]]
+    cache_file(populated).write_bytes(msgpack.packb(obj))
+    assert figures(populated) == good
+
+
+def test_the_du_plan_is_the_plan_gc_makes(populated, tmp_path):
+    """du's plan (sizes from summaries, mtimes stat'ed on demand) against GC's full read."""
+    orphan = tmp_path / "orphan"
+    orphan.write_bytes(os.urandom(9000))
+    old = populated.put_file(orphan).digest
+    young_src = tmp_path / "young"
+    young_src.write_bytes(os.urandom(8000))
+    young = populated.put_file(young_src).digest
+    t = time.time() - 10 * 86400
+    for d in [old] + [e.digest for e in populated.load("a", "1.0.0")[2].entries]:
+        os.utime(populated.blob_path(d), (t, t))
+    os.utime(populated.blob_path(young), None)
+    for policy in (Policy(), Policy(max_size=1, retention_days=None, keep_last=1),
+                   Policy(retention_days=0, keep_last=0, grace=0)):
+        full = plan(read_state(populated), policy)
+        _, totals = figures(populated, policy)
+        assert totals.plan == full
+        assert totals.blob_bytes == full.bytes_before
+    assert old in plan(read_state(populated), Policy()).delete_blobs
+    assert young not in plan(read_state(populated), Policy()).delete_blobs
