@@ -129,7 +129,8 @@ def test_waiting_for_another_downloader_gives_up_with_lock_timeout(tmp_path):
     from conftest import CasRunner, make_model
 
     pub = CasRunner(tmp_path / "pub", tmp_path)
-    pub("add", make_model(tmp_path / "src", {"w.bin": b"weights" * 1000}), "--name", "m", "--version", "1")
+    # Over SMALL_BLOB: a small blob is fetched without a lock.
+    pub("add", make_model(tmp_path / "src", {"w.bin": b"weights" * 300_000}), "--name", "m", "--version", "1")
     pub("push", "m@1", "--remote", tmp_path / "nas")
     d = Store.open(tmp_path / "pub").load("m", "1")[2].entries[0].digest
     holder = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])  # alive, holds the lock
@@ -169,3 +170,101 @@ def test_splitting_parts_wastes_no_bytes_on_the_wire(store, tmp_path):
         sent = sum(n for _, path, _, n, _ in server.requests() if path.startswith("/blobs/"))
     assert st.bytes_downloaded == size and store.blob_path(d).read_bytes() == data
     assert size <= sent <= size + 1, sent - size
+
+
+def small_server(data: bytes, serve):
+    """An HTTP remote of one blob whose answers ``serve(request, n, a, b)`` shapes (n: 1-based)."""
+    size = len(data)
+    count = [0]
+
+    async def handler(request):
+        count[0] += 1
+        rng = request.headers.get("Range")
+        a, b = (int(x) for x in rng.removeprefix("bytes=").split("-")) if rng else (0, size - 1)
+        return await serve(request, count[0], a, b + 1)
+
+    app = web.Application()
+    app.router.add_get("/{tail:.*}", handler)
+    return ThreadedApp(app)
+
+
+def fetch_one(store, url, d, size, **settings):
+    async def go():
+        r = HttpRemote(url)
+        try:
+            return await Downloader(store, [r], Settings(**{"attempts": 3, "backoff": 0.01, **settings})).fetch({d: size})
+        finally:
+            await r.close()
+
+    return asyncio.run(go())
+
+
+def test_small_blobs_are_fetched_without_lock_partial_or_record(store, tmp_path, monkeypatch):
+    from casstore.transfer import download, lock, partials
+
+    remote = DirectoryRemote(tmp_path / "nas")
+    want = {}
+    for n in (0, 1, 4096, download.SMALL_BLOB):
+        data = os.urandom(n)
+        asyncio.run(remote.write(blob(Digest.of_bytes(data)), data))
+        want[Digest.of_bytes(data)] = n
+
+    def forbidden(*a, **k):
+        raise AssertionError("a small blob took the large-blob path")
+
+    monkeypatch.setattr(lock, "acquire", forbidden)
+    monkeypatch.setattr(partials, "fresh", forbidden)
+    st = asyncio.run(Downloader(store, [remote]).fetch(want))
+    assert st.bytes_downloaded == sum(want.values())
+    for d in want:
+        assert Digest.of_bytes(store.blob_path(d).read_bytes()) == d
+        assert store.blob_path(d).stat().st_mode & 0o777 == 0o444
+    assert not [p for p in store.layout.tmp.rglob("*") if p.is_file()]
+
+
+def test_a_small_blob_with_wrong_bytes_is_refused_and_not_published(store):
+    from casstore.errors import IntegrityError
+
+    data = os.urandom(50_000)
+    d = Digest.of_bytes(data)
+
+    async def serve(request, n, a, b):
+        bad = bytearray(data[a:b])
+        bad[100] ^= 1
+        return web.Response(body=bytes(bad))
+
+    srv = small_server(data, serve)
+    try:
+        with pytest.raises(IntegrityError) as e:
+            fetch_one(store, srv.url, d, len(data))
+    finally:
+        srv.stop()
+    assert str(d) in str(e.value) and f"{srv.url}blobs/{d.hex[:2]}/{d.hex}" in str(e.value) and "hash to" in str(e.value)
+    assert not store.has_blob(d)
+    assert not [p for p in store.layout.tmp.rglob("*") if p.is_file()]
+
+
+def test_a_small_blob_cut_off_mid_body_resumes_from_where_it_broke(store):
+    data = os.urandom(300_000)
+    d = Digest.of_bytes(data)
+    asked = []
+
+    async def serve(request, n, a, b):
+        asked.append(request.headers.get("Range"))
+        resp = web.StreamResponse(status=206, headers={"Content-Range": f"bytes {a}-{b - 1}/{len(data)}",
+                                                       "Content-Length": str(b - a), "Accept-Ranges": "bytes"})
+        await resp.prepare(request)
+        if n == 1:  # half the body, then the connection dies
+            await resp.write(data[a:a + 150_000])
+            request.transport.close()
+            return resp
+        await resp.write(data[a:b])
+        return resp
+
+    srv = small_server(data, serve)
+    try:
+        st = fetch_one(store, srv.url, d, len(data))
+    finally:
+        srv.stop()
+    assert store.blob_path(d).read_bytes() == data and st.retries >= 1
+    assert asked[-1] is not None and int(asked[-1].removeprefix("bytes=").split("-")[0]) > 0

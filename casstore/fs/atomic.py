@@ -134,7 +134,7 @@ def publish_file(tmp: Path, final: Path, *, fd: int | None = None) -> bool:
     return published
 
 
-def write_file(final: Path, data: bytes, tmp_dir: Path, *, mode: int = 0o444, replace: bool = False,
+def write_file(final: Path, data: bytes | bytearray, tmp_dir: Path, *, mode: int = 0o444, replace: bool = False,
                prefix: str = "") -> bool:
     """Atomically write ``data`` to ``final``. Without ``replace``, an existing file wins."""
     tmp = tmp_dir / temp_name(prefix)

@@ -57,7 +57,7 @@ class Digest(_Hex):
         return tuple.__new__(cls, (hex,))
 
     @classmethod
-    def of_bytes(cls, data: bytes) -> Digest:
+    def of_bytes(cls, data: bytes | bytearray) -> Digest:
         return cls(blake3.blake3(data).hexdigest())
 
     def __str__(self) -> str:

@@ -62,9 +62,10 @@ class Part:
 class BlobJob:
     digest: Digest
     size: int
-    path: Path  # the partial file
-    record: Path  # its progress record
+    path: Path  # the partial file (for a small blob, the final name: only for messages)
+    record: Path | None  # its progress record (None for a small blob)
     fd: int = -1
+    buf: bytearray | None = None  # a small blob is assembled in memory instead (download.py)
     done: list[list[int]] = field(default_factory=list)
     parts: list[Part] = field(default_factory=list)
     adopted: int = 0
@@ -82,7 +83,7 @@ class BlobJob:
         """Write the progress record: a hint for resuming (the whole-file hash decides), so it is
         replaced without fsync; its temp name is created exclusively, never through a link."""
         now = time.monotonic()
-        if not force and now - self.last_save < 1.0:
+        if self.record is None or (not force and now - self.last_save < 1.0):
             return
         self.last_save = now
         tmp = self.record.with_name(self.record.name + ".tmp")
@@ -100,6 +101,8 @@ class BlobJob:
         if self.fd >= 0:
             os.close(self.fd)
             self.fd = -1
+        if self.record is None:
+            return
         if keep:
             try:
                 self.save(force=True)
@@ -166,7 +169,8 @@ def adopt(store, writer: str, d: Digest, size: int, stale_after: float) -> BlobJ
     """Our partial for ``d``: a gone writer's (renamed to us), or a new sparse file."""
     dl = store.layout.downloads
     mine = dl / f"{d.hex}.{writer}.part"
-    job = BlobJob(d, size, mine, mine.with_suffix(".progress"))
+    record = mine.with_suffix(".progress")
+    job = BlobJob(d, size, mine, record)
     for rec in sorted(dl.glob(f"{d.hex}.*.progress")):
         other = rec.name[len(d.hex) + 1 : -len(".progress")]
         part = rec.with_suffix(".part")
@@ -180,12 +184,12 @@ def adopt(store, writer: str, d: Digest, size: int, stale_after: float) -> BlobJ
             continue
         try:
             os.rename(part, job.path)  # renames a planted symlink itself, never its target
-            os.rename(rec, job.record)
+            os.rename(rec, record)
         except OSError:
             continue
         fd = open_partial(job.path, size)
         if fd is None:
-            unlink(job.record)
+            unlink(record)
             break
         job.fd, job.done = fd, done
         job.adopted = sum(b - a for a, b in done)
