@@ -54,9 +54,9 @@ def test_a_new_version_is_learned_and_a_collected_one_dropped(populated, tmp_pat
     _, b_manifest = populated.resolve("b", "2.0.0")
     remove(populated, "b", "2.0.0", force=True)
     os.unlink(populated.layout.manifest(b_manifest))  # as GC does later
-    add(populated, make_model(tmp_path / "n", {"w.bin": 4000}), "a", "1.9.0")
+    add(populated, make_model(tmp_path / "n", {"w.bin": 4000}), "a", "1.10.0")
     rep = report(populated)
-    assert [v.version for m in rep.models for v in m.versions] == ["1.0.0", "1.1.0", "1.2.0", "1.3.0", "1.9.0"]
+    assert [v.version for m in rep.models for v in m.versions] == ["1.0.0", "1.1.0", "1.2.0", "1.3.0", "1.10.0"]
     obj = msgpack.unpackb(cache_file(populated).read_bytes(), strict_map_key=False)
     assert bytes.fromhex(b_manifest.hex) not in obj["manifests"] and len(obj["manifests"]) == 5
 

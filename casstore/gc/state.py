@@ -123,14 +123,14 @@ def bulk() -> Iterator[None]:
 
 
 def read_state(store: Store, *, report: bool = False, blobs: bool = True) -> StoreState:
+    """The state GC decides from. ``report`` (`cas list`, `cas du`): manifest contents from their
+    summaries (store/summaries.py), and blob mtimes only where asked; ``blobs=False`` (`cas list`):
+    no blobs at all, for what needs only the versions."""
     with bulk():
         return _read_state(store, report, blobs)
 
 
 def _read_state(store: Store, report: bool, blobs: bool) -> StoreState:
-    """The state GC decides from. ``report`` (`cas list`, `cas du`): manifest contents from their
-    summaries (store/summaries.py), and blob mtimes only where asked; ``blobs=False`` (`cas list`):
-    no blobs at all, for what needs only the versions."""
     now = store.now()
     # Blobs are listed before the refs are read, as a writer publishes them in the other order.
     present: set[Digest] = set()
