@@ -268,3 +268,26 @@ def test_a_small_blob_cut_off_mid_body_resumes_from_where_it_broke(store):
         srv.stop()
     assert store.blob_path(d).read_bytes() == data and st.retries >= 1
     assert asked[-1] is not None and int(asked[-1].removeprefix("bytes=").split("-")[0]) > 0
+
+
+def test_small_blobs_hold_memory_only_while_they_download(store, tmp_path):
+    """Every blob's job starts at once; a small blob's buffer must wait for its bytes, or 48
+    blobs of 1 MiB would hold 48 MiB from the start (tracemalloc counts the buffers)."""
+    import tracemalloc
+
+    from casstore.transfer import download
+
+    remote = DirectoryRemote(tmp_path / "nas")
+    want = {}
+    for i in range(48):
+        data = os.urandom(download.SMALL_BLOB - i)
+        asyncio.run(remote.write(blob(Digest.of_bytes(data)), data))
+        want[Digest.of_bytes(data)] = len(data)
+    tracemalloc.start()
+    try:
+        asyncio.run(Downloader(store, [remote], Settings(jobs=2)).fetch(want))
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert all(store.has_blob(d) for d in want)
+    assert peak < 24 << 20, f"peak {peak >> 20} MiB for 2 jobs"

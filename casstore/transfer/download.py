@@ -171,20 +171,20 @@ class Downloader:
         there, then written once like any file (write, fsync, link, fsync the directory) off the
         event loop. Without a lock two processes may both fetch it, and the first link wins
         (invariant 5: the lock only saves work); an interrupted one is fetched again."""
-        job = BlobJob(d, size, self.store.blob_path(d), None, buf=bytearray(size))
+        job = BlobJob(d, size, self.store.blob_path(d), None, in_memory=True)
         await self._download(job)
         await asyncio.to_thread(self._publish_small, job)
 
     def _publish_small(self, job: BlobJob) -> None:
-        assert job.buf is not None
-        got = Digest.of_bytes(job.buf)
+        data, job.buf = job.buf or bytearray(), None  # nothing arrives for an empty blob
+        got = Digest.of_bytes(data)
         if got != job.digest:
             where = ", ".join(sorted(job.urls))
             raise IntegrityError(f"downloaded bytes for {job.digest} from {where} hash to {got} "
-                                 f"({len(job.buf)} bytes); discarded")
+                                 f"({len(data)} bytes); discarded")
         final = self.store.blob_path(job.digest)
         makedirs(final.parent)
-        if not write_file(final, job.buf, self.store.layout.tmp):  # a full disk: OutOfSpace naming it
+        if not write_file(final, data, self.store.layout.tmp):  # a full disk: OutOfSpace naming it
             touch(final)
         log.info("verified %s (%d bytes) from %s", job.digest, job.size, ", ".join(sorted(job.urls)))
 
@@ -353,7 +353,9 @@ class Downloader:
                         chunk = chunk[:room]
                     if self.limiter:
                         await self.limiter.take(len(chunk))
-                    if job.buf is not None:
+                    if job.in_memory:
+                        if job.buf is None:
+                            job.buf = bytearray(job.size)
                         job.buf[part.pos:part.pos + len(chunk)] = chunk
                         n = len(chunk)
                     else:

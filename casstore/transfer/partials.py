@@ -65,7 +65,10 @@ class BlobJob:
     path: Path  # the partial file (for a small blob, the final name: only for messages)
     record: Path | None  # its progress record (None for a small blob)
     fd: int = -1
-    buf: bytearray | None = None  # a small blob is assembled in memory instead (download.py)
+    # A small blob is assembled in memory instead (download.py), in a buffer made when its first
+    # bytes arrive: every blob's job starts at once, only ``jobs`` of them are downloading.
+    in_memory: bool = False
+    buf: bytearray | None = None
     done: list[list[int]] = field(default_factory=list)
     parts: list[Part] = field(default_factory=list)
     adopted: int = 0
