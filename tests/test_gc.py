@@ -144,8 +144,9 @@ def test_clock_skew_uses_the_store_clock(tmp_path):
         p = subprocess.run([faketime, "-f", skew, *cas.argv("--json", "gc", "--grace", "600")], capture_output=True, text=True)
         assert p.returncode == 0, p.stderr
         assert store.has_blob(d), f"a fresh blob was collected with the local clock at {skew}"
-    # A download lock held by a live process on another host, refreshed just now.
-    data = os.urandom(20_000)
+    # A download lock held by a live process on another host, refreshed just now (on a blob over
+    # SMALL_BLOB: a small blob is fetched without a lock).
+    data = os.urandom(2 << 20)
     dg = Digest.of_bytes(data)
     nas = DirectoryRemote(tmp_path / "nas")
     asyncio.run(nas.write(blob(dg), data))
