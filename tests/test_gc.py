@@ -205,3 +205,31 @@ def test_lying_lock_still_one_correct_blob(store, tmp_path, monkeypatch):
     assert sa.bytes_downloaded + sb.bytes_downloaded >= len(data)
     assert store.blob_path(d).read_bytes() == data
     assert [x for x, _ in store.iter_blobs()] == [d]
+
+
+def test_a_version_collected_between_the_check_and_the_lease_is_fetched_again(tmp_path, monkeypatch):
+    """`cas fetch` of a version the store holds, while a GC collects it at that very moment (the
+    stress test met this): the fetch goes to the remote instead of failing."""
+    from casstore.ops import fetch as fetch_op
+
+    from conftest import publish
+
+    nas = tmp_path / "nas"
+    publish(tmp_path, make_model(tmp_path / "src", {"w.bin": 5000, "c.json": b"{}"}), "m", "1.0.0", nas)
+    store = Store.open(tmp_path / "s")
+    remote = DirectoryRemote(nas)
+    first = asyncio.run(fetch_op.fetch(store, [remote], "m", "1.0.0"))
+    gone = next(e.digest for e in store.get_manifest(first.manifest).entries if e.path == "w.bin")
+    real = fetch_op._complete_locally
+
+    def collected_right_after(store, model, version):
+        here = real(store, model, version)
+        store.refs.delete_tag(model, version)  # as GC does: the tag first, then the blobs
+        os.unlink(store.blob_path(gone))
+        return here
+
+    monkeypatch.setattr(fetch_op, "_complete_locally", collected_right_after)
+    again = asyncio.run(fetch_op.fetch(store, [remote], "m", "1.0.0"))
+    assert again.stats.bytes_downloaded == 5000 and store.has_blob(gone)
+    assert store.refs.get_tag("m", "1.0.0") == first.manifest
+    assert_store_consistent(store)

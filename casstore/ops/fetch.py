@@ -109,7 +109,12 @@ async def fetch(
     """
     t0 = time.monotonic()
     if version is not None and (here := _complete_locally(store, model, version)) is not None:
-        return _local_result(store, model, version, *here, t0)
+        try:
+            return _local_result(store, model, version, *here, t0)
+        except NotFound:  # a GC took part of it between the check and the lease: fetch it like any missing version
+            if is_offline(offline) or not remotes:
+                raise
+            log.info("%s@%s was collected while being fetched; fetching it from the remote", model, version)
     if is_offline(offline):
         if version is None and (newest := _newest_local(store, model)) is not None:
             return _local_result(store, model, *newest, t0)
