@@ -9,7 +9,6 @@ import re
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from itertools import repeat
 
 from casstore.errors import CasError
 from casstore.gc.housekeeping import junk_files
@@ -105,7 +104,7 @@ def _list_blobs(store: Store) -> set[Digest]:
         names = [n for n in os.listdir(d) if n[:2] == sub]
         if not _NAMES.fullmatch("".join(n + "\n" for n in names)):
             names = [n for n in names if _NAMES.fullmatch(n + "\n")]
-        out.update(map(tuple.__new__, repeat(Digest), zip(names)))  # checked above
+        out.update(Digest.unchecked(names))  # checked above
     return out
 
 

@@ -20,7 +20,6 @@ import logging
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from functools import cached_property
-from itertools import repeat
 
 import msgpack
 
@@ -39,9 +38,6 @@ _MAX_BYTES = 1 << 30
 class Table:
     """Distinct blobs by index: what makes summaries comparable with each other."""
 
-    def known_sizes(self) -> dict[Digest, int]:
-        return dict(zip(self.digests, self.sizes))
-
     def __init__(self, packed: bytes = b"", sizes: list[int] | None = None) -> None:
         self._packed = packed  # 32 bytes per blob, for those read from the file
         self.sizes: list[int] = sizes if sizes is not None else []
@@ -52,9 +48,11 @@ class Table:
     def digests(self) -> list[Digest]:
         if self._digests is None:
             h = self._packed.hex()  # valid hex by construction: no per-digest check needed
-            self._digests = list(map(tuple.__new__, repeat(Digest),
-                                     zip(h[i:i + 64] for i in range(0, len(h), 64))))
+            self._digests = list(Digest.unchecked(h[i:i + 64] for i in range(0, len(h), 64)))
         return self._digests
+
+    def known_sizes(self) -> dict[Digest, int]:
+        return dict(zip(self.digests, self.sizes))
 
     def add(self, m: Manifest) -> Summary:
         if self._index is None:
@@ -75,10 +73,6 @@ class Summary:
     files: int
     idx: tuple[int, ...]  # each distinct blob once, as its index in ``table``
     table: Table = field(repr=False, compare=False)
-
-    @property
-    def size(self) -> int:
-        return sum(map(self.table.sizes.__getitem__, self.idx))
 
     @cached_property
     def blobs(self) -> frozenset[Digest]:
@@ -130,7 +124,7 @@ def _load(store) -> tuple[Table, dict[Digest, Summary]]:
             if (type(key) is not bytes or len(key) != 32 or type(files) is not int or not isinstance(idx, list)
                     or files < len(idx) or not _naturals(idx, below=n)):
                 raise ValueError("malformed entry")
-            out[Digest.unchecked(key.hex())] = Summary(files, tuple(idx), table)
+            out[next(Digest.unchecked([key.hex()]))] = Summary(files, tuple(idx), table)
         return table, out
     except FileNotFoundError:
         return Table(), {}
