@@ -107,3 +107,18 @@ def test_the_du_plan_is_the_plan_gc_makes(populated, tmp_path):
         assert totals.blob_bytes == full.bytes_before
     assert old in plan(read_state(populated), Policy()).delete_blobs
     assert young not in plan(read_state(populated), Policy()).delete_blobs
+
+
+def test_foreign_names_under_blobs_are_skipped_alike_by_du_and_gc(populated):
+    """One listing rule (`Store.blob_digests`) for `du` and GC; the mixed-case name forces the
+    per-name check after the directory's one-match check fails."""
+    d = next(iter(populated.blob_digests()))
+    sub = populated.layout.blobs / d.hex[:2]
+    (sub / (d.hex[:2] + "X" * 62)).write_bytes(b"foreign")
+    (sub / "notes.txt").write_bytes(b"foreign")
+    (populated.layout.blobs / "README").write_bytes(b"foreign")
+    listed = populated.blob_digests()
+    assert d in listed and [x for x, _ in populated.iter_blobs()] == sorted(listed)
+    assert all(len(x.hex) == 64 for x in listed)
+    _, totals = figures(populated)
+    assert totals.plan == plan(read_state(populated), Policy())

@@ -177,16 +177,19 @@ class Downloader:
 
     def _publish_small(self, job: BlobJob) -> None:
         data, job.buf = job.buf or bytearray(), None  # nothing arrives for an empty blob
-        got = Digest.of_bytes(data)
-        if got != job.digest:
-            where = ", ".join(sorted(job.urls))
-            raise IntegrityError(f"downloaded bytes for {job.digest} from {where} hash to {got} "
-                                 f"({len(data)} bytes); discarded")
+        where = self._verified(job, Digest.of_bytes(data), len(data))
         final = self.store.blob_path(job.digest)
         makedirs(final.parent)
         if not write_file(final, data, self.store.layout.tmp):  # a full disk: OutOfSpace naming it
             touch(final)
-        log.info("verified %s (%d bytes) from %s", job.digest, job.size, ", ".join(sorted(job.urls)))
+        log.info("verified %s (%d bytes) from %s", job.digest, job.size, where)
+
+    def _verified(self, job: BlobJob, got: Digest, size: int) -> str:
+        """Where the bytes came from, if they are the blob's (invariant 4); else IntegrityError."""
+        where = ", ".join(sorted(job.urls)) or self.remotes[0].describe(blob_key(job.digest, job.size))
+        if size != job.size or got != job.digest:
+            raise IntegrityError(f"downloaded bytes for {job.digest} from {where} hash to {got} ({size} bytes); discarded")
+        return where
 
     async def _download(self, job: BlobJob) -> None:
         self.stats.bytes_resumed += job.adopted
@@ -250,10 +253,8 @@ class Downloader:
         return None
 
     def _publish(self, job: BlobJob) -> None:
-        got, size = hash_fd(job.fd, mapped=False)  # several blobs publish at once: keep the windows unmapped
-        where = ", ".join(sorted(job.urls)) or self.remotes[0].describe(blob_key(job.digest, job.size))
-        if size != job.size or got != job.digest:
-            raise IntegrityError(f"downloaded bytes for {job.digest} from {where} hash to {got} ({size} bytes); discarded")
+        # several blobs publish at once: keep the windows unmapped
+        where = self._verified(job, *hash_fd(job.fd, mapped=False))
         os.fchmod(job.fd, 0o444)
         final = self.store.blob_path(job.digest)
         if not publish_file(job.path, final, fd=job.fd):
