@@ -8,7 +8,6 @@ The user config file is TOML in the platform config dir (``CAS_CONFIG`` override
 from __future__ import annotations
 
 import os
-import tomllib
 from pathlib import Path
 
 from casstore.errors import InvalidInput
@@ -24,6 +23,8 @@ def config_path() -> Path:
 
 
 def load_user_config() -> dict:
+    import tomllib  # only for a run that reads the config
+
     p = config_path()
     try:
         with open(p, "rb") as f:

@@ -134,16 +134,16 @@ def _global(attr: str, combine=None, then=None):
     return callback
 
 
-def _global_options() -> list[click.Option]:
-    """The group's options, accepted after the subcommand too (`cas list --json`)."""
-    return [
-        click.Option(["--store"], metavar="PATH", expose_value=False, hidden=True, callback=_global("store_arg")),
-        click.Option(["--json"], is_flag=True, expose_value=False, hidden=True, callback=_global("json")),
-        click.Option(["-q", "--quiet"], is_flag=True, expose_value=False, hidden=True, callback=_global("quiet")),
-        click.Option(["-v", "--verbose"], count=True, expose_value=False, hidden=True,
-                     callback=_global("verbose", lambda a, b: a + b, then=Ctx.configure_logging)),
-        click.Option(["--offline"], is_flag=True, expose_value=False, hidden=True, callback=_global("offline")),
-    ]
+# The group's options, accepted after the subcommand too (`cas list --json`). Made once and shared
+# by every command: an Option holds no per-command state, and `cas` starts faster.
+_GLOBAL_OPTIONS = [
+    click.Option(["--store"], metavar="PATH", expose_value=False, hidden=True, callback=_global("store_arg")),
+    click.Option(["--json"], is_flag=True, expose_value=False, hidden=True, callback=_global("json")),
+    click.Option(["-q", "--quiet"], is_flag=True, expose_value=False, hidden=True, callback=_global("quiet")),
+    click.Option(["-v", "--verbose"], count=True, expose_value=False, hidden=True,
+                 callback=_global("verbose", lambda a, b: a + b, then=Ctx.configure_logging)),
+    click.Option(["--offline"], is_flag=True, expose_value=False, hidden=True, callback=_global("offline")),
+]
 
 
 class CasGroup(click.Group):
@@ -154,7 +154,7 @@ class CasGroup(click.Group):
     def add_command(self, cmd: click.Command, name: str | None = None) -> None:
         if not isinstance(cmd, click.Group):
             taken = {o for p in cmd.params for o in getattr(p, "opts", ())}
-            cmd.params.extend(o for o in _global_options() if not set(o.opts) & taken)
+            cmd.params.extend(o for o in _GLOBAL_OPTIONS if not set(o.opts) & taken)
         super().add_command(cmd, name)
 
 

@@ -8,11 +8,9 @@ A writer is ``<host>.<pid>.<random>``; it is part of the name of every file it l
 from __future__ import annotations
 
 import os
-import secrets
-import socket
 from pathlib import Path
 
-HOST = socket.gethostname().replace("/", "_")[:32]
+HOST = os.uname().nodename.replace("/", "_")[:32]
 DAY = 86400.0
 
 
@@ -30,7 +28,7 @@ def process_alive(host: str, pid: int) -> bool | None:
 
 
 def writer_id() -> str:
-    return f"{HOST}.{os.getpid()}.{secrets.token_hex(6)}"
+    return f"{HOST}.{os.getpid()}.{os.urandom(6).hex()}"
 
 
 def temp_name(prefix: str = "") -> str:

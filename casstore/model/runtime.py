@@ -8,7 +8,6 @@ interpreter; any other name is an installed distribution (``importlib.metadata``
 
 from __future__ import annotations
 
-import importlib.metadata
 import platform
 from collections.abc import Iterable, Mapping
 
@@ -78,6 +77,8 @@ def _version(name: str, installed) -> str | None:
         return installed.get(name.lower())
     if name.lower() == "python":
         return platform.python_version()
+    import importlib.metadata  # 15 ms to import: only for a version that requires a distribution
+
     try:
         return importlib.metadata.version(name)
     except importlib.metadata.PackageNotFoundError:

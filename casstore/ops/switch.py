@@ -12,13 +12,15 @@ from casstore.errors import Conflict, NotFound
 from casstore.model import runtime
 from casstore.model.digest import Digest
 from casstore.model.history import Switch, rollback_target
+from casstore.model.manifest import Manifest
 from casstore.store.leases import Lease
 from casstore.store.markers import record_use
 from casstore.store.objects import Store, touch
 
 
-def switch_to(store: Store, model: str, version: str, digest: Digest, action: str, expect) -> Switch:
-    m = store.get_manifest(digest)
+def switch_to(store: Store, model: str, version: str, digest: Digest, action: str, expect,
+              m: Manifest | None = None) -> Switch:
+    m = m or store.get_manifest(digest)
     with Lease(store, f"{action} {model}@{version}", [digest, *m.blobs()]):
         if store.refs.get_tag(model, version) != digest:
             raise NotFound(f"{model}@{version} is no longer in the store; run `cas fetch {model}@{version}`")
@@ -40,14 +42,15 @@ def use(store: Store, model: str, version: str, *, expect: str | None = None,
     A version whose runtime requirements this environment does not meet is refused (unless
     ``ignore_requirements``)."""
     _, digest = store.resolve(model, version)
-    runtime.check(model, version, store.get_manifest(digest).meta, ignore=ignore_requirements)
+    m = store.get_manifest(digest)
+    runtime.check(model, version, m.meta, ignore=ignore_requirements)
     head = store.refs.current(model)
     if expect is not None and (head is None or head.version != expect):
         raise Conflict(f"current version of {model} is {head.version if head else 'none'}, not {expect}")
     if head is not None and head.version == version and head.manifest == digest:
         record_use(store, model, version)
         return head  # already current: no record, so rollback and `cas log` see no empty switch
-    return switch_to(store, model, version, digest, "use", head)
+    return switch_to(store, model, version, digest, "use", head, m)
 
 
 def rollback(store: Store, model: str, version: str | None = None) -> Switch:

@@ -8,9 +8,7 @@ lost race is a ``Conflict``, never a silent overwrite. Records are never rewritt
 
 from __future__ import annotations
 
-import getpass
 import os
-import socket
 import time
 from pathlib import Path
 
@@ -26,6 +24,8 @@ HISTORY_KEEP = 100  # records of each model kept by GC (`cas log` shows at most 
 
 
 def _user() -> str:
+    import getpass  # only when a switch is recorded
+
     try:
         return getpass.getuser()
     except (KeyError, OSError):
@@ -169,7 +169,7 @@ class Refs:
             previous=head.version if head else None,
             action=action,
             time=time.time(),
-            host=socket.gethostname(),
+            host=os.uname().nodename,
             pid=os.getpid(),
             user=_user(),
         )
