@@ -29,6 +29,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from rounds import cas_command  # noqa: E402
 from wanshape import add_shape_arguments, generate_from_args  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -125,7 +126,7 @@ def bench_ingest(work: Path, src: Path, repeat: int, dvc: str | None, git_lfs: b
     def cas_round(i):
         d = work / f"cas-{i}"
         e = {**env, "CAS_HOME": str(d / "store"), "CAS_HASH_CACHE": str(d / "hashes.sqlite")}
-        cas = [sys.executable, "-m", "casstore_cli.main"]
+        cas = cas_command()
         r = {"first": run([*cas, "add", str(src / models[0]), "--name", models[0], "--version", "1.0"], env=e)}
         r["second_shared"] = run([*cas, "add", str(src / models[1]), "--name", models[1], "--version", "1.0"], env=e)
         r["readd_unchanged"] = run([*cas, "add", str(src / models[0]), "--name", models[0], "--version", "1.0"], env=e)
@@ -203,7 +204,7 @@ def bench_ingest(work: Path, src: Path, repeat: int, dvc: str | None, git_lfs: b
 def bench_ops(work: Path, src: Path, repeat: int) -> dict:
     d = work / "ops"
     e = {**os.environ, "CAS_HOME": str(d / "store"), "CAS_HASH_CACHE": str(d / "hashes.sqlite")}
-    cas = [sys.executable, "-m", "casstore_cli.main"]
+    cas = cas_command()
     subprocess.run([*cas, "add", str(src / "t2v-A14B"), "--name", "t2v", "--version", "1.0"], env=e, check=True, capture_output=True)
     subprocess.run([*cas, "add", str(src / "i2v-A14B"), "--name", "t2v", "--version", "1.1"], env=e, check=True, capture_output=True)
 

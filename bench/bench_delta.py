@@ -30,7 +30,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
-from rounds import speedup  # noqa: E402
+from rounds import cas_command, speedup  # noqa: E402
+
+CAS = cas_command()
 
 from casstore.testing import modelfiles  # noqa: E402
 
@@ -40,7 +42,7 @@ MiB = 1 << 20
 
 
 def cas(store: Path, *args, env=None) -> dict:
-    p = subprocess.run([sys.executable, "-m", "casstore_cli.main", "--store", str(store), "--json", *map(str, args)],
+    p = subprocess.run([*CAS, "--store", str(store), "--json", *map(str, args)],
                        capture_output=True, text=True, env=env, check=False)
     if p.returncode:
         raise SystemExit(f"cas {' '.join(map(str, args))} failed:\n{p.stderr}")

@@ -27,7 +27,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
-from rounds import speedup  # noqa: E402
+from rounds import cas_command, speedup  # noqa: E402
 from wanshape import add_shape_arguments, generate_from_args  # noqa: E402
 
 MODEL = "t2v-A14B"
@@ -66,7 +66,7 @@ def main() -> None:
         generate_from_args(src, MODEL, a)
     files = sorted(p.relative_to(src / MODEL).as_posix() for p in (src / MODEL).rglob("*") if p.is_file())
     total = sum((src / MODEL / f).stat().st_size for f in files)
-    cas = [sys.executable, "-m", "casstore_cli.main"]
+    cas = cas_command()
     env = {**os.environ, "CAS_CONFIG": str(work / "cfg.toml"), "CAS_HASH_CACHE": str(work / "hc.sqlite"),
            "DVC_NO_ANALYTICS": "1"}
     srv = work / "srv"

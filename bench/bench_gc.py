@@ -29,6 +29,9 @@ from casstore.model.history import Switch
 from casstore.model.manifest import Entry, Manifest
 from casstore.store.objects import Store
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from rounds import cas_command  # noqa: E402
+
 
 def build(root: Path, n_blobs: int, seed: int = 1) -> Store:
     rnd = random.Random(seed)
@@ -77,6 +80,7 @@ def main() -> None:
     a = ap.parse_args()
     work = a.work or Path(tempfile.mkdtemp(prefix="cas-bench-gc-"))
     rows = []
+    cas = cas_command()
     for n in (int(x) for x in a.sizes.split(",")):
         root = work / f"store-{n}"
         shutil.rmtree(root, ignore_errors=True)
@@ -90,7 +94,7 @@ def main() -> None:
         t2 = time.perf_counter()
         env = {**os.environ, "CAS_CONFIG": str(work / "none.toml")}
         t3 = time.perf_counter()
-        subprocess.run([sys.executable, "-m", "casstore_cli.main", "--store", str(root), "du"], env=env, check=True,
+        subprocess.run([*cas, "--store", str(root), "du"], env=env, check=True,
                        capture_output=True)
         t4 = time.perf_counter()
         r = execute(store, p, policy)

@@ -23,7 +23,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from rounds import speedup  # noqa: E402
+from rounds import cas_command, speedup  # noqa: E402
 from wanshape import random_file  # noqa: E402
 
 
@@ -61,7 +61,7 @@ def main() -> None:
     size = int(a.gib * (1 << 30))
     if not big.exists() or big.stat().st_size != size:
         random_file(big, size, seed=1)
-    cas = [sys.executable, "-m", "casstore_cli.main"]
+    cas = cas_command()
     env = {**os.environ, "CAS_CONFIG": str(work / "cfg.toml"), "CAS_HASH_CACHE": str(work / "hc.sqlite")}
 
     def fresh(name: str) -> Path:

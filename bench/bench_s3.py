@@ -27,7 +27,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from rounds import speedup  # noqa: E402
+from rounds import cas_command, speedup  # noqa: E402
 from wanshape import add_shape_arguments, generate_from_args  # noqa: E402
 
 MODEL = "t2v-A14B"
@@ -128,7 +128,7 @@ def main() -> None:
     env = {**os.environ, "AWS_ACCESS_KEY_ID": "bench", "AWS_SECRET_ACCESS_KEY": "bench", "AWS_DEFAULT_REGION": "us-east-1",
            "AWS_REGION": "us-east-1", "AWS_ENDPOINT_URL": moto.url, "CAS_CONFIG": str(work / "cfg.toml"),
            "CAS_HASH_CACHE": str(work / "hc.sqlite")}
-    cas = [sys.executable, "-m", "casstore_cli.main"]
+    cas = cas_command()
     subprocess.run([*cas, "--store", str(work / "pub"), "-q", "add", str(src / MODEL), "--name", MODEL, "--version",
                     "1.0.0"], env=env, check=True)
     boto = [sys.executable, "-c", BOTO3_TM]

@@ -34,10 +34,11 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 from bench_gc import build  # noqa: E402
+from rounds import cas_command  # noqa: E402
 from wanshape import generate  # noqa: E402
 
 MiB = 1 << 20
-CAS = [sys.executable, "-m", "casstore_cli.main"]
+CAS = cas_command()
 
 
 def timed(cmd, env=None, cwd=None, sync=True) -> float:

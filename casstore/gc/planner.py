@@ -9,7 +9,7 @@ from itertools import chain
 from operator import attrgetter
 
 from casstore.gc.policy import DAY, Policy
-from casstore.gc.state import StoreState, VersionState, blob_sizes
+from casstore.gc.state import StoreState, VersionState, blob_bytes
 from casstore.model.digest import Digest
 
 
@@ -60,8 +60,7 @@ def plan(state: StoreState, policy: Policy) -> Plan:
     period, every version that is no root (unused for that long); then, while over
     ``max_size``, the least recently used versions that are no root."""
     old_enough = state.now - policy.grace
-    sizes = blob_sizes(state.blobs)
-    total = sum(sizes.values()) + sum(size for _, size, _ in state.junk)
+    total = blob_bytes(state.blobs) + sum(size for _, size, _ in state.junk)
     delete_junk = tuple(sorted(path for path, _, mtime in state.junk if mtime < old_enough))
     live_manifests = set(state.extra) | {d for d in state.leased if d in state.manifests}
     live_manifests.update(v.manifest for v in state.versions)
@@ -76,7 +75,7 @@ def plan(state: StoreState, policy: Policy) -> Plan:
     delete_blobs = {b for b in unreferenced if collectable(b)}
     young = len(unreferenced) - len(delete_blobs)
     delete_manifests = {m for m, mtime in state.manifests.items() if m not in live_manifests and mtime < old_enough}
-    freed = sum(sizes[b] for b in delete_blobs) + sum(size for path, size, _ in state.junk
+    freed = sum(state.blobs[b][0] for b in delete_blobs) + sum(size for path, size, _ in state.junk
                                                                 if path in delete_junk)
 
     kept = []
@@ -100,7 +99,7 @@ def plan(state: StoreState, policy: Policy) -> Plan:
                 refcount[b] -= 1
                 if refcount[b] == 0 and collectable(b) and b not in delete_blobs:
                     delete_blobs.add(b)
-                    freed += sizes[b]
+                    freed += state.blobs[b][0]
     shortfall = max(0, total - freed - policy.max_size) if policy.max_size is not None else 0
     by_hex = attrgetter("hex")  # sorting 100k digests by their str is 3x faster than as tuples
     return Plan(tuple(delete_versions), tuple(sorted(delete_manifests, key=by_hex)),

@@ -55,9 +55,10 @@ class BlobTable(Mapping[Digest, tuple[int, float]]):
         self._root = root
         self._present = present
         self._stats: dict[Digest, tuple[int, float]] = {}
-        common = present & known.keys()
-        self.sizes = dict(zip(common, map(known.__getitem__, common)))  # C-level on 100k blobs
-        self.sizes.update((d, self[d][0]) for d in present - common)
+        # Set operations and sums over 100k blobs run in C; only blobs no manifest sizes are stat'ed.
+        gone = known.keys() - present  # listed by a manifest, missing from the store
+        self.total = (sum(known.values()) - sum(map(known.__getitem__, gone))
+                      + sum(self[d][0] for d in present - known.keys()))
 
     def __getitem__(self, d: Digest) -> tuple[int, float]:
         st = self._stats.get(d)
@@ -85,8 +86,8 @@ class BlobTable(Mapping[Digest, tuple[int, float]]):
         return self._present
 
 
-def blob_sizes(blobs: Mapping[Digest, tuple[int, float]]) -> Mapping[Digest, int]:
-    return blobs.sizes if isinstance(blobs, BlobTable) else {d: size for d, (size, _) in blobs.items()}
+def blob_bytes(blobs: Mapping[Digest, tuple[int, float]]) -> int:
+    return blobs.total if isinstance(blobs, BlobTable) else sum(size for size, _ in blobs.values())
 
 
 @contextmanager

@@ -14,7 +14,7 @@ from itertools import chain
 
 from casstore.errors import NotFound
 from casstore.gc import Plan, Policy, plan, read_state, root_reasons
-from casstore.gc.state import blob_sizes, bulk
+from casstore.gc.state import blob_bytes, bulk
 from casstore.model.digest import Digest
 from casstore.model.names import validate_model
 from casstore.model.versioning import sort_key
@@ -145,11 +145,10 @@ def _report(store, model: str | None, policy: Policy, totals: bool) -> StoreUsag
     out = StoreUsage(usage(versions, current, details), policy, state.now, state.broken)
     if not totals:
         return out
-    referenced = {b for v in state.versions for b in v.blobs}
-    sizes = blob_sizes(state.blobs)
+    referenced = set().union(*(v.blobs for v in state.versions))
     return replace(out, totals=Totals(
         plan=plan(state, policy),
-        blob_bytes=sum(sizes.values()),
-        unreferenced_bytes=sum(n for d, n in sizes.items() if d not in referenced),
+        blob_bytes=blob_bytes(state.blobs),
+        unreferenced_bytes=sum(state.blobs[d][0] for d in state.blobs.keys() - referenced),
         junk_bytes=sum(size for _, size, _ in state.junk),
     ))
