@@ -113,6 +113,10 @@ def _delta_option(f):
 def _run(coro_fn, remotes):
     import asyncio
 
+    from casstore.transfer.memory import limit_arenas
+
+    limit_arenas()  # before the transfer's threads: bounds its resident memory (transfer/memory.py)
+
     async def go():
         try:
             return await coro_fn()

@@ -1,0 +1,74 @@
+"""Peak resident memory of a real `cas fetch` process: under 150 MiB in every mode (plain, with
+--limit-rate, from S3), whatever the version's size. The process's own high-water mark comes
+from the kernel (``wait4``'s rusage of that one child)."""
+
+import os
+import platform
+import subprocess
+
+import pytest
+
+from casstore.transfer.memory import limit_arenas
+
+from conftest import CasRunner, make_model
+from servers import Moto, nginx
+
+MiB = 1 << 20
+LIMIT_MIB = 150
+
+
+@pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="mallopt is glibc's")
+def test_the_allocator_takes_the_arena_limit():
+    assert limit_arenas()  # mallopt returns 0 for a parameter it does not know
+
+
+def peak_rss_mib(argv, env=None) -> float:
+    p = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
+    _, status, usage = os.wait4(p.pid, 0)
+    p.returncode = os.waitstatus_to_exitcode(status)
+    err = p.stderr.read().decode(errors="replace")
+    p.stderr.close()
+    assert p.returncode == 0, err
+    return usage.ru_maxrss / 1024  # KiB on Linux
+
+
+@pytest.fixture(scope="module")
+def published(tmp_path_factory):
+    """A 340 MiB version (six large files, 100 small ones) in a directory remote."""
+    root = tmp_path_factory.mktemp("mem")
+    files: dict[str, bytes | int] = {f"shard-{i}.safetensors": 48 * MiB for i in range(6)}
+    files.update({f"small/{i}.json": 64 << 10 for i in range(100)})
+    files.update({f"tok/{i}.bin": MiB for i in range(20)})
+    src = make_model(root / "src", files)
+    pub = CasRunner(root / "pub", root)
+    pub("add", src, "--name", "m", "--version", "1.0.0")
+    pub("push", "m@1.0.0", "--remote", root / "srv" / "cas")
+    return root, pub
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("extra", [(), ("--limit-rate", "400M")], ids=["plain", "limit-rate"])
+def test_a_fetch_from_nginx_stays_under_150_mib(published, tmp_path, extra):
+    root, _ = published
+    with nginx(root / "srv", tmp_path / "nginx") as ngx:
+        cas = CasRunner(tmp_path / "store", tmp_path)
+        peak = peak_rss_mib(cas.argv("fetch", "m@1.0.0", "--remote", ngx.url + "cas/", *extra))
+    assert cas("verify", "m@1.0.0").returncode == 0
+    assert peak < LIMIT_MIB, f"cas fetch peaked at {peak:.0f} MiB resident"
+
+
+@pytest.mark.slow
+def test_a_fetch_from_s3_stays_under_150_mib(published, tmp_path):
+    root, pub = published
+    moto = Moto()
+    try:
+        env = {**os.environ, **moto.env(), "AWS_ENDPOINT_URL": moto.url}
+        env.pop("AWS_PROFILE", None)
+        url = f"s3://{moto.bucket()}/cas"
+        subprocess.run(pub.argv("push", "m@1.0.0", "--remote", url), env=env, check=True, capture_output=True)
+        cas = CasRunner(tmp_path / "store", tmp_path)
+        peak = peak_rss_mib(cas.argv("fetch", "m@1.0.0", "--remote", url), env=env)
+    finally:
+        moto.stop()
+    assert cas("verify", "m@1.0.0").returncode == 0
+    assert peak < LIMIT_MIB, f"cas fetch from S3 peaked at {peak:.0f} MiB resident"
