@@ -122,3 +122,23 @@ def test_foreign_names_under_blobs_are_skipped_alike_by_du_and_gc(populated):
     assert all(len(x.hex) == 64 for x in listed)
     _, totals = figures(populated)
     assert totals.plan == plan(read_state(populated), Policy())
+
+
+def test_the_store_size_auto_gc_checks_is_the_bytes_on_disk(populated, tmp_path):
+    """With or without summaries, with a blob no version lists and one a manifest lists but the
+    store lacks: the sum of every blob file's size."""
+    from casstore.gc import store_size
+
+    def on_disk():
+        return sum(p.stat().st_size for _, p in populated.iter_blobs())
+
+    extra = tmp_path / "stray.bin"
+    extra.write_bytes(os.urandom(5000))
+    stray = populated.put_file(extra).digest
+    assert store_size(populated) == on_disk() > 5000
+    figures(populated)  # writes the summaries
+    gone = next(e.digest for e in populated.get_manifest(populated.resolve("a", "1.2.0")[1]).entries
+                if e.path == "w.bin")
+    os.unlink(populated.blob_path(gone))
+    assert populated.has_blob(stray)
+    assert store_size(populated) == on_disk()

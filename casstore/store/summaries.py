@@ -99,6 +99,11 @@ def summaries(store, digests: Iterable[Digest]) -> tuple[dict[Digest, Summary], 
     return out, broken
 
 
+def known_sizes(store) -> dict[Digest, int]:
+    """The size of every blob a cached summary lists (a blob's bytes never change)."""
+    return _load(store)[0].known_sizes()
+
+
 def summarize(manifests: Mapping[Digest, Manifest]) -> dict[Digest, Summary]:
     """Summaries over a fresh ``Table`` (GC, which parses every manifest, and tests)."""
     table = Table()
