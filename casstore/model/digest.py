@@ -50,7 +50,7 @@ class Digest(_Hex):
             raise InvalidDigest(
                 f"invalid digest {text!r}: expected 'blake3:' followed by 64 lowercase hex digits"
             )
-        return cls(hexpart)
+        return tuple.__new__(cls, (hexpart,))  # checked above
 
     @classmethod
     def unchecked(cls, hexes: Iterable[str]) -> Iterator[Digest]:

@@ -24,6 +24,7 @@ MODES = (0o644, 0o755)
 # Parsing costs about 5x the document's size in memory (bench/bench_parse.py); these bound it near 330 MiB.
 MAX_MANIFEST_BYTES = 64 << 20
 MAX_ENTRIES = 250_000
+_ENTRY_FIELDS = {"path", "size", "digest", "mode"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,14 +126,18 @@ class Manifest:
             raise InvalidManifest(f"manifest has {len(raw_entries)} entries, more than {MAX_ENTRIES}")
         entries = []
         for i, raw in enumerate(raw_entries):
-            if not isinstance(raw, dict) or set(raw) != {"path", "size", "digest", "mode"}:
+            if not isinstance(raw, dict) or raw.keys() != _ENTRY_FIELDS:
                 raise InvalidManifest(f"malformed manifest entry {i}: expected an object with exactly "
                                       f"path, size, digest and mode")
-            where = f"entry {i}"
-            path = validate_path(_typed(raw, "path", str, where))
-            size = _typed(raw, "size", int, f"entry {path!r}")
-            digest = Digest.parse(_typed(raw, "digest", str, f"entry {path!r}"))
-            entries.append(Entry(path, size, digest, _typed(raw, "mode", int, f"entry {path!r}")))
+            path, size, digest, mode = raw["path"], raw["size"], raw["digest"], raw["mode"]
+            # JSON gives exact types (a bool is no int); GC parses ~1M entries at scale, so the
+            # error-naming checks run only for an entry that fails this one.
+            if not (type(path) is str and type(size) is int and type(digest) is str and type(mode) is int):
+                path = _typed(raw, "path", str, f"entry {i}")
+                size = _typed(raw, "size", int, f"entry {path!r}")
+                digest = _typed(raw, "digest", str, f"entry {path!r}")
+                mode = _typed(raw, "mode", int, f"entry {path!r}")
+            entries.append(Entry(path, size, Digest.parse(digest), mode))  # paths: checked in __post_init__
         meta = obj.get("meta", {})
         if not isinstance(meta, dict):
             raise InvalidManifest("manifest 'meta' is not an object")
