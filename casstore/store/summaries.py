@@ -105,7 +105,7 @@ def known_sizes(store) -> dict[Digest, int]:
 
 
 def summarize(manifests: Mapping[Digest, Manifest]) -> dict[Digest, Summary]:
-    """Summaries over a fresh ``Table`` (GC, which parses every manifest, and tests)."""
+    """Summaries over a fresh ``Table``, of manifests already parsed."""
     table = Table()
     return {md: table.add(m) for md, m in manifests.items()}
 
