@@ -6,10 +6,11 @@ One nginx serves three trees of the same files: the casstore remote layout (push
 push`), the plain files (for curl and aria2c, which fetch unverified), and a DVC HTTP remote
 (filled by `dvc push` to a local remote, then read over HTTP). Each tool fetches into an empty
 destination; runs are interleaved; the server's files stay in the page cache, so the figures
-are about the clients. Reported: the command's time, the time until `sync` finished (casstore
-fsyncs before it returns; the others leave writeback to the kernel), peak RSS, the bytes nginx
-sent (its access log) against the payload, and each peer's time over cas's per round (median,
-min, max). The tools' order rotates every round.
+are about the clients (``--dest /dev/shm/...`` takes the destination disk out as well).
+Reported: the command's time, the time until `sync` finished (casstore fsyncs before it
+returns; the others leave writeback to the kernel), peak RSS, the bytes nginx sent (its access
+log) against the payload, each round's figures, and each peer's time over cas's per round
+(median, min, max). The tools' order rotates every round.
 """
 
 from __future__ import annotations
@@ -57,6 +58,8 @@ def main() -> None:
     ap.add_argument("--repeat", type=int, default=3)
     add_shape_arguments(ap)
     ap.add_argument("--jobs", type=int, default=8)
+    ap.add_argument("--dest", type=Path, help="where the tools write (default: under --work); a tmpfs such as "
+                    "/dev/shm takes the disk's writeback out of the comparison")
     ap.add_argument("--out", type=Path)
     a = ap.parse_args()
     work = a.work or Path(tempfile.mkdtemp(prefix="cas-bench-fetch-"))
@@ -119,7 +122,7 @@ def main() -> None:
     order = [t for t, fn in tools.items() if fn is not None]
     try:
         for i in range(a.repeat):
-            dest = work / f"run{i}"
+            dest = (a.dest or work) / f"run{i}"
             shutil.rmtree(dest, ignore_errors=True)
             dest.mkdir()
             for tool in order[i % len(order):] + order[: i % len(order)]:
@@ -137,7 +140,7 @@ def main() -> None:
         ngx.stop()
 
     summary = {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "bytes": total, "files": len(files),
-               "jobs": a.jobs, "tools": {}}
+               "jobs": a.jobs, "dest": str(a.dest or work), "tools": {}, "runs": results}
     for tool, runs in results.items():
         if runs:
             summary["tools"][tool] = {k: statistics.median(r[k] for r in runs) for k in runs[0]}
