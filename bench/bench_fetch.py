@@ -124,7 +124,7 @@ def main() -> None:
         for i in range(a.repeat):
             dest = (a.dest or work) / f"run{i}"
             shutil.rmtree(dest, ignore_errors=True)
-            dest.mkdir()
+            dest.mkdir(parents=True)
             for tool in order[i % len(order):] + order[: i % len(order)]:
                 since = len(ngx.requests())
                 r = tools[tool](dest)  # type: ignore[misc]
