@@ -55,7 +55,7 @@ class BlobTable(Mapping[Digest, tuple[int, float]]):
         self._root = root
         self._present = present
         self._stats: dict[Digest, tuple[int, float]] = {}
-        # Set operations and sums over 100k blobs run in C; only blobs no manifest sizes are stat'ed.
+        # Set operations and sums over 100k blobs run in C; only blobs whose size no manifest gives are stat'ed.
         gone = known.keys() - present  # listed by a manifest, missing from the store
         self.total = (sum(known.values()) - sum(map(known.__getitem__, gone))
                       + sum(self[d][0] for d in present - known.keys()))

@@ -20,7 +20,7 @@ from casstore.store.objects import Store, touch
 
 def switch_to(store: Store, model: str, version: str, digest: Digest, action: str, expect,
               m: Manifest | None = None) -> Switch:
-    m = m or store.get_manifest(digest)
+    m = m if m is not None else store.get_manifest(digest)
     with Lease(store, f"{action} {model}@{version}", [digest, *m.blobs()]):
         if store.refs.get_tag(model, version) != digest:
             raise NotFound(f"{model}@{version} is no longer in the store; run `cas fetch {model}@{version}`")

@@ -3,8 +3,8 @@
 glibc gives each thread that contends for the heap an arena of its own (up to 8 per core). A
 transfer's 1 MiB buffers are allocated on the event loop and freed on worker threads (hashing,
 writes), so freed memory piles up in arenas that other threads never reuse: a cold fetch of 842
-MiB from nginx peaked at 146-149 MiB resident, and 112-120 MiB with two arenas, in the same time
-(docs/benchmarks.md). It is the allocator's own switch (``M_ARENA_MAX``, as ``MALLOC_ARENA_MAX``
+MiB from S3 (moto) peaked at 135-167 MiB resident, and 99-124 MiB with two arenas, in the same
+time (docs/benchmarks.md). It is the allocator's own switch (``M_ARENA_MAX``, as ``MALLOC_ARENA_MAX``
 sets it), set before the transfer starts its threads; a no-op where there is no glibc.
 """
 
