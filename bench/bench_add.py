@@ -29,7 +29,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from rounds import cas_command  # noqa: E402
+from rounds import cas_command, speedup  # noqa: E402
 from wanshape import add_shape_arguments, generate_from_args  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -180,9 +180,10 @@ def bench_ingest(work: Path, src: Path, repeat: int, dvc: str | None, git_lfs: b
     if git_lfs:
         tools["git-lfs"] = lfs_round
     per_tool: dict[str, list] = {name: [] for name in tools}
-    for i in range(repeat):  # interleaved, so drift in the disk's speed hits every tool alike
-        for name, fn in tools.items():
-            per_tool[name].append(fn(i))
+    names = list(tools)
+    for i in range(repeat):  # interleaved and rotated, so drift in the disk's speed hits every tool alike
+        for name in names[i % len(names):] + names[:i % len(names)]:
+            per_tool[name].append(tools[name](i))
     for name, rounds in per_tool.items():
         agg = {}
         for phase in PHASES:
@@ -193,11 +194,13 @@ def bench_ingest(work: Path, src: Path, repeat: int, dvc: str | None, git_lfs: b
         agg["store_bytes"] = rounds[0]["store_bytes"]
         results[name] = agg
     for peer in ("dvc", "git-lfs"):
-        if peer in results:
+        if peer in results:  # per round: peer time / cas time, median (min-max)
             results[f"speedup_vs_{peer}"] = {
-                phase: {k: results[peer][phase][k] / results["cas"][phase][k] for k in ("cmd_s", "cmd_sync_s")}
+                phase: {k: speedup([r[phase][j] for r in per_tool[peer]], [r[phase][j] for r in per_tool["cas"]])
+                        for j, k in enumerate(("cmd_s", "cmd_sync_s"))}
                 for phase in PHASES
             }
+    results["rounds"] = {name: [{ph: r[ph] for ph in PHASES} for r in rounds] for name, rounds in per_tool.items()}
     return results
 
 
@@ -287,7 +290,7 @@ def summary(r: dict) -> str:
         if f"speedup_vs_{peer}" in ing:
             s = ing[f"speedup_vs_{peer}"]
             lines.append(f"cas add speedup vs {peer}: " + ", ".join(
-                f"{ph} {s[ph]['cmd_s']:.2f}x ({s[ph]['cmd_sync_s']:.2f}x with sync)" for ph in s))
+                f"{ph} {s[ph]['cmd_s']['median']:.2f}x ({s[ph]['cmd_sync_s']['median']:.2f}x with sync)" for ph in s))
     lines.append(f"ops: use {ops['use_s']:.3f}s rollback {ops['rollback_s']:.3f}s path {ops['path_first_s']:.3f}s/"
                  f"{ops['path_again_s']:.3f}s checkout(hardlink) {ops['checkout_hardlink_s']:.3f}s --help {ops['help_s']:.3f}s "
                  f"(python start {ops['python_startup_s']:.3f}s)")
