@@ -129,7 +129,7 @@ def _load(store) -> tuple[Table, dict[Digest, Summary]]:
             if (type(key) is not bytes or len(key) != 32 or type(files) is not int or not isinstance(idx, list)
                     or files < len(idx) or not _naturals(idx, below=n)):
                 raise ValueError("malformed entry")
-            out[next(Digest.unchecked([key.hex()]))] = Summary(files, tuple(idx), table)
+            out[Digest(key.hex())] = Summary(files, tuple(idx), table)  # one per manifest: the check is cheap
         return table, out
     except FileNotFoundError:
         return Table(), {}
