@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from casstore.gc.planner import Plan, plan, root_reasons
 from casstore.gc.policy import DAY, DEFAULT_GRACE, Policy
-from casstore.gc.state import BlobTable, StoreState, VersionState, bulk, read_state
+from casstore.gc.state import StoreState, VersionState, blob_table, bulk, read_state
 from casstore.gc.sweep import GcResult, execute, recover_trash
 
 __all__ = ["DAY", "DEFAULT_GRACE", "GcResult", "Plan", "Policy", "StoreState", "VersionState", "auto_collect",
@@ -21,10 +21,10 @@ __all__ = ["DAY", "DEFAULT_GRACE", "GcResult", "Plan", "Policy", "StoreState", "
 def store_size(store) -> int:
     """Bytes of the blobs in the store (`auto_collect` asks after every fetch). Blobs are listed
     by name; the sizes the manifest summaries know are taken from there, the rest stat'ed."""
-    from casstore.store.summaries import known_sizes
+    from casstore.store.summaries import load
 
     with bulk():
-        return BlobTable(str(store.layout.root), store.blob_digests(), known_sizes(store)).total
+        return blob_table(store, load(store)[0]).total
 
 
 def collect(store, policy: Policy, *, dry_run: bool = False) -> tuple[Plan, GcResult | None]:

@@ -64,14 +64,14 @@ def plan(state: StoreState, policy: Policy) -> Plan:
     delete_junk = tuple(sorted(path for path, _, mtime in state.junk if mtime < old_enough))
     live_manifests = set(state.extra) | {d for d in state.leased if d in state.manifests}
     live_manifests.update(v.manifest for v in state.versions)
-    # Counter and set operations: the per-blob work runs in C (GC and `cas du` on 100k blobs).
-    refcount: dict[Digest, int] = Counter(chain.from_iterable(v.blobs for v in state.versions))
-    refcount.update(Counter(chain.from_iterable(state.extra.values())))
+    # Set operations and Counters: the per-blob work runs in C (GC and `cas du` on 100k blobs).
+    every = chain(state.extra.values(), (v.blobs for v in state.versions))
+    referenced = set().union(*every)
 
     def collectable(b: Digest) -> bool:
         return b in state.blobs and b not in state.leased and state.blobs[b][1] < old_enough
 
-    unreferenced = state.blobs.keys() - refcount.keys()
+    unreferenced = state.blobs.keys() - referenced
     delete_blobs = {b for b in unreferenced if collectable(b)}
     young = len(unreferenced) - len(delete_blobs)
     delete_manifests = {m for m, mtime in state.manifests.items() if m not in live_manifests and mtime < old_enough}
@@ -88,7 +88,9 @@ def plan(state: StoreState, policy: Policy) -> Plan:
             candidates.append(v)
     delete_versions = []
     expire_all = policy.retention_days is not None  # no root means: not used within the retention period
-    if policy.max_size is not None or expire_all:
+    if candidates and (policy.max_size is not None or expire_all):
+        refcount = Counter(chain.from_iterable(v.blobs for v in state.versions))
+        refcount.update(chain.from_iterable(state.extra.values()))
         for v in sorted(candidates, key=lambda v: (v.last_used, v.model, v.version)):  # LRU first
             if not expire_all and policy.max_size is not None and total - freed <= policy.max_size:
                 break

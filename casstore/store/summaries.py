@@ -20,6 +20,7 @@ import logging
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from functools import cached_property
+from operator import itemgetter
 
 import msgpack
 
@@ -48,8 +49,13 @@ class Table:
     def digests(self) -> list[Digest]:
         if self._digests is None:
             h = self._packed.hex()  # valid hex by construction: no per-digest check needed
-            self._digests = list(Digest.unchecked(h[i:i + 64] for i in range(0, len(h), 64)))
+            self._digests = list(Digest.unchecked([h[i:i + 64] for i in range(0, len(h), 64)]))
         return self._digests
+
+    def by_hex(self) -> dict[str, Digest]:
+        """For `Store.blob_digests`, to list the blobs as these very digest objects."""
+        ds = self.digests
+        return dict(zip(map(itemgetter(0), ds), ds))
 
     def known_sizes(self) -> dict[Digest, int]:
         return dict(zip(self.digests, self.sizes))
@@ -79,10 +85,11 @@ class Summary:
         return frozenset(map(self.table.digests.__getitem__, self.idx))
 
 
-def summaries(store, digests: Iterable[Digest]) -> tuple[dict[Digest, Summary], dict[Digest, CasError]]:
+def summaries(store, digests: Iterable[Digest], loaded: tuple[Table, dict[Digest, Summary]] | None = None,
+              ) -> tuple[dict[Digest, Summary], dict[Digest, CasError]]:
     """Summaries of ``digests`` over one ``Table``, and the error of each manifest that is missing
-    or unreadable."""
-    table, cached = _load(store)
+    or unreadable. ``loaded``: what ``load`` returned, if the caller read the file already."""
+    table, cached = loaded or load(store)
     out: dict[Digest, Summary] = {}
     broken: dict[Digest, CasError] = {}
     for md in set(digests):
@@ -99,18 +106,14 @@ def summaries(store, digests: Iterable[Digest]) -> tuple[dict[Digest, Summary], 
     return out, broken
 
 
-def known_sizes(store) -> dict[Digest, int]:
-    """The size of every blob a cached summary lists (a blob's bytes never change)."""
-    return _load(store)[0].known_sizes()
-
-
 def summarize(manifests: Mapping[Digest, Manifest]) -> dict[Digest, Summary]:
     """Summaries over a fresh ``Table``, of manifests already parsed."""
     table = Table()
     return {md: table.add(m) for md, m in manifests.items()}
 
 
-def _load(store) -> tuple[Table, dict[Digest, Summary]]:
+def load(store) -> tuple[Table, dict[Digest, Summary]]:
+    """The cached table and summaries; empty ones when the file is missing or unusable."""
     path = store.layout.root / FILE
     try:
         with open(path, "rb") as f:
