@@ -92,9 +92,11 @@ def populated(store, tmp_path):
     return store
 
 
-def run_fetch(store, url, token=None, stall=5.0, **over):
+def run_fetch(store, url, token=None, stall=5.0, threaded=False, **over):
     async def go():
         r = HttpRemote(url, token=token, stall_timeout=stall)
+        if threaded:  # as if a probe had found ranges served: parts go through the engine's threads
+            r.ranges = True
         try:
             return await fetch(store, [r], "m", "1.0.0", settings=Settings(**{**FAST, **over}))
         finally:
@@ -429,3 +431,157 @@ def test_cas_stall_timeout_applies_to_the_python_api(populated, monkeypatch):
     finally:
         server.server.stop()
     assert_nothing_published(populated)
+
+
+# The engine's threaded reads (remotes/http_blocking.py): the same refusals when the server
+# answers ranges with 206, as nginx does. Each case checks that the threaded path was taken.
+
+
+def ranged_head(request, extra=None):
+    a, b = rng(request)
+    return a, b, {"Content-Range": f"bytes {a}-{b - 1}/{SIZE}", **(extra or {})}
+
+
+async def gz206(request, n):
+    a, b, h = ranged_head(request, {"Content-Encoding": "gzip"})
+    return web.Response(status=206, body=gzip.compress(DATA[a:b]), headers=h)
+
+
+async def wrong_start206(request, n):
+    a, b, _ = ranged_head(request)
+    return web.Response(status=206, body=DATA[a:b], headers={"Content-Range": f"bytes {a + 1}-{b}/{SIZE}"})
+
+
+async def endless206(request, n):
+    _, _, h = ranged_head(request)
+    resp = web.StreamResponse(status=206, headers=h)  # chunked, no length
+    await resp.prepare(request)
+    for _ in range(8):
+        await resp.write(os.urandom(1 << 20))
+    return resp
+
+
+async def longer206(request, n):
+    a, b, h = ranged_head(request)
+    return web.Response(status=206, body=DATA[a:b] + b"x" * 100, headers=h)
+
+
+async def drip206(request, n):
+    a, b, h = ranged_head(request)
+    resp = web.StreamResponse(status=206, headers={**h, "Content-Length": str(b - a)})
+    await resp.prepare(request)
+    for i in range(30):
+        await resp.write(DATA[a + i: a + i + 1])
+        await asyncio.sleep(0.2)
+    return resp
+
+
+async def silent206(request, n):
+    a, b, h = ranged_head(request)
+    resp = web.StreamResponse(status=206, headers={**h, "Content-Length": str(b - a)})
+    await resp.prepare(request)
+    await asyncio.sleep(5)
+    return resp
+
+
+async def half206(request, n):
+    a, b, h = ranged_head(request)
+    resp = web.StreamResponse(status=206, headers={**h, "Content-Length": str(b - a)})
+    await resp.prepare(request)
+    await resp.write(DATA[a: a + (b - a) // 2])
+    request.transport.close()
+    return resp
+
+
+async def wrong206(request, n):
+    a, b, h = ranged_head(request)
+    bad = bytearray(DATA[a:b])
+    bad[len(bad) // 2] ^= 1
+    return web.Response(status=206, body=bytes(bad), headers=h)
+
+
+async def unavailable(request, n):
+    return web.Response(status=503, headers={"Retry-After": "0"})
+
+
+@pytest.fixture
+def threaded_reads(monkeypatch):
+    """Counts the requests that went through ``HttpRemote.read_into``."""
+    from casstore.remotes import http_blocking
+
+    calls = []
+    real = http_blocking.read_into
+
+    def counted(*a, **kw):
+        calls.append(a[2:4])
+        return real(*a, **kw)
+
+    monkeypatch.setattr(http_blocking, "read_into", counted)
+    return calls
+
+
+@pytest.mark.parametrize("blob, exc, needles, over", [
+    (gz206, RemoteProtocolError, ("gzip", "refusing to inflate"), {}),
+    (wrong_start206, RemoteProtocolError, ("answered range",), {}),
+    (endless206, RemoteProtocolError, ("more than",), {}),
+    (longer206, RemoteProtocolError, ("declared",), {}),
+    (half206, RemoteProtocolError, ("ended after",), {}),
+    (wrong206, IntegrityError, ("hash to",), {}),
+    (drip206, RemoteTooSlow, ("B/s",), {}),
+    (silent206, RemoteTooSlow, ("CAS_STALL_TIMEOUT",), {"stall": 0.5}),
+    (unavailable, RemoteStatusError, ("503",), {}),
+])
+def test_threaded_reads_refuse_what_the_async_path_refuses(populated, threaded_reads, blob, exc, needles, over):
+    expect_error(populated, Hostile(blob), exc, BLOB_URL, str(D), *needles, threaded=True, **over)
+    assert threaded_reads and threaded_reads[0] == (0, SIZE)
+
+
+def test_threaded_reads_resume_a_broken_answer_at_its_offset(populated, threaded_reads):
+    async def blob(request, n):
+        return await (half206(request, n) if n == 1 else good(request, n))
+
+    srv = Hostile(blob)
+    try:
+        res = run_fetch(populated, srv.url, threaded=True)
+    finally:
+        srv.server.stop()
+    assert res.stats.bytes_downloaded == SIZE and res.stats.retries == 1 and populated.has_blob(D)
+    assert [h["Range"] for _, h in srv.requests] == [f"bytes=0-{SIZE - 1}", f"bytes={SIZE // 2}-{SIZE - 1}"]
+    assert threaded_reads == [(0, SIZE), (SIZE // 2, SIZE)]
+    assert_store_consistent(populated)
+
+
+def test_threaded_reads_keep_the_token_at_home(populated, threaded_reads):
+    seen = []
+
+    async def elsewhere(request):
+        seen.append(request.headers.get("Authorization"))
+        return await good(request, 0)
+
+    app = web.Application()
+    app.router.add_get("/{tail:.*}", elsewhere)
+    other = ThreadedApp(app)
+
+    async def redirect(request, n):
+        assert request.headers.get("Authorization") == "Bearer s3cret"
+        raise web.HTTPFound(other.url + BLOB_URL)
+
+    srv = Hostile(redirect)
+    try:
+        run_fetch(populated, srv.url, token="s3cret", threaded=True)
+    finally:
+        srv.server.stop()
+        other.stop()
+    assert threaded_reads and seen and all(h is None for h in seen) and populated.has_blob(D)
+
+
+def test_threaded_reads_fall_back_when_a_range_is_answered_whole(populated, threaded_reads):
+    """A server that answered ranges before and now sends 200 and the whole object: the next
+    attempt goes through aiohttp, which skips to the offset."""
+    srv = Hostile(ignores_range)
+    try:
+        res = run_fetch(populated, srv.url, threaded=True)
+    finally:
+        srv.server.stop()
+    assert threaded_reads == [(0, SIZE)] and res.stats.retries == 1 and populated.has_blob(D)
+    assert_store_consistent(populated)

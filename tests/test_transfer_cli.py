@@ -133,6 +133,67 @@ def test_kill_9_mid_blob_then_resume(tmp_path, monkeypatch):
         assert not list((tmp_path / "user" / "tmp" / "downloads").iterdir())
 
 
+def slow_ranged_server(root, rate: int):
+    """Serves files under ``root`` with ranges (206), blobs bigger than 1 MiB at ``rate`` bytes/s:
+    so that a fetch through the engine's threaded reads can be killed midway."""
+    import asyncio
+
+    from aiohttp import web
+
+    from servers import ThreadedApp
+
+    async def serve(request):
+        path = root / request.match_info["tail"]
+        if not path.is_file():
+            return web.Response(status=404)
+        data = path.read_bytes()
+        rng = request.headers.get("Range")
+        if not rng:
+            return web.Response(body=data, headers={"Accept-Ranges": "bytes"})  # as nginx says
+        a, b = rng.removeprefix("bytes=").split("-")
+        a, b = int(a), (int(b) + 1 if b else len(data))
+        resp = web.StreamResponse(status=206, headers={"Content-Range": f"bytes {a}-{b - 1}/{len(data)}",
+                                                       "Content-Length": str(b - a)})
+        await resp.prepare(request)
+        step = 64 << 10
+        for i in range(a, b, step):
+            await resp.write(data[i:min(b, i + step)])
+            if len(data) > 1 << 20:
+                await asyncio.sleep(step / rate)
+        return resp
+
+    app = web.Application()
+    app.router.add_get("/{tail:.*}", serve)
+    return ThreadedApp(app)
+
+
+@pytest.mark.slow  # kills a process mid-download
+def test_kill_9_mid_blob_in_threaded_reads_then_resume(tmp_path):
+    """The same as above without --limit-rate, so that the blob's ranges go through the engine's
+    threads (a slow server keeps it in flight): the kept partial and its record resume it."""
+    big = make_model(tmp_path / "m", {"big.bin": 48 << 20})
+    publish(tmp_path, big, "m", "1.0.0", tmp_path / "nas")
+    srv = slow_ranged_server(tmp_path / "nas", 1 << 20)
+    try:
+        user = CasRunner(tmp_path / "user", tmp_path)
+        p = subprocess.Popen(user.argv("--json", "fetch", "m@1.0.0", "--remote", srv.url),
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        time.sleep(3.0)
+        assert p.poll() is None, "the throttled fetch should still be running"
+        p.kill()
+        p.wait()
+        store = Store.open(tmp_path / "user")
+        assert store.refs.models() == [] and not list(store.iter_blobs())
+        assert len(list((tmp_path / "user" / "tmp" / "downloads").glob("*.part"))) == 1
+        res = user.json("fetch", "m@1.0.0", "--remote", srv.url)
+    finally:
+        srv.stop()
+    assert res["bytes_resumed"] > 4 << 20, res
+    assert res["bytes_downloaded"] + res["bytes_resumed"] == 48 << 20
+    assert_store_consistent(store)
+    assert user("verify").returncode == 0
+
+
 @pytest.mark.slow  # two processes on one store
 def test_two_fetches_one_store(tmp_path):
     big = make_model(tmp_path / "m", {"big.bin": 32 << 20, "small.txt": b"x"})

@@ -19,7 +19,7 @@ import asyncio
 import ipaddress
 import time
 from abc import ABC, abstractmethod
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -158,6 +158,15 @@ class Remote(ABC):
     @abstractmethod
     def read(self, key: Key, start: int = 0, end: int | None = None) -> AsyncGenerator[bytes, None]:
         """Stream bytes [start, end) of an object. Raises NotFound or RemoteError."""
+
+    #: Whether ``read_into`` serves ranges: the engine then fetches a large blob's parts with
+    #: it on threads of its own, writing each buffer straight into the partial file.
+    threaded_reads: bool = False
+
+    def read_into(self, key: Key, start: int, end: int, sink: Callable[[memoryview], bool]) -> None:
+        """Blocking: bytes [start, end) of an object, handed to ``sink`` in order as they arrive
+        (``sink`` returns False to stop). Raises like ``read``. Called on a thread, never the event loop."""
+        raise NotImplementedError
 
     @abstractmethod
     async def write(self, key: Key, source: Path | bytes) -> None:

@@ -12,7 +12,7 @@ import logging
 import os
 from collections.abc import AsyncGenerator
 from pathlib import Path
-from urllib.parse import urljoin, urlsplit
+from urllib.parse import urlsplit
 
 import aiohttp
 
@@ -29,15 +29,11 @@ from casstore.errors import (
     RemoteUnreachable,
 )
 from casstore.model.index import MAX_INDEX_BYTES
+from casstore.remotes import http_blocking
 from casstore.remotes.base import CHUNK, FORMAT_FILE, Key, Remote, check_range_answer, index_path, is_loopback
+from casstore.remotes.http_rules import MAX_REDIRECTS, origin, redirect, refuse_encoding
 
-MAX_REDIRECTS = 5
 log = logging.getLogger("casstore")
-
-
-def _origin(url: str) -> tuple[str, str, int | None]:
-    u = urlsplit(url)
-    return u.scheme, (u.hostname or "").lower(), u.port or {"http": 80, "https": 443}.get(u.scheme)
 
 
 async def read_capped(content: aiohttp.StreamReader, limit: int, source: str) -> bytes:
@@ -51,8 +47,8 @@ async def read_capped(content: aiohttp.StreamReader, limit: int, source: str) ->
     return bytes(buf)
 
 
-def _retry_after(resp: aiohttp.ClientResponse) -> float | None:
-    v = resp.headers.get("Retry-After")
+def _retry_after(headers) -> float | None:
+    v = headers.get("Retry-After")
     try:
         return max(0.0, float(v)) if v is not None else None
     except ValueError:
@@ -74,6 +70,7 @@ class HttpRemote(Remote):
         if stall_timeout is None:  # seconds without a byte; one setting for every command and the API
             stall_timeout = float(os.environ.get("CAS_STALL_TIMEOUT") or 30.0)
         self._timeout = aiohttp.ClientTimeout(total=None, connect=connect_timeout, sock_read=stall_timeout)
+        self.connections = http_blocking.Connections(connect_timeout, stall_timeout)
         self._session: aiohttp.ClientSession | None = None
         self.ranges: bool | None = None  # learned from the server's answers
 
@@ -91,18 +88,22 @@ class HttpRemote(Remote):
         return self._session
 
     async def close(self) -> None:
+        self.connections.close()
         if self._session is not None:
             await self._session.close()
+
+    threaded_reads = True
+
+    def read_into(self, key: Key, start: int, end: int, sink) -> None:
+        http_blocking.read_into(self, key, start, end, sink)
 
     async def _request(self, method: str, rel: str, **kw) -> aiohttp.ClientResponse:
         """One request, following redirects by hand; the token stays with the first origin."""
         url = self.url + rel
-        first = _origin(url)
+        first = origin(url)
         headers = dict(kw.pop("headers", {}))
         for _ in range(MAX_REDIRECTS + 1):
-            h = dict(headers)
-            if self._token and _origin(url) == first:
-                h["Authorization"] = f"Bearer {self._token}"
+            h = self._headers(url, first, headers)
             log.debug("%s %s%s", method, url, f" ({h['Range']})" if "Range" in h else "")
             try:
                 resp = await self._sess().request(method, url, headers=h, allow_redirects=False, **kw)
@@ -114,39 +115,47 @@ class HttpRemote(Remote):
                                     url=url) from e
             except (aiohttp.ClientError, OSError) as e:
                 raise RemoteUnreachable(f"{method} {url} failed: {type(e).__name__}: {e}", url=url) from e
-            if resp.status in (301, 302, 303, 307, 308) and "Location" in resp.headers:
+            nxt = redirect(url, resp.status, resp.headers)
+            if nxt is not None:
                 resp.release()
-                nxt = urljoin(url, resp.headers["Location"])
-                if urlsplit(nxt).scheme == "http" and urlsplit(url).scheme == "https":
-                    raise RemoteRefused(f"{url} redirected from HTTPS to plain HTTP ({nxt}); refused", url=url)
                 url = nxt
                 continue
             return resp
         raise RemoteProtocolError(f"too many redirects from {self.url + rel}", url=self.url + rel)
 
+    def _headers(self, url: str, first: tuple, extra: dict[str, str]) -> dict[str, str]:
+        """A request's headers: the token only for the remote's own origin."""
+        h = dict(extra)
+        if self._token and origin(url) == first:
+            h["Authorization"] = f"Bearer {self._token}"
+        return h
+
     def _error(self, resp: aiohttp.ClientResponse, what: str) -> Exception:
-        url = str(resp.url)
-        if resp.status == 404:
+        return self.status_error(resp.status, resp.reason or "", str(resp.url), resp.headers, what)
+
+    def status_error(self, status: int, reason: str, url: str, headers, what: str) -> Exception:
+        """The error for an answer with an unexpected status (``headers``: any mapping)."""
+        if status == 404:
             return NotFound(f"{url} does not exist (404)")
-        if resp.status == 405 and what == "PUT":
+        if status == 405 and what == "PUT":
             return RemoteRefused(f"{url} does not accept uploads (405): it is a read-only static server; push to "
                                  f"`cas serve` or to a directory remote, and let this server serve what is published",
                                  url=url, status=405)
-        if resp.status in (401, 403):
+        if status in (401, 403):
             if self._token is None:
-                return RemoteRefused(f"{what} {url} refused ({resp.status}) and no token was sent: set CAS_TOKEN (or "
+                return RemoteRefused(f"{what} {url} refused ({status}) and no token was sent: set CAS_TOKEN (or "
                                      f"CAS_TOKEN_<REMOTE NAME>) or `token` for this remote in the user config",
-                                     url=url, status=resp.status)
-            return RemoteRefused(f"{what} {url} refused ({resp.status}): the token sent (from CAS_TOKEN, "
+                                     url=url, status=status)
+            return RemoteRefused(f"{what} {url} refused ({status}): the token sent (from CAS_TOKEN, "
                                  f"CAS_TOKEN_<REMOTE NAME> or the user config) is not accepted there",
-                                 url=url, status=resp.status)
-        if resp.status == 412:
+                                 url=url, status=status)
+        if status == 412:
             return Conflict(f"{url} changed while publishing (412); try again")
-        if resp.status == 422:
+        if status == 422:
             return IntegrityError(f"{url} rejected the upload (422)")
-        retryable = resp.status in (408, 425, 429) or resp.status >= 500
-        return RemoteStatusError(f"{what} {url} failed: HTTP {resp.status} {resp.reason}", url=url, status=resp.status,
-                                 retryable=retryable, retry_after=_retry_after(resp))
+        retryable = status in (408, 425, 429) or status >= 500
+        return RemoteStatusError(f"{what} {url} failed: HTTP {status} {reason}", url=url, status=status,
+                                 retryable=retryable, retry_after=_retry_after(headers))
 
     async def looks_like_remote(self) -> bool:
         try:
@@ -174,9 +183,7 @@ class HttpRemote(Remote):
             url = str(resp.url)
             if resp.status not in (200, 206):
                 raise self._error(resp, "GET")
-            enc = resp.headers.get("Content-Encoding", "identity").lower()
-            if enc not in ("identity", ""):
-                raise RemoteProtocolError(f"{url} sent a {enc}-encoded body; refusing to inflate it", url=url, digest=key.digest)
+            refuse_encoding(resp.headers, url, key)
             skip, want = 0, None if end is None else end - start
             declared = resp.content_length
             if resp.status == 206:

@@ -21,6 +21,8 @@ import logging
 import os
 import time
 from collections.abc import Iterable
+from concurrent.futures import Future, ThreadPoolExecutor
+from functools import partial
 
 from casstore.errors import CasError, IntegrityError, InvalidInput, NotFound, RemoteError, RemoteTooSlow
 from casstore.fs.atomic import makedirs, out_of_space, publish_file, write_file
@@ -46,6 +48,13 @@ log = logging.getLogger("casstore")
 # Blobs up to this size are fetched into memory and written once (``_one_small``): no lock,
 # partial file or progress record, which cost ~7 ms a blob here, more than fetching 1 MiB.
 SMALL_BLOB = 1 << 20
+# An engine thread tells the event loop of bytes written (progress, records) after this many.
+REPORT_EVERY = 1 << 20
+
+
+def _close_if_cancelled(fd: int, run: Future) -> None:
+    if run.cancelled():
+        os.close(fd)
 
 
 class Downloader:
@@ -63,6 +72,8 @@ class Downloader:
         self._progress_done = 0
         self._sources: list[Digest] = []
         self._local: asyncio.Task | None = None  # the local chunk index, built once when first needed
+        self._threads: ThreadPoolExecutor | None = None  # for remotes with threaded reads
+        self._stopping = False  # tells those threads to stop writing
 
     # public ---------------------------------------------------------------------------------
 
@@ -85,13 +96,18 @@ class Downloader:
         self._check_space(missing)
         await self._probe_ranges(missing)
         workers = [asyncio.create_task(self._worker()) for _ in range(max(1, self.s.jobs))]
+        self._stopping = False
         try:
             results = await asyncio.gather(*(self._one(d, size) for d, size in missing.items()), return_exceptions=True)
         finally:
+            self._stopping = True
             self.sched.wake.set()
             for w in workers:
                 w.cancel()
             await asyncio.gather(*workers, return_exceptions=True)
+            if self._threads is not None:
+                self._threads.shutdown(wait=False)
+                self._threads = None
         self.stats.elapsed = time.monotonic() - t0
         errors = [r for r in results if isinstance(r, BaseException)]
         if errors:
@@ -339,6 +355,9 @@ class Downloader:
         and would otherwise be cut off mid-answer), so that a split (scheduler.py) only ever
         takes bytes nobody has asked for yet."""
         job = part.job
+        if (remote.threaded_reads and remote.ranges is True and remote.bounded_reads and self.s.request_size > 0
+                and not job.in_memory and self.limiter is None):
+            return await self._stream_threaded(remote, key, part)
         window_start, window_bytes = time.monotonic(), 0
         while part.pos < part.end and job.error is None:
             bounded = remote.ranges is True and remote.bounded_reads and self.s.request_size > 0
@@ -378,6 +397,79 @@ class Downloader:
                 await stream.aclose()
             if not bounded:
                 break
+
+    async def _stream_threaded(self, remote: Remote, key, part: Part) -> None:
+        """``_stream`` through ``remote.read_into``: each request runs on a thread of the engine,
+        which writes the bytes into the partial file as they arrive; the event loop keeps the
+        books. Through the event loop, one thread received, parsed and wrote every connection's
+        bytes, and on 2 cores it was the bottleneck (docs/benchmarks.md)."""
+        job = part.job
+        loop = asyncio.get_running_loop()
+        if self._threads is None:
+            self._threads = ThreadPoolExecutor(max(1, self.s.jobs), thread_name_prefix="cas-fetch")
+        while part.pos < part.end and job.error is None and remote.ranges is True:
+            part.asked = min(part.end, part.pos + self.s.request_size)
+            part.asked_at, part.asked_from = time.monotonic(), part.pos
+            # The thread writes through a descriptor of its own, made here where jobs are closed:
+            # a job closed under it (a cancelled run) never has it write into a reused number.
+            fd = os.dup(job.fd)
+            run = self._threads.submit(self._read_request, remote, key, part, loop, fd)
+            run.add_done_callback(partial(_close_if_cancelled, fd))  # if it never started
+            await asyncio.wrap_future(run)
+
+    def _read_request(self, remote: Remote, key, part: Part, loop: asyncio.AbstractEventLoop, fd: int) -> None:
+        """On an engine thread: one request of ``part``, written at its place as it arrives."""
+        job = part.job
+        window_start, window_bytes = time.monotonic(), 0
+        unreported = 0
+
+        def report() -> bool:
+            nonlocal unreported
+            try:
+                loop.call_soon_threadsafe(self._took, job, remote.describe(key), unreported)
+            except RuntimeError:  # the loop is gone: the run was cancelled
+                return False
+            unreported = 0
+            return True
+
+        def sink(view: memoryview) -> bool:
+            nonlocal window_start, window_bytes, unreported
+            room = min(part.end, part.asked) - part.pos  # a straggler's split may have moved the end
+            if room <= 0 or job.error is not None or self._stopping:
+                return False
+            cut = len(view) > room
+            view = view[:room]
+            done = 0
+            while done < len(view):
+                done += os.pwrite(fd, view[done:], part.pos + done)
+            part.pos += done
+            unreported += done
+            if unreported >= REPORT_EVERY and not report():
+                return False
+            window_bytes += done
+            now = time.monotonic()
+            if now - window_start >= self.s.low_speed_time:
+                if window_bytes / (now - window_start) < self.s.low_speed_limit:
+                    raise RemoteTooSlow(
+                        f"{remote.describe(key)} sent {window_bytes} bytes in {now - window_start:.0f}s, "
+                        f"below {self.s.low_speed_limit} B/s", url=remote.describe(key), digest=job.digest)
+                window_start, window_bytes = now, 0
+            return not cut
+
+        try:
+            remote.read_into(key, part.pos, part.asked, sink)
+        finally:
+            os.close(fd)
+            if unreported:
+                report()
+
+    def _took(self, job: BlobJob, url: str, n: int) -> None:
+        """On the event loop: ``n`` more bytes of ``job`` are in its partial file."""
+        job.urls.add(url)
+        self.stats.bytes_downloaded += n
+        self._advance(n)
+        if job.fd >= 0:
+            job.save()
 
     def _advance(self, n: int) -> None:
         self._progress_done += n
