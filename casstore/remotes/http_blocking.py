@@ -15,6 +15,7 @@ the range asked and not one byte longer.
 from __future__ import annotations
 
 import http.client
+import logging
 import socket
 import ssl
 import threading
@@ -24,6 +25,8 @@ from urllib.parse import urlsplit
 from casstore.errors import RemoteProtocolError, RemoteTooSlow, RemoteUnreachable
 from casstore.remotes.base import CHUNK, Key, check_range_answer
 from casstore.remotes.http_rules import MAX_REDIRECTS, Origin, origin, redirect, refuse_encoding
+
+log = logging.getLogger("casstore")
 
 
 class Connections:
@@ -107,6 +110,7 @@ def read_into(remote, key: Key, start: int, end: int, sink: Callable[[memoryview
         u = urlsplit(url)
         target = (u.path or "/") + (f"?{u.query}" if u.query else "")
         headers = remote._headers(url, first, extra)
+        log.debug("GET %s (%s, on %s)", url, extra["Range"], threading.current_thread().name)
         for fresh in (False, True):
             try:
                 conn, reused = conns.get(where)
