@@ -75,7 +75,9 @@ class CasServe:
 class Nginx:
     """nginx serving a directory read-only, as a static mirror would."""
 
-    def __init__(self, root: Path, workdir: Path, *, access_log: bool = False) -> None:
+    def __init__(self, root: Path, workdir: Path, *, access_log: bool = False, tls: bool = False) -> None:
+        """``tls``: HTTPS with a self-signed certificate for 127.0.0.1, at ``self.cert`` (a client
+        trusts it through SSL_CERT_FILE)."""
         exe = shutil.which("nginx") or "/usr/sbin/nginx"
         if not os.path.exists(exe):
             raise RuntimeError("nginx is not installed (CI installs it from Debian packages: apt-get install nginx)")
@@ -84,6 +86,13 @@ class Nginx:
         # port is bound once, by the kernel's choice, with no window for another test to take it.
         self.sock = listening_socket()
         self.port = self.sock.getsockname()[1]
+        self.cert = workdir / "cert.pem"
+        tls_conf = ""
+        if tls:
+            subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=127.0.0.1",
+                            "-addext", "subjectAltName=IP:127.0.0.1", "-keyout", str(workdir / "key.pem"), "-out",
+                            str(self.cert)], check=True, capture_output=True)
+            tls_conf = f"ssl_certificate {self.cert}; ssl_certificate_key {workdir / 'key.pem'};"
         conf = workdir / "nginx.conf"
         user = "user root;" if os.geteuid() == 0 else ""
         conf.write_text(f"""
@@ -105,7 +114,8 @@ http {{
   default_type application/octet-stream;
   sendfile on;
   server {{
-    listen 127.0.0.1:{self.port};
+    listen 127.0.0.1:{self.port}{" ssl" if tls else ""};
+    {tls_conf}
     root {root};
     location / {{ }}
   }}
@@ -114,7 +124,7 @@ http {{
         self.proc = subprocess.Popen([exe, "-c", str(conf), "-p", str(workdir)], stderr=subprocess.PIPE,
                                      pass_fds=(self.sock.fileno(),), env={**os.environ, "NGINX": f"{self.sock.fileno()};"})
         wait_port(self.port)
-        self.url = f"http://127.0.0.1:{self.port}/"
+        self.url = f"{'https' if tls else 'http'}://127.0.0.1:{self.port}/"
         self.access_log = workdir / "access.log"
 
     def requests(self) -> list[tuple[str, str, int, int, str]]:

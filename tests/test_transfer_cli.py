@@ -133,6 +133,52 @@ def test_kill_9_mid_blob_then_resume(tmp_path, monkeypatch):
         assert not list((tmp_path / "user" / "tmp" / "downloads").iterdir())
 
 
+def test_fetch_over_https_verifies_the_certificate_on_both_http_paths(tmp_path, monkeypatch):
+    """nginx with TLS: refused while the certificate is not trusted, fetched once it is (through
+    SSL_CERT_FILE), the large blob's ranges through the engine's threads (`-vv` logs them)."""
+    src = make_model(tmp_path / "m", {"big.bin": 12 << 20, "config.json": b"{}"})
+    publish(tmp_path, src, "m", "1.0.0", tmp_path / "nas")
+    with nginx(tmp_path / "nas", tmp_path / "nginx", tls=True) as ngx:
+        assert ngx.url.startswith("https://")
+        user = CasRunner(tmp_path / "user", tmp_path)
+        p = subprocess.run(user.argv("fetch", "m@1.0.0", "--remote", ngx.url), capture_output=True, text=True,
+                           env={**os.environ, "SSL_CERT_FILE": str(tmp_path / "nowhere.pem")}, timeout=120)
+        assert p.returncode != 0 and "CERTIFICATE_VERIFY_FAILED" in p.stderr and ngx.url in p.stderr, p.stderr
+        p = subprocess.run(user.argv("-vv", "fetch", "m@1.0.0", "--remote", ngx.url), capture_output=True, text=True,
+                           env={**os.environ, "SSL_CERT_FILE": str(ngx.cert)}, timeout=120)
+        assert p.returncode == 0, p.stderr
+        assert "on cas-fetch" in p.stderr  # a ranged GET on an engine thread
+        store = Store.open(tmp_path / "user")
+        monkeypatch.setenv("SSL_CERT_FILE", str(tmp_path / "nowhere.pem"))
+        assert threaded_read(ngx.url, store) is not None  # the threaded path verifies on its own too
+        monkeypatch.setenv("SSL_CERT_FILE", str(ngx.cert))
+        assert threaded_read(ngx.url, store) is None
+    assert_store_consistent(store)
+    assert user("verify").returncode == 0
+
+
+def threaded_read(url, store):
+    """The error of one ``read_into`` of the store's largest blob from ``url``, or None."""
+    import asyncio
+
+    from casstore.errors import RemoteError
+    from casstore.remotes.base import blob
+    from casstore.remotes.http import HttpRemote
+
+    d = max(store.blob_digests(), key=lambda d: store.blob_path(d).stat().st_size)
+    r = HttpRemote(url)  # its TLS context is made at its first connection, from the environment then
+    try:
+        got = bytearray()
+        r.read_into(blob(d), 0, 1 << 20, lambda view: got.extend(view) or True)
+        assert bytes(got) == store.blob_path(d).read_bytes()[: 1 << 20]
+        return None
+    except RemoteError as e:
+        assert "CERTIFICATE_VERIFY_FAILED" in str(e) and url in str(e), e
+        return e
+    finally:
+        asyncio.run(r.close())
+
+
 def slow_ranged_server(root, rate: int):
     """Serves files under ``root`` with ranges (206), blobs bigger than 1 MiB at ``rate`` bytes/s:
     so that a fetch through the engine's threaded reads can be killed midway."""

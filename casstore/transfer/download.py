@@ -52,6 +52,24 @@ SMALL_BLOB = 1 << 20
 REPORT_EVERY = 1 << 20
 
 
+class SpeedFloor:
+    """Drops a connection slower than ``low_speed_limit`` bytes/s over ``low_speed_time``
+    seconds (curl's --speed-limit and --speed-time), on the event loop or an engine thread."""
+
+    def __init__(self, s: Settings, url: str, digest: Digest) -> None:
+        self.limit, self.window, self.url, self.digest = s.low_speed_limit, s.low_speed_time, url, digest
+        self.start, self.bytes = time.monotonic(), 0
+
+    def add(self, n: int) -> None:
+        self.bytes += n
+        now = time.monotonic()
+        if now - self.start >= self.window:
+            if self.bytes / (now - self.start) < self.limit:
+                raise RemoteTooSlow(f"{self.url} sent {self.bytes} bytes in {now - self.start:.0f}s, below "
+                                    f"{self.limit} B/s", url=self.url, digest=self.digest)
+            self.start, self.bytes = now, 0
+
+
 def _close_if_cancelled(fd: int, run: Future) -> None:
     if run.cancelled():
         os.close(fd)
@@ -358,7 +376,7 @@ class Downloader:
         if (remote.threaded_reads and remote.ranges is True and remote.bounded_reads and self.s.request_size > 0
                 and not job.in_memory and self.limiter is None):
             return await self._stream_threaded(remote, key, part)
-        window_start, window_bytes = time.monotonic(), 0
+        floor = SpeedFloor(self.s, remote.describe(key), job.digest)
         while part.pos < part.end and job.error is None:
             bounded = remote.ranges is True and remote.bounded_reads and self.s.request_size > 0
             part.asked = min(part.end, part.pos + self.s.request_size) if bounded else part.end
@@ -384,14 +402,7 @@ class Downloader:
                     job.urls.add(remote.describe(key))
                     self.stats.bytes_downloaded += n
                     self._advance(n)
-                    window_bytes += n
-                    now = time.monotonic()
-                    if now - window_start >= self.s.low_speed_time:
-                        if window_bytes / (now - window_start) < self.s.low_speed_limit:
-                            raise RemoteTooSlow(
-                                f"{remote.describe(key)} sent {window_bytes} bytes in {now - window_start:.0f}s, "
-                                f"below {self.s.low_speed_limit} B/s", url=remote.describe(key), digest=job.digest)
-                        window_start, window_bytes = now, 0
+                    floor.add(n)
                     job.save()
             finally:
                 await stream.aclose()
@@ -420,7 +431,7 @@ class Downloader:
     def _read_request(self, remote: Remote, key, part: Part, loop: asyncio.AbstractEventLoop, fd: int) -> None:
         """On an engine thread: one request of ``part``, written at its place as it arrives."""
         job = part.job
-        window_start, window_bytes = time.monotonic(), 0
+        floor = SpeedFloor(self.s, remote.describe(key), job.digest)
         unreported = 0
 
         def report() -> bool:
@@ -433,7 +444,7 @@ class Downloader:
             return True
 
         def sink(view: memoryview) -> bool:
-            nonlocal window_start, window_bytes, unreported
+            nonlocal unreported
             room = min(part.end, part.asked) - part.pos  # a straggler's split may have moved the end
             if room <= 0 or job.error is not None or self._stopping:
                 return False
@@ -446,14 +457,7 @@ class Downloader:
             unreported += done
             if unreported >= REPORT_EVERY and not report():
                 return False
-            window_bytes += done
-            now = time.monotonic()
-            if now - window_start >= self.s.low_speed_time:
-                if window_bytes / (now - window_start) < self.s.low_speed_limit:
-                    raise RemoteTooSlow(
-                        f"{remote.describe(key)} sent {window_bytes} bytes in {now - window_start:.0f}s, "
-                        f"below {self.s.low_speed_limit} B/s", url=remote.describe(key), digest=job.digest)
-                window_start, window_bytes = now, 0
+            floor.add(done)
             return not cut
 
         try:
