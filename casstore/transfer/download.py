@@ -12,11 +12,14 @@ Here: a stall timeout and a low-speed limit end dead or dripping connections; th
 mirror; then an error naming the URL, the digest and the last failure. A blob is published
 (linked into ``blobs/``) only after the assembled file hashes to its digest and has its size
 (docs/architecture.md, invariant 4); hashing the assembled file lets parts arrive in any order.
+From a remote with ``threaded_reads`` (HTTP), a part's requests run on the engine's threads and
+write straight into the partial file; the event loop keeps the books (``_stream_threaded``).
 """
 
 from __future__ import annotations
 
 import asyncio
+import errno
 import logging
 import os
 import time
@@ -452,7 +455,10 @@ class Downloader:
             view = view[:room]
             done = 0
             while done < len(view):
-                done += os.pwrite(fd, view[done:], part.pos + done)
+                n = os.pwrite(fd, view[done:], part.pos + done)
+                if n <= 0:  # never for a regular file; a loop that cannot end otherwise
+                    raise OSError(errno.EIO, f"writing {job.path} made no progress")
+                done += n
             part.pos += done
             unreported += done
             if unreported >= REPORT_EVERY and not report():
