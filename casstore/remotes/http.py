@@ -103,7 +103,7 @@ class HttpRemote(Remote):
         first = origin(url)
         headers = dict(kw.pop("headers", {}))
         for _ in range(MAX_REDIRECTS + 1):
-            h = self._headers(url, first, headers)
+            h = self.request_headers(url, first, headers)
             log.debug("%s %s%s", method, url, f" ({h['Range']})" if "Range" in h else "")
             try:
                 resp = await self._sess().request(method, url, headers=h, allow_redirects=False, **kw)
@@ -123,7 +123,7 @@ class HttpRemote(Remote):
             return resp
         raise RemoteProtocolError(f"too many redirects from {self.url + rel}", url=self.url + rel)
 
-    def _headers(self, url: str, first: tuple, extra: dict[str, str]) -> dict[str, str]:
+    def request_headers(self, url: str, first: tuple, extra: dict[str, str]) -> dict[str, str]:
         """A request's headers: the token only for the remote's own origin."""
         h = dict(extra)
         if self._token and origin(url) == first:

@@ -2,13 +2,13 @@
 threads.
 
 Through aiohttp, one event loop received, parsed and wrote the bytes of every connection: on 2
-cores that one thread was the bottleneck (fetch from nginx at ~0.7x curl's time). Here each
-thread reads its range with ``http.client`` and hands each piece to the engine, which writes it
-into the partial file; the bytes are copied out of the kernel once (docs/benchmarks.md). HEAD,
-small objects, the index and uploads stay on aiohttp.
+cores that one thread was the bottleneck (a fetch from nginx took ~1.5x curl's time). Here each
+thread reads its range with ``http.client`` into a buffer of its own and hands each piece to the
+engine, which writes it into the partial file (docs/benchmarks.md). HEAD, small objects, the
+index and uploads stay on aiohttp.
 
 The rules are the async path's: the token stays with the remote's origin (http_rules.py and
-``HttpRemote._headers``), compressed bodies are refused, a ranged answer must be for
+``HttpRemote.request_headers``), compressed bodies are refused, a ranged answer must be for
 the range asked and not one byte longer.
 """
 
@@ -109,7 +109,7 @@ def read_into(remote, key: Key, start: int, end: int, sink: Callable[[memoryview
         where = origin(url)
         u = urlsplit(url)
         target = (u.path or "/") + (f"?{u.query}" if u.query else "")
-        headers = remote._headers(url, first, extra)
+        headers = remote.request_headers(url, first, extra)
         log.debug("GET %s (%s, on %s)", url, extra["Range"], threading.current_thread().name)
         for fresh in (False, True):
             try:
