@@ -240,6 +240,36 @@ def test_kill_9_mid_blob_in_threaded_reads_then_resume(tmp_path):
     assert user("verify").returncode == 0
 
 
+@pytest.mark.slow  # interrupts a process mid-download
+def test_ctrl_c_mid_threaded_fetch_stops_promptly_and_resumes(tmp_path):
+    """SIGINT while engine threads are mid-request: the process ends within seconds (the
+    threads' sockets are shut, not waited out), keeps the partial and its record, and the next
+    fetch resumes from them."""
+    import signal
+
+    big = make_model(tmp_path / "m", {"big.bin": 48 << 20})
+    publish(tmp_path, big, "m", "1.0.0", tmp_path / "nas")
+    srv = slow_ranged_server(tmp_path / "nas", 1 << 20)
+    try:
+        user = CasRunner(tmp_path / "user", tmp_path)
+        p = subprocess.Popen(user.argv("--json", "fetch", "m@1.0.0", "--remote", srv.url),
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        time.sleep(3.0)
+        assert p.poll() is None, "the throttled fetch should still be running"
+        t0 = time.monotonic()
+        p.send_signal(signal.SIGINT)
+        _, err = p.communicate(timeout=20)
+        assert p.returncode != 0 and time.monotonic() - t0 < 10, (p.returncode, err)
+        assert len(list((tmp_path / "user" / "tmp" / "downloads").glob("*.part"))) == 1
+        res = user.json("fetch", "m@1.0.0", "--remote", srv.url)
+    finally:
+        srv.stop()
+    assert res["bytes_resumed"] > 4 << 20, res
+    assert res["bytes_downloaded"] + res["bytes_resumed"] == 48 << 20
+    assert_store_consistent(Store.open(tmp_path / "user"))
+    assert user("verify").returncode == 0
+
+
 @pytest.mark.slow  # two processes on one store
 def test_two_fetches_one_store(tmp_path):
     big = make_model(tmp_path / "m", {"big.bin": 32 << 20, "small.txt": b"x"})
