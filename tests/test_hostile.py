@@ -563,3 +563,35 @@ def test_threaded_reads_fall_back_when_a_range_is_answered_whole(populated, thre
         srv.server.stop()
     assert threaded_reads == [(0, SIZE)] and res.stats.retries == 1 and populated.has_blob(D)
     assert_store_consistent(populated)
+
+
+def test_a_cancelled_threaded_fetch_leaves_no_thread_waiting_on_a_silent_server(populated):
+    """Closing the remote shuts the sockets of engine threads still waiting for bytes: nothing is
+    left blocked until the stall timeout (30 s here; the server is silent for 5)."""
+    import threading
+
+    srv = Hostile(silent206)
+
+    def waiting() -> list:
+        return [t for t in threading.enumerate() if t.name.startswith("cas-fetch") and t.is_alive()]
+
+    async def go():
+        r = HttpRemote(srv.url, stall_timeout=30)
+        r.ranges = True
+        task = asyncio.create_task(fetch(populated, [r], "m", "1.0.0", settings=Settings(**FAST)))
+        await asyncio.sleep(1.0)
+        assert waiting(), "a thread should be waiting on the silent server"
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        await r.close()
+
+    try:
+        t0 = time.monotonic()
+        asyncio.run(go())
+        while waiting() and time.monotonic() - t0 < 3.0:
+            time.sleep(0.05)
+        assert not waiting(), f"still waiting {time.monotonic() - t0:.1f} s after the start"
+    finally:
+        srv.server.stop()
+    assert_nothing_published(populated)
