@@ -213,38 +213,13 @@ def slow_ranged_server(root, rate: int):
     return ThreadedApp(app)
 
 
-@pytest.mark.slow  # kills a process mid-download
-def test_kill_9_mid_blob_in_threaded_reads_then_resume(tmp_path):
-    """The same as above without --limit-rate, so that the blob's ranges go through the engine's
-    threads (a slow server keeps it in flight): the kept partial and its record resume it."""
-    big = make_model(tmp_path / "m", {"big.bin": 48 << 20})
-    publish(tmp_path, big, "m", "1.0.0", tmp_path / "nas")
-    srv = slow_ranged_server(tmp_path / "nas", 1 << 20)
-    try:
-        user = CasRunner(tmp_path / "user", tmp_path)
-        p = subprocess.Popen(user.argv("--json", "fetch", "m@1.0.0", "--remote", srv.url),
-                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-        time.sleep(3.0)
-        assert p.poll() is None, "the throttled fetch should still be running"
-        p.kill()
-        p.wait()
-        store = Store.open(tmp_path / "user")
-        assert store.refs.models() == [] and not list(store.iter_blobs())
-        assert len(list((tmp_path / "user" / "tmp" / "downloads").glob("*.part"))) == 1
-        res = user.json("fetch", "m@1.0.0", "--remote", srv.url)
-    finally:
-        srv.stop()
-    assert res["bytes_resumed"] > 4 << 20, res
-    assert res["bytes_downloaded"] + res["bytes_resumed"] == 48 << 20
-    assert_store_consistent(store)
-    assert user("verify").returncode == 0
-
-
 @pytest.mark.slow  # interrupts a process mid-download
-def test_ctrl_c_mid_threaded_fetch_stops_promptly_and_resumes(tmp_path):
-    """SIGINT while engine threads are mid-request: the process ends within seconds (the
-    threads' sockets are shut, not waited out), keeps the partial and its record, and the next
-    fetch resumes from them."""
+@pytest.mark.parametrize("sig", ["SIGKILL", "SIGINT"])
+def test_a_threaded_fetch_interrupted_mid_blob_resumes(tmp_path, sig):
+    """As above without --limit-rate, so that the blob's ranges go through the engine's threads
+    (a slow server keeps it in flight). Killed, or stopped with Ctrl-C (which must end it within
+    seconds: the threads' sockets are shut, not waited out), it leaves the partial and its
+    record, and the next fetch resumes from them."""
     import signal
 
     big = make_model(tmp_path / "m", {"big.bin": 48 << 20})
@@ -257,16 +232,18 @@ def test_ctrl_c_mid_threaded_fetch_stops_promptly_and_resumes(tmp_path):
         time.sleep(3.0)
         assert p.poll() is None, "the throttled fetch should still be running"
         t0 = time.monotonic()
-        p.send_signal(signal.SIGINT)
+        p.send_signal(getattr(signal, sig))
         _, err = p.communicate(timeout=20)
         assert p.returncode != 0 and time.monotonic() - t0 < 10, (p.returncode, err)
+        store = Store.open(tmp_path / "user")
+        assert store.refs.models() == [] and not list(store.iter_blobs())
         assert len(list((tmp_path / "user" / "tmp" / "downloads").glob("*.part"))) == 1
         res = user.json("fetch", "m@1.0.0", "--remote", srv.url)
     finally:
         srv.stop()
     assert res["bytes_resumed"] > 4 << 20, res
     assert res["bytes_downloaded"] + res["bytes_resumed"] == 48 << 20
-    assert_store_consistent(Store.open(tmp_path / "user"))
+    assert_store_consistent(store)
     assert user("verify").returncode == 0
 
 
