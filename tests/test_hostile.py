@@ -468,10 +468,16 @@ async def longer206(request, n):
     return web.Response(status=206, body=DATA[a:b] + b"x" * 100, headers=h)
 
 
-async def drip206(request, n):
+async def ranged_stream(request):
+    """A 206 for the range asked, headers sent, body still to come."""
     a, b, h = ranged_head(request)
     resp = web.StreamResponse(status=206, headers={**h, "Content-Length": str(b - a)})
     await resp.prepare(request)
+    return a, b, resp
+
+
+async def drip206(request, n):
+    a, b, resp = await ranged_stream(request)
     for i in range(30):
         await resp.write(DATA[a + i: a + i + 1])
         await asyncio.sleep(0.2)
@@ -479,17 +485,13 @@ async def drip206(request, n):
 
 
 async def silent206(request, n):
-    a, b, h = ranged_head(request)
-    resp = web.StreamResponse(status=206, headers={**h, "Content-Length": str(b - a)})
-    await resp.prepare(request)
+    _, _, resp = await ranged_stream(request)
     await asyncio.sleep(5)
     return resp
 
 
 async def half206(request, n):
-    a, b, h = ranged_head(request)
-    resp = web.StreamResponse(status=206, headers={**h, "Content-Length": str(b - a)})
-    await resp.prepare(request)
+    a, b, resp = await ranged_stream(request)
     await resp.write(DATA[a: a + (b - a) // 2])
     request.transport.close()
     return resp

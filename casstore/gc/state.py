@@ -126,8 +126,8 @@ def _read_state(store: Store, report: bool, blobs: bool) -> StoreState:
     # Blobs are listed before the refs are read, as a writer publishes them in the other order.
     on_disk: Mapping[Digest, tuple[int, float]] = {}
     stats: dict[Digest, tuple[int, float]] = {}
-    loaded = load(store) if report else None
-    if loaded and blobs:
+    loaded = load(store) if report else None  # the summaries' table: the listing reuses its digests
+    if loaded is not None and blobs:
         on_disk = blob_table(store, loaded[0])
     elif blobs:
         on_disk = stats
@@ -153,7 +153,7 @@ def _read_state(store: Store, report: bool, blobs: bool) -> StoreState:
     cache: dict[Digest, frozenset[Digest]] = {}  # each manifest's blobs
     known: dict[Digest, Summary] = {}
     errors: dict[Digest, CasError] = {}
-    if loaded:
+    if loaded is not None:
         known, errors = summaries(store, needed, loaded)
     else:  # GC decides from the manifests themselves
         for md in needed:

@@ -100,10 +100,9 @@ class HttpRemote(Remote):
     async def _request(self, method: str, rel: str, **kw) -> aiohttp.ClientResponse:
         """One request, following redirects by hand; the token stays with the first origin."""
         url = self.url + rel
-        first = origin(url)
         headers = dict(kw.pop("headers", {}))
         for _ in range(MAX_REDIRECTS + 1):
-            h = self.request_headers(url, first, headers)
+            h = self.request_headers(url, headers)
             log.debug("%s %s%s", method, url, f" ({h['Range']})" if "Range" in h else "")
             try:
                 resp = await self._sess().request(method, url, headers=h, allow_redirects=False, **kw)
@@ -123,10 +122,11 @@ class HttpRemote(Remote):
             return resp
         raise RemoteProtocolError(f"too many redirects from {self.url + rel}", url=self.url + rel)
 
-    def request_headers(self, url: str, first: tuple, extra: dict[str, str]) -> dict[str, str]:
-        """A request's headers: the token only for the remote's own origin."""
+    def request_headers(self, url: str, extra: dict[str, str]) -> dict[str, str]:
+        """A request's headers: the token only for the remote's own origin (``url`` may be
+        where a redirect led)."""
         h = dict(extra)
-        if self._token and origin(url) == first:
+        if self._token and origin(url) == origin(self.url):
             h["Authorization"] = f"Bearer {self._token}"
         return h
 

@@ -102,14 +102,13 @@ def read_into(remote, key: Key, start: int, end: int, sink: Callable[[memoryview
     order; ``sink`` returns False to stop early (the connection is then dropped)."""
     want = end - start
     url = remote.url + key.path
-    first = origin(url)
     extra = {"Range": f"bytes={start}-{end - 1}", "Accept-Encoding": "identity", "User-Agent": "casstore"}
     conns: Connections = remote.connections
     for _ in range(MAX_REDIRECTS + 1):
         where = origin(url)
         u = urlsplit(url)
         target = (u.path or "/") + (f"?{u.query}" if u.query else "")
-        headers = remote.request_headers(url, first, extra)
+        headers = remote.request_headers(url, extra)
         log.debug("GET %s (%s, on %s)", url, extra["Range"], threading.current_thread().name)
         for fresh in (False, True):
             try:

@@ -376,12 +376,11 @@ class Downloader:
         and would otherwise be cut off mid-answer), so that a split (scheduler.py) only ever
         takes bytes nobody has asked for yet."""
         job = part.job
-        if (remote.threaded_reads and remote.ranges is True and remote.bounded_reads and self.s.request_size > 0
-                and not job.in_memory and self.limiter is None):
+        if self._bounded(remote) and remote.threaded_reads and not job.in_memory and self.limiter is None:
             return await self._stream_threaded(remote, key, part)
         floor = SpeedFloor(self.s, remote.describe(key), job.digest)
         while part.pos < part.end and job.error is None:
-            bounded = remote.ranges is True and remote.bounded_reads and self.s.request_size > 0
+            bounded = self._bounded(remote)  # the first answer may tell whether ranges are served
             part.asked = min(part.end, part.pos + self.s.request_size) if bounded else part.end
             part.asked_at, part.asked_from = time.monotonic(), part.pos
             stream = remote.read(key, part.pos, part.asked)
@@ -411,6 +410,9 @@ class Downloader:
                 await stream.aclose()
             if not bounded:
                 break
+
+    def _bounded(self, remote: Remote) -> bool:
+        return remote.ranges is True and remote.bounded_reads and self.s.request_size > 0
 
     async def _stream_threaded(self, remote: Remote, key, part: Part) -> None:
         """``_stream`` through ``remote.read_into``: each request runs on a thread of the engine,
