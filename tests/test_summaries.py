@@ -10,7 +10,6 @@ import msgpack
 import pytest
 
 from casstore.gc import Policy, plan, read_state
-from casstore.model.digest import Digest
 from casstore.ops.add import add
 from casstore.ops.remove import remove
 from casstore.ops.usage import report
@@ -123,21 +122,6 @@ def test_foreign_names_under_blobs_are_skipped_alike_by_du_and_gc(populated):
     assert all(len(x.hex) == 64 for x in listed)
     _, totals = figures(populated)
     assert totals.plan == plan(read_state(populated), Policy())
-
-
-def test_listing_with_known_digests_lists_the_same_blobs_as_those_objects(populated):
-    """`cas du` lists blobs as its table's own digest objects; the listing rule stays the same: a
-    known name in the wrong directory is no blob, an unknown valid name is one."""
-    plain = populated.blob_digests()
-    d, other = sorted(plain)[:2]
-    known = {x.hex: Digest(x.hex) for x in plain if x != other}  # equal to the listed, not the same objects
-    misplaced = Digest(("0" if d.hex[0] != "0" else "1") + d.hex[1:])
-    known[misplaced.hex] = misplaced
-    (populated.layout.blobs / d.hex[:2] / misplaced.hex).write_bytes(b"x")  # under d's prefix, not its own
-    listed = populated.blob_digests(known)
-    assert listed == plain and misplaced not in listed
-    assert all(x is known[x.hex] for x in listed if x != other)
-    assert other in listed and other.hex not in known
 
 
 def test_the_store_size_auto_gc_checks_is_the_bytes_on_disk(populated, tmp_path):

@@ -20,11 +20,12 @@ __all__ = ["DAY", "DEFAULT_GRACE", "GcResult", "Plan", "Policy", "StoreState", "
 
 def store_size(store) -> int:
     """Bytes of the blobs in the store (`auto_collect` asks after every fetch). Blobs are listed
-    by name; the sizes the manifest summaries know are taken from there, the rest stat'ed."""
+    by name (through the listing cache); the sizes the manifest summaries know are taken from
+    there, the rest stat'ed. The GC this may trigger lists the store in full."""
     from casstore.store.summaries import load
 
     with bulk():
-        return blob_table(store, load(store)[0]).total
+        return blob_table(store, load(store)[0], store.now()).total
 
 
 def collect(store, policy: Policy, *, dry_run: bool = False) -> tuple[Plan, GcResult | None]:

@@ -14,6 +14,7 @@ from casstore.gc.housekeeping import junk_files
 from casstore.model.digest import Digest
 from casstore.model.history import undo_stack
 from casstore.model.keys import blob_key
+from casstore.store import listing
 from casstore.store.leases import live_leases
 from casstore.store.markers import marked
 from casstore.store.objects import Store
@@ -47,18 +48,15 @@ class StoreState:
 
 
 class BlobTable(Mapping[Digest, tuple[int, float]]):
-    """The store's blobs for a report: listed by name, sizes taken from the manifests that list
-    them (a blob holds exactly the bytes its digest names), the rest stat'ed; mtimes stat'ed only
-    when a plan asks, so `cas du` on 100k blobs stats only the blobs it might free."""
+    """The store's blobs for a report: listed by name (store/listing.py), sizes taken from the
+    manifest summaries where they know the blob, the rest stat'ed; mtimes stat'ed only when a plan
+    asks, so `cas du` on 100k blobs stats only the blobs it might free."""
 
-    def __init__(self, root: str, present: set[Digest], known: Mapping[Digest, int]) -> None:
+    def __init__(self, root: str, listed: listing.Listed) -> None:
         self._root = os.path.join(root, "")
-        self._present = present
+        self._present = listed.blobs
         self._stats: dict[Digest, tuple[int, float]] = {}
-        # Set operations and sums over 100k blobs run in C; only blobs whose size no manifest gives are stat'ed.
-        gone = known.keys() - present  # listed by a manifest, missing from the store
-        self.total = (sum(known.values()) - sum(map(known.__getitem__, gone))
-                      + sum(self._stat(d)[0] for d in present - known.keys()))
+        self.total = listed.table_bytes + sum(self._stat(d)[0] for d in listed.others)
 
     def __getitem__(self, d: Digest) -> tuple[int, float]:
         try:
@@ -90,10 +88,11 @@ class BlobTable(Mapping[Digest, tuple[int, float]]):
         return self._present
 
 
-def blob_table(store: Store, table: Table) -> BlobTable:
-    """The store's blobs for a report, listed as ``table``'s own digest objects where it has them:
-    the report's set operations then match 100k blobs by identity (3-4x faster than by value)."""
-    return BlobTable(str(store.layout.root), store.blob_digests(table.by_hex()), table.known_sizes())
+def blob_table(store: Store, table: Table, now: float) -> BlobTable:
+    """The store's blobs for a report, listed through the listing cache (store/listing.py) as
+    ``table``'s own digest objects where it has them: the report's set operations then match 100k
+    blobs by identity (3-4x faster than by value)."""
+    return BlobTable(str(store.layout.root), listing.list_blobs(store, table, now))
 
 
 def blob_bytes(blobs: Mapping[Digest, tuple[int, float]]) -> int:
@@ -128,7 +127,7 @@ def _read_state(store: Store, report: bool, blobs: bool) -> StoreState:
     stats: dict[Digest, tuple[int, float]] = {}
     loaded = load(store) if report else None  # the summaries' table: the listing reuses its digests
     if loaded is not None and blobs:
-        on_disk = blob_table(store, loaded[0])
+        on_disk = blob_table(store, loaded[0], now)
     elif blobs:
         on_disk = stats
         root = str(store.layout.root)

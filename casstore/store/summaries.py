@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from operator import itemgetter
 
+import blake3
 import msgpack
 
 from casstore.errors import CasError
@@ -39,8 +40,9 @@ _MAX_BYTES = 1 << 30
 class Table:
     """Distinct blobs by index: what makes summaries comparable with each other."""
 
-    def __init__(self, packed: bytes = b"", sizes: list[int] | None = None) -> None:
+    def __init__(self, packed: bytes = b"", sizes: list[int] | None = None, source: bytes | None = None) -> None:
         self._packed = packed  # 32 bytes per blob, for those read from the file
+        self.source = source  # a hash of the file read: its indices stay valid (``add`` only appends)
         self.sizes: list[int] = sizes if sizes is not None else []
         self._digests: list[Digest] | None = None
         self._index: dict[Digest, int] | None = None
@@ -52,13 +54,9 @@ class Table:
             self._digests = list(Digest.unchecked([h[i:i + 64] for i in range(0, len(h), 64)]))
         return self._digests
 
-    def by_hex(self) -> dict[str, Digest]:
-        """For `Store.blob_digests`, to list the blobs as these very digest objects."""
-        ds = self.digests
-        return dict(zip(map(itemgetter(0), ds), ds))
-
-    def known_sizes(self) -> dict[Digest, int]:
-        return dict(zip(self.digests, self.sizes))
+    def by_hex(self) -> dict[str, int]:
+        """Hex -> index, for store/listing.py to match blob names to this table."""
+        return dict(zip(map(itemgetter(0), self.digests), range(len(self.digests))))
 
     def add(self, m: Manifest) -> Summary:
         if self._index is None:
@@ -125,7 +123,7 @@ def load(store) -> tuple[Table, dict[Digest, Summary]]:
         if (not isinstance(blobs, bytes) or not isinstance(sizes, list) or len(blobs) != 32 * len(sizes)
                 or not _naturals(sizes) or not isinstance(manifests, dict)):
             raise ValueError("malformed blob table")
-        table = Table(blobs, sizes)
+        table = Table(blobs, sizes, blake3.blake3(raw).digest())
         out = {}
         n = len(sizes)
         for key, (files, idx) in manifests.items():

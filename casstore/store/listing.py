@@ -1,0 +1,152 @@
+"""`cas du`'s listing of blobs, cached by directory in ``cache/blob-listing``, so that a report on
+a store of 100k or 1M blobs stats its 256 ``blobs/XX`` directories instead of listing and
+matching every name again.
+
+A directory's cached names are used while its inode, mtime and ctime are those recorded: adding
+or removing a name changes both times. A listing is recorded only when the directory's ctime is
+``SETTLE_NS`` older than the store's clock read before the listing (``Store.now()``, the clock
+that stamps the directory). A change made after the listing then stamps a later time even on a
+filesystem with 2-second timestamps, so it cannot leave the recorded times as they were (git's
+"racy clean" rule). A directory written to within ``SETTLE_NS`` is listed every time.
+
+Each directory's names are kept matched to the manifest summaries' table (store/summaries.py):
+the names the table holds first, with their indices, then the rest. The indices are used while
+the summaries file is the one they were matched against (its hash); otherwise the cached names
+are matched again, without a listing.
+
+Like the summaries, the cache only feeds reports (`cas du`, the size check before an automatic
+GC): GC and `cas doctor` list every directory themselves (docs/architecture.md, invariant 7). An
+unreadable or unwritable cache costs a listing, never an error. On NFS the directory times come
+from the client's attribute cache, which also decides when the client re-reads a directory, so
+the cache should be no staler than a listing there (docs/guides/team-nas.md; no NFS mount here
+to test it).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import stat
+from collections.abc import Mapping
+from typing import NamedTuple
+
+import msgpack
+
+from casstore.fs.atomic import makedirs, write_file
+from casstore.model.digest import Digest
+from casstore.store.summaries import Table
+
+log = logging.getLogger("casstore")
+
+FILE = "cache/blob-listing"
+SETTLE_NS = 3_000_000_000  # above the coarsest timestamps in use (FAT: 2 s)
+_FORMAT = 1
+_MAX_BYTES = 1 << 30
+
+Key = tuple[int, int, int, int]  # dev, ino, mtime_ns, ctime_ns of a blobs/XX directory
+Entry = tuple[Key, bytes, list[int]]  # names (32 bytes each; those in the table first), their table indices
+
+
+class Listed(NamedTuple):
+    blobs: set[Digest]  # every blob, as ``Store.blob_digests`` lists them
+    table_bytes: int  # the sizes ``table`` gives for those it holds (a blob holds what its digest names)
+    others: list[Digest]  # those ``table`` does not hold
+
+
+def list_blobs(store, table: Table, now: float) -> Listed:
+    """Every blob by its name; those in ``table`` as its very digest objects, so that set
+    operations over 100k of them match by identity. ``now``: the store's clock, read before."""
+    cached, source = _load(store)
+    same_table = source is not None and source == table.source
+    digests = table.digests
+    index: dict[str, int] | None = None  # built when a directory's names must be matched
+    keep: dict[str, Entry] = {}
+    settled = int(now * 1e9) - SETTLE_NS
+    root = store.layout.blobs
+    held: set[int] = set()  # indices into the table
+    others: list[Digest] = []
+    for sub in os.listdir(root):
+        if len(sub) != 2:
+            continue
+        try:
+            st = os.stat(os.path.join(root, sub))  # before the listing: a change after it shows next time
+        except FileNotFoundError:
+            continue
+        if not stat.S_ISDIR(st.st_mode):
+            continue
+        key = (st.st_dev, st.st_ino, st.st_mtime_ns, st.st_ctime_ns)
+        hit = cached.get(sub)
+        if hit is not None and hit[0] == key and same_table and _in_range(hit[2], len(digests)):
+            names, idx = hit[1], hit[2]
+        else:
+            if hit is not None and hit[0] == key:  # the table changed, not the directory
+                h = hit[1].hex()
+                hexes = [h[i:i + 64] for i in range(0, len(h), 64)]
+            else:
+                hexes = store.blob_names(sub)
+            if index is None:
+                index = table.by_hex()
+            names, idx = _match(hexes, index)
+        if st.st_ctime_ns < settled:
+            keep[sub] = (key, names, idx)
+        held.update(idx)
+        rest = names[32 * len(idx):]
+        others.extend(Digest.unchecked(rest[i:i + 32].hex() for i in range(0, len(rest), 32)))
+    # A set of ints iterates in about ascending order: the digests are then read in the order they
+    # were made, which is 2-4x faster for 100k of them than the order of the listing.
+    out = set(map(digests.__getitem__, held))
+    out.update(others)
+    if keep != cached or (keep and source != table.source):
+        _save(store, keep, table.source)
+    return Listed(out, sum(map(table.sizes.__getitem__, held)), others)
+
+
+def _match(hexes: list[str], index: Mapping[str, int]) -> tuple[bytes, list[int]]:
+    """The names as bytes, those ``index`` holds first, and their indices."""
+    found = list(map(index.get, hexes))
+    idx = [i for i in found if i is not None]
+    if len(idx) < len(hexes):
+        hexes = [h for h, i in zip(hexes, found) if i is not None] + [h for h, i in zip(hexes, found) if i is None]
+    return bytes.fromhex("".join(hexes)), idx
+
+
+def _in_range(idx: list[int], n: int) -> bool:
+    return not idx or (min(idx) >= 0 and max(idx) < n)
+
+
+def _load(store) -> tuple[dict[str, Entry], bytes | None]:
+    path = store.layout.root / FILE
+    try:
+        with open(path, "rb") as f:
+            raw = f.read(_MAX_BYTES + 1)
+        obj = msgpack.unpackb(raw, raw=False, strict_map_key=False)
+        if len(raw) > _MAX_BYTES or not isinstance(obj, dict) or obj.get("format") != _FORMAT:
+            raise ValueError(f"not a blob listing of format {_FORMAT}")
+        dirs, source = obj["dirs"], obj["table"]
+        if not isinstance(dirs, dict) or not (source is None or isinstance(source, bytes)):
+            raise ValueError("malformed directory table")
+        out = {}
+        for sub, e in dirs.items():
+            if (not isinstance(sub, str) or len(sub) != 2 or not isinstance(e, list) or len(e) != 6
+                    or any(type(x) is not int for x in e[:4]) or type(e[4]) is not bytes or len(e[4]) % 32
+                    or not isinstance(e[5], list) or not set(map(type, e[5])) <= {int}
+                    or 32 * len(e[5]) > len(e[4])):
+                raise ValueError(f"malformed entry for blobs/{sub!s:.8}")
+            out[sub] = (tuple(e[:4]), e[4], e[5])
+        return out, source
+    except FileNotFoundError:
+        return {}, None
+    except (OSError, ValueError, TypeError, KeyError, msgpack.UnpackException) as e:
+        log.warning("ignoring the blob listing %s: %s", path, e)
+        return {}, None
+
+
+def _save(store, entries: Mapping[str, Entry], source: bytes | None) -> None:
+    data = msgpack.packb({"format": _FORMAT, "table": source,
+                          "dirs": {sub: [*key, names, idx] for sub, (key, names, idx) in entries.items()}})
+    path = store.layout.root / FILE
+    try:
+        makedirs(path.parent)
+        write_file(path, data, store.layout.tmp, mode=0o644, replace=True)
+    except OSError as e:  # a read-only store, a full disk: it is only a cache
+        log.info("not caching the blob listing in %s: %s", path, e)
