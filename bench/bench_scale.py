@@ -14,7 +14,9 @@ Blobs: the synthetic stores of ``bench_gc.py`` (blobs of 64-512 bytes, one versi
 100 files each, 10 % unreferenced), each version last used 90 days ago ("expired": the default
 GC policy would delete all but the current ones, so `du`'s plan stats every blob it would free)
 and again with every version used within the last 20 days ("in use"). Timed as whole `cas`
-processes: `list`, `du`, `use`, `rollback`, `gc --dry-run`.
+processes: `list`, `du`, `use`, `rollback`, `gc --dry-run`. `du` twice: without its listing
+cache (removed before each run: it lists and matches every blob, and writes the cache) and from
+it (nothing changed under ``blobs/`` since the last `du`).
 """
 
 from __future__ import annotations
@@ -37,8 +39,11 @@ from bench_gc import build  # noqa: E402
 from rounds import cas_command  # noqa: E402
 from wanshape import generate  # noqa: E402
 
+from casstore.store import listing  # noqa: E402
+
 MiB = 1 << 20
 CAS = cas_command()
+LISTING = listing.FILE
 
 
 def timed(cmd, env=None, cwd=None, sync=True) -> float:
@@ -141,12 +146,19 @@ def bench_blobs(work: Path, n: int, repeat: int, env: dict) -> dict:
     def cmd(*args) -> float:
         return timed([*CAS, "--store", str(root), *args], env, sync=False)
 
+    def du_cold() -> float:
+        (root / LISTING).unlink(missing_ok=True)
+        return cmd("du")
+
     cmd("list")  # the first run builds the manifest summaries; it is timed on its own
+    time.sleep(listing.SETTLE_NS / 1e9)  # so that du may cache the listing of every blobs/XX directory
     for label in ("expired", "in_use"):
         if label == "in_use":
             mark_in_use(root)
         out[f"list_{label}_s"] = statistics.median(cmd("list") for _ in range(repeat))
-        out[f"du_{label}_s"] = statistics.median(cmd("du") for _ in range(repeat))
+        out[f"du_cold_{label}_s"] = statistics.median(du_cold() for _ in range(repeat))  # lists every blob
+        cmd("du")
+        out[f"du_{label}_s"] = statistics.median(cmd("du") for _ in range(repeat))  # from the listing cache
         out[f"gc_dry_run_{label}_s"] = statistics.median(cmd("gc", "--dry-run") for _ in range(repeat))
     out["use_s"] = statistics.median(cmd("use", f"model3@1.{i % per_model}.0") for i in range(repeat * 2))
     out["rollback_s"] = statistics.median(cmd("rollback", "model3") for _ in range(repeat))
@@ -178,6 +190,7 @@ def plot(result: dict, path: Path) -> None:
     if rows:
         n = [r["blobs"] for r in rows]
         for key, label, style in (("list_in_use_s", "cas list", "o-"), ("du_in_use_s", "cas du (in use)", "s-"),
+                                  ("du_cold_in_use_s", "cas du (in use, no listing cache)", "s:"),
                                   ("du_expired_s", "cas du (all expired)", "s--"),
                                   ("gc_dry_run_in_use_s", "cas gc --dry-run (in use)", "^-"),
                                   ("use_s", "cas use", "d-"), ("rollback_s", "cas rollback", "x-")):
