@@ -24,24 +24,18 @@ to test it).
 
 from __future__ import annotations
 
-import logging
 import os
 import stat
 from collections.abc import Mapping
 from typing import NamedTuple
 
-import msgpack
-
-from casstore.fs.atomic import makedirs, write_file
 from casstore.model.digest import Digest
+from casstore.store import cachefile
 from casstore.store.summaries import Table
-
-log = logging.getLogger("casstore")
 
 FILE = "cache/blob-listing"
 SETTLE_NS = 3_000_000_000  # above the coarsest timestamps in use (FAT: 2 s)
 _FORMAT = 1
-_MAX_BYTES = 1 << 30
 
 Key = tuple[int, int, int, int]  # dev, ino, mtime_ns, ctime_ns of a blobs/XX directory
 Entry = tuple[Key, bytes, list[int]]  # names (32 bytes each; those in the table first), their table indices
@@ -115,38 +109,24 @@ def _in_range(idx: list[int], n: int) -> bool:
 
 
 def _load(store) -> tuple[dict[str, Entry], bytes | None]:
-    path = store.layout.root / FILE
-    try:
-        with open(path, "rb") as f:
-            raw = f.read(_MAX_BYTES + 1)
-        obj = msgpack.unpackb(raw, raw=False, strict_map_key=False)
-        if len(raw) > _MAX_BYTES or not isinstance(obj, dict) or obj.get("format") != _FORMAT:
-            raise ValueError(f"not a blob listing of format {_FORMAT}")
-        dirs, source = obj["dirs"], obj["table"]
-        if not isinstance(dirs, dict) or not (source is None or isinstance(source, bytes)):
-            raise ValueError("malformed directory table")
-        out = {}
-        for sub, e in dirs.items():
-            if (not isinstance(sub, str) or len(sub) != 2 or not isinstance(e, list) or len(e) != 6
-                    or any(type(x) is not int for x in e[:4]) or type(e[4]) is not bytes or len(e[4]) % 32
-                    or not isinstance(e[5], list) or not set(map(type, e[5])) <= {int}
-                    or 32 * len(e[5]) > len(e[4])):
-                raise ValueError(f"malformed entry for blobs/{sub!s:.8}")
-            out[sub] = (tuple(e[:4]), e[4], e[5])
-        return out, source
-    except FileNotFoundError:
-        return {}, None
-    except (OSError, ValueError, TypeError, KeyError, msgpack.UnpackException) as e:
-        log.warning("ignoring the blob listing %s: %s", path, e)
-        return {}, None
+    return cachefile.load(store, FILE, _FORMAT, "blob listing", _parse) or ({}, None)
+
+
+def _parse(obj: dict, raw: bytes) -> tuple[dict[str, Entry], bytes | None]:
+    dirs, source = obj["dirs"], obj["table"]
+    if not isinstance(dirs, dict) or not (source is None or isinstance(source, bytes)):
+        raise ValueError("malformed directory table")
+    out = {}
+    for sub, e in dirs.items():
+        if (not isinstance(sub, str) or len(sub) != 2 or not isinstance(e, list) or len(e) != 6
+                or any(type(x) is not int for x in e[:4]) or type(e[4]) is not bytes or len(e[4]) % 32
+                or not isinstance(e[5], list) or not set(map(type, e[5])) <= {int}
+                or 32 * len(e[5]) > len(e[4])):
+            raise ValueError(f"malformed entry for blobs/{sub!s:.8}")
+        out[sub] = (tuple(e[:4]), e[4], e[5])
+    return out, source
 
 
 def _save(store, entries: Mapping[str, Entry], source: bytes | None) -> None:
-    data = msgpack.packb({"format": _FORMAT, "table": source,
-                          "dirs": {sub: [*key, names, idx] for sub, (key, names, idx) in entries.items()}})
-    path = store.layout.root / FILE
-    try:
-        makedirs(path.parent)
-        write_file(path, data, store.layout.tmp, mode=0o644, replace=True)
-    except OSError as e:  # a read-only store, a full disk: it is only a cache
-        log.info("not caching the blob listing in %s: %s", path, e)
+    cachefile.save(store, FILE, _FORMAT, "blob listing",
+                   {"table": source, "dirs": {sub: [*key, names, idx] for sub, (key, names, idx) in entries.items()}})

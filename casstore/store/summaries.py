@@ -16,25 +16,20 @@ on 1,000 versions counts shared blobs with integers in C-level loops and never b
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from functools import cached_property
 from operator import itemgetter
 
 import blake3
-import msgpack
 
 from casstore.errors import CasError
-from casstore.fs.atomic import makedirs, write_file
 from casstore.model.digest import Digest
 from casstore.model.manifest import Manifest
-
-log = logging.getLogger("casstore")
+from casstore.store import cachefile
 
 FILE = "cache/manifest-summaries"
 _FORMAT = 1
-_MAX_BYTES = 1 << 30
 
 
 class Table:
@@ -112,31 +107,23 @@ def summarize(manifests: Mapping[Digest, Manifest]) -> dict[Digest, Summary]:
 
 def load(store) -> tuple[Table, dict[Digest, Summary]]:
     """The cached table and summaries; empty ones when the file is missing or unusable."""
-    path = store.layout.root / FILE
-    try:
-        with open(path, "rb") as f:
-            raw = f.read(_MAX_BYTES + 1)
-        obj = msgpack.unpackb(raw, raw=False, strict_map_key=False)
-        if len(raw) > _MAX_BYTES or not isinstance(obj, dict) or obj.get("format") != _FORMAT:
-            raise ValueError(f"not a summary file of format {_FORMAT}")
-        blobs, sizes, manifests = obj["blobs"], obj["sizes"], obj["manifests"]
-        if (not isinstance(blobs, bytes) or not isinstance(sizes, list) or len(blobs) != 32 * len(sizes)
-                or not _naturals(sizes) or not isinstance(manifests, dict)):
-            raise ValueError("malformed blob table")
-        table = Table(blobs, sizes, blake3.blake3(raw).digest())
-        out = {}
-        n = len(sizes)
-        for key, (files, idx) in manifests.items():
-            if (type(key) is not bytes or len(key) != 32 or type(files) is not int or not isinstance(idx, list)
-                    or files < len(idx) or not _naturals(idx, below=n)):
-                raise ValueError("malformed entry")
-            out[Digest(key.hex())] = Summary(files, tuple(idx), table)  # one per manifest: the check is cheap
-        return table, out
-    except FileNotFoundError:
-        return Table(), {}
-    except (OSError, ValueError, TypeError, KeyError, msgpack.UnpackException) as e:
-        log.warning("ignoring the manifest summaries %s: %s", path, e)
-        return Table(), {}
+    return cachefile.load(store, FILE, _FORMAT, "manifest summaries", _parse) or (Table(), {})
+
+
+def _parse(obj: dict, raw: bytes) -> tuple[Table, dict[Digest, Summary]]:
+    blobs, sizes, manifests = obj["blobs"], obj["sizes"], obj["manifests"]
+    if (not isinstance(blobs, bytes) or not isinstance(sizes, list) or len(blobs) != 32 * len(sizes)
+            or not _naturals(sizes) or not isinstance(manifests, dict)):
+        raise ValueError("malformed blob table")
+    table = Table(blobs, sizes, blake3.blake3(raw).digest())
+    out = {}
+    n = len(sizes)
+    for key, (files, idx) in manifests.items():
+        if (type(key) is not bytes or len(key) != 32 or type(files) is not int or not isinstance(idx, list)
+                or files < len(idx) or not _naturals(idx, below=n)):
+            raise ValueError("malformed entry")
+        out[Digest(key.hex())] = Summary(files, tuple(idx), table)  # one per manifest: the check is cheap
+    return table, out
 
 
 def _naturals(xs: list, below: int | None = None) -> bool:
@@ -151,15 +138,8 @@ def _save(store, table: Table, entries: Mapping[Digest, Summary]) -> None:
         for i in s.idx:
             new.setdefault(i, len(new))
     digests = table.digests
-    data = msgpack.packb({
-        "format": _FORMAT,
+    cachefile.save(store, FILE, _FORMAT, "manifest summaries", {
         "blobs": bytes.fromhex("".join(digests[i].hex for i in new)),
         "sizes": [table.sizes[i] for i in new],
         "manifests": {bytes.fromhex(md.hex): (s.files, [new[i] for i in s.idx]) for md, s in entries.items()},
     })
-    path = store.layout.root / FILE
-    try:
-        makedirs(path.parent)
-        write_file(path, data, store.layout.tmp, mode=0o644, replace=True)
-    except OSError as e:  # a read-only store, a full disk: it is only a cache
-        log.info("not caching manifest summaries in %s: %s", path, e)
