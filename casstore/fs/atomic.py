@@ -135,8 +135,10 @@ def publish_file(tmp: Path, final: Path, *, fd: int | None = None) -> bool:
 
 
 def write_file(final: Path, data: bytes | bytearray, tmp_dir: Path, *, mode: int = 0o444, replace: bool = False,
-               prefix: str = "") -> bool:
-    """Atomically write ``data`` to ``final``. Without ``replace``, an existing file wins."""
+               prefix: str = "", durable: bool = True) -> bool:
+    """Atomically write ``data`` to ``final``. Without ``replace``, an existing file wins.
+    ``durable=False`` (a replaced cache file): no fsync; after a crash the file may be empty or
+    old, which a cache's reader must tolerate anyway."""
     tmp = tmp_dir / temp_name(prefix)
     try:
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
@@ -148,11 +150,13 @@ def write_file(final: Path, data: bytes | bytearray, tmp_dir: Path, *, mode: int
             os.fchmod(fd, mode)
             if not replace:
                 return publish_file(tmp, final, fd=fd)
-            os.fsync(fd)
+            if durable:
+                os.fsync(fd)
         finally:
             os.close(fd)
         retry_transient(os.replace, tmp, final)
-        fsync_dir(final.parent)
+        if durable:
+            fsync_dir(final.parent)
         return True
     except OSError as e:
         raise translate_os_error(e, final) from e

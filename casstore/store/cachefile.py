@@ -41,6 +41,7 @@ def save(store, name: str, fmt: int, what: str, doc: dict) -> None:
     path = store.layout.root / name
     try:
         makedirs(path.parent)
-        write_file(path, msgpack.packb({"format": fmt, **doc}), store.layout.tmp, mode=0o644, replace=True)
+        write_file(path, msgpack.packb({"format": fmt, **doc}), store.layout.tmp, mode=0o644, replace=True,
+                   durable=False)  # a torn file after a crash is ignored like any damaged one
     except OSError as e:  # a read-only store, a full disk: it is only a cache
         log.info("not caching the %s in %s: %s", what, path, e)
