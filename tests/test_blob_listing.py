@@ -2,6 +2,7 @@
 whatever happened to the store or the cache file, directories written to within the settle time
 listed every time, and GC deciding from its own listing."""
 
+import errno
 import logging
 import os
 import time
@@ -16,7 +17,7 @@ from casstore.model.digest import Digest
 from casstore.ops.add import add
 from casstore.ops.remove import remove
 from casstore.ops.usage import report
-from casstore.store import listing
+from casstore.store import cachefile, listing, summaries
 from casstore.store.objects import Store
 from casstore.store.summaries import Table
 
@@ -239,6 +240,50 @@ def test_cached_indices_past_the_table_are_matched_again(populated, instant):
         e[5] = [10**9] * len(e[5])
     (populated.root / listing.FILE).write_bytes(msgpack.packb(obj))
     assert cached(populated) == full(populated)
+
+
+def test_a_store_this_user_cannot_write_keeps_its_caches_on_this_machine(populated, instant, listed, monkeypatch):
+    """A read-only mount, simulated: every write into the store fails (the real mount is in
+    test_readonly.py). The second report parses no manifest and lists no directory."""
+    real = cachefile.write_file
+
+    def refuse(path, *a, **kw):
+        if populated.root in path.parents:
+            raise OSError(errno.EROFS, "Read-only file system", str(path))
+        return real(path, *a, **kw)
+
+    monkeypatch.setattr(cachefile, "write_file", refuse)
+    monkeypatch.setattr(cachefile, "_writable", lambda d: False)
+    first = cached(populated)
+    assert not list((populated.root / "cache").glob("*"))
+    for name in (listing.FILE, summaries.FILE):
+        assert cachefile.local_path(populated, name).is_file()
+    parsed = []
+    get_manifest = Store.get_manifest
+    monkeypatch.setattr(Store, "get_manifest", lambda self, d: parsed.append(d) or get_manifest(self, d))
+    listed.clear()
+    again = cached(populated)
+    assert listed == [] and parsed == []
+    assert again == first == full(populated)
+
+
+def test_the_newer_copy_is_read(populated, instant, monkeypatch):
+    """For a store this user cannot write, a machine-local copy older than the store's (a writer
+    refreshed it since) is not read; for one it can write, the local copy is never read."""
+    cached(populated)
+    monkeypatch.setattr(cachefile, "_writable", lambda d: False)
+    shared = populated.root / summaries.FILE
+    local = cachefile.local_path(populated, summaries.FILE)
+    local.parent.mkdir(parents=True)
+    local.write_bytes(b"\x00not msgpack")
+    t = shared.stat().st_mtime - 60
+    os.utime(local, (t, t))
+    assert summaries.load(populated)[1], "the store's copy, which is newer"
+    os.utime(local, None)
+    os.utime(shared, (t, t))
+    assert summaries.load(populated)[1] == {}, "the local copy, newer and damaged"
+    monkeypatch.setattr(cachefile, "_writable", lambda d: True)
+    assert summaries.load(populated)[1], "a writable store's own copy"
 
 
 def test_the_size_check_before_an_automatic_gc_counts_through_the_cache(populated, instant, tmp_path):

@@ -52,3 +52,18 @@ def test_a_write_fails_with_one_clear_line(ro_store, tmp_path):
     assert p.returncode == 1
     lines = p.stderr.strip().splitlines()
     assert len(lines) == 1 and "read-only filesystem" in lines[0] and "CAS_HOME" in lines[0]
+
+
+def test_reports_keep_their_caches_on_this_machine(ro_store):
+    """`cas list`/`du` cannot write the store's cache/: their copies go next to the hash cache,
+    and the next run reads them (test_blob_listing.py checks that nothing is parsed again)."""
+    from casstore.store import cachefile, listing, summaries
+    from casstore.store.objects import Store
+
+    first = ro_store.json("du")
+    store = Store(ro_store.store)
+    for name in (summaries.FILE, listing.FILE):
+        assert not (ro_store.store / name).exists()
+    assert cachefile.local_path(store, summaries.FILE).is_file()
+    assert not cachefile._writable(ro_store.store), "so that the local copies are read"
+    assert ro_store.json("du") == first
