@@ -16,10 +16,10 @@ are matched again, without a listing.
 
 Like the summaries, the cache only feeds reports (`cas du`, the size check before an automatic
 GC): GC and `cas doctor` list every directory themselves (docs/architecture.md, invariant 7). An
-unreadable or unwritable cache costs a listing, never an error. On NFS the directory times come
-from the client's attribute cache, which also decides when the client re-reads a directory, so
-the cache should be no staler than a listing there (docs/guides/team-nas.md; no NFS mount here
-to test it).
+unreadable cache costs a listing, never an error (store/cachefile.py). On NFS the directory
+times come from the client's attribute cache, which also decides when the client re-reads a
+directory, so the cache should be no staler than a listing there (docs/guides/team-nas.md; no
+NFS mount here to test it).
 """
 
 from __future__ import annotations

@@ -6,7 +6,8 @@ A manifest never changes (its name is its digest), so an entry never goes stale:
 (then the manifest is parsed and the file rewritten) or its manifest is gone (dropped at the next
 rewrite). Concurrent rewrites are harmless: each renames a complete file over the last. The cache
 only feeds reports; GC decides from the manifests themselves (docs/architecture.md, invariant 3).
-An unreadable or unwritable cache (a read-only mount) costs a parse, never an error.
+An unreadable cache costs a parse, never an error; a read-only store's is kept on this machine
+(store/cachefile.py).
 
 The file holds every distinct blob once (32-byte digests in one string, and sizes), and each
 manifest lists its blobs by index. Summaries refer to that ``Table`` the same way, so `cas list`
