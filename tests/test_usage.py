@@ -1,3 +1,6 @@
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
 from casstore.model.digest import Digest
 from casstore.model.manifest import Entry, Manifest
 from casstore.ops.usage import usage
@@ -30,3 +33,32 @@ def test_unique_and_shared_bytes():
 
 def test_empty():
     assert usage({}, {}) == []
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.tuples(st.sampled_from(["a", "b", "c"]), st.lists(st.integers(1, 12), max_size=6)),
+                min_size=1, max_size=8))
+def test_figures_are_those_counted_blob_by_blob(spec):
+    """Against a plain count over every version: a blob's size is its number; unique bytes are
+    those no other version (model) holds."""
+    manifests, versions = {}, {}
+    for i, (model, blobs) in enumerate(spec):
+        m = M(model, f"1.{i}.0", *((b, b) for b in blobs))
+        manifests[D(100 + i)] = m
+    s = summarize(manifests)
+    for md, m in manifests.items():
+        versions[m.name, m.version] = (md, s[md])
+    holders = {}
+    for (model, version), _ in versions.items():
+        for e in manifests[versions[model, version][0]].entries:
+            holders.setdefault(int(e.digest.hex, 16), set()).add((model, version))
+    out = {m.model: m for m in usage(versions, {})}
+    for model, mu in out.items():
+        mine = {b for b, h in holders.items() if any(m == model for m, _ in h)}
+        assert mu.size == sum(mine)
+        assert mu.unique == sum(b for b in mine if all(m == model for m, _ in holders[b]))
+        for vu in mu.versions:
+            blobs = {b for b, h in holders.items() if (model, vu.version) in h}
+            assert vu.size == sum(blobs)
+            assert vu.unique == sum(b for b in blobs if holders[b] == {(model, vu.version)})
+            assert vu.shared == vu.size - vu.unique
