@@ -49,6 +49,7 @@ class TestS3Contract(WriteContract):
         return S3Remote(self.url), S3Remote(self.url)
 
 
+@pytest.mark.slow  # the whole cycle through moto, ~8 s: the plain suite stays under 5 minutes
 def test_push_fetch_update_and_sync_through_a_bucket(s3, tmp_path):
     moto, bucket = s3
     url = f"s3://{bucket}/cas"
@@ -284,6 +285,7 @@ def test_reset_mid_part_and_wrong_bytes(s3, tmp_path):
         proxy.stop()
 
 
+@pytest.mark.slow  # ~6 s of moto round trips
 def test_gc_remote_plans_then_deletes_only_what_no_version_uses(s3, tmp_path):
     moto, bucket = s3
     url = f"s3://{bucket}/gc"

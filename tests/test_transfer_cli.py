@@ -23,6 +23,7 @@ def family(tmp_path):
     return t2v, i2v
 
 
+@pytest.mark.slow  # two servers and a dozen `cas` runs, ~6 s
 def test_push_to_serve_fetch_from_serve_and_nginx(tmp_path, family, monkeypatch):
     t2v, i2v = family
     srv = CasServe(tmp_path / "remote")
