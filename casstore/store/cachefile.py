@@ -38,7 +38,7 @@ def load(store, name: str, fmt: int, what: str, parse: Callable[[dict, bytes], T
     """``parse(document, raw bytes)`` of ``name`` (a path in the store), or None when the file
     is missing or unusable; ``parse`` raises ValueError, TypeError or KeyError for a bad one."""
     path = store.layout.root / name
-    if not _writable(path.parent if path.parent.exists() else store.layout.root):
+    if not _store_writable(store, path):
         path = _newer(path, local_path(store, name))
     try:
         with open(path, "rb") as f:
@@ -55,15 +55,20 @@ def load(store, name: str, fmt: int, what: str, parse: Callable[[dict, bytes], T
 
 
 def save(store, name: str, fmt: int, what: str, doc: dict) -> None:
-    data = msgpack.packb({"format": fmt, **doc})
-    for path, tmp in ((store.layout.root / name, store.layout.tmp), (local_path(store, name), None)):
-        try:
-            makedirs(path.parent)
-            # No fsync: a file torn by a crash is ignored like any damaged one.
-            write_file(path, data, tmp or path.parent, mode=0o644, replace=True, durable=False)
-            return
-        except OSError as e:  # a read-only store: this machine keeps its own copy; a full disk
-            log.info("not caching the %s in %s: %s", what, path, e)
+    path, tmp = store.layout.root / name, store.layout.tmp
+    if not _store_writable(store, path):  # a read-only store: this machine keeps its own copy
+        path = local_path(store, name)
+        tmp = path.parent
+    try:
+        makedirs(path.parent)
+        # No fsync: a file torn by a crash is ignored like any damaged one.
+        write_file(path, msgpack.packb({"format": fmt, **doc}), tmp, mode=0o644, replace=True, durable=False)
+    except OSError as e:  # a full disk, a store that refused after all: it is only a cache
+        log.info("not caching the %s in %s: %s", what, path, e)
+
+
+def _store_writable(store, path: Path) -> bool:
+    return _writable(path.parent if path.parent.exists() else store.layout.root)
 
 
 def _writable(d: Path) -> bool:

@@ -70,10 +70,12 @@ def list_blobs(store, table: Table, now: float) -> Listed:
             continue
         key = (st.st_dev, st.st_ino, st.st_mtime_ns, st.st_ctime_ns)
         hit = cached.get(sub)
-        if hit is not None and hit[0] == key and same_table and _in_range(hit[2], len(digests)):
+        if hit is not None and hit[0] != key:
+            hit = None  # the directory changed: list it again
+        if hit is not None and same_table and _in_range(hit[2], len(digests)):
             names, idx = hit[1], hit[2]
         else:
-            if hit is not None and hit[0] == key:  # the table changed, not the directory
+            if hit is not None:  # the table changed, not the directory
                 h = hit[1].hex()
                 hexes = [h[i:i + 64] for i in range(0, len(h), 64)]
             else:
