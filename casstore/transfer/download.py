@@ -10,8 +10,9 @@ The parts it drives, each in its own module:
 
 Here: a stall timeout and a low-speed limit end dead or dripping connections; then the next
 mirror; then an error naming the URL, the digest and the last failure. A blob is published
-(linked into ``blobs/``) only after the assembled file hashes to its digest and has its size
-(docs/architecture.md, invariant 4); hashing the assembled file lets parts arrive in any order.
+(linked into ``blobs/``) only after the partial file hashes to its digest and has its size
+(docs/architecture.md, invariant 4); the hash is taken in order as the bytes arrive where they
+arrive in order, and read back from the file where they do not (``frontier``).
 From a remote with ``threaded_reads`` (HTTP), a part's requests run on the engine's threads and
 write straight into the partial file; the event loop keeps the books (``_stream_threaded``).
 """
@@ -31,7 +32,7 @@ from casstore.errors import CasError, IntegrityError, InvalidInput, NotFound, Re
 from casstore.fs.atomic import makedirs, out_of_space, publish_file, write_file
 from casstore.fs.writers import writer_id
 from casstore.model.chunkmap import MAX_MAP_BYTES, ChunkMap
-from casstore.model.digest import Digest, hash_fd
+from casstore.model.digest import Digest
 from casstore.remotes.base import Remote, read_small
 from casstore.remotes.base import blob as blob_key
 from casstore.remotes.base import chunks as chunks_key
@@ -290,21 +291,23 @@ class Downloader:
         return None
 
     def _publish(self, job: BlobJob) -> None:
-        # several blobs publish at once: keep the windows unmapped
-        where = self._verified(job, *hash_fd(job.fd, mapped=False))
+        where = self._verified(job, *job.frontier.finish(job.fd))  # reads back only what it lacks
         os.fchmod(job.fd, 0o444)
         final = self.store.blob_path(job.digest)
         if not publish_file(job.path, final, fd=job.fd):
             touch(final)
         if job.chunk_map is not None:  # a hint, like every cached map: copied chunks are re-hashed
             chunkmaps.save(self.store, job.chunk_map)
-        log.info("verified %s (%d bytes) from %s", job.digest, job.size, where)
+        log.info("verified %s (%d bytes, %d read back to hash) from %s", job.digest, job.size,
+                 job.frontier.read_back, where)
 
     # workers -----------------------------------------------------------------------------------
 
     async def _worker(self) -> None:
+        last = None
         while True:
-            part = self.sched.next(may_split=all(r.ranges is True for r in self.remotes))
+            part = self.sched.next(may_split=all(r.ranges is True for r in self.remotes), after=last)
+            last = part
             if part is None:
                 self.sched.wake.clear()
                 try:  # woken when a part ends; else look again for a straggler to help
@@ -386,13 +389,14 @@ class Downloader:
             stream = remote.read(key, part.pos, part.asked)
             try:
                 async for chunk in stream:
-                    room = min(part.end, part.asked) - part.pos  # the end may have moved: another worker took the rest
+                    if self.limiter:
+                        await self.limiter.take(len(chunk))
+                    # after any await: the end may have moved (another worker took the rest)
+                    room = min(part.end, part.asked) - part.pos
                     if room <= 0 or job.error is not None:
                         break
                     if len(chunk) > room:
                         chunk = chunk[:room]
-                    if self.limiter:
-                        await self.limiter.take(len(chunk))
                     if job.in_memory:
                         if job.buf is None:
                             job.buf = bytearray(job.size)
@@ -450,18 +454,22 @@ class Downloader:
 
         def sink(view: memoryview) -> bool:
             nonlocal unreported
-            room = min(part.end, part.asked) - part.pos  # a straggler's split may have moved the end
-            if room <= 0 or job.error is not None or self._stopping:
-                return False
-            cut = len(view) > room
-            view = view[:room]
-            done = 0
-            while done < len(view):
-                n = os.pwrite(fd, view[done:], part.pos + done)
-                if n <= 0:  # never for a regular file; a loop that cannot end otherwise
-                    raise OSError(errno.EIO, f"writing {job.path} made no progress")
-                done += n
-            part.pos += done
+            with job.lock:  # a split cannot move the end while this writes (frontier.py)
+                room = min(part.end, part.asked) - part.pos  # a straggler's split may have moved the end
+                if room <= 0 or job.error is not None or self._stopping:
+                    return False
+                cut = len(view) > room
+                view = view[:room]
+                done = 0
+                while done < len(view):
+                    n = os.pwrite(fd, view[done:], part.pos + done)
+                    if n <= 0:  # never for a regular file; a loop that cannot end otherwise
+                        raise OSError(errno.EIO, f"writing {job.path} made no progress")
+                    done += n
+                mine = job.frontier.claim(part.pos)
+                part.pos += done
+            if mine:  # these bytes continue the blob's hash: take it from here, no read-back
+                job.frontier.extend(view, fd, job.written_from)
             unreported += done
             if unreported >= REPORT_EVERY and not report():
                 return False

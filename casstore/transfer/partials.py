@@ -12,6 +12,7 @@ import json
 import logging
 import os
 import stat
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,6 +22,7 @@ from casstore.fs.writers import gone, parse_writer
 from casstore.model.chunkmap import ChunkMap
 from casstore.model.digest import Digest
 from casstore.model.strictjson import load_file
+from casstore.transfer.frontier import Frontier
 
 log = logging.getLogger("casstore")
 
@@ -78,6 +80,20 @@ class BlobJob:
     finished: asyncio.Event = field(default_factory=asyncio.Event)
     error: BaseException | None = None
     last_save: float = 0.0
+    # Held by a thread from checking its part's room to advancing its position, and by a split
+    # while it moves an end: no write runs past an end that moved (frontier.py).
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    frontier: Frontier = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.frontier = Frontier(self.lock)
+
+    def written_from(self, at: int) -> int:
+        """Under ``lock``: the end of the bytes already in the file contiguously from ``at``."""
+        for a, b in self.ranges_done():
+            if a <= at < b:
+                return b
+        return at
 
     def ranges_done(self) -> list[list[int]]:
         return merge(self.done + [[p.start, p.pos] for p in self.parts if p.pos > p.start])

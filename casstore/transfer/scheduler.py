@@ -32,9 +32,21 @@ class Scheduler:
                 self.queue.append(part)
         self.wake.set()
 
-    def next(self, may_split: bool) -> Part | None:
+    def next(self, may_split: bool, after: Part | None = None) -> Part | None:
         """The next part to fetch; with ``may_split`` (every remote serves ranges: a second
-        whole-object GET would only add bytes), half of the slowest in-flight part."""
+        whole-object GET would only add bytes), half of the slowest in-flight part. A worker
+        that has just fetched ``after`` goes on with the part that follows it, if queued: the
+        blob's bytes then arrive in order and are hashed as they arrive (frontier.py)."""
+        if after is not None:
+            for i, p in enumerate(self.queue):
+                if p.job is after.job and p.start == after.end:
+                    if p.job.error is None:
+                        return self.queue.pop(i)
+                    break
+        busy = {id(p.job) for p in self.inflight}
+        for i, p in enumerate(self.queue):  # else a blob nobody is fetching yet: each its own worker
+            if id(p.job) not in busy and p.job.error is None:
+                return self.queue.pop(i)
         while self.queue:
             p = self.queue.pop(0)
             if p.job.error is None:
@@ -42,17 +54,20 @@ class Scheduler:
         if not may_split:
             return None
         best = max((p for p in self.inflight if p.job.error is None), key=lambda p: p.end - p.pos, default=None)
-        if best is None or best.end - best.pos < 2 * self.min_split:
+        if best is None:
             return None
-        mid = best.pos + (best.end - best.pos) // 2
-        mid -= mid % SPLIT_ALIGN
-        if mid < best.asked and not straggling(best, time.monotonic()):
-            mid = best.asked
-        if mid <= best.pos or best.end - mid < self.min_split:
-            return None
-        new = Part(best.job, mid, mid, best.end)
-        best.end = mid
-        best.job.parts.append(new)
+        with best.job.lock:  # its writer's position stands still meanwhile (frontier.py)
+            if best.end - best.pos < 2 * self.min_split:
+                return None
+            mid = best.pos + (best.end - best.pos) // 2
+            mid -= mid % SPLIT_ALIGN
+            if mid < best.asked and not straggling(best, time.monotonic()):
+                mid = best.asked
+            if mid <= best.pos or best.end - mid < self.min_split:
+                return None
+            new = Part(best.job, mid, mid, best.end)
+            best.end = mid
+            best.job.parts.append(new)
         return new
 
 
