@@ -151,7 +151,8 @@ def read_back(caplog):
 
 def test_a_fetch_from_nginx_hashes_what_arrives_in_order(store, tmp_path, caplog):
     """Real connections on the engine's threads: one worker gets every blob in order and reads
-    nothing back; with more workers each blob's first part at least is hashed as it arrives."""
+    nothing back; with more workers (parts split and arrive ahead) each blob's first bytes at
+    least are hashed as they arrive."""
     caplog.set_level(logging.INFO, logger="casstore")
     blobs = {}
     for i in range(6):
@@ -168,7 +169,7 @@ def test_a_fetch_from_nginx_hashes_what_arrives_in_order(store, tmp_path, caplog
         fetch(store, server.url, rest, jobs=4)
         back = read_back(caplog)
         assert back.keys() == {d.hex for d in rest}
-        assert all(back[d.hex] <= len(data) - (2 << 20) for d, data in rest.items()), back
+        assert all(back[d.hex] < len(data) for d, data in rest.items()), back  # offset 0 lands at the frontier
     for d, data in blobs.items():
         assert store.blob_path(d).read_bytes() == data
 
