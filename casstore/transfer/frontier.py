@@ -45,21 +45,26 @@ class Frontier:
 
     def extend(self, data: memoryview, fd: int, written: Callable[[int], int]) -> None:
         """After a successful ``claim``: hash ``data`` (the bytes just written at the frontier),
-        then what ``written(at)`` says is already in the file after them, read from ``fd``."""
-        n = 0
+        then what ``written(at)`` says is already in the file after them, read from ``fd``. The
+        claim is given up under the lock in the same step that finds nothing more to hash, so a
+        writer that lands at the frontier right after takes it over."""
         try:
             self._h.update(data)
-            n = len(data)
-            while n:
+            self.at += len(data)  # only the claimant moves ``at``; ``claim`` looks at ``_busy`` first
+            while True:
                 with self.lock:
-                    self.at += n
                     end = written(self.at)
                     if end <= self.at:
+                        self._busy = False
                         return
-                n = self._read(fd, self.at, end)  # 0: the file is shorter than its parts say
-        finally:
+                if not self._read(fd, end):
+                    break  # the file is shorter than its parts say: publishing finds out
+        except BaseException:
             with self.lock:
                 self._busy = False
+            raise
+        with self.lock:
+            self._busy = False
 
     def finish(self, fd: int) -> tuple[Digest, int]:
         """Once every writer has stopped: the digest and size of the whole file, reading back
@@ -68,16 +73,17 @@ class Frontier:
             if self._busy:
                 raise RuntimeError("a download thread is still hashing this file")
             self._busy = True
-        self.at += self._read(fd, self.at, None)
+        self._read(fd, None)
         return Digest(self._h.hexdigest()), self.at
 
-    def _read(self, fd: int, start: int, end: int | None) -> int:
-        pos = start
-        while end is None or pos < end:
-            chunk = os.pread(fd, READ if end is None else min(READ, end - pos), pos)
+    def _read(self, fd: int, end: int | None) -> int:
+        """Hash the file from ``at`` to ``end`` (None: its end), moving ``at`` as it goes."""
+        start = self.at
+        while end is None or self.at < end:
+            chunk = os.pread(fd, READ if end is None else min(READ, end - self.at), self.at)
             if not chunk:
                 break
             self._h.update(chunk)
-            pos += len(chunk)
-        self.read_back += pos - start
-        return pos - start
+            self.at += len(chunk)
+            self.read_back += len(chunk)
+        return self.at - start
