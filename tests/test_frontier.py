@@ -132,6 +132,25 @@ def test_a_worker_goes_on_with_its_blob_and_otherwise_takes_a_blob_nobody_fetche
     asyncio.run(go())
 
 
+def test_every_queued_part_is_handed_out_once_and_none_of_a_failed_blob(tmp_path):
+    async def go():
+        s = Scheduler(min_split=1 << 20)
+        jobs = [BlobJob(Digest(f"{i:064x}"), (i % 5 + 1) << 20, tmp_path / str(i), None) for i in range(300)]
+        for j in jobs:
+            s.add(j, 1 << 20)
+        jobs[7].error = RuntimeError("failed")
+        got, last = [], None
+        while (p := s.next(may_split=False, after=last)) is not None:
+            got.append((id(p.job), p.start))
+            s.inflight[:] = [p]  # one worker
+            last = p
+        want = [(id(j), a) for j in jobs if j is not jobs[7] for a in range(0, j.size, 1 << 20)]
+        assert sorted(got) == sorted(want) and len(got) == len(set(got))
+        assert got == want  # one worker: each blob whole and in order, blobs in the order they came
+
+    asyncio.run(go())
+
+
 def fetch(store, url, blobs, **over):
     async def go():
         r = HttpRemote(url)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections import deque
 
 from casstore.transfer.partials import BlobJob, Part, gaps
 
@@ -19,38 +20,46 @@ STRAGGLER = 2.0  # seconds
 class Scheduler:
     def __init__(self, min_split: int) -> None:
         self.min_split = min_split
-        self.queue: list[Part] = []
+        # Each blob's parts not yet taken, in order of offset; blobs in the order they came.
+        self.queued: dict[int, tuple[BlobJob, deque[Part]]] = {}
         self.inflight: list[Part] = []
         self.wake = asyncio.Event()
 
     def add(self, job: BlobJob, step: int) -> None:
         """Queue what ``job`` still lacks, cut into parts of at most ``step`` bytes."""
+        parts: deque[Part] = deque()
         for a, b in gaps(job.size, job.done):
             for s in range(a, b, step):
-                part = Part(job, s, s, min(b, s + step))
-                job.parts.append(part)
-                self.queue.append(part)
+                parts.append(Part(job, s, s, min(b, s + step)))
+        if parts:
+            job.parts.extend(parts)
+            self.queued[id(job)] = (job, parts)
         self.wake.set()
 
     def next(self, may_split: bool, after: Part | None = None) -> Part | None:
         """The next part to fetch; with ``may_split`` (every remote serves ranges: a second
         whole-object GET would only add bytes), half of the slowest in-flight part. A worker
         that has just fetched ``after`` goes on with the part that follows it, if queued: the
-        blob's bytes then arrive in order and are hashed as they arrive (frontier.py)."""
-        if after is not None:
-            for i, p in enumerate(self.queue):
-                if p.job is after.job and p.start == after.end:
-                    if p.job.error is None:
-                        return self.queue.pop(i)
-                    break
+        blob's bytes then arrive in order and are hashed as they arrive (frontier.py). Else it
+        takes a blob nobody is fetching yet, so that each blob tends to have a worker of its own."""
+        if after is not None and after.job.error is None:
+            entry = self.queued.get(id(after.job))
+            if entry is not None and entry[0] is after.job and entry[1][0].start == after.end:
+                return self._take(after.job)
         busy = {id(p.job) for p in self.inflight}
-        for i, p in enumerate(self.queue):  # else a blob nobody is fetching yet: each its own worker
-            if id(p.job) not in busy and p.job.error is None:
-                return self.queue.pop(i)
-        while self.queue:
-            p = self.queue.pop(0)
-            if p.job.error is None:
-                return p
+        failed, pick = [], None
+        for key, (job, _) in self.queued.items():  # a few steps: at most ``jobs`` blobs are busy
+            if job.error is not None:
+                failed.append(key)
+            elif key not in busy:
+                pick = job
+                break
+            elif pick is None:
+                pick = job  # if every queued blob is busy: the first
+        for key in failed:
+            del self.queued[key]
+        if pick is not None:
+            return self._take(pick)
         if not may_split:
             return None
         best = max((p for p in self.inflight if p.job.error is None), key=lambda p: p.end - p.pos, default=None)
@@ -69,6 +78,14 @@ class Scheduler:
             best.end = mid
             best.job.parts.append(new)
         return new
+
+    def _take(self, job: BlobJob) -> Part:
+        key = id(job)
+        parts = self.queued[key][1]
+        part = parts.popleft()
+        if not parts:
+            del self.queued[key]
+        return part
 
 
 def straggling(p: Part, now: float) -> bool:
