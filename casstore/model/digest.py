@@ -88,16 +88,26 @@ def hash_fd(fd: int, *, threads: bool = True, mapped: bool = True) -> tuple[Dige
     size = os.fstat(fd).st_size
     if size < _THREADED_MIN or not mapped:
         h = blake3.blake3(max_threads=blake3.blake3.AUTO if threads and size >= _THREADED_MIN else 1)
-        pos = 0
-        while chunk := os.pread(fd, _READ_CHUNK, pos):
-            h.update(chunk)
-            pos += len(chunk)
-        return Digest(h.hexdigest()), pos
+        n = hash_range(h, fd, 0)
+        return Digest(h.hexdigest()), n
     h = blake3.blake3(max_threads=blake3.blake3.AUTO if threads else 1)
     for offset in range(0, size, _MMAP_WINDOW):
         with mmap.mmap(fd, min(_MMAP_WINDOW, size - offset), offset=offset, access=mmap.ACCESS_READ) as mm:
             h.update(mm)
     return Digest(h.hexdigest()), size
+
+
+def hash_range(h, fd: int, start: int, end: int | None = None) -> int:
+    """Feed the hasher ``h`` the bytes of ``fd`` from ``start`` to ``end`` (None: to its end), in
+    8 MiB reads; returns how many there were (fewer if the file ends first)."""
+    pos = start
+    while end is None or pos < end:
+        chunk = os.pread(fd, _READ_CHUNK if end is None else min(_READ_CHUNK, end - pos), pos)
+        if not chunk:
+            break
+        h.update(chunk)
+        pos += len(chunk)
+    return pos - start
 
 
 class StreamHasher:

@@ -14,15 +14,12 @@ its room to advancing its position, so no write ever runs past an end that moved
 
 from __future__ import annotations
 
-import os
 import threading
 from collections.abc import Callable
 
 import blake3
 
-from casstore.model.digest import Digest
-
-READ = 8 << 20  # bytes per read when catching up from the file
+from casstore.model.digest import Digest, hash_range
 
 
 class Frontier:
@@ -77,13 +74,9 @@ class Frontier:
         return Digest(self._h.hexdigest()), self.at
 
     def _read(self, fd: int, end: int | None) -> int:
-        """Hash the file from ``at`` to ``end`` (None: its end), moving ``at`` as it goes."""
-        start = self.at
-        while end is None or self.at < end:
-            chunk = os.pread(fd, READ if end is None else min(READ, end - self.at), self.at)
-            if not chunk:
-                break
-            self._h.update(chunk)
-            self.at += len(chunk)
-            self.read_back += len(chunk)
-        return self.at - start
+        """Hash the file from ``at`` to ``end`` (None: its end). If this raises, the hash and ``at``
+        may disagree; the part's error then fails the blob before anything is published."""
+        n = hash_range(self._h, fd, self.at, end)
+        self.at += n
+        self.read_back += n
+        return n

@@ -60,7 +60,7 @@ class Part:
     asked_from: int = 0
 
 
-@dataclass
+@dataclass(eq=False)  # one per download attempt: compared and hashed by identity (scheduler.py keys on it)
 class BlobJob:
     digest: Digest
     size: int

@@ -21,7 +21,7 @@ class Scheduler:
     def __init__(self, min_split: int) -> None:
         self.min_split = min_split
         # Each blob's parts not yet taken, in order of offset; blobs in the order they came.
-        self.queued: dict[int, tuple[BlobJob, deque[Part]]] = {}
+        self.queued: dict[BlobJob, deque[Part]] = {}
         self.inflight: list[Part] = []
         self.wake = asyncio.Event()
 
@@ -33,7 +33,7 @@ class Scheduler:
                 parts.append(Part(job, s, s, min(b, s + step)))
         if parts:
             job.parts.extend(parts)
-            self.queued[id(job)] = (job, parts)
+            self.queued[job] = parts
         self.wake.set()
 
     def next(self, may_split: bool, after: Part | None = None) -> Part | None:
@@ -43,21 +43,21 @@ class Scheduler:
         blob's bytes then arrive in order and are hashed as they arrive (frontier.py). Else it
         takes a blob nobody is fetching yet, so that each blob tends to have a worker of its own."""
         if after is not None and after.job.error is None:
-            entry = self.queued.get(id(after.job))
-            if entry is not None and entry[0] is after.job and entry[1][0].start == after.end:
+            parts = self.queued.get(after.job)
+            if parts is not None and parts[0].start == after.end:
                 return self._take(after.job)
-        busy = {id(p.job) for p in self.inflight}
+        busy = {p.job for p in self.inflight}
         failed, pick = [], None
-        for key, (job, _) in self.queued.items():  # a few steps: at most ``jobs`` blobs are busy
+        for job in self.queued:  # a few steps: at most ``jobs`` blobs are busy
             if job.error is not None:
-                failed.append(key)
-            elif key not in busy:
+                failed.append(job)
+            elif job not in busy:
                 pick = job
                 break
             elif pick is None:
                 pick = job  # if every queued blob is busy: the first
-        for key in failed:
-            del self.queued[key]
+        for job in failed:
+            del self.queued[job]
         if pick is not None:
             return self._take(pick)
         if not may_split:
@@ -80,11 +80,10 @@ class Scheduler:
         return new
 
     def _take(self, job: BlobJob) -> Part:
-        key = id(job)
-        parts = self.queued[key][1]
+        parts = self.queued[job]
         part = parts.popleft()
         if not parts:
-            del self.queued[key]
+            del self.queued[job]
         return part
 
 
