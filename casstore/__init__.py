@@ -70,6 +70,9 @@ async def afetch(ref: str, *, remote: str | None = None, store: Store | str | No
     finally:
         for rm in remotes:
             await rm.close()
+    from casstore.gc import auto_collect
+
+    auto_collect(st, [result.manifest])  # the CLI's policy: only with gc.max_size, never this version
     result.path = view(st, result.manifest, st.get_manifest(result.manifest))
     return result
 

@@ -1,16 +1,73 @@
-"""Where the store is, from (later wins): built-in default, user config file, CAS_HOME, --store.
+"""Where the store is, and every setting read from the user config file or a ``CAS_*`` variable,
+typed: a bad value is one ``InvalidInput`` naming the variable or key, its value and what is
+expected (never a traceback; the CLI renders it with exit 2).
 
+Where the store is, from (later wins): built-in default, user config file, CAS_HOME, --store.
 The user config file is TOML in the platform config dir (``CAS_CONFIG`` overrides its path):
 
     store = "/mnt/nas/casstore"
+    [gc]
+    max_size = "500G"   retention_days = 30   keep_last = 2   grace = 3600
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any, TypeVar
 
 from casstore.errors import InvalidInput
+from casstore.model import values
+
+T = TypeVar("T")
+
+# Every key of the user config file outside [remotes.*] (remotes/config.py checks those), and its type.
+USER_KEYS: dict[str, Callable[[Any], Any]] = {
+    "store": values.text,
+    "default_remote": values.text,
+    "gc.max_size": values.size,
+    "gc.retention_days": values.days,
+    "gc.keep_last": values.count,
+    "gc.grace": values.seconds,
+}
+
+
+def env(name: str, parse: Callable[[Any], T], default: T) -> T:
+    """``CAS_*`` variable ``name`` parsed by ``parse``, or ``default`` when unset or empty."""
+    raw = os.environ.get(name)
+    if raw is None or not raw.strip():
+        return default
+    try:
+        return parse(raw.strip())
+    except InvalidInput as e:
+        raise InvalidInput(f"environment variable {name}={raw[:80]!r}: {e}") from None
+
+
+def stall_timeout() -> float:
+    """``CAS_STALL_TIMEOUT``: seconds a connection may stay silent (30)."""
+    return env("CAS_STALL_TIMEOUT", values.seconds, 30.0)
+
+
+def user_setting(key: str, default: T, cfg: dict | None = None) -> Any:
+    """A typed value of the user config file (``gc.keep_last``), or ``default`` when absent."""
+    section, _, name = key.rpartition(".")
+    cfg = load_user_config() if cfg is None else cfg
+    table = cfg.get(section, {}) if section else cfg
+    if not isinstance(table, dict):
+        raise InvalidInput(f"{config_path()}: [{section}] must be a table, not {type(table).__name__}")
+    if name not in table:
+        return default
+    return parse_user_value(key, table[name])
+
+
+def parse_user_value(key: str, value: Any) -> Any:
+    if key not in USER_KEYS:
+        raise InvalidInput(f"unknown config key {key!r}; known: {', '.join(USER_KEYS)}")
+    try:
+        return USER_KEYS[key](value)
+    except InvalidInput as e:
+        raise InvalidInput(f"{config_path()}: {key} = {str(value)[:80]!r}: {e}") from None
 
 
 def config_path() -> Path:
@@ -31,7 +88,9 @@ def load_user_config() -> dict:
             return tomllib.load(f)
     except FileNotFoundError:
         return {}
-    except (OSError, tomllib.TOMLDecodeError) as e:
+    except RecursionError:
+        raise InvalidInput(f"cannot read config file {p}: nested too deeply") from None
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as e:
         raise InvalidInput(f"cannot read config file {p}: {e}") from e
 
 
@@ -46,8 +105,8 @@ def store_path(explicit: str | os.PathLike | None = None) -> Path:
         return Path(explicit).expanduser()
     if env := os.environ.get("CAS_HOME"):
         return Path(env).expanduser()
-    if configured := load_user_config().get("store"):
-        return Path(str(configured)).expanduser()
+    if configured := user_setting("store", None):
+        return Path(configured).expanduser()
     return default_store()
 
 
@@ -67,4 +126,4 @@ def offline(explicit: bool | None = None) -> bool:
     """Never contact a remote: ``--offline``/``offline=True``, else ``CAS_OFFLINE=1``."""
     if explicit is not None:
         return explicit
-    return os.environ.get("CAS_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on")
+    return env("CAS_OFFLINE", values.flag, False)

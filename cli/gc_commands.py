@@ -75,11 +75,12 @@ def _gc_remote(c: Ctx, remote_name: str, insecure: bool, grace: float, dry_run: 
     return out
 
 
-def _auto_gc(c: Ctx) -> None:
-    """After fetch/update: say what the library's light GC did, if anything."""
+def _auto_gc(c: Ctx, protect) -> None:
+    """After fetch/update: say what the library's light GC did, if anything; ``protect``: the
+    manifests the command fetched or switched to."""
     from casstore.gc import auto_collect
 
-    done = auto_collect(c.store())
+    done = auto_collect(c.store(), protect)
     if done is not None:
         policy, p, r = done
         assert policy.max_size is not None  # auto GC runs only with one
@@ -129,28 +130,18 @@ def config() -> None:
     """Read and change the user config file (gc.max_size, gc.retention_days, gc.keep_last, gc.grace, store)."""
 
 
-_CONFIG_KEYS = {"store": str, "default_remote": str, "gc.max_size": str, "gc.retention_days": float,
-                "gc.keep_last": int, "gc.grace": float}
-
-
 @config.command("set")
 @click.argument("key")
 @click.argument("value")
 @pass_ctx
 def config_set(c: Ctx, key, value) -> None:
     """Set KEY to VALUE."""
-    from casstore.config import load_user_config, save_user_config
-    from casstore.errors import InvalidInput
-    from casstore.model.sizes import parse_size
+    from casstore.config import USER_KEYS, load_user_config, parse_user_value, save_user_config
+    from casstore.model import values
 
-    if key not in _CONFIG_KEYS:
-        raise InvalidInput(f"unknown config key {key!r}; known: {', '.join(_CONFIG_KEYS)}")
-    try:
-        typed = _CONFIG_KEYS[key](value)
-    except ValueError:
-        raise InvalidInput(f"invalid value {value!r} for {key}") from None
-    if key == "gc.max_size":
-        parse_size(value)
+    typed = parse_user_value(key, value)  # the library's schema: an unknown key or bad value is an error
+    if USER_KEYS[key] is values.size:
+        typed = value  # kept as written ("500G"), which the reader parses again
     cfg = load_user_config()
     section, _, name = key.rpartition(".")
     (cfg.setdefault(section, {}) if section else cfg)[name] = typed

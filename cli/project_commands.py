@@ -91,7 +91,7 @@ def update(c: Ctx, model, to, allow_breaking, strategy, dry_run, pre, jobs, limi
                f"{_size(st.bytes_reused)} already here")
     c.result(out)
     if done is not None:
-        _auto_gc(c)
+        _auto_gc(c, [plan.manifest])
 
 
 def _project(create: bool = False):

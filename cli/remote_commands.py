@@ -124,7 +124,7 @@ def fetch(c: Ctx, ref, remote_name, insecure, jobs, limit_rate, delta) -> None:
            f"{res.elapsed:.2f}s"
            + (" (now current)" if res.current else ""))
     c.result(res.to_json(), str(res.manifest))
-    _auto_gc(c)
+    _auto_gc(c, [res.manifest])
 
 
 @cli.command()

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import getpass
 import os
 import shutil
 import socket
@@ -278,3 +279,46 @@ class S3Proxy:
 
     def stop(self) -> None:
         self.server.stop()
+
+
+class Sshfs:
+    """A network filesystem with client-side caching, for real: ``export`` served by a private
+    sshd on loopback and mounted at ``mount`` by sshfs with its directory and attribute caches on
+    (``cache_timeout`` seconds), as a NAS client caches what other clients change. The kernel here
+    has no NFS client; sshfs shows the same behaviour that matters to a store: a listing and a
+    stat may be stale, an open of a name is answered by the server."""
+
+    def __init__(self, export: Path, mount: Path, workdir: Path, cache_timeout: int = 5) -> None:
+        self.export, self.mount = export, mount
+        export.mkdir(parents=True, exist_ok=True)
+        mount.mkdir(parents=True, exist_ok=True)
+        workdir.mkdir(parents=True, exist_ok=True)
+        for key in ("host", "user"):
+            subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(workdir / key)], check=True,
+                           input=b"y\n", capture_output=True)
+        (workdir / "authorized_keys").write_bytes((workdir / "user.pub").read_bytes())
+        os.chmod(workdir / "authorized_keys", 0o600)
+        sock = listening_socket()
+        port = sock.getsockname()[1]
+        sock.close()
+        (workdir / "sshd_config").write_text(
+            f"Port {port}\nListenAddress 127.0.0.1\nHostKey {workdir / 'host'}\n"
+            f"AuthorizedKeysFile {workdir / 'authorized_keys'}\nPasswordAuthentication no\n"
+            f"PermitRootLogin yes\nStrictModes no\nSubsystem sftp internal-sftp\nPidFile {workdir / 'sshd.pid'}\n")
+        Path("/run/sshd").mkdir(exist_ok=True)  # sshd's privilege-separation directory
+        sshd = shutil.which("sshd") or "/usr/sbin/sshd"
+        self.sshd = subprocess.Popen([sshd, "-D", "-f", str(workdir / "sshd_config"), "-E", str(workdir / "sshd.log")])
+        wait_port(port)
+        opts = (f"IdentityFile={workdir / 'user'},StrictHostKeyChecking=no,UserKnownHostsFile=/dev/null,"
+                f"cache=yes,cache_timeout={cache_timeout},dir_cache=yes,port={port}")
+        try:
+            subprocess.run(["sshfs", "-o", opts, f"{getpass.getuser()}@127.0.0.1:{export}", str(mount)],
+                           check=True, capture_output=True, timeout=30)
+        except BaseException:
+            self.sshd.kill()
+            raise
+
+    def stop(self) -> None:
+        subprocess.run(["fusermount", "-u", "-z", str(self.mount)], capture_output=True)
+        self.sshd.kill()
+        self.sshd.wait()

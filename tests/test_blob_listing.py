@@ -144,8 +144,8 @@ def test_new_summaries_rematch_the_cached_names(populated, instant, listed, tmp_
     warm(populated)
     summaries = populated.root / "cache" / "manifest-summaries"
     before = summaries.read_bytes()
-    _, dropped = populated.resolve("a", "1.0.0")
-    remove(populated, "a", "1.0.0", force=True)
+    _, dropped = populated.resolve("a", "1.1.0")  # not the current version, whose manifest GC keeps
+    remove(populated, "a", "1.1.0")
     os.unlink(populated.layout.manifest(dropped))  # as GC does: the summaries are renumbered
     add(populated, make_model(tmp_path / "n", {"w.bin": 12_345}), "b", "1.0.0")
     cached(populated)

@@ -86,9 +86,14 @@ def test_live_lease_protects_and_dead_lease_is_cleaned(store):
     with Lease(store, "test", [d]) as lease:
         gc(store, grace=3600)
         assert store.has_blob(d)
-        age(lease.path, 3600)  # as if its process died an hour ago without removing it
-        held, dead = live_leases(store)
-        assert d not in held and dead == [lease.path]
+        # As if its process had died without removing it: a lease of a pid that is gone.
+        rec = json.loads(lease.path.read_text())
+        dead = subprocess.Popen(["true"])
+        dead.wait()
+        rec["pid"] = dead.pid
+        lease.path.write_text(json.dumps(rec))
+        scan = live_leases(store)
+        assert d not in scan.held and scan.dead == [lease.path]
         p, r = gc(store, grace=3600)
         assert not store.has_blob(d) and not lease.path.exists() and r.cleaned >= 1
 

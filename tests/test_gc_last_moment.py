@@ -99,7 +99,7 @@ def test_a_gc_killed_after_setting_aside_is_recovered(store, tmp_path):
 
     # A blob someone needs again (here: leased) comes back from the trash.
     with Lease(store, "test", [junk]):
-        recover_trash(store, {junk}, old_enough=0.0)
+        recover_trash(store, {junk}, set(), old_enough=0.0)
     assert store.has_blob(junk) and os.listdir(store.layout.gc_trash) == []
 
     # Killed again; the next GC completes the job, and what versions use was never touched.

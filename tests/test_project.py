@@ -69,7 +69,7 @@ def test_lock_commit_clone_sync_update_rollback_tamper(tmp_path, published):
     assert (clone / "weights/t2v/model.bin").stat().st_mode & 0o222 == 0
     # The project is a GC root of the colleague's store.
     roots = project_roots(Store.open(tmp_path / "colleague-store"))
-    assert [str(d) for d in roots] == [lock["models"]["t2v"]["manifest"]]
+    assert [str(d) for d in roots.manifests] == [lock["models"]["t2v"]["manifest"]]
 
     # Update: the requirement moves to ^1.1; the lock diff names the weight file that changed.
     me("lock", "t2v@^1.1")
@@ -111,7 +111,7 @@ def test_lock_commit_clone_sync_update_rollback_tamper(tmp_path, published):
 
     # A registration whose cas.lock has gone is dropped.
     (clone / "cas.lock").unlink()
-    assert project_roots(Store.open(tmp_path / "colleague-store")) == {}
+    assert project_roots(Store.open(tmp_path / "colleague-store")).manifests == {}
 
 
 def test_frozen_refuses_a_stale_lock_and_sync_relocks(tmp_path, published):

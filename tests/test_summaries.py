@@ -53,7 +53,7 @@ def test_a_new_version_is_learned_and_a_collected_one_dropped(populated, tmp_pat
     figures(populated)
     _, b_manifest = populated.resolve("b", "2.0.0")
     remove(populated, "b", "2.0.0", force=True)
-    os.unlink(populated.layout.manifest(b_manifest))  # as GC does later
+    os.unlink(populated.layout.manifest(b_manifest))  # by hand: GC keeps a current version's manifest
     add(populated, make_model(tmp_path / "n", {"w.bin": 4000}), "a", "1.10.0")
     rep = report(populated)
     assert [v.version for m in rep.models for v in m.versions] == ["1.0.0", "1.1.0", "1.2.0", "1.3.0", "1.10.0"]

@@ -9,6 +9,8 @@
 
 from __future__ import annotations
 
+import os
+
 from casstore.gc.planner import Plan, plan, root_reasons
 from casstore.gc.policy import DAY, DEFAULT_GRACE, Policy
 from casstore.gc.state import StoreState, VersionState, blob_table, bulk, read_state
@@ -34,14 +36,17 @@ def collect(store, policy: Policy, *, dry_run: bool = False) -> tuple[Plan, GcRe
     return p, None if dry_run else execute(store, p, policy)
 
 
-def auto_collect(store) -> tuple[Policy, Plan, GcResult] | None:
-    """The light GC after a fetch or update: only when the user config sets ``gc.max_size`` and
-    the store is over it."""
-    from casstore.config import load_user_config
+def auto_collect(store, protect=()) -> tuple[Policy, Plan, GcResult] | None:
+    """The light GC after a fetch, update or sync (CLI and Python API alike): only when the user
+    config sets ``gc.max_size`` and the store is over it. ``protect``: the manifests the command
+    just fetched or switched to, which this GC keeps whatever the policy says."""
+    from dataclasses import replace
 
-    if load_user_config().get("gc", {}).get("max_size") is None:
+    from casstore.config import user_setting
+
+    if user_setting("gc.max_size", None) is None or not os.access(store.root, os.W_OK):
         return None
-    policy = Policy.from_config()
+    policy = replace(Policy.from_config(), protect=frozenset(protect))
     if policy.max_size is None or store_size(store) <= policy.max_size:
         return None
     p, result = collect(store, policy)

@@ -46,7 +46,7 @@ def junk_files(store: Store, now: float):
 def clean(store: Store, grace: float) -> int:
     """Remove dead leases, temp files whose writers are gone, and chunk maps whose blob is gone."""
     now = store.now()
-    _, dead = live_leases(store, now)
+    dead = live_leases(store, now).dead
     n = 0
     for p in dead:
         try:
@@ -67,15 +67,17 @@ def clean(store: Store, grace: float) -> int:
                 n += 1
         except FileNotFoundError:
             pass
-    d = store.layout.gc_trash  # partial downloads and quarantine are planned as junk (junk_files)
-    for entry in os.scandir(d) if d.is_dir() else []:
-        try:
-            mtime = entry.stat().st_mtime
-            if abandoned(entry.name.split(".", 1)[-1], mtime, now, grace) and now - mtime > grace:
-                os.unlink(entry.path)
-                n += 1
-        except FileNotFoundError:
-            pass
+    for d in (store.layout.gc_trash, store.layout.gc_trash_manifests):  # partials and quarantine: junk_files
+        for entry in os.scandir(d) if d.is_dir() else []:
+            try:
+                if not entry.is_file(follow_symlinks=False):
+                    continue
+                mtime = entry.stat(follow_symlinks=False).st_mtime
+                if abandoned(entry.name.split(".", 1)[-1], mtime, now, grace) and now - mtime > grace:
+                    os.unlink(entry.path)
+                    n += 1
+            except FileNotFoundError:
+                pass
     for blob in chunkmaps.cached(store):  # maps whose blob went another way (quarantine, a hand)
         try:
             if not store.has_blob(blob) and now - store.layout.chunk_map(blob).stat().st_mtime > grace:

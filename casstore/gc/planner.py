@@ -22,8 +22,10 @@ class Plan:
     bytes_freed: int
     kept: tuple[tuple[str, tuple[str, ...]], ...]  # "model@version", reasons
     shortfall: int  # bytes still over max_size after the plan (0 if within, or no limit)
-    young_spared: int  # unreferenced blobs left because they are within the grace period
+    young_spared: int  # blobs nothing keeps, left only because they are within the grace period
     delete_junk: tuple[str, ...] = ()  # quarantined and abandoned partial files past the grace period
+    young_bytes: int = 0  # the bytes of those blobs
+    grace: float = 0.0
 
     @property
     def bytes_after(self) -> int:
@@ -40,19 +42,40 @@ class Plan:
             "kept": {label: list(reasons) for label, reasons in self.kept},
             "shortfall": self.shortfall,
             "young_spared": self.young_spared,
+            "young_spared_bytes": self.young_bytes,
+            "grace": self.grace,
             "delete_junk": len(self.delete_junk),
         }
 
 
-def root_reasons(v: VersionState, policy: Policy, now: float) -> tuple[str, ...]:
+def root_reasons(v: VersionState, policy: Policy, now: float, leased: frozenset[Digest] = frozenset()) -> tuple[str, ...]:
+    """Why GC keeps ``v`` (empty: it may go): the one rule, for the plan and for the sweep's
+    last-moment re-check alike (gc/sweep.py)."""
     reasons = list(v.marks)
+    if v.manifest in policy.protect:
+        reasons.append("just fetched or switched to by this command")
     if v.kept_since is not None and (policy.retention_days is None or now - v.kept_since < policy.retention_days * DAY):
         reasons.append("rollback root")
     if v.recency is not None and v.recency < policy.keep_last:
         reasons.append(f"among the last {policy.keep_last} used")
     if policy.retention_days is not None and now - v.last_used < policy.retention_days * DAY:
         reasons.append(f"used within {policy.retention_days:g} days")
+    if now - v.last_used < policy.grace:
+        reasons.append(f"used {format_age(now - v.last_used)} ago, within the grace period ({format_age(policy.grace)})")
+    if v.manifest in leased:
+        reasons.append("leased by an operation in flight")
     return tuple(reasons)
+
+
+def format_age(seconds: float) -> str:
+    s = max(0, int(seconds))
+    if s < 120:
+        return f"{s}s"
+    if s < 7200:
+        return f"{s // 60}m"
+    if s < 2 * 86400:
+        return f"{s // 3600}h"
+    return f"{s // 86400}d"
 
 
 def plan(state: StoreState, policy: Policy) -> Plan:
@@ -62,18 +85,24 @@ def plan(state: StoreState, policy: Policy) -> Plan:
     old_enough = state.now - policy.grace
     total = blob_bytes(state.blobs) + sum(size for _, size, _ in state.junk)
     delete_junk = tuple(sorted(path for path, _, mtime in state.junk if mtime < old_enough))
-    live_manifests = set(state.extra) | {d for d in state.leased if d in state.manifests}
+    live_manifests = set(state.extra) | {d for d in state.leased if d in state.manifests} | set(policy.protect)
     live_manifests.update(v.manifest for v in state.versions)
     # Set operations and Counters: the per-blob work runs in C (GC and `cas du` on 100k blobs).
     every = chain(state.extra.values(), (v.blobs for v in state.versions))
     referenced = set().union(*every)
 
+    young: set[Digest] = set()  # what would go but for the grace period (the plan says so)
+
     def collectable(b: Digest) -> bool:
-        return b in state.blobs and b not in state.leased and state.blobs[b][1] < old_enough
+        if b not in state.blobs or b in state.leased:
+            return False
+        if state.blobs[b][1] >= old_enough:
+            young.add(b)
+            return False
+        return True
 
     unreferenced = state.blobs.keys() - referenced
     delete_blobs = {b for b in unreferenced if collectable(b)}
-    young = len(unreferenced) - len(delete_blobs)
     delete_manifests = {m for m, mtime in state.manifests.items() if m not in live_manifests and mtime < old_enough}
     freed = sum(state.blobs[b][0] for b in delete_blobs) + sum(size for path, size, _ in state.junk
                                                                 if path in delete_junk)
@@ -81,9 +110,9 @@ def plan(state: StoreState, policy: Policy) -> Plan:
     kept = []
     candidates = []
     for v in state.versions:
-        reasons = root_reasons(v, policy, state.now)
-        if reasons or v.manifest in state.leased:
-            kept.append((f"{v.model}@{v.version}", reasons or ("leased by an operation in flight",)))
+        reasons = root_reasons(v, policy, state.now, state.leased)
+        if reasons:
+            kept.append((f"{v.model}@{v.version}", reasons))
         else:
             candidates.append(v)
     delete_versions = []
@@ -105,4 +134,5 @@ def plan(state: StoreState, policy: Policy) -> Plan:
     shortfall = max(0, total - freed - policy.max_size) if policy.max_size is not None else 0
     by_hex = attrgetter("hex")  # sorting 100k digests by their str is 3x faster than as tuples
     return Plan(tuple(delete_versions), tuple(sorted(delete_manifests, key=by_hex)),
-                tuple(sorted(delete_blobs, key=by_hex)), total, freed, tuple(sorted(kept)), shortfall, young, delete_junk)
+                tuple(sorted(delete_blobs, key=by_hex)), total, freed, tuple(sorted(kept)), shortfall, len(young),
+                delete_junk, sum(state.blobs[b][0] for b in young), policy.grace)

@@ -3,7 +3,9 @@ so that `cas gc`, `cas list`, `cas du`, the automatic GC and the Python API judg
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+
+from casstore.model.digest import Digest
 
 DAY = 86400.0
 DEFAULT_GRACE = 3600.0
@@ -18,20 +20,33 @@ class Policy:
     retention_days: float | None = 30.0
     keep_last: int = 2
     grace: float = DEFAULT_GRACE
+    # Manifests this run must keep whatever the rest says: what the command that triggered an
+    # automatic GC just fetched or switched to.
+    protect: frozenset[Digest] = field(default_factory=frozenset)
 
     @classmethod
     def from_config(cls, *, max_size: int | str | None = None, retention_days: float | None = None,
                     keep_last: int | None = None, grace: float | None = None) -> Policy:
-        """Arguments given, else the user config's ``[gc]``, else the defaults above."""
-        from casstore.config import load_user_config
-        from casstore.model.sizes import parse_size
+        """Arguments given, else the user config's ``[gc]``, else the defaults above; every value
+        typed (casstore.config), so a bad one is an error naming it."""
+        from casstore.config import load_user_config, user_setting
+        from casstore.errors import InvalidInput
+        from casstore.model import values
 
-        cfg = load_user_config().get("gc", {})
-        ms = max_size if max_size is not None else cfg.get("max_size")
+        cfg = load_user_config()
+
+        def arg(name: str, value, parse):
+            try:
+                return parse(value)
+            except InvalidInput as e:
+                raise InvalidInput(f"--{name.replace('_', '-')} {value!r}: {e}") from None
+
         return cls(
-            max_size=parse_size(str(ms)) if ms is not None else None,
-            retention_days=float(retention_days if retention_days is not None
-                                 else cfg.get("retention_days", cls.retention_days)),
-            keep_last=int(keep_last if keep_last is not None else cfg.get("keep_last", cls.keep_last)),
-            grace=float(grace if grace is not None else cfg.get("grace", cls.grace)),
+            max_size=arg("max_size", max_size, values.size) if max_size is not None
+            else user_setting("gc.max_size", None, cfg),
+            retention_days=arg("retention_days", retention_days, values.days) if retention_days is not None
+            else user_setting("gc.retention_days", cls.retention_days, cfg),
+            keep_last=arg("keep_last", keep_last, values.count) if keep_last is not None
+            else user_setting("gc.keep_last", cls.keep_last, cfg),
+            grace=arg("grace", grace, values.seconds) if grace is not None else user_setting("gc.grace", cls.grace, cfg),
         )

@@ -5,18 +5,19 @@ from __future__ import annotations
 import gc
 import math
 import os
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 
-from casstore.errors import CasError
+from casstore.errors import CasError, CorruptStore
 from casstore.gc.housekeeping import junk_files
 from casstore.model.digest import Digest
 from casstore.model.history import undo_stack
 from casstore.model.keys import blob_key
 from casstore.store import listing
-from casstore.store.leases import live_leases
-from casstore.store.markers import marked
+from casstore.store.leases import LeaseScan, live_leases
+from casstore.store.markers import marked, marked_one
 from casstore.store.objects import Store
 from casstore.store.roots import project_roots
 from casstore.store.summaries import Summary, Table, load, summaries
@@ -112,15 +113,19 @@ def bulk() -> Iterator[None]:
             gc.enable()
 
 
-def read_state(store: Store, *, report: bool = False, blobs: bool = True) -> StoreState:
+def read_state(store: Store, *, report: bool = False, blobs: bool = True,
+               probe: Iterable[tuple[str, str]] = (), aside: Mapping[Digest, Path] | None = None) -> StoreState:
     """The state GC decides from. ``report`` (`cas list`, `cas du`): manifest contents from their
     summaries (store/summaries.py), and blob mtimes only where asked; ``blobs=False`` (`cas list`):
-    no blobs at all, for what needs only the versions."""
+    no blobs at all, for what needs only the versions. ``probe``: tags to open by name besides
+    those the listing shows (the sweep's re-mark: a NAS client may list a directory from its cache);
+    ``aside``: manifests the sweep has set aside, read from where they are now."""
     with bulk():
-        return _read_state(store, report, blobs)
+        return _read_state(store, report, blobs, probe, aside or {})
 
 
-def _read_state(store: Store, report: bool, blobs: bool) -> StoreState:
+def _read_state(store: Store, report: bool, blobs: bool, probe: Iterable[tuple[str, str]] = (),
+                aside: Mapping[Digest, Path] = {}) -> StoreState:  # noqa: B006 (never mutated)
     now = store.now()
     # Blobs are listed before the refs are read, as a writer publishes them in the other order.
     on_disk: Mapping[Digest, tuple[int, float]] = {}
@@ -143,11 +148,23 @@ def _read_state(store: Store, report: bool, blobs: bool) -> StoreState:
             manifests[d] = store.layout.manifest(d).stat().st_mtime
         except FileNotFoundError:
             continue
-    projects = project_roots(store)
-    models = {model: store.refs.tags(model) for model in store.refs.models()}
+    for d, p in aside.items():
+        try:
+            manifests.setdefault(d, p.stat().st_mtime)
+        except FileNotFoundError:
+            continue
+    roots = project_roots(store)
+    projects = roots.manifests
+    also: dict[str, list[str]] = {}
+    for model, version in probe:
+        also.setdefault(model, []).append(version)
+    listed = store.refs.models()
+    models = {model: store.refs.tags(model, also.get(model, ())) for model in sorted({*listed, *also})}
+    models = {model: tags for model, tags in models.items() if tags or model in listed}
     histories = {model: store.refs.history(model) for model in models}
     needed = {md for tags in models.values() for md in tags.values()}
-    needed |= {h[-1].manifest for h in histories.values() if h and h[-1].manifest in manifests}
+    # GC must read every current pointer's manifest (it fails closed); a report skips a missing one.
+    needed |= {h[-1].manifest for h in histories.values() if h and (not report or h[-1].manifest in manifests)}
     needed |= {md for md in projects if md in manifests}
     cache: dict[Digest, frozenset[Digest]] = {}  # each manifest's blobs
     known: dict[Digest, Summary] = {}
@@ -157,7 +174,9 @@ def _read_state(store: Store, report: bool, blobs: bool) -> StoreState:
     else:  # GC decides from the manifests themselves
         for md in needed:
             try:
-                cache[md] = frozenset(store.get_manifest(md).blobs()) if blobs else frozenset()
+                if blobs:
+                    m = store.get_manifest(md, aside[md]) if md in aside else store.get_manifest(md)
+                cache[md] = frozenset(m.blobs()) if blobs else frozenset()
             except CasError as e:
                 errors[md] = e
     versions = []
@@ -173,32 +192,85 @@ def _read_state(store: Store, report: bool, blobs: bool) -> StoreState:
 
     for model, tags in models.items():
         history = histories[model]
-        order = [s.version for s in reversed(undo_stack(history))] + [s.version for s in reversed(history)]
-        recency: dict[str, int] = {}
-        for v in order:
-            recency.setdefault(v, len(recency))
         cur = history[-1] if history else None
-        pins, keeps, used = marked(store, model, "pins"), marked(store, model, "keep"), marked(store, model, "used")
+        marks = Marks(marked(store, model, "pins"), marked(store, model, "keep"), marked(store, model, "used"))
         for v, md in tags.items():
             try:
                 b = blobs_of(md)
             except CasError as e:
-                broken.append(f"{model}@{v} left out: {e}")  # nothing to keep for it
+                broken.append(f"{model}@{v} left out: its tag {store.layout.tag(model, v)} names manifest {md}: {e}")
                 continue
-            marks = []
-            if cur is not None and cur.version == v:
-                marks.append("current")
-            if v in pins:
-                marks.append("pinned")
-            if md in projects:
-                marks.append("locked by " + ", ".join(projects[md]))
-            last = max([used.get(v, 0.0), manifests.get(md, 0.0)])
-            versions.append(VersionState(model, v, md, b, last, recency.get(v), tuple(marks), keeps.get(v)))
-        if cur is not None and cur.manifest not in tags.values() and cur.manifest in manifests:
-            extra[cur.manifest] = blobs_of(cur.manifest)
+            versions.append(version_state(model, v, md, b, history, marks, projects, manifests.get(md, 0.0)))
+        if cur is not None and cur.manifest not in tags.values() and cur.manifest in needed:
+            try:
+                extra[cur.manifest] = blobs_of(cur.manifest)
+            except CasError as e:
+                broken.append(f"{model}'s current version {cur.version} names manifest {cur.manifest}: {e}")
     for md in projects:
         if md in manifests and md not in extra:
-            extra[md] = blobs_of(md)
-    leased, _ = live_leases(store, now)
-    return StoreState(now, on_disk, manifests, tuple(versions), frozenset(leased), extra, known, tuple(broken),
+            try:
+                extra[md] = blobs_of(md)
+            except CasError as e:
+                broken.append(f"manifest {md}, locked by {', '.join(projects[md])}: {e}")
+    scan = live_leases(store, now)
+    if not report:
+        fail_closed(broken, roots.unreadable, scan)
+    return StoreState(now, on_disk, manifests, tuple(versions), frozenset(scan.held), extra, known, tuple(broken),
                       tuple(junk_files(store, now)))
+
+
+def fail_closed(broken: list[str], roots: list[tuple[str, str]], scan: LeaseScan) -> None:
+    """GC stops on anything it must keep but cannot read (invariant 7): a manifest a ref or project
+    names, a project registration, a live lease. Deleting around it could delete what it keeps."""
+    problems = list(broken) + [f"project registration {p}: {why}" for p, why in roots]
+    problems += [f"live lease {p}: {why}" for p, why in scan.unreadable]
+    if problems:
+        raise CorruptStore(
+            "gc stopped, nothing was deleted: it cannot read what it must keep:\n  " + "\n  ".join(problems)
+            + "\n`cas doctor` says how to repair or drop each (a missing or corrupt manifest: `cas fetch M@V` "
+              "brings it back, `cas rm M@V --force` drops the version)")
+
+
+@dataclass(frozen=True)
+class Marks:
+    """A model's pin, keep and used markers (store/markers.py): version -> mtime."""
+
+    pins: Mapping[str, float]
+    keeps: Mapping[str, float]
+    used: Mapping[str, float]
+
+
+def version_state(model: str, version: str, md: Digest, blobs: frozenset[Digest], history: list,
+                  marks: Marks, projects: Mapping[Digest, list[str]], manifest_mtime: float) -> VersionState:
+    """One version as GC judges it, from what was read of its model: the same for the plan and
+    for the sweep's last-moment re-check (gc/sweep.py)."""
+    order = [s.version for s in reversed(undo_stack(history))] + [s.version for s in reversed(history)]
+    recency: dict[str, int] = {}
+    for v in order:
+        recency.setdefault(v, len(recency))
+    cur = history[-1] if history else None
+    reasons = []
+    if cur is not None and cur.version == version:
+        reasons.append("current")
+    if version in marks.pins:
+        reasons.append("pinned")
+    if md in projects:
+        reasons.append("locked by " + ", ".join(projects[md]))
+    last = max(marks.used.get(version, 0.0), manifest_mtime)
+    return VersionState(model, version, md, blobs, last, recency.get(version), tuple(reasons),
+                        marks.keeps.get(version))
+
+
+def read_version(store: Store, model: str, version: str, projects: Mapping[Digest, list[str]]) -> VersionState | None:
+    """``model@version`` re-read now, each file by its name (a NAS client may serve a directory
+    listing from its cache, never a file it opens): None if its tag is gone. Its blobs are not read
+    (the sweep re-marks them separately)."""
+    md = store.refs.get_tag(model, version)
+    if md is None:
+        return None
+    marks = Marks(*(marked_one(store, model, version, kind) for kind in ("pins", "keep", "used")))
+    try:
+        mtime = store.layout.manifest(md).stat().st_mtime
+    except FileNotFoundError:
+        mtime = 0.0
+    return version_state(model, version, md, frozenset(), store.refs.history(model), marks, projects, mtime)

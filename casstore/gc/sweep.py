@@ -1,29 +1,54 @@
-"""Running a GC plan against a live store: refs first, blobs last, each blob re-checked at the last
-moment (docs/architecture.md, invariants 3 and 7)."""
+"""Running a GC plan against a live store: refs first, blobs last, each object re-checked at the
+last moment (docs/architecture.md, invariants 3 and 7).
+
+1. A version's tag goes only if ``root_reasons`` (the planner's one rule) finds no reason to keep
+   it when the version is re-read now, file by file by name (``state.read_version``).
+2. Every planned manifest and blob is set aside: renamed into ``tmp/gc-trash*/``, unless its
+   mtime says a writer refreshed it since the plan. From here on a writer that looks for it
+   finds it missing and writes it again.
+3. On a network filesystem, GC waits ``settle`` seconds (``CAS_NAS_SETTLE``; 60 s there, 0 on a
+   local disk): another client's lease, tag or refresh written before the set-aside may stay out
+   of this client's directory listings and attribute cache that long.
+4. The store is marked again from scratch, and the tags the plan knew are re-opened by name (a
+   NAS client answers an open from the server, a listing perhaps from its cache). Whatever is now
+   reachable, leased, refreshed, or (for a manifest) named by a ref that its own content names,
+   is put back; the rest is unlinked. If the re-mark fails, everything goes back.
+"""
 
 from __future__ import annotations
 
+import logging
 import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from casstore.errors import InvalidInput
+from casstore.config import env
+from casstore.errors import CasError, InvalidInput
 from casstore.fs.atomic import link_no_replace, remove_tree
+from casstore.fs.mounts import NETWORK_SETTLE, is_network
 from casstore.fs.writers import temp_name
 from casstore.gc.housekeeping import clean
-from casstore.gc.planner import Plan
+from casstore.gc.planner import Plan, root_reasons
 from casstore.gc.policy import Policy
-from casstore.gc.state import read_state
+from casstore.gc.state import read_state, read_version
+from casstore.model import values
 from casstore.model.digest import Digest
+from casstore.model.manifest import MAX_MANIFEST_BYTES
+from casstore.model.strictjson import field as typed
+from casstore.model.strictjson import load_file
 from casstore.store import chunkmaps
 from casstore.store.leases import live_leases
-from casstore.store.markers import marked, unmark
+from casstore.store.markers import unmark
 from casstore.store.objects import Store
+from casstore.store.roots import project_roots
 
-# Called with the digest after a blob was moved aside and before the last check (tests use it to
-# act at exactly that moment, as a concurrent writer or a kill would).
+log = logging.getLogger("casstore")
+
+# Called with the digest after an object (blob or manifest) was moved aside and before the last
+# check (tests use it to act at exactly that moment, as a concurrent writer or a kill would).
 after_set_aside = None
+after_tags = None  # called once the tags are deleted, before anything is set aside
 
 
 @dataclass
@@ -34,19 +59,34 @@ class GcResult:
     bytes_freed: int = 0
     spared: int = 0  # planned but found in use or refreshed at the last check
     cleaned: int = 0  # dead leases, abandoned temp files, expired history records
+    settled: float = 0.0  # seconds waited for a network filesystem's caches
     elapsed: float = 0.0
 
     def to_json(self) -> dict:
         return dict(self.__dict__)
 
 
+@dataclass(frozen=True)
+class Aside:
+    digest: Digest
+    final: Path
+    aside: Path
+    size: int
+
+
+def settle_time(store: Store) -> float:
+    return env("CAS_NAS_SETTLE", values.seconds, NETWORK_SETTLE if is_network(store.root) else 0.0)
+
+
 def execute(store: Store, p: Plan, policy: Policy) -> GcResult:
     t0 = time.monotonic()
     res = GcResult()
+    now = store.now()
+    projects = project_roots(store).manifests
+    leased = frozenset(live_leases(store, now).check())
     for model, version, md in p.delete_versions:
-        cur = store.refs.current(model)
-        if (store.refs.get_tag(model, version) != md or (cur is not None and cur.version == version)
-                or version in marked(store, model, "pins")):
+        fresh = read_version(store, model, version, projects)
+        if fresh is None or fresh.manifest != md or root_reasons(fresh, policy, now, leased):
             res.spared += 1
             continue
         store.refs.delete_tag(model, version)
@@ -55,60 +95,60 @@ def execute(store: Store, p: Plan, policy: Policy) -> GcResult:
         res.versions += 1
     for model in store.refs.models():
         res.cleaned += store.refs.compact_history(model)
-    # Mark again from what is live now: refs and leases may have changed since the plan.
-    now_state = read_state(store)
-    live_manifests = {v.manifest for v in now_state.versions} | set(now_state.extra)
+    if after_tags is not None:
+        after_tags()
+
+    old_enough = now - policy.grace
+    for trash in (store.layout.gc_trash, store.layout.gc_trash_manifests):
+        trash.mkdir(parents=True, exist_ok=True)
+    manifests = [a for md in p.delete_manifests if (a := _set_aside(
+        md, store.layout.manifest(md), store.layout.gc_trash_manifests, old_enough, res)) is not None]
+    blobs = [a for d in p.delete_blobs if (a := _set_aside(
+        d, store.blob_path(d), store.layout.gc_trash, old_enough, res)) is not None]
+    try:
+        res.settled = settle_time(store) if manifests or blobs else 0.0
+        if res.settled:
+            log.warning("gc: waiting %.0fs for other NAS clients' caches before the last check "
+                        "(CAS_NAS_SETTLE)", res.settled)
+            time.sleep(res.settled)
+        # Mark again from what is live now, tags the plan knew re-opened by name.
+        now_state = read_state(store, probe=[(m, v) for m, v, _ in p.delete_versions],
+                               aside={a.digest: a.aside for a in manifests})
+    except BaseException:
+        for a in manifests + blobs:
+            _put_back(a)
+        raise
+    live_manifests = {v.manifest for v in now_state.versions} | set(now_state.extra) | set(policy.protect)
+    live_manifests |= now_state.leased
     reachable = set(now_state.leased)
     for v in now_state.versions:
         reachable |= v.blobs
-    for blobs in now_state.extra.values():
-        reachable |= blobs
+    for blobs_of in now_state.extra.values():
+        reachable |= blobs_of
     old_enough = now_state.now - policy.grace
-    for md in p.delete_manifests:
-        path = store.layout.manifest(md)
-        try:
-            if md in live_manifests or md in now_state.leased or path.stat().st_mtime >= old_enough:
-                res.spared += 1
-                continue
-            os.unlink(path)
-            res.manifests += 1
-        except FileNotFoundError:
+    mine = {a.aside.name for a in manifests + blobs}
+    recover_trash(store, reachable, live_manifests, old_enough, skip=mine)
+
+    for a in manifests:
+        if a.digest in live_manifests or _young(a, old_enough) or _named_by_refs(store, a):
+            _put_back(a)
+            res.spared += 1
             continue
-        view = store.layout.view(md)
-        if view.is_dir():
+        os.unlink(a.aside)
+        res.manifests += 1
+        view = store.layout.view(a.digest)
+        if os.path.isdir(view) and not os.path.islink(view):
             remove_tree(view)
-    trash = store.layout.gc_trash
-    trash.mkdir(exist_ok=True)
-    recover_trash(store, reachable | set(live_leases(store)[0]), old_enough)
-    for d in p.delete_blobs:
-        if d in reachable:
+    for a in blobs:
+        if a.digest in reachable or _young(a, old_enough):  # a writer refreshed or leased it meanwhile
+            _put_back(a)
             res.spared += 1
             continue
-        final = store.blob_path(d)
-        aside = trash / f"{d.hex}.{temp_name()}"
-        try:
-            if final.stat().st_mtime >= old_enough:  # refreshed since the re-mark: do not even move it
-                res.spared += 1
-                continue
-            os.rename(final, aside)
-        except FileNotFoundError:
-            continue
-        if after_set_aside is not None:
-            after_set_aside(d)
-        held, _ = live_leases(store)
-        try:
-            st = aside.stat()
-        except FileNotFoundError:
-            continue
-        if d in held or st.st_mtime >= old_enough:  # a writer refreshed or leased it meanwhile
-            if not link_no_replace(aside, final):
-                os.unlink(aside)
-            res.spared += 1
-            continue
-        os.unlink(aside)
-        chunkmaps.discard(store, d)
+        os.unlink(a.aside)
+        chunkmaps.discard(store, a.digest)
         res.blobs += 1
-        res.bytes_freed += st.st_size
+        res.bytes_freed += a.size
+
     still_junk = {path: (size, mtime) for path, size, mtime in now_state.junk}
     for junk in p.delete_junk:  # only what is still junk (a partial may have been adopted since)
         if junk in still_junk and still_junk[junk][1] < old_enough:
@@ -123,14 +163,67 @@ def execute(store: Store, p: Plan, policy: Policy) -> GcResult:
     return res
 
 
-def recover_trash(store: Store, reachable: set[Digest], old_enough: float) -> None:
-    """Put back blobs a GC set aside and was killed before deciding on (if anything needs them)."""
-    trash = store.layout.gc_trash
-    for entry in os.scandir(trash) if trash.is_dir() else []:
-        try:
-            d = Digest(entry.name.split(".", 1)[0])
-            if d in reachable or entry.stat().st_mtime >= old_enough:
-                if not link_no_replace(Path(entry.path), store.blob_path(d)):
-                    os.unlink(entry.path)
-        except (InvalidInput, FileNotFoundError):
-            continue
+def _set_aside(d: Digest, final: Path, trash: Path, old_enough: float, res: GcResult) -> Aside | None:
+    """Rename ``final`` out of its name, unless a writer refreshed it since the plan (or it is gone)."""
+    aside = trash / f"{d.hex}.{temp_name()}"
+    try:
+        if os.stat(final).st_mtime >= old_enough:  # refreshed since the plan: do not even move it
+            res.spared += 1
+            return None
+        os.rename(final, aside)
+        size = os.stat(aside).st_size
+    except FileNotFoundError:
+        return None
+    if after_set_aside is not None:
+        after_set_aside(d)
+    return Aside(d, final, aside, size)
+
+
+def _young(a: Aside, old_enough: float) -> bool:
+    try:
+        return os.stat(a.aside).st_mtime >= old_enough
+    except FileNotFoundError:
+        return True  # taken from the trash by someone else: not ours to judge any more
+
+
+def _put_back(a: Aside) -> None:
+    try:
+        if not link_no_replace(a.aside, a.final):  # written again meanwhile: ours is a duplicate
+            os.unlink(a.aside)
+    except FileNotFoundError:
+        pass
+
+
+def _named_by_refs(store: Store, a: Aside) -> bool:
+    """Does a ref name this manifest now? Its content says which model and version it is, so the
+    tag and the current pointer are opened by name; any project registration naming it counts too.
+    A manifest that cannot be read is kept (fail closed)."""
+    try:
+        doc = load_file(a.aside, what="manifest", max_bytes=MAX_MANIFEST_BYTES, follow_symlinks=False)
+        model, version = typed(doc, "name", str, where=str(a.aside)), typed(doc, "version", str, where=str(a.aside))
+        if store.refs.get_tag(model, version) == a.digest:
+            return True
+        cur = store.refs.current(model)
+        if cur is not None and cur.manifest == a.digest:
+            return True
+    except FileNotFoundError:
+        return True
+    except (OSError, InvalidInput, CasError):
+        return True
+    return a.digest in project_roots(store).manifests
+
+
+def recover_trash(store: Store, reachable: set[Digest], live_manifests: set[Digest], old_enough: float,
+                  skip: frozenset[str] | set[str] = frozenset()) -> None:
+    """Put back what a GC set aside and was killed before deciding on (if anything needs it)."""
+    for trash, final, live in ((store.layout.gc_trash, store.blob_path, reachable),
+                               (store.layout.gc_trash_manifests, store.layout.manifest, live_manifests)):
+        for entry in os.scandir(trash) if trash.is_dir() else []:
+            try:
+                if entry.name in skip or not entry.is_file(follow_symlinks=False):
+                    continue
+                d = Digest(entry.name.split(".", 1)[0])
+                if d in live or entry.stat(follow_symlinks=False).st_mtime >= old_enough:
+                    _put_back(Aside(d, final(d), Path(entry.path), 0))
+            except (InvalidInput, FileNotFoundError):
+                continue

@@ -8,13 +8,22 @@ from casstore.errors import InvalidInput
 
 _UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40, "P": 1 << 50}
 _SIZE = re.compile(r"\s*(\d+(?:\.\d+)?)\s*([KMGTP]?)(?:I?B)?\s*", re.IGNORECASE)
+MAX_SIZE = (1 << 63) - 1  # what a file size, a JSON integer we write and a stat field can hold
 
 
 def parse_size(text: str) -> int:
     m = _SIZE.fullmatch(str(text))
     if m is None:
-        raise InvalidInput(f"invalid size {text!r}: expected a number with an optional K, M, G, T or P suffix")
-    return int(float(m.group(1)) * _UNITS[m.group(2).upper()])
+        raise InvalidInput(f"invalid size {str(text)[:60]!r}: expected a number with an optional K, M, G, T or P suffix")
+    whole, _, frac = m.group(1).partition(".")
+    whole, frac = whole.lstrip("0") or "0", frac[:30]
+    if len(whole) > 25:
+        raise InvalidInput(f"invalid size {str(text)[:60]!r}: larger than {MAX_SIZE} bytes (8 EiB)")
+    unit = _UNITS[m.group(2).upper()]
+    n = int(whole) * unit + (int(frac) * unit // 10 ** len(frac) if frac else 0)  # exact: no float overflow
+    if n > MAX_SIZE:
+        raise InvalidInput(f"invalid size {str(text)[:60]!r}: larger than {MAX_SIZE} bytes (8 EiB)")
+    return n
 
 
 def format_size(n: int | float) -> str:

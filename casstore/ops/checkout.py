@@ -161,9 +161,11 @@ def checkout(
     from a trusted root (a project's model path)."""
     from casstore.store.leases import Lease
     from casstore.store.markers import record_use
+    from casstore.store.objects import touch
 
     with Lease(store, f"checkout {m.name}@{m.version}", [*m.blobs(), m.digest()]):
         record_use(store, m.name, m.version)
+        touch(store.layout.manifest(m.digest()))
         linker = _Linker(store, link)
         _require_blobs(store, m)
         if isinstance(dest, Destination):

@@ -14,6 +14,7 @@ from casstore.model.digest import Digest
 from casstore.store.layout import FORMAT_FILE, LAZY_DIRS, TOP_DIRS
 from casstore.store.leases import live_leases
 from casstore.store.objects import Store
+from casstore.store.roots import project_roots
 from casstore.store.shared import SHARED_FILE, is_shared
 from casstore.transfer.settings import Settings
 
@@ -21,7 +22,8 @@ from casstore.transfer.settings import Settings
 @dataclass
 class Finding:
     kind: str  # permissions | stale-lock | orphaned-temp | quarantined | abandoned-partial | dead-lease |
-    #            unknown-file | dangling-tag | stale-upload | stale-remote-lock (remote)
+    #            unreadable-lease | unreadable-root | unknown-file | dangling-tag | corrupt-manifest |
+    #            corrupt-ref | stale-upload | stale-remote-lock (remote)
     path: str
     detail: str
 
@@ -66,13 +68,50 @@ def diagnose(store: Store, grace: float = DEFAULT_GRACE) -> list[Finding]:
         kind = "quarantined" if os.path.dirname(path) == str(store.layout.quarantine) else "abandoned-partial"
         out.append(Finding(kind, path, f"{size} bytes, {now - since:.0f}s old; counted against gc.max_size; "
                                        f"`cas gc` removes it after the grace period ({grace:.0f}s)"))
-    _, dead_leases = live_leases(store, now)
-    for lease in dead_leases:
-        out.append(Finding("dead-lease", str(lease), "not refreshed; its process is gone; `cas gc` removes it"))
+    leases = live_leases(store, now)
+    for lease in leases.dead:
+        out.append(Finding("dead-lease", str(lease), "its process is gone; `cas gc` removes it"))
+    for lease, why in leases.unreadable:
+        out.append(Finding("unreadable-lease", str(lease), f"{why}; GC stops on it: remove it if no casstore "
+                                                           "operation is running"))
+    out += _unreadable_refs(store)
+    roots = project_roots(store)
+    for path, why in roots.unreadable:
+        out.append(Finding("unreadable-root", path, f"{why}; GC stops on it: remove the file if that project is gone "
+                                                    "(its next `cas sync` registers it again)"))
+    return out
+
+
+def _unreadable_refs(store: Store) -> list[Finding]:
+    """Tags and current pointers whose manifest is missing or corrupt: GC stops on them (it cannot
+    know what they keep), so each finding says how to repair or drop it."""
+    from casstore.errors import CasError
+
+    out = []
     for model in store.refs.models():
-        for v, d in store.refs.tags(model).items():
+        try:
+            tags = store.refs.tags(model)
+            cur = store.refs.current(model)
+        except CasError as e:
+            out.append(Finding("corrupt-ref", str(store.layout.model_dir(model)), f"{e}; move the file away, "
+                               "then `cas fetch` the version again"))
+            continue
+        named = [(f"{model}@{v}", str(store.layout.tag(model, v)), d) for v, d in tags.items()]
+        if cur is not None and cur.manifest not in tags.values():
+            named.append((f"{model} (current: {cur.version})", str(store.layout.history(model)), cur.manifest))
+        for label, path, d in named:
+            fix = (f"`cas fetch {label.split(' ')[0]}` fetches it again" if "@" in label else
+                   f"`cas use {model}@VERSION` switches to another version")
             if not store.has_manifest(d):
-                out.append(Finding("dangling-tag", str(store.layout.tag(model, v)), f"names {d}, which is not in the store"))
+                out.append(Finding("dangling-tag", path, f"{label} names {d}, which is not in the store; {fix}, "
+                                                         f"or `cas rm {label.split(' ')[0]} --force` drops it"))
+                continue
+            try:
+                store.get_manifest(d)
+            except CasError as e:
+                out.append(Finding("corrupt-manifest", str(store.layout.manifest(d)),
+                                   f"{label}: {e}; {fix} (the damaged file goes to quarantine/), or "
+                                   f"`cas rm {label.split(' ')[0]} --force` drops it"))
     return out
 
 

@@ -167,7 +167,11 @@ async def load_manifest(store: Store, remotes: list[Remote], digest: Digest, mod
     checked to hash to ``digest`` (manifest_bytes), to parse, to be that model and version, and
     to be canonical."""
     if store.has_manifest(digest):
-        return store.get_manifest(digest)
+        try:
+            return store.get_manifest(digest)
+        except (IntegrityError, InvalidManifest) as e:  # damaged here: the remote's copy replaces it
+            log.warning("%s; moved to quarantine, fetching it again", e)
+            store.quarantine_manifest(digest)
     data, url = await manifest_bytes(remotes, digest)
     m = Manifest.decode(data, source=url)
     if (m.name, m.version) != (model, version):
@@ -234,7 +238,9 @@ def _local_result(store: Store, model: str, version: str, digest: Digest, m: Man
     result = FetchResult(model, version, digest, stats=Stats(blobs=len(sizes), bytes_total=sum(sizes.values()),
                                                              bytes_reused=sum(sizes.values())))
     with Lease(store, f"fetch {model}@{version}", [digest, *sizes]):
-        if not all(touch(store.blob_path(d)) for d in sizes) or store.refs.get_tag(model, version) != digest:
+        # GC sets a manifest aside and re-checks its mtime, as a blob's (gc/sweep.py)
+        if (not touch(store.layout.manifest(digest)) or not all(touch(store.blob_path(d)) for d in sizes)
+                or store.refs.get_tag(model, version) != digest):
             raise NotFound(f"{model}@{version} was collected while being fetched; fetch it again")
         _settle(store, result)
     result.elapsed = time.monotonic() - t0

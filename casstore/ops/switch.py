@@ -24,7 +24,8 @@ def switch_to(store: Store, model: str, version: str, digest: Digest, action: st
     with Lease(store, f"{action} {model}@{version}", [digest, *m.blobs()]):
         if store.refs.get_tag(model, version) != digest:
             raise NotFound(f"{model}@{version} is no longer in the store; run `cas fetch {model}@{version}`")
-        touch(store.layout.manifest(digest))
+        if not touch(store.layout.manifest(digest)):  # set aside by a GC this moment (gc/sweep.py)
+            raise NotFound(f"{model}@{version}'s manifest {digest} is being collected; run `cas fetch {model}@{version}`")
         missing = [e for e in m.entries if not touch(store.blob_path(e.digest))]
         if missing:
             raise NotFound(

@@ -9,7 +9,6 @@ on loopback or with ``insecure``.
 from __future__ import annotations
 
 import logging
-import os
 from collections.abc import AsyncGenerator
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -68,7 +67,9 @@ class HttpRemote(Remote):
         self.url = url.rstrip("/") + "/"
         self._token = token
         if stall_timeout is None:  # seconds without a byte; one setting for every command and the API
-            stall_timeout = float(os.environ.get("CAS_STALL_TIMEOUT") or 30.0)
+            from casstore.config import stall_timeout as configured
+
+            stall_timeout = configured()
         self._timeout = aiohttp.ClientTimeout(total=None, connect=connect_timeout, sock_read=stall_timeout)
         self.connections = http_blocking.Connections(connect_timeout, stall_timeout)
         self._session: aiohttp.ClientSession | None = None

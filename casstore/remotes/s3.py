@@ -108,7 +108,9 @@ class S3Remote(Remote):
                 from botocore.config import Config
             except ImportError as e:
                 raise InvalidInput("s3:// remotes need the S3 client: pip install 'casstore[s3]'") from e
-            stall = float(os.environ.get("CAS_STALL_TIMEOUT", "30"))
+            from casstore.config import stall_timeout
+
+            stall = stall_timeout()
             cfg = Config(retries={"total_max_attempts": 1, "mode": "standard"}, connect_timeout=stall, read_timeout=stall,
                          max_pool_connections=64, signature_version="s3v4",
                          s3={"addressing_style": "path" if self.endpoint_url else "auto"},

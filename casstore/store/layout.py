@@ -16,6 +16,7 @@
     <root>/tmp/downloads/<hex>.<writer>.part  partial downloads (+ .progress records)
     <root>/tmp/locks/<hex>.lock               download locks (host, pid, time)
     <root>/tmp/gc-trash/                      blobs GC set aside before its last check
+    <root>/tmp/gc-trash-manifests/            manifests, likewise
     <root>/quarantine/                        blobs that failed verification
     <root>/leases/                            operations in flight (used by GC)
 
@@ -65,6 +66,10 @@ class Layout:
     @property
     def gc_trash(self) -> Path:
         return self.root / TMP / "gc-trash"
+
+    @property
+    def gc_trash_manifests(self) -> Path:
+        return self.root / TMP / "gc-trash-manifests"
 
     @property
     def leases(self) -> Path:

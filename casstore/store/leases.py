@@ -1,9 +1,11 @@
 """Leases: what an operation in flight (add, fetch, checkout, update) needs GC to keep.
 
-A lease is a file ``leases/<host>.<pid>.<random>.json`` listing object digests, written before
-the operation writes or relies on them and refreshed (its mtime) while it runs. GC keeps
-everything a live lease lists; a lease not refreshed for ``ttl`` seconds by the store's own
-clock belongs to a process that is gone, and is ignored and later removed.
+A lease is a file ``leases/<writer id>.json`` listing object digests, written before the
+operation writes or relies on them and refreshed (its mtime) while it runs. GC keeps everything
+a live lease lists. Whether its writer is gone is fs/writers.py's one rule: at once when the
+process is judged dead on this host, else after ``ttl`` seconds without a refresh by the store's
+own clock; a dead lease is ignored and later removed. A live lease that cannot be read is
+reported (``LeaseScan.unreadable``), and GC stops on it: it cannot know what that lease keeps.
 """
 
 from __future__ import annotations
@@ -13,11 +15,12 @@ import os
 import threading
 import time
 from collections.abc import Iterable
+from dataclasses import dataclass, field
 from pathlib import Path
 
-from casstore.errors import InvalidInput
+from casstore.errors import CorruptStore, InvalidInput
 from casstore.fs.atomic import READ_ONLY, write_file
-from casstore.fs.writers import HOST, writer_id
+from casstore.fs.writers import Writer, gone, writer_id
 from casstore.model.digest import Digest
 from casstore.model.strictjson import field as typed
 from casstore.model.strictjson import load_file
@@ -39,7 +42,7 @@ class Lease:
         self._thread: threading.Thread | None = None
 
     def _write(self) -> None:
-        data = json.dumps({"host": HOST, "pid": os.getpid(), "what": self.what, "time": time.time(),
+        data = json.dumps({**Writer.me().record(), "what": self.what, "time": time.time(),
                            "digests": sorted(d.hex for d in self.digests)}).encode()
         write_file(self.path, data, self.store.layout.tmp, mode=0o664, replace=True)
 
@@ -72,21 +75,50 @@ class Lease:
             pass  # never written (a store this process can only read)
 
 
-def live_leases(store, now: float | None = None, ttl: float = TTL) -> tuple[set[Digest], list[Path]]:
-    """Digests held by live leases, and the paths of dead ones."""
+@dataclass
+class LeaseScan:
+    held: set[Digest] = field(default_factory=set)
+    dead: list[Path] = field(default_factory=list)
+    unreadable: list[tuple[Path, str]] = field(default_factory=list)  # live by their mtime, but unparseable
+
+    def check(self) -> set[Digest]:
+        """``held``, or ``CorruptStore`` naming every live lease that cannot be read (GC fails closed)."""
+        if self.unreadable:
+            what = "; ".join(f"{p}: {why}" for p, why in self.unreadable)
+            raise CorruptStore(f"cannot read {len(self.unreadable)} live lease(s), so GC cannot know what they keep: "
+                               f"{what}. Stopping; remove the file if no operation is running (`cas doctor` lists it)")
+        return self.held
+
+
+def live_leases(store, now: float | None = None, ttl: float = TTL) -> LeaseScan:
+    """Digests held by live leases, the paths of dead ones, and live ones that cannot be read."""
     now = store.now() if now is None else now
-    held: set[Digest] = set()
-    dead: list[Path] = []
+    scan = LeaseScan()
     d = store.layout.leases
-    for p in sorted(d.glob("*.json")) if d.is_dir() else []:
+    try:
+        names = sorted(n for n in os.listdir(d) if n.endswith(".json"))
+    except FileNotFoundError:
+        return scan
+    for n in names:
+        p = d / n
         try:
-            st = p.stat()
-            if now - st.st_mtime > ttl:
-                dead.append(p)
-                continue
+            st = os.lstat(p)
+        except FileNotFoundError:
+            continue  # released since the listing
+        try:
             lease = load_file(p, what="lease", max_bytes=MAX_LEASE_BYTES, follow_symlinks=False, floats=True)
-            for h in typed(lease, "digests", list, where=str(p)):
-                held.add(Digest(h))
-        except (OSError, InvalidInput):
-            continue  # being written, or garbage: not a reason to delete anything
-    return held, dead
+            writer = Writer.from_record(lease)
+            digests = [Digest(h) for h in typed(lease, "digests", list, where=str(p))]
+        except FileNotFoundError:
+            continue
+        except (OSError, InvalidInput) as e:
+            if now - st.st_mtime > ttl:
+                scan.dead.append(p)  # garbage nobody has refreshed for the lease period
+            else:
+                scan.unreadable.append((p, str(e)))
+            continue
+        if gone(writer, st.st_mtime, now, ttl):
+            scan.dead.append(p)
+            continue
+        scan.held.update(digests)
+    return scan

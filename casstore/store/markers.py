@@ -35,6 +35,14 @@ def marked(store, model: str, kind: str) -> dict[str, float]:
     return out
 
 
+def marked_one(store, model: str, version: str, kind: str) -> dict[str, float]:
+    """``marked`` for one version, by its file's name rather than a directory listing."""
+    try:
+        return {version: (_dir(store, model, kind) / validate_version(version)).stat().st_mtime}
+    except FileNotFoundError:
+        return {}
+
+
 def mark(store, model: str, version: str, kind: str) -> None:
     """Create a marker, or refresh its mtime (group-writable: on a shared store any member may
     refresh it)."""

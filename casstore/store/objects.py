@@ -254,15 +254,30 @@ class Store:
     def has_manifest(self, d: Digest) -> bool:
         return self.layout.manifest(d).exists()
 
-    def get_manifest(self, d: Digest) -> Manifest:
+    def get_manifest(self, d: Digest, at: Path | None = None) -> Manifest:
+        """The manifest ``d``, checked against its digest; ``at``: read it from there (GC's trash)."""
         p = self.layout.manifest(d)
         try:
             data = p.read_bytes()
         except FileNotFoundError:
-            raise NotFound(f"manifest {d} is not in the store {self.root}") from None
+            try:
+                if at is None:
+                    raise
+                data = at.read_bytes()
+                p = at
+            except FileNotFoundError:
+                raise NotFound(f"manifest {d} is not in the store {self.root}") from None
         if Digest.of_bytes(data) != d:
             raise IntegrityError(f"manifest file {p} does not match its digest {d}")
         return Manifest.decode(data, source=str(p))
+
+    def quarantine_manifest(self, d: Digest) -> None:
+        """Move a manifest file that does not match its digest out of the way (as `verify` does a blob)."""
+        dest = self.layout.quarantine / f"{d.hex}.{int(time.time())}.{os.getpid()}.json"
+        try:
+            os.rename(self.layout.manifest(d), dest)
+        except FileNotFoundError:
+            pass
 
     def iter_manifests(self) -> Iterator[Digest]:
         for sub in sorted(os.listdir(self.layout.manifests)):

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Iterable
 from pathlib import Path
 
 from casstore.errors import Conflict, CorruptStore, InvalidInput
@@ -51,12 +52,15 @@ class Refs:
                 continue  # foreign file; `cas doctor` reports it
         return out
 
-    def tags(self, model: str) -> dict[str, Digest]:
+    def tags(self, model: str, also: Iterable[str] = ()) -> dict[str, Digest]:
+        """The model's tags as listed, and ``also`` these versions opened by name whether listed
+        or not (a NAS client may list a directory from its cache, but opens a name at the server)."""
         d = self.layout.tags(model)
         try:
-            names = os.listdir(d)
+            names = set(os.listdir(d))
         except FileNotFoundError:
-            return {}
+            names = set()
+        names.update(also)
         out = {}
         for v in sorted(names):
             try:
@@ -146,12 +150,17 @@ class Refs:
     def current(self, model: str) -> Switch | None:
         d = self.layout.history(model)
         try:
-            names = [n for n in os.listdir(d) if n.endswith(".json") and n[:_SEQ_DIGITS].isdigit()]
+            names = [n for n in os.listdir(d) if _is_record(n)]
         except FileNotFoundError:
             return None
-        if not names:
+        seq = int(max(names)[:_SEQ_DIGITS]) if names else 0
+        # A NAS client may serve the listing from its cache: records written since are found by
+        # opening their names, which it never answers from a cache of the directory.
+        while os.path.exists(d / _record_name(seq + 1)):
+            seq += 1
+        if seq == 0:
             return None
-        return _record(d / max(names))
+        return _record(d / _record_name(seq))
 
     def switch(
         self, model: str, version: str, manifest: Digest, *, action: str, expect: Switch | None | bool = True
@@ -175,7 +184,7 @@ class Refs:
         )
         d = self.layout.history(model)
         makedirs(d)
-        if not write_file(d / f"{seq:0{_SEQ_DIGITS}d}.json", rec.encode(), self.layout.tmp):
+        if not write_file(d / _record_name(seq), rec.encode(), self.layout.tmp):
             now = self.current(model)
             raise Conflict(
                 f"current version of {model} changed while switching to {version} "
@@ -183,6 +192,10 @@ class Refs:
                 "nothing was changed, try again"
             )
         return rec
+
+
+def _record_name(seq: int) -> str:
+    return f"{seq:0{_SEQ_DIGITS}d}.json"
 
 
 def _is_record(name: str) -> bool:

@@ -1,14 +1,23 @@
-"""Projects as GC roots: ``roots/projects/<key>.json`` names a project's cas.lock, and every
-manifest that lock pins is kept (like Nix's indirect roots). A registration whose cas.lock has
-gone is dropped."""
+"""Projects as GC roots: ``roots/projects/<key>.json`` names a project's cas.lock, the host it is
+on, and the manifests it locked at its last sync; every one of them is kept (like Nix's indirect
+roots).
+
+The registration itself is the record GC keeps by, so a lock this process cannot read (another
+user's private directory) or cannot see (a project on another machine's disk, the shared store on
+a NAS) still keeps what it registered. Only on the host that wrote it can a registration be
+found stale: its cas.lock gone, it is dropped. A registration that cannot be read stops GC
+(``ProjectRoots.unreadable``).
+"""
 
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from casstore.errors import InvalidInput
 from casstore.fs.atomic import makedirs, write_file
+from casstore.fs.writers import HOST
 from casstore.model.digest import Digest
 from casstore.model.lockfile import MAX_LOCK_BYTES, LockFile
 from casstore.model.strictjson import field as typed
@@ -19,14 +28,21 @@ def register_root(store, lock_path: Path, lock: LockFile) -> None:
     key = Digest.of_bytes(str(lock_path).encode()).hex[:32]
     p = store.layout.project_root(key)
     makedirs(p.parent)
-    data = json.dumps({"lock": str(lock_path),
+    data = json.dumps({"lock": str(lock_path), "host": HOST,
                        "models": {n: str(lk.manifest) for n, lk in sorted(lock.models.items())}}, indent=1).encode()
     write_file(p, data + b"\n", store.layout.tmp, mode=0o664, replace=True)
 
 
-def project_roots(store) -> dict[Digest, list[str]]:
+@dataclass
+class ProjectRoots:
+    manifests: dict[Digest, list[str]] = field(default_factory=dict)  # manifest -> "lock path:model"
+    unreadable: list[tuple[str, str]] = field(default_factory=list)  # registration path, why
+    elsewhere: list[str] = field(default_factory=list)  # registrations whose lock this host cannot check
+
+
+def project_roots(store) -> ProjectRoots:
     """Manifests that registered projects lock, and which lock files."""
-    out: dict[Digest, list[str]] = {}
+    out = ProjectRoots()
     d = store.layout.project_roots
     if not d.is_dir():
         return out
@@ -34,12 +50,30 @@ def project_roots(store) -> dict[Digest, list[str]]:
         try:
             reg = load_file(f, what="project registration", max_bytes=1 << 16, follow_symlinks=False)
             lock_path = Path(typed(reg, "lock", str, where=str(f)))
-            if not lock_path.exists():
-                f.unlink()  # a read-only store raises here: the registration stays, harmlessly
+            host = typed(reg, "host", (str, type(None)), where=str(f), default=None)
+            models = typed(reg, "models", dict, where=str(f), default={})
+            keep = [(name, Digest.parse(typed(models, name, str, where=f"{f}: models"))) for name in models]
+        except FileNotFoundError:
+            continue
+        except (OSError, InvalidInput) as e:
+            out.unreadable.append((str(f), str(e)))
+            continue
+        if host == HOST:
+            try:
+                lock = LockFile.decode(read_file(lock_path, max_bytes=MAX_LOCK_BYTES), str(lock_path))
+                keep += [(name, lk.manifest) for name, lk in lock.models.items()]  # locked since the last sync
+            except FileNotFoundError:
+                try:
+                    f.unlink()  # its project is gone; a read-only store keeps it, harmlessly
+                except OSError:
+                    pass
                 continue
-            lock = LockFile.decode(read_file(lock_path, max_bytes=MAX_LOCK_BYTES), str(lock_path))
-        except (OSError, InvalidInput):
-            continue  # another project's broken registration or lock never stops this store's GC
-        for name, lk in lock.models.items():
-            out.setdefault(lk.manifest, []).append(f"{lock_path}:{name}")
+            except (OSError, InvalidInput):
+                pass  # unreadable here (another user's directory): what it registered still counts
+        else:
+            out.elsewhere.append(str(f))
+        for name, md in keep:
+            out.manifests.setdefault(md, []).append(f"{lock_path}:{name}")
+    for md in out.manifests:
+        out.manifests[md] = sorted(set(out.manifests[md]))
     return out

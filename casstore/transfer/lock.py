@@ -15,7 +15,7 @@ from pathlib import Path
 
 from casstore.errors import LockTimeout
 from casstore.fs.atomic import write_file
-from casstore.fs.writers import HOST, describe, gone, holder_of, read_holder
+from casstore.fs.writers import Writer, describe, gone, holder_of, read_holder
 from casstore.model.digest import Digest
 
 log = logging.getLogger("casstore")
@@ -33,7 +33,7 @@ async def acquire(store, d: Digest, stale_after: float, timeout: float) -> Path 
     while True:
         if store.has_blob(d):
             return None
-        data = json.dumps({"host": HOST, "pid": os.getpid(), "time": time.time()}).encode()
+        data = json.dumps({**Writer.me().record(), "time": time.time()}).encode()
         if write_file(lock, data, store.layout.tmp, mode=0o664):
             return lock
         holder = read_holder(lock)

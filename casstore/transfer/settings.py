@@ -3,10 +3,11 @@ Python API alike) and what it cost (``Stats``)."""
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 
+from casstore.config import env
 from casstore.errors import InvalidInput
+from casstore.model import values
 from casstore.model.chunking import MAP_MIN_SIZE
 
 MiB = 1 << 20
@@ -32,15 +33,15 @@ class Settings:
 
     @classmethod
     def from_env(cls, **over) -> Settings:
-        s = cls(**over)
-        for name, env in (("low_speed_time", "CAS_LOW_SPEED_TIME"), ("backoff", "CAS_RETRY_BACKOFF"),
-                          ("attempts", "CAS_RETRY_ATTEMPTS"), ("stale_after", "CAS_STALE_AFTER"),
-                          ("part_size", "CAS_PART_SIZE"), ("lock_timeout", "CAS_LOCK_TIMEOUT"),
-                          ("delta_min_size", "CAS_DELTA_MIN_SIZE"), ("request_size", "CAS_REQUEST_SIZE")):
-            if os.environ.get(env):
-                setattr(s, name, type(getattr(s, name))(float(os.environ[env])))
-        if os.environ.get("CAS_DELTA"):
-            s.delta = delta_mode(os.environ["CAS_DELTA"])
+        """The defaults, then ``CAS_*`` variables (typed: a bad one is an error naming it), then
+        ``over`` (the command's own options)."""
+        s = cls()
+        for name, var, parse in _ENV:
+            setattr(s, name, env(var, parse, getattr(s, name)))
+        for name, value in over.items():
+            setattr(s, name, value)
+        if s.jobs < 1:
+            raise InvalidInput(f"--jobs {s.jobs}: expected 1 or more")
         return s
 
 
@@ -49,6 +50,17 @@ def delta_mode(text: str) -> bool:
     if text not in ("auto", "never"):
         raise InvalidInput(f"invalid delta mode {text!r}: expected 'auto' or 'never'")
     return text == "auto"
+
+
+_ENV = (("low_speed_time", "CAS_LOW_SPEED_TIME", values.seconds),
+        ("backoff", "CAS_RETRY_BACKOFF", values.seconds),
+        ("attempts", "CAS_RETRY_ATTEMPTS", lambda v: values.count(v, minimum=1, maximum=100)),
+        ("stale_after", "CAS_STALE_AFTER", values.seconds),
+        ("part_size", "CAS_PART_SIZE", values.positive_size),
+        ("lock_timeout", "CAS_LOCK_TIMEOUT", values.seconds),
+        ("delta_min_size", "CAS_DELTA_MIN_SIZE", values.size),
+        ("request_size", "CAS_REQUEST_SIZE", values.positive_size),
+        ("delta", "CAS_DELTA", lambda v: delta_mode(v)))
 
 
 @dataclass
