@@ -256,21 +256,23 @@ class S3Proxy:
         self.server = ThreadedApp(app)
         self.url = self.server.url.rstrip("/")
 
-    async def upstream_answer(self, request, drop: tuple[str, ...] = ()) -> tuple[int, dict, bytes]:
-        """moto's answer to ``request``, sent without the request headers named in ``drop``."""
+    async def upstream_answer(self, request, drop: tuple[str, ...] = (), replace: dict | None = None,
+                              ) -> tuple[int, dict, bytes]:
+        """moto's answer to ``request``, sent without the request headers named in ``drop`` and
+        with those in ``replace`` set to other values."""
         from aiohttp import ClientSession
 
-        skip = ("host", "content-length", *drop)
-        headers = {k: v for k, v in request.headers.items() if k.lower() not in skip}
+        skip = ("host", "content-length", *drop, *(k.lower() for k in replace or {}))
+        headers = {k: v for k, v in request.headers.items() if k.lower() not in skip} | (replace or {})
         async with ClientSession(auto_decompress=False) as s:
             async with s.request(request.method, self.upstream + request.path_qs, data=await request.read(),
                                  headers=headers) as r:
                 return r.status, dict(r.headers), await r.read()
 
-    async def forward(self, request, drop: tuple[str, ...] = ()):
+    async def forward(self, request, drop: tuple[str, ...] = (), replace: dict | None = None):
         from aiohttp import web
 
-        status, headers, body = await self.upstream_answer(request, drop)
+        status, headers, body = await self.upstream_answer(request, drop, replace)
         skip = ("transfer-encoding", "connection", "content-encoding")
         if request.method != "HEAD":
             skip += ("content-length",)  # recomputed from the body; a HEAD answer keeps moto's

@@ -104,3 +104,30 @@ def test_a_live_lease_that_cannot_be_read_is_reported(tmp_path):
     old = time.time() - 7200
     os.utime(bad, (old, old))
     assert live_leases(store).dead == [bad]  # unrefreshed for the lease period: garbage, not a lease
+
+
+def test_a_remote_lock_of_a_killed_local_push_does_not_block_a_remote_gc(tmp_path):
+    """Before: a push killed on this machine held `cas gc --remote` off for the lock's 6 hours."""
+    import asyncio
+
+    from casstore.fs.writers import writer_id
+    from casstore.remotes import locks
+    from casstore.remotes.directory import DirectoryRemote
+
+    remote = DirectoryRemote(tmp_path / "r")
+    me = writer_id()
+    dead = f"{HOST}.{dead_pid()}.{me.split('.')[-1]}"  # this machine's instance, a pid that is gone
+
+    async def go():
+        await remote.put_small(f"locks/push-{dead}.json", b"{}")
+        async with locks.RemoteLock(remote, "gc"):
+            pass
+        assert [k for k, _ in await locks.stale_locks(remote)] == [f"locks/push-{dead}.json"]
+        await remote.put_small(f"locks/push-{me}.json", b"{}")  # a live one (this process) blocks
+        try:
+            async with locks.RemoteLock(remote, "gc"):
+                raise AssertionError("a live push's lock must block a remote GC")
+        except locks.Conflict:
+            pass
+
+    asyncio.run(go())

@@ -2,8 +2,10 @@
 holds a shared lock while it uploads and publishes, `cas gc --remote` an exclusive one while it
 deletes. Each side creates its lock object first and then lists ``locks/``; of two that start
 together at least one sees the other and backs off, so GC never deletes a blob a push is about
-to publish. A lock not refreshed for ``STALE`` seconds (by the remote's clock) belongs to a dead
-process and is ignored; holders refresh by writing a new lock object every ``REFRESH`` seconds.
+to publish. Whether a lock's holder is gone is fs/writers.py's rule, read from the lock's name
+(``<kind>-<writer id>.json``): at once for a dead process of this machine, else when it has not
+been refreshed for ``STALE`` seconds (by the remote's clock); holders refresh by writing a new
+lock object every ``REFRESH`` seconds.
 Remotes that cannot be listed (HTTP) cannot be collected either, so pushes to them take none."""
 
 from __future__ import annotations
@@ -12,11 +14,10 @@ import asyncio
 import contextlib
 import json
 import logging
-import os
 import time
 
 from casstore.errors import Conflict, NotFound, RemoteError
-from casstore.fs.writers import HOST, writer_id
+from casstore.fs.writers import Writer, gone, parse_writer, writer_id
 from casstore.remotes.base import Remote
 
 log = logging.getLogger("casstore")
@@ -35,7 +36,7 @@ class RemoteLock:
 
     async def _create(self) -> str:
         name = f"{LOCKS}{self.kind}-{writer_id()}.json"
-        data = json.dumps({"kind": self.kind, "host": HOST, "pid": os.getpid(), "time": time.time()}).encode()
+        data = json.dumps({"kind": self.kind, **Writer.me().record(), "time": time.time()}).encode()
         await self.remote.put_small(name, data)
         return name
 
@@ -44,8 +45,7 @@ class RemoteLock:
             return self
         self.name = await self._create()
         now = await self.remote.now()
-        others = [x async for x in self.remote.listing(LOCKS)
-                  if x.key != self.name and now - x.modified < STALE]
+        others = [x async for x in self.remote.listing(LOCKS) if x.key != self.name and not _gone(x, now)]
         blocking = [x for x in others if self.kind == "gc" or x.key.startswith(f"{LOCKS}gc-")]
         if blocking:
             await self._release()
@@ -77,7 +77,12 @@ class RemoteLock:
         await asyncio.shield(self._release())
 
 
+def _gone(x, now: float) -> bool:
+    name = x.key.rpartition("/")[2]
+    return gone(parse_writer(name.partition("-")[2]), x.modified, now, STALE)
+
+
 async def stale_locks(remote: Remote) -> list[tuple[str, float]]:
     """Lock objects of dead processes: (key, age in seconds)."""
     now = await remote.now()
-    return [(x.key, now - x.modified) async for x in remote.listing(LOCKS) if now - x.modified >= STALE]
+    return [(x.key, now - x.modified) async for x in remote.listing(LOCKS) if _gone(x, now)]

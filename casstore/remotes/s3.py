@@ -97,6 +97,7 @@ class S3Remote(Remote):
         self._stack: contextlib.AsyncExitStack | None = None
         self._client: Any = None
         self._conditional_ok = False
+        self._if_match_quoted = True  # decided by the probe
         self._probing = asyncio.Lock()  # one probe, however many writes start at once
 
     # plumbing ----------------------------------------------------------------------------------
@@ -252,28 +253,55 @@ class S3Remote(Remote):
     # writing -----------------------------------------------------------------------------------
 
     async def _probe_conditional_writes(self) -> None:
-        """Once per remote: a create-only PUT of a scratch key must fail the second time. Some
-        S3-compatible servers ignore ``If-None-Match``; on them nothing here would be safe."""
+        """Once per remote, before the first write, on a scratch key: a create-only PUT must fail
+        the second time (``If-None-Match: *``), a PUT with a wrong ``If-Match`` must fail (412) and
+        one with the current ETag must succeed. Some S3-compatible servers ignore one or the other;
+        on them two publishers could overwrite each other's index, so nothing is published. The
+        probe also learns whether the server wants the ETag in ``If-Match`` quoted (as RFC 9110
+        and AWS) or bare."""
         async with self._probing:
             if not self._conditional_ok:
                 await self._probe()
 
     async def _probe(self) -> None:
         rel = f"tmp/probe-{secrets.token_hex(8)}"
-        await self._call("PUT", rel, "put_object", Body=b"probe", IfNoneMatch="*")
+        url = self.describe(rel)
+
+        def refuse(what: str) -> ConditionalWritesUnsupported:
+            return ConditionalWritesUnsupported(
+                f"{self.url} ignores conditional writes ({what}): two publishers could overwrite each other's index "
+                "there, so casstore will not publish to it. Use a server that honours If-None-Match and If-Match "
+                "(AWS S3, MinIO, SeaweedFS) or a directory remote", url=url)
+
+        first = await self._call("PUT", rel, "put_object", Body=b"probe", IfNoneMatch="*")
         try:
-            await self._call("PUT", rel, "put_object", Body=b"probe", IfNoneMatch="*")
-        except Conflict:
+            try:
+                await self._call("PUT", rel, "put_object", Body=b"probe", IfNoneMatch="*")
+            except Conflict:
+                pass
+            else:
+                raise refuse("If-None-Match: * did not refuse an existing key")
+            etag = str(first.get("ETag", "")).strip('"')
+            try:
+                await self._call("PUT", rel, "put_object", Body=b"probe 2", IfMatch='"0123456789abcdef0123456789abcdef"')
+            except Conflict:
+                pass
+            else:
+                raise refuse("a PUT with a wrong If-Match was accepted")
+            for quoted in (True, False):
+                try:
+                    await self._call("PUT", rel, "put_object", Body=b"probe 3",
+                                     IfMatch=f'"{etag}"' if quoted else etag)
+                except Conflict:
+                    continue
+                self._if_match_quoted = quoted
+                break
+            else:
+                raise refuse(f"a PUT with the current ETag {etag!r} in If-Match was refused, quoted or not")
             self._conditional_ok = True
         finally:
             with contextlib.suppress(RemoteError, NotFound):
                 await self._call("DELETE", rel, "delete_object")
-        if not self._conditional_ok:
-            raise ConditionalWritesUnsupported(
-                f"{self.url} ignores conditional writes (If-None-Match: * did not refuse an existing key): two "
-                "publishers could overwrite each other's index there, so casstore will not publish to it. Use a "
-                "server that supports them (AWS S3, MinIO, Ceph RGW, R2) or a directory remote",
-                url=self.describe(rel))
         if await self.stat_rel(FORMAT_FILE) is None:
             with contextlib.suppress(Conflict):
                 await self._call("PUT", FORMAT_FILE, "put_object", Body=f'{{"casstore_remote": {FORMAT_VERSION}}}\n'
@@ -335,7 +363,8 @@ class S3Remote(Remote):
 
     async def write_index(self, model: str, data: bytes, expect: str | None) -> None:
         await self._probe_conditional_writes()
-        cond: dict[str, Any] = {"IfNoneMatch": "*"} if expect is None else {"IfMatch": f'"{expect}"'}
+        cond: dict[str, Any] = ({"IfNoneMatch": "*"} if expect is None
+                                else {"IfMatch": f'"{expect}"' if self._if_match_quoted else expect})
         await self._call("PUT", index_path(model), "put_object", Body=data, ChecksumAlgorithm="CRC32", **cond)
 
     # listing and deleting (`cas gc --remote`, `cas doctor --remote`) ------------------------------
