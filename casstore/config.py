@@ -70,6 +70,43 @@ def parse_user_value(key: str, value: Any) -> Any:
         raise InvalidInput(f"{config_path()}: {key} = {str(value)[:80]!r}: {e}") from None
 
 
+PROJECT_FILE = "cas.toml"
+
+
+def project_dir(start: Path | None = None) -> Path | None:
+    """The directory of the project ``start`` is in: the nearest one up with a cas.toml, looking
+    no further than the repository root (a directory holding ``.git``) and never into a directory
+    another user owns (git's ``safe.directory`` rule: a cas.toml someone else wrote in a shared
+    parent must not choose this user's remotes). ``safe_directories`` in the user config (or
+    ``CAS_SAFE_DIRECTORIES``, ``:``-separated; ``*`` for any) lists exceptions."""
+    start = (start or Path.cwd()).absolute()
+    me = os.geteuid() if hasattr(os, "geteuid") else None
+    safe: set[str] | None = None
+    for d in (start, *start.parents):
+        try:
+            st = d.stat()
+        except OSError:
+            return None
+        if me is not None and st.st_uid != me:
+            if safe is None:
+                safe = _safe_directories()
+            if "*" not in safe and str(d) not in safe:
+                return None
+        if (d / PROJECT_FILE).is_file():
+            return d
+        if (d / ".git").exists():
+            return None
+    return None
+
+
+def _safe_directories() -> set[str]:
+    listed: list[str] = env("CAS_SAFE_DIRECTORIES", lambda v: [x for x in str(v).split(":") if x], [])
+    cfg = load_user_config().get("safe_directories", [])
+    if not isinstance(cfg, list) or not all(isinstance(x, str) for x in cfg):
+        raise InvalidInput(f"{config_path()}: safe_directories must be a list of paths")
+    return {str(Path(x).expanduser().absolute()) if x != "*" else x for x in [*listed, *cfg]}
+
+
 def config_path() -> Path:
     env = os.environ.get("CAS_CONFIG")
     if env:

@@ -131,7 +131,7 @@ def lock(c: Ctx, models, remote_name, insecure, pre) -> None:
         elif name not in project.models:
             project.set_requirement(name, "latest")
         upgrade.append(name)
-    remotes = open_remotes(remote_name or project.remote, insecure=insecure, offline=c.offline)
+    remotes = open_remotes(remote_name, project_remote=project.remote, insecure=insecure, offline=c.offline)
     lockf, changes = _run(lambda: do_lock(project, c.store(), remotes, upgrade=upgrade, prereleases=pre), remotes)
     for ch in changes:
         c.info(f"{ch.model}: {ch.old or '(new)'} -> {ch.new or '(removed)'}")
@@ -159,7 +159,7 @@ def sync(c: Ctx, frozen, offline, jobs, ignore_requirements, remote_name, insecu
     if not offline:
         from casstore.ops.fetch import open_remotes
 
-        remotes = open_remotes(remote_name or project.remote, insecure=insecure, offline=c.offline)
+        remotes = open_remotes(remote_name, project_remote=project.remote, insecure=insecure, offline=c.offline)
     with _progress(c, "sync") as progress:
         res = _run(lambda: do_sync(project, c.store(), remotes, frozen=frozen, offline=offline,
                                    settings=Settings.from_env(jobs=jobs), ignore_requirements=ignore_requirements,

@@ -285,14 +285,22 @@ def test_project_remote_and_token_hygiene(tmp_path, family, monkeypatch):
     try:
         proj = tmp_path / "proj"
         proj.mkdir()
-        # A committed project file names the remote; a token written there is never used.
+        # A committed project file names a remote; a token written there is refused outright.
         (proj / "cas.toml").write_text(f'[remotes.team]\nurl = "{srv.url}"\ntoken = "{srv.token}"\n')
         pub = CasRunner(tmp_path / "pub", proj)
         pub("add", t2v, "--name", "t2v", "--version", "1.0.0")
+        p = pub("push", "t2v@1.0.0", ok=False)
+        assert p.returncode == 2 and "only the user config" in p.stderr and srv.token not in p.stderr
+        (proj / "cas.toml").write_text(f'[remotes.team]\nurl = "{srv.url}"\n')
         listed = pub.json("remote", "list")["remotes"]
         assert listed == [{"name": "team", "url": srv.url, "default": False, "token": False}]
         p = pub("push", "t2v@1.0.0", ok=False)
         assert p.returncode == 7 and "refused (401)" in p.stderr
+        # CAS_TOKEN_TEAM is for the user's own remote named team, not for one a project names so.
+        monkeypatch.setenv("CAS_TOKEN_TEAM", srv.token)
+        p = pub("push", "t2v@1.0.0", ok=False)
+        assert p.returncode == 7 and "refused (401)" in p.stderr
+        pub("remote", "add", "team", srv.url)  # the user configures it: now it is theirs
         monkeypatch.setenv("CAS_TOKEN_TEAM", "not-the-token")
         p = pub("push", "t2v@1.0.0", ok=False)
         assert p.returncode == 7 and "403" in p.stderr and "not-the-token" not in p.stderr + p.stdout

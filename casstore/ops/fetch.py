@@ -248,13 +248,15 @@ def _local_result(store: Store, model: str, version: str, digest: Digest, m: Man
 
 
 def open_remotes(remote: str | None = None, *, insecure: bool = False, offline: bool | None = None,
-                 **http_options) -> list[Remote]:
+                 project_remote: str | None = None, **http_options) -> list[Remote]:
+    """The remotes a command uses: ``remote`` as the user named it, else ``project_remote`` (from
+    cas.toml: a shared file, so a URL there gets no CAS_TOKEN), else every configured one."""
     from casstore.remotes.config import choose
 
     if is_offline(offline):
         raise Offline("offline (--offline or CAS_OFFLINE=1): not contacting a remote")
-
-    return [s.open(insecure=insecure, **http_options) for s in choose(remote)]
+    specs = choose(remote) if remote else choose(project_remote, trusted=False)
+    return [s.open(insecure=insecure, **http_options) for s in specs]
 
 
 def remotes_for_fetch(remote: str | None = None, *, insecure: bool = False, offline: bool | None = None,

@@ -22,6 +22,7 @@ import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from casstore.config import project_dir
 from casstore.errors import Conflict, IntegrityError, InvalidInput, NotFound
 from casstore.fs import linking
 from casstore.fs.atomic import write_file
@@ -82,11 +83,10 @@ class Project:
 
     @classmethod
     def find(cls, start: Path | None = None) -> Project | None:
-        start = (start or Path.cwd()).absolute()
-        for d in (start, *start.parents):
-            if (d / TOML).is_file():
-                return cls.load(d)
-        return None
+        """The project ``start`` is in (casstore.config.project_dir: not above the repository root,
+        never in a directory another user owns)."""
+        d = project_dir(start)
+        return cls.load(d) if d is not None else None
 
     @classmethod
     def load(cls, root: Path) -> Project:

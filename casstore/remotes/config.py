@@ -9,8 +9,9 @@
     endpoint_url = "https://minio.example.com"   # S3-compatible servers; AWS needs none
     region = "eu-west-1"
 
-Tokens are never read from cas.toml: that file is committed and shared. S3 credentials are never
-read from either: only from the standard AWS chain (environment, AWS_PROFILE, shared files).
+Tokens and ``insecure`` are never read from cas.toml: that file is committed and shared, so it may
+add remotes but not rebind the user's (``configured``). S3 credentials are never read from
+either: only from the standard AWS chain (environment, AWS_PROFILE, shared files).
 """
 
 from __future__ import annotations
@@ -20,9 +21,10 @@ import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 
-from casstore.config import config_path, load_user_config, save_user_config
+from casstore.config import PROJECT_FILE, config_path, load_user_config, project_dir, save_user_config
 from casstore.errors import InvalidInput, NotFound
 from casstore.model.names import validate_model
+from casstore.model.strictjson import read_file
 
 
 @dataclass(frozen=True)
@@ -41,16 +43,22 @@ class RemoteSpec:
                            endpoint_url=self.endpoint_url, region=self.region, **http_options)
 
 
-def _project_remotes(cwd: Path) -> dict:
-    for d in (cwd, *cwd.parents):
-        p = d / "cas.toml"
-        if p.is_file():
-            try:
-                with open(p, "rb") as f:
-                    return tomllib.load(f).get("remotes", {})
-            except (OSError, tomllib.TOMLDecodeError) as e:
-                raise InvalidInput(f"cannot read {p}: {e}") from e
-    return {}
+def _project_remotes(cwd: Path) -> tuple[dict, Path | None]:
+    """The ``[remotes]`` table of the project ``cwd`` is in (casstore.config.project_dir), and its file."""
+    d = project_dir(cwd)
+    if d is None:
+        return {}, None
+    p = d / PROJECT_FILE
+    try:
+        doc = tomllib.loads(read_file(p, max_bytes=1 << 20).decode("utf-8"))
+    except RecursionError:
+        raise InvalidInput(f"cannot read {p}: nested too deeply") from None
+    except (OSError, UnicodeDecodeError, InvalidInput, tomllib.TOMLDecodeError) as e:
+        raise InvalidInput(f"cannot read {p}: {e}") from e
+    remotes = doc.get("remotes", {})
+    if not isinstance(remotes, dict):
+        raise InvalidInput(f"{p}: remotes must be a table of [remotes.NAME] tables, not {type(remotes).__name__}")
+    return remotes, p
 
 
 def _token(name: str, configured: str | None) -> str | None:
@@ -58,35 +66,73 @@ def _token(name: str, configured: str | None) -> str | None:
     return env or configured
 
 
+def _same_url(a: str, b: str) -> bool:
+    return a.rstrip("/") == b.rstrip("/")
+
+
+def _spec(name: str, spec: object, where: str) -> dict:
+    if not isinstance(spec, dict) or not isinstance(spec.get("url"), str):
+        raise InvalidInput(f"remote {name!r} in {where} has no url (expected [remotes.{name}] url = \"...\")")
+    for opt in ("endpoint_url", "region"):
+        if not isinstance(spec.get(opt, ""), str):
+            raise InvalidInput(f"remote {name!r} in {where}: {opt} must be a string")
+    if not isinstance(spec.get("insecure", False), bool) or not isinstance(spec.get("token", ""), str):
+        raise InvalidInput(f"remote {name!r} in {where}: insecure must be true or false, token a string")
+    return spec
+
+
 def configured(cwd: Path | None = None) -> tuple[list[RemoteSpec], str | None]:
-    """All remotes (user config, then the project's, which wins on a name) and the default's name."""
+    """All remotes (the user's, then the project's) and the default's name.
+
+    Credentials and ``insecure`` bind to the URL the *user* configured (docs/security.md): a
+    project file is committed and cloned, so it may add remotes but never rebind a user's remote
+    name to another URL, set ``insecure`` or carry a token; a project remote gets a token only if
+    its URL is one the user configured (that remote's token), never ``CAS_TOKEN``."""
     user = load_user_config()
-    merged: dict[str, dict] = {}
-    for name, spec in user.get("remotes", {}).items():
-        merged[name] = dict(spec)
-    for name, spec in _project_remotes(cwd or Path.cwd()).items():
-        merged[name] = {**merged.get(name, {}), **{k: v for k, v in spec.items() if k != "token"}}
+    user_remotes = user.get("remotes", {})
+    if not isinstance(user_remotes, dict):
+        raise InvalidInput(f"{config_path()}: remotes must be a table of [remotes.NAME] tables")
     out = []
-    for name, spec in merged.items():
-        if not isinstance(spec, dict) or not isinstance(spec.get("url"), str):
-            raise InvalidInput(f"remote {name!r} in {config_path()} has no url")
-        for opt in ("endpoint_url", "region"):
-            if not isinstance(spec.get(opt, ""), str):
-                raise InvalidInput(f"remote {name!r}: {opt} must be a string")
-        out.append(RemoteSpec(name, spec["url"], _token(name, user.get("remotes", {}).get(name, {}).get("token")),
-                              bool(spec.get("insecure", False)), spec.get("endpoint_url"), spec.get("region")))
+    for name, spec in user_remotes.items():
+        spec = _spec(name, spec, str(config_path()))
+        out.append(RemoteSpec(name, spec["url"], _token(name, spec.get("token")), spec.get("insecure", False),
+                              spec.get("endpoint_url"), spec.get("region")))
+    project, where = _project_remotes(cwd or Path.cwd())
+    for name, spec in project.items():
+        spec = _spec(name, spec, str(where))
+        for opt in ("token", "insecure"):
+            if opt in spec:
+                raise InvalidInput(f"{where}: remote {name!r} sets {opt}, which only the user config "
+                                   f"({config_path()}) or the environment may set: a project file is shared")
+        if name in user_remotes:
+            mine = user_remotes[name].get("url", "")
+            if not _same_url(mine, spec["url"]):
+                raise InvalidInput(f"{where} names remote {name!r} as {spec['url']}, but your {config_path()} has "
+                                   f"{name!r} as {mine}: a project cannot rebind your remote (your token goes to "
+                                   "your URL only); rename one of them")
+            continue
+        out.append(RemoteSpec(name, spec["url"], token_for_url(spec["url"], out), False,
+                              spec.get("endpoint_url"), spec.get("region")))
     return out, user.get("default_remote")
 
 
-def choose(remote: str | None, cwd: Path | None = None) -> list[RemoteSpec]:
-    """The remotes to use, in order: the one named (or a URL), else every configured one, default first."""
+def token_for_url(url: str, specs: list[RemoteSpec]) -> str | None:
+    """The token of the user-configured remote at ``url``, if any."""
+    return next((s.token for s in specs if s.token and _same_url(s.url, url)), None)
+
+
+def choose(remote: str | None, cwd: Path | None = None, *, trusted: bool = True) -> list[RemoteSpec]:
+    """The remotes to use, in order: the one named (or a URL), else every configured one, default
+    first. ``trusted=False``: ``remote`` comes from a project file, not the user, so a URL there
+    gets no ``CAS_TOKEN`` (only the token of a user remote with that very URL)."""
     specs, default = configured(cwd)
     if remote:
         for s in specs:
             if s.name == remote:
                 return [s]
         if "://" in remote or remote.startswith(("/", ".", "~")):
-            return [RemoteSpec(remote, remote, _token("", None))]
+            token = token_for_url(remote, specs) or (_token("", None) if trusted else None)
+            return [RemoteSpec(remote, remote, token)]
         raise NotFound(f"no remote named {remote!r} (configured: {', '.join(s.name for s in specs) or 'none'})")
     if not specs:
         raise NotFound("no remote configured: add one with `cas remote add NAME URL --default`")
