@@ -131,3 +131,91 @@ def test_one_member_cannot_make_another_overwrite_their_files(users):
         assert stat.S_IMODE(secret.stat().st_mode) == 0o600
         assert_blob_is_ours(Store.open(store), d, data)
         assert run_as(victim_user, lib, home2, "--store", store, "verify").returncode == 0
+
+
+# Stdlib only, run as the attacker: swap a version's view for a symlink to a directory of his own
+# files, or a blobs/XX fan-out directory for a symlink to a directory he owns.
+SWAP = """
+import os, shutil, sys
+from pathlib import Path
+
+store, kind, name, own = Path(sys.argv[1]), sys.argv[2], sys.argv[3], Path(sys.argv[4])
+os.umask(0o002)
+own.mkdir(parents=True, exist_ok=True)
+if kind == "view":
+    (own / "w.bin").write_bytes(b"the attacker's code")
+    target = store / "views" / name
+    os.rename(target, store / "tmp" / ("old-view-" + name))  # the group may write views/ on a shared store
+    os.symlink(own, target)
+else:
+    sub = store / "blobs" / name
+    for f in os.listdir(sub):
+        shutil.copy(sub / f, own / f)
+    os.rename(sub, store / "tmp" / ("old-fanout-" + name))
+    os.symlink(own, sub)
+"""
+
+
+def _swap(attacker, home, store, kind, name, own):
+    home.mkdir(exist_ok=True)
+    shutil.chown(home, attacker, GROUP)
+    p = subprocess.run(["setpriv", f"--reuid={attacker}", f"--regid={GROUP}", "--init-groups", system_python(),
+                        "-c", SWAP, str(store), kind, name, str(own)],
+                       env={"PATH": "/usr/bin:/bin", "HOME": str(home)}, capture_output=True, text=True)
+    assert p.returncode == 0, p.stderr
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="creating users needs root (CI runs as root)")
+def test_a_member_cannot_swap_another_members_view(users):
+    """Before: castest2's `cas path` returned castest1's directory, and verify and doctor said nothing."""
+    attacker, victim = users
+    gid = grp.getgrnam(GROUP).gr_gid
+    with readable_base("cas-view-swap-") as (base, lib):
+        d, size, data = publish_one(base, base / "nas")
+        open_to_all(base / "nas")
+        store = base / "store"
+        store.mkdir()
+        os.chown(store, 0, gid)
+        os.chmod(store, 0o2775)
+        home1, home2 = base / "home-1", base / "home-2"
+        assert run_as(victim, lib, home2, "--store", store, "init", "--shared").returncode == 0
+        assert run_as(victim, lib, home2, "--store", store, "fetch", "m@1.0.0", "--remote", base / "nas").returncode == 0
+        p = run_as(victim, lib, home2, "--store", store, "path", "m@1.0.0")
+        assert p.returncode == 0, p.stderr
+        view = Path(p.stdout.strip())
+        _swap(attacker, home1, store, "view", view.name, home1 / "evil")
+        assert os.path.islink(view)
+        for cmd in ("verify", "doctor"):
+            p = run_as(victim, lib, home2, "--store", store, "--json", cmd)
+            assert p.returncode != 0 and str(view) in p.stdout, (cmd, p.stdout, p.stderr)
+        p = run_as(victim, lib, home2, "--store", store, "path", "m@1.0.0")
+        assert p.returncode == 0 and Path(p.stdout.strip()) == view, p.stderr
+        assert not os.path.islink(view) and (view / "w.bin").read_bytes() == data  # rebuilt, the store's bytes
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="creating users needs root (CI runs as root)")
+def test_a_symlinked_fanout_directory_is_neither_read_nor_written_through(users):
+    """Before: a symlinked blobs/XX made a fetch write outside the store, and others read his copies."""
+    attacker, victim = users
+    gid = grp.getgrnam(GROUP).gr_gid
+    with readable_base("cas-fanout-") as (base, lib):
+        d, size, data = publish_one(base, base / "nas")
+        open_to_all(base / "nas")
+        store = base / "store"
+        store.mkdir()
+        os.chown(store, 0, gid)
+        os.chmod(store, 0o2775)
+        home1, home2 = base / "home-1", base / "home-2"
+        assert run_as(victim, lib, home2, "--store", store, "init", "--shared").returncode == 0
+        assert run_as(victim, lib, home2, "--store", store, "fetch", "m@1.0.0", "--remote", base / "nas").returncode == 0
+        own = home1 / "fanout"
+        _swap(attacker, home1, store, "fanout", d.hex[:2], own)
+        (own / d.hex).unlink()  # so a fetch has something to write
+        p = run_as(victim, lib, home2, "--store", store, "fetch", "m@1.0.0", "--remote", base / "nas")
+        assert p.returncode != 0 and str(store / "blobs" / d.hex[:2]) in p.stderr, p.stderr
+        assert not (own / d.hex).exists()  # nothing written through the link
+        p = run_as(victim, lib, home2, "--store", store, "--json", "verify")
+        report = json.loads(p.stdout)
+        assert p.returncode != 0 and any(x["kind"] == "unsafe" for x in report["problems"]), p.stdout
+        p = run_as(victim, lib, home2, "--store", store, "--json", "doctor")
+        assert any(f["kind"] == "symlink" for f in json.loads(p.stdout)["findings"])

@@ -115,3 +115,48 @@ StoreMachine.TestCase.settings = settings(
     max_examples=40, stateful_step_count=20, deadline=None, suppress_health_check=[HealthCheck.too_slow]
 )
 TestStoreMachine = StoreMachine.TestCase
+
+
+def _no_hard_links(*args, **kwargs):
+    import errno
+
+    raise OSError(errno.EPERM, "Operation not permitted (hard links disabled by the test)")
+
+
+class NoLinkStoreMachine(StoreMachine):
+    """The same machine where link() fails as on some SMB and FUSE mounts: refs are published
+    with renameat2(RENAME_NOREPLACE) instead (fs/atomic.py)."""
+
+    no_renameat2 = False
+
+    @initialize()
+    def setup(self):
+        import os
+
+        from casstore.fs import atomic
+
+        self._saved = (os.link, atomic.rename_noreplace)
+        os.link = _no_hard_links
+        if self.no_renameat2:  # nor renameat2: an exclusive create of the final name
+            atomic.rename_noreplace = lambda src, dst: None
+        super().setup()
+
+    def teardown(self):
+        import os
+
+        from casstore.fs import atomic
+
+        os.link, atomic.rename_noreplace = self._saved
+        super().teardown()
+
+
+class NoLinkNoRenameStoreMachine(NoLinkStoreMachine):
+    no_renameat2 = True
+
+
+for _machine in (NoLinkStoreMachine, NoLinkNoRenameStoreMachine):
+    _machine.TestCase.settings = settings(
+        max_examples=20, stateful_step_count=20, deadline=None, suppress_health_check=[HealthCheck.too_slow]
+    )
+TestStoreMachineWithoutHardLinks = NoLinkStoreMachine.TestCase
+TestStoreMachineWithoutHardLinksOrRenameat2 = NoLinkNoRenameStoreMachine.TestCase

@@ -7,6 +7,7 @@ name, so an existing file, hard link or symlink at the target is never opened fo
 
 from __future__ import annotations
 
+import logging
 import os
 import stat
 import time
@@ -23,6 +24,8 @@ from casstore.model.manifest import Entry, Manifest
 from casstore.store.objects import Store
 from casstore.store.shared import is_shared
 
+log = logging.getLogger("casstore")
+
 
 def _require_blobs(store: Store, m: Manifest) -> None:
     missing = [e for e in m.entries if not store.has_blob(e.digest)]
@@ -34,14 +37,21 @@ def _require_blobs(store: Store, m: Manifest) -> None:
 
 
 def view(store: Store, digest: Digest, m: Manifest) -> Path:
-    """A directory of relative symlinks to the blobs, built once per manifest and reused."""
+    """A directory of relative symlinks to the blobs, built once per manifest and reused only
+    while it is exactly that: a real directory whose every entry is a link to the right blob
+    (on a shared store a member could swap it for a directory of his own files). Anything else
+    there is moved aside and the view built again."""
     from casstore.store.markers import record_use
 
     final = store.layout.view(digest)
     _require_blobs(store, m)  # also for a view built earlier: a blob may have been quarantined
     record_use(store, m.name, m.version)
-    if final.is_dir():
+    problem = view_problem(store, final, m)
+    if problem is None:
         return final
+    if problem != "absent":
+        log.warning("%s %s; building it again", final, problem)
+        _move_aside(store, final)
     tmp = store.tmp_path("view.")
     try:
         # Private while it is built: on a shared store, tmp/ is writable by the whole group, and
@@ -50,8 +60,7 @@ def view(store: Store, digest: Digest, m: Manifest) -> Path:
         for e in m.entries:
             link = tmp / e.path
             link.parent.mkdir(parents=True, exist_ok=True)
-            final_parent = final / e.path
-            os.symlink(os.path.relpath(store.blob_path(e.digest), final_parent.parent), link)
+            os.symlink(_target(store, final, e), link)
         # Read-only all the way down, so nothing can be added inside a view; on a group-shared
         # store the group keeps write access, so that any member's GC can remove it later.
         mode = stat.S_IMODE(os.stat(final.parent).st_mode) & (0o2575 if is_shared(store.root) else 0o2555)
@@ -62,7 +71,7 @@ def view(store: Store, digest: Digest, m: Manifest) -> Path:
         try:
             os.rename(tmp, final)
         except OSError:
-            if not final.is_dir():
+            if view_problem(store, final, m) is not None:  # another writer's view won: it must be sound too
                 raise
         else:
             os.chmod(final, mode)
@@ -70,6 +79,58 @@ def view(store: Store, digest: Digest, m: Manifest) -> Path:
         if tmp.exists():
             remove_tree(tmp)
     return final
+
+
+def _target(store: Store, final: Path, e: Entry) -> str:
+    return os.path.relpath(store.blob_path(e.digest), (final / e.path).parent)
+
+
+def view_problem(store: Store, final: Path, m: Manifest) -> str | None:
+    """What is wrong with the view at ``final`` for ``m`` ("absent" if there is none), or None."""
+    try:
+        st = os.lstat(final)
+    except FileNotFoundError:
+        return "absent"
+    if not stat.S_ISDIR(st.st_mode):
+        return "is not a directory (a symlink?)"
+    want = {e.path: _target(store, final, e) for e in m.entries}
+    seen = 0
+    stack = [(final, "")]
+    while stack:
+        d, rel = stack.pop()
+        try:
+            entries = list(os.scandir(d))
+        except OSError as e:
+            return f"cannot be read: {e.strerror}"
+        for entry in entries:
+            path = f"{rel}{entry.name}"
+            if entry.is_symlink():
+                if want.get(path) != os.readlink(entry.path):
+                    return f"has {path} linking elsewhere than to its blob"
+                seen += 1
+            elif entry.is_dir(follow_symlinks=False):
+                stack.append((Path(entry.path), path + "/"))
+            else:
+                return f"has {path}, which is not a link to a blob"
+    return None if seen == len(want) else f"lacks {len(want) - seen} of its {len(want)} links"
+
+
+def _move_aside(store: Store, final: Path) -> None:
+    """Take whatever is at a view's name out of the way (renaming moves a symlink itself)."""
+    aside = store.tmp_path("view.")
+    try:
+        os.rename(final, aside)
+    except FileNotFoundError:
+        return
+    except OSError as e:
+        from casstore.errors import UnsafeDestination
+
+        raise UnsafeDestination(f"{final} is not a sound view of its version and cannot be replaced here "
+                                f"({e.strerror}); ask the store's owner to run `cas doctor`") from e
+    if os.path.islink(aside) or not os.path.isdir(aside):
+        os.unlink(aside)
+    else:
+        remove_tree(aside)
 
 
 @dataclass

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import stat
 from dataclasses import dataclass
+from pathlib import Path
 
 from casstore.errors import InvalidInput
 from casstore.fs.writers import gone, holder_of, read_holder
@@ -75,10 +76,34 @@ def diagnose(store: Store, grace: float = DEFAULT_GRACE) -> list[Finding]:
         out.append(Finding("unreadable-lease", str(lease), f"{why}; GC stops on it: remove it if no casstore "
                                                            "operation is running"))
     out += _unreadable_refs(store)
+    out += _unsafe(store)
     roots = project_roots(store)
     for path, why in roots.unreadable:
         out.append(Finding("unreadable-root", path, f"{why}; GC stops on it: remove the file if that project is gone "
                                                     "(its next `cas sync` registers it again)"))
+    return out
+
+
+def _unsafe(store: Store) -> list[Finding]:
+    """Symlinks where a store has only real directories, and views that are not exactly their
+    version's links (on a shared store, a member could point others at files of his own)."""
+    from casstore.errors import CasError
+    from casstore.ops.checkout import view_problem
+
+    out = [Finding("symlink", str(p), "a symlink where casstore keeps only real directories: what it points to is "
+                                      "not the store's; move it away") for p in store.unsafe_links()]
+    views = store.layout.root / "views"
+    for e in os.scandir(views) if views.is_dir() and not views.is_symlink() else []:
+        try:
+            d = Digest(e.name)
+            m = store.get_manifest(d)
+        except (InvalidInput, CasError):
+            if e.is_symlink() or not e.is_dir(follow_symlinks=False):
+                out.append(Finding("bad-view", e.path, "not a directory casstore built; move it away"))
+            continue
+        why = view_problem(store, Path(e.path), m)
+        if why not in (None, "absent"):
+            out.append(Finding("bad-view", e.path, f"{why}; `cas path {m.name}@{m.version}` builds it again"))
     return out
 
 

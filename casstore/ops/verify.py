@@ -14,9 +14,10 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from casstore.errors import CasError
+from casstore.errors import CasError, UnsafeDestination
 from casstore.model import formats
 from casstore.model.digest import Digest, hash_file
+from casstore.ops.checkout import view_problem
 from casstore.progress import Ticker
 from casstore.store.objects import Store
 
@@ -25,7 +26,7 @@ log = logging.getLogger("casstore")
 
 @dataclass
 class Problem:
-    kind: str  # corrupt | wrong-size | missing | bad-ref | bad-manifest | format
+    kind: str  # corrupt | wrong-size | missing | bad-ref | bad-manifest | unsafe | bad-view | format
     what: str  # digest, ref or path
     detail: str
     used_by: list[str] = field(default_factory=list)  # "model@version:path"
@@ -105,16 +106,24 @@ def verify(
             continue
         report.manifests += 1
         label = f"{m.name}@{m.version}"
+        view_path = store.layout.view(md)
+        why = view_problem(store, view_path, m)
+        if why not in (None, "absent"):
+            report.problems.append(Problem("bad-view", str(view_path), f"{view_path} {why}; `cas path {label}` builds "
+                                           "it again", names))
         for entry in m.entries:
             users.setdefault(entry.digest, []).append(f"{label}:{entry.path}")
             sizes[entry.digest] = entry.size
             if entry.path.endswith((".json", ".safetensors")):
                 format_checks.setdefault(entry.digest, entry.path)
 
+    for link in store.unsafe_links():
+        report.problems.append(Problem("unsafe", str(link), f"{link} is a symlink, which casstore never makes in a "
+                                       "store: whatever it points to is not the store's; move it away"))
     if model is None:
         present = dict(store.iter_blobs())
     else:
-        present = {d: store.blob_path(d) for d in users if store.has_blob(d)}
+        present = {d: store.blob_path(d) for d in users if _has_blob(store, d)}
     for d in users:
         if d not in present:
             report.problems.append(Problem("missing", str(d), "blob is not in the store", users[d], sizes.get(d)))
@@ -168,6 +177,13 @@ def verify(
                     report.problems.append(Problem("format", str(d), f"{rel}: {finding}", users[d]))
     report.elapsed = time.monotonic() - t0
     return report
+
+
+def _has_blob(store: Store, d: Digest) -> bool:
+    try:
+        return store.has_blob(d)
+    except UnsafeDestination:
+        return False  # behind a symlinked directory: reported as "unsafe", never read
 
 
 def _quarantine(store: Store, d: Digest, path: Path) -> Path:

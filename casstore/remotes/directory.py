@@ -7,13 +7,14 @@ publishers on different machines need no lock (the index too: see ``write_index_
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 from collections.abc import AsyncGenerator
 from pathlib import Path
 
 from casstore.errors import Conflict, NotFound, RemoteUnreachable
 from casstore.fs import linking
-from casstore.fs.atomic import makedirs, publish_file, write_file
+from casstore.fs.atomic import makedirs, publish_file, read_settled, write_file
 from casstore.fs.writers import temp_name
 from casstore.model.digest import Digest, hash_file
 from casstore.model.index import MAX_INDEX_BYTES
@@ -89,14 +90,14 @@ class DirectoryRemote(Remote):
         makedirs(final.parent)
         if isinstance(source, bytes):
             check_object(key, source, self.describe(key))
-            write_file(final, source, self.tmp)
+            write_file(final, source, self.tmp, exclusive=False)
             return
         tmp = self.tmp / temp_name()
         try:
             linking.reflink_or_copy(Path(source), tmp)
             os.chmod(tmp, 0o444)
             check_bytes(key, *hash_file(tmp), self.describe(key))  # the copy is what gets published
-            publish_file(tmp, final)
+            publish_file(tmp, final, exclusive=False)
         finally:
             if tmp.exists():
                 os.unlink(tmp)
@@ -113,7 +114,9 @@ class DirectoryRemote(Remote):
         h = self._history(model)
         names = sorted(n for n in os.listdir(h) if n.endswith(".json") and n[:-5].isdigit()) if h.is_dir() else []
         if names:
-            return int(names[-1][:-5]), read_file(h / names[-1], max_bytes=MAX_INDEX_BYTES)
+            # a record still being written where the filesystem has no hard links is waited out
+            newest = read_settled(h / names[-1], lambda d: (json.loads(d), d)[1], max_bytes=MAX_INDEX_BYTES)
+            return int(names[-1][:-5]), newest
         try:  # a remote written before snapshots, or by hand: its plain index is state 0
             return 0, read_file(self._p(index_path(model)), max_bytes=MAX_INDEX_BYTES)
         except FileNotFoundError:

@@ -133,7 +133,7 @@ class Server:
                     with open(tmp, "rb") as f:
                         self._check_manifest(f.read(), rel)
                 os.fchmod(fd, 0o444)
-                publish_file(tmp, final, fd=fd)
+                publish_file(tmp, final, fd=fd, exclusive=False)
             finally:
                 os.close(fd)
         finally:

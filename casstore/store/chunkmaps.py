@@ -36,7 +36,7 @@ def save(store, m: ChunkMap) -> None:
     path = store.layout.chunk_map(m.blob)
     try:
         makedirs(path.parent)
-        write_file(path, m.encode(), store.layout.tmp)
+        write_file(path, m.encode(), store.layout.tmp, root=store.root, exclusive=False)
     except OSError as e:  # a read-only store, a full disk: the map is only a cache
         log.info("not caching the chunk map of %s: %s", m.blob, e)
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import stat
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -77,6 +78,7 @@ class Store:
         self.root = Path(root)
         self.layout = Layout(self.root)
         self.refs = Refs(self.layout)
+        self._safe_dirs: set[Path] = set()
 
     # opening -----------------------------------------------------------------------------------
 
@@ -137,7 +139,31 @@ class Store:
         return self.layout.blob(d)
 
     def has_blob(self, d: Digest) -> bool:
-        return self.layout.blob(d).exists()
+        p = self.layout.blob(d)
+        self.check_dirs(p)
+        return p.exists()
+
+    def check_dirs(self, path: Path) -> None:
+        """Every directory from the store's root to ``path`` is a real one, never a symlink (on a
+        group-shared store a member could swap ``blobs/ab`` for a link to files of his own, which
+        others would then read as the store's): else ``UnsafeDestination`` naming it. Checked
+        once per directory and process; publishing re-checks by descriptor (fs/atomic.py)."""
+        parent = path.parent
+        if parent in self._safe_dirs:
+            return
+        from casstore.errors import UnsafeDestination
+
+        here = self.root
+        for name in parent.relative_to(self.root).parts:
+            here = here / name
+            try:
+                st = os.lstat(here)
+            except FileNotFoundError:
+                return  # nothing there yet: nothing to be misled by
+            if not stat.S_ISDIR(st.st_mode):
+                raise UnsafeDestination(f"{here} is a symlink or not a directory, which casstore never makes inside "
+                                        "a store; refusing to use what it points to (`cas doctor` reports it)")
+        self._safe_dirs.add(parent)
 
     def tmp_path(self, prefix: str = "") -> Path:
         return self.layout.tmp / temp_name(prefix)
@@ -203,7 +229,7 @@ class Store:
 
     def _publish_blob(self, tmp: Path, digest: Digest, size: int, method: str) -> Put:
         final = self.blob_path(digest)
-        if publish_file(tmp, final):
+        if publish_file(tmp, final, root=self.root, exclusive=False):
             return Put(digest, size, True, method)
         touch(final)
         return Put(digest, size, False)
@@ -221,9 +247,27 @@ class Store:
         return out
 
     def blob_dirs(self) -> list[str]:
-        """The ``blobs/XX`` directories by name; anything else under ``blobs/`` is skipped."""
+        """The ``blobs/XX`` directories by name; anything else under ``blobs/`` (a symlink above
+        all: ``unsafe_links`` reports it) is skipped."""
         root = self.layout.blobs
-        return [sub for sub in os.listdir(root) if len(sub) == 2 and os.path.isdir(os.path.join(root, sub))]
+        out = []
+        with os.scandir(root) as it:
+            for e in it:
+                if len(e.name) == 2 and e.is_dir(follow_symlinks=False):
+                    out.append(e.name)
+        return out
+
+    def unsafe_links(self) -> list[Path]:
+        """Symlinks where a store has only real directories and files: the top directories and
+        the fan-out directories of blobs, manifests and chunk maps (`cas verify`, `cas doctor`)."""
+        out = []
+        for top in ("blobs", "manifests", "chunks", "refs", "views", "tmp", "leases", "roots", "quarantine", "cache"):
+            p = self.root / top
+            if os.path.islink(p):
+                out.append(p)
+            elif top in ("blobs", "manifests", "chunks") and p.is_dir():
+                out += [Path(e.path) for e in os.scandir(p) if e.is_symlink()]
+        return out
 
     def blob_names(self, sub: str) -> list[str]:
         """The blob names in ``blobs/<sub>``: all checked in one match (100k blobs for `cas du`);
@@ -246,8 +290,7 @@ class Store:
         data = m.encode()
         digest = Digest.of_bytes(data)
         final = self.layout.manifest(digest)
-        makedirs(final.parent)
-        if not write_file(final, data, self.layout.tmp):
+        if not write_file(final, data, self.layout.tmp, root=self.root, exclusive=False):
             touch(final)
         return digest
 

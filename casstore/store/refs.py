@@ -14,7 +14,7 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from casstore.errors import Conflict, CorruptStore, InvalidInput
-from casstore.fs.atomic import fsync_dir, makedirs, write_file
+from casstore.fs.atomic import fsync_dir, makedirs, read_settled, write_file
 from casstore.model.digest import Digest
 from casstore.model.history import Switch
 from casstore.model.names import validate_model, validate_version
@@ -73,12 +73,9 @@ class Refs:
 
     def _read_tag(self, path: str | Path) -> Digest | None:
         try:
-            with open(path, "rb") as f:
-                text = f.read(200).decode("utf-8", "replace")
+            return read_settled(path, lambda data: Digest.parse(data[:200].decode("utf-8", "replace").strip()))
         except FileNotFoundError:
             return None
-        try:
-            return Digest.parse(text.strip())
         except InvalidInput as e:
             raise CorruptStore(f"corrupt tag file {path}: {e}") from e
 
@@ -206,6 +203,6 @@ def _record(p: Path) -> Switch:
     """A history record of this store; one that does not parse is damage to the store (exit 4),
     not bad input."""
     try:
-        return Switch.decode(p.read_bytes(), str(p))
+        return read_settled(p, lambda data: Switch.decode(data, str(p)))
     except InvalidInput as e:
         raise CorruptStore(str(e)) from e

@@ -217,8 +217,7 @@ class Downloader:
         data, job.buf = job.buf or bytearray(), None  # nothing arrives for an empty blob
         where = self._verified(job, Digest.of_bytes(data), len(data))
         final = self.store.blob_path(job.digest)
-        makedirs(final.parent)
-        if not write_file(final, data, self.store.layout.tmp):  # a full disk: OutOfSpace naming it
+        if not write_file(final, data, self.store.layout.tmp, root=self.store.root, exclusive=False):  # a full disk: OutOfSpace naming it
             touch(final)
         log.info("verified %s (%d bytes) from %s", job.digest, job.size, where)
 
@@ -294,7 +293,7 @@ class Downloader:
         where = self._verified(job, *job.frontier.finish(job.fd))  # reads back only what it lacks
         os.fchmod(job.fd, 0o444)
         final = self.store.blob_path(job.digest)
-        if not publish_file(job.path, final, fd=job.fd):
+        if not publish_file(job.path, final, fd=job.fd, root=self.store.root, exclusive=False):
             touch(final)
         if job.chunk_map is not None:  # a hint, like every cached map: copied chunks are re-hashed
             chunkmaps.save(self.store, job.chunk_map)
