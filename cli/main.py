@@ -35,6 +35,8 @@ def main(argv: list[str] | None = None) -> None:
         from casstore.errors import CasError
 
         if not isinstance(e, (CasError, OSError)):
+            if c.json:  # a bug: the traceback goes to stderr, and stdout still holds one document
+                _error_json(c, "InternalError", f"{type(e).__name__}: {e}", 1)
             raise
         code = exit_code(e)
         if isinstance(e, OSError) and e.errno == errno.EROFS:

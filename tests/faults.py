@@ -4,7 +4,7 @@ raise, which calls it hits and how often, as NAS and SMB clients fail in practic
 
     CAS_FAULTS='[{"op": "fsync", "errno": "EIO", "after": 2, "times": 1, "kind": "file"}]'
 
-``op``: fsync | link | rename | replace | open | pwrite | write | copy_file_range. ``kind`` (fsync only): file | dir.
+``op``: fsync | link | rename | replace | open | pwrite | write | copy_file_range | unlink. ``kind`` (fsync only): file | dir.
 ``path``: a substring the path must contain. ``after``: matching calls let through first.
 ``times``: failures before calls succeed again (-1: forever). ``after_bytes`` (pwrite/write):
 fail once this many bytes were written.
@@ -84,6 +84,7 @@ def install() -> None:
         "pwrite": lambda fd, data, offset: {"nbytes": len(data)},
         "write": lambda fd, data: {"nbytes": len(data)},
         "copy_file_range": lambda src, dst, count, *a, **kw: {"nbytes": count},
+        "unlink": lambda path, *a, **kw: {"path": path},
     }
     for name, hook in hooks.items():
         def patched(*args, _name=name, _hook=hook, _real=getattr(os, name), **kwargs):

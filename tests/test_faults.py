@@ -55,6 +55,7 @@ def test_add_under_faults(base, rule, outcome):
     else:
         assert p.returncode != 0 and "Traceback" not in p.stderr, p.stderr
         assert "injected" in p.stderr or "no space" in p.stderr, p.stderr
+        assert str(cas.store) in p.stderr, f"the error names no path: {p.stderr}"
     store = settled(cas)
     if outcome == "succeeds":
         assert store.refs.get_tag("m", "2") is not None
@@ -70,6 +71,16 @@ def test_switch_under_rename_and_link_faults(base):
         p = run(cas.store, [rule], "use", f"m@{to}")  # a real switch each time (m@1 is current at first)
         assert ("EIO" in rule["errno"]) == (p.returncode != 0), p.stderr
         settled(cas)
+
+
+def test_a_switch_is_not_failed_by_its_temp_file_cleanup(base):
+    """Before: `cas use` switched, then exited 1 because removing its temp file failed."""
+    cas, new = base
+    cas("add", new, "--name", "m", "--version", "2")
+    p = run(cas.store, [{"op": "unlink", "errno": "EIO", "times": -1, "path": "/tmp/"}], "use", "m@2")
+    assert p.returncode == 0, p.stderr
+    assert Store.open(cas.store).refs.current("m").version == "2"
+    settled(cas)
 
 
 def test_fetch_out_of_space_mid_download(tmp_path):
@@ -99,3 +110,21 @@ def test_gc_under_rename_faults(base):
         assert_store_consistent(store)
         assert store.refs.current("m").version == "2"
     assert cas("verify").returncode == 0
+
+
+@pytest.mark.parametrize("rule", [
+    {"op": "pwrite", "errno": "EIO", "after_bytes": 1 << 20},
+    {"op": "fsync", "errno": "EIO", "kind": "file", "times": -1},
+    {"op": "pwrite", "errno": "ENOSPC", "after_bytes": 1 << 20},
+])
+def test_fetch_io_errors_name_their_path(tmp_path, rule):
+    """Before: `cas: error: [Errno 5] Input/output error`, naming nothing."""
+    pub = CasRunner(tmp_path / "pub", tmp_path)
+    pub("add", make_model(tmp_path / "src", {"big.bin": 3 << 20, "small.json": b"{}"}), "--name", "m", "--version", "1")
+    pub("push", "m@1", "--remote", tmp_path / "nas")
+    user = CasRunner(tmp_path / "store", tmp_path)
+    Store.open(user.store)
+    p = run(user.store, [rule], "fetch", "m@1", "--remote", tmp_path / "nas", "--jobs", "1")
+    assert p.returncode != 0 and "Traceback" not in p.stderr, p.stderr
+    assert str(user.store) in p.stderr, f"the error names no path: {p.stderr}"
+    assert_store_consistent(Store.open(user.store))

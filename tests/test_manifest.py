@@ -6,7 +6,7 @@ from hypothesis import strategies as st
 
 from casstore.errors import InvalidManifest
 from casstore.model.digest import Digest
-from casstore.model.manifest import Entry, Manifest
+from casstore.model.manifest import MAX_TIME, Entry, Manifest
 
 D = Digest("cd" * 32)
 
@@ -38,7 +38,7 @@ manifests = st.builds(
     name=names,
     version=names,
     entries=st.lists(entries, max_size=8).map(_distinct),
-    created=st.integers(0, 2**40),
+    created=st.integers(0, MAX_TIME),
     note=st.text(max_size=30),
     breaking=st.booleans(),
     meta=st.dictionaries(st.text(max_size=8), st.text(max_size=8), max_size=3),

@@ -175,3 +175,110 @@ def test_progress_record(data):
         p.write_bytes(data)
         done = read_record(p, D, 100)
         assert done is None or all(0 <= a <= b <= 100 for a, b in done)
+
+
+# The rest of what someone else writes: chunk maps from a remote, the user's own config and
+# CAS_* values, sizes on the command line, cas.toml's remotes, and the format checks of files a
+# publisher chose (which `cas add` and every `cas verify` run on).
+
+@fuzz
+def _packb(v) -> bytes:
+    import msgpack
+
+    try:
+        return msgpack.packb(v)
+    except OverflowError:  # an integer msgpack cannot hold: not a document anyone can send
+        return b"\xc0"
+
+
+@given(st.binary(max_size=300) | st.builds(_packb, json_values))
+def test_chunk_map(data):
+    from casstore.model.chunkmap import ChunkMap
+
+    parses_or_invalid(lambda b: ChunkMap.decode(b, blob=D, size=1 << 20, source="fuzz"), data)
+
+
+@fuzz
+@given(st.one_of(st.text(max_size=40), st.integers(-(2**80), 2**80), st.floats(allow_nan=True), st.booleans(),
+                 st.lists(st.integers(), max_size=2)))
+def test_typed_values(value):
+    from casstore.model import values
+    from casstore.model.sizes import parse_size
+
+    for parse in (values.seconds, values.days, values.count, values.size, values.flag, values.positive_size):
+        parses_or_invalid(parse, value)
+    if isinstance(value, str):
+        parses_or_invalid(parse_size, value)
+
+
+@fuzz
+@given(st.text(max_size=300) | st.builds(lambda v: f"[gc]\nkeep_last = {json.dumps(v)}\n", json_values)
+       | st.builds(lambda v: f"[remotes.x]\nurl = {json.dumps(v)}\n", json_values))
+def test_user_config(text):
+    from casstore.config import store_path, user_setting
+    from casstore.gc.policy import Policy
+    from casstore.remotes.config import configured
+
+    with tempfile.TemporaryDirectory() as d:
+        Path(d, "config.toml").write_text(text)
+        old = os.environ.get("CAS_CONFIG")
+        os.environ["CAS_CONFIG"] = str(Path(d, "config.toml"))
+        try:
+            parses_or_invalid(lambda _: Policy.from_config(), None)
+            parses_or_invalid(lambda _: user_setting("gc.max_size", None), None)
+            parses_or_invalid(lambda _: store_path(), None)
+            parses_or_invalid(lambda _: configured(Path(d)), None)
+        finally:
+            os.environ["CAS_CONFIG"] = old or ""
+
+
+@fuzz
+@given(st.builds(lambda v: f"remotes = {json.dumps(v)}\n", json_values)
+       | st.builds(lambda v: f"[remotes.team]\nurl = {json.dumps(v)}\ninsecure = {json.dumps(v)}\n", json_values)
+       | st.builds(lambda n: "a = " + "[" * n + "]" * n + "\n", st.integers(0, 5000)))
+def test_cas_toml_remotes(text):
+    from casstore.remotes.config import configured
+
+    with tempfile.TemporaryDirectory() as d:
+        Path(d, "cas.toml").write_text(text)
+        parses_or_invalid(lambda _: configured(Path(d)), None)
+        parses_or_invalid(lambda _: Project.load(Path(d)), None)
+
+
+header_values = st.recursive(
+    scalars | st.floats(allow_nan=True),
+    lambda c: st.one_of(st.lists(c, max_size=4), st.dictionaries(st.sampled_from(["dtype", "shape", "data_offsets",
+                                                                                   "__metadata__", "t"]), c, max_size=4)),
+    max_leaves=20)
+
+
+@fuzz
+@given(st.one_of(header_values, st.dictionaries(st.text(max_size=5), header_values, max_size=4)),
+       st.integers(0, 64), st.integers(0, 3))
+def test_format_checks_never_raise(header, extra, nesting):
+    import struct
+
+    from casstore.model.formats import check_file
+
+    raw = ("[" * (nesting * 3000) + json.dumps(header) + "]" * (nesting * 3000)).encode()
+    with tempfile.TemporaryDirectory() as d:
+        st_path, js_path = Path(d, "x.safetensors"), Path(d, "x.json")
+        st_path.write_bytes(struct.pack("<Q", len(raw)) + raw + bytes(extra))
+        js_path.write_bytes(raw)
+        for p in (st_path, js_path):
+            found = check_file(p)
+            assert isinstance(found, list) and all(isinstance(x, str) and len(x) < 1000 for x in found)
+            assert len(found) <= 21
+
+
+def test_a_remotes_extreme_numbers_are_refused_by_the_index_parser():
+    doc = json.loads(json.dumps(GOOD_INDEX))
+    for field, value in (("created", 2**64), ("size", 2**63)):
+        bad = json.loads(json.dumps(doc))
+        bad["versions"]["1.0.0"][field] = value
+        with pytest.raises(InvalidInput, match="out of range"):
+            Index.decode(json.dumps(bad).encode(), source="fuzz", model="m")
+    m = json.loads(json.dumps(GOOD_MANIFEST))
+    m["created"] = 2**63
+    with pytest.raises(InvalidInput):
+        Manifest.decode(json.dumps(m).encode(), source="fuzz")

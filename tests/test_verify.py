@@ -59,3 +59,38 @@ def test_dangling_tag_reported(store, tmp_path):
     os.unlink(store.layout.manifest(r.manifest))
     rep = verify(store)
     assert not rep.ok and rep.problems[0].kind == "bad-ref" and "m@1" in rep.problems[0].used_by
+
+
+def test_a_hostile_published_file_neither_crashes_add_nor_hides_a_corrupt_blob(cas, tmp_path):
+    """Before: a config.json or safetensors header nested very deep, a dtype that is not a string or
+    an absurd shape made `cas add` crash, and a whole-store `cas verify` crash after silently
+    quarantining another model's corrupt blob (nothing on stdout with --json)."""
+    import json
+    import struct
+
+    def safetensors(path, header):
+        raw = json.dumps(header).encode()
+        path.write_bytes(struct.pack("<Q", len(raw)) + raw + bytes(16))
+
+    src = tmp_path / "hostile"
+    src.mkdir()
+    (src / "config.json").write_text("[" * 100_000 + "]" * 100_000)
+    safetensors(src / "a.safetensors", {"t": {"dtype": ["F32"], "shape": [1], "data_offsets": [0, 4]}})
+    safetensors(src / "b.safetensors", {"t": {"dtype": "F32", "shape": [2**62] * 40, "data_offsets": [0, 4]}})
+    raw = b'{"a":' * 50_000 + b"1" + b"}" * 50_000
+    (src / "c.safetensors").write_bytes(struct.pack("<Q", len(raw)) + raw)
+    p = cas("add", src, "--name", "hostile", "--version", "1")
+    assert "Traceback" not in p.stderr and "nested too deeply" in p.stderr and "dtype" in p.stderr, p.stderr
+    assert cas("add", src, "--name", "hostile", "--version", "2", "--strict", ok=False).returncode == 2
+    cas("add", make_model(tmp_path / "other", {"w.bin": 5000}), "--name", "other", "--version", "1")
+    from casstore.store.objects import Store
+
+    store = Store.open(cas.store)
+    d = store.load("other", "1")[2].entries[0].digest
+    corrupt(store.blob_path(d))
+    p = cas("--json", "verify", ok=False)
+    report = json.loads(p.stdout)
+    assert p.returncode == 4 and "Traceback" not in p.stderr
+    assert any(x["kind"] == "corrupt" and x["what"] == str(d) for x in report["problems"])
+    assert any(x["kind"] == "format" and "nested too deeply" in x["detail"] for x in report["problems"])
+    assert report["quarantined"] and not store.has_blob(d)

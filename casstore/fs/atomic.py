@@ -134,10 +134,7 @@ def link_no_replace(tmp: Path, final: Path, *, exclusive: bool = True) -> bool:
             raise
         return _publish_without_link(tmp, final, exclusive)
     finally:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
+        _drop(tmp)
     return True
 
 
@@ -313,15 +310,30 @@ def write_file(final: Path, data: bytes | bytearray, tmp_dir: Path, *, mode: int
     except OSError as e:
         raise translate_os_error(e, final) from e
     finally:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
+        _drop(tmp)
+
+
+def _drop(tmp: Path) -> None:
+    """Remove a temp file once what it was for is done. A failure here (EIO on a flaky NAS) must
+    not fail a command whose write is already published: the file is garbage GC removes later."""
+    try:
+        os.unlink(tmp)
+    except FileNotFoundError:
+        pass
+    except OSError as e:
+        import logging
+
+        logging.getLogger("casstore").info("could not remove the temp file %s (%s); `cas gc` removes it later",
+                                           tmp, e.strerror)
 
 
 def translate_os_error(e: OSError, path: Path, needed: int | None = None) -> OSError:
+    """``e`` as the error to raise: ``OutOfSpace`` for a full disk, and an error about a
+    descriptor (fsync, write) given the path it was for, so that the message names it."""
     if e.errno == errno.ENOSPC:
         return out_of_space(path, needed)
+    if not e.filename and not isinstance(e, OutOfSpace) and e.errno is not None:
+        return OSError(e.errno, e.strerror, str(path))  # the subclass for the errno, as the OS would raise it
     return e
 
 

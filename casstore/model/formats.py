@@ -23,13 +23,33 @@ _DTYPE_BITS = {
 }
 
 
+MAX_FINDINGS = 20  # a file with a million bad tensors gets 20 lines and a count, not a million
+
+
 def check_file(path: Path, name: str | None = None) -> list[str]:
+    """What is wrong with a file we know the format of; never raises (a file that cannot be
+    read is one finding like any other)."""
     name = name or path.name
-    if name.endswith(".safetensors"):
-        return check_safetensors(path)
-    if name.endswith(".json"):
-        return check_json(path)
-    return []
+    try:
+        if name.endswith(".safetensors"):
+            found = check_safetensors(path)
+        elif name.endswith(".json"):
+            found = check_json(path)
+        else:
+            return []
+    except OSError as e:
+        return [f"cannot be read: {e.strerror or e}"]
+    except (RecursionError, MemoryError, OverflowError, ValueError, TypeError) as e:  # a check that missed a case
+        return [f"could not be checked: {type(e).__name__}"]
+    if len(found) > MAX_FINDINGS:
+        found = found[:MAX_FINDINGS] + [f"and {len(found) - MAX_FINDINGS} more problems"]
+    return found
+
+
+def _loads(raw: bytes):
+    """JSON from bytes; nesting deep enough to exhaust the parser is a RecursionError, caught by
+    the callers (the C parser checks its depth)."""
+    return json.loads(raw.decode("utf-8"))
 
 
 def check_json(path: Path) -> list[str]:
@@ -38,7 +58,9 @@ def check_json(path: Path) -> list[str]:
         return [f"JSON file larger than {MAX_JSON_BYTES} bytes, not checked"]
     try:
         with open(path, "rb") as f:
-            json.loads(f.read().decode("utf-8"))
+            _loads(f.read())
+    except RecursionError:
+        return ["not valid JSON: nested too deeply"]
     except (UnicodeDecodeError, ValueError) as e:
         return [f"not valid JSON: {e}"]
     return []
@@ -57,7 +79,9 @@ def check_safetensors(path: Path) -> list[str]:
             return [f"safetensors header length {n} runs past the end of the {size}-byte file"]
         raw = f.read(n)
     try:
-        header = json.loads(raw.decode("utf-8"))
+        header = _loads(raw)
+    except RecursionError:
+        return ["safetensors header is not valid JSON: nested too deeply"]
     except (UnicodeDecodeError, ValueError) as e:
         return [f"safetensors header is not valid JSON: {e}"]
     if not isinstance(header, dict):
@@ -71,14 +95,14 @@ def check_safetensors(path: Path) -> list[str]:
                 problems.append("__metadata__ is not a map of strings")
             continue
         if not isinstance(t, dict):
-            problems.append(f"tensor {key!r}: not an object")
+            problems.append(f"tensor {_short(key)}: not an object")
             continue
         dtype, shape, offsets = t.get("dtype"), t.get("shape"), t.get("data_offsets")
-        if dtype not in _DTYPE_BITS:
-            problems.append(f"tensor {key!r}: unknown dtype {dtype!r}")
+        if not isinstance(dtype, str) or dtype not in _DTYPE_BITS:
+            problems.append(f"tensor {_short(key)}: unknown dtype {_short(dtype)}")
             continue
-        if not isinstance(shape, list) or not all(type(x) is int and x >= 0 for x in shape):
-            problems.append(f"tensor {key!r}: bad shape {shape!r}")
+        if not isinstance(shape, list) or len(shape) > 64 or not all(type(x) is int and 0 <= x < 1 << 63 for x in shape):
+            problems.append(f"tensor {_short(key)}: bad shape {_short(shape)}")
             continue
         if (
             not isinstance(offsets, list)
@@ -86,17 +110,22 @@ def check_safetensors(path: Path) -> list[str]:
             or not all(type(x) is int for x in offsets)
             or not 0 <= offsets[0] <= offsets[1] <= data_len
         ):
-            problems.append(f"tensor {key!r}: data offsets {offsets!r} outside the {data_len}-byte data area")
+            problems.append(f"tensor {_short(key)}: data offsets {_short(offsets)} outside the {data_len}-byte data area")
             continue
-        nbits = math.prod(shape) * _DTYPE_BITS[dtype]
+        nbits = math.prod(shape) * _DTYPE_BITS[dtype]  # exact: Python ints do not overflow
         if nbits % 8 or nbits // 8 != offsets[1] - offsets[0]:
-            problems.append(
-                f"tensor {key!r}: {dtype}{shape} needs {nbits / 8:g} bytes but offsets span {offsets[1] - offsets[0]}"
-            )
+            need = f"{nbits // 8}" if nbits < 1 << 80 else "more than 2^77"
+            problems.append(f"tensor {_short(key)}: {dtype}{_short(shape)} needs {need} bytes but offsets span "
+                            f"{offsets[1] - offsets[0]}")
             continue
         spans.append((offsets[0], offsets[1], key))
     spans.sort()
     for (_a0, a1, ka), (b0, _b1, kb) in zip(spans, spans[1:]):
         if b0 < a1:
-            problems.append(f"tensors {ka!r} and {kb!r} overlap")
+            problems.append(f"tensors {_short(ka)} and {_short(kb)} overlap")
     return problems
+
+
+def _short(v) -> str:
+    r = repr(v)
+    return r if len(r) <= 80 else r[:77] + "..."

@@ -13,7 +13,7 @@ from typing import Any
 from casstore.errors import Conflict, InvalidInput
 from casstore.model import strictjson
 from casstore.model.digest import Digest
-from casstore.model.manifest import Manifest, encode_canonical
+from casstore.model.manifest import MAX_SIZE, MAX_TIME, Manifest, encode_canonical
 from casstore.model.names import validate_model, validate_version
 
 SCHEMA = 1
@@ -63,8 +63,8 @@ class Index:
                     raise InvalidInput(f"entry for {v!r} is not an object")
                 where = f"version {v!r}"
                 ints = [strictjson.field(e, k, int, where=where) for k in ("created", "size", "files")]
-                if min(ints) < 0:
-                    raise InvalidInput(f"{where}: negative created, size or files")
+                if min(ints) < 0 or ints[0] > MAX_TIME or max(ints[1:]) > MAX_SIZE:
+                    raise InvalidInput(f"{where}: created, size or files out of range ({ints})"[:300])
                 versions[v] = IndexEntry(Digest.parse(strictjson.field(e, "manifest", str, where=where)), ints[0],
                                          strictjson.field(e, "breaking", bool, where=where), ints[1], ints[2])
         except InvalidInput as e:

@@ -25,6 +25,8 @@ MODES = (0o644, 0o755)
 MAX_MANIFEST_BYTES = 64 << 20
 MAX_ENTRIES = 250_000
 _ENTRY_FIELDS = {"path", "size", "digest", "mode"}
+MAX_SIZE = (1 << 63) - 1  # what a file can hold (and a stat field)
+MAX_TIME = 253402300799  # the last second of 9999: later times do not print as dates
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,7 +57,7 @@ class Manifest:
     def __post_init__(self) -> None:
         validate_model(self.name)
         validate_version(self.version)
-        if type(self.created) is not int or self.created < 0:
+        if type(self.created) is not int or not 0 <= self.created <= MAX_TIME:
             raise InvalidManifest(f"manifest {self.name}@{self.version}: bad created time {self.created!r}")
         if not isinstance(self.note, str) or not isinstance(self.breaking, bool):
             raise InvalidManifest(f"manifest {self.name}@{self.version}: bad note or breaking flag")
@@ -65,7 +67,7 @@ class Manifest:
         entries = tuple(sorted(self.entries, key=lambda e: e.path))
         for e in entries:
             validate_path(e.path)
-            if type(e.size) is not int or e.size < 0:
+            if type(e.size) is not int or not 0 <= e.size <= MAX_SIZE:
                 raise InvalidManifest(f"manifest entry {e.path!r}: bad size {e.size!r}")
             if type(e.mode) is not int or e.mode not in MODES:
                 raise InvalidManifest(f"manifest entry {e.path!r}: mode {e.mode!r} is not 0o644 or 0o755")

@@ -159,6 +159,7 @@ def verify(
     items = sorted(present.items(), key=lambda kv: on_disk[kv[0]], reverse=True)  # largest first: no long tail
     report.blobs, report.bytes = len(items), sum(on_disk.values())
     tick = Ticker(progress, report.bytes)
+    bad: list[tuple[Digest, Path]] = []
     with ThreadPoolExecutor(max(1, jobs)) as pool:
         for (d, path), problem in zip(items, pool.map(check, items)):
             tick(on_disk[d])
@@ -168,7 +169,14 @@ def verify(
             problem.used_by = users.get(d, [])
             problem.size = sizes.get(d)
             report.problems.append(problem)
+            bad.append((d, path))
+    # Every corrupt blob is in the report before any is moved: a failure below cannot hide one.
+    for d, path in bad:
+        try:
             report.quarantined.append(str(_quarantine(store, d, path)))
+        except OSError as e:
+            report.problems.append(Problem("corrupt", str(d), f"could not move {path} to quarantine: {e.strerror}",
+                                           users.get(d, []), sizes.get(d)))
 
     if not fast:
         for d, rel in format_checks.items():

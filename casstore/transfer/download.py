@@ -29,7 +29,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from functools import partial
 
 from casstore.errors import CasError, IntegrityError, InvalidInput, NotFound, RemoteError, RemoteTooSlow
-from casstore.fs.atomic import makedirs, out_of_space, publish_file, write_file
+from casstore.fs.atomic import makedirs, out_of_space, publish_file, translate_os_error, write_file
 from casstore.fs.writers import writer_id
 from casstore.model.chunkmap import MAX_MAP_BYTES, ChunkMap
 from casstore.model.digest import Digest
@@ -263,9 +263,7 @@ class Downloader:
         try:
             done = await asyncio.to_thread(delta.prefill, self.store, job.fd, p)
         except OSError as e:
-            if e.errno == 28:
-                raise out_of_space(job.path, job.size) from e
-            raise
+            raise translate_os_error(e, job.path, job.size) from e
         n = sum(b - a for a, b in done)
         job.done, job.prefilled = partials.merge(job.done + done), n
         self.stats.bytes_from_local += n
@@ -361,10 +359,8 @@ class Downloader:
                     log.info("retrying %s [%d-%d) in %.1fs (attempt %d): %s", remote.describe(key), part.pos, part.end,
                              delay, attempt + 2, e)
                     await asyncio.sleep(delay)
-                except OSError as e:
-                    if e.errno == 28:
-                        raise out_of_space(job.path, job.size) from e
-                    raise
+                except OSError as e:  # the partial file: a full disk, or its device failing
+                    raise translate_os_error(e, job.path, job.size) from e
         urls = ", ".join(r.describe(key) for r in self.remotes)
         if isinstance(last, NotFound):
             raise NotFound(f"blob {job.digest} is not on any remote ({urls}): {last}") from last
