@@ -597,3 +597,140 @@ def test_a_cancelled_threaded_fetch_leaves_no_thread_waiting_on_a_silent_server(
     finally:
         srv.server.stop()
     assert_nothing_published(populated)
+
+
+class RawServer:
+    """A TCP server on loopback that answers every request with ``answer(writer, request_line)``:
+    for what aiohttp cannot send (headers dripped byte by byte, endless interim responses)."""
+
+    def __init__(self, answer):
+        import socket
+        import threading
+
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(16)
+        self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}/"
+        self.answer, self.stopped = answer, threading.Event()
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+        self.thread.start()
+
+    def _serve(self):
+        import threading
+
+        self.sock.settimeout(0.2)
+        while not self.stopped.is_set():
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                continue
+            threading.Thread(target=self._one, args=(conn,), daemon=True).start()
+
+    def _one(self, conn):
+        try:
+            head = b""
+            while b"\r\n\r\n" not in head:
+                chunk = conn.recv(4096)
+                if not chunk:
+                    return
+                head += chunk
+            self.answer(conn, head.split(b"\r\n", 1)[0].decode(), self.stopped)
+        except OSError:
+            pass
+        finally:
+            conn.close()
+
+    def stop(self):
+        self.stopped.set()
+        self.sock.close()
+
+
+def drip_headers(conn, line, stopped):
+    conn.sendall(b"HTTP/1.1 200 OK\r\n")
+    while not stopped.wait(0.2):
+        conn.sendall(b"X")  # one byte of a header that never ends
+
+
+def endless_interim(conn, line, stopped):
+    while not stopped.wait(0.05):
+        conn.sendall(b"HTTP/1.1 103 Early Hints\r\nLink: </a>; rel=preload\r\n\r\n")
+
+
+def interim_then_blob(conn, line, stopped):
+    a, b = (int(x) for x in line.split("bytes=")[-1].split()[0].split("-")) if "bytes=" in line else (0, SIZE - 1)
+    for _ in range(3):
+        conn.sendall(b"HTTP/1.1 103 Early Hints\r\nLink: </a>; rel=preload\r\n\r\n")
+    body = DATA[a : b + 1]
+    conn.sendall(f"HTTP/1.1 206 Partial Content\r\nContent-Length: {len(body)}\r\n"
+                 f"Content-Range: bytes {a}-{b}/{SIZE}\r\nConnection: close\r\n\r\n".encode() + body)
+
+
+def _bounded(fn, limit=30.0):
+    """Run ``fn`` on a thread; it must return or raise within ``limit`` seconds (before: never)."""
+    import threading
+
+    out = {}
+
+    def run():
+        try:
+            out["value"] = fn()
+        except BaseException as e:
+            out["error"] = e
+
+    t = threading.Thread(target=run, daemon=True)
+    t.start()
+    t.join(limit)
+    assert not t.is_alive(), f"still waiting after {limit}s"
+    return out
+
+
+@pytest.mark.parametrize("answer", [drip_headers, endless_interim], ids=["dripped headers", "endless 103s"])
+def test_a_head_that_never_ends_costs_one_timeout(populated, answer):
+    """Before: the stall timer restarted at every header byte; `cas fetch` was busy past 11 minutes."""
+    srv = RawServer(answer)
+    try:
+        out = _bounded(lambda: run_fetch(populated, srv.url, stall=1.0, attempts=1))  # the index's GET (aiohttp)
+        assert isinstance(out.get("error"), RemoteError) and srv.url in str(out["error"]), out
+        key = __import__("casstore.remotes.base", fromlist=["blob"]).blob(D, SIZE)
+        remote = HttpRemote(srv.url, stall_timeout=1.0)
+        out = _bounded(lambda: remote.read_into(key, 0, SIZE, lambda piece: True))  # the engine's threads
+        assert isinstance(out.get("error"), RemoteTooSlow) and "within 1s" in str(out["error"]), out
+        remote.connections.close()
+    finally:
+        srv.stop()
+    assert_nothing_published(populated)
+
+
+def test_interim_responses_before_the_answer_are_skipped_on_the_threaded_path():
+    srv = RawServer(interim_then_blob)
+    try:
+        from casstore.remotes.base import blob
+
+        remote = HttpRemote(srv.url, stall_timeout=2.0)
+        got = bytearray()
+        remote.read_into(blob(D, SIZE), 0, SIZE, lambda piece: got.extend(piece) or True)
+        assert bytes(got) == DATA
+        remote.connections.close()
+    finally:
+        srv.stop()
+
+
+def test_a_long_retry_after_is_capped_and_announced(populated, monkeypatch, caplog):
+    """Before: `Retry-After: 300` waited 300 s per attempt, silently."""
+    from casstore.transfer import retry
+
+    monkeypatch.setattr(retry, "MAX_RETRY_AFTER", 0.3)
+
+    async def blob(request, n):
+        if n == 1:
+            return web.Response(status=503, headers={"Retry-After": "3600"})
+        return await good(request, n)
+
+    srv = Hostile(blob)
+    try:
+        with caplog.at_level("WARNING", logger="casstore"):
+            out = _bounded(lambda: run_fetch(populated, srv.url, part_size=SIZE))
+    finally:
+        srv.server.stop()
+    assert "value" in out, out
+    assert any("asks to retry after 3600s" in r.getMessage() and BLOB_URL in r.getMessage() for r in caplog.records)

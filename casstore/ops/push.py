@@ -113,6 +113,6 @@ async def _retrying(op, settings: Settings):
         except RemoteError as e:
             if not e.retryable or attempt == settings.attempts - 1:
                 raise
-            wait = retry.delay(attempt, settings.backoff, settings.backoff_cap, e.retry_after)
+            wait = retry.delay(attempt, settings.backoff, settings.backoff_cap, e.retry_after, e.url)
             log.info("retrying in %.1fs (attempt %d): %s", wait, attempt + 2, e)
             await asyncio.sleep(wait)

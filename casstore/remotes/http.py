@@ -8,6 +8,7 @@ on loopback or with ``insecure``.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncGenerator
 from pathlib import Path
@@ -71,6 +72,10 @@ class HttpRemote(Remote):
 
             stall_timeout = configured()
         self._timeout = aiohttp.ClientTimeout(total=None, connect=connect_timeout, sock_read=stall_timeout)
+        # One deadline for a response's whole head (status line, interim responses, headers): the
+        # stall timer restarts at every byte, so a server dripping header bytes or streaming
+        # "103 Early Hints" would otherwise hold a request for ever.
+        self.head_timeout = stall_timeout
         self.connections = http_blocking.Connections(connect_timeout, stall_timeout)
         self._session: aiohttp.ClientSession | None = None
         self.ranges: bool | None = None  # learned from the server's answers
@@ -106,13 +111,17 @@ class HttpRemote(Remote):
             h = self.request_headers(url, headers)
             log.debug("%s %s%s", method, url, f" ({h['Range']})" if "Range" in h else "")
             try:
-                resp = await self._sess().request(method, url, headers=h, allow_redirects=False, **kw)
+                if method in ("GET", "HEAD"):  # an upload's head follows its body: the stall timer bounds it
+                    async with asyncio.timeout(self.head_timeout):
+                        resp = await self._sess().request(method, url, headers=h, allow_redirects=False, **kw)
+                else:
+                    resp = await self._sess().request(method, url, headers=h, allow_redirects=False, **kw)
             except aiohttp.ClientConnectorError as e:
                 self.unreachable = True
                 raise RemoteUnreachable(f"cannot connect to {url}: {e}", url=url) from e
             except TimeoutError as e:
-                raise RemoteTooSlow(f"{method} {url}: no answer within the stall timeout (CAS_STALL_TIMEOUT)",
-                                    url=url) from e
+                raise RemoteTooSlow(f"{method} {url}: no complete answer within {self.head_timeout:g}s "
+                                    "(CAS_STALL_TIMEOUT)", url=url) from e
             except (aiohttp.ClientError, OSError) as e:
                 raise RemoteUnreachable(f"{method} {url} failed: {type(e).__name__}: {e}", url=url) from e
             nxt = redirect(url, resp.status, resp.headers)

@@ -56,6 +56,7 @@ class Connections:
             conn = http.client.HTTPSConnection(host, port, timeout=self.connect_timeout, context=self._ssl)
         else:
             conn = http.client.HTTPConnection(host, port, timeout=self.connect_timeout)
+        conn.response_class = _Response
         conn.connect()  # OSError: the caller names the URL
         assert conn.sock is not None
         conn.sock.settimeout(self.stall_timeout)  # seconds without a byte, from here on
@@ -85,6 +86,52 @@ class Connections:
             except OSError:
                 pass
             conn.close()
+
+
+MAX_INTERIM = 20  # 1xx answers before the real one; more is a server stalling us
+
+
+class _Response(http.client.HTTPResponse):
+    """http.client skips "100 Continue" only; any other interim answer (102, 103 Early Hints) would
+    be taken for the response. Skipped here too, a bounded number of times."""
+
+    def _read_status(self):
+        for _ in range(MAX_INTERIM):
+            version, status, reason = super()._read_status()
+            if not 100 < status < 200 or status == 101:
+                return version, status, reason
+            http.client._read_headers(self.fp)  # the interim answer's headers
+        raise http.client.HTTPException(f"more than {MAX_INTERIM} interim (1xx) responses")
+
+
+def _head(conn: http.client.HTTPConnection, deadline: float) -> http.client.HTTPResponse:
+    """``conn.getresponse()`` within ``deadline`` seconds for the whole head: the socket timeout
+    restarts at every byte, so a server dripping its headers is cut off by a timer that shuts the
+    socket down (``TimeoutError``)."""
+    fired = threading.Event()
+
+    def cut() -> None:
+        fired.set()
+        try:
+            if conn.sock is not None:
+                conn.sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+
+    timer = threading.Timer(deadline, cut)
+    timer.daemon = True
+    timer.start()
+    try:
+        resp = conn.getresponse()
+    except (http.client.HTTPException, OSError) as e:
+        if fired.is_set():
+            raise TimeoutError(f"no complete response head within {deadline:g}s") from e
+        raise
+    finally:
+        timer.cancel()
+    if fired.is_set():  # what was parsed before the cut is no answer
+        raise TimeoutError(f"no complete response head within {deadline:g}s")
+    return resp
 
 
 _buffers = threading.local()
@@ -118,12 +165,12 @@ def read_into(remote, key: Key, start: int, end: int, sink: Callable[[memoryview
                 raise RemoteUnreachable(f"cannot connect to {url}: {e}", url=url, digest=key.digest) from e
             try:
                 conn.request("GET", target, headers=headers)
-                resp = conn.getresponse()
+                resp = _head(conn, conns.stall_timeout)
                 break
             except TimeoutError as e:
                 conns.drop(conn)
-                raise RemoteTooSlow(f"GET {url}: no answer within the stall timeout (CAS_STALL_TIMEOUT)", url=url,
-                                    digest=key.digest) from e
+                raise RemoteTooSlow(f"GET {url}: no complete answer within {conns.stall_timeout:g}s "
+                                    "(CAS_STALL_TIMEOUT)", url=url, digest=key.digest) from e
             except (http.client.HTTPException, OSError) as e:
                 conns.drop(conn)
                 if reused and not fresh:  # the server closed an idle keep-alive connection: once more, anew

@@ -355,7 +355,8 @@ class Downloader:
                     if not e.retryable or attempt == self.s.attempts - 1 or (remote.unreachable and another):
                         break
                     self.stats.retries += 1
-                    delay = retry.delay(attempt, self.s.backoff, self.s.backoff_cap, e.retry_after)
+                    delay = retry.delay(attempt, self.s.backoff, self.s.backoff_cap, e.retry_after,
+                                        e.url or remote.describe(key))
                     log.info("retrying %s [%d-%d) in %.1fs (attempt %d): %s", remote.describe(key), part.pos, part.end,
                              delay, attempt + 2, e)
                     await asyncio.sleep(delay)
