@@ -154,10 +154,15 @@ def versions(c: Ctx, model, remote_name, insecure) -> None:
 @click.option("--token-file", type=click.Path(exists=True, dir_okay=False), help="File holding the push token (or $CAS_SERVE_TOKEN).")
 @click.option("--max-object-size", default="1T", show_default=True, help="Largest object accepted by push.")
 @click.option("--max-connections", default=512, show_default=True,
-              help="Open connections at most; the oldest that has sent no request is dropped for a new one.")
+              help="Open connections at most; the one idle longest is dropped for a new one.")
+@click.option("--max-connections-per-client", default=64, show_default=True,
+              help="Open connections per client address at most; its own oldest idle one goes for a new one.")
 @click.option("--header-timeout", default=10.0, show_default=True, help="Seconds a new connection has to send a request.")
+@click.option("--send-timeout", default=60.0, show_default=True,
+              help="Seconds a response may wait for a client that reads nothing before the connection is closed.")
 @pass_ctx
-def serve(c: Ctx, root, host, port, token_file, max_object_size, max_connections, header_timeout) -> None:
+def serve(c: Ctx, root, host, port, token_file, max_object_size, max_connections, max_connections_per_client,
+          header_timeout, send_timeout) -> None:
     """Serve a remote directory over HTTP: reads for all, push with the token."""
     import asyncio
     from pathlib import Path
@@ -168,7 +173,8 @@ def serve(c: Ctx, root, host, port, token_file, max_object_size, max_connections
     token = Path(token_file).read_text().strip() if token_file else os.environ.get("CAS_SERVE_TOKEN")
 
     async def run():
-        limits = Limits(max_connections=max_connections, header_timeout=header_timeout)
+        limits = Limits(max_connections=max_connections, max_connections_per_client=max_connections_per_client,
+                        header_timeout=header_timeout, send_timeout=send_timeout)
         srv = await start(Path(root), host, port, token, parse_size(max_object_size), limits)
         click.echo(f"serving {root} on http://{host}:{srv.port}/ ({'push enabled' if token else 'read-only'})", err=True)
         try:

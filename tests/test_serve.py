@@ -161,3 +161,97 @@ def test_a_large_index_pushed_in_pieces_is_accepted(tmp_path):
         assert (tmp_path / "r" / "index" / "m.json").read_bytes() == data
     finally:
         s.stop()
+
+
+def _attacker(port, n, request=b"GET /casstore-remote.json HTTP/1.1\r\nHost: x\r\n\r\n", read=True):
+    """``n`` keep-alive connections from another loopback address (127.0.0.2), one request each."""
+    import socket
+
+    socks = []
+    for _ in range(n):
+        c = socket.socket()
+        c.bind(("127.0.0.2", 0))
+        c.settimeout(5)
+        try:
+            c.connect(("127.0.0.1", port))
+            c.sendall(request)
+            if read:
+                c.recv(65536)
+        except OSError:
+            c.close()
+            continue
+        socks.append(c)
+    return socks
+
+
+def _get(url, timeout=5.0):
+    import urllib.request
+
+    return urllib.request.urlopen(url, timeout=timeout).read()
+
+
+def test_keepalive_connections_from_one_address_do_not_starve_others(tmp_path):
+    """Before: 540 keep-alive connections from one address, each sending a request now and then,
+    held every slot; other clients got no answer until they stopped."""
+    import time
+
+    s = CasServe(tmp_path / "r", token=None, extra=("--max-connections", "64", "--max-connections-per-client", "16"))
+    port = urlsplit(s.url).port
+    held = []
+    try:
+        for _ in range(3):  # the attacker keeps re-opening and poking its connections
+            held += _attacker(port, 40)
+            for c in held:
+                try:
+                    c.sendall(b"GET /casstore-remote.json HTTP/1.1\r\nHost: x\r\n\r\n")
+                except OSError:
+                    pass
+            assert _get(s.url + "casstore-remote.json") == b'{"casstore_remote": 1}\n'
+        time.sleep(0.5)
+        alive = 0
+        for c in held:  # drained: open is what neither ended nor was reset
+            c.setblocking(False)
+            try:
+                while c.recv(65536):
+                    pass
+            except BlockingIOError:
+                alive += 1
+            except OSError:
+                pass
+        assert alive <= 16, f"{alive} connections of one address still open"
+    finally:
+        for c in held:
+            c.close()
+        s.stop()
+
+
+def test_clients_that_never_read_are_cut_off(tmp_path):
+    """Before: readers that asked for a 40 MiB blob and never read it held their connections and
+    request slots for ever."""
+    import time
+
+    data = os.urandom(40 << 20)
+    d = Digest.of_bytes(data)
+    root = tmp_path / "r"
+    (root / "blobs" / d.hex[:2]).mkdir(parents=True)
+    (root / "blobs" / d.hex[:2] / d.hex).write_bytes(data)
+    s = CasServe(root, token=None, extra=("--send-timeout", "1", "--max-connections-per-client", "8"))
+    port = urlsplit(s.url).port
+    readers = _attacker(port, 8, f"GET {blob_path(d)} HTTP/1.1\r\nHost: x\r\n\r\n".encode(), read=False)
+    try:
+        time.sleep(3)  # past the send timeout
+        cut = 0
+        for c in readers:
+            c.settimeout(2)
+            try:
+                while c.recv(1 << 20):
+                    pass
+                cut += 1  # the server closed it
+            except OSError:
+                cut += 1  # reset
+        assert cut == len(readers) == 8
+        assert _get(s.url + "casstore-remote.json") == b'{"casstore_remote": 1}\n'
+    finally:
+        for c in readers:
+            c.close()
+        s.stop()

@@ -59,6 +59,17 @@ def _classify(rel: str) -> tuple[str, str]:
     raise web.HTTPNotFound(text=f"no such object: {rel}\n")
 
 
+class _File(web.FileResponse):
+    """A file sent through the connection's transport, 1 MiB at a time, rather than with
+    sendfile(2): the kernel's sendfile bypasses the transport, so a client that stops reading
+    would never make it pause, and the send timeout (``Guard.paused``) would never fire."""
+
+    async def _sendfile(self, request, fobj, offset, count):
+        writer = await web.StreamResponse.prepare(self, request)
+        assert writer is not None
+        return await self._sendfile_fallback(writer, fobj, offset, count)
+
+
 class Server:
     def __init__(self, root: Path, token: str | None, max_object: int = DEFAULT_MAX_OBJECT,
                  body_timeout: float = 60.0) -> None:
@@ -87,7 +98,7 @@ class Server:
             raise web.HTTPNotFound(text=f"no such object: {request.match_info['path']}\n")
         if got is not None:
             return web.Response(body=got[0], content_type="application/json", headers={"ETag": f'"{got[1]}"'})
-        return web.FileResponse(path, chunk_size=1 << 20)
+        return _File(path, chunk_size=1 << 20)
 
     def _authorize(self, request: web.Request) -> None:
         if self.token is None:
@@ -194,26 +205,31 @@ class Server:
 class Limits:
     """What one client can hold of the server (docs/security.md)."""
 
-    max_connections: int = 512  # beyond this, the oldest connection without a request is dropped
+    max_connections: int = 512  # beyond this, the oldest idle connection (none or no request running) goes
+    max_connections_per_client: int = 64  # per address: beyond this its own oldest idle one goes, or the new one
     max_requests_per_client: int = 64  # handlers running at once for one address; more get 503
     header_timeout: float = 10.0  # a new connection must send a complete request head by then
     body_timeout: float = 60.0  # longest silence inside a request body
     keepalive_timeout: float = 15.0  # idle time between requests on one connection
+    send_timeout: float = 60.0  # longest a response may wait for a client that does not read
 
 
 class _Conn:
-    __slots__ = ("transport", "peer", "opened", "started")
+    __slots__ = ("transport", "peer", "opened", "started", "busy", "last", "stalled")
 
     def __init__(self, transport: asyncio.Transport) -> None:
         self.transport = transport
         peer = transport.get_extra_info("peername")
         self.peer = peer[0] if isinstance(peer, tuple) else str(peer)
-        self.opened = time.monotonic()
+        self.opened = self.last = time.monotonic()
         self.started = False  # a complete request head arrived
+        self.busy = 0  # requests running on it
+        self.stalled: asyncio.TimerHandle | None = None  # the send timeout, while the client reads nothing
 
 
 class _Guarded(asyncio.Protocol):
-    """aiohttp's protocol for one connection, with the guard told when it opens and closes."""
+    """aiohttp's protocol for one connection, with the guard told when it opens, closes, and
+    when the client stops (and resumes) reading what it is sent."""
 
     def __init__(self, inner: asyncio.Protocol, guard: Guard) -> None:
         self.inner, self.guard = inner, guard
@@ -226,7 +242,7 @@ class _Guarded(asyncio.Protocol):
 
     def connection_lost(self, exc) -> None:
         if self.transport is not None:
-            self.guard.conns.pop(self.transport, None)
+            self.guard.closed(self.transport)
         self.inner.connection_lost(exc)
 
     def data_received(self, data: bytes) -> None:
@@ -236,31 +252,75 @@ class _Guarded(asyncio.Protocol):
         return self.inner.eof_received()
 
     def pause_writing(self) -> None:
+        if self.transport is not None:
+            self.guard.paused(self.transport)
         self.inner.pause_writing()
 
     def resume_writing(self) -> None:
+        if self.transport is not None:
+            self.guard.resumed(self.transport)
         self.inner.resume_writing()
 
 
 class Guard:
-    """Connection cap, header deadline and per-client request cap: a client that opens many
-    connections and sends nothing (slowloris) can't starve real requests or the descriptors."""
+    """Connection caps (in all and per address), header deadline, send timeout and per-client
+    request cap: a client that opens many connections and sends nothing (slowloris), holds
+    keep-alive connections open with a request now and then, or never reads what it asked for,
+    can't starve other clients' requests or the descriptors."""
 
     def __init__(self, limits: Limits) -> None:
         self.limits = limits
         self.conns: dict[asyncio.BaseTransport, _Conn] = {}
+        self.by_peer: dict[str, set[_Conn]] = {}
         self.running: dict[str, int] = {}
 
     def opened(self, transport: asyncio.Transport) -> None:
-        if len(self.conns) >= self.limits.max_connections:
-            idle = min((c for c in self.conns.values() if not c.started), key=lambda c: c.opened, default=None)
-            if idle is None:
-                transport.abort()  # every slot is serving a request: refuse this one
-                return
-            self._drop(idle, "connection limit reached")
         conn = _Conn(transport)
+        mine = self.by_peer.get(conn.peer, set())
+        if len(mine) >= self.limits.max_connections_per_client and not self._evict(mine, "per-address limit"):
+            transport.abort()  # all of this address's connections are serving it: refuse one more
+            return
+        if len(self.conns) >= self.limits.max_connections and not self._evict(self.conns.values(),
+                                                                             "connection limit reached"):
+            transport.abort()  # every slot is serving a request: refuse this one
+            return
         self.conns[transport] = conn
+        self.by_peer.setdefault(conn.peer, set()).add(conn)
         asyncio.get_running_loop().call_later(self.limits.header_timeout, self._deadline, conn)
+
+    def _evict(self, among, why: str) -> bool:
+        """Drop the idle connection (no request running) that has been idle longest."""
+        idle = min((c for c in among if not c.busy), key=lambda c: (c.started, c.last), default=None)
+        if idle is None:
+            return False
+        self._drop(idle, why)
+        return True
+
+    def closed(self, transport: asyncio.BaseTransport) -> None:
+        conn = self.conns.pop(transport, None)
+        if conn is not None:
+            self._forget(conn)
+
+    def _forget(self, conn: _Conn) -> None:
+        peers = self.by_peer.get(conn.peer)
+        if peers is not None:
+            peers.discard(conn)
+            if not peers:
+                del self.by_peer[conn.peer]
+        if conn.stalled is not None:
+            conn.stalled.cancel()
+
+    def paused(self, transport: asyncio.BaseTransport) -> None:
+        conn = self.conns.get(transport)
+        if conn is not None and conn.stalled is None:
+            conn.stalled = asyncio.get_running_loop().call_later(
+                self.limits.send_timeout, self._drop, conn, f"read nothing for {self.limits.send_timeout:g}s")
+
+    def resumed(self, transport: asyncio.BaseTransport) -> None:
+        conn = self.conns.get(transport)
+        if conn is not None and conn.stalled is not None:
+            conn.stalled.cancel()
+            conn.stalled = None
 
     def _deadline(self, conn: _Conn) -> None:
         if not conn.started and self.conns.get(conn.transport) is conn:
@@ -269,6 +329,7 @@ class Guard:
     def _drop(self, conn: _Conn, why: str) -> None:
         log.debug("closing connection from %s: %s", conn.peer, why)
         self.conns.pop(conn.transport, None)
+        self._forget(conn)
         conn.transport.abort()
 
     @web.middleware
@@ -276,17 +337,29 @@ class Guard:
         conn = self.conns.get(request.transport) if request.transport is not None else None
         if conn is not None:
             conn.started = True
+            conn.busy += 1
         peer = conn.peer if conn else (request.remote or "?")
-        if self.running.get(peer, 0) >= self.limits.max_requests_per_client:
-            raise web.HTTPServiceUnavailable(text="too many requests from this address at once\n",
-                                             headers={"Retry-After": "1"})
-        self.running[peer] = self.running.get(peer, 0) + 1
         try:
-            return await handler(request)
+            if self.running.get(peer, 0) >= self.limits.max_requests_per_client:
+                raise web.HTTPServiceUnavailable(text="too many requests from this address at once\n",
+                                                 headers={"Retry-After": "1"})
+            self.running[peer] = self.running.get(peer, 0) + 1
+            try:
+                resp = await handler(request)
+                if isinstance(resp, _File):
+                    try:
+                        await resp.prepare(request)  # sends the file: the connection is busy until it is sent
+                    except ConnectionResetError:  # the client went, or was cut off (send timeout)
+                        pass
+                return resp
+            finally:
+                self.running[peer] -= 1
+                if not self.running[peer]:
+                    del self.running[peer]
         finally:
-            self.running[peer] -= 1
-            if not self.running[peer]:
-                del self.running[peer]
+            if conn is not None:
+                conn.busy -= 1
+                conn.last = time.monotonic()
 
 
 class _RateLimitedLog(logging.Filter):
