@@ -9,7 +9,8 @@
     │   └── InvalidManifest
     ├── NotFound (LookupError)             model, version, blob, manifest, source file
     ├── IntegrityError                     bytes do not match their digest
-    │   └── CorruptStore                   a store file (tag, history record) that cannot be read as one
+    │   ├── CorruptStore                   a store file (tag, history record) that cannot be read as one
+    │   └── BlobsChanged                   blobs written through a checkout's hard link or a view's symlink
     ├── Conflict                           a tag or current pointer moved under us; a refusal needing --force
     │   └── RequirementsUnmet              the environment lacks what a version requires to run
     ├── LockTimeout (TimeoutError)         another process held a download lock for too long
@@ -71,6 +72,14 @@ class IntegrityError(CasError):
 
 class CorruptStore(IntegrityError):
     pass
+
+
+class BlobsChanged(IntegrityError):
+    """``digests``: the blobs found changed (already moved to quarantine)."""
+
+    def __init__(self, message: str, digests=()) -> None:
+        super().__init__(message)
+        self.digests = tuple(digests)
 
 
 class Conflict(CasError):

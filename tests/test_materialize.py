@@ -153,3 +153,98 @@ def test_gc_removes_a_read_only_view_as_a_normal_user(users):
         p = run("gc", "--grace", "0")
         assert p.returncode == 0, p.stderr
         assert not os.path.exists(path)
+
+
+# Writes through a materialised file (as root, who ignores the read-only bits: most containers).
+# Before: `echo hi >> co/config.json` rewrote the blob, and `cas sync --frozen` exited 0 leaving
+# the edit in place; only a full `cas verify` noticed.
+
+def _append_as_root(path):
+    with open(path, "ab") as f:  # through the hard link (or symlink) to the blob's inode
+        f.write(b"hi\n")
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="writing a read-only file needs root (CI runs as root)")
+def test_a_write_through_a_hard_link_is_noticed_by_sync_and_repaired(tmp_path):
+    import json
+    import subprocess
+
+    from conftest import CasRunner, publish
+
+    nas = tmp_path / "nas"
+    publish(tmp_path, make_model(tmp_path / "src", {"config.json": b'{"a": 1}', "w.bin": 50_000}), "m", "1", nas)
+    proj = tmp_path / "proj"
+    proj.mkdir()
+    subprocess.run(["git", "init", "-q", str(proj)], check=True)
+    (proj / "cas.toml").write_text(f'remote = "{nas}"\n[models.m]\nversion = "1"\nlink = "hardlink"\n')
+    cas = CasRunner(tmp_path / "store", proj)
+    cas("sync")
+    cfg = proj / "models/m/config.json"
+    assert os.stat(cfg).st_nlink == 2
+    _append_as_root(cfg)
+    out = json.loads(cas("--json", "sync", "--frozen").stdout)
+    assert cfg.read_bytes() == b'{"a": 1}' and out["restored"] == ["models/m/config.json"]
+    p = cas("sync", "--frozen")
+    assert "changed" not in p.stderr  # repaired: nothing more to say
+    assert cas("verify").returncode == 0
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="writing a read-only file needs root (CI runs as root)")
+@pytest.mark.parametrize("through", ["checkout", "view"])
+def test_a_write_through_a_link_is_noticed_by_checkout_path_and_verify_fast(store, version, tmp_path, through):
+    from casstore.errors import BlobsChanged
+
+    src, digest, m = version
+    if through == "checkout":
+        co = tmp_path / "co"
+        checkout(store, m, co, link="hardlink")
+        target = co / "sub/config.json"
+    else:
+        target = view(store, digest, m) / "sub/config.json"
+    _append_as_root(target)
+    with pytest.raises(BlobsChanged, match="sub/config.json") as e:
+        (checkout(store, m, tmp_path / "again") if through == "checkout" else view(store, digest, m))
+    assert "quarantine" in str(e.value) and "cas fetch m@1.0" in str(e.value)
+    with pytest.raises(NotFound):
+        view(store, digest, m)  # the changed blob is out of the store: it is never served again
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="writing a read-only file needs root (CI runs as root)")
+def test_verify_fast_notices_a_same_size_write(store, version, tmp_path):
+    from casstore.ops.verify import verify
+
+    _, _, m = version
+    co = tmp_path / "co"
+    checkout(store, m, co, link="hardlink")
+    with open(co / "model.bin", "r+b") as f:  # the same size: before, --fast (sizes only) passed it
+        f.write(b"XXXX")
+    rep = verify(store, fast=True)
+    assert [p.kind for p in rep.problems] == ["corrupt"] and rep.quarantined
+
+
+def test_refreshing_a_changed_blob_keeps_it_marked(store, version, tmp_path):
+    from casstore.ops.switch import use
+    from casstore.store import stamps
+
+    _, _, m = version
+    blob = store.blob_path(m.entries[0].digest)
+    st = os.stat(blob)
+    assert stamps.is_stamped(st)
+    os.utime(blob)  # as a write would leave it: the current time, with nanoseconds
+    use(store, "m", "1.0")  # refreshes every blob it relies on
+    assert not stamps.is_stamped(os.stat(blob))  # still marked for the next check
+
+
+def test_a_copy_of_another_blob_with_the_same_size_and_mtime_is_replaced(store, tmp_path):
+    """Copies were taken as up to date by size and mtime alone: two same-size blobs stamped in one
+    second (store/stamps.py) made a sync to the next version keep the old file."""
+    a = add(store, make_model(tmp_path / "a", {"w.bin": b"A" * 1000}), "m", "1")
+    b = add(store, make_model(tmp_path / "b", {"w.bin": b"B" * 1000}), "m", "2")
+    ma, mb = store.get_manifest(a.manifest), store.get_manifest(b.manifest)
+    same = os.stat(store.blob_path(ma.entries[0].digest))
+    os.utime(store.blob_path(mb.entries[0].digest), ns=(same.st_atime_ns, same.st_mtime_ns))
+    co = tmp_path / "co"
+    checkout(store, ma, co, link="copy")
+    assert checkout(store, mb, co, link="copy").files == 1
+    assert (co / "w.bin").read_bytes() == b"B" * 1000
+    assert checkout(store, mb, co, link="copy").unchanged == 1  # and an untouched copy is kept

@@ -35,14 +35,28 @@ def test_corrupt_blob_quarantined_and_users_named(store, tmp_path):
     assert [p.kind for p in r.problems] == ["missing"]
 
 
-def test_fast_checks_sizes(store, tmp_path):
+def test_fast_checks_sizes_and_stamps(store, tmp_path):
     r = add(store, make_model(tmp_path / "a", {"w": 3000}), "m", "1")
     blob = store.blob_path(store.get_manifest(r.manifest).entries[0].digest)
-    corrupt(blob, b"same size")
-    assert verify(store, fast=True).ok  # same size: only a full verify sees it
-    os.truncate(blob, 10)
+    assert verify(store, fast=True).ok
+    st = os.stat(blob)
+    corrupt(blob, b"same size")  # a write: the mtime is no longer casstore's stamp (store/stamps.py)
+    os.chmod(blob, 0o444)
     rep = verify(store, fast=True)
+    assert [p.kind for p in rep.problems] == ["corrupt"] and "written after it was stored" in rep.problems[0].detail
+    r = add(store, make_model(tmp_path / "b", {"w": 3000}), "m", "2")
+    blob = store.blob_path(store.get_manifest(r.manifest).entries[0].digest)
+    os.chmod(blob, 0o644)
+    os.truncate(blob, 10)
+    rep = verify(store, "m", "2", fast=True)
     assert [p.kind for p in rep.problems] == ["wrong-size"]
+    # Same size, the stamp forged back: only a full verify sees that (what --fast cannot promise).
+    r = add(store, make_model(tmp_path / "c", {"w": 3000}), "m", "3")
+    blob = store.blob_path(store.get_manifest(r.manifest).entries[0].digest)
+    st = os.stat(blob)
+    corrupt(blob, b"same size")
+    os.utime(blob, ns=(st.st_atime_ns, st.st_mtime_ns))
+    assert verify(store, "m", "3", fast=True).ok and not verify(store, "m", "3").ok
 
 
 def test_format_findings_do_not_fail(store, tmp_path):

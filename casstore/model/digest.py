@@ -62,6 +62,14 @@ class Digest(_Hex):
     def of_bytes(cls, data: bytes | bytearray) -> Digest:
         return cls(blake3.blake3(data).hexdigest())
 
+    @classmethod
+    def of_pieces(cls, pieces) -> Digest:
+        """The digest of the concatenation of ``pieces`` (bytes), never held together."""
+        h = blake3.blake3()
+        for piece in pieces:
+            h.update(piece)
+        return cls(h.hexdigest())
+
     def __str__(self) -> str:
         return f"{ALGORITHM}:{self.hex}"
 

@@ -26,7 +26,7 @@ from casstore.progress import Ticker
 from casstore.store.hashcache import HashCache
 from casstore.store.leases import Lease
 from casstore.store.markers import mark
-from casstore.store.objects import Staged, Store, touch
+from casstore.store.objects import Staged, Store
 
 SKIP_DIRS = {".git"}
 
@@ -165,7 +165,7 @@ def add(
     stage_all = move and store.refs.get_tag(model, version) is None
 
     def digest_of(f: SourceFile) -> tuple[Digest, int]:
-        if f.path in known and touch(store.blob_path(known[f.path])):
+        if f.path in known and store.touch(store.blob_path(known[f.path])):
             return known[f.path], 0
         if stage_all:
             return stage(f)

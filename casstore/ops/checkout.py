@@ -21,6 +21,7 @@ from casstore.fs.destination import Destination
 from casstore.fs.writers import temp_name
 from casstore.model.digest import Digest
 from casstore.model.manifest import Entry, Manifest
+from casstore.store.hashcache import HashCache
 from casstore.store.objects import Store
 from casstore.store.shared import is_shared
 
@@ -45,6 +46,7 @@ def view(store: Store, digest: Digest, m: Manifest) -> Path:
 
     final = store.layout.view(digest)
     _require_blobs(store, m)  # also for a view built earlier: a blob may have been quarantined
+    store.assert_unchanged(m, "and its view")  # root can write a blob through a view's symlink
     record_use(store, m.name, m.version)
     problem = view_problem(store, final, m)
     if problem is None:
@@ -162,6 +164,7 @@ class _Linker:
         self.store = store
         self.mode = mode
         self.refused: set[str] = set()
+        self.copies = HashCache()
 
     def make(self, e: Entry, dir_fd: int, name: str) -> str:
         blob = self.store.blob_path(e.digest)
@@ -193,9 +196,10 @@ class _Linker:
                 os.close(fd)
 
 
-def _is_ours(dir_fd: int, name: str, blob: Path, e: Entry, mode: str) -> bool:
+def _is_ours(dir_fd: int, name: str, blob: Path, e: Entry, mode: str, copies: HashCache) -> bool:
     """Is ``name`` already this blob in the requested mode: our symlink to it, a hard link to it,
-    or a read-only copy we made (same size and the blob's mtime, which copies are given)?"""
+    or a read-only copy we made of it that nothing has changed since (the hash cache remembers
+    each copy's stat, ctime included)?"""
     try:
         st = os.lstat(name, dir_fd=dir_fd)
         if stat.S_ISLNK(st.st_mode):
@@ -208,8 +212,8 @@ def _is_ours(dir_fd: int, name: str, blob: Path, e: Entry, mode: str) -> bool:
         return (
             mode in ("auto", "copy", "reflink")
             and st.st_size == e.size
-            and st.st_mtime_ns == bst.st_mtime_ns
             and st.st_mode & 0o222 == 0
+            and copies.copy_of(st) == e.digest
         )
     except OSError:
         return False
@@ -222,13 +226,12 @@ def checkout(
     from a trusted root (a project's model path)."""
     from casstore.store.leases import Lease
     from casstore.store.markers import record_use
-    from casstore.store.objects import touch
-
     with Lease(store, f"checkout {m.name}@{m.version}", [*m.blobs(), m.digest()]):
         record_use(store, m.name, m.version)
-        touch(store.layout.manifest(m.digest()))
+        store.touch(store.layout.manifest(m.digest()))
         linker = _Linker(store, link)
         _require_blobs(store, m)
+        store.assert_unchanged(m, "and `cas checkout` restores the file")
         if isinstance(dest, Destination):
             return _checkout(store, m, dest, linker, clean=clean)
         with Destination.at(dest) as d:
@@ -242,7 +245,7 @@ def _checkout(store: Store, m: Manifest, dest: Destination, linker: _Linker, *, 
         parent, _, name = e.path.rpartition("/")
         fd = dest.dir_fd(parent)
         blob = store.blob_path(e.digest)
-        if _is_ours(fd, name, blob, e, linker.mode):
+        if _is_ours(fd, name, blob, e, linker.mode, linker.copies):
             result.unchanged += 1
             continue
         try:
@@ -256,6 +259,8 @@ def _checkout(store: Store, m: Manifest, dest: Destination, linker: _Linker, *, 
             # unlink-and-create in one step, relative to the checked directory: never writes into
             # what was at ``name``, never follows a link put there
             os.replace(tmp, name, src_dir_fd=fd, dst_dir_fd=fd)
+            if used in ("copy", "reflink"):  # as it is now, renamed (a rename moves the ctime)
+                linker.copies.remember_copy(os.lstat(name, dir_fd=fd), e.digest)
         except linking.LinkUnsupported as err:
             raise DestinationError(f"--link {linker.mode} is not possible for {dest.path / e.path}: {err.strerror}") from err
         finally:

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 
 from casstore.config import offline as is_offline
 from casstore.errors import (
+    BlobsChanged,
     CasError,
     Conflict,
     IntegrityError,
@@ -30,7 +31,7 @@ from casstore.remotes.base import FORMAT_FILE, Remote, index_path, read_small
 from casstore.remotes.base import manifest as manifest_key
 from casstore.store.leases import Lease
 from casstore.store.markers import record_use
-from casstore.store.objects import Store, touch
+from casstore.store.objects import Store
 from casstore.transfer.download import Downloader, Settings, Stats
 
 log = logging.getLogger("casstore")
@@ -212,7 +213,8 @@ def _settle(store: Store, result: FetchResult) -> None:
 
 
 def _complete_locally(store: Store, model: str, version: str) -> tuple[Digest, Manifest] | None:
-    """``model@version``'s manifest (digest and parsed) if its tag, manifest and every blob are here."""
+    """``model@version``'s manifest (digest and parsed) if its tag, manifest and every blob are here
+    and unchanged (a blob written through a link goes to quarantine, so it is fetched again)."""
     d = store.refs.get_tag(model, version)
     if d is None or not store.has_manifest(d):
         return None
@@ -220,7 +222,14 @@ def _complete_locally(store: Store, model: str, version: str) -> tuple[Digest, M
         m = store.get_manifest(d)
     except CasError:
         return None
-    return (d, m) if all(store.has_blob(e.digest) for e in m.entries) else None
+    if not all(store.has_blob(e.digest) for e in m.entries):
+        return None
+    try:
+        store.assert_unchanged(m, "fetching it now")
+    except BlobsChanged as e:
+        log.warning("%s", e)
+        return None
+    return d, m
 
 
 def _newest_local(store: Store, model: str) -> tuple[str, Digest, Manifest] | None:
@@ -239,7 +248,7 @@ def _local_result(store: Store, model: str, version: str, digest: Digest, m: Man
                                                              bytes_reused=sum(sizes.values())))
     with Lease(store, f"fetch {model}@{version}", [digest, *sizes]):
         # GC sets a manifest aside and re-checks its mtime, as a blob's (gc/sweep.py)
-        if (not touch(store.layout.manifest(digest)) or not all(touch(store.blob_path(d)) for d in sizes)
+        if (not store.touch(store.layout.manifest(digest)) or not all(store.touch(store.blob_path(d)) for d in sizes)
                 or store.refs.get_tag(model, version) != digest):
             raise NotFound(f"{model}@{version} was collected while being fetched; fetch it again")
         _settle(store, result)

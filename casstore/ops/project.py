@@ -18,12 +18,13 @@ store and lists precisely what is missing.
 
 from __future__ import annotations
 
+import logging
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from casstore.config import project_dir
-from casstore.errors import Conflict, IntegrityError, InvalidInput, NotFound
+from casstore.errors import BlobsChanged, Conflict, IntegrityError, InvalidInput, NotFound
 from casstore.fs import linking
 from casstore.fs.atomic import write_file
 from casstore.fs.destination import Destination
@@ -44,6 +45,7 @@ from casstore.store.objects import Store
 from casstore.store.roots import register_root
 from casstore.transfer.download import Settings
 
+log = logging.getLogger("casstore")
 TOML = "cas.toml"
 TEMPLATE = """\
 # The models this project needs; `cas lock` pins exact versions in cas.lock, `cas sync` brings
@@ -233,10 +235,11 @@ class SyncResult:
     models: dict[str, str] = field(default_factory=dict)  # name -> version
     downloaded: int = 0
     relocked: list[LockChange] = field(default_factory=list)
+    restored: list[str] = field(default_factory=list)  # project files whose blob had been written through them
 
     def to_json(self) -> dict:
         return {"models": self.models, "bytes_downloaded": self.downloaded,
-                "relocked": [c.to_json() for c in self.relocked]}
+                "relocked": [c.to_json() for c in self.relocked], "restored": self.restored}
 
 
 async def sync(project: Project, store: Store, remotes: list[Remote] | None, *, frozen: bool = False,
@@ -278,8 +281,20 @@ async def sync(project: Project, store: Store, remotes: list[Remote] | None, *, 
         check_locked_manifest(lk, name, lk.manifest, m)
         runtime.check(name, lk.version, m.meta, ignore=ignore_requirements)
         spec = project.models[name]
-        with Destination.under(project.root, spec.path) as dest:
-            checkout(store, m, dest, link=spec.link, clean=True)
+        for attempt in (1, 2):
+            try:
+                with Destination.under(project.root, spec.path) as dest:
+                    checkout(store, m, dest, link=spec.link, clean=True)
+                break
+            except BlobsChanged as e:  # quarantined: fetched again, and the project's files restored
+                if offline or attempt == 2:
+                    raise
+                changed = [f"{spec.path}/{x.path}" for x in m.entries if x.digest in e.digests]
+                log.warning("%s changed in the store (written through a link); fetching it again and restoring "
+                            "%s", ", ".join(changed), ", ".join(changed))
+                res = await fetch(store, remotes or [], name, lk.version, settings=settings, progress=progress)
+                result.downloaded += res.stats.bytes_downloaded
+                result.restored += changed
         if store.refs.get_tag(name, lk.version) is None:
             store.refs.set_tag(name, lk.version, lk.manifest)
         result.models[name] = lk.version

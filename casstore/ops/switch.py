@@ -15,7 +15,7 @@ from casstore.model.history import Switch, rollback_target
 from casstore.model.manifest import Manifest
 from casstore.store.leases import Lease
 from casstore.store.markers import record_use
-from casstore.store.objects import Store, touch
+from casstore.store.objects import Store
 
 
 def switch_to(store: Store, model: str, version: str, digest: Digest, action: str, expect,
@@ -24,9 +24,9 @@ def switch_to(store: Store, model: str, version: str, digest: Digest, action: st
     with Lease(store, f"{action} {model}@{version}", [digest, *m.blobs()]):
         if store.refs.get_tag(model, version) != digest:
             raise NotFound(f"{model}@{version} is no longer in the store; run `cas fetch {model}@{version}`")
-        if not touch(store.layout.manifest(digest)):  # set aside by a GC this moment (gc/sweep.py)
+        if not store.touch(store.layout.manifest(digest)):  # set aside by a GC this moment (gc/sweep.py)
             raise NotFound(f"{model}@{version}'s manifest {digest} is being collected; run `cas fetch {model}@{version}`")
-        missing = [e for e in m.entries if not touch(store.blob_path(e.digest))]
+        missing = [e for e in m.entries if not store.touch(store.blob_path(e.digest))]
         if missing:
             raise NotFound(
                 f"{model}@{version} is incomplete in this store ({len(missing)} blob(s) missing, e.g. "

@@ -19,6 +19,8 @@ from casstore.model import formats
 from casstore.model.digest import Digest, hash_file
 from casstore.ops.checkout import view_problem
 from casstore.progress import Ticker
+from casstore.store import stamps
+from casstore.store.hashcache import HashCache
 from casstore.store.objects import Store
 
 log = logging.getLogger("casstore")
@@ -128,6 +130,8 @@ def verify(
         if d not in present:
             report.problems.append(Problem("missing", str(d), "blob is not in the store", users[d], sizes.get(d)))
 
+    cache = HashCache()
+
     def check(item: tuple[Digest, Path]) -> Problem | None:
         d, path = item
         try:
@@ -136,18 +140,25 @@ def verify(
                 # a symlink or device under blobs/ never came from casstore: its bytes are not
                 # the store's, whatever they hash to
                 return Problem("corrupt", str(d), f"{path} is not a regular file")
-            if fast:
-                size = os.stat(path).st_size
-                if d in sizes and size != sizes[d]:
-                    return Problem("wrong-size", str(d), f"{path} has {size} bytes, manifests say {sizes[d]}")
+            if d in sizes and st.st_size != sizes[d]:
+                return Problem("wrong-size", str(d), f"{path} has {st.st_size} bytes, manifests say {sizes[d]}")
+            # --fast: sizes and stamps (store/stamps.py); only a blob whose stamp says it may have
+            # changed (written through a link, or from a store before stamps) is hashed
+            if fast and (stamps.is_stamped(st) or cache.get(st) == d):
                 return None
             got, size = hash_file(path)
         except OSError as e:
             return Problem("corrupt", str(d), f"cannot read {path}: {e.strerror}")
         if got != d:
-            return Problem("corrupt", str(d), f"{path} hashes to {got}")
+            why = "" if stamps.is_stamped(st) else " (its mtime says it was written after it was stored)"
+            return Problem("corrupt", str(d), f"{path} hashes to {got}{why}")
         if d in sizes and size != sizes[d]:
             return Problem("wrong-size", str(d), f"{path} has {size} bytes, manifests say {sizes[d]}")
+        if not stamps.is_stamped(st):
+            try:
+                stamps.stamp(path, store.clock.now(), st.st_atime_ns)  # right bytes: the mark again
+            except OSError:
+                cache.put(st, d)  # a store this process may not change: remembered on this machine
         return None
 
     on_disk = {}
@@ -195,9 +206,7 @@ def _has_blob(store: Store, d: Digest) -> bool:
 
 
 def _quarantine(store: Store, d: Digest, path: Path) -> Path:
-    dest = store.layout.quarantine / f"{d.hex}.{int(time.time())}.{os.getpid()}"
-    os.rename(path, dest)
-    return dest
+    return store.quarantine_blob(d)
 
 
 async def repair(store: Store, remotes, report: VerifyReport, *, settings=None, progress=None):

@@ -46,6 +46,12 @@ class HashCache:
                     "CREATE TABLE IF NOT EXISTS hashes (dev INTEGER, ino INTEGER, size INTEGER, "
                     "mtime_ns INTEGER, digest TEXT, PRIMARY KEY (dev, ino))"
                 )
+                # Files casstore itself copied out of the store (checkouts): their ctime too, which
+                # no one can set back, so any later write makes the entry miss.
+                db.execute(
+                    "CREATE TABLE IF NOT EXISTS copies (dev INTEGER, ino INTEGER, size INTEGER, "
+                    "mtime_ns INTEGER, ctime_ns INTEGER, digest TEXT, PRIMARY KEY (dev, ino))"
+                )
                 self._db = db
             except sqlite3.Error:
                 return None
@@ -86,6 +92,35 @@ class HashCache:
                 )
             except sqlite3.Error:
                 pass
+
+    def remember_copy(self, st: os.stat_result, digest: Digest) -> None:
+        """A copy (or reflink) of a blob that casstore has just made, as it is now."""
+        with self._lock:
+            db = self._conn()
+            if db is None:
+                return
+            try:
+                db.execute("INSERT OR REPLACE INTO copies VALUES (?, ?, ?, ?, ?, ?)",
+                           (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns, digest.hex))
+            except sqlite3.Error:
+                pass
+
+    def copy_of(self, st: os.stat_result) -> Digest | None:
+        """The blob a file is an untouched copy of, if casstore made it and nothing changed it since."""
+        with self._lock:
+            db = self._conn()
+            if db is None:
+                return None
+            try:
+                row = db.execute(
+                    "SELECT digest FROM copies WHERE dev=? AND ino=? AND size=? AND mtime_ns=? AND ctime_ns=?",
+                    (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)).fetchone()
+            except sqlite3.Error:
+                return None
+        try:
+            return Digest(row[0]) if row else None
+        except InvalidInput:
+            return None
 
     def close(self) -> None:
         if self._db is not None:

@@ -30,6 +30,7 @@ from casstore.fs.writers import temp_name
 from casstore.model.digest import Digest, hash_file
 from casstore.model.manifest import Manifest
 from casstore.model.strictjson import load_file
+from casstore.store import stamps
 from casstore.store.layout import FORMAT_VERSION, TOP_DIRS, Layout
 from casstore.store.refs import Refs
 
@@ -58,11 +59,13 @@ class Staged:
             pass
 
 
-def touch(path: Path) -> bool:
-    """Refresh an object's mtime (GC's grace period counts from it). False if it is gone, which
-    a writer relying on the object must treat as absent (GC may just have collected it)."""
+def touch(path: Path, now: float | None = None) -> bool:
+    """Refresh an object's mtime to ``now`` (the store's clock; GC's grace period counts from
+    it), keeping the mark of one changed through a link (store/stamps.py). False if it is gone,
+    which a writer relying on the object must treat as absent (GC may just have collected it).
+    ``Store.touch`` passes the store's clock."""
     try:
-        os.utime(path)
+        stamps.refresh(path, time.time() if now is None else now)
         return True
     except FileNotFoundError:
         return False
@@ -79,6 +82,11 @@ class Store:
         self.layout = Layout(self.root)
         self.refs = Refs(self.layout)
         self._safe_dirs: set[Path] = set()
+        self.clock = stamps.Clock(self.now)
+
+    def touch(self, path: Path) -> bool:
+        """``touch`` by the store's clock."""
+        return touch(path, self.clock.now())
 
     # opening -----------------------------------------------------------------------------------
 
@@ -176,7 +184,7 @@ class Store:
         ``move`` hard-links the source instead of copying (same filesystem only).
         """
         src = Path(src)
-        if expected is not None and touch(self.blob_path(expected)):
+        if expected is not None and self.touch(self.blob_path(expected)):
             try:
                 return Put(expected, self.blob_path(expected).stat().st_size, False)
             except FileNotFoundError:
@@ -229,9 +237,10 @@ class Store:
 
     def _publish_blob(self, tmp: Path, digest: Digest, size: int, method: str) -> Put:
         final = self.blob_path(digest)
+        stamps.stamp(tmp, self.clock.now())  # the mark of an unchanged blob (store/stamps.py)
         if publish_file(tmp, final, root=self.root, exclusive=False):
             return Put(digest, size, True, method)
-        touch(final)
+        self.touch(final)
         return Put(digest, size, False)
 
     def iter_blobs(self) -> Iterator[tuple[Digest, Path]]:
@@ -291,7 +300,7 @@ class Store:
         digest = Digest.of_bytes(data)
         final = self.layout.manifest(digest)
         if not write_file(final, data, self.layout.tmp, root=self.root, exclusive=False):
-            touch(final)
+            self.touch(final)
         return digest
 
     def has_manifest(self, d: Digest) -> bool:
@@ -313,6 +322,35 @@ class Store:
         if Digest.of_bytes(data) != d:
             raise IntegrityError(f"manifest file {p} does not match its digest {d}")
         return Manifest.decode(data, source=str(p))
+
+    def quarantine_blob(self, d: Digest) -> Path:
+        """Move a blob that does not hold its digest's bytes out of ``blobs/`` (GC removes it later)."""
+        dest = self.layout.quarantine / f"{d.hex}.{int(time.time())}.{os.getpid()}"
+        os.rename(self.blob_path(d), dest)
+        return dest
+
+    def assert_unchanged(self, m: Manifest, what: str) -> None:
+        """Raise ``BlobsChanged`` (after quarantining them) if any blob of ``m`` was written through
+        a materialised file since it was stored (store/stamps.py)."""
+        from casstore.errors import BlobsChanged
+        from casstore.store.hashcache import HashCache
+
+        bad = stamps.changed(self, m.entries, HashCache())
+        if not bad:
+            return
+        stuck = ""
+        for e in bad:
+            try:
+                self.quarantine_blob(e.digest)
+            except FileNotFoundError:
+                pass
+            except OSError as err:  # a store this process can only read: its owner must repair it
+                stuck = f"; it could not be moved ({err.strerror}): ask the store's owner to run `cas verify`"
+        names = ", ".join(e.path for e in m.entries if e.digest in {b.digest for b in bad})
+        raise BlobsChanged(
+            f"{m.name}@{m.version}: {names} changed in the store after it was stored (written through a hard-linked "
+            f"checkout or a view's symlink?); moved to quarantine/ so nothing serves it again. `cas fetch "
+            f"{m.name}@{m.version}` brings a good copy ({what}){stuck}", [e.digest for e in bad])
 
     def quarantine_manifest(self, d: Digest) -> None:
         """Move a manifest file that does not match its digest out of the way (as `verify` does a blob)."""

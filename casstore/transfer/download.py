@@ -36,8 +36,8 @@ from casstore.model.digest import Digest
 from casstore.remotes.base import Remote, read_small
 from casstore.remotes.base import blob as blob_key
 from casstore.remotes.base import chunks as chunks_key
-from casstore.store import chunkmaps
-from casstore.store.objects import Store, touch
+from casstore.store import chunkmaps, stamps
+from casstore.store.objects import Store
 from casstore.transfer import delta, partials, retry
 from casstore.transfer import lock as dlock
 from casstore.transfer.partials import BlobJob, Part
@@ -109,7 +109,7 @@ class Downloader:
         self.stats.bytes_total = sum(wants.values())
         missing = {}
         for d, size in wants.items():
-            if touch(self.store.blob_path(d)):
+            if self.store.touch(self.store.blob_path(d)):
                 self.stats.bytes_reused += size
             else:
                 missing[d] = size
@@ -217,8 +217,10 @@ class Downloader:
         data, job.buf = job.buf or bytearray(), None  # nothing arrives for an empty blob
         where = self._verified(job, Digest.of_bytes(data), len(data))
         final = self.store.blob_path(job.digest)
-        if not write_file(final, data, self.store.layout.tmp, root=self.store.root, exclusive=False):  # a full disk: OutOfSpace naming it
-            touch(final)
+        if write_file(final, data, self.store.layout.tmp, root=self.store.root, exclusive=False):  # full: OutOfSpace
+            stamps.stamp(final, self.store.clock.now())  # the mark of an unchanged blob (store/stamps.py)
+        else:
+            self.store.touch(final)
         log.info("verified %s (%d bytes) from %s", job.digest, job.size, where)
 
     def _verified(self, job: BlobJob, got: Digest, size: int) -> str:
@@ -290,9 +292,10 @@ class Downloader:
     def _publish(self, job: BlobJob) -> None:
         where = self._verified(job, *job.frontier.finish(job.fd))  # reads back only what it lacks
         os.fchmod(job.fd, 0o444)
+        stamps.stamp(job.fd, self.store.clock.now())  # the mark of an unchanged blob (store/stamps.py)
         final = self.store.blob_path(job.digest)
         if not publish_file(job.path, final, fd=job.fd, root=self.store.root, exclusive=False):
-            touch(final)
+            self.store.touch(final)
         if job.chunk_map is not None:  # a hint, like every cached map: copied chunks are re-hashed
             chunkmaps.save(self.store, job.chunk_map)
         log.info("verified %s (%d bytes, %d read back to hash) from %s", job.digest, job.size,
