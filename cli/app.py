@@ -178,7 +178,8 @@ def cli(ctx: click.Context, store: str | None, as_json: bool, quiet: bool, verbo
     from casstore.config import offline as env_offline
 
     c = ctx.ensure_object(Ctx)
-    c.store_arg, c.json, c.quiet, c.verbose, c.offline = store, as_json, quiet, verbose, env_offline(offline or None)
+    c.store_arg, c.json, c.quiet, c.verbose = store, as_json, quiet, verbose
+    c.offline = env_offline(offline or None)  # CAS_OFFLINE: a bad value is an error, with --json too
     c.configure_logging()
 
 

@@ -65,3 +65,68 @@ def test_reading_commands_do_not_create_a_store(tmp_path):
     p = cas("show", "m", ok=False)
     assert p.returncode == 3 and "no casstore store at" in p.stderr
     assert not (tmp_path / "nowhere").exists()
+
+
+BAD_ENV = [
+    ("CAS_PART_SIZE", "lots", "CAS_PART_SIZE"),
+    ("CAS_STALL_TIMEOUT", "soon", "CAS_STALL_TIMEOUT"),
+    ("CAS_RETRY_ATTEMPTS", "0", "CAS_RETRY_ATTEMPTS"),
+    ("CAS_LOCK_TIMEOUT", "-5", "CAS_LOCK_TIMEOUT"),
+    ("CAS_OFFLINE", "maybe", "CAS_OFFLINE"),
+    ("CAS_DELTA", "sometimes", "delta mode"),
+]
+BAD_CONFIG = [
+    ('[gc]\nkeep_last = "two"\n', "gc.keep_last"),
+    ('[gc]\nretention_days = "x"\n', "gc.retention_days"),
+    ('[gc]\nmax_size = "lots"\n', "gc.max_size"),
+    ('[gc]\ngrace = -1\n', "gc.grace"),
+    ('gc = 3\n', "[gc] must be a table"),
+    ('remotes = "x"\n', "remotes must be a table"),
+    ('[remotes.a]\nurl = 5\n', "has no url"),
+]
+
+
+@pytest.mark.parametrize("var, value, named", BAD_ENV, ids=[v for v, _, _ in BAD_ENV])
+def test_a_bad_environment_value_is_a_clear_error(pub, tmp_path, monkeypatch, var, value, named):
+    """Before: CAS_PART_SIZE=64M or CAS_STALL_TIMEOUT=soon ended in a traceback, no JSON with --json."""
+    monkeypatch.setenv(var, value)
+    remote = "http://127.0.0.1:9/" if var == "CAS_STALL_TIMEOUT" else tmp_path / "nas"  # read by HTTP remotes
+    p = CasRunner(tmp_path / "mine", tmp_path)("--json", "fetch", "m@1.0.0", "--remote", remote, ok=False)
+    import json
+
+    assert p.returncode == 2 and "Traceback" not in p.stderr, p.stderr
+    assert named in p.stderr and value in p.stderr, p.stderr
+    assert json.loads(p.stdout)["error"]["exit_code"] == 2
+
+
+@pytest.mark.parametrize("text, named", BAD_CONFIG, ids=[n for _, n in BAD_CONFIG])
+def test_a_bad_user_config_value_is_a_clear_error(pub, tmp_path, text, named):
+    import json
+
+    with open(os.environ["CAS_CONFIG"], "w") as f:
+        f.write(text)
+    cas = CasRunner(tmp_path / "pub", tmp_path)
+    for cmd in (["gc", "--dry-run"], ["du"], ["fetch", "m@1.0.0"]):
+        p = cas("--json", *cmd, ok=False)
+        if p.returncode == 0:
+            continue  # a command that does not read that key
+        assert p.returncode == 2 and "Traceback" not in p.stderr, (cmd, p.stderr)
+        assert named in p.stderr and os.environ["CAS_CONFIG"] in p.stderr, (cmd, p.stderr)
+        assert json.loads(p.stdout)["error"]["exit_code"] == 2
+        break
+    else:
+        raise AssertionError(f"no command read {named}")
+
+
+def test_a_bad_settle_time_is_a_clear_error(store, monkeypatch):
+    from casstore.errors import InvalidInput
+    from casstore.gc.sweep import settle_time
+
+    monkeypatch.setenv("CAS_NAS_SETTLE", "later")
+    with pytest.raises(InvalidInput, match="CAS_NAS_SETTLE='later'"):
+        settle_time(store)
+
+
+def test_an_absurd_size_argument_is_a_clear_error(pub):
+    p = pub("gc", "--max-size", "9" * 40 + "G", "--dry-run", ok=False)
+    assert p.returncode == 2 and "larger than" in p.stderr and "Traceback" not in p.stderr, p.stderr
