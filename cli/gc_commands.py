@@ -21,6 +21,11 @@ def _gc(c: Ctx, policy, dry_run: bool) -> dict:
         say(f"  - {m}@{v}")
     for label, reasons in p.kept:
         say(f"  keep {label}: {'; '.join(reasons)}")
+    if p.young_spared:
+        from casstore.gc.planner import format_age
+
+        say(f"  spare {p.young_spared} blobs ({_size(p.young_bytes)}) nothing keeps: younger than the grace period "
+            f"({format_age(policy.grace)}); a later gc takes them")
     if p.shortfall:
         c.warn(f"cannot get under {_size(policy.max_size)}: still {_size(p.shortfall)} over, held by the versions kept above")
     out = {"plan": p.to_json(), "dry_run": dry_run}

@@ -280,3 +280,16 @@ def asyncio_run(coro):
     import asyncio
 
     return asyncio.run(coro)
+
+
+def test_gc_says_what_the_grace_period_spares(cas, tmp_path):
+    """Before: on content younger than the grace period `gc --max-size` removed tags, freed 0 B
+    and did not say why."""
+    cas("add", make_model(tmp_path / "a", {"w.bin": 30_000}), "--name", "m", "--version", "1")
+    cas("add", make_model(tmp_path / "b", {"w.bin": 40_000}), "--name", "m", "--version", "2")
+    cas("use", "m@2")
+    cas("rm", "m@1")
+    p = cas("gc", "--max-size", "1K", "--keep-last", "0", "--retention-days", "0")
+    assert "younger than the grace period (1h)" in p.stderr and "spare 1 blobs" in p.stderr, p.stderr
+    store = Store.open(cas.store)
+    assert store.refs.get_tag("m", "2") is not None

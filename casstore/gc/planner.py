@@ -69,6 +69,8 @@ def root_reasons(v: VersionState, policy: Policy, now: float, leased: frozenset[
 
 def format_age(seconds: float) -> str:
     s = max(0, int(seconds))
+    if s >= 3600 and s % 3600 == 0 and s < 2 * 86400:
+        return f"{s // 3600}h"
     if s < 120:
         return f"{s}s"
     if s < 7200:
