@@ -44,11 +44,6 @@ def env(name: str, parse: Callable[[Any], T], default: T) -> T:
         raise InvalidInput(f"environment variable {name}={raw[:80]!r}: {e}") from None
 
 
-def stall_timeout() -> float:
-    """``CAS_STALL_TIMEOUT``: seconds a connection may stay silent (30)."""
-    return env("CAS_STALL_TIMEOUT", values.seconds, 30.0)
-
-
 def user_setting(key: str, default: T, cfg: dict | None = None) -> Any:
     """A typed value of the user config file (``gc.keep_last``), or ``default`` when absent."""
     section, _, name = key.rpartition(".")

@@ -14,11 +14,13 @@
     ├── Conflict                           a tag or current pointer moved under us; a refusal needing --force
     │   └── RequirementsUnmet              the environment lacks what a version requires to run
     ├── LockTimeout (TimeoutError)         another process held a download lock for too long
-    ├── RemoteError                        .url .status .digest .retryable .retry_after
+    ├── RemoteError                        .url .status .digest .retryable .retry_after .hung
+    │   ├── MirrorsFailed (remotes/layers)  every mirror failed: .errors, one per mirror
     │   ├── RemoteUnreachable              no connection (refused, DNS, reset before an answer)
     │   ├── RemoteRefused                  401/403/405: a token or a writable server is needed
     │   ├── RemoteStatusError              any other failing HTTP status (5xx and 429 are retryable)
     │   ├── RemoteProtocolError            the server broke the protocol: wrong length or range, a cut body
+    │   │   └── RangesIgnored              a ranged request answered with the whole object
     │   ├── RemoteTooSlow                  below the low-speed limit, or silent past the stall timeout
     │   └── Offline                        --offline / CAS_OFFLINE=1 and a remote was needed
     ├── SourceUnreadable                   a file or directory given to `add` cannot be read
@@ -102,8 +104,9 @@ class RemoteError(CasError):
 
     def __init__(self, message: str, *, url: str | None = None, status: int | None = None,
                  digest: object | None = None, retryable: bool | None = None,
-                 retry_after: float | None = None) -> None:
+                 retry_after: float | None = None, hung: bool = False) -> None:
         super().__init__(message)
+        self.hung = hung  # nothing was answered at all (remotes/layers.py: the mirror is demoted)
         self.url = url
         self.status = status
         self.digest = digest
@@ -125,6 +128,11 @@ class RemoteStatusError(RemoteError):
 
 class RemoteProtocolError(RemoteError):
     pass
+
+
+class RangesIgnored(RemoteProtocolError):
+    """Not retried: the engine reads that server's answers on its event loop instead (it skips
+    to the offset), and splits none of its blobs."""
 
 
 class RemoteTooSlow(RemoteError):

@@ -103,17 +103,28 @@ def test_a_mirror_that_refuses_connections_is_skipped_for_the_rest_of_the_run(st
         d = Digest.of_bytes(data)
         asyncio.run(good.write(blob(d), data))
         blobs[d] = len(data)
-    dead = HttpRemote(f"http://127.0.0.1:{refusing_port()}/")  # nothing listens there
+    tries = []
+
+    class Dead(HttpRemote):
+        def read(self, key, start=0, end=None):
+            tries.append(key)
+            return super().read(key, start, end)
+
+    dead = Dead(f"http://127.0.0.1:{refusing_port()}/")  # nothing listens there
+    dl = None
 
     async def go():
+        nonlocal dl
         try:
-            return await Downloader(store, [dead, good], Settings(jobs=3, backoff=0.5)).fetch(blobs)
+            dl = Downloader(store, [dead, good], Settings(jobs=3, backoff=0.5))
+            return await dl.fetch(blobs)
         finally:
             await dead.close()
 
     st = asyncio.run(go())
     assert all(store.has_blob(d) for d in blobs)
-    assert dead.unreachable and st.retries == 0
+    # demoted for the run after its first refusals (at most one per worker running then), never retried
+    assert dl.remote.demoted == {0} and st.retries == 0 and len(tries) <= 3
 
 
 def test_waiting_for_another_downloader_gives_up_with_lock_timeout(tmp_path):

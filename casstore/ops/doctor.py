@@ -151,10 +151,12 @@ def _is_hex(name: str) -> bool:
 async def diagnose_remote(remote, stale_after: float = 86400.0) -> list[Finding]:
     """Leftovers on a remote: multipart uploads nobody will complete (aborted: they cost storage
     and are invisible otherwise) and lock objects of dead processes (removed)."""
+    from casstore.remotes.layers import stack
     from casstore.remotes.locks import stale_locks
 
+    remote = stack(remote)  # retries and time limits, as every verb has them (remotes/layers.py)
     out: list[Finding] = []
-    if hasattr(remote, "stale_uploads"):
+    if remote.uploads:
         now = await remote.now()
         for key, upload_id, started in await remote.stale_uploads(older_than=now - stale_after):
             await remote.abort_upload(key, upload_id)

@@ -29,6 +29,7 @@ from casstore.model.manifest import MAX_MANIFEST_BYTES, Manifest
 from casstore.model.versioning import latest, sort_key
 from casstore.remotes.base import FORMAT_FILE, Remote, index_path, read_small
 from casstore.remotes.base import manifest as manifest_key
+from casstore.remotes.layers import stack
 from casstore.store.leases import Lease
 from casstore.store.markers import record_use
 from casstore.store.objects import Store
@@ -52,49 +53,36 @@ class FetchResult:
                 "current": self.current, **self.stats.to_json(), "elapsed": round(self.elapsed, 3)}
 
 
-async def read_index(remotes: list[Remote], model: str) -> tuple[Index, Remote]:
-    """The model's index from the first remote that has it."""
-    errors = []
-    for r in remotes:
-        try:
-            got = await r.read_index(model)
-        except RemoteError as e:
-            errors.append(str(e))
-            continue
-        if got is not None:
-            return Index.decode(got[0], source=r.describe(index_path(model)), model=model), r
-    where = ", ".join(r.describe(index_path(model)) for r in remotes)
-    if errors:
-        raise RemoteError(f"cannot read the versions of {model} ({where}): {'; '.join(errors)}")
-    for r in remotes:
-        if not await r.looks_like_remote():
-            raise NotFound(f"there is no casstore remote at {r.url} (no {FORMAT_FILE} there): check the URL or "
-                           f"path of the remote; `cas push` creates a directory remote")
-    raise NotFound(f"model {model} is not published on {where}")
+async def read_index(remotes: Remote | list[Remote], model: str) -> tuple[Index, Remote]:
+    """The model's index from the first mirror that has it (remotes/layers.py)."""
+    r = stack(remotes)
+    where = r.describe(index_path(model))
+    got = await r.read_index(model)
+    if got is not None:
+        return Index.decode(got[0], source=where, model=model), r
+    if not await r.looks_like_remote():
+        urls = ", ".join(m.url for m in r.remotes)
+        raise NotFound(f"there is no casstore remote at {urls} (no {FORMAT_FILE} there): check the URL or "
+                       f"path of the remote; `cas push` creates a directory remote")
+    raise NotFound(f"model {model} is not published on {', '.join(m.describe(index_path(model)) for m in r.remotes)}")
 
 
-async def versions(remotes: list[Remote], model: str) -> Index:
+async def versions(remotes: Remote | list[Remote], model: str) -> Index:
     return (await read_index(remotes, model))[0]
 
 
-async def manifest_bytes(remotes: list[Remote], digest: Digest) -> tuple[bytes, str]:
-    last: Exception | None = None
-    for r in remotes:
-        url = r.describe(manifest_key(digest))
-        try:
-            data = await read_small(r, manifest_key(digest), MAX_MANIFEST_BYTES)
-        except (NotFound, RemoteError) as e:
-            last = e
-            continue
-        if Digest.of_bytes(data) != digest:
-            raise IntegrityError(f"{url} does not hash to {digest}; refusing the manifest")
-        return data, url
-    raise last if last else NotFound(f"manifest {digest} is on no remote")
+async def manifest_bytes(remotes: Remote | list[Remote], digest: Digest) -> tuple[bytes, str]:
+    r = stack(remotes)
+    url = r.describe(manifest_key(digest))
+    data = await read_small(r, manifest_key(digest), MAX_MANIFEST_BYTES)
+    if Digest.of_bytes(data) != digest:
+        raise IntegrityError(f"{url} does not hash to {digest}; refusing the manifest")
+    return data, url
 
 
 async def fetch(
     store: Store,
-    remotes: list[Remote],
+    remotes: Remote | list[Remote],
     model: str,
     version: str | None = None,
     *,
@@ -123,6 +111,7 @@ async def fetch(
         raise NotFound(f"offline, and {what} is not complete in the store {store.root}")
     if not remotes:
         raise NotFound("no remote configured: add one with `cas remote add NAME URL --default`")
+    remotes = stack(remotes, (settings or Settings.from_env()).tuning())  # built once: remotes/layers.py
     try:
         index, _ = await read_index(remotes, model)
     except RemoteError as e:
@@ -149,7 +138,7 @@ async def fetch(
     return result
 
 
-async def install(store: Store, remotes: list[Remote], model: str, version: str, digest: Digest, m: Manifest, *,
+async def install(store: Store, remotes: Remote | list[Remote], model: str, version: str, digest: Digest, m: Manifest, *,
                   settings: Settings | None = None, progress=None) -> FetchResult:
     """Download what ``m`` (already checked by ``load_manifest``) needs, then record it: the
     manifest, the tag, and the current pointer if the model had none (invariant 3's order)."""
@@ -163,7 +152,7 @@ async def install(store: Store, remotes: list[Remote], model: str, version: str,
     return result
 
 
-async def load_manifest(store: Store, remotes: list[Remote], digest: Digest, model: str, version: str) -> Manifest:
+async def load_manifest(store: Store, remotes: Remote | list[Remote], digest: Digest, model: str, version: str) -> Manifest:
     """The manifest an index names for ``model@version``: from the store, or from a remote,
     checked to hash to ``digest`` (manifest_bytes), to parse, to be that model and version, and
     to be canonical."""
@@ -258,14 +247,17 @@ def _local_result(store: Store, model: str, version: str, digest: Digest, m: Man
 
 def open_remotes(remote: str | None = None, *, insecure: bool = False, offline: bool | None = None,
                  project_remote: str | None = None, **http_options) -> list[Remote]:
-    """The remotes a command uses: ``remote`` as the user named it, else ``project_remote`` (from
-    cas.toml: a shared file, so a URL there gets no CAS_TOKEN), else every configured one."""
+    """The backends a command uses, in order: ``remote`` as the user named it, else
+    ``project_remote`` (from cas.toml: a shared file, so a URL there gets no CAS_TOKEN), else every
+    configured one. The verbs build them into one stack (remotes/layers.stack)."""
     from casstore.remotes.config import choose
+    from casstore.remotes.layers import Tuning
 
     if is_offline(offline):
         raise Offline("offline (--offline or CAS_OFFLINE=1): not contacting a remote")
     specs = choose(remote) if remote else choose(project_remote, trusted=False)
-    return [s.open(insecure=insecure, **http_options) for s in specs]
+    tuning = Tuning.from_env()
+    return [s.open(insecure=insecure, tuning=tuning, **http_options) for s in specs]
 
 
 def remotes_for_fetch(remote: str | None = None, *, insecure: bool = False, offline: bool | None = None,

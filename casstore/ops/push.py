@@ -10,15 +10,15 @@ import random
 import time
 from dataclasses import dataclass
 
-from casstore.errors import Conflict, NotFound, RemoteError
+from casstore.errors import Conflict, NotFound
 from casstore.model.index import Index
 from casstore.progress import Ticker
 from casstore.remotes.base import Remote, blob, chunks
 from casstore.remotes.base import manifest as manifest_key
+from casstore.remotes.layers import Mirrors, stack
 from casstore.remotes.locks import RemoteLock
 from casstore.store import chunkmaps
 from casstore.store.objects import Store
-from casstore.transfer import retry
 from casstore.transfer.settings import Settings
 
 log = logging.getLogger("casstore")
@@ -51,6 +51,8 @@ async def push(store: Store, remote: Remote, model: str, version: str, *, force:
     result = PushResult(model, version, str(digest))
     sem = asyncio.Semaphore(max(1, jobs))
     settings = Settings.from_env()
+    # one remote, with retries and time limits (remotes/layers.py): never a mirror's index
+    remote = stack(remote.remotes[0] if isinstance(remote, Mirrors) else remote, settings.tuning())
     sizes = {e.digest: e.size for e in m.entries}
     advance = Ticker(progress, sum(sizes.values()))
 
@@ -59,7 +61,7 @@ async def push(store: Store, remote: Remote, model: str, version: str, *, force:
             path = store.blob_path(d)
             if not path.exists():
                 raise NotFound(f"blob {d} of {model}@{version} is missing locally; cannot push")
-            await _retrying(lambda: remote.write(blob(d, sizes[d]), path), settings)
+            await remote.write(blob(d, sizes[d]), path)
             log.info("sent %s (%d bytes) to %s", d, sizes[d], remote.describe(blob(d)))
             result.blobs_sent += 1
             result.bytes_sent += sizes[d]
@@ -72,7 +74,7 @@ async def push(store: Store, remote: Remote, model: str, version: str, *, force:
         t = time.monotonic()
         m = await asyncio.to_thread(chunkmaps.ensure, store, d)
         result.map_seconds += time.monotonic() - t
-        await _retrying(lambda: remote.write(chunks(d), m.encode()), settings)
+        await remote.write(chunks(d), m.encode())
         result.maps_sent += 1
 
     async def backfill(d):
@@ -87,7 +89,7 @@ async def push(store: Store, remote: Remote, model: str, version: str, *, force:
         await asyncio.gather(*(send(d) for d in lacking))
         if backfill_chunks:
             await asyncio.gather(*(backfill(d) for d in sizes if d not in lacking and sizes[d] >= settings.delta_min_size))
-        await _retrying(lambda: remote.write(manifest_key(digest), store.layout.manifest(digest).read_bytes()), settings)
+        await remote.write(manifest_key(digest), store.layout.manifest(digest).read_bytes())
         for attempt in range(20):  # compare-and-swap on the index; another publisher may be adding a version
             cur = await remote.read_index(model)
             idx = Index(model) if cur is None else Index.decode(cur[0], source=remote.describe(f"index/{model}.json"),
@@ -102,17 +104,3 @@ async def push(store: Store, remote: Remote, model: str, version: str, *, force:
             raise Conflict(f"the index of {model} on {remote.url} kept changing; try again")
     result.elapsed = time.monotonic() - t0
     return result
-
-
-async def _retrying(op, settings: Settings):
-    """An upload, again after a retryable failure (a reset, a 5xx, S3's SlowDown), with the
-    download engine's backoff and attempt count."""
-    for attempt in range(settings.attempts):
-        try:
-            return await op()
-        except RemoteError as e:
-            if not e.retryable or attempt == settings.attempts - 1:
-                raise
-            wait = retry.delay(attempt, settings.backoff, settings.backoff_cap, e.retry_after, e.url)
-            log.info("retrying in %.1fs (attempt %d): %s", wait, attempt + 2, e)
-            await asyncio.sleep(wait)

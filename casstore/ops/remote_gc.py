@@ -18,6 +18,7 @@ from casstore.model.keys import blob_key, chunks_key, manifest_key
 from casstore.model.manifest import Manifest
 from casstore.ops.fetch import manifest_bytes
 from casstore.remotes.base import Remote
+from casstore.remotes.layers import stack
 from casstore.remotes.locks import RemoteLock
 
 
@@ -88,6 +89,7 @@ async def plan_remote(remote: Remote, grace: float = DEFAULT_GRACE) -> RemotePla
 
 async def collect_remote(remote: Remote, grace: float = DEFAULT_GRACE, *,
                          dry_run: bool = True) -> tuple[RemotePlan, RemoteResult | None]:
+    remote = stack(remote)  # retries and time limits, as every verb has them (remotes/layers.py)
     if not remote.listable:
         plan = await plan_remote(remote, grace)  # raises: a remote that cannot be listed
         return plan, None

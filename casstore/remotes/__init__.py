@@ -7,21 +7,29 @@ from urllib.parse import unquote, urlsplit
 
 from casstore.errors import InvalidInput
 from casstore.remotes.base import Key, Remote, blob, index_path, manifest
+from casstore.remotes.layers import Mirrors, Tuning, stack
 
-__all__ = ["Key", "Remote", "blob", "index_path", "manifest", "open_remote"]
+__all__ = ["Key", "Mirrors", "Remote", "Tuning", "blob", "index_path", "manifest", "open_remote", "stack"]
 
 
 def open_remote(url: str, *, token: str | None = None, insecure: bool = False, endpoint_url: str | None = None,
-                region: str | None = None, **http_options) -> Remote:
+                region: str | None = None, tuning=None, **http_options) -> Remote:
+    """The backend for ``url``, its sockets given the stack's time limits (``tuning``, a
+    ``layers.Tuning``; from the environment if None)."""
+    from casstore.remotes.layers import Tuning
+
+    t = tuning or Tuning.from_env()
     scheme = urlsplit(url).scheme
     if scheme == "s3":
         from casstore.remotes.s3 import S3Remote
 
-        return S3Remote(url, endpoint_url=endpoint_url, region=region, insecure=insecure)
+        return S3Remote(url, endpoint_url=endpoint_url, region=region, insecure=insecure,
+                        timeout=t.connect_timeout + t.stall_timeout)
     if scheme in ("http", "https"):
         from casstore.remotes.http import HttpRemote
 
-        return HttpRemote(url, token=token, insecure=insecure, **http_options)
+        options = {"stall_timeout": t.stall_timeout, "connect_timeout": t.connect_timeout, **http_options}
+        return HttpRemote(url, token=token, insecure=insecure, **options)
     if scheme == "file":
         from casstore.remotes.directory import DirectoryRemote
 

@@ -17,19 +17,21 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
+import logging
 import time
 from abc import ABC, abstractmethod
 from collections.abc import AsyncGenerator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from casstore.errors import IntegrityError, RemoteProtocolError, RemoteRefused
+from casstore.errors import CasError, IntegrityError, RemoteProtocolError, RemoteRefused
 from casstore.model.chunkmap import ChunkMap
 from casstore.model.digest import Digest
 from casstore.model.keys import blob_key, chunks_key, index_key, manifest_key
 
 FORMAT_FILE = "casstore-remote.json"
 FORMAT_VERSION = 1
+log = logging.getLogger("casstore")
 CHUNK = 1 << 20
 
 
@@ -139,12 +141,32 @@ class Remote(ABC):
     #: Whether ranged reads are served as such (True), answered with the whole object (False),
     #: or not known yet (None). The engine splits a blob into parallel parts only when True.
     ranges: bool | None = True
-    #: Set when the remote refused a connection: later requests of the same run go to the next
-    #: mirror first instead of retrying this one (a dead mirror must not cost minutes).
-    unreachable: bool = False
     #: Whether abandoning a read midway wastes bytes already sent (a network remote): the engine
     #: then asks for bounded ranges, so it never has to abandon one (transfer/download.py).
     bounded_reads: bool = True
+    #: Whether ``stale_uploads`` and ``abort_upload`` exist (multipart uploads: S3).
+    uploads: bool = False
+
+    def backend(self) -> Remote:
+        """The backend under any layers (remotes/layers.py): itself."""
+        return self
+
+    async def probe_ranges(self, key: Key) -> None:
+        """Learn whether ranges are served (``ranges``), if not known yet, from one byte of ``key``."""
+        if self.ranges is not None:
+            return
+        try:
+            async for _ in self.read(key, 0, 1):
+                pass
+        except CasError as e:
+            log.debug("range probe of %s failed: %s", self.describe(key), e)
+
+    async def stale_uploads(self, older_than: float) -> list[tuple[str, str, float]]:
+        """Uploads begun before ``older_than`` nobody finished: (key, upload id, started)."""
+        raise RemoteRefused(f"{self.url} has no multipart uploads", url=self.url)
+
+    async def abort_upload(self, key: str, upload_id: str) -> None:
+        raise RemoteRefused(f"{self.url} has no multipart uploads", url=self.url)
 
     def describe(self, key: Key | str) -> str:
         """The URL of an object, for error messages."""
@@ -165,7 +187,8 @@ class Remote(ABC):
 
     def read_into(self, key: Key, start: int, end: int, sink: Callable[[memoryview], bool]) -> None:
         """Blocking: bytes [start, end) of an object, handed to ``sink`` in order as they arrive
-        (``sink`` returns False to stop). Raises like ``read``. Called on a thread, never the event loop."""
+        (``sink`` returns False to stop; an empty piece asks only whether to go on, as a retry
+        does first). Raises like ``read``. Called on a thread, never the event loop."""
         raise NotImplementedError
 
     @abstractmethod

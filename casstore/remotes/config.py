@@ -36,11 +36,11 @@ class RemoteSpec:
     endpoint_url: str | None = None  # s3:// only
     region: str | None = None  # s3:// only
 
-    def open(self, *, insecure: bool = False, **http_options):
+    def open(self, *, insecure: bool = False, tuning=None, **http_options):
         from casstore.remotes import open_remote
 
         return open_remote(self.url, token=self.token, insecure=insecure or self.insecure,
-                           endpoint_url=self.endpoint_url, region=self.region, **http_options)
+                           endpoint_url=self.endpoint_url, region=self.region, tuning=tuning, **http_options)
 
 
 def _project_remotes(cwd: Path) -> tuple[dict, Path | None]:

@@ -67,10 +67,8 @@ class HttpRemote(Remote):
             )
         self.url = url.rstrip("/") + "/"
         self._token = token
-        if stall_timeout is None:  # seconds without a byte; one setting for every command and the API
-            from casstore.config import stall_timeout as configured
-
-            stall_timeout = configured()
+        if stall_timeout is None:  # the stack's default (remotes/layers.Tuning); open_remote passes the setting
+            stall_timeout = 30.0
         self._timeout = aiohttp.ClientTimeout(total=None, connect=connect_timeout, sock_read=stall_timeout)
         # One deadline for a response's whole head (status line, interim responses, headers): the
         # stall timer restarts at every byte, so a server dripping header bytes or streaming
@@ -117,7 +115,6 @@ class HttpRemote(Remote):
                 else:
                     resp = await self._sess().request(method, url, headers=h, allow_redirects=False, **kw)
             except aiohttp.ClientConnectorError as e:
-                self.unreachable = True
                 raise RemoteUnreachable(f"cannot connect to {url}: {e}", url=url) from e
             except TimeoutError as e:
                 raise RemoteTooSlow(f"{method} {url}: no complete answer within {self.head_timeout:g}s "

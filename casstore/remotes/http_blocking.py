@@ -22,7 +22,7 @@ import threading
 from collections.abc import Callable
 from urllib.parse import urlsplit
 
-from casstore.errors import RemoteProtocolError, RemoteTooSlow, RemoteUnreachable
+from casstore.errors import RangesIgnored, RemoteProtocolError, RemoteTooSlow, RemoteUnreachable
 from casstore.remotes.base import CHUNK, Key, check_range_answer
 from casstore.remotes.http_rules import MAX_REDIRECTS, Origin, origin, redirect, refuse_encoding
 
@@ -161,7 +161,6 @@ def read_into(remote, key: Key, start: int, end: int, sink: Callable[[memoryview
             try:
                 conn, reused = conns.get(where)
             except OSError as e:
-                remote.unreachable = True
                 raise RemoteUnreachable(f"cannot connect to {url}: {e}", url=url, digest=key.digest) from e
             try:
                 conn.request("GET", target, headers=headers)
@@ -189,8 +188,8 @@ def read_into(remote, key: Key, start: int, end: int, sink: Callable[[memoryview
         if resp.status != 206:
             if resp.status == 200:  # the range was ignored: the async path reads such answers (it skips to start)
                 remote.ranges = False
-                raise RemoteProtocolError(f"{url} answered a ranged request with the whole object", url=url,
-                                          digest=key.digest, retryable=True)
+                raise RangesIgnored(f"{url} answered a ranged request with the whole object", url=url,
+                                    digest=key.digest)
             raise remote.status_error(resp.status, resp.reason, url, resp.headers, "GET")
         refuse_encoding(resp.headers, url, key)
         declared = resp.getheader("Content-Length")

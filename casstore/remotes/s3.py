@@ -80,8 +80,9 @@ class S3Remote(Remote):
     ranges = True
 
     def __init__(self, url: str, *, endpoint_url: str | None = None, region: str | None = None,
-                 insecure: bool = False, part_size: int = 16 * MiB, jobs: int = 8) -> None:
+                 insecure: bool = False, part_size: int = 16 * MiB, jobs: int = 8, timeout: float = 30.0) -> None:
         self.url = url.rstrip("/")
+        self.timeout = timeout  # connect and read, per call (open_remote passes the stack's limits)
         self.bucket, self.prefix = parse_url(url)
         self.endpoint_url = endpoint_url or os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
         if self.endpoint_url:
@@ -109,9 +110,7 @@ class S3Remote(Remote):
                 from botocore.config import Config
             except ImportError as e:
                 raise InvalidInput("s3:// remotes need the S3 client: pip install 'casstore[s3]'") from e
-            from casstore.config import stall_timeout
-
-            stall = stall_timeout()
+            stall = self.timeout
             cfg = Config(retries={"total_max_attempts": 1, "mode": "standard"}, connect_timeout=stall, read_timeout=stall,
                          max_pool_connections=64, signature_version="s3v4",
                          s3={"addressing_style": "path" if self.endpoint_url else "auto"},
@@ -137,7 +136,6 @@ class S3Remote(Remote):
             ClientError,
             ConnectionError,
             ConnectTimeoutError,
-            EndpointConnectionError,
             NoCredentialsError,
             ReadTimeoutError,
         )
@@ -175,7 +173,6 @@ class S3Remote(Remote):
             return RemoteTooSlow(f"{what} {url}: no answer within the stall timeout (CAS_STALL_TIMEOUT)", url=url,
                                  digest=digest)
         if isinstance(e, (ConnectionError, ConnectTimeoutError, OSError)):
-            self.unreachable = isinstance(e, (EndpointConnectionError, ConnectTimeoutError))
             return RemoteUnreachable(f"{what} {url} failed: {type(e).__name__}: {e}", url=url, digest=digest)
         return RemoteProtocolError(f"{what} {url} failed: {type(e).__name__}: {e}", url=url, digest=digest,
                                    retryable=True)
@@ -382,6 +379,7 @@ class S3Remote(Remote):
             raise self._error(e, "LIST", under) from e
 
     listable = True
+    uploads = True
 
     async def delete(self, rel: str) -> None:
         await self._call("DELETE", rel, "delete_object")

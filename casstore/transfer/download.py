@@ -5,11 +5,10 @@ The parts it drives, each in its own module:
 - ``partials``: each blob assembled in a partial file of one writer, with a progress record;
   a gone writer's partial is adopted and only the rest fetched.
 - ``lock``: a per-blob lock so two processes don't download the same blob (it only saves work).
-- ``retry``: backoff with jitter, honouring Retry-After.
 - ``ratelimit``: one bandwidth limit shared by every connection.
 
-Here: a stall timeout and a low-speed limit end dead or dripping connections; then the next
-mirror; then an error naming the URL, the digest and the last failure. A blob is published
+Retries, mirrors, stall and low-speed limits are the remote stack's (remotes/layers.py): the
+engine reads one ``Remote`` and schedules parts. A blob is published
 (linked into ``blobs/``) only after the partial file hashes to its digest and has its size
 (docs/architecture.md, invariant 4); the hash is taken in order as the bytes arrive where they
 arrive in order, and read back from the file where they do not (``frontier``).
@@ -20,6 +19,7 @@ write straight into the partial file; the event loop keeps the books (``_stream_
 from __future__ import annotations
 
 import asyncio
+import copy
 import errno
 import logging
 import os
@@ -28,7 +28,7 @@ from collections.abc import Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
 from functools import partial
 
-from casstore.errors import CasError, IntegrityError, InvalidInput, NotFound, RemoteError, RemoteTooSlow
+from casstore.errors import IntegrityError, InvalidInput, NotFound, RangesIgnored, RemoteError
 from casstore.fs.atomic import makedirs, out_of_space, publish_file, translate_os_error, write_file
 from casstore.fs.writers import writer_id
 from casstore.model.chunkmap import MAX_MAP_BYTES, ChunkMap
@@ -36,9 +36,10 @@ from casstore.model.digest import Digest
 from casstore.remotes.base import Remote, read_small
 from casstore.remotes.base import blob as blob_key
 from casstore.remotes.base import chunks as chunks_key
+from casstore.remotes.layers import stack
 from casstore.store import chunkmaps, stamps
 from casstore.store.objects import Store
-from casstore.transfer import delta, partials, retry
+from casstore.transfer import delta, partials
 from casstore.transfer import lock as dlock
 from casstore.transfer.partials import BlobJob, Part
 from casstore.transfer.ratelimit import RateLimiter
@@ -56,36 +57,19 @@ SMALL_BLOB = 1 << 20
 REPORT_EVERY = 1 << 20
 
 
-class SpeedFloor:
-    """Drops a connection slower than ``low_speed_limit`` bytes/s over ``low_speed_time``
-    seconds (curl's --speed-limit and --speed-time), on the event loop or an engine thread."""
-
-    def __init__(self, s: Settings, url: str, digest: Digest) -> None:
-        self.limit, self.window, self.url, self.digest = s.low_speed_limit, s.low_speed_time, url, digest
-        self.start, self.bytes = time.monotonic(), 0
-
-    def add(self, n: int) -> None:
-        self.bytes += n
-        now = time.monotonic()
-        if now - self.start >= self.window:
-            if self.bytes / (now - self.start) < self.limit:
-                raise RemoteTooSlow(f"{self.url} sent {self.bytes} bytes in {now - self.start:.0f}s, below "
-                                    f"{self.limit} B/s", url=self.url, digest=self.digest)
-            self.start, self.bytes = now, 0
-
-
 def _close_if_cancelled(fd: int, run: Future) -> None:
     if run.cancelled():
         os.close(fd)
 
 
 class Downloader:
-    def __init__(self, store: Store, remotes: list[Remote], settings: Settings | None = None, progress=None) -> None:
+    def __init__(self, store: Store, remotes: Remote | list[Remote], settings: Settings | None = None,
+                 progress=None) -> None:
         if not remotes:
             raise InvalidInput("no remote to download from")
         self.store = store
-        self.remotes = remotes
         self.s = settings or Settings()
+        self.remote = stack(remotes, self.s.tuning())  # mirrors, retries and time limits: remotes/layers.py
         self.progress = progress  # callable(done_bytes, total_bytes)
         self.stats = Stats()
         self.limiter = RateLimiter(self.s.rate) if self.s.rate else None
@@ -117,6 +101,7 @@ class Downloader:
         self._sources = list(sources)
         self._check_space(missing)
         await self._probe_ranges(missing)
+        retried = self.remote.retries
         workers = [asyncio.create_task(self._worker()) for _ in range(max(1, self.s.jobs))]
         self._stopping = False
         try:
@@ -131,6 +116,7 @@ class Downloader:
                 self._threads.shutdown(wait=False)
                 self._threads = None
         self.stats.elapsed = time.monotonic() - t0
+        self.stats.retries += self.remote.retries - retried
         errors = [r for r in results if isinstance(r, BaseException)]
         if errors:
             raise errors[0]
@@ -141,14 +127,8 @@ class Downloader:
         known before parts are scheduled or split (each part would otherwise fetch the object
         from its start)."""
         big = next((d for d, size in missing.items() if size > self.s.part_size or size >= 2 * self.s.min_split), None)
-        for r in self.remotes:
-            if big is None or r.ranges is not None:
-                continue
-            try:
-                async for _ in r.read(blob_key(big, missing[big]), 0, 1):
-                    pass
-            except CasError as e:
-                log.debug("range probe of %s failed: %s", r.describe(blob_key(big)), e)
+        if big is not None:
+            await self.remote.probe_ranges(blob_key(big, missing[big]))
 
     # space ---------------------------------------------------------------------------------------------
 
@@ -225,7 +205,7 @@ class Downloader:
 
     def _verified(self, job: BlobJob, got: Digest, size: int) -> str:
         """Where the bytes came from, if they are the blob's (invariant 4); else IntegrityError."""
-        where = ", ".join(sorted(job.urls)) or self.remotes[0].describe(blob_key(job.digest, job.size))
+        where = ", ".join(sorted(job.urls)) or self.remote.describe(blob_key(job.digest, job.size))
         if size != job.size or got != job.digest:
             raise IntegrityError(f"downloaded bytes for {job.digest} from {where} hash to {got} ({size} bytes); discarded")
         return where
@@ -233,7 +213,7 @@ class Downloader:
     async def _download(self, job: BlobJob) -> None:
         self.stats.bytes_resumed += job.adopted
         self._advance(job.adopted)
-        self.sched.add(job, self.s.part_size if self.remotes[0].ranges else job.size or 1)
+        self.sched.add(job, self.s.part_size if self.remote.ranges else job.size or 1)
         if job.parts:
             job.save(force=True)
             await job.finished.wait()
@@ -248,7 +228,7 @@ class Downloader:
         """Copy into the fresh partial what local blobs hold of it (delta.py); the gaps left are
         what the workers fetch. Skipped when any remote ignores Range (each gap would cost the
         whole object) or when the remote has no usable map."""
-        if not self.s.delta or job.size < self.s.delta_min_size or not all(r.ranges for r in self.remotes):
+        if not self.s.delta or job.size < self.s.delta_min_size or not self.remote.ranges:
             return
         m = await self._remote_map(job.digest, job.size)
         if m is None:
@@ -274,20 +254,18 @@ class Downloader:
         log.info("%s: %d of %d bytes from local chunks", job.digest, n, job.size)
 
     async def _remote_map(self, d: Digest, size: int) -> ChunkMap | None:
-        """The blob's chunk map from the first remote that has one; a missing, broken or lying map
+        """The blob's chunk map from the first mirror that has one; a missing, broken or lying map
         means a whole download, never an error."""
         key = chunks_key(d)
-        for r in self.remotes:
-            try:
-                data = await read_small(r, key, MAX_MAP_BYTES)
-                self.stats.bytes_maps += len(data)
-                return ChunkMap.decode(data, blob=d, size=size, source=r.describe(key))
-            except NotFound:
-                continue
-            except (RemoteError, InvalidInput) as e:
-                log.warning("not using the chunk map %s: %s", r.describe(key), e)
-                return None
-        return None
+        try:
+            data = await read_small(self.remote, key, MAX_MAP_BYTES)
+            self.stats.bytes_maps += len(data)
+            return ChunkMap.decode(data, blob=d, size=size, source=self.remote.describe(key))
+        except NotFound:
+            return None
+        except (RemoteError, InvalidInput) as e:
+            log.warning("not using the chunk map %s: %s", self.remote.describe(key), e)
+            return None
 
     def _publish(self, job: BlobJob) -> None:
         where = self._verified(job, *job.frontier.finish(job.fd))  # reads back only what it lacks
@@ -306,7 +284,7 @@ class Downloader:
     async def _worker(self) -> None:
         last = None
         while True:
-            part = self.sched.next(may_split=all(r.ranges is True for r in self.remotes), after=last)
+            part = self.sched.next(may_split=self.remote.ranges is True, after=last)
             last = part
             if part is None:
                 self.sched.wake.clear()
@@ -337,41 +315,17 @@ class Downloader:
 
     async def _run_part(self, part: Part) -> None:
         job = part.job
-        key = blob_key(job.digest, job.size)
-        last: BaseException | None = None
-        for i, remote in enumerate(self.remotes):
-            another = i < len(self.remotes) - 1
-            if remote.unreachable and another:
-                log.debug("skipping %s: it refused a connection earlier in this run", remote.url)
-                continue  # try it last, if at all
-            for attempt in range(self.s.attempts):
-                if part.pos >= part.end or job.error is not None:
-                    return
-                try:
-                    await self._stream(remote, key, part)
-                    return
-                except NotFound as e:
-                    last = e
-                    break  # the next mirror may have it
-                except RemoteError as e:
-                    last = e
-                    if not e.retryable or attempt == self.s.attempts - 1 or (remote.unreachable and another):
-                        break
-                    self.stats.retries += 1
-                    delay = retry.delay(attempt, self.s.backoff, self.s.backoff_cap, e.retry_after,
-                                        e.url or remote.describe(key))
-                    log.info("retrying %s [%d-%d) in %.1fs (attempt %d): %s", remote.describe(key), part.pos, part.end,
-                             delay, attempt + 2, e)
-                    await asyncio.sleep(delay)
-                except OSError as e:  # the partial file: a full disk, or its device failing
-                    raise translate_os_error(e, job.path, job.size) from e
-        urls = ", ".join(r.describe(key) for r in self.remotes)
-        if isinstance(last, NotFound):
-            raise NotFound(f"blob {job.digest} is not on any remote ({urls}): {last}") from last
-        err = type(last) if isinstance(last, RemoteError) else RemoteError
-        raise err(f"giving up on {job.digest} ({urls}) after {self.s.attempts} attempt(s) per remote: {last}",
-                  url=getattr(last, "url", None), status=getattr(last, "status", None), digest=job.digest,
-                  retryable=getattr(last, "retryable", False)) from last
+        try:
+            await self._stream(self.remote, blob_key(job.digest, job.size), part)
+        except NotFound as e:
+            raise NotFound(f"blob {job.digest} is not on any remote: {e}") from e
+        except RemoteError as e:  # the stack's retries and mirrors are spent: say which blob
+            named = copy.copy(e)
+            named.args = (f"giving up on {job.digest}: {e}",)
+            named.digest = job.digest
+            raise named from e
+        except OSError as e:  # the partial file: a full disk, or its device failing
+            raise translate_os_error(e, job.path, job.size) from e
 
     async def _stream(self, remote: Remote, key, part: Part) -> None:
         """Fetch ``part`` in requests of at most ``request_size`` (when the remote serves ranges
@@ -379,8 +333,10 @@ class Downloader:
         takes bytes nobody has asked for yet."""
         job = part.job
         if self._bounded(remote) and remote.threaded_reads and not job.in_memory and self.limiter is None:
-            return await self._stream_threaded(remote, key, part)
-        floor = SpeedFloor(self.s, remote.describe(key), job.digest)
+            try:
+                return await self._stream_threaded(remote, key, part)
+            except RangesIgnored as e:  # the rest through the event loop, which skips to the offset
+                log.info("%s; reading it on the event loop", e)
         while part.pos < part.end and job.error is None:
             bounded = self._bounded(remote)  # the first answer may tell whether ranges are served
             part.asked = min(part.end, part.pos + self.s.request_size) if bounded else part.end
@@ -407,7 +363,6 @@ class Downloader:
                     job.urls.add(remote.describe(key))
                     self.stats.bytes_downloaded += n
                     self._advance(n)
-                    floor.add(n)
                     job.save()
             finally:
                 await stream.aclose()
@@ -439,7 +394,6 @@ class Downloader:
     def _read_request(self, remote: Remote, key, part: Part, loop: asyncio.AbstractEventLoop, fd: int) -> None:
         """On an engine thread: one request of ``part``, written at its place as it arrives."""
         job = part.job
-        floor = SpeedFloor(self.s, remote.describe(key), job.digest)
         unreported = 0
 
         def report() -> bool:
@@ -453,6 +407,8 @@ class Downloader:
 
         def sink(view: memoryview) -> bool:
             nonlocal unreported
+            if not len(view):  # asked before a retry: is anyone still waiting for these bytes?
+                return job.error is None and not self._stopping and part.pos < min(part.end, part.asked)
             with job.lock:  # a split cannot move the end while this writes (frontier.py)
                 room = min(part.end, part.asked) - part.pos  # a straggler's split may have moved the end
                 if room <= 0 or job.error is not None or self._stopping:
@@ -472,7 +428,6 @@ class Downloader:
             unreported += done
             if unreported >= REPORT_EVERY and not report():
                 return False
-            floor.add(done)
             return not cut
 
         try:

@@ -9,6 +9,7 @@ from casstore.config import env
 from casstore.errors import InvalidInput
 from casstore.model import values
 from casstore.model.chunking import MAP_MIN_SIZE
+from casstore.remotes.layers import Tuning
 
 MiB = 1 << 20
 
@@ -24,6 +25,8 @@ class Settings:
     backoff_cap: float = 30.0
     low_speed_limit: int = 1024  # bytes/s; below this for low_speed_time, the connection is dropped
     low_speed_time: float = 30.0
+    stall_timeout: float = 30.0  # seconds without a byte (and for a response's whole head)
+    connect_timeout: float = 30.0
     lock_refresh: float = 5.0
     stale_after: float = 60.0  # a lock or partial not refreshed for this long belongs to nobody
     lock_timeout: float = 3600.0  # longest wait for another process downloading the same blob
@@ -36,6 +39,10 @@ class Settings:
         """The defaults, then ``CAS_*`` variables (typed: a bad one is an error naming it), then
         ``over`` (the command's own options)."""
         s = cls()
+        t = Tuning.from_env()  # the remote stack's settings: parsed there, once
+        s.attempts, s.backoff, s.backoff_cap = t.attempts, t.backoff, t.backoff_cap
+        s.low_speed_limit, s.low_speed_time = t.low_speed_limit, t.low_speed_time
+        s.stall_timeout, s.connect_timeout = t.stall_timeout, t.connect_timeout
         for name, var, parse in _ENV:
             setattr(s, name, env(var, parse, getattr(s, name)))
         for name, value in over.items():
@@ -43,6 +50,11 @@ class Settings:
         if s.jobs < 1:
             raise InvalidInput(f"--jobs {s.jobs}: expected 1 or more")
         return s
+
+    def tuning(self) -> Tuning:
+        """What the remote stack takes of these settings (remotes/layers.py)."""
+        return Tuning(self.attempts, self.backoff, self.backoff_cap, self.connect_timeout, self.stall_timeout,
+                      self.low_speed_limit, self.low_speed_time)
 
 
 def delta_mode(text: str) -> bool:
@@ -52,10 +64,7 @@ def delta_mode(text: str) -> bool:
     return text == "auto"
 
 
-_ENV = (("low_speed_time", "CAS_LOW_SPEED_TIME", values.seconds),
-        ("backoff", "CAS_RETRY_BACKOFF", values.seconds),
-        ("attempts", "CAS_RETRY_ATTEMPTS", lambda v: values.count(v, minimum=1, maximum=100)),
-        ("stale_after", "CAS_STALE_AFTER", values.seconds),
+_ENV = (("stale_after", "CAS_STALE_AFTER", values.seconds),
         ("part_size", "CAS_PART_SIZE", values.positive_size),
         ("lock_timeout", "CAS_LOCK_TIMEOUT", values.seconds),
         ("delta_min_size", "CAS_DELTA_MIN_SIZE", values.size),
