@@ -324,3 +324,153 @@ class Sshfs:
         subprocess.run(["fusermount", "-u", "-z", str(self.mount)], capture_output=True)
         self.sshd.kill()
         self.sshd.wait()
+
+
+class Hung:
+    """A server that accepts connections, reads each request and never answers (a mirror whose
+    backend died behind its load balancer). ``requests`` counts what it was asked."""
+
+    def __init__(self) -> None:
+        self.sock = listening_socket()
+        self.port = self.sock.getsockname()[1]
+        self.url = f"http://127.0.0.1:{self.port}/"
+        self.requests = 0
+        self._conns: list[socket.socket] = []
+        self._stop = threading.Event()
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+        self.thread.start()
+
+    def _serve(self) -> None:
+        self.sock.settimeout(0.2)
+        while not self._stop.is_set():
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                continue
+            self._conns.append(conn)
+            threading.Thread(target=self._hold, args=(conn,), daemon=True).start()
+
+    def _hold(self, conn: socket.socket) -> None:
+        buf = b""
+        conn.settimeout(0.5)
+        while not self._stop.is_set():
+            try:
+                chunk = conn.recv(65536)
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            if not chunk:
+                return
+            buf += chunk
+            while b"\r\n\r\n" in buf:
+                _, buf = buf.split(b"\r\n\r\n", 1)
+                self.requests += 1
+
+    def stop(self) -> None:
+        self._stop.set()
+        self.sock.close()
+        for c in self._conns:
+            try:
+                c.close()
+            except OSError:
+                pass
+
+
+class Tinyproxy:
+    """Debian's tinyproxy as a forward proxy on loopback (http requests and CONNECT tunnels);
+    ``log()`` is what it logged (one line per connection it made)."""
+
+    def __init__(self, workdir: Path) -> None:
+        exe = shutil.which("tinyproxy") or "/usr/bin/tinyproxy"
+        if not os.path.exists(exe):
+            raise RuntimeError("tinyproxy is not installed (CI installs it: apt-get install tinyproxy)")
+        workdir.mkdir(parents=True, exist_ok=True)
+        s = listening_socket()
+        self.port = s.getsockname()[1]
+        s.close()  # tinyproxy binds it itself: a short window, on a port the kernel just gave out
+        self.logfile = workdir / "tinyproxy.log"
+        conf = workdir / "tinyproxy.conf"
+        user = "User root\nGroup root\n" if os.geteuid() == 0 else ""
+        conf.write_text(f"{user}Port {self.port}\nListen 127.0.0.1\nTimeout 60\nLogFile \"{self.logfile}\"\n"
+                        f"LogLevel Info\nMaxClients 64\nAllow 127.0.0.1\nDisableViaHeader Yes\n")
+        self.proc = subprocess.Popen([exe, "-d", "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        wait_port(self.port)
+        self.url = f"http://127.0.0.1:{self.port}"
+
+    def log(self) -> str:
+        return self.logfile.read_text(errors="replace") if self.logfile.exists() else ""
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        self.proc.wait(10)
+
+
+class RecordingProxy:
+    """A forward proxy that keeps every byte it relays in either direction (``seen``): to show
+    what a proxy can read. Plain requests are relayed to the origin, CONNECT tunnels byte for byte."""
+
+    def __init__(self) -> None:
+        self.seen = bytearray()
+        self.connects: list[str] = []
+        self.sock = listening_socket()
+        self.port = self.sock.getsockname()[1]
+        self.url = f"http://127.0.0.1:{self.port}"
+        self._stop = threading.Event()
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self) -> None:
+        self.sock.settimeout(0.2)
+        while not self._stop.is_set():
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                continue
+            threading.Thread(target=self._one, args=(conn,), daemon=True).start()
+
+    def _pipe(self, a: socket.socket, b: socket.socket) -> None:
+        try:
+            while chunk := a.recv(65536):
+                self.seen += chunk
+                b.sendall(chunk)
+        except OSError:
+            pass
+        finally:
+            for s in (a, b):
+                try:
+                    s.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+
+    def _one(self, conn: socket.socket) -> None:
+        from urllib.parse import urlsplit
+
+        head = b""
+        while b"\r\n\r\n" not in head:
+            chunk = conn.recv(65536)
+            if not chunk:
+                conn.close()
+                return
+            head += chunk
+        self.seen += head
+        line = head.split(b"\r\n", 1)[0].decode()
+        method, target, _ = line.split(" ", 2)
+        if method == "CONNECT":
+            host, port = target.rsplit(":", 1)
+            self.connects.append(target)
+            up = socket.create_connection((host, int(port)))
+            conn.sendall(b"HTTP/1.1 200 Connection established\r\n\r\n")
+            rest = head.split(b"\r\n\r\n", 1)[1]
+            if rest:
+                up.sendall(rest)
+        else:
+            u = urlsplit(target)
+            up = socket.create_connection((u.hostname, u.port or 80))
+            path = (u.path or "/") + (f"?{u.query}" if u.query else "")
+            up.sendall(head.replace(target.encode(), path.encode(), 1))
+        threading.Thread(target=self._pipe, args=(up, conn), daemon=True).start()
+        self._pipe(conn, up)
+
+    def stop(self) -> None:
+        self._stop.set()
+        self.sock.close()

@@ -144,13 +144,19 @@ def test_fetch_over_https_verifies_the_certificate_on_both_http_paths(tmp_path, 
         user = CasRunner(tmp_path / "user", tmp_path)
         p = subprocess.run(user.argv("fetch", "m@1.0.0", "--remote", ngx.url), capture_output=True, text=True,
                            env={**os.environ, "SSL_CERT_FILE": str(tmp_path / "nowhere.pem")}, timeout=120)
+        assert p.returncode == 7 and "cannot use the CA bundle" in p.stderr and "nowhere.pem" in p.stderr, p.stderr
+        other = tmp_path / "other-ca.pem"  # a bundle that exists but does not hold nginx's certificate
+        subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=x",
+                        "-keyout", str(tmp_path / "k.pem"), "-out", str(other)], check=True, capture_output=True)
+        p = subprocess.run(user.argv("fetch", "m@1.0.0", "--remote", ngx.url), capture_output=True, text=True,
+                           env={**os.environ, "SSL_CERT_FILE": str(other)}, timeout=120)
         assert p.returncode != 0 and "CERTIFICATE_VERIFY_FAILED" in p.stderr and ngx.url in p.stderr, p.stderr
         p = subprocess.run(user.argv("-vv", "fetch", "m@1.0.0", "--remote", ngx.url), capture_output=True, text=True,
                            env={**os.environ, "SSL_CERT_FILE": str(ngx.cert)}, timeout=120)
         assert p.returncode == 0, p.stderr
         assert "on cas-fetch" in p.stderr  # a ranged GET on an engine thread
         store = Store.open(tmp_path / "user")
-        monkeypatch.setenv("SSL_CERT_FILE", str(tmp_path / "nowhere.pem"))
+        monkeypatch.setenv("SSL_CERT_FILE", str(other))
         assert threaded_read(ngx.url, store) is not None  # the threaded path verifies on its own too
         monkeypatch.setenv("SSL_CERT_FILE", str(ngx.cert))
         assert threaded_read(ngx.url, store) is None

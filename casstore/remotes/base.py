@@ -151,6 +151,9 @@ class Remote(ABC):
         """The backend under any layers (remotes/layers.py): itself."""
         return self
 
+    def hurry(self, on: bool) -> None:  # noqa: B027 - a backend has nothing to hurry
+        """Told by ``layers.Mirrors`` whether other mirrors are left (a backend ignores it)."""
+
     async def probe_ranges(self, key: Key) -> None:
         """Learn whether ranges are served (``ranges``), if not known yet, from one byte of ``key``."""
         if self.ranges is not None:

@@ -12,6 +12,7 @@ import asyncio
 import logging
 from collections.abc import AsyncGenerator
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 
 import aiohttp
@@ -31,7 +32,16 @@ from casstore.errors import (
 from casstore.model.index import MAX_INDEX_BYTES
 from casstore.remotes import http_blocking
 from casstore.remotes.base import CHUNK, FORMAT_FILE, Key, Remote, check_range_answer, index_path, is_loopback
-from casstore.remotes.http_rules import MAX_REDIRECTS, origin, redirect, refuse_encoding
+from casstore.remotes.http_rules import (
+    MAX_REDIRECTS,
+    netrc_authorization,
+    origin,
+    proxy_authorization,
+    proxy_for,
+    redirect,
+    refuse_encoding,
+    ssl_context,
+)
 
 log = logging.getLogger("casstore")
 
@@ -67,6 +77,8 @@ class HttpRemote(Remote):
             )
         self.url = url.rstrip("/") + "/"
         self._token = token
+        self._warned_proxy = False
+        self._netrc: str | None = None  # the netrc entry's header for this host, read once
         if stall_timeout is None:  # the stack's default (remotes/layers.Tuning); open_remote passes the setting
             stall_timeout = 30.0
         self._timeout = aiohttp.ClientTimeout(total=None, connect=connect_timeout, sock_read=stall_timeout)
@@ -86,7 +98,7 @@ class HttpRemote(Remote):
             self._session = aiohttp.ClientSession(
                 timeout=self._timeout,
                 auto_decompress=False,
-                connector=aiohttp.TCPConnector(limit=64),
+                connector=aiohttp.TCPConnector(limit=64, ssl=ssl_context() if self.url.startswith("https:") else True),
                 headers={"Accept-Encoding": "identity", "User-Agent": "casstore"},
             )
         return self._session
@@ -107,13 +119,17 @@ class HttpRemote(Remote):
         headers = dict(kw.pop("headers", {}))
         for _ in range(MAX_REDIRECTS + 1):
             h = self.request_headers(url, headers)
-            log.debug("%s %s%s", method, url, f" ({h['Range']})" if "Range" in h else "")
+            proxy = proxy_for(url)
+            auth = proxy_authorization(proxy) if proxy else None
+            via: dict[str, Any] = {"proxy": proxy, "proxy_headers": {"Proxy-Authorization": auth} if auth else None}
+            log.debug("%s %s%s%s", method, url, f" ({h['Range']})" if "Range" in h else "",
+                      f" via {origin(proxy)[1]}" if proxy else "")
             try:
                 if method in ("GET", "HEAD"):  # an upload's head follows its body: the stall timer bounds it
                     async with asyncio.timeout(self.head_timeout):
-                        resp = await self._sess().request(method, url, headers=h, allow_redirects=False, **kw)
+                        resp = await self._sess().request(method, url, headers=h, allow_redirects=False, **via, **kw)
                 else:
-                    resp = await self._sess().request(method, url, headers=h, allow_redirects=False, **kw)
+                    resp = await self._sess().request(method, url, headers=h, allow_redirects=False, **via, **kw)
             except aiohttp.ClientConnectorError as e:
                 raise RemoteUnreachable(f"cannot connect to {url}: {e}", url=url) from e
             except TimeoutError as e:
@@ -131,10 +147,24 @@ class HttpRemote(Remote):
 
     def request_headers(self, url: str, extra: dict[str, str]) -> dict[str, str]:
         """A request's headers: the token only for the remote's own origin (``url`` may be
-        where a redirect led)."""
+        where a redirect led), and never in plain HTTP through a proxy, which would read it;
+        without a token, the host's netrc entry if there is one."""
         h = dict(extra)
-        if self._token and origin(url) == origin(self.url):
+        if origin(url) != origin(self.url):
+            return h
+        if self._token:
+            if url.startswith("http:") and proxy_for(url):
+                if not self._warned_proxy:
+                    log.warning("not sending the token for %s through the plain-HTTP proxy %s; set NO_PROXY for "
+                                "that host or use https://", self.url, origin(proxy_for(url) or "")[1])
+                    self._warned_proxy = True
+                return h
             h["Authorization"] = f"Bearer {self._token}"
+        else:
+            if self._netrc is None:
+                self._netrc = netrc_authorization(self.url) or ""
+            if self._netrc:
+                h["Authorization"] = self._netrc
         return h
 
     def _error(self, resp: aiohttp.ClientResponse, what: str) -> Exception:

@@ -17,14 +17,22 @@ from __future__ import annotations
 import http.client
 import logging
 import socket
-import ssl
 import threading
 from collections.abc import Callable
 from urllib.parse import urlsplit
 
 from casstore.errors import RangesIgnored, RemoteProtocolError, RemoteTooSlow, RemoteUnreachable
 from casstore.remotes.base import CHUNK, Key, check_range_answer
-from casstore.remotes.http_rules import MAX_REDIRECTS, Origin, origin, redirect, refuse_encoding
+from casstore.remotes.http_rules import (
+    MAX_REDIRECTS,
+    Origin,
+    origin,
+    proxy_authorization,
+    proxy_for,
+    redirect,
+    refuse_encoding,
+    ssl_context,
+)
 
 log = logging.getLogger("casstore")
 
@@ -37,23 +45,30 @@ class Connections:
         self.connect_timeout = connect_timeout
         self.stall_timeout = stall_timeout
         self._lock = threading.Lock()
-        self._idle: dict[Origin, list[http.client.HTTPConnection]] = {}
+        self._idle: dict[tuple[Origin, str | None], list[http.client.HTTPConnection]] = {}
         self._open: set[http.client.HTTPConnection] = set()
-        self._ssl: ssl.SSLContext | None = None
 
-    def get(self, where: Origin) -> tuple[http.client.HTTPConnection, bool]:
-        """A connection to ``where``, and whether it was idle in the pool (it may have been
-        closed by the server since: the caller retries such a one once on a new connection)."""
+    def get(self, where: Origin, proxy: str | None = None) -> tuple[http.client.HTTPConnection, bool]:
+        """A connection to ``where`` (through ``proxy``: a CONNECT tunnel for https, the proxy
+        itself for http), and whether it was idle in the pool (it may have been closed by the
+        server since: the caller retries such a one once on a new connection)."""
+        key = (where, proxy)
         with self._lock:
-            idle = self._idle.get(where)
+            idle = self._idle.get(key)
             if idle:
                 return idle.pop(), True
         scheme, host, port = where
         conn: http.client.HTTPConnection
-        if scheme == "https":
-            if self._ssl is None:
-                self._ssl = ssl.create_default_context()
-            conn = http.client.HTTPSConnection(host, port, timeout=self.connect_timeout, context=self._ssl)
+        if proxy is not None:
+            _, phost, pport = origin(proxy)
+            auth = proxy_authorization(proxy)
+            if scheme == "https":
+                conn = http.client.HTTPSConnection(phost, pport, timeout=self.connect_timeout, context=ssl_context())
+                conn.set_tunnel(host, port, headers={"Proxy-Authorization": auth} if auth else None)
+            else:
+                conn = http.client.HTTPConnection(phost, pport, timeout=self.connect_timeout)
+        elif scheme == "https":
+            conn = http.client.HTTPSConnection(host, port, timeout=self.connect_timeout, context=ssl_context())
         else:
             conn = http.client.HTTPConnection(host, port, timeout=self.connect_timeout)
         conn.response_class = _Response
@@ -64,10 +79,10 @@ class Connections:
             self._open.add(conn)
         return conn, False
 
-    def put(self, where: Origin, conn: http.client.HTTPConnection) -> None:
+    def put(self, where: Origin, conn: http.client.HTTPConnection, proxy: str | None = None) -> None:
         with self._lock:
             if conn in self._open:
-                self._idle.setdefault(where, []).append(conn)
+                self._idle.setdefault((where, proxy), []).append(conn)
                 return
         conn.close()  # closed meanwhile
 
@@ -154,12 +169,16 @@ def read_into(remote, key: Key, start: int, end: int, sink: Callable[[memoryview
     for _ in range(MAX_REDIRECTS + 1):
         where = origin(url)
         u = urlsplit(url)
-        target = (u.path or "/") + (f"?{u.query}" if u.query else "")
+        proxy = proxy_for(url)
+        # through a proxy, plain HTTP asks the proxy for the absolute URL; https tunnels (CONNECT)
+        target = url if proxy and u.scheme == "http" else (u.path or "/") + (f"?{u.query}" if u.query else "")
         headers = remote.request_headers(url, extra)
+        if proxy and u.scheme == "http" and (auth := proxy_authorization(proxy)):
+            headers["Proxy-Authorization"] = auth
         log.debug("GET %s (%s, on %s)", url, extra["Range"], threading.current_thread().name)
         for fresh in (False, True):
             try:
-                conn, reused = conns.get(where)
+                conn, reused = conns.get(where, proxy)
             except OSError as e:
                 raise RemoteUnreachable(f"cannot connect to {url}: {e}", url=url, digest=key.digest) from e
             try:
@@ -237,6 +256,6 @@ def read_into(remote, key: Key, start: int, end: int, sink: Callable[[memoryview
         clean = resp.isclosed() and not resp.will_close
     finally:
         if clean:
-            conns.put(where, conn)
+            conns.put(where, conn, proxy)
         else:
             conns.drop(conn)

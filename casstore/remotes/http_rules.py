@@ -33,3 +33,75 @@ def refuse_encoding(headers, url: str, key: Key) -> None:
     enc = (headers.get("Content-Encoding") or "identity").lower()
     if enc not in ("identity", ""):
         raise RemoteProtocolError(f"{url} sent a {enc}-encoded body; refusing to inflate it", url=url, digest=key.digest)
+
+
+# The network a team has (HTTPS_PROXY/HTTP_PROXY/NO_PROXY/ALL_PROXY, netrc, a CA bundle), read the
+# same way for both paths, as curl, pip and huggingface_hub read them.
+
+def proxy_for(url: str) -> str | None:
+    """The proxy a request for ``url`` goes through (``https_proxy``/``http_proxy``, else
+    ``all_proxy``; none for a host ``no_proxy`` names), as urllib reads the environment."""
+    import urllib.request
+
+    u = urlsplit(url)
+    host = u.hostname or ""
+    if urllib.request.proxy_bypass_environment(f"{host}:{u.port}" if u.port else host):  # type: ignore[attr-defined]
+        return None
+    proxies = urllib.request.getproxies_environment()
+    proxy = proxies.get(u.scheme) or proxies.get("all")
+    if not proxy:
+        return None
+    if "://" not in proxy:
+        proxy = "http://" + proxy
+    p = urlsplit(proxy)
+    if p.scheme not in ("http", "https") or not p.hostname:
+        raise RemoteRefused(f"proxy {proxy!r} for {url} is not http(s)://HOST:PORT", url=url)
+    return proxy
+
+
+def proxy_authorization(proxy: str) -> str | None:
+    """``Proxy-Authorization`` for credentials written into the proxy URL, if any."""
+    import base64
+    from urllib.parse import unquote
+
+    p = urlsplit(proxy)
+    if p.username is None:
+        return None
+    creds = f"{unquote(p.username)}:{unquote(p.password or '')}".encode()
+    return "Basic " + base64.b64encode(creds).decode()
+
+
+def netrc_authorization(url: str) -> str | None:
+    """``Authorization`` from ``~/.netrc`` (or ``$NETRC``) for the host of ``url``, if it has one."""
+    import base64
+    import netrc
+    import os
+
+    path = os.environ.get("NETRC") or os.path.expanduser("~/.netrc")
+    try:
+        entry = netrc.netrc(path).authenticators(urlsplit(url).hostname or "")
+    except (OSError, netrc.NetrcParseError):
+        return None
+    if not entry:
+        return None
+    login, _, password = entry
+    return "Basic " + base64.b64encode(f"{login or ''}:{password or ''}".encode()).decode()
+
+
+_SSL: dict = {}
+
+
+def ssl_context():
+    """One TLS context for both paths: the system's CAs, or the bundle ``SSL_CERT_FILE`` (else
+    ``REQUESTS_CA_BUNDLE``, ``CURL_CA_BUNDLE``) names."""
+    import os
+    import ssl
+
+    bundle = next((os.environ[v] for v in ("SSL_CERT_FILE", "REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE")
+                   if os.environ.get(v)), None)
+    if bundle not in _SSL:
+        try:
+            _SSL[bundle] = ssl.create_default_context(cafile=bundle)
+        except (OSError, ssl.SSLError) as e:
+            raise RemoteRefused(f"cannot use the CA bundle {bundle}: {e}") from e
+    return _SSL[bundle]

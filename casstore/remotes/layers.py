@@ -50,6 +50,9 @@ class Tuning:
     stall_timeout: float = 30.0
     low_speed_limit: int = 1024
     low_speed_time: float = 30.0
+    # While other mirrors are left: how long a request may wait for its first byte before the
+    # mirror is taken for hung (one that accepts connections and never answers) and demoted.
+    first_byte_timeout: float = 5.0
 
     @classmethod
     def from_env(cls, **over: Any) -> Tuning:
@@ -62,6 +65,7 @@ class Tuning:
             connect_timeout=env("CAS_CONNECT_TIMEOUT", values.seconds, cls.connect_timeout),
             stall_timeout=env("CAS_STALL_TIMEOUT", values.seconds, cls.stall_timeout),
             low_speed_time=env("CAS_LOW_SPEED_TIME", values.seconds, cls.low_speed_time),
+            first_byte_timeout=env("CAS_FIRST_BYTE_TIMEOUT", values.seconds, cls.first_byte_timeout),
         )
         return replace(t, **over)
 
@@ -117,6 +121,9 @@ class Layer(Remote):
 
     def backend(self) -> Remote:
         return self.inner.backend()
+
+    def hurry(self, on: bool) -> None:
+        self.inner.hurry(on)
 
     async def probe_ranges(self, key: Key) -> None:
         if self.ranges is None:
@@ -177,20 +184,25 @@ class Guarded(Layer):
     def __init__(self, inner: Remote, tuning: Tuning) -> None:
         super().__init__(inner)
         self.t = tuning
+        self.first_byte = tuning.connect_timeout + tuning.stall_timeout
+
+    def hurry(self, on: bool) -> None:
+        """With other mirrors left, a request gets ``first_byte_timeout`` for its first byte."""
+        self.first_byte = self.t.first_byte_timeout if on else self.t.connect_timeout + self.t.stall_timeout
+        super().hurry(on)
 
     async def _within(self, what: str, url: str, aw: Awaitable[T]) -> T:
         try:
-            async with asyncio.timeout(self.t.connect_timeout + self.t.stall_timeout):
+            async with asyncio.timeout(self.first_byte):
                 return await aw
         except TimeoutError:
-            raise RemoteTooSlow(f"{what} {url}: no answer within {self.t.connect_timeout + self.t.stall_timeout:g}s "
-                                "(CAS_CONNECT_TIMEOUT + CAS_STALL_TIMEOUT)", url=url, hung=True) from None
+            raise RemoteTooSlow(f"{what} {url}: no answer within {self.first_byte:g}s", url=url, hung=True) from None
 
     async def read(self, key: Key, start: int = 0, end: int | None = None) -> AsyncGenerator[bytes, None]:
         url = self.describe(key)
         floor = SpeedFloor(self.t.low_speed_limit, self.t.low_speed_time, url, key.digest)
         stream = self.inner.read(key, start, end)
-        limit, got = self.t.connect_timeout + self.t.stall_timeout, 0  # the first byte: connect and answer
+        limit, got = self.first_byte, 0  # the first byte: connect and answer
         try:
             while True:
                 try:
@@ -254,6 +266,10 @@ class Retrying(Layer):
         self.t = tuning
         self.retries = 0
         self.fail_fast = False
+
+    def hurry(self, on: bool) -> None:
+        self.fail_fast = on
+        super().hurry(on)
 
     def _give_up(self, e: RemoteError, attempt: int) -> bool:
         return not e.retryable or attempt >= self.t.attempts - 1 or (self.fail_fast and _hung(e))
@@ -395,8 +411,7 @@ class Mirrors(Remote):
         self.threaded_reads = all(r.threaded_reads for r in self.remotes)
         self.bounded_reads = any(r.bounded_reads for r in self.remotes)
         for r in self.remotes:
-            if isinstance(r, Retrying):
-                r.fail_fast = len(self.remotes) > 1
+            r.hurry(len(self.remotes) > 1)
 
     # what the run knows of its mirrors ---------------------------------------------------------
 
@@ -411,9 +426,8 @@ class Mirrors(Remote):
             log.warning("%s did not answer (%s); trying it last for the rest of this run", r.url, e)
 
     def _last_resort(self, r: Remote) -> None:
-        """The only mirror left to try gets its retries back."""
-        if isinstance(r, Retrying):
-            r.fail_fast = False
+        """The only mirror left to try gets its retries and full time limits back."""
+        r.hurry(False)
 
     @property
     def ranges(self) -> bool | None:
