@@ -85,16 +85,7 @@ class Manifest:
         return {e.digest for e in self.entries}
 
     def to_json(self) -> dict[str, Any]:
-        return {
-            "casstore_manifest": SCHEMA,
-            "name": self.name,
-            "version": self.version,
-            "created": self.created,
-            "note": self.note,
-            "breaking": self.breaking,
-            "meta": dict(self.meta),
-            "entries": [e.to_json() for e in self.entries],
-        }
+        return {**self.to_json_head(), "entries": [e.to_json() for e in self.entries]}
 
     def encode(self) -> bytes:
         return b"".join(self._pieces())
