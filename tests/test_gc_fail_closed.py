@@ -202,16 +202,19 @@ def test_the_python_api_runs_the_same_automatic_gc(tmp_path, monkeypatch):
     import casstore
 
     nas = tmp_path / "nas"
-    pub = publish(tmp_path, make_model(tmp_path / "a", {"w.bin": 300_000}), "m", "1", nas)
-    pub("add", make_model(tmp_path / "b", {"w.bin": 400_000}), "--name", "m", "--version", "2")
-    pub("push", "m@2", "--remote", nas)
+    pub = publish(tmp_path, make_model(tmp_path / "z", {"w.bin": 100_000}), "m", "0", nas)
+    for v, size in (("1", 300_000), ("2", 400_000)):
+        pub("add", make_model(tmp_path / f"v{v}", {"w.bin": size}), "--name", "m", "--version", v)
+        pub("push", f"m@{v}", "--remote", nas)
     cfg = tmp_path / "config.toml"
     cfg.write_text('[gc]\nmax_size = "450K"\nretention_days = 0\nkeep_last = 0\ngrace = 0\n')
     monkeypatch.setenv("CAS_CONFIG", str(cfg))
     store = Store.open(tmp_path / "mine")
+    casstore.fetch("m@0", remote=str(nas), store=store)
     casstore.fetch("m@1", remote=str(nas), store=store)
     use(store, "m", "1")
     casstore.fetch("m@2", remote=str(nas), store=store)
+    assert store.refs.get_tag("m", "0") is None  # the API ran the automatic GC (it never did before)
     assert store.refs.get_tag("m", "2") is not None  # the fetched version, kept
     path = casstore.fetch("m@2", remote=str(nas), store=store)
     assert (path / "w.bin").stat().st_size == 400_000

@@ -59,6 +59,7 @@ def start_time(pid: int) -> int | None:
 
 
 INSTANCE = _instance()
+_ME: Writer | None = None
 
 
 @dataclass(frozen=True)
@@ -70,7 +71,11 @@ class Writer:
 
     @classmethod
     def me(cls) -> Writer:
-        return cls(HOST, os.getpid(), INSTANCE, start_time(os.getpid()))
+        """This process (read from /proc once per process, not per record written)."""
+        global _ME
+        if _ME is None or _ME.pid != os.getpid():  # a forked child is another writer
+            _ME = cls(HOST, os.getpid(), INSTANCE, start_time(os.getpid()))
+        return _ME
 
     def record(self) -> dict:
         """The fields a lock or lease file holds (with its own ``time`` and payload)."""
@@ -111,23 +116,8 @@ class Writer:
         return f"pid {self.pid} on {self.host}"
 
 
-def process_alive(host: str, pid: int) -> bool | None:
-    """Is that writer alive? None when we cannot tell (another host)."""
-    return Writer(host, pid).alive()
-
-
-_ME: Writer | None = None
-
-
-def _me() -> Writer:
-    global _ME
-    if _ME is None or _ME.pid != os.getpid():  # a forked child is another writer
-        _ME = Writer.me()
-    return _ME
-
-
 def writer_id() -> str:
-    me = _me()
+    me = Writer.me()
     tail = f"{me.instance}-{me.start:x}-" if me.instance is not None and me.start is not None else ""
     return f"{me.host}.{me.pid}.{tail}{os.urandom(6).hex()}"
 

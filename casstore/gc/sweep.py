@@ -128,9 +128,10 @@ def execute(store: Store, p: Plan, policy: Policy) -> GcResult:
     old_enough = now_state.now - policy.grace
     mine = {a.aside.name for a in manifests + blobs}
     recover_trash(store, reachable, live_manifests, old_enough, skip=mine)
+    locked = project_roots(store).manifests if manifests else {}  # once, after the settle
 
     for a in manifests:
-        if a.digest in live_manifests or _young(a, old_enough) or _named_by_refs(store, a):
+        if a.digest in live_manifests or _young(a, old_enough) or _named_by_refs(store, a, locked):
             _put_back(a)
             res.spared += 1
             continue
@@ -194,7 +195,7 @@ def _put_back(a: Aside) -> None:
         pass
 
 
-def _named_by_refs(store: Store, a: Aside) -> bool:
+def _named_by_refs(store: Store, a: Aside, locked) -> bool:
     """Does a ref name this manifest now? Its content says which model and version it is, so the
     tag and the current pointer are opened by name; any project registration naming it counts too.
     A manifest that cannot be read is kept (fail closed)."""
@@ -210,7 +211,7 @@ def _named_by_refs(store: Store, a: Aside) -> bool:
         return True
     except (OSError, InvalidInput, CasError):
         return True
-    return a.digest in project_roots(store).manifests
+    return a.digest in locked
 
 
 def recover_trash(store: Store, reachable: set[Digest], live_manifests: set[Digest], old_enough: float,

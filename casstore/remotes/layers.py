@@ -252,6 +252,20 @@ class Guarded(Layer):
         return await self._within("HEAD", self.url, self.inner.looks_like_remote())
 
 
+class _Tally:
+    """A sink (``Remote.read_into``) that counts what it passed on, so a retry or the next mirror
+    resumes where the bytes stopped, and remembers whether the reader asked to stop."""
+
+    def __init__(self, sink: Callable[[memoryview], bool], start: int) -> None:
+        self.sink, self.pos, self.stopped = sink, start, False
+
+    def __call__(self, view: memoryview) -> bool:
+        go_on = self.sink(view)
+        self.pos += len(view)
+        self.stopped = not go_on
+        return go_on
+
+
 def _hung(e: BaseException) -> bool:
     """A failure before anything was answered: a refused connection, a server that never speaks."""
     return isinstance(e, RemoteUnreachable) or getattr(e, "hung", False)
@@ -308,25 +322,17 @@ class Retrying(Layer):
             await asyncio.sleep(wait)
 
     def read_into(self, key: Key, start: int, end: int, sink: Callable[[memoryview], bool]) -> None:
-        pos, stopped = start, False
-
-        def counted(view: memoryview) -> bool:
-            nonlocal pos, stopped
-            go_on = sink(view)
-            pos += len(view)
-            stopped = not go_on
-            return go_on
-
+        tally = _Tally(sink, start)
         for attempt in range(self.t.attempts):
             try:
-                self.inner.read_into(key, pos, end, counted)
+                self.inner.read_into(key, tally.pos, end, tally)
                 return
             except RemoteError as e:
-                if stopped or pos >= end or self._give_up(e, attempt) or self.inner.ranges is False:
+                if tally.stopped or tally.pos >= end or self._give_up(e, attempt) or self.inner.ranges is False:
                     raise  # a range answered whole goes back to the event loop's path (transfer/download.py)
                 if not sink(memoryview(b"")):  # asked first: the reader may be gone (a cancelled run)
                     raise
-                time.sleep(self._wait(e, attempt, f"{self.describe(key)} from byte {pos}"))
+                time.sleep(self._wait(e, attempt, f"{self.describe(key)} from byte {tally.pos}"))
 
     async def stat(self, key: Key) -> int | None:
         return await self._call(f"HEAD {self.describe(key)}", lambda: self.inner.stat(key))
@@ -532,15 +538,7 @@ class Mirrors(Remote):
         raise self._failed(f"GET {key.path}", errors, not_found)
 
     def read_into(self, key: Key, start: int, end: int, sink: Callable[[memoryview], bool]) -> None:
-        pos, stopped = start, False
-
-        def counted(view: memoryview) -> bool:
-            nonlocal pos, stopped
-            go_on = sink(view)
-            pos += len(view)
-            stopped = not go_on
-            return go_on
-
+        tally = _Tally(sink, start)
         errors: list[RemoteError] = []
         not_found: list[NotFound] = []
         order = self.order()
@@ -548,12 +546,12 @@ class Mirrors(Remote):
             if n == len(order) - 1:
                 self._last_resort(r)
             try:
-                r.read_into(key, pos, end, counted)
+                r.read_into(key, tally.pos, end, tally)
                 return
             except NotFound as e:
                 not_found.append(e)
             except RemoteError as e:
-                if stopped or r.ranges is False:
+                if tally.stopped or r.ranges is False:
                     raise
                 errors.append(e)
                 if _hung(e):

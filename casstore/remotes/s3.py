@@ -270,29 +270,25 @@ class S3Remote(Remote):
                 "there, so casstore will not publish to it. Use a server that honours If-None-Match and If-Match "
                 "(AWS S3, MinIO, SeaweedFS) or a directory remote", url=url)
 
+        async def accepted(**condition: Any) -> bool:
+            """Whether a conditional PUT of the scratch key went through (False: 412/409)."""
+            try:
+                await self._call("PUT", rel, "put_object", Body=b"probe 2", **condition)
+                return True
+            except Conflict:
+                return False
+
         first = await self._call("PUT", rel, "put_object", Body=b"probe", IfNoneMatch="*")
         try:
-            try:
-                await self._call("PUT", rel, "put_object", Body=b"probe", IfNoneMatch="*")
-            except Conflict:
-                pass
-            else:
+            if await accepted(IfNoneMatch="*"):
                 raise refuse("If-None-Match: * did not refuse an existing key")
-            etag = str(first.get("ETag", "")).strip('"')
-            try:
-                await self._call("PUT", rel, "put_object", Body=b"probe 2", IfMatch='"0123456789abcdef0123456789abcdef"')
-            except Conflict:
-                pass
-            else:
+            if await accepted(IfMatch='"0123456789abcdef0123456789abcdef"'):
                 raise refuse("a PUT with a wrong If-Match was accepted")
+            etag = str(first.get("ETag", "")).strip('"')
             for quoted in (True, False):
-                try:
-                    await self._call("PUT", rel, "put_object", Body=b"probe 3",
-                                     IfMatch=f'"{etag}"' if quoted else etag)
-                except Conflict:
-                    continue
-                self._if_match_quoted = quoted
-                break
+                if await accepted(IfMatch=f'"{etag}"' if quoted else etag):
+                    self._if_match_quoted = quoted
+                    break
             else:
                 raise refuse(f"a PUT with the current ETag {etag!r} in If-Match was refused, quoted or not")
             self._conditional_ok = True

@@ -58,25 +58,26 @@ class HashCache:
         return self._db
 
     def get(self, st: os.stat_result) -> Digest | None:
+        d = self._digest("SELECT digest FROM hashes WHERE dev=? AND ino=? AND size=? AND mtime_ns=?",
+                         (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns))
+        if d is not None:
+            self.hits += 1
+        return d
+
+    def _digest(self, sql: str, args: tuple) -> Digest | None:
+        """The digest one row of ``sql`` names, or None (no row, no database, a damaged row)."""
         with self._lock:
             db = self._conn()
             if db is None:
                 return None
             try:
-                row = db.execute(
-                    "SELECT digest FROM hashes WHERE dev=? AND ino=? AND size=? AND mtime_ns=?",
-                    (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns),
-                ).fetchone()
+                row = db.execute(sql, args).fetchone()
             except sqlite3.Error:
                 return None
-            if row is None:
-                return None
-            try:
-                d = Digest(row[0])
-            except InvalidInput:
-                return None
-            self.hits += 1
-            return d
+        try:
+            return Digest(row[0]) if row else None
+        except InvalidInput:
+            return None
 
     def put(self, st: os.stat_result, digest: Digest) -> None:
         if time.time() - st.st_mtime < RACY_SECONDS:
@@ -107,20 +108,8 @@ class HashCache:
 
     def copy_of(self, st: os.stat_result) -> Digest | None:
         """The blob a file is an untouched copy of, if casstore made it and nothing changed it since."""
-        with self._lock:
-            db = self._conn()
-            if db is None:
-                return None
-            try:
-                row = db.execute(
-                    "SELECT digest FROM copies WHERE dev=? AND ino=? AND size=? AND mtime_ns=? AND ctime_ns=?",
-                    (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)).fetchone()
-            except sqlite3.Error:
-                return None
-        try:
-            return Digest(row[0]) if row else None
-        except InvalidInput:
-            return None
+        return self._digest("SELECT digest FROM copies WHERE dev=? AND ino=? AND size=? AND mtime_ns=? AND ctime_ns=?",
+                            (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns))
 
     def close(self) -> None:
         if self._db is not None:
