@@ -5,7 +5,7 @@ raise, which calls it hits and how often, as NAS and SMB clients fail in practic
     CAS_FAULTS='[{"op": "fsync", "errno": "EIO", "after": 2, "times": 1, "kind": "file"}]'
 
 ``op``: fsync | link | rename | replace | open | pwrite | write | copy_file_range | unlink. ``kind`` (fsync only): file | dir.
-``path``: a substring the path must contain. ``after``: matching calls let through first.
+``path``: a substring the path must contain; ``not_path``: one it must not. ``after``: matching calls let through first.
 ``times``: failures before calls succeed again (-1: forever). ``after_bytes`` (pwrite/write):
 fail once this many bytes were written.
 """
@@ -40,6 +40,7 @@ class _Rule:
         self.times = spec.get("times", 1)
         self.kind = spec.get("kind")
         self.path = spec.get("path")
+        self.not_path = spec.get("not_path")
         self.after_bytes = spec.get("after_bytes")
         self.seen = 0
         self.failed = 0
@@ -47,6 +48,8 @@ class _Rule:
 
     def hit(self, path: str | None = None, fd: int | None = None, nbytes: int = 0) -> bool:
         if self.path is not None and (path is None or self.path not in path):
+            return False
+        if self.not_path is not None and path is not None and self.not_path in path:
             return False
         if self.kind is not None and fd is not None:
             is_dir = stat.S_ISDIR(os.fstat(fd).st_mode)
