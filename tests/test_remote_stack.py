@@ -9,12 +9,13 @@ import subprocess
 
 import pytest
 
-from casstore.errors import NotFound, RemoteError
+from casstore.errors import IntegrityError, NotFound, RemoteError
 from casstore.model.digest import Digest
 from casstore.ops.fetch import fetch
 from casstore.remotes.base import blob, chunks
 from casstore.remotes.directory import DirectoryRemote
 from casstore.remotes.layers import Mirrors, MirrorsFailed, Tuning, stack
+from casstore.store.objects import Store
 from casstore.testing.flaky import Flaky
 from casstore.transfer.download import Settings
 
@@ -165,3 +166,26 @@ def test_a_hung_mirror_is_demoted_after_one_failure(tmp_path):
 def test_stack_is_built_once(tmp_path):
     s = stack([DirectoryRemote(tmp_path)], FAST)
     assert stack(s) is s and stack([s]) is s and isinstance(s, Mirrors)
+
+
+def test_a_mirror_serving_wrong_bytes_is_distrusted_and_the_blob_fetched_from_the_next(published, store, caplog):
+    """Before: bytes from a stale or corrupt mirror that did not verify failed the fetch, with the
+    first mirror's URL named whichever mirror had served them."""
+    for kind in (True, "blob"):  # the manifest first, or the blobs (one in parts, one small, in memory)
+        bad = Flaky(DirectoryRemote(published), wrong=kind, url="https://stale.example/cas/")
+        s = stack([bad, DirectoryRemote(published)], FAST)
+        run(fetch(store, s, "m", "1.0.0", settings=Settings(attempts=2, backoff=0.01, jobs=2)))
+        assert store.refs.get_tag("m", "1.0.0") is not None and s.distrusted == {0}
+        assert "stale.example" in caplog.text and "did not verify" in caplog.text
+        assert_store_consistent(store)
+        store = Store.open(store.root.parent / "again")
+
+
+def test_when_every_mirror_serves_wrong_bytes_the_error_names_each(published, store):
+    a = Flaky(DirectoryRemote(published), wrong=True, url="https://a.example/cas/")
+    b = Flaky(DirectoryRemote(published), wrong=True, url="https://b.example/cas/")
+    with pytest.raises(IntegrityError) as e:
+        run(fetch(store, stack([a, b], FAST), "m", "1.0.0", settings=Settings(attempts=2, backoff=0.01)))
+    assert "https://b.example/cas/" in str(e.value)  # the second try came from b
+    assert store.refs.models() == []
+    assert_store_consistent(store)

@@ -14,7 +14,6 @@ from aiohttp import web
 from casstore.errors import Conflict, RemoteStatusError
 from casstore.remotes.s3 import ConditionalWritesUnsupported, S3Remote
 from casstore.store.objects import Store
-from casstore.testing import WriteContract
 from casstore.testing.remote_contract import read_all, run
 
 from conftest import CasRunner, assert_store_consistent, make_model
@@ -38,15 +37,6 @@ def s3(moto, monkeypatch):
     monkeypatch.delenv("AWS_PROFILE", raising=False)
     monkeypatch.setenv("AWS_ENDPOINT_URL", moto.url)
     return moto, moto.bucket()
-
-
-class TestS3Contract(WriteContract):
-    @pytest.fixture(autouse=True)
-    def _bucket(self, s3):
-        self.url = f"s3://{s3[1]}/team/models"
-
-    def make(self, tmp_path):
-        return S3Remote(self.url), S3Remote(self.url)
 
 
 @pytest.mark.slow  # the whole cycle through moto, ~8 s: the plain suite stays under 5 minutes

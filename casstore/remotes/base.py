@@ -171,6 +171,15 @@ class Remote(ABC):
     async def abort_upload(self, key: str, upload_id: str) -> None:
         raise RemoteRefused(f"{self.url} has no multipart uploads", url=self.url)
 
+    def sources(self, key: Key) -> list[str]:
+        """The URLs this run's bytes of ``key`` came from (layers.Mirrors knows which mirrors)."""
+        return [self.describe(key)]
+
+    def distrust(self, key: Key) -> bool:
+        """Told that the bytes of ``key`` read so far did not verify: whether another source is
+        left to read them from (a backend has none)."""
+        return False
+
     def describe(self, key: Key | str) -> str:
         """The URL of an object, for error messages."""
         rel = key.path if isinstance(key, Key) else key

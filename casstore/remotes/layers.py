@@ -22,15 +22,16 @@ Backends keep only their protocol (remotes/base.py).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import random
 import time
-from collections.abc import AsyncGenerator, Awaitable, Callable
+from collections.abc import AsyncGenerator, Awaitable, Callable, Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, TypeVar
 
-from casstore.errors import InvalidInput, NotFound, RemoteError, RemoteTooSlow, RemoteUnreachable
+from casstore.errors import CasError, InvalidInput, NotFound, RemoteError, RemoteTooSlow, RemoteUnreachable
 from casstore.remotes.base import Key, Listed, Remote
 
 log = logging.getLogger("casstore")
@@ -131,6 +132,12 @@ class Layer(Remote):
 
     def describe(self, key: Key | str) -> str:
         return self.inner.describe(key)
+
+    def sources(self, key: Key) -> list[str]:
+        return self.inner.sources(key)
+
+    def distrust(self, key: Key) -> bool:
+        return self.inner.distrust(key)
 
     async def stat(self, key: Key) -> int | None:
         return await self.inner.stat(key)
@@ -413,6 +420,8 @@ class Mirrors(Remote):
         self.remotes = list(remotes)
         self.url = self.remotes[0].url
         self.demoted: set[int] = set()  # positions of mirrors that failed before answering, this run
+        self.distrusted: set[int] = set()  # ... that served bytes which did not verify: tried after all others
+        self._served: dict[str, set[int]] = {}  # an object's path: the mirrors its bytes came from, this run
         self.listable, self.uploads = self.remotes[0].listable, self.remotes[0].uploads
         self.threaded_reads = all(r.threaded_reads for r in self.remotes)
         self.bounded_reads = any(r.bounded_reads for r in self.remotes)
@@ -422,8 +431,8 @@ class Mirrors(Remote):
     # what the run knows of its mirrors ---------------------------------------------------------
 
     def order(self) -> list[Remote]:
-        return [r for i, r in enumerate(self.remotes) if i not in self.demoted] + \
-               [r for i, r in enumerate(self.remotes) if i in self.demoted]
+        rank = {i: (i in self.distrusted, i in self.demoted) for i in range(len(self.remotes))}
+        return [self.remotes[i] for i in sorted(rank, key=lambda i: rank[i])]  # stable: the given order
 
     def _demote(self, r: Remote, e: BaseException) -> None:
         i = self.remotes.index(r)
@@ -431,14 +440,24 @@ class Mirrors(Remote):
             self.demoted.add(i)
             log.warning("%s did not answer (%s); trying it last for the rest of this run", r.url, e)
 
-    def _last_resort(self, r: Remote) -> None:
-        """The only mirror left to try gets its retries and full time limits back."""
-        r.hurry(False)
+    @contextlib.contextmanager
+    def _turn(self, r: Remote, last: bool) -> Iterator[None]:
+        """One call's go at ``r``. The last mirror, when no other has answered this call, gets its
+        retries and full time limits back; a mirror tried after another said "not here" does not
+        (an absent object costs one short wait on a hung mirror, not its full timeouts)."""
+        if last and len(self.remotes) > 1:
+            r.hurry(False)
+        try:
+            yield
+        finally:
+            if last and len(self.remotes) > 1:
+                r.hurry(True)
 
     @property
     def ranges(self) -> bool | None:
-        """True only if every mirror serves ranges: a part split for one must be served by all."""
-        got = [r.ranges for r in self.remotes]
+        """True only if every mirror in use serves ranges: a part split for one must be served by
+        all (a demoted one, tried last, that does not is met by the engine's RangesIgnored)."""
+        got = [r.ranges for i, r in enumerate(self.remotes) if i not in self.demoted] or [r.ranges for r in self.remotes]
         return False if False in got else True if all(g is True for g in got) else None
 
     @ranges.setter
@@ -454,18 +473,49 @@ class Mirrors(Remote):
         return self.remotes[0].backend()
 
     async def probe_ranges(self, key: Key) -> None:
-        for r in self.remotes:
-            await r.probe_ranges(key)
+        """One byte of ``key`` from each mirror that has not told yet; one that does not answer
+        is demoted here, before any part is planned around it."""
+        for r in self.order():
+            if r.ranges is not None:
+                continue
+            try:
+                async for _ in r.read(key, 0, 1):
+                    pass
+            except RemoteError as e:
+                if _hung(e):
+                    self._demote(r, e)
+                log.debug("range probe of %s failed: %s", r.describe(key), e)
+            except CasError as e:
+                log.debug("range probe of %s failed: %s", r.describe(key), e)
 
     def describe(self, key: Key | str) -> str:
         return self.remotes[0].describe(key)
+
+    def _took(self, r: Remote, key: Key) -> None:
+        self._served.setdefault(key.path, set()).add(self.remotes.index(r))
+
+    def sources(self, key: Key) -> list[str]:
+        served = sorted(self._served.get(key.path, ()))
+        return [self.remotes[i].describe(key) for i in served] or [self.describe(key)]
+
+    def distrust(self, key: Key) -> bool:
+        """The mirrors that served ``key`` are tried after every other for the rest of the run
+        (a stale or corrupt copy is rarely alone); True if a mirror not yet distrusted is left."""
+        served = self._served.pop(key.path, set())
+        for i in served - self.distrusted:
+            log.warning("%s served bytes of %s that did not verify; trying it last for the rest of this run",
+                        self.remotes[i].url, key.digest)
+        self.distrusted |= served
+        return bool(served) and len(self.distrusted) < len(self.remotes)
 
     # reading: each mirror in turn ---------------------------------------------------------------
 
     def _failed(self, what: str, errors: list[RemoteError], not_found: list[NotFound]) -> Exception:
         if not errors:
-            urls = "; ".join(str(e) for e in not_found)
-            return NotFound(f"{what}: {urls}") if len(not_found) > 1 else not_found[0]
+            return NotFound(f"{what}: " + "; ".join(str(e) for e in not_found)) if len(not_found) > 1 else not_found[0]
+        if not_found and all(_hung(e) for e in errors):  # every mirror that answered said "not here"
+            silent = ", ".join(e.url or "?" for e in errors)
+            return NotFound(f"{what}: " + "; ".join(str(e) for e in not_found) + f" ({silent} did not answer)")
         if len(errors) == 1 and not not_found:
             return errors[0]
         parts = [f"{e.url or '?'}: {e}" for e in errors] + [str(e) for e in not_found]
@@ -474,24 +524,26 @@ class Mirrors(Remote):
     async def _each(self, what: str, fn: Callable[[Remote], Awaitable[T]], *, none_is_missing: bool = False) -> T:
         errors: list[RemoteError] = []
         not_found: list[NotFound] = []
+        absent = False  # a mirror answered that it has no such object
         order = self.order()
         for n, r in enumerate(order):
-            if n == len(order) - 1:
-                self._last_resort(r)
-            try:
-                got = await fn(r)
-            except NotFound as e:
-                not_found.append(e)
-                continue
-            except RemoteError as e:
-                errors.append(e)
-                if _hung(e):
-                    self._demote(r, e)
-                continue
-            if got is None and none_is_missing and n < len(order) - 1:
-                continue
+            with self._turn(r, n == len(order) - 1 and not (absent or not_found)):
+                try:
+                    got = await fn(r)
+                except NotFound as e:
+                    not_found.append(e)
+                    continue
+                except RemoteError as e:
+                    errors.append(e)
+                    if _hung(e):
+                        self._demote(r, e)
+                    continue
+            if got is None and none_is_missing:
+                absent = True
+                if n < len(order) - 1:
+                    continue
             return got
-        if none_is_missing and not errors:
+        if none_is_missing and (not errors or (absent and all(_hung(e) for e in errors))):
             return None  # type: ignore[return-value]
         raise self._failed(what, errors, not_found)
 
@@ -516,25 +568,25 @@ class Mirrors(Remote):
         not_found: list[NotFound] = []
         order = self.order()
         for n, r in enumerate(order):
-            if n == len(order) - 1:
-                self._last_resort(r)
-            stream = r.read(key, pos, end)
-            try:
-                async for chunk in stream:
-                    pos += len(chunk)
-                    yield chunk
-                return
-            except NotFound as e:
-                not_found.append(e)
-            except RemoteError as e:
-                errors.append(e)
-                if _hung(e):
-                    self._demote(r, e)
-                if n < len(order) - 1:
-                    log.info("%s failed at byte %d (%s); going on from %s", r.describe(key), pos, e,
-                             order[n + 1].url)
-            finally:
-                await stream.aclose()
+            with self._turn(r, n == len(order) - 1 and not not_found):
+                stream = r.read(key, pos, end)
+                try:
+                    async for chunk in stream:
+                        pos += len(chunk)
+                        self._took(r, key)
+                        yield chunk
+                    return
+                except NotFound as e:
+                    not_found.append(e)
+                except RemoteError as e:
+                    errors.append(e)
+                    if _hung(e):
+                        self._demote(r, e)
+                    if n < len(order) - 1:
+                        log.info("%s failed at byte %d (%s); going on from %s", r.describe(key), pos, e,
+                                 order[n + 1].url)
+                finally:
+                    await stream.aclose()
         raise self._failed(f"GET {key.path}", errors, not_found)
 
     def read_into(self, key: Key, start: int, end: int, sink: Callable[[memoryview], bool]) -> None:
@@ -543,19 +595,22 @@ class Mirrors(Remote):
         not_found: list[NotFound] = []
         order = self.order()
         for n, r in enumerate(order):
-            if n == len(order) - 1:
-                self._last_resort(r)
-            try:
-                r.read_into(key, tally.pos, end, tally)
-                return
-            except NotFound as e:
-                not_found.append(e)
-            except RemoteError as e:
-                if tally.stopped or r.ranges is False:
-                    raise
-                errors.append(e)
-                if _hung(e):
-                    self._demote(r, e)
+            with self._turn(r, n == len(order) - 1 and not not_found):
+                before = tally.pos
+                try:
+                    r.read_into(key, tally.pos, end, tally)
+                    return
+                except NotFound as e:
+                    not_found.append(e)
+                except RemoteError as e:
+                    if tally.stopped or r.ranges is False:
+                        raise
+                    errors.append(e)
+                    if _hung(e):
+                        self._demote(r, e)
+                finally:
+                    if tally.pos > before:
+                        self._took(r, key)
         raise self._failed(f"GET {key.path}", errors, not_found)
 
     # writing and housekeeping: the first remote ------------------------------------------------

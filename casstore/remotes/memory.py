@@ -2,19 +2,29 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import AsyncGenerator
 from pathlib import Path
 
 from casstore.errors import Conflict, NotFound
 from casstore.model.digest import Digest
-from casstore.remotes.base import CHUNK, Key, Remote, check_object, index_path
+from casstore.remotes.base import CHUNK, FORMAT_FILE, FORMAT_VERSION, Key, Listed, Remote, check_object, index_path
 
 
 class MemoryRemote(Remote):
     bounded_reads = False  # a local read stops where it is told: nothing is in flight
+    listable = True
+
     def __init__(self) -> None:
         self.url = "memory://"
         self.objects: dict[str, bytes] = {}
+        self.modified: dict[str, float] = {}
+
+    def _put(self, rel: str, data: bytes) -> None:
+        if FORMAT_FILE not in self.objects and rel != FORMAT_FILE:
+            self._put(FORMAT_FILE, f'{{"casstore_remote": {FORMAT_VERSION}}}\n'.encode())
+        self.objects[rel] = data
+        self.modified[rel] = time.time()
 
     async def stat(self, key: Key) -> int | None:
         data = self.objects.get(key.path)
@@ -32,7 +42,7 @@ class MemoryRemote(Remote):
         if key.path not in self.objects:
             data = source if isinstance(source, bytes) else Path(source).read_bytes()
             check_object(key, data, self.describe(key))
-            self.objects[key.path] = data
+            self._put(key.path, data)
 
     async def read_index(self, model: str) -> tuple[bytes, str] | None:
         data = self.objects.get(index_path(model))
@@ -42,4 +52,22 @@ class MemoryRemote(Remote):
         cur = self.objects.get(index_path(model))
         if (cur is None) != (expect is None) or (cur is not None and Digest.of_bytes(cur).hex != expect):
             raise Conflict(f"{self.describe(index_path(model))} changed while publishing; try again")
-        self.objects[index_path(model)] = data
+        self._put(index_path(model), data)
+
+    async def looks_like_remote(self) -> bool:
+        return FORMAT_FILE in self.objects
+
+    async def listing(self, under: str) -> AsyncGenerator[Listed, None]:
+        for rel in sorted(self.objects):
+            if rel.startswith(under):
+                yield Listed(rel, len(self.objects[rel]), self.modified.get(rel, 0.0))
+
+    async def delete(self, rel: str) -> None:
+        self.objects.pop(rel, None)
+        self.modified.pop(rel, None)
+
+    async def put_small(self, rel: str, data: bytes) -> bool:
+        if rel in self.objects:
+            return False
+        self._put(rel, data)
+        return True

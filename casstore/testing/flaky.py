@@ -1,6 +1,7 @@
 """A remote that misbehaves on purpose, around any other: for the stack's tests (remotes/layers.py)
 and any backend's. ``Flaky(inner, fail={"read_index": 1})`` fails the first call of a method with
-a retryable 503; ``hang`` methods never answer; ``wrong`` makes reads return other bytes."""
+a retryable 503 (-1: every call); ``every=2`` fails every other call of every method; ``hang``
+methods never answer; ``wrong`` makes reads return other bytes (or only reads of that kind: "blob")."""
 
 from __future__ import annotations
 
@@ -15,11 +16,11 @@ from casstore.remotes.base import Key, Listed, Remote
 
 class Flaky(Remote):
     def __init__(self, inner: Remote, *, fail: dict[str, int] | None = None, status: int = 503,
-                 hang: tuple[str, ...] = (), wrong: bool = False, url: str | None = None) -> None:
+                 hang: tuple[str, ...] = (), wrong: bool | str = False, url: str | None = None, every: int = 0) -> None:
         self.inner = inner
         self.url = url or inner.url
         self.fail = dict(fail or {})
-        self.status, self.hang, self.wrong = status, hang, wrong
+        self.status, self.hang, self.wrong, self.every = status, hang, wrong, every
         self.calls: dict[str, int] = {}
         self.listable, self.threaded_reads, self.bounded_reads = inner.listable, inner.threaded_reads, False
         self.ranges = inner.ranges
@@ -29,6 +30,7 @@ class Flaky(Remote):
         left = self.fail.get(method, 0)
         if left:
             self.fail[method] = left - 1 if left > 0 else left  # -1: for ever
+        if left or (self.every and self.calls[method] % self.every == 1):
             raise RemoteStatusError(f"{method} {self.url} failed: HTTP {self.status} (flaky, on purpose)",
                                     url=self.url, status=self.status, retryable=True, retry_after=0)
 
@@ -45,7 +47,7 @@ class Flaky(Remote):
         self._trip("read")
         await self._hang("read")
         async for chunk in self.inner.read(key, start, end):
-            yield bytes(len(chunk)) if self.wrong else chunk
+            yield bytes(len(chunk)) if self.wrong in (True, key.kind) else chunk
 
     def read_into(self, key: Key, start: int, end: int, sink: Callable[[memoryview], bool]) -> None:
         self._trip("read_into")

@@ -166,11 +166,13 @@ class Downloader:
                     await asyncio.to_thread(self._publish, job)
                 except IntegrityError:
                     job.close(keep=False)
-                    if (job.adopted or job.prefilled) and attempt == 0:
+                    if attempt == 0 and (job.adopted or job.prefilled):
                         # the adopted or locally copied bytes may be the bad ones: once more, whole
                         log.warning("%s did not verify after %s; downloading it whole", d,
                                     "resuming" if job.adopted else "reusing local chunks")
                         continue
+                    if attempt == 0 and self.remote.distrust(blob_key(d, size)):
+                        continue  # once more, whole, from the mirrors that did not serve these bytes
                     raise
                 except (RemoteError, asyncio.CancelledError):
                     job.close(keep=True)  # a network failure: the next run resumes
@@ -189,9 +191,15 @@ class Downloader:
         there, then written once like any file (write, fsync, link, fsync the directory) off the
         event loop. Without a lock two processes may both fetch it, and the first link wins
         (invariant 5: the lock only saves work); an interrupted one is fetched again."""
-        job = BlobJob(d, size, self.store.blob_path(d), None, in_memory=True)
-        await self._download(job)
-        await asyncio.to_thread(self._publish_small, job)
+        for attempt in (0, 1):
+            job = BlobJob(d, size, self.store.blob_path(d), None, in_memory=True)
+            await self._download(job)
+            try:
+                await asyncio.to_thread(self._publish_small, job)
+                return
+            except IntegrityError:
+                if attempt == 1 or not self.remote.distrust(blob_key(d, size)):
+                    raise
 
     def _publish_small(self, job: BlobJob) -> None:
         data, job.buf = job.buf or bytearray(), None  # nothing arrives for an empty blob
@@ -205,7 +213,7 @@ class Downloader:
 
     def _verified(self, job: BlobJob, got: Digest, size: int) -> str:
         """Where the bytes came from, if they are the blob's (invariant 4); else IntegrityError."""
-        where = ", ".join(sorted(job.urls)) or self.remote.describe(blob_key(job.digest, job.size))
+        where = ", ".join(self.remote.sources(blob_key(job.digest, job.size)))
         if size != job.size or got != job.digest:
             raise IntegrityError(f"downloaded bytes for {job.digest} from {where} hash to {got} ({size} bytes); discarded")
         return where
@@ -360,7 +368,6 @@ class Downloader:
                     else:
                         n = os.pwrite(job.fd, chunk, part.pos)
                     part.pos += n
-                    job.urls.add(remote.describe(key))
                     self.stats.bytes_downloaded += n
                     self._advance(n)
                     job.save()
@@ -399,7 +406,7 @@ class Downloader:
         def report() -> bool:
             nonlocal unreported
             try:
-                loop.call_soon_threadsafe(self._took, job, remote.describe(key), unreported)
+                loop.call_soon_threadsafe(self._took, job, unreported)
             except RuntimeError:  # the loop is gone: the run was cancelled
                 return False
             unreported = 0
@@ -437,9 +444,8 @@ class Downloader:
             if unreported:
                 report()
 
-    def _took(self, job: BlobJob, url: str, n: int) -> None:
+    def _took(self, job: BlobJob, n: int) -> None:
         """On the event loop: ``n`` more bytes of ``job`` are in its partial file."""
-        job.urls.add(url)
         self.stats.bytes_downloaded += n
         self._advance(n)
         if job.fd >= 0:

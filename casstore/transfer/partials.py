@@ -76,7 +76,6 @@ class BlobJob:
     adopted: int = 0
     prefilled: int = 0  # copied from local blobs' chunks (delta.py)
     chunk_map: ChunkMap | None = None  # the remote's map of the blob, cached with it once it verifies
-    urls: set[str] = field(default_factory=set)
     finished: asyncio.Event = field(default_factory=asyncio.Event)
     error: BaseException | None = None
     last_save: float = 0.0
