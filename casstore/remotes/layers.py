@@ -473,10 +473,11 @@ class Mirrors(Remote):
         return self.remotes[0].backend()
 
     async def probe_ranges(self, key: Key) -> None:
-        """One byte of ``key`` from each mirror that has not told yet; one that does not answer
-        is demoted here, before any part is planned around it."""
-        for r in self.order():
-            if r.ranges is not None:
+        """One byte of ``key`` from each mirror in use that has not told yet; one that does not
+        answer is demoted here, before any part is planned around it (a demoted one is not asked:
+        ``ranges`` leaves it out)."""
+        for i, r in enumerate(self.remotes):
+            if r.ranges is not None or i in self.demoted:
                 continue
             try:
                 async for _ in r.read(key, 0, 1):
