@@ -29,6 +29,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 from rounds import cas_command  # noqa: E402
+
 from servers import Hung, Nginx  # noqa: E402
 
 
