@@ -274,7 +274,7 @@ class SeaweedFS(S3Server):
         self.proc = subprocess.Popen(
             [exe, "server", "-ip=127.0.0.1", "-ip.bind=127.0.0.1", f"-dir={workdir / 'data'}",
              f"-master.port={m}", f"-master.port.grpc={mg}", f"-volume.port={v}", f"-volume.port.grpc={vg}",
-             "-volume.max=64", "-master.volumeSizeLimitMB=64", "-filer", f"-filer.port={f}", f"-filer.port.grpc={fg}",
+             "-volume.max=0", "-master.volumeSizeLimitMB=64", "-filer", f"-filer.port={f}", f"-filer.port.grpc={fg}",
              "-s3", f"-s3.port={s3}", f"-s3.port.grpc={s3g}", "-s3.port.iceberg=0", "-s3.port.lance=0",
              f"-s3.config={conf}"],
             stdout=self.log, stderr=subprocess.STDOUT)
@@ -293,6 +293,19 @@ class SeaweedFS(S3Server):
         self.proc.kill()  # a throwaway test server: its volume servers' graceful stop takes 10 s
         self.proc.wait(10)
         self.log.close()
+
+
+def resign(method: str, url: str, headers: dict, body: bytes) -> dict:
+    """``headers`` signed anew (SigV4) for ``url`` with the test identity; the payload hash the
+    client declared (a digest, or a streaming/unsigned marker) is kept."""
+    from botocore.auth import S3SigV4Auth
+    from botocore.awsrequest import AWSRequest
+    from botocore.credentials import Credentials
+
+    keep = {k: v for k, v in headers.items() if k.lower() not in ("authorization", "x-amz-date", "host")}
+    req = AWSRequest(method=method, url=url, data=body, headers=keep)
+    S3SigV4Auth(Credentials(S3Server.KEY, S3Server.SECRET), "s3", "us-east-1").add_auth(req)
+    return dict(req.headers.items())
 
 
 class S3Proxy:
@@ -323,15 +336,18 @@ class S3Proxy:
 
     async def upstream_answer(self, request, drop: tuple[str, ...] = (), replace: dict | None = None,
                               ) -> tuple[int, dict, bytes]:
-        """moto's answer to ``request``, sent without the request headers named in ``drop`` and
+        """The server's answer to ``request``, sent without the request headers named in ``drop`` and
         with those in ``replace`` set to other values."""
         from aiohttp import ClientSession
 
-        skip = ("host", "content-length", *drop, *(k.lower() for k in replace or {}))
+        # Host as the client signed it (SigV4 signs it: a server that checks signatures refuses another)
+        skip = ("content-length", *drop, *(k.lower() for k in replace or {}))
         headers = {k: v for k, v in request.headers.items() if k.lower() not in skip} | (replace or {})
+        url, body = self.upstream + request.path_qs, await request.read()
+        if drop or replace:  # the client's signature covered what changed: signed again, as the test identity
+            headers = resign(request.method, url, headers, body)
         async with ClientSession(auto_decompress=False) as s:
-            async with s.request(request.method, self.upstream + request.path_qs, data=await request.read(),
-                                 headers=headers) as r:
+            async with s.request(request.method, url, data=body, headers=headers) as r:
                 return r.status, dict(r.headers), await r.read()
 
     async def forward(self, request, drop: tuple[str, ...] = (), replace: dict | None = None):

@@ -1,7 +1,7 @@
-"""s3:// remotes against moto's standalone S3 server (a real process on loopback): the remote
+"""s3:// remotes against a real S3 server process on loopback (moto's standalone server, or SeaweedFS with CAS_TEST_S3=seaweedfs): the remote
 contract, push/fetch/update/sync end to end, two publishers racing, multipart uploads and their
 clean-up, a server that ignores conditional writes, `cas gc --remote`, and S3's failure modes
-(SlowDown bursts, a reset mid-part, wrong bytes) injected by a proxy in front of moto."""
+(SlowDown bursts, a reset mid-part, wrong bytes) injected by a proxy in front of the server."""
 
 import json
 import os
@@ -17,46 +17,51 @@ from casstore.store.objects import Store
 from casstore.testing.remote_contract import read_all, run
 
 from conftest import CasRunner, assert_store_consistent, make_model
-from servers import Moto, S3Proxy
+from servers import Moto, S3Proxy, SeaweedFS
 
 MiB = 1 << 20
 
 
 @pytest.fixture(scope="module")
-def moto():
-    server = Moto()
+def s3server(tmp_path_factory):
+    """The S3 server these tests run against: moto, or SeaweedFS with CAS_TEST_S3=seaweedfs (a Go
+    server that checks signatures; `.ci/run` runs this file against both)."""
+    which = os.environ.get("CAS_TEST_S3", "moto")
+    if which not in ("moto", "seaweedfs"):
+        raise RuntimeError(f"CAS_TEST_S3={which!r}: expected moto or seaweedfs")
+    server = Moto() if which == "moto" else SeaweedFS(tmp_path_factory.mktemp("seaweedfs"))
     yield server
     server.stop()
 
 
 @pytest.fixture
-def s3(moto, monkeypatch):
+def s3(s3server, monkeypatch):
     """A fresh bucket, and the AWS environment every `cas` child process inherits."""
-    for k, v in moto.env().items():
+    for k, v in s3server.env().items():
         monkeypatch.setenv(k, v)
     monkeypatch.delenv("AWS_PROFILE", raising=False)
-    monkeypatch.setenv("AWS_ENDPOINT_URL", moto.url)
-    return moto, moto.bucket()
+    monkeypatch.setenv("AWS_ENDPOINT_URL", s3server.url)
+    return s3server, s3server.bucket()
 
 
-@pytest.mark.slow  # the whole cycle through moto, ~8 s: the plain suite stays under 5 minutes
+@pytest.mark.slow  # the whole cycle through s3server, ~8 s: the plain suite stays under 5 minutes
 def test_push_fetch_update_and_sync_through_a_bucket(s3, tmp_path):
-    moto, bucket = s3
+    s3server, bucket = s3
     url = f"s3://{bucket}/cas"
     src = make_model(tmp_path / "v1", {"model.safetensors": 3 * MiB, "config.json": b'{"v": 1}'})
     pub = CasRunner(tmp_path / "pub", tmp_path)
     pub("add", src, "--name", "m", "--version", "1.0.0")
-    pub("remote", "add", "bucket", url, "--endpoint-url", moto.url, "--default")
+    pub("remote", "add", "bucket", url, "--endpoint-url", s3server.url, "--default")
     assert pub.json("remote", "list")["remotes"][0] == {"name": "bucket", "url": url, "default": True, "token": False,
-                                                        "endpoint_url": moto.url}
+                                                        "endpoint_url": s3server.url}
     out = pub.json("push", "m@1.0.0")
     assert out["blobs_sent"] == 2
-    keys = {o["Key"] for o in moto.client().list_objects_v2(Bucket=bucket)["Contents"]}
+    keys = {o["Key"] for o in s3server.client().list_objects_v2(Bucket=bucket)["Contents"]}
     assert "cas/index/m.json" in keys and "cas/casstore-remote.json" in keys
     assert any(k.startswith("cas/blobs/") for k in keys) and not any(k.startswith("cas/tmp/") for k in keys)
 
     user = CasRunner(tmp_path / "user", tmp_path)
-    user("remote", "add", "bucket", url, "--endpoint-url", moto.url, "--default")
+    user("remote", "add", "bucket", url, "--endpoint-url", s3server.url, "--default")
     assert user.json("fetch", "m")["version"] == "1.0.0"
     (src / "config.json").write_bytes(b'{"v": 2}')
     pub("add", src, "--name", "m", "--version", "1.1.0")
@@ -76,12 +81,12 @@ def test_push_fetch_update_and_sync_through_a_bucket(s3, tmp_path):
     assert_store_consistent(Store.open(tmp_path / "user"))
 
 
-@pytest.mark.slow  # moto and six `cas` runs
+@pytest.mark.slow  # an S3 server and six `cas` runs
 def test_delta_update_through_a_bucket(s3, tmp_path, monkeypatch):
     """Chunk maps go up with the blobs and come back as ranged GETs of only what changed."""
     from casstore.testing import modelfiles
 
-    moto, bucket = s3
+    s3server, bucket = s3
     url = f"s3://{bucket}/delta"
     monkeypatch.setenv("CAS_DELTA_MIN_SIZE", str(MiB))
     old, new, changed = modelfiles.release_pair(tmp_path / "src", tensors=12, tensor_size=MiB, inserted_size=MiB,
@@ -90,7 +95,7 @@ def test_delta_update_through_a_bucket(s3, tmp_path, monkeypatch):
     for v, src in (("1.0.0", old), ("1.1.0", new)):
         pub("add", src, "--name", "m", "--version", v)
         assert pub.json("push", f"m@{v}", "--remote", url)["maps_sent"] == 1
-    keys = {o["Key"] for o in moto.client().list_objects_v2(Bucket=bucket, Prefix="delta/chunks/")["Contents"]}
+    keys = {o["Key"] for o in s3server.client().list_objects_v2(Bucket=bucket, Prefix="delta/chunks/")["Contents"]}
     assert len(keys) == 2
     user = CasRunner(tmp_path / "user", tmp_path)
     user("fetch", "m@1.0.0", "--remote", url)
@@ -101,7 +106,7 @@ def test_delta_update_through_a_bucket(s3, tmp_path, monkeypatch):
 
 @pytest.mark.slow  # two publishing processes, eight pushes
 def test_two_publishers_racing_on_one_bucket_lose_no_version(s3, tmp_path):
-    moto, bucket = s3
+    s3server, bucket = s3
     url = f"s3://{bucket}/race"
     runners = []
     for i in range(2):
@@ -116,12 +121,12 @@ def test_two_publishers_racing_on_one_bucket_lose_no_version(s3, tmp_path):
         procs.append(subprocess.Popen(["sh", "-c", script], stderr=subprocess.PIPE, text=True))
     for p in procs:
         assert p.wait(120) == 0, p.stderr.read()
-    index = json.loads(moto.client().get_object(Bucket=bucket, Key="race/index/m.json")["Body"].read())
+    index = json.loads(s3server.client().get_object(Bucket=bucket, Key="race/index/m.json")["Body"].read())
     assert sorted(index["versions"]) == sorted(f"{i}.{j}.0" for i in (1, 2) for j in range(4))
 
 
 def test_large_blobs_go_up_in_checked_parts_and_a_failed_upload_is_aborted(s3, tmp_path):
-    moto, bucket = s3
+    s3server, bucket = s3
     data = os.urandom(12 * MiB + 3)
     src = tmp_path / "big.bin"
     src.write_bytes(data)
@@ -136,7 +141,7 @@ def test_large_blobs_go_up_in_checked_parts_and_a_failed_upload_is_aborted(s3, t
             return web.Response(status=500, text="<Error><Code>InternalError</Code></Error>")
         return None
 
-    proxy = S3Proxy(moto.url, fail_second_part)
+    proxy = S3Proxy(s3server.url, fail_second_part)
     try:
         r = S3Remote(f"s3://{bucket}/mp", endpoint_url=proxy.url)
         r.part_size = 5 * MiB
@@ -159,7 +164,7 @@ def test_large_blobs_go_up_in_checked_parts_and_a_failed_upload_is_aborted(s3, t
         assert all("x-amz-checksum-crc32" in {k.lower() for k in h} for h in puts)  # the server checks each part
         completes = [h for m, q, h in proxy.log if m == "POST" and "uploadId=" in q]
         assert completes and all(h.get("If-None-Match") == "*" for h in completes)
-        head = moto.client().head_object(Bucket=bucket, Key=f"mp/blobs/{d.hex[:2]}/{d.hex}")
+        head = s3server.client().head_object(Bucket=bucket, Key=f"mp/blobs/{d.hex[:2]}/{d.hex}")
         assert head["ETag"].endswith('-3"')
     finally:
         proxy.stop()
@@ -169,21 +174,21 @@ def test_large_blobs_go_up_in_checked_parts_and_a_failed_upload_is_aborted(s3, t
                          ids=["both", "if-match", "if-none-match"])
 def test_a_server_that_ignores_conditional_writes_is_refused(s3, tmp_path, drop):
     """rclone's `serve s3` ignores If-None-Match and If-Match; simulated by a proxy that drops them
-    before moto sees them. A server that ignores only If-Match was accepted before (two racing
+    before the server sees them. A server that ignores only If-Match was accepted before (two racing
     publishers then lost a version from the index, every push exiting 0)."""
-    moto, bucket = s3
+    s3server, bucket = s3
 
     async def forward_without_conditions(request, n):
         return await proxy.forward(request, drop=drop)
 
-    proxy = S3Proxy(moto.url, forward_without_conditions)
+    proxy = S3Proxy(s3server.url, forward_without_conditions)
     try:
         cas = CasRunner(tmp_path / "pub", tmp_path)
         cas("add", make_model(tmp_path / "src", {"w.bin": 1000}), "--name", "m", "--version", "1.0.0")
         p = subprocess.run(cas.argv("push", "m@1.0.0", "--remote", f"s3://{bucket}/x"), capture_output=True,
                            text=True, env={**os.environ, "AWS_ENDPOINT_URL": proxy.url}, timeout=120)
         assert p.returncode == 7 and "ignores conditional writes" in p.stderr, p.stderr
-        keys = [o["Key"] for o in moto.client().list_objects_v2(Bucket=bucket).get("Contents", [])]
+        keys = [o["Key"] for o in s3server.client().list_objects_v2(Bucket=bucket).get("Contents", [])]
         assert keys == []  # nothing was published, and the probe cleaned up after itself
 
         async def direct():
@@ -199,10 +204,10 @@ def test_a_server_that_ignores_conditional_writes_is_refused(s3, tmp_path, drop)
 def test_if_match_is_sent_as_the_server_wants_it(s3, tmp_path):
     """Ceph RGW refuses If-Match with the quoted ETag (only a model's first version could ever be
     published there); the probe learns to send it bare. Simulated by a proxy that answers 412 to a
-    quoted If-Match and passes a bare one on to moto quoted."""
+    quoted If-Match and passes a bare one on to the server quoted."""
     from aiohttp import web
 
-    moto, bucket = s3
+    s3server, bucket = s3
 
     async def rgw_like(request, n):
         tag = request.headers.get("If-Match")
@@ -212,7 +217,7 @@ def test_if_match_is_sent_as_the_server_wants_it(s3, tmp_path):
             return web.Response(status=412, text="<Error><Code>PreconditionFailed</Code></Error>")
         return await proxy.forward(request, replace={"If-Match": f'"{tag}"'})
 
-    proxy = S3Proxy(moto.url, rgw_like)
+    proxy = S3Proxy(s3server.url, rgw_like)
     try:
         env = {**os.environ, "AWS_ENDPOINT_URL": proxy.url}
         cas = CasRunner(tmp_path / "pub", tmp_path)
@@ -230,7 +235,7 @@ def test_if_match_is_sent_as_the_server_wants_it(s3, tmp_path):
 
 @pytest.mark.slow  # fault injection, as tests/test_faults.py
 def test_s3_failure_modes_are_retried_or_refused(s3, tmp_path):
-    moto, bucket = s3
+    s3server, bucket = s3
     url = f"s3://{bucket}/hostile"
     src = make_model(tmp_path / "src", {"w.bin": 6 * MiB + 11, "c.json": b"{}"})
     pub = CasRunner(tmp_path / "pub", tmp_path)
@@ -247,7 +252,7 @@ def test_s3_failure_modes_are_retried_or_refused(s3, tmp_path):
                                 text="<Error><Code>SlowDown</Code><Message>Reduce your request rate</Message></Error>")
         return None
 
-    proxy = S3Proxy(moto.url, fault)
+    proxy = S3Proxy(s3server.url, fault)
     env = {**os.environ, "AWS_ENDPOINT_URL": proxy.url, "CAS_RETRY_BACKOFF": "0.01", "CAS_PART_SIZE": str(2 * MiB)}
     try:
         user = CasRunner(tmp_path / "user", tmp_path)
@@ -263,7 +268,7 @@ def test_s3_failure_modes_are_retried_or_refused(s3, tmp_path):
 
 @pytest.mark.slow  # fault injection, as tests/test_faults.py
 def test_reset_mid_part_and_wrong_bytes(s3, tmp_path):
-    moto, bucket = s3
+    s3server, bucket = s3
     url = f"s3://{bucket}/hostile2"
     src = make_model(tmp_path / "src", {"w.bin": 3 * MiB})
     pub = CasRunner(tmp_path / "pub", tmp_path)
@@ -288,7 +293,7 @@ def test_reset_mid_part_and_wrong_bytes(s3, tmp_path):
         await resp.write(bytes(body))
         return resp
 
-    proxy = S3Proxy(moto.url, fault)
+    proxy = S3Proxy(s3server.url, fault)
     env = {**os.environ, "AWS_ENDPOINT_URL": proxy.url, "CAS_RETRY_BACKOFF": "0.01"}
     try:
         user = CasRunner(tmp_path / "user", tmp_path)
@@ -310,14 +315,14 @@ def test_reset_mid_part_and_wrong_bytes(s3, tmp_path):
         proxy.stop()
 
 
-@pytest.mark.slow  # ~6 s of moto round trips
+@pytest.mark.slow  # ~6 s of S3 round trips
 def test_gc_remote_plans_then_deletes_only_what_no_version_uses(s3, tmp_path):
-    moto, bucket = s3
+    s3server, bucket = s3
     url = f"s3://{bucket}/gc"
     cas = CasRunner(tmp_path / "pub", tmp_path)
     cas("add", make_model(tmp_path / "a", {"w.bin": 100_000}), "--name", "m", "--version", "1.0.0")
     cas("push", "m@1.0.0", "--remote", url)
-    c = moto.client()
+    c = s3server.client()
     orphan = "gc/blobs/00/" + "0" * 64
     c.put_object(Bucket=bucket, Key=orphan, Body=b"left by a publisher that died")
     plan = cas.json("gc", "--remote", url, "--grace", "0")
@@ -334,8 +339,8 @@ def test_gc_remote_plans_then_deletes_only_what_no_version_uses(s3, tmp_path):
 
 
 def test_doctor_remote_aborts_stale_multipart_uploads(s3, tmp_path):
-    moto, bucket = s3
-    c = moto.client()
+    s3server, bucket = s3
+    c = s3server.client()
     c.create_multipart_upload(Bucket=bucket, Key="d/blobs/ab/" + "a" * 64)
     cas = CasRunner(tmp_path / "s", tmp_path)
     out = cas.json("doctor", "--remote", f"s3://{bucket}/d", "--stale-after", "0", ok=False)
@@ -344,10 +349,10 @@ def test_doctor_remote_aborts_stale_multipart_uploads(s3, tmp_path):
 
 
 def test_credentials_are_never_printed(s3, tmp_path):
-    moto, bucket = s3
+    s3server, bucket = s3
     cas = CasRunner(tmp_path / "pub", tmp_path)
     cas("add", make_model(tmp_path / "a", {"w.bin": 1000}), "--name", "m", "--version", "1.0.0")
-    cas("remote", "add", "bucket", f"s3://{bucket}/c", "--endpoint-url", moto.url, "--region", "us-east-1")
+    cas("remote", "add", "bucket", f"s3://{bucket}/c", "--endpoint-url", s3server.url, "--region", "us-east-1")
     outputs = [cas("-vv", "push", "m@1.0.0", "--remote", "bucket"),
                cas("-vv", "fetch", "m@9.9.9", "--remote", "bucket", ok=False),
                cas("-vv", "fetch", "m@1.0.0", "--remote", "s3://no-such-bucket-here/c", ok=False)]
@@ -360,7 +365,7 @@ def test_credentials_are_never_printed(s3, tmp_path):
 
 
 def test_index_compare_and_swap_uses_etags(s3):
-    moto, bucket = s3
+    s3server, bucket = s3
 
     async def go():
         async with S3Remote(f"s3://{bucket}/cas") as r:
@@ -378,7 +383,7 @@ def test_index_compare_and_swap_uses_etags(s3):
 
 
 def test_missing_lists_instead_of_heads_when_many(s3):
-    moto, bucket = s3
+    s3server, bucket = s3
     from casstore.model.digest import Digest
     from casstore.remotes.base import blob
     from casstore.remotes.s3 import LIST_INSTEAD_OF_HEAD
@@ -401,7 +406,7 @@ def test_missing_lists_instead_of_heads_when_many(s3):
 
 
 def test_no_credentials_is_a_clear_refusal(s3, tmp_path):
-    moto, bucket = s3
+    s3server, bucket = s3
     cas = CasRunner(tmp_path / "s", tmp_path)
     env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_ACCESS") and not k.startswith("AWS_SECRET")}
     env.update(AWS_SHARED_CREDENTIALS_FILE=str(tmp_path / "none"), AWS_CONFIG_FILE=str(tmp_path / "none"),
@@ -412,19 +417,19 @@ def test_no_credentials_is_a_clear_refusal(s3, tmp_path):
 
 
 def test_readers_fetch_the_bucket_through_plain_http(s3, tmp_path):
-    """The keys are the directory remote's, so the bucket's public URL (here moto's path-style
+    """The keys are the directory remote's, so the bucket's public URL (here s3server's path-style
     URL; in production a CDN, nginx or S3 website endpoint) is an ordinary HTTP remote."""
-    moto, bucket = s3
+    s3server, bucket = s3
     src = make_model(tmp_path / "v1", {"model.safetensors": 2 * MiB + 5, "config.json": b"{}"})
     pub = CasRunner(tmp_path / "pub", tmp_path)
     pub("add", src, "--name", "m", "--version", "1.0.0")
     pub("push", "m@1.0.0", "--remote", f"s3://{bucket}/cas")
     public_read = {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Principal": "*", "Action": "s3:GetObject",
                                                            "Resource": f"arn:aws:s3:::{bucket}/cas/*"}]}
-    moto.client().put_bucket_policy(Bucket=bucket, Policy=json.dumps(public_read))  # readers need only GetObject
+    s3server.client().put_bucket_policy(Bucket=bucket, Policy=json.dumps(public_read))  # readers need only GetObject
     reader = CasRunner(tmp_path / "reader", tmp_path)
     env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}  # a reader without credentials
-    p = subprocess.run(reader.argv("--json", "fetch", "m", "--remote", f"{moto.url}/{bucket}/cas/"),
+    p = subprocess.run(reader.argv("--json", "fetch", "m", "--remote", f"{s3server.url}/{bucket}/cas/"),
                        capture_output=True, text=True, env={**env, "CAS_PART_SIZE": str(MiB)}, timeout=120)
     assert p.returncode == 0, p.stderr
     assert json.loads(p.stdout)["version"] == "1.0.0"
