@@ -11,7 +11,7 @@ import subprocess
 import pytest
 from aiohttp import web
 
-from casstore.errors import Conflict, RemoteStatusError
+from casstore.errors import Conflict, RemoteError, RemoteStatusError
 from casstore.remotes.s3 import ConditionalWritesUnsupported, S3Remote
 from casstore.store.objects import Store
 from casstore.testing.remote_contract import read_all, run
@@ -434,3 +434,75 @@ def test_readers_fetch_the_bucket_through_plain_http(s3, tmp_path):
     assert p.returncode == 0, p.stderr
     assert json.loads(p.stdout)["version"] == "1.0.0"
     assert reader("verify").returncode == 0
+
+
+def _answer(status, headers, body, drop=(), replace=None):
+    from aiohttp import web
+
+    skip = ("transfer-encoding", "connection", "content-encoding", "content-length", *drop)
+    h = {k: v for k, v in headers.items() if k.lower() not in skip} | (replace or {})
+    return web.Response(status=status, body=body, headers=h)
+
+
+@pytest.mark.parametrize("etag", ["kept", "wrong"])
+def test_parts_answered_without_a_checksum_are_checked_by_their_etag(s3, tmp_path, etag):
+    """Ceph RGW answers UploadPart without ChecksumCRC32: every blob over the part size crashed the
+    push with KeyError 'ChecksumCRC32' (a traceback, small blobs left behind). Simulated by a proxy
+    that strips it; with ``wrong``, the proxy also says the part was stored as other bytes."""
+    s3server, bucket = s3
+    data = os.urandom(11 * MiB + 5)
+    from casstore.model.digest import Digest
+    from casstore.remotes.base import blob
+
+    d = Digest.of_bytes(data)
+
+    async def rgw_parts(request, n):
+        if request.method == "POST" and "uploads" in request.query:  # RGW ignores the upload's algorithm
+            return await proxy.forward(request, drop=("x-amz-checksum-algorithm",))
+        if request.method == "PUT" and "partNumber=" in request.path_qs:
+            answer = await proxy.upstream_answer(request)
+            return _answer(*answer, drop=("x-amz-checksum-crc32",),
+                           replace={"ETag": '"0123456789abcdef0123456789abcdef"'} if etag == "wrong" else None)
+        return None
+
+    proxy = S3Proxy(s3server.url, rgw_parts)
+    try:
+        r = S3Remote(f"s3://{bucket}/rgw-parts", endpoint_url=proxy.url)
+        r.part_size = 5 * MiB
+
+        async def go():
+            async with r:
+                if etag == "kept":
+                    await r.write(blob(d, len(data)), data)
+                    assert await read_all(r, blob(d, len(data))) == data
+                else:
+                    with pytest.raises(RemoteError, match="not the MD5"):
+                        await r.write(blob(d, len(data)), data)
+                    assert await r.stat(blob(d)) is None and await r.stale_uploads(older_than=1e12) == []
+
+        run(go())
+    finally:
+        proxy.stop()
+
+
+def test_a_server_whose_multipart_completion_ignores_if_none_match_is_refused(s3, tmp_path):
+    """Ceph RGW before Squid completes a multipart upload over an existing key despite
+    ``If-None-Match: *``; the probe now finds it (a proxy drops the header from completions)."""
+    s3server, bucket = s3
+
+    async def unconditional_completion(request, n):
+        if request.method == "POST" and "uploadId=" in request.path_qs:
+            return await proxy.forward(request, drop=("if-none-match",))
+        return None
+
+    proxy = S3Proxy(s3server.url, unconditional_completion)
+    try:
+        cas = CasRunner(tmp_path / "pub", tmp_path)
+        cas("add", make_model(tmp_path / "src", {"w.bin": 1000}), "--name", "m", "--version", "1.0.0")
+        p = subprocess.run(cas.argv("push", "m@1.0.0", "--remote", f"s3://{bucket}/x"), capture_output=True,
+                           text=True, env={**os.environ, "AWS_ENDPOINT_URL": proxy.url}, timeout=120)
+        assert p.returncode == 7 and "multipart upload completed over an existing key" in p.stderr, p.stderr
+        assert "Traceback" not in p.stderr
+        assert s3server.client().list_objects_v2(Bucket=bucket).get("Contents", []) == []
+    finally:
+        proxy.stop()

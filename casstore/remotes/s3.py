@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import io
 import logging
 import os
@@ -282,6 +283,8 @@ class S3Remote(Remote):
         try:
             if await accepted(IfNoneMatch="*"):
                 raise refuse("If-None-Match: * did not refuse an existing key")
+            if await self._completes_over(rel):
+                raise refuse("a multipart upload completed over an existing key despite If-None-Match: *")
             if await accepted(IfMatch='"0123456789abcdef0123456789abcdef"'):
                 raise refuse("a PUT with a wrong If-Match was accepted")
             etag = str(first.get("ETag", "")).strip('"')
@@ -299,6 +302,21 @@ class S3Remote(Remote):
             with contextlib.suppress(Conflict):
                 await self._call("PUT", FORMAT_FILE, "put_object", Body=f'{{"casstore_remote": {FORMAT_VERSION}}}\n'
                                  .encode(), IfNoneMatch="*")
+
+    async def _completes_over(self, rel: str) -> bool:
+        """Whether CompleteMultipartUpload with ``If-None-Match: *`` replaces the existing ``rel``
+        (Ceph RGW before Squid does): large blobs go up that way."""
+        up = await self._call("POST", rel, "create_multipart_upload")
+        try:
+            part = await self._call("PUT", rel, "upload_part", UploadId=up["UploadId"], PartNumber=1, Body=b"probe 3")
+            await self._call("POST", rel, "complete_multipart_upload", UploadId=up["UploadId"], IfNoneMatch="*",
+                             MultipartUpload={"Parts": [{"PartNumber": 1, "ETag": part["ETag"]}]})
+            return True
+        except Conflict:
+            return False
+        finally:
+            with contextlib.suppress(RemoteError, NotFound):
+                await self._call("DELETE", rel, "abort_multipart_upload", UploadId=up["UploadId"])
 
     async def missing(self, keys: list[Key], jobs: int = 8) -> set[Key]:
         """Which of ``keys`` (with sizes) the bucket lacks: one listing of ``blobs/`` instead of a
@@ -343,7 +361,16 @@ class S3Remote(Remote):
                 with _body(source, offset, min(part, size - offset)) as body:
                     r = await self._call("PUT", key.path, "upload_part", key.digest, UploadId=upload_id, PartNumber=n,
                                          Body=body, ChecksumAlgorithm="CRC32")
-                return {"PartNumber": n, "ETag": r["ETag"], "ChecksumCRC32": r["ChecksumCRC32"]}
+                if "ChecksumCRC32" in r:  # the server checked the part against the CRC32 it was sent
+                    return {"PartNumber": n, "ETag": r["ETag"], "ChecksumCRC32": r["ChecksumCRC32"]}
+                # A server that keeps no checksums (Ceph RGW): a plain part's ETag is its MD5.
+                length = min(part, size - offset)
+                md5 = await asyncio.to_thread(_md5, source, offset, length)
+                if str(r.get("ETag", "")).strip('"').lower() != md5:
+                    url = self.describe(key)
+                    raise RemoteProtocolError(f"{url}: part {n} was stored as {r.get('ETag')!r}, not the MD5 {md5} of "
+                                              f"the {length} bytes sent", url=url, digest=key.digest, retryable=True)
+                return {"PartNumber": n, "ETag": r["ETag"]}
 
         try:
             parts = await asyncio.gather(*(one(i + 1, off) for i, off in enumerate(range(0, size, part))))
@@ -417,6 +444,21 @@ class S3Remote(Remote):
         if not date:
             raise RemoteProtocolError(f"{self.url} sent no Date header; cannot tell its clock", url=self.url)
         return parsedate_to_datetime(date).timestamp()
+
+
+def _md5(source: Path | bytes, offset: int, length: int) -> str:
+    if isinstance(source, bytes):
+        return hashlib.md5(source[offset:offset + length], usedforsecurity=False).hexdigest()
+    h = hashlib.md5(usedforsecurity=False)
+    with open(source, "rb") as f:
+        f.seek(offset)
+        while length > 0:
+            piece = f.read(min(length, 8 << 20))
+            if not piece:
+                break
+            h.update(piece)
+            length -= len(piece)
+    return h.hexdigest()
 
 
 def _ts(t: Any) -> float:
