@@ -77,9 +77,10 @@ class CasServe:
 class Nginx:
     """nginx serving a directory read-only, as a static mirror would."""
 
-    def __init__(self, root: Path, workdir: Path, *, access_log: bool = False, tls: bool = False) -> None:
+    def __init__(self, root: Path, workdir: Path, *, access_log: bool = False, tls: bool = False,
+                 limit_rate: str | None = None) -> None:
         """``tls``: HTTPS with a self-signed certificate for 127.0.0.1, at ``self.cert`` (a client
-        trusts it through SSL_CERT_FILE)."""
+        trusts it through SSL_CERT_FILE). ``limit_rate``: nginx's, per connection (a far origin)."""
         exe = shutil.which("nginx") or "/usr/sbin/nginx"
         if not os.path.exists(exe):
             raise RuntimeError("nginx is not installed (CI installs it from Debian packages: apt-get install nginx)")
@@ -119,6 +120,7 @@ http {{
     listen 127.0.0.1:{self.port}{" ssl" if tls else ""};
     {tls_conf}
     root {root};
+    {f"limit_rate {limit_rate};" if limit_rate else ""}
     location / {{ }}
   }}
 }}
@@ -136,6 +138,49 @@ http {{
             method, path, status, sent, rng = line.split(" ", 4)
             out.append((method, path, int(status), int(sent), rng.strip('"')))
         return out
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        self.proc.wait(10)
+        self.sock.close()
+
+
+class NginxBlock:
+    """nginx running one ``http {}`` body as given (a documented config, with its listen, paths and
+    upstreams rewritten by ``replace``), on a port the kernel picked (``{port}`` in the block)."""
+
+    def __init__(self, block: str, workdir: Path, replace: dict[str, str]) -> None:
+        exe = shutil.which("nginx") or "/usr/sbin/nginx"
+        workdir.mkdir(parents=True, exist_ok=True)
+        self.sock = listening_socket()
+        self.port = self.sock.getsockname()[1]
+        for old, new in replace.items():
+            if old not in block:
+                raise ValueError(f"{old!r} is not in the config block")
+            block = block.replace(old, new.replace("{port}", str(self.port)))
+        user = "user root;" if os.geteuid() == 0 else ""
+        (workdir / "nginx.conf").write_text(f"""
+{user}
+worker_processes 2;
+daemon off;
+pid {workdir}/nginx.pid;
+error_log {workdir}/error.log;
+events {{ worker_connections 512; }}
+http {{
+  access_log off;
+  client_body_temp_path {workdir}/body;
+  proxy_temp_path {workdir}/proxy;
+  fastcgi_temp_path {workdir}/fastcgi;
+  uwsgi_temp_path {workdir}/uwsgi;
+  scgi_temp_path {workdir}/scgi;
+{block}
+}}
+""")
+        self.proc = subprocess.Popen([exe, "-c", str(workdir / "nginx.conf"), "-p", str(workdir)],
+                                     stderr=subprocess.PIPE, pass_fds=(self.sock.fileno(),),
+                                     env={**os.environ, "NGINX": f"{self.sock.fileno()};"})
+        wait_port(self.port)
+        self.url = f"http://127.0.0.1:{self.port}/"
 
     def stop(self) -> None:
         self.proc.terminate()

@@ -1,0 +1,51 @@
+"""The cache tier of docs/guides/team-server.md, as documented: nginx with its `slice` block in
+front of an nginx origin, 8 `cas fetch` processes of one version at once; the origin sends each
+byte about once (before: the guide's snippet cached nothing, and a plain proxy_cache sent the
+version several times over)."""
+
+import re
+import subprocess
+from pathlib import Path
+
+from conftest import CasRunner, make_model, publish
+from servers import Nginx, NginxBlock
+
+GUIDE = Path(__file__).resolve().parent.parent / "docs" / "guides" / "team-server.md"
+READERS = 8
+
+
+def documented_block() -> str:
+    text = GUIDE.read_text()
+    m = re.search(r"<!-- cache-tier[^>]*-->\s*```nginx\n(.*?)```\s*<!-- /cache-tier -->", text, re.S)
+    assert m, f"no cache-tier block in {GUIDE}"
+    return m.group(1)
+
+
+def test_eight_readers_through_the_documented_slice_cache_cost_the_origin_one_version(tmp_path):
+    src = make_model(tmp_path / "src", {"w.bin": 40 << 20, "v.bin": 3 << 20, "config.json": b"{}"}
+                     | {f"t{i}.json": 1000 + i for i in range(20)})
+    nas = tmp_path / "www" / "cas"
+    publish(tmp_path, src, "m", "1.0.0", nas)
+    size = sum(p.stat().st_size for p in src.iterdir())
+    # A far origin: filling the large blob takes longer than nginx's default 5 s cache lock.
+    origin = Nginx(tmp_path / "www", tmp_path / "origin", access_log=True, limit_rate="6m")
+    cache = NginxBlock(documented_block(), tmp_path / "cache", {
+        "listen 80;": "listen 127.0.0.1:{port};",
+        "/var/cache/nginx/cas": str(tmp_path / "cache" / "store"),
+        "max_size=500g": "max_size=1g",
+        "http://origin.example.com": origin.url.rstrip("/"),
+    })
+    try:
+        readers = [CasRunner(tmp_path / f"node{i}", tmp_path) for i in range(READERS)]
+        procs = [subprocess.Popen(r.argv("fetch", "m@1.0.0", "--remote", cache.url + "cas/"), stdout=subprocess.PIPE,
+                                  stderr=subprocess.PIPE, text=True) for r in readers]
+        for p in procs:
+            _, err = p.communicate(timeout=180)
+            assert p.returncode == 0, err
+        for r in readers:
+            assert r("verify").returncode == 0
+        sent = sum(n for method, path, status, n, _ in origin.requests() if "/blobs/" in path)
+    finally:
+        cache.stop()
+        origin.stop()
+    assert sent <= 1.05 * size, f"the origin sent {sent / size:.2f}x the version's blobs for {READERS} readers"
