@@ -148,7 +148,7 @@ def versions(c: Ctx, model, remote_name, insecure) -> None:
 
 
 @cli.command()
-@click.option("--root", type=click.Path(path_type=str), required=True, help="Remote directory to serve.")
+@click.option("--root", type=click.Path(path_type=str), required=True, help="Remote directory to serve (or a store: served read-only, its versions from its tags).")
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to bind (loopback unless told otherwise).")
 @click.option("--port", default=8700, show_default=True, help="Port (0: any free port).")
 @click.option("--token-file", type=click.Path(exists=True, dir_okay=False), help="File holding the push token (or $CAS_SERVE_TOKEN).")

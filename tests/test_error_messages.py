@@ -32,7 +32,7 @@ def test_pushing_to_a_static_server_says_so(pub, tmp_path):
     with nginx(tmp_path / "nas", tmp_path / "ngx") as srv:
         pub("add", make_model(tmp_path / "src2", {"w.bin": 2000}), "--name", "m", "--version", "1.1.0")
         p = pub("push", "m@1.1.0", "--remote", srv.url, ok=False)
-    assert p.returncode == 7 and "read-only static server" in p.stderr and "cas serve" in p.stderr
+    assert p.returncode == 7 and "read-only server (a static server" in p.stderr and "cas serve" in p.stderr
     assert "Unclosed" not in p.stderr and "Traceback" not in p.stderr
 
 

@@ -8,6 +8,7 @@ from casstore.model.digest import Digest
 from casstore.model.names import validate_model
 
 TMP = "tmp"  # writers' temp files: in a store and in a directory remote, on the objects' filesystem
+STORE_FORMAT_FILE = "casstore.json"  # what makes a directory a store (a remote has casstore-remote.json)
 
 
 def blob_key(d: Digest) -> str:
@@ -25,3 +26,8 @@ def manifest_key(d: Digest) -> str:
 
 def index_key(model: str) -> str:
     return f"index/{validate_model(model)}.json"
+
+
+def tags_key(model: str) -> str:
+    """A store's tags of ``model``: one file per version, holding its manifest's digest."""
+    return f"refs/{validate_model(model)}/tags"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
 from casstore.errors import InvalidInput
@@ -30,14 +31,12 @@ def open_remote(url: str, *, token: str | None = None, insecure: bool = False, e
 
         options = {"stall_timeout": t.stall_timeout, "connect_timeout": t.connect_timeout, **http_options}
         return HttpRemote(url, token=token, insecure=insecure, **options)
-    if scheme == "file":
+    if scheme == "file" or scheme == "" or (len(scheme) == 1 and os.name == "nt"):
         from casstore.remotes.directory import DirectoryRemote
+        from casstore.remotes.store_source import StoreSource, is_store
 
-        return DirectoryRemote(unquote(urlsplit(url).path))
-    if scheme == "" or (len(scheme) == 1 and os.name == "nt"):
-        from casstore.remotes.directory import DirectoryRemote
-
-        return DirectoryRemote(os.path.abspath(os.path.expanduser(url)))
+        path = Path(unquote(urlsplit(url).path) if scheme == "file" else os.path.abspath(os.path.expanduser(url)))
+        return StoreSource(path) if is_store(path) else DirectoryRemote(path)  # a store: read-only
     if scheme == "memory":
         from casstore.remotes.memory import MemoryRemote
 

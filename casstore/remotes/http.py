@@ -175,8 +175,9 @@ class HttpRemote(Remote):
         if status == 404:
             return NotFound(f"{url} does not exist (404)")
         if status == 405 and what == "PUT":
-            return RemoteRefused(f"{url} does not accept uploads (405): it is a read-only static server; push to "
-                                 f"`cas serve` or to a directory remote, and let this server serve what is published",
+            return RemoteRefused(f"{url} does not accept uploads (405): it is a read-only server (a static server, or "
+                                 f"`cas serve` of a store); push to a writable `cas serve` or to a directory remote, and "
+                                 f"let this server serve what is published",
                                  url=url, status=405)
         if status in (401, 403):
             if self._token is None:

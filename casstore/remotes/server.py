@@ -32,6 +32,7 @@ from casstore.model.manifest import MAX_MANIFEST_BYTES, Manifest
 from casstore.model.names import validate_model
 from casstore.remotes.base import FORMAT_FILE, FORMAT_VERSION
 from casstore.remotes.directory import DirectoryRemote
+from casstore.remotes.store_source import StoreSource, is_store
 
 _BLOB = re.compile(r"blobs/([0-9a-f]{2})/([0-9a-f]{64})")
 _MANIFEST = re.compile(r"manifests/([0-9a-f]{2})/([0-9a-f]{64})\.json")
@@ -77,11 +78,14 @@ class Server:
         self.body_timeout = body_timeout
         self.token = token.encode() if token else None
         self.max_object = max_object
-        self.remote = DirectoryRemote(self.root)  # the same index compare-and-swap as a NAS remote
-        makedirs(self.remote.tmp)
-        fmt = self.root / FORMAT_FILE
-        if not fmt.exists():
-            write_file(fmt, f'{{"casstore_remote": {FORMAT_VERSION}}}\n'.encode(), self.remote.tmp)
+        # A store is served read-only, its index made from its tags: one node feeds its neighbours.
+        self.read_only = is_store(self.root)
+        self.remote = StoreSource(self.root) if self.read_only else DirectoryRemote(self.root)
+        if not self.read_only:  # the same index compare-and-swap as a NAS remote
+            makedirs(self.remote.tmp)
+            fmt = self.root / FORMAT_FILE
+            if not fmt.exists():
+                write_file(fmt, f'{{"casstore_remote": {FORMAT_VERSION}}}\n'.encode(), self.remote.tmp)
 
     def app(self) -> web.Application:
         app = web.Application(client_max_size=1 << 20)
@@ -93,6 +97,8 @@ class Server:
     async def get(self, request: web.Request) -> web.StreamResponse:
         kind, name = _classify(request.match_info["path"])
         path = self.root / request.match_info["path"]
+        if kind == "format" and self.read_only:
+            return web.Response(body=f'{{"casstore_remote": {FORMAT_VERSION}}}\n'.encode(), content_type="application/json")
         got = await self.remote.read_index(name) if kind == "index" else None
         if (kind == "index" and got is None) or (kind != "index" and not path.is_file()):
             raise web.HTTPNotFound(text=f"no such object: {request.match_info['path']}\n")
@@ -112,6 +118,9 @@ class Server:
     async def put(self, request: web.Request) -> web.Response:
         rel = request.match_info["path"]
         kind, name = _classify(rel)
+        if self.read_only:
+            raise web.HTTPMethodNotAllowed("PUT", ["GET", "HEAD"],
+                                           text="this server serves a store, read-only: push to a remote directory\n")
         self._authorize(request)
         if kind == "format":
             raise web.HTTPForbidden(text="the format file is not writable\n")

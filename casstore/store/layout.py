@@ -29,10 +29,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from casstore.model.digest import Digest
-from casstore.model.keys import TMP, blob_key, chunks_key, manifest_key
+from casstore.model.keys import STORE_FORMAT_FILE, TMP, blob_key, chunks_key, manifest_key, tags_key
 from casstore.model.names import validate_model, validate_version
 
-FORMAT_FILE = "casstore.json"
+FORMAT_FILE = STORE_FORMAT_FILE
 FORMAT_VERSION = 1
 # Made when first written, so that a store from before them still opens on a read-only mount.
 LAZY_DIRS = ("chunks", "cache")
@@ -100,7 +100,7 @@ class Layout:
         return self.root / "refs" / validate_model(model)
 
     def tags(self, model: str) -> Path:
-        return self.model_dir(model) / "tags"
+        return self.root / tags_key(model)
 
     def tag(self, model: str, version: str) -> Path:
         return self.tags(model) / validate_version(version)
