@@ -49,3 +49,57 @@ def test_eight_readers_through_the_documented_slice_cache_cost_the_origin_one_ve
         cache.stop()
         origin.stop()
     assert sent <= 1.05 * size, f"the origin sent {sent / size:.2f}x the version's blobs for {READERS} readers"
+
+
+def recording_server(root: Path, require: str | None):
+    """Serves ``root`` (ranges too); records each request's Authorization; with ``require``, a
+    request without that bearer token gets 401."""
+    from aiohttp import web
+
+    from servers import ThreadedApp
+
+    seen: list[tuple[str, str | None]] = []
+
+    async def handle(request):
+        auth = request.headers.get("Authorization")
+        seen.append((request.path, auth))
+        if require and auth != f"Bearer {require}":
+            return web.Response(status=401)
+        path = root / request.path.lstrip("/")
+        if not path.is_file():
+            return web.Response(status=404)
+        data = path.read_bytes()
+        if rng := request.headers.get("Range"):
+            a, b = rng.removeprefix("bytes=").split("-")
+            a, b = int(a), (int(b) + 1 if b else len(data))
+            return web.Response(status=206, body=data[a:b], headers={"Content-Range": f"bytes {a}-{b - 1}/{len(data)}"})
+        return web.Response(body=data, headers={"Accept-Ranges": "bytes"})
+
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", handle)
+    srv = ThreadedApp(app)
+    srv.seen = seen
+    return srv
+
+
+def test_reads_carry_no_token_until_one_is_refused_without_it(tmp_path, monkeypatch):
+    """A cache in front of the origin never caches a request with Authorization (varnish's
+    builtin VCL: 4.01x the version from the origin with CAS_TOKEN set on the readers). Reads now
+    go without the token; where the origin refuses them (401), the token follows, once learned."""
+    src = make_model(tmp_path / "src", {"w.bin": 3 << 20, "config.json": b"{}"})  # both HTTP paths
+    publish(tmp_path, src, "m", "1.0.0", tmp_path / "nas")
+    monkeypatch.setenv("CAS_TOKEN", "push-token")
+    for require in (None, "push-token"):
+        srv = recording_server(tmp_path / "nas", require)
+        try:
+            node = CasRunner(tmp_path / f"node-{require}", tmp_path)
+            node("fetch", "m@1.0.0", "--remote", srv.url)
+            assert node("verify").returncode == 0
+        finally:
+            srv.stop()
+        sent = [auth for _, auth in srv.seen]
+        if require is None:
+            assert sent and all(a is None for a in sent), srv.seen
+        else:  # refused once without it (per HTTP path at most), then always sent
+            assert sent.count(None) <= 2 and sent[-1] == "Bearer push-token", srv.seen
+            assert sent.count("Bearer push-token") >= 3, srv.seen

@@ -79,10 +79,16 @@ def test_a_token_is_not_sent_through_a_plain_http_proxy(tmp_path, published):
     proxy = RecordingProxy()
     try:
         token = "a-token-the-proxy-must-not-read"
-        p = fetch(tmp_path, ngx.url + "nas/", env_with(HTTP_PROXY=proxy.url, CAS_TOKEN=token))
-        assert p.returncode == 0, p.stderr
-        assert b"GET http://127.0.0.1" in proxy.seen and token.encode() not in proxy.seen
-        assert "not sending the token" in p.stderr
+        env = env_with(HTTP_PROXY=proxy.url, CAS_TOKEN=token)
+        p = fetch(tmp_path, ngx.url + "nas/", env)
+        assert p.returncode == 0, p.stderr  # reads carry no token unless refused without it
+        # a push does carry one: withheld from the plain-HTTP proxy, and said so
+        pub = CasRunner(tmp_path / "pub", tmp_path)
+        p = subprocess.run(pub.argv("push", "m@1.0.0", "--remote", ngx.url + "other/"), capture_output=True, text=True,
+                           env=env, timeout=120)
+        assert p.returncode != 0 and "not sending the token" in p.stderr, p.stderr
+        assert b"GET http://127.0.0.1" in proxy.seen and b"PUT http://127.0.0.1" in proxy.seen
+        assert token.encode() not in proxy.seen
     finally:
         proxy.stop()
         ngx.stop()

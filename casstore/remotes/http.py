@@ -77,6 +77,7 @@ class HttpRemote(Remote):
             )
         self.url = url.rstrip("/") + "/"
         self._token = token
+        self._read_auth = False  # whether reads carry the token: once a read without it was refused
         self._warned_proxy = False
         self._netrc: str | None = None  # the netrc entry's header for this host, read once
         if stall_timeout is None:  # the stack's default (remotes/layers.Tuning); open_remote passes the setting
@@ -113,12 +114,29 @@ class HttpRemote(Remote):
     def read_into(self, key: Key, start: int, end: int, sink) -> None:
         http_blocking.read_into(self, key, start, end, sink)
 
+    def reads_need_token(self) -> bool:
+        """Told that a read without the token was refused (401/403): whether to ask again with it
+        (once per remote per run). Reads carry no token until then, so a cache in front of the
+        origin (which never caches a request with ``Authorization``) and every proxy see none."""
+        if self._token is None or self._read_auth:
+            return False
+        self._read_auth = True
+        log.debug("%s refused a read without the token; sending it on reads from now on", self.url)
+        return True
+
     async def _request(self, method: str, rel: str, **kw) -> aiohttp.ClientResponse:
+        resp = await self._request_once(method, rel, **kw)
+        if method in ("GET", "HEAD") and resp.status in (401, 403) and self.reads_need_token():
+            resp.release()
+            resp = await self._request_once(method, rel, **kw)
+        return resp
+
+    async def _request_once(self, method: str, rel: str, **kw) -> aiohttp.ClientResponse:
         """One request, following redirects by hand; the token stays with the first origin."""
         url = self.url + rel
         headers = dict(kw.pop("headers", {}))
         for _ in range(MAX_REDIRECTS + 1):
-            h = self.request_headers(url, headers)
+            h = self.request_headers(url, headers, write=method not in ("GET", "HEAD"))
             proxy = proxy_for(url)
             auth = proxy_authorization(proxy) if proxy else None
             via: dict[str, Any] = {"proxy": proxy, "proxy_headers": {"Proxy-Authorization": auth} if auth else None}
@@ -145,12 +163,15 @@ class HttpRemote(Remote):
             return resp
         raise RemoteProtocolError(f"too many redirects from {self.url + rel}", url=self.url + rel)
 
-    def request_headers(self, url: str, extra: dict[str, str]) -> dict[str, str]:
+    def request_headers(self, url: str, extra: dict[str, str], *, write: bool) -> dict[str, str]:
         """A request's headers: the token only for the remote's own origin (``url`` may be
-        where a redirect led), and never in plain HTTP through a proxy, which would read it;
-        without a token, the host's netrc entry if there is one."""
+        where a redirect led), on a read only once reads were refused without it, and never in
+        plain HTTP through a proxy, which would read it; without a token, the host's netrc entry
+        if there is one."""
         h = dict(extra)
         if origin(url) != origin(self.url):
+            return h
+        if self._token and not (write or self._read_auth):
             return h
         if self._token:
             if url.startswith("http:") and proxy_for(url):

@@ -21,7 +21,7 @@ import threading
 from collections.abc import Callable
 from urllib.parse import urlsplit
 
-from casstore.errors import RangesIgnored, RemoteProtocolError, RemoteTooSlow, RemoteUnreachable
+from casstore.errors import RangesIgnored, RemoteProtocolError, RemoteRefused, RemoteTooSlow, RemoteUnreachable
 from casstore.remotes.base import CHUNK, Key, check_range_answer
 from casstore.remotes.http_rules import (
     MAX_REDIRECTS,
@@ -161,7 +161,17 @@ def _buffer() -> memoryview:
 
 def read_into(remote, key: Key, start: int, end: int, sink: Callable[[memoryview], bool]) -> None:
     """Bytes [start, end) of ``key`` from ``remote`` (an ``HttpRemote``), given to ``sink`` in
-    order; ``sink`` returns False to stop early (the connection is then dropped)."""
+    order; ``sink`` returns False to stop early (the connection is then dropped). A read refused
+    without the token is asked again with it (``HttpRemote.reads_need_token``)."""
+    try:
+        _read_into(remote, key, start, end, sink)
+    except RemoteRefused as e:
+        if e.status not in (401, 403) or not remote.reads_need_token():
+            raise
+        _read_into(remote, key, start, end, sink)
+
+
+def _read_into(remote, key: Key, start: int, end: int, sink: Callable[[memoryview], bool]) -> None:
     want = end - start
     url = remote.url + key.path
     extra = {"Range": f"bytes={start}-{end - 1}", "Accept-Encoding": "identity", "User-Agent": "casstore"}
@@ -172,7 +182,7 @@ def read_into(remote, key: Key, start: int, end: int, sink: Callable[[memoryview
         proxy = proxy_for(url)
         # through a proxy, plain HTTP asks the proxy for the absolute URL; https tunnels (CONNECT)
         target = url if proxy and u.scheme == "http" else (u.path or "/") + (f"?{u.query}" if u.query else "")
-        headers = remote.request_headers(url, extra)
+        headers = remote.request_headers(url, extra, write=False)
         if proxy and u.scheme == "http" and (auth := proxy_authorization(proxy)):
             headers["Proxy-Authorization"] = auth
         log.debug("GET %s (%s, on %s)", url, extra["Range"], threading.current_thread().name)
