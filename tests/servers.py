@@ -188,6 +188,35 @@ http {{
         self.sock.close()
 
 
+class Varnish:
+    """varnishd in the foreground with a VCL as given (``replace`` rewrites it), on free ports."""
+
+    def __init__(self, vcl: str, workdir: Path, replace: dict[str, str], storage: str = "malloc,512m") -> None:
+        exe = shutil.which("varnishd") or "/usr/sbin/varnishd"
+        if not os.path.exists(exe):
+            raise RuntimeError("varnish is not installed (CI installs it from Debian packages: apt-get install varnish)")
+        workdir.mkdir(parents=True, exist_ok=True)
+        for old, new in replace.items():
+            if old not in vcl:
+                raise ValueError(f"{old!r} is not in the VCL")
+            vcl = vcl.replace(old, new)
+        (workdir / "cas.vcl").write_text(vcl)
+        self.port, admin = free_ports(2)
+        self.proc = subprocess.Popen([exe, "-F", "-j", "none", "-n", str(workdir / "state"), "-f", str(workdir / "cas.vcl"),
+                                      "-a", f"127.0.0.1:{self.port}", "-T", f"127.0.0.1:{admin}", "-s", storage],
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        wait_port(self.port, timeout=60)
+        self.url = f"http://127.0.0.1:{self.port}/"
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        try:
+            self.proc.wait(10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(5)
+
+
 @contextlib.contextmanager
 def nginx(root: Path, workdir: Path, **options):
     """nginx serving ``root`` for the duration of a with-block."""

@@ -1,27 +1,43 @@
-"""The cache tier of docs/guides/team-server.md, as documented: nginx with its `slice` block in
-front of an nginx origin, 8 `cas fetch` processes of one version at once; the origin sends each
-byte about once (before: the guide's snippet cached nothing, and a plain proxy_cache sent the
-version several times over)."""
+"""The cache tiers of docs/guides/team-server.md, as documented (nginx with its `slice` block,
+varnish with its VCL) in front of an nginx origin, 8 `cas fetch` processes of one version at once:
+the origin sends each byte about once (before: the guide's snippet cached nothing, and a plain
+proxy_cache sent the version several times over). And reads carry no token unless refused."""
 
 import re
 import subprocess
 from pathlib import Path
 
+import pytest
+
 from conftest import CasRunner, make_model, publish
-from servers import Nginx, NginxBlock
+from servers import Nginx, NginxBlock, Varnish
 
 GUIDE = Path(__file__).resolve().parent.parent / "docs" / "guides" / "team-server.md"
 READERS = 8
 
 
-def documented_block() -> str:
+def documented(marker: str, lang: str) -> str:
     text = GUIDE.read_text()
-    m = re.search(r"<!-- cache-tier[^>]*-->\s*```nginx\n(.*?)```\s*<!-- /cache-tier -->", text, re.S)
-    assert m, f"no cache-tier block in {GUIDE}"
+    m = re.search(rf"<!-- {marker}:[^>]*-->\s*```{lang}\n(.*?)```\s*<!-- /{marker} -->", text, re.S)
+    assert m, f"no {marker} block in {GUIDE}"
     return m.group(1)
 
 
-def test_eight_readers_through_the_documented_slice_cache_cost_the_origin_one_version(tmp_path):
+def start_cache(tier: str, origin, workdir: Path):
+    host, port = origin.url.rstrip("/").removeprefix("http://").split(":")
+    if tier == "nginx slice":
+        return NginxBlock(documented("cache-tier", "nginx"), workdir, {
+            "listen 80;": "listen 127.0.0.1:{port};",
+            "/var/cache/nginx/cas": str(workdir / "store"),
+            "max_size=500g": "max_size=1g",
+            "http://origin.example.com": origin.url.rstrip("/"),
+        })
+    return Varnish(documented("cache-tier-varnish", "vcl"), workdir, {
+        '.host = "origin.example.com";': f'.host = "{host}";', '.port = "80";': f'.port = "{port}";'})
+
+
+@pytest.mark.parametrize("tier", ["nginx slice", "varnish"])
+def test_eight_readers_through_a_documented_cache_cost_the_origin_one_version(tmp_path, tier):
     src = make_model(tmp_path / "src", {"w.bin": 40 << 20, "v.bin": 3 << 20, "config.json": b"{}"}
                      | {f"t{i}.json": 1000 + i for i in range(20)})
     nas = tmp_path / "www" / "cas"
@@ -29,12 +45,7 @@ def test_eight_readers_through_the_documented_slice_cache_cost_the_origin_one_ve
     size = sum(p.stat().st_size for p in src.iterdir())
     # A far origin: filling the large blob takes longer than nginx's default 5 s cache lock.
     origin = Nginx(tmp_path / "www", tmp_path / "origin", access_log=True, limit_rate="6m")
-    cache = NginxBlock(documented_block(), tmp_path / "cache", {
-        "listen 80;": "listen 127.0.0.1:{port};",
-        "/var/cache/nginx/cas": str(tmp_path / "cache" / "store"),
-        "max_size=500g": "max_size=1g",
-        "http://origin.example.com": origin.url.rstrip("/"),
-    })
+    cache = start_cache(tier, origin, tmp_path / "cache")
     try:
         readers = [CasRunner(tmp_path / f"node{i}", tmp_path) for i in range(READERS)]
         procs = [subprocess.Popen(r.argv("fetch", "m@1.0.0", "--remote", cache.url + "cas/"), stdout=subprocess.PIPE,
