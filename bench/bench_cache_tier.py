@@ -4,7 +4,8 @@
 
 The origin is nginx serving a directory remote, rate-limited per connection (a far origin);
 the tiers: none (straight from the origin), nginx `proxy_cache` with its defaults plus
-`proxy_cache_lock on`, and the `slice` block of docs/guides/team-server.md as written. For each
+`proxy_cache_lock on`, and the `slice` block and the varnish VCL of docs/guides/team-server.md
+as written. For each
 N, N `cas fetch` processes start together into empty stores; reported per tier and N: origin
 bytes of blobs / the version's bytes, and the wall time until the last finished (median of the
 repeats, with min and max). Tiers rotate within each round.
@@ -28,7 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 from rounds import cas_command  # noqa: E402
 
-from servers import Nginx, NginxBlock  # noqa: E402
+from servers import Nginx, NginxBlock, Varnish  # noqa: E402
 
 GUIDE = Path(__file__).resolve().parent.parent / "docs" / "guides" / "team-server.md"
 DEFAULTS = """proxy_cache_path /var/cache/nginx/cas levels=1:2 keys_zone=cas:64m max_size=500g inactive=30d use_temp_path=off;
@@ -45,10 +46,10 @@ server {
 """
 
 
-def slice_block() -> str:
-    m = re.search(r"<!-- cache-tier[^>]*-->\s*```nginx\n(.*?)```\s*<!-- /cache-tier -->", GUIDE.read_text(), re.S)
+def documented(marker: str, lang: str) -> str:
+    m = re.search(rf"<!-- {marker}:[^>]*-->\s*```{lang}\n(.*?)```\s*<!-- /{marker} -->", GUIDE.read_text(), re.S)
     if not m:
-        raise SystemExit(f"no cache-tier block in {GUIDE}")
+        raise SystemExit(f"no {marker} block in {GUIDE}")
     return m.group(1)
 
 
@@ -75,7 +76,8 @@ def main() -> None:
                    check=True, capture_output=True, env=env)
     subprocess.run([*cas, "--store", str(work / "pub"), "push", "m@1", "--remote", str(work / "www" / "cas")],
                    check=True, capture_output=True, env=env)
-    tiers = {"none": None, "proxy_cache defaults": DEFAULTS, "slice (guide)": slice_block()}
+    tiers = {"none": None, "proxy_cache defaults": DEFAULTS, "slice (guide)": documented("cache-tier", "nginx"),
+             "varnish (guide)": documented("cache-tier-varnish", "vcl")}
     rows: dict[str, dict[int, list[tuple[float, float]]]] = {t: {n: [] for n in a.readers} for t in tiers}
     for rnd in range(a.repeat):
         for n in a.readers:
@@ -85,8 +87,13 @@ def main() -> None:
                 run_dir = work / "run"
                 shutil.rmtree(run_dir, ignore_errors=True)
                 origin = Nginx(work / "www", run_dir / "origin", access_log=True, limit_rate=a.origin_rate)
-                cache = None
-                if tiers[tier] is not None:
+                cache: NginxBlock | Varnish | None = None
+                host, port = origin.url.rstrip("/").removeprefix("http://").split(":")
+                if tier.startswith("varnish"):
+                    cache = Varnish(tiers[tier] or "", run_dir / "cache", {
+                        '.host = "origin.example.com";': f'.host = "{host}";', '.port = "80";': f'.port = "{port}";'},
+                        storage=f"malloc,{2 * size >> 20}m")
+                elif tiers[tier] is not None:
                     cache = NginxBlock(tiers[tier], run_dir / "cache", {
                         "listen 80;": "listen 127.0.0.1:{port};",
                         "/var/cache/nginx/cas": str(run_dir / "cache" / "store"),
