@@ -8,7 +8,7 @@ the tiers: none (straight from the origin), nginx `proxy_cache` with its default
 as written. For each
 N, N `cas fetch` processes start together into empty stores; reported per tier and N: origin
 bytes of blobs / the version's bytes, and the wall time until the last finished (median of the
-repeats, with min and max). Tiers rotate within each round.
+repeats, with min and max), and how many fetches failed. Tiers rotate within each round.
 """
 
 from __future__ import annotations
@@ -78,7 +78,7 @@ def main() -> None:
                    check=True, capture_output=True, env=env)
     tiers = {"none": None, "proxy_cache defaults": DEFAULTS, "slice (guide)": documented("cache-tier", "nginx"),
              "varnish (guide)": documented("cache-tier-varnish", "vcl")}
-    rows: dict[str, dict[int, list[tuple[float, float]]]] = {t: {n: [] for n in a.readers} for t in tiers}
+    rows: dict[str, dict[int, list[tuple[float, float, int]]]] = {t: {n: [] for n in a.readers} for t in tiers}
     for rnd in range(a.repeat):
         for n in a.readers:
             names = list(tiers)
@@ -105,18 +105,21 @@ def main() -> None:
                     procs = [subprocess.Popen([*cas, "--store", str(run_dir / f"node{i}"), "fetch", "m@1", "--remote", url],
                                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
                              for i in range(n)]
+                    failed = 0
                     for p in procs:
                         _, err = p.communicate(timeout=3600)
-                        if p.returncode != 0:
-                            raise RuntimeError(f"{tier}, N={n}: {err.decode(errors='replace')[-1000:]}")
+                        if p.returncode != 0:  # counted, and said: a tier that makes fetches fail is a finding
+                            failed += 1
+                            print(f"{tier}, N={n}: a fetch failed: {err.decode(errors='replace')[-300:]}", file=sys.stderr)
                     dt = time.perf_counter() - t0
                     sent = sum(b for _, path, _, b, _ in origin.requests() if "/blobs/" in path)
                 finally:
                     if cache:
                         cache.stop()
                     origin.stop()
-                rows[tier][n].append((sent / size, dt))
-                print(f"round {rnd + 1} N={n} {tier}: origin {sent / size:.2f}x, {dt:.1f} s", file=sys.stderr)
+                rows[tier][n].append((sent / size, dt, failed))
+                print(f"round {rnd + 1} N={n} {tier}: origin {sent / size:.2f}x, {dt:.1f} s, {failed} failed",
+                      file=sys.stderr)
     result = {"version_bytes": size, "origin_rate": a.origin_rate, "repeat": a.repeat, "tiers": {}}
     for tier, by_n in rows.items():
         result["tiers"][tier] = {}
@@ -126,7 +129,8 @@ def main() -> None:
                 "origin_over_version": {"median": round(statistics.median(ratios), 2), "min": round(min(ratios), 2),
                                         "max": round(max(ratios), 2)},
                 "wall_s": {"median": round(statistics.median(times), 1), "min": round(min(times), 1),
-                           "max": round(max(times), 1)}}
+                           "max": round(max(times), 1)},
+                "failed_fetches": sum(g[2] for g in got)}
     print(json.dumps(result, indent=1))
     if a.out:
         a.out.write_text(json.dumps(result, indent=1) + "\n")

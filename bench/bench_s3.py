@@ -1,15 +1,16 @@
-"""Push and cold fetch of a Wan-shaped version through one moto S3 server: cas vs `aws s3 cp
---recursive`, `aws s3 sync` and boto3's transfer manager (8 threads).
+"""Push and cold fetch of a Wan-shaped version through one S3 server (moto, or SeaweedFS with
+``--server seaweedfs``): cas vs `aws s3 cp --recursive`, `aws s3 sync` and boto3's transfer
+manager (8 threads).
 
-    pip install -e '.[bench]' && python bench/bench_s3.py [--repeat 3] [--shard-mib 128] ...
+    pip install -e '.[bench]' && python bench/bench_s3.py [--server moto|seaweedfs] [--repeat 3] [--shard-mib 128] ...
 
 Runs are interleaved (each round: every tool uploads to its own prefix, then every tool
 downloads into an empty directory, in a rotating order). Reported per tool and direction, as
 medians with min-max: wall time (downloads until `sync` returned: casstore fsyncs before it
 exits, the others leave writeback to the kernel), the client's peak RSS (GNU time), the requests
-it made (moto's request log), and the CPU time the moto process spent meanwhile, which says how
-much of the wall time is the test server itself (moto is Python; a real S3 is not the bottleneck
-in the same way).
+it made (moto's request log; not counted for SeaweedFS), and the CPU time the server process spent
+meanwhile, which says how much of the wall time is the test server itself (moto is Python;
+SeaweedFS is Go).
 """
 
 from __future__ import annotations
@@ -53,6 +54,8 @@ class Moto:
             if '" ' in line and "HTTP/1.1" in line:
                 self.requests += 1
 
+    key = secret = "bench"
+
     def cpu(self) -> float:
         fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
         return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
@@ -60,6 +63,21 @@ class Moto:
     def stop(self) -> None:
         self.proc.terminate()
         self.proc.wait(10)
+
+
+class Seaweed(Moto):
+    """SeaweedFS from its wheel (tests/servers.py starts it); its requests are not counted."""
+
+    def __init__(self, work: Path) -> None:  # noqa: D107 - not moto's start
+        sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+        from servers import SeaweedFS
+
+        self.server = SeaweedFS(work / "seaweedfs")
+        self.proc, self.url, self.requests = self.server.proc, self.server.url, 0
+        self.key, self.secret = self.server.KEY, self.server.SECRET
+
+    def stop(self) -> None:
+        self.server.stop()
 
 
 def run(cmd, env, moto: Moto, *, sync: bool) -> dict:
@@ -112,6 +130,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--work", type=Path)
     ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--server", choices=["moto", "seaweedfs"], default="moto")
     add_shape_arguments(ap, shard_mib=128, t5_mib=256)
     ap.add_argument("--out", type=Path)
     a = ap.parse_args()
@@ -124,8 +143,8 @@ def main() -> None:
         generate_from_args(src, MODEL, a)
     files = [p for p in (src / MODEL).rglob("*") if p.is_file()]
     total = sum(p.stat().st_size for p in files)
-    moto = Moto()
-    env = {**os.environ, "AWS_ACCESS_KEY_ID": "bench", "AWS_SECRET_ACCESS_KEY": "bench", "AWS_DEFAULT_REGION": "us-east-1",
+    moto = Moto() if a.server == "moto" else Seaweed(work)
+    env = {**os.environ, "AWS_ACCESS_KEY_ID": moto.key, "AWS_SECRET_ACCESS_KEY": moto.secret, "AWS_DEFAULT_REGION": "us-east-1",
            "AWS_REGION": "us-east-1", "AWS_ENDPOINT_URL": moto.url, "CAS_CONFIG": str(work / "cfg.toml"),
            "CAS_HASH_CACHE": str(work / "hc.sqlite")}
     cas = cas_command()
@@ -164,7 +183,8 @@ def main() -> None:
     finally:
         moto.stop()
     summary: dict = {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "bytes": total, "files": len(files),
-                     "repeat": a.repeat, "server": "moto (Python) on loopback", "runs": results, "median": {}}
+                     "repeat": a.repeat,
+                     "server": "moto (Python) on loopback" if a.server == "moto" else "SeaweedFS (Go) on loopback", "runs": results, "median": {}}
     for k, runs in results.items():
         summary["median"][k] = {m: statistics.median(r[m] for r in runs) for m in runs[0]}
     for d in ("push", "fetch"):
