@@ -44,18 +44,3 @@ def test_add_and_checkout_use_reflinks(xfs):
     assert_store_consistent(store)
     auto = checkout(store, store.get_manifest(r.manifest), xfs / "auto")
     assert auto.modes == {"reflink": 2}
-
-
-def test_a_store_fetched_from_another_on_the_same_filesystem_shares_extents(xfs, tmp_path):
-    """A store as the source of another on one XFS: each blob is reflinked (no bytes copied), then
-    hashed and published as any fetched blob; the source is not written."""
-    from conftest import CasRunner
-
-    team = CasRunner(xfs / "team", tmp_path)
-    team("add", make_model(xfs / "src", {"w.bin": 3 << 20, "v.bin": 2 << 20, "c.json": b"{}"}), "--name", "m",
-         "--version", "1.0.0")
-    node = CasRunner(xfs / "node", tmp_path)
-    p = node("-v", "fetch", "m@1.0.0", "--remote", xfs / "team")
-    assert p.stderr.count(", reflink) from ") == 2, p.stderr  # the two blobs over 1 MiB
-    assert node("verify").returncode == 0
-    assert_store_consistent(Store.open(xfs / "node"))

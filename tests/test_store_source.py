@@ -96,13 +96,3 @@ def test_cas_serve_serves_a_store_read_only(tmp_path):
     finally:
         srv.stop()
     assert snapshot(team.store) == before
-
-
-def test_large_blobs_are_copied_by_the_kernel_not_streamed(tmp_path):
-    """From a store (or a directory remote) on this machine, a blob over 1 MiB is copied with
-    copy_file_range (a reflink where the filesystem shares extents: tests/test_reflink.py)."""
-    team = team_store(tmp_path)
-    node = CasRunner(tmp_path / "node", tmp_path)
-    p = node("-v", "fetch", "m@1.0.0", "--remote", team.store)
-    assert p.stderr.count(", copy) from ") + p.stderr.count(", reflink) from ") == 1, p.stderr  # w.bin
-    assert node("verify").returncode == 0

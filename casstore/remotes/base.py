@@ -175,11 +175,6 @@ class Remote(ABC):
         """The URLs this run's bytes of ``key`` came from (layers.Mirrors knows which mirrors)."""
         return [self.describe(key)]
 
-    def local_file(self, key: Key) -> Path | None:
-        """The object as a file on this machine (a directory remote or a store), which the engine
-        may reflink or kernel-copy instead of streaming; None for a network remote."""
-        return None
-
     def distrust(self, key: Key) -> bool:
         """Told that the bytes of ``key`` read so far did not verify: whether another source is
         left to read them from (a backend has none)."""

@@ -52,10 +52,6 @@ class DirectoryRemote(Remote):
         if not fmt.exists():
             write_file(fmt, f'{{"casstore_remote": {FORMAT_VERSION}}}\n'.encode(), self.tmp)
 
-    def local_file(self, key: Key) -> Path | None:
-        p = self._p(key.path)
-        return p if p.is_file() else None
-
     async def stat(self, key: Key) -> int | None:
         try:
             return os.stat(self._p(key.path)).st_size

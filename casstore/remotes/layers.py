@@ -139,9 +139,6 @@ class Layer(Remote):
     def distrust(self, key: Key) -> bool:
         return self.inner.distrust(key)
 
-    def local_file(self, key: Key) -> Path | None:
-        return self.inner.local_file(key)
-
     async def stat(self, key: Key) -> int | None:
         return await self.inner.stat(key)
 
@@ -501,16 +498,6 @@ class Mirrors(Remote):
     def sources(self, key: Key) -> list[str]:
         served = sorted(self._served.get(key.path, ()))
         return [self.remotes[i].describe(key) for i in served] or [self.describe(key)]
-
-    def local_file(self, key: Key) -> Path | None:
-        """The first mirror in use, if it holds ``key`` as a local file."""
-        first = self.order()[0]
-        if self.remotes.index(first) in self.distrusted:
-            return None
-        path = first.local_file(key)
-        if path is not None:
-            self._took(first, key)  # the bytes' source, for messages and distrust
-        return path
 
     def distrust(self, key: Key) -> bool:
         """The mirrors that served ``key`` are tried after every other for the rest of the run

@@ -28,7 +28,7 @@ from collections.abc import Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
 from functools import partial
 
-from casstore.errors import CasError, IntegrityError, InvalidInput, NotFound, RangesIgnored, RemoteError
+from casstore.errors import IntegrityError, InvalidInput, NotFound, RangesIgnored, RemoteError
 from casstore.fs.atomic import makedirs, out_of_space, publish_file, translate_os_error, write_file
 from casstore.fs.writers import writer_id
 from casstore.model.chunkmap import MAX_MAP_BYTES, ChunkMap
@@ -156,8 +156,6 @@ class Downloader:
             return
         refresher = asyncio.create_task(dlock.keep_fresh(lock, self.s.lock_refresh))
         try:
-            if await self._copy_local(d, size):
-                return
             for attempt in (0, 1):
                 job = (partials.adopt(self.store, self.writer, d, size, self.s.stale_after) if attempt == 0
                        else partials.fresh(self.store, self.writer, d, size))
@@ -187,34 +185,6 @@ class Downloader:
         finally:
             refresher.cancel()
             dlock.release(lock)
-
-    async def _copy_local(self, d: Digest, size: int) -> bool:
-        """A blob the remote holds as a local file (a directory remote, a store as a source) is
-        reflinked where both share a filesystem, else copied by the kernel (copy_file_range: on
-        NFS 4.2 a server-side copy), then hashed and published like an added file. Not under a
-        rate limit (that is for streams), nor where a delta may apply (a NAS mount is a network:
-        local chunks save its bytes); any failure falls back to the download."""
-        key = blob_key(d, size)
-        if self.limiter or (self.s.delta and size >= self.s.delta_min_size):
-            return False
-        src = self.remote.local_file(key)
-        if src is None:
-            return False
-        try:
-            staged = await asyncio.to_thread(self.store.stage_file, src)
-        except (OSError, CasError) as e:
-            log.info("copying %s failed (%s); downloading it", src, e)
-            return False
-        if staged.digest != d or staged.size != size:
-            os.unlink(staged.tmp)
-            if self.remote.distrust(key):
-                return False  # downloaded from the mirrors that did not hold these bytes
-            raise IntegrityError(f"{src} hashes to {staged.digest} ({staged.size} bytes), not {d}; discarded")
-        await asyncio.to_thread(self.store.publish_staged, staged)
-        self.stats.bytes_downloaded += size
-        self._advance(size)
-        log.info("verified %s (%d bytes, %s) from %s", d, size, staged.method, src)
-        return True
 
     async def _one_small(self, d: Digest, size: int) -> None:
         """Fetched whole into memory by the same workers (retries, mirrors, rate limit), verified
