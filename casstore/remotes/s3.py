@@ -420,7 +420,7 @@ class S3Remote(Remote):
         async for page in paginator.paginate(Bucket=self.bucket, Prefix=self.prefix):
             for u in page.get("Uploads", []):
                 started = _ts(u["Initiated"])
-                if started < older_than:
+                if started <= older_than:  # whole seconds: "older than 0 s" includes this second
                     out.append((u["Key"][len(self.prefix):], u["UploadId"], started))
         return out
 
