@@ -469,6 +469,24 @@ class Sshfs:
         self.sshd.wait()
 
 
+def serve_connections(sock: socket.socket, stop: threading.Event, handle) -> threading.Thread:
+    """Accept on ``sock`` until ``stop`` is set, each connection given to ``handle(conn)`` on a
+    thread of its own (the raw servers below and in the tests)."""
+    sock.settimeout(0.2)  # here, not in the thread: ``stop`` may close the socket before it runs
+
+    def loop() -> None:
+        while not stop.is_set():
+            try:
+                conn, _ = sock.accept()
+            except OSError:
+                continue
+            threading.Thread(target=handle, args=(conn,), daemon=True).start()
+
+    thread = threading.Thread(target=loop, daemon=True)
+    thread.start()
+    return thread
+
+
 class Hung:
     """A server that accepts connections, reads each request and never answers (a mirror whose
     backend died behind its load balancer). ``requests`` counts what it was asked."""
@@ -478,22 +496,12 @@ class Hung:
         self.port = self.sock.getsockname()[1]
         self.url = f"http://127.0.0.1:{self.port}/"
         self.requests = 0
-        self.sock.settimeout(0.2)
         self._conns: list[socket.socket] = []
         self._stop = threading.Event()
-        self.thread = threading.Thread(target=self._serve, daemon=True)
-        self.thread.start()
-
-    def _serve(self) -> None:
-        while not self._stop.is_set():
-            try:
-                conn, _ = self.sock.accept()
-            except OSError:
-                continue
-            self._conns.append(conn)
-            threading.Thread(target=self._hold, args=(conn,), daemon=True).start()
+        self.thread = serve_connections(self.sock, self._stop, self._hold)
 
     def _hold(self, conn: socket.socket) -> None:
+        self._conns.append(conn)
         buf = b""
         conn.settimeout(0.5)
         while not self._stop.is_set():
@@ -560,15 +568,7 @@ class RecordingProxy:
         self.port = self.sock.getsockname()[1]
         self.url = f"http://127.0.0.1:{self.port}"
         self._stop = threading.Event()
-        threading.Thread(target=self._serve, daemon=True).start()
-
-    def _serve(self) -> None:
-        while not self._stop.is_set():
-            try:
-                conn, _ = self.sock.accept()
-            except OSError:
-                continue
-            threading.Thread(target=self._one, args=(conn,), daemon=True).start()
+        serve_connections(self.sock, self._stop, self._one)
 
     def _pipe(self, a: socket.socket, b: socket.socket) -> None:
         try:

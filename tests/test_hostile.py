@@ -32,7 +32,7 @@ from casstore.remotes.http import HttpRemote
 from casstore.transfer.download import Settings
 
 from conftest import assert_store_consistent, make_model
-from servers import ThreadedApp
+from servers import ThreadedApp, listening_socket, serve_connections
 
 SIZE = 2 << 20
 DATA = os.urandom(SIZE)
@@ -605,27 +605,12 @@ class RawServer:
     for what aiohttp cannot send (headers dripped byte by byte, endless interim responses)."""
 
     def __init__(self, answer):
-        import socket
         import threading
 
-        self.sock = socket.socket()
-        self.sock.bind(("127.0.0.1", 0))
-        self.sock.listen(16)
+        self.sock = listening_socket()
         self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}/"
         self.answer, self.stopped = answer, threading.Event()
-        self.thread = threading.Thread(target=self._serve, daemon=True)
-        self.thread.start()
-
-    def _serve(self):
-        import threading
-
-        self.sock.settimeout(0.2)
-        while not self.stopped.is_set():
-            try:
-                conn, _ = self.sock.accept()
-            except OSError:
-                continue
-            threading.Thread(target=self._one, args=(conn,), daemon=True).start()
+        self.thread = serve_connections(self.sock, self.stopped, self._one)
 
     def _one(self, conn):
         try:

@@ -31,3 +31,8 @@ def index_key(model: str) -> str:
 def tags_key(model: str) -> str:
     """A store's tags of ``model``: one file per version, holding its manifest's digest."""
     return f"refs/{validate_model(model)}/tags"
+
+
+def tag_digest(data: bytes) -> Digest:
+    """What a tag file holds: its manifest's digest (one line)."""
+    return Digest.parse(data[:200].decode("utf-8", "replace").strip())

@@ -36,6 +36,7 @@ from casstore.remotes.base import Key, Listed, Remote
 
 log = logging.getLogger("casstore")
 T = TypeVar("T")
+S = TypeVar("S")
 
 MAX_RETRY_AFTER = 60.0
 
@@ -311,22 +312,33 @@ class Retrying(Layer):
                 await asyncio.sleep(self._wait(e, attempt, what))
         raise AssertionError("unreachable")
 
-    async def read(self, key: Key, start: int = 0, end: int | None = None) -> AsyncGenerator[bytes, None]:
-        pos = start
+    async def _stream(self, open_stream: Callable[[], AsyncGenerator[S, None]],
+                      what: Callable[[], str]) -> AsyncGenerator[S, None]:
+        """``_call`` for a stream: opened again after a retryable failure; the caller's
+        ``open_stream`` says where to go on from (a read's offset)."""
         for attempt in range(self.t.attempts):
-            stream = self.inner.read(key, pos, end)
+            stream = open_stream()
             try:
-                async for chunk in stream:
-                    pos += len(chunk)
-                    yield chunk
+                async for item in stream:
+                    yield item
                 return
             except RemoteError as e:
                 if self._give_up(e, attempt):
                     raise
-                wait = self._wait(e, attempt, f"{self.describe(key)} from byte {pos}")
+                wait = self._wait(e, attempt, what())
             finally:
                 await stream.aclose()
             await asyncio.sleep(wait)
+
+    async def read(self, key: Key, start: int = 0, end: int | None = None) -> AsyncGenerator[bytes, None]:
+        pos = start
+        stream = self._stream(lambda: self.inner.read(key, pos, end), lambda: f"{self.describe(key)} from byte {pos}")
+        try:
+            async for chunk in stream:
+                pos += len(chunk)
+                yield chunk
+        finally:
+            await stream.aclose()
 
     def read_into(self, key: Key, start: int, end: int, sink: Callable[[memoryview], bool]) -> None:
         tally = _Tally(sink, start)
@@ -359,22 +371,15 @@ class Retrying(Layer):
         return await self._call(f"missing objects on {self.url}", lambda: self.inner.missing(keys, jobs))
 
     async def listing(self, under: str) -> AsyncGenerator[Listed, None]:
-        seen: set[str] = set()
-        for attempt in range(self.t.attempts):
-            stream = self.inner.listing(under)
-            try:
-                async for item in stream:
-                    if item.key not in seen:
-                        seen.add(item.key)
-                        yield item
-                return
-            except RemoteError as e:
-                if self._give_up(e, attempt):
-                    raise
-                wait = self._wait(e, attempt, f"listing {self.describe(under)}")
-            finally:
-                await stream.aclose()
-            await asyncio.sleep(wait)
+        seen: set[str] = set()  # a listing started again gives what it gave before: skipped
+        stream = self._stream(lambda: self.inner.listing(under), lambda: f"listing {self.describe(under)}")
+        try:
+            async for item in stream:
+                if item.key not in seen:
+                    seen.add(item.key)
+                    yield item
+        finally:
+            await stream.aclose()
 
     async def delete(self, rel: str) -> None:
         await self._call(f"DELETE {self.describe(rel)}", lambda: self.inner.delete(rel))
@@ -571,10 +576,12 @@ class Mirrors(Remote):
         for n, r in enumerate(order):
             with self._turn(r, n == len(order) - 1 and not not_found):
                 stream = r.read(key, pos, end)
+                got = pos
                 try:
                     async for chunk in stream:
+                        if pos == got:
+                            self._took(r, key)  # bytes of ``key`` from ``r``: once per stream
                         pos += len(chunk)
-                        self._took(r, key)
                         yield chunk
                     return
                 except NotFound as e:

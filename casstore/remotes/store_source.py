@@ -19,7 +19,7 @@ from casstore.errors import CasError, RemoteRefused
 from casstore.fs.atomic import read_settled
 from casstore.model.digest import Digest
 from casstore.model.index import Index, IndexEntry
-from casstore.model.keys import STORE_FORMAT_FILE, manifest_key, tags_key
+from casstore.model.keys import STORE_FORMAT_FILE, manifest_key, tag_digest, tags_key
 from casstore.model.manifest import MAX_MANIFEST_BYTES, Manifest
 from casstore.model.names import validate_version
 from casstore.model.strictjson import read_file
@@ -53,7 +53,7 @@ class StoreSource(DirectoryRemote):
         for version in names:
             try:
                 validate_version(version)
-                d = read_settled(tags / version, lambda data: Digest.parse(data[:200].decode("utf-8", "replace").strip()))
+                d = read_settled(tags / version, tag_digest)
                 path = self._p(manifest_key(d))
                 data = read_file(path, max_bytes=MAX_MANIFEST_BYTES)
                 if Digest.of_bytes(data) != d:

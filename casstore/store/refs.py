@@ -17,6 +17,7 @@ from casstore.errors import Conflict, CorruptStore, InvalidInput
 from casstore.fs.atomic import fsync_dir, makedirs, read_settled, write_file
 from casstore.model.digest import Digest
 from casstore.model.history import Switch
+from casstore.model.keys import tag_digest
 from casstore.model.names import validate_model, validate_version
 from casstore.store.layout import Layout
 
@@ -73,7 +74,7 @@ class Refs:
 
     def _read_tag(self, path: str | Path) -> Digest | None:
         try:
-            return read_settled(path, lambda data: Digest.parse(data[:200].decode("utf-8", "replace").strip()))
+            return read_settled(path, tag_digest)
         except FileNotFoundError:
             return None
         except InvalidInput as e:
