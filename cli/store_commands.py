@@ -20,8 +20,17 @@ from .app import Ctx, _policy, _progress, _ref, _remote_options, _run, _size, _w
 @click.option("--requires", multiple=True, metavar="REQ",
               help='What the version needs to run, e.g. "diffusers>=0.31" or "python>=3.10"; repeatable.')
 @click.option("--jobs", "-j", default=4, show_default=True, help="Files hashed and copied in parallel.")
+@click.option("--exclude", multiple=True, metavar="GLOB",
+              help="Leave out matching paths; repeatable. 'NAME' matches at any depth, 'DIR/NAME' the whole "
+                   "path, a trailing '/' directories only.")
+@click.option("--no-default-excludes", is_flag=True,
+              help="Keep .git/, .cache/huggingface/ and editor/OS litter, left out by default.")
+@click.option("--allow-lfs-pointers", is_flag=True, help="Store Git LFS pointer files as they are instead of refusing.")
+@click.option("--sha256", is_flag=True,
+              help="Record each file's SHA-256 too (what HF, Git LFS and OCI name files by); costs CPU.")
 @pass_ctx
-def add(c: Ctx, path, model, version, note, breaking, meta, requires, force, move, strict, jobs) -> None:
+def add(c: Ctx, path, model, version, note, breaking, meta, requires, force, move, strict, jobs, exclude,
+        no_default_excludes, allow_lfs_pointers, sha256) -> None:
     """Snapshot a directory (or one file) as MODEL@VERSION; prints the manifest digest."""
     from casstore.errors import InvalidInput
     from casstore.ops.add import add as do_add
@@ -35,10 +44,15 @@ def add(c: Ctx, path, model, version, note, breaking, meta, requires, force, mov
     with _progress(c, f"add {model}@{version}") as progress:
         r = do_add(
             c.store(), path, model, version, note=note, breaking=breaking, meta=pairs, requires=list(requires),
-            force=force, move=move, strict=strict, jobs=jobs, warn=c.warn, progress=progress,
+            force=force, move=move, strict=strict, jobs=jobs, exclude=exclude,
+            default_excludes=not no_default_excludes, allow_lfs_pointers=allow_lfs_pointers, sha256=sha256,
+            warn=c.warn, progress=progress,
         )
     if r.replaced:
         c.warn(f"moved tag {model}@{version} from {r.replaced} to {r.manifest} (--force)")
+    if r.excluded:
+        c.info(f"left out {len(r.excluded)} paths: {', '.join(r.excluded[:5])}"
+               + (f" and {len(r.excluded) - 5} more (--json lists all)" if len(r.excluded) > 5 else ""))
     c.info(
         f"{model}@{version}: {r.files} files, {_size(r.bytes)}; {r.new_blobs} new blobs ({_size(r.new_bytes)}), "
         f"{'unchanged, ' if r.unchanged else ''}{'now current, ' if r.current else ''}{r.elapsed:.2f}s"
@@ -233,9 +247,10 @@ def log(c: Ctx, model) -> None:
 @click.option("--fast", is_flag=True, help="Check sizes only, without re-hashing.")
 @click.option("--jobs", "-j", default=2, show_default=True, help="Blobs hashed in parallel.")
 @click.option("--repair", is_flag=True, help="Fetch good copies of corrupt or missing blobs from the remotes.")
+@click.option("--sha256", is_flag=True, help="Also check the SHA-256 each manifest records (costs CPU).")
 @_remote_options
 @pass_ctx
-def verify(c: Ctx, ref, fast, jobs, repair, remote_name, insecure) -> None:
+def verify(c: Ctx, ref, fast, jobs, repair, sha256, remote_name, insecure) -> None:
     """Re-hash blobs; quarantine corrupt ones and name the versions that use them."""
     from casstore.errors import IntegrityError
     from casstore.ops.verify import verify as do_verify
@@ -243,7 +258,7 @@ def verify(c: Ctx, ref, fast, jobs, repair, remote_name, insecure) -> None:
     r = _ref(ref) if ref else None
     with _progress(c, "verify") as progress:
         rep = do_verify(c.store(), r.model if r else None, r.version if r else None, fast=fast, jobs=jobs,
-                        progress=progress)
+                        sha256=sha256, progress=progress)
     wants = sum(p.repairable for p in rep.problems)
     if repair and wants:
         from casstore.ops.fetch import open_remotes
@@ -253,7 +268,8 @@ def verify(c: Ctx, ref, fast, jobs, repair, remote_name, insecure) -> None:
         with _progress(c, "repair") as progress:
             stats = _run(lambda: do_repair(c.store(), remotes, rep, progress=progress), remotes)
         c.info(f"repaired {wants} blob(s): {_size(stats.bytes_downloaded)} downloaded")
-        rep = do_verify(c.store(), r.model if r else None, r.version if r else None, fast=fast, jobs=jobs)
+        rep = do_verify(c.store(), r.model if r else None, r.version if r else None, fast=fast, jobs=jobs,
+                        sha256=sha256)
     for p in rep.problems:
         (c.warn if p.kind == "format" else c.info)(f"{p.kind}: {p.what}: {p.detail}")
         for u in p.used_by[:20]:

@@ -11,12 +11,14 @@ from casstore.model.manifest import MAX_TIME, Entry, Manifest, encode_canonical
 D = Digest("cd" * 32)
 
 names = st.from_regex(r"[a-z0-9][a-z0-9._-]{0,20}", fullmatch=True).filter(lambda s: ".." not in s)
+model_names = st.one_of(names, st.tuples(names, names).map("/".join))
 components = st.from_regex(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,12}", fullmatch=True).filter(
     lambda s: not s.endswith(".") and ".." not in s
 )
 paths = st.lists(components, min_size=1, max_size=3).map("/".join)
 digests = st.binary(min_size=32, max_size=32).map(lambda b: Digest(b.hex()))
-entries = st.builds(Entry, paths, st.integers(0, 2**53), digests, st.sampled_from([0o644, 0o755]))
+shas = st.one_of(st.none(), st.binary(min_size=32, max_size=32).map(bytes.hex))
+entries = st.builds(Entry, paths, st.integers(0, 2**53), digests, st.sampled_from([0o644, 0o755]), shas)
 
 
 def _distinct(es):
@@ -35,7 +37,7 @@ def _distinct(es):
 
 manifests = st.builds(
     Manifest,
-    name=names,
+    name=model_names,
     version=names,
     entries=st.lists(entries, max_size=8).map(_distinct),
     created=st.integers(0, MAX_TIME),
@@ -136,3 +138,37 @@ def test_the_largest_manifest_parses_and_checks_within_the_documented_bound(tmp_
     )
     out = subprocess.run([sys.executable, "-c", child, str(p)], capture_output=True, text=True, check=True)
     assert int(out.stdout) < 330, f"{out.stdout.strip()} MiB"
+
+
+# The bytes of both schemas, pinned: a manifest's digest is its name in every store and remote.
+SCHEMA_1 = (b'{\n "breaking": false,\n "casstore_manifest": 1,\n "created": 5,\n "entries": [\n  {\n'
+            b'   "digest": "blake3:' + b"cd" * 32 + b'",\n   "mode": 420,\n   "path": "a.bin",\n   "size": 3\n'
+            b'  }\n ],\n "meta": {},\n "name": "m",\n "note": "",\n "version": "1.0"\n}\n')
+SCHEMA_2 = SCHEMA_1.replace(b'"casstore_manifest": 1', b'"casstore_manifest": 2').replace(
+    b'"path": "a.bin",\n', b'"path": "a.bin",\n   "sha256": "' + b"ab" * 32 + b'",\n').replace(
+    b'"name": "m"', b'"name": "org/m"')
+
+
+def test_schema_1_bytes_are_pinned_and_still_read():
+    m = Manifest("m", "1.0", (Entry("a.bin", 3, D),), created=5)
+    assert m.encode() == SCHEMA_1
+    assert m.schema == 1
+    assert Manifest.decode(SCHEMA_1) == m
+
+
+def test_schema_2_carries_sha256_and_an_org_name():
+    m = Manifest("org/m", "1.0", (Entry("a.bin", 3, D, sha256="ab" * 32),), created=5)
+    assert m.encode() == SCHEMA_2
+    back = Manifest.decode(SCHEMA_2)
+    assert back == m and back.entries[0].sha256 == "ab" * 32 and back.schema == 2
+
+
+@pytest.mark.parametrize("bad", [
+    SCHEMA_2.replace(b'"casstore_manifest": 2', b'"casstore_manifest": 1'),  # sha256 is not a schema-1 field
+    SCHEMA_2.replace(b"ab" * 32, b"AB" * 32),
+    SCHEMA_2.replace(b'"' + b"ab" * 32 + b'"', b"null"),
+    SCHEMA_2.replace(b"ab" * 32, b"ab" * 31),
+])
+def test_bad_sha256_fields_are_refused(bad):
+    with pytest.raises(InvalidManifest):
+        Manifest.decode(bad)

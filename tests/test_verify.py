@@ -108,3 +108,24 @@ def test_a_hostile_published_file_neither_crashes_add_nor_hides_a_corrupt_blob(c
     assert any(x["kind"] == "corrupt" and x["what"] == str(d) for x in report["problems"])
     assert any(x["kind"] == "format" and "nested too deeply" in x["detail"] for x in report["problems"])
     assert report["quarantined"] and not store.has_blob(d)
+
+
+def test_sha256_checked_only_when_asked_and_a_lying_manifest_is_not_a_corrupt_blob(store, tmp_path):
+    import dataclasses
+
+    r = add(store, make_model(tmp_path / "m", {"a.bin": 5000, "b.bin": 7000}), "m", "1", sha256=True)
+    m = store.get_manifest(r.manifest)
+    assert verify(store, sha256=True).ok
+    # A manifest (say, from a remote) records a wrong SHA-256 for a blob whose BLAKE3 is right.
+    lie = dataclasses.replace(m.entries[0], sha256="0" * 64)
+    liar = dataclasses.replace(m, version="2", entries=(lie, *m.entries[1:]))
+    store.refs.set_tag("m", "2", store.put_manifest(liar))
+    assert verify(store).ok  # without --sha256, BLAKE3 is the identity and it holds
+    rep = verify(store, sha256=True)
+    [p] = rep.problems
+    assert p.kind == "sha256" and p.what == str(lie.digest) and "m@2:a.bin record " + "0" * 64 in p.detail
+    assert not rep.ok and rep.quarantined == [] and store.has_blob(lie.digest)
+    corrupt(store.blob_path(m.entries[1].digest))
+    rep = verify(store, sha256=True)
+    assert {p.kind for p in rep.problems} == {"sha256", "corrupt"}
+    assert not store.has_blob(m.entries[1].digest)  # the corrupt one is quarantined

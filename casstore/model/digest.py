@@ -5,10 +5,12 @@ Nothing else in casstore builds a path from a digest string: it parses a ``Diges
 
 from __future__ import annotations
 
+import hashlib
 import mmap
 import os
 import re
 from collections.abc import Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from itertools import repeat
 from typing import NamedTuple
 
@@ -116,6 +118,33 @@ def hash_range(h, fd: int, start: int, end: int | None = None) -> int:
         h.update(chunk)
         pos += len(chunk)
     return pos - start
+
+
+def hash_file_sha256(path: str | os.PathLike) -> tuple[Digest, int, str]:
+    """``hash_file`` that also gives the SHA-256 (hex) from the same read: the digest Hugging
+    Face, Git LFS, Ollama and OCI name files by. SHA-256 is the slower of the two (about 1.3
+    GiB/s here against BLAKE3's 4.7 on one core), so it runs on its own thread beside BLAKE3."""
+    with open(path, "rb") as f:
+        fd = f.fileno()
+        size = os.fstat(fd).st_size
+        sha = hashlib.sha256()
+        h = blake3.blake3(max_threads=blake3.blake3.AUTO if size >= _THREADED_MIN else 1)
+        if size < _THREADED_MIN:
+            data = f.read()
+            h.update(data)
+            sha.update(data)
+            return Digest(h.hexdigest()), len(data), sha.hexdigest()
+        with ThreadPoolExecutor(1, thread_name_prefix="sha256") as side:
+            for offset in range(0, size, _MMAP_WINDOW):
+                with mmap.mmap(fd, min(_MMAP_WINDOW, size - offset), offset=offset, access=mmap.ACCESS_READ) as mm:
+                    both = side.submit(sha.update, mm)  # hashlib and blake3 both release the GIL
+                    h.update(mm)
+                    both.result()
+        return Digest(h.hexdigest()), size, sha.hexdigest()
+
+
+def is_sha256_hex(text: object) -> bool:
+    return isinstance(text, str) and _HEX.fullmatch(text) is not None
 
 
 class StreamHasher:

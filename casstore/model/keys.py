@@ -5,7 +5,7 @@ HTTP and in a bucket (docs/format.md). Built only from a parsed ``Digest`` or a 
 from __future__ import annotations
 
 from casstore.model.digest import Digest
-from casstore.model.names import validate_model
+from casstore.model.names import model_part
 
 TMP = "tmp"  # writers' temp files: in a store and in a directory remote, on the objects' filesystem
 STORE_FORMAT_FILE = "casstore.json"  # what makes a directory a store (a remote has casstore-remote.json)
@@ -25,12 +25,12 @@ def manifest_key(d: Digest) -> str:
 
 
 def index_key(model: str) -> str:
-    return f"index/{validate_model(model)}.json"
+    return f"index/{model_part(model)}.json"
 
 
 def tags_key(model: str) -> str:
     """A store's tags of ``model``: one file per version, holding its manifest's digest."""
-    return f"refs/{validate_model(model)}/tags"
+    return f"refs/{model_part(model)}/tags"
 
 
 def tag_digest(data: bytes) -> Digest:

@@ -15,16 +15,20 @@ from typing import Any
 
 from casstore.errors import InvalidInput, InvalidManifest
 from casstore.model import strictjson
-from casstore.model.digest import Digest
+from casstore.model.digest import Digest, is_sha256_hex
 from casstore.model.names import validate_model, validate_version
 from casstore.model.paths import check_tree, validate_path
 
+# Schema 2 adds an optional ``sha256`` to entries; a manifest without one is still written as
+# schema 1, byte for byte as before, so its digest (its name) does not change.
 SCHEMA = 1
+SCHEMA_SHA256 = 2
 MODES = (0o644, 0o755)
 # Parsing costs about 5x the document's size in memory (bench/bench_parse.py); these bound it near 330 MiB.
 MAX_MANIFEST_BYTES = 64 << 20
 MAX_ENTRIES = 250_000
 _ENTRY_FIELDS = {"path", "size", "digest", "mode"}
+_ENTRY_FIELDS_SHA256 = _ENTRY_FIELDS | {"sha256"}
 MAX_SIZE = (1 << 63) - 1  # what a file can hold (and a stat field)
 MAX_TIME = 253402300799  # the last second of 9999: later times do not print as dates
 
@@ -35,9 +39,17 @@ class Entry:
     size: int
     digest: Digest
     mode: int = 0o644
+    sha256: str | None = None  # hex; the name other tools (HF, Git LFS, Ollama, OCI) give these bytes
 
     def to_json(self) -> dict[str, Any]:
-        return {"path": self.path, "size": self.size, "digest": str(self.digest), "mode": self.mode}
+        out = {"path": self.path, "size": self.size, "digest": str(self.digest), "mode": self.mode}
+        if self.sha256 is not None:
+            out["sha256"] = self.sha256
+        return out
+
+    def same_file(self, other: Entry) -> bool:
+        """The same path, bytes and mode (a SHA-256 recorded on one side only changes nothing)."""
+        return (self.path, self.size, self.digest, self.mode) == (other.path, other.size, other.digest, other.mode)
 
     @property
     def executable(self) -> bool:
@@ -73,6 +85,8 @@ class Manifest:
                 raise InvalidManifest(f"manifest entry {e.path!r}: mode {e.mode!r} is not 0o644 or 0o755")
             if not isinstance(e.digest, Digest):
                 raise InvalidManifest(f"manifest entry {e.path!r}: digest is not a Digest")
+            if e.sha256 is not None and not is_sha256_hex(e.sha256):
+                raise InvalidManifest(f"manifest entry {e.path!r}: sha256 {e.sha256!r} is not 64 lowercase hex digits")
         check_tree(e.path for e in entries)
         object.__setattr__(self, "entries", entries)
         object.__setattr__(self, "meta", MappingProxyType(dict(sorted(self.meta.items()))))
@@ -80,6 +94,10 @@ class Manifest:
     @property
     def size(self) -> int:
         return sum(e.size for e in self.entries)
+
+    @property
+    def schema(self) -> int:
+        return SCHEMA_SHA256 if any(e.sha256 is not None for e in self.entries) else SCHEMA
 
     def blobs(self) -> set[Digest]:
         return {e.digest for e in self.entries}
@@ -116,7 +134,7 @@ class Manifest:
     def to_json_head(self) -> dict[str, Any]:
         """``to_json`` without the entries."""
         return {
-            "casstore_manifest": SCHEMA,
+            "casstore_manifest": self.schema,
             "name": self.name,
             "version": self.version,
             "created": self.created,
@@ -139,8 +157,9 @@ class Manifest:
     def from_json(cls, obj: Any) -> Manifest:
         if not isinstance(obj, dict):
             raise InvalidManifest("manifest is not a JSON object")
-        if obj.get("casstore_manifest") != SCHEMA:
-            raise InvalidManifest(f"unknown manifest schema {obj.get('casstore_manifest')!r}")
+        schema = obj.get("casstore_manifest")
+        if type(schema) is not int or schema not in (SCHEMA, SCHEMA_SHA256):
+            raise InvalidManifest(f"unknown manifest schema {schema!r} (this casstore reads {SCHEMA} and {SCHEMA_SHA256})")
         known = {"casstore_manifest", "name", "version", "created", "note", "breaking", "meta", "entries"}
         if extra := set(obj) - known:
             raise InvalidManifest(f"unknown manifest fields {sorted(extra)}")
@@ -151,10 +170,14 @@ class Manifest:
             raise InvalidManifest(f"manifest has {len(raw_entries)} entries, more than {MAX_ENTRIES}")
         entries = []
         for i, raw in enumerate(raw_entries):
-            if not isinstance(raw, dict) or raw.keys() != _ENTRY_FIELDS:
+            if not isinstance(raw, dict) or (raw.keys() != _ENTRY_FIELDS and (
+                    schema == SCHEMA or raw.keys() != _ENTRY_FIELDS_SHA256)):
                 raise InvalidManifest(f"malformed manifest entry {i}: expected an object with exactly "
-                                      f"path, size, digest and mode")
+                                      f"path, size, digest and mode" + (" (and sha256)" if schema == SCHEMA_SHA256 else ""))
             path, size, digest, mode = raw["path"], raw["size"], raw["digest"], raw["mode"]
+            sha256 = raw.get("sha256")
+            if "sha256" in raw and not is_sha256_hex(sha256):
+                raise InvalidManifest(f"manifest entry {path!r}: sha256 {sha256!r} is not 64 lowercase hex digits")
             # JSON gives exact types (a bool is no int); GC parses ~1M entries at scale, so the
             # error-naming checks run only for an entry that fails this one.
             if not (type(path) is str and type(size) is int and type(digest) is str and type(mode) is int):
@@ -162,7 +185,7 @@ class Manifest:
                 size = _typed(raw, "size", int, f"entry {path!r}")
                 digest = _typed(raw, "digest", str, f"entry {path!r}")
                 mode = _typed(raw, "mode", int, f"entry {path!r}")
-            entries.append(Entry(path, size, Digest.parse(digest), mode))  # paths: checked in __post_init__
+            entries.append(Entry(path, size, Digest.parse(digest), mode, sha256))  # paths: checked in __post_init__
         meta = obj.get("meta", {})
         if not isinstance(meta, dict):
             raise InvalidManifest("manifest 'meta' is not an object")
@@ -187,8 +210,9 @@ _SLOT_TEXT = b'"\\u0000casstore-entries\\u0000"'
 
 def _entry_text(e: Entry) -> bytes:
     """One entry as ``encode_canonical`` writes it inside the manifest (sorted keys, indent 1)."""
+    sha = "" if e.sha256 is None else f'\n   "sha256": "{e.sha256}",'
     return (f'  {{\n   "digest": "{e.digest}",\n   "mode": {e.mode},\n   "path": '
-            f'{json.dumps(e.path, ensure_ascii=False)},\n   "size": {e.size}\n  }}').encode()
+            f'{json.dumps(e.path, ensure_ascii=False)},{sha}\n   "size": {e.size}\n  }}').encode()
 
 
 def encode_canonical(obj: Any) -> bytes:

@@ -1,6 +1,9 @@
 """Model names, version names and ``MODEL[@VERSION]`` references.
 
 Both become path components inside the store, so they are validated before any path is built.
+A model name may carry an organisation, ``ORG/NAME`` as on the Hugging Face hub; it is still one
+path component on disk and in a remote's keys (``ORG~NAME``: ``~`` is never part of a name, so the
+spelling cannot collide with another name, and a name without an organisation is unchanged).
 """
 
 from __future__ import annotations
@@ -10,7 +13,9 @@ from dataclasses import dataclass
 
 from casstore.errors import InvalidName
 
-_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
+_SEGMENT = r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}"
+_NAME = re.compile(rf"(?:{_SEGMENT}/)?{_SEGMENT}")
+ORG_SEP_ON_DISK = "~"
 _VERSION = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]{0,127}")
 
 
@@ -24,7 +29,19 @@ def _validate(kind: str, pattern: re.Pattern, extra: str, text: str) -> str:
 
 
 def validate_model(name: str) -> str:
-    return _validate("model name", _NAME, "'.', '_', '-'", name)
+    return _validate("model name", _NAME, "'.', '_', '-' and one '/' after an organisation", name)
+
+
+def model_part(name: str) -> str:
+    """The one path component (and key component) that stands for model ``name``."""
+    return validate_model(name).replace("/", ORG_SEP_ON_DISK)
+
+
+def model_from_part(part: str) -> str:
+    """The model a path component names (``model_part``'s inverse); InvalidName if none."""
+    if not isinstance(part, str) or "/" in part or part.count(ORG_SEP_ON_DISK) > 1:
+        raise InvalidName(f"{part!r} does not name a model")
+    return validate_model(part.replace(ORG_SEP_ON_DISK, "/"))
 
 
 def validate_version(version: str) -> str:

@@ -11,6 +11,7 @@ import logging
 import os
 import stat
 import time
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,7 +19,8 @@ from pathlib import Path
 from casstore.errors import Conflict, IntegrityError, InvalidInput, NotFound, SourceUnreadable
 from casstore.fs.atomic import out_of_space
 from casstore.model import formats, runtime
-from casstore.model.digest import Digest, hash_file
+from casstore.model.digest import Digest, hash_file, hash_file_sha256
+from casstore.model.globs import ALWAYS_EXCLUDED, DEFAULT_EXCLUDES, PathFilter
 from casstore.model.manifest import Entry, Manifest
 from casstore.model.names import validate_model, validate_version
 from casstore.model.paths import check_tree, validate_path
@@ -28,7 +30,8 @@ from casstore.store.leases import Lease
 from casstore.store.markers import mark
 from casstore.store.objects import Staged, Store
 
-SKIP_DIRS = {".git"}
+LFS_POINTER_PREFIX = b"version https://git-lfs.github.com/spec/"
+LFS_POINTER_MAX = 1024  # the LFS spec's bound on a pointer file's size
 
 log = logging.getLogger("casstore")
 
@@ -36,8 +39,10 @@ log = logging.getLogger("casstore")
 @dataclass(frozen=True, slots=True)
 class SourceFile:
     path: str  # manifest path
-    abspath: Path
+    abspath: Path  # a symlink's target, resolved: what gets read, and with --move linked
     st: os.stat_result
+    sha256: str | None = None  # what a source (HF, Git LFS, Ollama) says the SHA-256 must be
+    claimed_by: str = ""  # where that claim comes from, for the error that refutes it
 
     @property
     def mode(self) -> int:
@@ -59,6 +64,7 @@ class AddResult:
     methods: dict[str, int] = field(default_factory=dict)  # how new blobs got in: reflink, copy, hardlink
     replaced: Digest | None = None
     current: bool = False
+    excluded: list[str] = field(default_factory=list)  # source paths left out, and the pattern that did it
     warnings: list[str] = field(default_factory=list)
     elapsed: float = 0.0
 
@@ -77,6 +83,7 @@ class AddResult:
             "methods": self.methods,
             "replaced": str(self.replaced) if self.replaced else None,
             "current": self.current,
+            "excluded": self.excluded,
             "warnings": self.warnings,
             "elapsed": round(self.elapsed, 3),
         }
@@ -94,34 +101,72 @@ def _stat_file(abspath: Path, rel: str) -> os.stat_result:
     return st
 
 
-def scan(source: Path) -> list[SourceFile]:
-    """List the files to add, with validated manifest paths; nothing is read yet."""
+def _source_file(abspath: Path, rel: str, allow_lfs_pointers: bool) -> SourceFile:
+    st = _stat_file(abspath, rel)
+    if not allow_lfs_pointers and st.st_size < LFS_POINTER_MAX:
+        _refuse_lfs_pointer(abspath)
+    # A symlink (an HF snapshot is a tree of them) stands for its target: with --move the target
+    # is what gets linked into the store, never the link itself.
+    return SourceFile(rel, Path(os.path.realpath(abspath)) if abspath.is_symlink() else abspath, st)
+
+
+def _refuse_lfs_pointer(abspath: Path) -> None:
+    try:
+        with open(abspath, "rb") as f:
+            head = f.read(LFS_POINTER_MAX)
+    except OSError as e:
+        raise SourceUnreadable(f"cannot read source file {abspath}: {e.strerror}") from e
+    if head.startswith(LFS_POINTER_PREFIX):
+        oid = next((line.split(b":", 1)[-1].decode("ascii", "replace") for line in head.splitlines()
+                    if line.startswith(b"oid ")), "?")
+        raise InvalidInput(
+            f"{abspath} is a Git LFS pointer (oid sha256:{oid}), not the file's bytes: run `git lfs pull` "
+            "in its repository, or `cas import` that repository (which reads .git/lfs/objects), or pass "
+            "--allow-lfs-pointers to store the pointer as it is")
+
+
+def scan(source: Path, *, exclude: PathFilter | None = None, allow_lfs_pointers: bool = False,
+         excluded: list[str] | None = None) -> list[SourceFile]:
+    """List the files to add, with validated manifest paths; only pointer-sized files are read.
+    What ``exclude`` leaves out is appended to ``excluded`` as "path (pattern)"."""
     source = Path(source)
     if not source.exists():
         raise NotFound(f"source path {source} does not exist")
     if source.is_file():
         rel = validate_path(source.name)
-        return [SourceFile(rel, source, _stat_file(source, rel))]
+        return [_source_file(source, rel, allow_lfs_pointers)]
     if not source.is_dir():
         raise InvalidInput(f"source path {source} is neither a file nor a directory")
     out = []
+    skipped = excluded if excluded is not None else []
 
     def onerror(e: OSError) -> None:
         raise SourceUnreadable(f"cannot read directory {e.filename}: {e.strerror}") from e
 
+    def left_out(rel: str, is_dir: bool) -> bool:
+        pattern = exclude.match(rel, is_dir) if exclude else None
+        if pattern is not None:
+            skipped.append(f"{rel}{'/' if is_dir else ''} ({pattern})")
+        return pattern is not None
+
     for dirpath, dirnames, filenames in os.walk(source, onerror=onerror):
-        dirnames[:] = sorted(d for d in dirnames if d not in SKIP_DIRS)
         base = Path(dirpath)
+        at = base.relative_to(source).as_posix()
+        prefix = "" if at == "." else at + "/"
+        dirnames[:] = sorted(d for d in dirnames if not left_out(prefix + d, True))
         for d in dirnames:
             if (base / d).is_symlink():
                 raise InvalidInput(f"source {base / d} is a symlink to a directory; add its target instead")
         for name in sorted(filenames):
+            if left_out(prefix + name, False):
+                continue
             abspath = base / name
-            rel = validate_path(abspath.relative_to(source).as_posix())
-            out.append(SourceFile(rel, abspath, _stat_file(abspath, rel)))
+            rel = validate_path(prefix + name)
+            out.append(_source_file(abspath, rel, allow_lfs_pointers))
     check_tree(f.path for f in out)
     if not out:
-        raise InvalidInput(f"source directory {source} has no files to add")
+        raise InvalidInput(f"source directory {source} has no files to add"
+                           + (f" ({len(skipped)} excluded, e.g. {skipped[0]})" if skipped else ""))
     return out
 
 
@@ -140,18 +185,42 @@ def add(
     strict: bool = False,
     jobs: int = 4,
     cache: HashCache | None = None,
+    exclude: Sequence[str] = (),
+    default_excludes: bool = True,
+    allow_lfs_pointers: bool = False,
+    sha256: bool = False,
+    files: list[SourceFile] | None = None,
     warn=None,
     progress=None,
 ) -> AddResult:
     """Snapshot ``source`` as ``model@version``. ``progress(done, total)``: bytes hashed, then
-    written (the total grows by the new blobs' bytes once hashing has found them)."""
+    written (the total grows by the new blobs' bytes once hashing has found them).
+
+    ``sha256`` records each file's SHA-256 beside its BLAKE3 digest, from the same read.
+    ``files`` (from `cas import`) replaces the scan of ``source``: each file is hashed again
+    whatever the hash cache says, and one whose SHA-256 differs from what its source claims
+    stops the add before anything is published."""
     t0 = time.monotonic()
     requires = runtime.parse(requires)  # a typo in a requirement stops here, before any hashing
     validate_model(model)
     validate_version(version)
-    files = scan(Path(source))
+    excluded: list[str] = []
+    if files is None:
+        try:
+            path_filter = PathFilter([*ALWAYS_EXCLUDED, *(DEFAULT_EXCLUDES if default_excludes else ()), *exclude])
+        except ValueError as e:
+            raise InvalidInput(str(e)) from None
+        files = scan(Path(source), exclude=path_filter, allow_lfs_pointers=allow_lfs_pointers, excluded=excluded)
+        rehash = False
+    else:
+        check_tree(f.path for f in files)
+        rehash = True
+    want_sha = sha256 or any(f.sha256 for f in files)
     cache = cache if cache is not None else HashCache()
-    result = AddResult(model, version, Digest("0" * 64), len(files), sum(f.st.st_size for f in files))
+    result = AddResult(model, version, Digest("0" * 64), len(files), sum(f.st.st_size for f in files),
+                       excluded=excluded)
+    if excluded:
+        log.info("excluded %d source paths: %s", len(excluded), ", ".join(excluded[:10]))
 
     # --move hashes once: a file whose blob is not known to be here is hard-linked into the
     # store's tmp, made read-only, hashed there and published under that digest. A copy is hashed
@@ -160,20 +229,34 @@ def add(
     # cache. A version that exists already is hashed first either way, so that a conflict is
     # found before anything is made read-only.
     staged: dict[str, Staged] = {}
-    cached = {f.path: cache.get(f.st) for f in files}
+    shas: dict[str, str] = {}  # manifest path -> SHA-256, when wanted
+    cached = {f.path: None if rehash else cache.get(f.st) for f in files}
     known = {path: d for path, d in cached.items() if d is not None and store.has_blob(d)}
     stage_all = move and store.refs.get_tag(model, version) is None
 
+    def cached_sha(f: SourceFile, d: Digest) -> bool:
+        """Without a SHA-256 wanted, or with one known for ``d``, the cached digest will do."""
+        if not want_sha:
+            return True
+        sha = cache.sha256_of(d)
+        if sha is not None:
+            shas[f.path] = sha
+        return sha is not None
+
     def digest_of(f: SourceFile) -> tuple[Digest, int]:
-        if f.path in known and store.touch(store.blob_path(known[f.path])):
+        if f.path in known and cached_sha(f, known[f.path]) and store.touch(store.blob_path(known[f.path])):
             return known[f.path], 0
         if stage_all:
             return stage(f)
         d = cached[f.path]
-        if d is not None:
+        if d is not None and cached_sha(f, d):
             return d, 0
         try:
-            d, size = hash_file(f.abspath)
+            if want_sha:
+                d, size, shas[f.path] = hash_file_sha256(f.abspath)
+                cache.put_sha256(d, shas[f.path])
+            else:
+                d, size = hash_file(f.abspath)
         except OSError as e:
             raise SourceUnreadable(f"cannot read source file {f.abspath}: {e.strerror}") from e
         if size != f.st.st_size:
@@ -187,11 +270,14 @@ def add(
                 pass
         except OSError as e:
             raise SourceUnreadable(f"cannot read source file {f.abspath}: {e.strerror}") from e
-        s = store.stage_file(f.abspath, link=move)
+        s = store.stage_file(f.abspath, link=move, sha256=want_sha)
         staged[f.path] = s
         if s.size != f.st.st_size:
             raise IntegrityError(f"{f.abspath} changed size while it was being added")
         cache.put(f.st, s.digest)
+        if s.sha256 is not None:
+            shas[f.path] = s.sha256
+            cache.put_sha256(s.digest, s.sha256)
         return s.digest, s.size
 
     for f in files:  # headers only, and before anything is staged (or, with --move, made read-only)
@@ -214,12 +300,17 @@ def add(
         digests = [d for d, _ in hashed]
         result.hashed_bytes = sum(n for _, n in hashed)
         result.cache_hits = cache.hits
-
+        for f in files:  # before anything is published: a source that lies gets nothing in
+            if f.sha256 is not None and shas.get(f.path) != f.sha256:
+                raise IntegrityError(
+                    f"{f.abspath} ({f.path}) has SHA-256 {shas.get(f.path)}, but {f.claimed_by or 'its source'} "
+                    f"names it {f.sha256}: the file is damaged or not the one published; nothing was added")
 
         manifest = Manifest(
             name=model,
             version=version,
-            entries=tuple(Entry(f.path, f.st.st_size, d, f.mode) for f, d in zip(files, digests)),
+            entries=tuple(Entry(f.path, f.st.st_size, d, f.mode, shas.get(f.path) if want_sha else None)
+                          for f, d in zip(files, digests)),
             # No clock in the identity: the same files under the same name, version and notes give the
             # same manifest on every machine, so a second publisher is a no-op, not a conflict. The
             # index records when a version was published; SOURCE_DATE_EPOCH sets a date on purpose.
@@ -308,7 +399,8 @@ def _write(store, files, digests, manifest, result, reuse, t0, *, force, move, j
 
 
 def _same_content(a: Manifest, b: Manifest) -> bool:
-    return (a.entries, a.note, a.breaking, dict(a.meta)) == (b.entries, b.note, b.breaking, dict(b.meta))
+    return (len(a.entries) == len(b.entries) and all(x.same_file(y) for x, y in zip(a.entries, b.entries))
+            and (a.note, a.breaking, dict(a.meta)) == (b.note, b.breaking, dict(b.meta)))
 
 
 def _free_bytes(path: Path) -> int:

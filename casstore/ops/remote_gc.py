@@ -16,6 +16,7 @@ from casstore.model.digest import Digest
 from casstore.model.index import Index
 from casstore.model.keys import blob_key, chunks_key, manifest_key
 from casstore.model.manifest import Manifest
+from casstore.model.names import model_from_part
 from casstore.ops.fetch import manifest_bytes
 from casstore.remotes.base import Remote
 from casstore.remotes.layers import stack
@@ -53,7 +54,10 @@ async def plan_remote(remote: Remote, grace: float = DEFAULT_GRACE) -> RemotePla
         name = item.key.removeprefix("index/")
         if "/" in name or not name.endswith(".json"):
             continue  # a directory remote's index snapshots
-        model = name[: -len(".json")]
+        try:
+            model = model_from_part(name[: -len(".json")])
+        except InvalidInput:
+            continue  # not an index casstore writes
         got = await remote.read_index(model)
         if got is None:
             continue

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from casstore.errors import CasError, UnsafeDestination
 from casstore.model import formats
-from casstore.model.digest import Digest, hash_file
+from casstore.model.digest import Digest, hash_file, hash_file_sha256
 from casstore.ops.checkout import view_problem
 from casstore.progress import Ticker
 from casstore.store import stamps
@@ -28,7 +28,7 @@ log = logging.getLogger("casstore")
 
 @dataclass
 class Problem:
-    kind: str  # corrupt | wrong-size | missing | bad-ref | bad-manifest | unsafe | bad-view | format
+    kind: str  # corrupt | wrong-size | missing | bad-ref | bad-manifest | unsafe | bad-view | format | sha256
     what: str  # digest, ref or path
     detail: str
     used_by: list[str] = field(default_factory=list)  # "model@version:path"
@@ -69,9 +69,11 @@ class VerifyReport:
 
 def verify(
     store: Store, model: str | None = None, version: str | None = None, *, fast: bool = False, jobs: int = 2,
-    progress=None,
+    sha256: bool = False, progress=None,
 ) -> VerifyReport:
-    """Re-hash (or, ``fast``, size) every blob in scope. ``progress(done, total)``: bytes checked."""
+    """Re-hash (or, ``fast``, size) every blob in scope. ``progress(done, total)``: bytes checked.
+    ``sha256`` also checks the SHA-256 manifests record (a mismatch with the right BLAKE3 digest
+    is the manifest's lie, not a corrupt blob: reported, never quarantined)."""
     t0 = time.monotonic()
     report = VerifyReport()
     # Which manifests are in scope, and who uses each blob.
@@ -99,6 +101,7 @@ def verify(
     users: dict[Digest, list[str]] = {}
     sizes: dict[Digest, int] = {}
     format_checks: dict[Digest, str] = {}
+    claimed: dict[Digest, dict[str, list[str]]] = {}  # blob -> SHA-256 a manifest records -> who says so
     for md, names in scope.items():
         try:
             m = store.get_manifest(md)
@@ -115,6 +118,8 @@ def verify(
                                            "it again", names))
         for entry in m.entries:
             users.setdefault(entry.digest, []).append(f"{label}:{entry.path}")
+            if sha256 and entry.sha256 is not None:
+                claimed.setdefault(entry.digest, {}).setdefault(entry.sha256, []).append(f"{label}:{entry.path}")
             sizes[entry.digest] = entry.size
             if entry.path.endswith((".json", ".safetensors")):
                 format_checks.setdefault(entry.digest, entry.path)
@@ -144,9 +149,15 @@ def verify(
                 return Problem("wrong-size", str(d), f"{path} has {st.st_size} bytes, manifests say {sizes[d]}")
             # --fast: sizes and stamps (store/stamps.py); only a blob whose stamp says it may have
             # changed (written through a link, or from a store before stamps) is hashed
-            if fast and (stamps.is_stamped(st) or cache.get(st) == d):
+            if d in claimed:
+                got, size, sha = hash_file_sha256(path)
+                if got == d and (liars := {s: who for s, who in claimed[d].items() if s != sha}):
+                    return Problem("sha256", str(d), f"{path} has SHA-256 {sha}, but "
+                                   + "; ".join(f"{', '.join(who[:3])} record {s}" for s, who in liars.items()))
+            elif fast and (stamps.is_stamped(st) or cache.get(st) == d):
                 return None
-            got, size = hash_file(path)
+            else:
+                got, size = hash_file(path)
         except OSError as e:
             return Problem("corrupt", str(d), f"cannot read {path}: {e.strerror}")
         if got != d:
@@ -180,7 +191,8 @@ def verify(
             problem.used_by = users.get(d, [])
             problem.size = sizes.get(d)
             report.problems.append(problem)
-            bad.append((d, path))
+            if problem.kind != "sha256":  # the bytes are right: nothing to quarantine
+                bad.append((d, path))
     # Every corrupt blob is in the report before any is moved: a failure below cannot hide one.
     for d, path in bad:
         try:

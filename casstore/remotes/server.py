@@ -29,7 +29,7 @@ from casstore.model.digest import Digest, StreamHasher
 from casstore.model.index import MAX_INDEX_BYTES, Index
 from casstore.model.keys import blob_key, chunks_key, manifest_key
 from casstore.model.manifest import MAX_MANIFEST_BYTES, Manifest
-from casstore.model.names import validate_model
+from casstore.model.names import model_from_part
 from casstore.remotes.base import FORMAT_FILE, FORMAT_VERSION
 from casstore.remotes.directory import DirectoryRemote
 from casstore.remotes.store_source import StoreSource, is_store
@@ -37,7 +37,7 @@ from casstore.remotes.store_source import StoreSource, is_store
 _BLOB = re.compile(r"blobs/([0-9a-f]{2})/([0-9a-f]{64})")
 _MANIFEST = re.compile(r"manifests/([0-9a-f]{2})/([0-9a-f]{64})\.json")
 _CHUNKS = re.compile(r"chunks/([0-9a-f]{2})/([0-9a-f]{64})")
-_INDEX = re.compile(r"index/([^/]{1,128})\.json")
+_INDEX = re.compile(r"index/([^/]{1,260})\.json")
 DEFAULT_MAX_OBJECT = 1 << 40
 log = logging.getLogger("casstore.remotes.server")
 
@@ -54,7 +54,7 @@ def _classify(rel: str) -> tuple[str, str]:
             return kind, m[2]
     if m := _INDEX.fullmatch(rel):
         try:
-            return "index", validate_model(m[1])
+            return "index", model_from_part(m[1])
         except InvalidInput:
             pass
     raise web.HTTPNotFound(text=f"no such object: {rel}\n")

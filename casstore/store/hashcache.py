@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 
 from casstore.errors import InvalidInput
-from casstore.model.digest import Digest
+from casstore.model.digest import Digest, is_sha256_hex
 
 # A file modified within this many seconds may change again without its mtime moving
 # (coarse timestamps), so its digest is not cached: git's "racy clean" rule.
@@ -52,6 +52,8 @@ class HashCache:
                     "CREATE TABLE IF NOT EXISTS copies (dev INTEGER, ino INTEGER, size INTEGER, "
                     "mtime_ns INTEGER, ctime_ns INTEGER, digest TEXT, PRIMARY KEY (dev, ino))"
                 )
+                # SHA-256s of blobs, by BLAKE3 digest: a fact about the bytes, so never stale.
+                db.execute("CREATE TABLE IF NOT EXISTS sha256 (digest TEXT PRIMARY KEY, sha256 TEXT)")
                 self._db = db
             except sqlite3.Error:
                 return None
@@ -91,6 +93,27 @@ class HashCache:
                     "INSERT OR REPLACE INTO hashes VALUES (?, ?, ?, ?, ?)",
                     (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, digest.hex),
                 )
+            except sqlite3.Error:
+                pass
+
+    def sha256_of(self, d: Digest) -> str | None:
+        with self._lock:
+            db = self._conn()
+            if db is None:
+                return None
+            try:
+                row = db.execute("SELECT sha256 FROM sha256 WHERE digest=?", (d.hex,)).fetchone()
+            except sqlite3.Error:
+                return None
+        return row[0] if row and is_sha256_hex(row[0]) else None
+
+    def put_sha256(self, d: Digest, sha256: str) -> None:
+        with self._lock:
+            db = self._conn()
+            if db is None:
+                return
+            try:
+                db.execute("INSERT OR REPLACE INTO sha256 VALUES (?, ?)", (d.hex, sha256))
             except sqlite3.Error:
                 pass
 

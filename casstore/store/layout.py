@@ -30,7 +30,7 @@ from pathlib import Path
 
 from casstore.model.digest import Digest
 from casstore.model.keys import STORE_FORMAT_FILE, TMP, blob_key, chunks_key, manifest_key, tags_key
-from casstore.model.names import validate_model, validate_version
+from casstore.model.names import model_part, validate_version
 
 FORMAT_FILE = STORE_FORMAT_FILE
 FORMAT_VERSION = 1
@@ -97,7 +97,7 @@ class Layout:
         return self.root / manifest_key(d)
 
     def model_dir(self, model: str) -> Path:
-        return self.root / "refs" / validate_model(model)
+        return self.root / "refs" / model_part(model)
 
     def tags(self, model: str) -> Path:
         return self.root / tags_key(model)

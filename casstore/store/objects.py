@@ -27,7 +27,7 @@ from casstore.errors import (
 from casstore.fs import linking
 from casstore.fs.atomic import makedirs, publish_file, translate_os_error, write_file
 from casstore.fs.writers import temp_name
-from casstore.model.digest import Digest, hash_file
+from casstore.model.digest import Digest, hash_file, hash_file_sha256
 from casstore.model.manifest import Manifest
 from casstore.model.strictjson import load_file
 from casstore.store import stamps
@@ -51,12 +51,18 @@ class Staged:
     digest: Digest
     size: int
     method: str
+    sha256: str | None = None
 
     def discard(self) -> None:
         try:
             os.unlink(self.tmp)
         except FileNotFoundError:
             pass
+
+
+def _staged_sha256(tmp: Path, method: str) -> Staged:
+    digest, size, sha = hash_file_sha256(tmp)
+    return Staged(tmp, digest, size, method, sha)
 
 
 def touch(path: Path, now: float | None = None) -> bool:
@@ -200,7 +206,7 @@ class Store:
             raise
         return self.publish_staged(staged)
 
-    def stage_file(self, src: Path, *, link: bool = False) -> Staged:
+    def stage_file(self, src: Path, *, link: bool = False, sha256: bool = False) -> Staged:
         """A read-only temp copy of ``src`` (a hard link with ``link``, else a reflink, else a
         kernel copy), hashed once: what is published is exactly what was hashed. The source is
         read once; a fresh copy is hashed from the page cache it was just written to (faster
@@ -216,6 +222,8 @@ class Store:
             except linking.LinkUnsupported:
                 method = linking.reflink_or_copy(src, tmp)
             os.chmod(tmp, 0o444)  # with a hard link, the source's inode: nobody writes it from here on
+            if sha256:
+                return _staged_sha256(tmp, method)
             digest, size = hash_file(tmp)
             return Staged(tmp, digest, size, method)
         except BaseException as e:

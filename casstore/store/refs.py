@@ -18,7 +18,7 @@ from casstore.fs.atomic import fsync_dir, makedirs, read_settled, write_file
 from casstore.model.digest import Digest
 from casstore.model.history import Switch
 from casstore.model.keys import tag_digest
-from casstore.model.names import validate_model, validate_version
+from casstore.model.names import model_from_part, validate_version
 from casstore.store.layout import Layout
 
 _SEQ_DIGITS = 12
@@ -48,7 +48,7 @@ class Refs:
         out = []
         for n in sorted(names):
             try:
-                out.append(validate_model(n))
+                out.append(model_from_part(n))
             except InvalidInput:
                 continue  # foreign file; `cas doctor` reports it
         return out
