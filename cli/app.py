@@ -12,7 +12,7 @@ from datetime import UTC, datetime
 
 import click
 
-CREATORS = {"add", "fetch", "update", "sync", "lock", "init"}
+CREATORS = {"add", "import", "fetch", "update", "sync", "lock", "init"}
 
 
 class Ctx:

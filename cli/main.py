@@ -11,7 +11,7 @@ import sys
 
 import click
 
-from . import gc_commands, project_commands, remote_commands, store_commands  # noqa: F401 - they register commands
+from . import exchange_commands, gc_commands, project_commands, remote_commands, store_commands  # noqa: F401 - they register commands
 from .app import Ctx, cli
 from .exitcodes import exit_code
 

@@ -19,7 +19,8 @@ ALLOWED = {
     "remotes": {"errors", "model", "fs", "config"},
     "transfer": {"errors", "model", "fs", "store", "remotes", "config"},
     "gc": {"errors", "model", "fs", "store", "config"},
-    "ops": {"errors", "model", "fs", "store", "remotes", "transfer", "gc", "config", "progress"},
+    "sources": {"errors", "model", "fs"},
+    "ops": {"errors", "model", "fs", "store", "remotes", "transfer", "gc", "config", "progress", "sources"},
     "testing": {"errors", "model", "remotes"},
 }
 
