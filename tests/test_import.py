@@ -14,7 +14,7 @@ from casstore.ops.add import add
 from casstore.ops.importer import import_model
 
 from conftest import assert_store_consistent
-from sources import COMMIT, flip_byte, git, git_lfs_repo, hf_cache, hf_local_dir, ollama_store
+from sourcetrees import COMMIT, flip_byte, git, git_lfs_repo, hf_cache, hf_local_dir, ollama_store
 
 REPO = "Wan-AI/Wan2.2-T2V-A14B"
 
