@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from .app import Ctx, _progress, _size, cli, pass_ctx
+from .app import Ctx, _progress, _ref, _size, cli, pass_ctx
 
 
 @cli.command("import")
@@ -35,3 +35,45 @@ def import_(c: Ctx, source, model, version, revision, hf_cache, ollama_models, m
     c.info(f"{a.model}@{a.version} from {r.origin} ({r.kind}): {a.files} files, {_size(a.bytes)}, every SHA-256 "
            f"checked; {a.new_blobs} new blobs ({how}){', unchanged' if a.unchanged else ''}, {a.elapsed:.2f}s")
     c.result(r.to_json(), str(a.manifest))
+
+
+@cli.group()
+def export() -> None:
+    """Hand a version to tools that expect another layout (hard links, no second copy)."""
+
+
+@export.command("hf-cache")
+@click.argument("ref")
+@click.option("--repo", "repo_id", help="HF repo id ORG/NAME (default: the model name, if it has an organisation).")
+@click.option("--revision", help="Ref to write (default main), or a 40-hex commit.")
+@click.option("--cache", "cache_dir", type=click.Path(file_okay=False), help="Hub cache (default: HF_HUB_CACHE, HF_HOME).")
+@pass_ctx
+def export_hf_cache(c: Ctx, ref, repo_id, revision, cache_dir) -> None:
+    """Make MODEL[@VERSION] a repo of the HF hub cache: from_pretrained("ORG/NAME") then loads it
+    offline (HF_HUB_OFFLINE=1), and nothing HF deletes can remove a casstore blob."""
+    from casstore.ops.export import export_hf_cache as do_export
+
+    r = _ref(ref)
+    res = do_export(c.store(), r.model, r.version, repo_id, revision=revision, cache_dir=cache_dir)
+    for w in res.warnings:
+        c.warn(w)
+    c.info(f"{res.model}@{res.version} -> {res.path} (refs/{res.revision} = {res.commit}): {res.files} files, "
+           f"{_size(res.bytes)}; {res.linked} hard links, {res.copied} copies, {_size(res.hashed_bytes)} hashed")
+    c.result(res.to_json(), res.path)
+
+
+@export.command("oci")
+@click.argument("ref")
+@click.argument("dest", type=click.Path(file_okay=False))
+@click.option("--tag", help="Name in index.json (default: the version).")
+@pass_ctx
+def export_oci(c: Ctx, ref, dest, tag) -> None:
+    """Write MODEL[@VERSION] as an OCI image layout (a CNCF ModelPack artifact, one layer per
+    file), for `oras cp --from-oci-layout DEST:TAG REGISTRY/REPO:TAG` or any registry client."""
+    from casstore.ops.export import export_oci as do_export
+
+    r = _ref(ref)
+    res = do_export(c.store(), r.model, r.version, dest, tag=tag)
+    c.info(f"{res.model}@{res.version} -> {res.path}:{res.revision}: {res.files} layers, {_size(res.bytes)}; "
+           f"{res.linked} hard links, {res.copied} copies, {_size(res.hashed_bytes)} hashed")
+    c.result(res.to_json(), res.path)

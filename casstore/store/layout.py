@@ -11,6 +11,7 @@
     <root>/refs/<model>/pins/<version>        pinned versions
     <root>/refs/<model>/used/<version>        mtime: when the version was last used
     <root>/roots/projects/<key>.json          projects whose cas.lock GC must honour
+    <root>/roots/exports/<key>.json           HF-cache and OCI exports, kept while they exist
     <root>/views/<manifest hex>/              read-only symlink trees built by `cas path`
     <root>/tmp/                               writer-unique temp files
     <root>/tmp/downloads/<hex>.<writer>.part  partial downloads (+ .progress records)
@@ -114,6 +115,10 @@ class Layout:
 
     def project_root(self, key: str) -> Path:
         return self.project_roots / f"{key}.json"
+
+    @property
+    def export_roots(self) -> Path:
+        return self.root / "roots" / "exports"
 
     def markers(self, model: str, kind: str) -> Path:
         return self.model_dir(model) / kind

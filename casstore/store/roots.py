@@ -1,6 +1,7 @@
 """Projects as GC roots: ``roots/projects/<key>.json`` names a project's cas.lock, the host it is
 on, and the manifests it locked at its last sync; every one of them is kept (like Nix's indirect
-roots).
+roots). Exports (`cas export`) are roots the same way: ``roots/exports/<key>.json`` names the
+exported path, and is dropped on its host once that path is gone.
 
 The registration itself is the record GC keeps by, so a lock this process cannot read (another
 user's private directory) or cannot see (a project on another machine's disk, the shared store on
@@ -12,6 +13,7 @@ found stale: its cas.lock gone, it is dropped. A registration that cannot be rea
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -33,6 +35,16 @@ def register_root(store, lock_path: Path, lock: LockFile) -> None:
     write_file(p, data + b"\n", store.layout.tmp, mode=0o664, replace=True)
 
 
+def register_export(store, path: Path, ref: str, manifest: Digest) -> None:
+    """Keep ``manifest`` while ``path`` (an exported snapshot or OCI index) exists."""
+    path = Path(os.path.abspath(path))
+    key = Digest.of_bytes(f"{path}\0{manifest}".encode()).hex[:32]
+    p = store.layout.export_roots / f"{key}.json"
+    makedirs(p.parent)
+    data = json.dumps({"export": str(path), "host": HOST, "models": {ref: str(manifest)}}, indent=1).encode()
+    write_file(p, data + b"\n", store.layout.tmp, mode=0o664, replace=True)
+
+
 @dataclass
 class ProjectRoots:
     manifests: dict[Digest, list[str]] = field(default_factory=dict)  # manifest -> "lock path:model"
@@ -43,6 +55,7 @@ class ProjectRoots:
 def project_roots(store) -> ProjectRoots:
     """Manifests that registered projects lock, and which lock files."""
     out = ProjectRoots()
+    _export_roots(store, out)
     d = store.layout.project_roots
     if not d.is_dir():
         return out
@@ -77,3 +90,31 @@ def project_roots(store) -> ProjectRoots:
     for md in out.manifests:
         out.manifests[md] = sorted(set(out.manifests[md]))
     return out
+
+
+def _export_roots(store, out: ProjectRoots) -> None:
+    d = store.layout.export_roots
+    if not d.is_dir():
+        return
+    for f in sorted(d.glob("*.json")):
+        try:
+            reg = load_file(f, what="export registration", max_bytes=1 << 16, follow_symlinks=False)
+            path = Path(typed(reg, "export", str, where=str(f)))
+            host = typed(reg, "host", (str, type(None)), where=str(f), default=None)
+            models = typed(reg, "models", dict, where=str(f), default={})
+            keep = [(name, Digest.parse(typed(models, name, str, where=f"{f}: models"))) for name in models]
+        except FileNotFoundError:
+            continue
+        except (OSError, InvalidInput) as e:
+            out.unreadable.append((str(f), str(e)))
+            continue
+        if host == HOST and not os.path.lexists(path):
+            try:
+                f.unlink()  # the export is gone (`hf cache delete`, rm -r): it keeps nothing any more
+            except OSError:
+                pass
+            continue
+        if host != HOST:
+            out.elsewhere.append(str(f))
+        for name, md in keep:
+            out.manifests.setdefault(md, []).append(f"export {path}:{name}")
