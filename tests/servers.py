@@ -616,3 +616,27 @@ class RecordingProxy:
     def stop(self) -> None:
         self._stop.set()
         self.sock.close()
+
+
+class DockerRegistry:
+    """The CNCF distribution registry (Debian's docker-registry) on loopback, plain HTTP, storing
+    in ``workdir``: the registry an OCI export is pushed to."""
+
+    def __init__(self, workdir: Path) -> None:
+        exe = shutil.which("docker-registry") or "/usr/bin/docker-registry"
+        if not os.path.exists(exe):
+            raise RuntimeError("docker-registry is not installed (CI installs it: apt-get install docker-registry)")
+        workdir.mkdir(parents=True, exist_ok=True)
+        [self.port] = free_ports(1)
+        conf = workdir / "config.yml"
+        conf.write_text(f"version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n    rootdirectory: {workdir / 'data'}\n"
+                        f"  delete:\n    enabled: true\nhttp:\n  addr: 127.0.0.1:{self.port}\n")
+        self.log_file = open(workdir / "registry.log", "wb")
+        self.proc = subprocess.Popen([exe, "serve", str(conf)], stdout=self.log_file, stderr=subprocess.STDOUT)
+        wait_port(self.port, timeout=30)
+        self.host = f"127.0.0.1:{self.port}"
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        self.proc.wait(10)
+        self.log_file.close()

@@ -179,3 +179,47 @@ def test_oci_layout_is_valid_and_holds_every_file(store, tmp_path):
                      "README.md": "application/vnd.cncf.model.doc.v1.raw"}
     again = export_oci(store, REPO, "1.1.0", root)  # re-export: the same index entry, not a second one
     assert again.linked == 0 and set(_oci_check(root)) == {"1.1.0", "1.2.0"}
+
+
+def test_a_real_registry_accepts_the_oci_export_and_oras_pulls_the_same_bytes(store, tmp_path):
+    """Pushed blob by blob and manifest by digest from the layout (what `oras cp --from-oci-layout`
+    does) with oras-py, to Debian's docker-registry; pulled back with oras-py's own pull."""
+    import oras.provider
+
+    from servers import DockerRegistry
+
+    src = _model(tmp_path)
+    add(store, src, REPO, "1.1.0")
+    root = tmp_path / "oci"
+    export_oci(store, REPO, "1.1.0", root)
+    [(m, _files)] = _oci_check(root).values()
+    index = json.loads((root / "index.json").read_text())
+    reg = DockerRegistry(tmp_path / "registry")
+    try:
+        client = oras.provider.Registry(hostname=reg.host, insecure=True)
+        target = f"{reg.host}/wan-ai/wan2.2:1.1.0"
+        container = client.get_container(target)
+        for desc in [m["config"], *m["layers"]]:
+            path = root / "blobs" / "sha256" / desc["digest"].split(":", 1)[1]
+            assert client.upload_blob(str(path), container, desc).status_code in (200, 201)
+        # The manifest's own bytes (oras-py's upload_manifest would re-serialize them), so that the
+        # registry names it by the digest index.json gives.
+        import requests
+
+        want = index["manifests"][0]["digest"]
+        put = requests.put(f"http://{reg.host}/v2/wan-ai/wan2.2/manifests/1.1.0",
+                           data=(root / "blobs" / "sha256" / want.split(":", 1)[1]).read_bytes(),
+                           headers={"Content-Type": "application/vnd.oci.image.manifest.v1+json"}, timeout=30)
+        assert put.status_code == 201, put.text
+        assert put.headers["Docker-Content-Digest"] == want
+        assert client.get_manifest(container) == m
+        out = tmp_path / "pulled"
+        for rel in {p.parent.relative_to(src) for p in src.rglob("*") if p.is_file()}:
+            (out / rel).mkdir(parents=True, exist_ok=True)  # oras-py writes files, not their directories
+        pulled = client.pull(target=target, outdir=str(out))
+        assert len(pulled) == 3
+        assert {p.relative_to(src).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+                for p in src.rglob("*") if p.is_file()} == \
+            {os.path.relpath(p, out): hashlib.sha256(open(p, "rb").read()).hexdigest() for p in pulled}
+    finally:
+        reg.stop()
