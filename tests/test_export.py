@@ -223,3 +223,26 @@ def test_a_real_registry_accepts_the_oci_export_and_oras_pulls_the_same_bytes(st
             {os.path.relpath(p, out): hashlib.sha256(open(p, "rb").read()).hexdigest() for p in pulled}
     finally:
         reg.stop()
+
+
+def test_sync_exports_to_the_hf_cache_when_the_project_asks(tmp_path):
+    pub = CasRunner(tmp_path / "pub", tmp_path)
+    pub("add", _model(tmp_path), "--name", REPO, "--version", "1.1.0")
+    pub("push", f"{REPO}@1.1.0", "--remote", tmp_path / "nas")
+    proj = tmp_path / "proj"
+    proj.mkdir()
+    (proj / "cas.toml").write_text(f'remote = "{tmp_path / "nas"}"\n[models."{REPO}"]\nversion = "1.1.0"\n'
+                                   f'hf_cache = "{REPO}"\n')
+    me = CasRunner(tmp_path / "store", proj)
+    cache = tmp_path / "hub"
+    os.environ["HF_HUB_CACHE"] = str(cache)
+    try:
+        out = me.json("sync")
+    finally:
+        del os.environ["HF_HUB_CACHE"]
+    assert out["exported"] == {REPO: str(cache / "models--Wan-AI--Wan2.2-T2V-A14B")}
+    got = _read_back(cache)
+    assert got["warnings"] == [] and got["tensor"] == [0.0, 1.0, 2.0, 3.0, 4.0, 5.0]
+    (proj / "cas.toml").write_text((proj / "cas.toml").read_text().replace(f'hf_cache = "{REPO}"', 'hf_cache = "plain"'))
+    p = me("sync", ok=False)
+    assert p.returncode == 2 and "hf_cache = 'plain' is not an HF repo id" in p.stderr

@@ -202,3 +202,25 @@ def test_the_recorded_git_origin_has_no_token_and_no_local_path(tmp_path, url, o
     repo = git_lfs_repo(tmp_path / "r", {"a.json": b"{}"})
     git(repo, "remote", "add", "origin", url)
     assert _origin_url(repo) == origin
+
+
+def test_sha256s_travel_with_push_and_fetch(tmp_path, monkeypatch):
+    from conftest import CasRunner
+    from servers import CasServe
+
+    files = _files()
+    hf_cache(tmp_path / "hub", REPO, files)
+    pub = CasRunner(tmp_path / "pub", tmp_path)
+    pub("import", f"hf://{REPO}", "--version", "1", "--hf-cache", tmp_path / "hub")
+    srv = CasServe(tmp_path / "served")
+    try:
+        monkeypatch.setenv("CAS_TOKEN", srv.token)
+        pub("push", f"{REPO}@1", "--remote", srv.url)
+        dst = CasRunner(tmp_path / "dst", tmp_path)
+        dst("fetch", f"{REPO}@1", "--remote", srv.url)
+    finally:
+        srv.stop()
+    shown = dst.json("show", f"{REPO}@1")
+    entries = shown.get("entries") or shown["manifest"]["entries"]
+    assert {e["path"]: e["sha256"] for e in entries} == {p: hashlib.sha256(d).hexdigest() for p, d in files.items()}
+    assert dst.json("verify", "--sha256")["ok"]

@@ -39,6 +39,7 @@ from casstore.model.sizes import format_size
 from casstore.model.strictjson import field as typed
 from casstore.model.strictjson import read_file
 from casstore.ops.checkout import checkout
+from casstore.ops.export import export_hf_cache
 from casstore.ops.fetch import fetch, load_manifest, read_index
 from casstore.remotes.base import Remote
 from casstore.store.objects import Store
@@ -56,6 +57,7 @@ TEMPLATE = """\
 # version = "^1.1"                # a requirement: exact, ^, ~, >=,<, latest
 # path = "weights/t2v"            # inside the project (default models/<name>)
 # link = "auto"                   # auto | reflink | hardlink | symlink | copy
+# hf_cache = "Wan-AI/Wan2.2-T2V-A14B"  # also export it to the HF cache on sync (from_pretrained offline)
 """
 MAX_TOML_BYTES = 1 << 20
 LOCK = "cas.lock"
@@ -67,6 +69,7 @@ class ModelSpec:
     requirement: str
     path: str
     link: str = "auto"
+    hf_cache: str | None = None  # an HF repo id: `cas sync` also exports the version there (ops/export.py)
 
 
 @dataclass
@@ -112,9 +115,12 @@ class Project:
                 link = typed(spec, "link", str, where="link", default="auto")
                 if link not in linking.MODES:
                     raise InvalidInput(f"link = {link!r} is not one of {', '.join(linking.MODES)}")
+                hf_repo = typed(spec, "hf_cache", (str, type(None)), where="hf_cache", default=None)
+                if hf_repo is not None and "/" not in validate_model(hf_repo):
+                    raise InvalidInput(f"hf_cache = {hf_repo!r} is not an HF repo id ORG/NAME")
             except InvalidInput as e:
                 raise InvalidInput(f"{p}: model {name!r}: {e}") from e
-            proj.models[name] = ModelSpec(name, req, path, link)
+            proj.models[name] = ModelSpec(name, req, path, link, hf_repo)
         return proj
 
     def read_lock(self) -> LockFile:
@@ -149,7 +155,7 @@ class Project:
         write_file(self.toml_path, tomlkit.dumps(doc).encode(), self.root, mode=0o644, replace=True)
         old = self.models.get(model)
         self.models[model] = ModelSpec(model, requirement, old.path if old else f"models/{model}",
-                                       old.link if old else "auto")
+                                       old.link if old else "auto", old.hf_cache if old else None)
 
     @classmethod
     def create(cls, root: Path, remote: str | None = None) -> Project:
@@ -236,10 +242,12 @@ class SyncResult:
     downloaded: int = 0
     relocked: list[LockChange] = field(default_factory=list)
     restored: list[str] = field(default_factory=list)  # project files whose blob had been written through them
+    exported: dict[str, str] = field(default_factory=dict)  # name -> HF cache repo folder (hf_cache =)
 
     def to_json(self) -> dict:
         return {"models": self.models, "bytes_downloaded": self.downloaded,
-                "relocked": [c.to_json() for c in self.relocked], "restored": self.restored}
+                "relocked": [c.to_json() for c in self.relocked], "restored": self.restored,
+                "exported": self.exported}
 
 
 async def sync(project: Project, store: Store, remotes: list[Remote] | None, *, frozen: bool = False,
@@ -297,6 +305,8 @@ async def sync(project: Project, store: Store, remotes: list[Remote] | None, *, 
                 result.restored += changed
         if store.refs.get_tag(name, lk.version) is None:
             store.refs.set_tag(name, lk.version, lk.manifest)
+        if spec.hf_cache:
+            result.exported[name] = export_hf_cache(store, name, lk.version, spec.hf_cache).path
         result.models[name] = lk.version
     register_root(store, project.lock_path, lockf)
     return result
