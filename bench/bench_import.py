@@ -6,7 +6,8 @@ and `sha256sum` of the same files: time, and bytes of disk each costs.
 The repo is laid out as huggingface_hub does (blobs named by SHA-256, a snapshot of relative
 symlinks). Every round runs each command once, in a rotated order, into a fresh store on the same
 filesystem, with the page cache warm (the files were just written or read): the cost measured is
-the hashing and the store's writes, not the disk. `import` reads each byte once for BLAKE3 and
+the hashing and the store's writes, not the disk; `--cold` (root) drops the page cache before
+each command instead, so that reading the disk is part of every figure. `import` reads each byte once for BLAKE3 and
 SHA-256 together and hard-links the HF blobs; `add` (copy) hashes, copies and hashes the copy;
 `add --move` links like import but computes no SHA-256 and checks nothing.
 
@@ -67,6 +68,7 @@ def main() -> None:
     ap.add_argument("--work", type=Path, default=None)
     ap.add_argument("--repeat", type=int, default=5)
     ap.add_argument("--json", type=Path, default=None, help="also write the results here")
+    ap.add_argument("--cold", action="store_true", help="drop the page cache before each command (root only)")
     add_shape_arguments(ap)
     a = ap.parse_args()
     work = Path(tempfile.mkdtemp(prefix="bench-import-", dir=a.work))
@@ -104,10 +106,17 @@ def main() -> None:
         disk: dict[str, list[int]] = {k: [] for k in commands}
         subprocess.run(["cat", *files], stdout=subprocess.DEVNULL, check=True)  # warm
         order = [*commands, "b3sum", "sha256sum"]
+
+        def drop() -> None:
+            if a.cold:
+                subprocess.run(["sync"], check=True)
+                Path("/proc/sys/vm/drop_caches").write_text("3\n")
+
         for rnd in range(a.repeat):
             rotated = order[rnd % len(order):] + order[:rnd % len(order)]
             for name in rotated:
                 if name in ("b3sum", "sha256sum"):
+                    drop()
                     cmd = b3sum_cmd if name == "b3sum" else sha_cmd
                     if cmd is None:
                         continue
@@ -117,6 +126,7 @@ def main() -> None:
                     continue
                 store = fresh_store("store")
                 before = du(cache, work / "gen")
+                drop()
                 t0 = time.perf_counter()
                 subprocess.run(commands[name](store), check=True, env=env, stdout=subprocess.DEVNULL,
                                stderr=subprocess.PIPE)
@@ -133,6 +143,7 @@ def main() -> None:
         out = {
             "date": time.strftime("%Y-%m-%d"), "machine": f"{platform.machine()}, {os.cpu_count()} cores",
             "python": platform.python_version(), "files": len(files), "bytes": size, "repeat": a.repeat,
+            "page_cache": "cold" if a.cold else "warm",
             "median_seconds": med, "ratios": ratios,
             "disk_bytes_median": {k: int(statistics.median(v)) for k, v in disk.items()},
             "throughput_gib_s": {k: round(size / v / (1 << 30), 2) for k, v in med.items()},

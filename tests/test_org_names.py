@@ -71,3 +71,8 @@ def test_an_org_model_through_add_push_fetch_path_and_gc(tmp_path):
         assert (tmp_path / "served" / "index" / "Wan-AI~Wan2.2-T2V-A14B.json").is_file()
     finally:
         srv.stop()
+
+
+def test_a_remote_name_has_no_organisation(cas, tmp_path):
+    p = cas("remote", "add", "team/nas", tmp_path / "r", ok=False)
+    assert p.returncode == 2 and "invalid remote name 'team/nas'" in p.stderr

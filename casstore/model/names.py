@@ -15,6 +15,7 @@ from casstore.errors import InvalidName
 
 _SEGMENT = r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}"
 _NAME = re.compile(rf"(?:{_SEGMENT}/)?{_SEGMENT}")
+_IDENT = re.compile(_SEGMENT)
 ORG_SEP_ON_DISK = "~"
 _VERSION = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]{0,127}")
 
@@ -30,6 +31,11 @@ def _validate(kind: str, pattern: re.Pattern, extra: str, text: str) -> str:
 
 def validate_model(name: str) -> str:
     return _validate("model name", _NAME, "'.', '_', '-' and one '/' after an organisation", name)
+
+
+def validate_identifier(kind: str, name: str) -> str:
+    """A short name without an organisation (a remote's, for one)."""
+    return _validate(kind, _IDENT, "'.', '_', '-'", name)
 
 
 def model_part(name: str) -> str:

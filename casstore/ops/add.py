@@ -198,10 +198,14 @@ def add(
 
     try:
         tick = Ticker(progress, result.bytes)
+        # Largest first: the last file to start is then a small one, not a shard that leaves one
+        # thread hashing alone at the end (SHA-256 of one file cannot be split).
+        by_size = sorted(range(len(files)), key=lambda i: -files[i].st.st_size)
+        hashed: list[tuple[Digest, int]] = [(Digest("0" * 64), 0)] * len(files)
         with ThreadPoolExecutor(max(1, jobs)) as pool:
-            hashed = []
-            for f, h in zip(files, pool.map(digest_of, files)):
-                hashed.append(h)
+            for i, h in zip(by_size, pool.map(digest_of, [files[i] for i in by_size])):
+                f = files[i]
+                hashed[i] = h
                 tick(f.st.st_size)
                 log.info("%s: %s (%d bytes%s)", f.path, h[0], f.st.st_size, "" if h[1] else ", hash cache")
         digests = [d for d, _ in hashed]

@@ -23,7 +23,7 @@ from pathlib import Path
 
 from casstore.config import PROJECT_FILE, config_path, load_user_config, project_dir, save_user_config
 from casstore.errors import InvalidInput, NotFound
-from casstore.model.names import validate_model
+from casstore.model.names import validate_identifier
 from casstore.model.strictjson import read_file
 
 
@@ -141,7 +141,7 @@ def choose(remote: str | None, cwd: Path | None = None, *, trusted: bool = True)
 
 def add(name: str, url: str, *, default: bool = False, insecure: bool = False, force: bool = False,
         endpoint_url: str | None = None, region: str | None = None) -> None:
-    validate_model(name)  # same rules: a remote name is a short identifier
+    validate_identifier("remote name", name)
     from casstore.remotes import open_remote
 
     if (endpoint_url or region) and not url.startswith("s3://"):
