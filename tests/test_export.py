@@ -246,3 +246,22 @@ def test_sync_exports_to_the_hf_cache_when_the_project_asks(tmp_path):
     (proj / "cas.toml").write_text((proj / "cas.toml").read_text().replace(f'hf_cache = "{REPO}"', 'hf_cache = "plain"'))
     p = me("sync", ok=False)
     assert p.returncode == 2 and "hf_cache = 'plain' is not an HF repo id" in p.stderr
+
+
+def test_an_export_never_writes_through_a_symlinked_directory(store, tmp_path):
+    from casstore.errors import UnsafeDestination
+
+    add(store, _model(tmp_path), REPO, "1.1.0")
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    snaps = tmp_path / "hub" / "models--Wan-AI--Wan2.2-T2V-A14B" / "snapshots"
+    snaps.mkdir(parents=True)
+    (snaps / store.get_manifest(store.resolve(REPO, "1.1.0")[1]).digest().hex[:40]).symlink_to(elsewhere)
+    with pytest.raises(UnsafeDestination, match="symlink"):
+        export_hf_cache(store, REPO, "1.1.0", cache_dir=tmp_path / "hub")
+    assert list(elsewhere.iterdir()) == []
+    (tmp_path / "oci").mkdir()
+    (tmp_path / "oci" / "blobs").symlink_to(elsewhere)
+    with pytest.raises(UnsafeDestination):
+        export_oci(store, REPO, "1.1.0", tmp_path / "oci")
+    assert list(elsewhere.iterdir()) == []

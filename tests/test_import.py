@@ -224,3 +224,13 @@ def test_sha256s_travel_with_push_and_fetch(tmp_path, monkeypatch):
     entries = shown.get("entries") or shown["manifest"]["entries"]
     assert {e["path"]: e["sha256"] for e in entries} == {p: hashlib.sha256(d).hexdigest() for p, d in files.items()}
     assert dst.json("verify", "--sha256")["ok"]
+
+
+def test_a_snapshot_link_leaving_its_repo_is_refused(store, tmp_path):
+    repo = hf_cache(tmp_path / "hub", REPO, {"config.json": b"{}"})
+    secret = tmp_path / "secret"
+    secret.write_bytes(b"not yours")
+    (repo / "snapshots" / COMMIT / "stolen.bin").symlink_to(secret)
+    with pytest.raises(InvalidInput, match=r"stolen\.bin points outside its cache repo"):
+        import_model(store, str(repo), None, "1")
+    assert store.refs.models() == []

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from casstore.errors import IntegrityError, InvalidInput
+from casstore.errors import IntegrityError, InvalidInput, UnsafeDestination
 from casstore.fs import linking
 from casstore.fs.atomic import makedirs
 from casstore.model.digest import Digest, hash_file_sha256
@@ -96,6 +96,22 @@ def place(src: Path, dst: Path, result: ExportResult) -> None:
     os.replace(tmp, dst)
 
 
+def safe_dir(root: Path, rel: Path | str) -> Path:
+    """``root/rel`` as a directory, made if missing, with no symlink on the way below ``root``:
+    an export writes links and files, and must not write them through someone's symlink."""
+    d = Path(root)
+    makedirs(d)
+    for part in Path(rel).parts:
+        d = d / part
+        try:
+            os.mkdir(d)
+        except FileExistsError:
+            pass
+        if d.is_symlink() or not d.is_dir():
+            raise UnsafeDestination(f"{d} is a symlink or not a directory; refusing to export through it")
+    return d
+
+
 def _symlink(target: str, link: Path) -> None:
     if link.is_symlink() and os.readlink(link) == target:
         return
@@ -148,14 +164,13 @@ def export_hf_cache(store: Store, model: str, version: str | None, repo_id: str 
     hashes = HashCache()
     shas = {e.path: sha256_of(store, e, hashes, result) for e in m.entries}
     snap = repo / "snapshots" / commit
-    for sub in (repo / "blobs", repo / "refs", snap):
-        makedirs(sub)
+    for sub in ("blobs", "refs", f"snapshots/{commit}"):
+        safe_dir(repo, sub)
     register_export(store, snap, f"{model}@{version}", digest)  # before any link: GC keeps it from here on
     for e in m.entries:
         blob = repo / "blobs" / shas[e.path]
         place(store.blob_path(e.digest), blob, result)
-        link = snap / e.path
-        makedirs(link.parent)
+        link = safe_dir(snap, Path(e.path).parent) / Path(e.path).name
         _symlink(os.path.relpath(blob, link.parent), link)
         result.files += 1
         result.bytes += e.size
@@ -169,8 +184,7 @@ def export_hf_cache(store: Store, model: str, version: str | None, repo_id: str 
                     os.unlink(p)
                 else:
                     result.warnings.append(f"{p} is not part of {model}@{version}; left as it is")
-    ref_file = repo / "refs" / ref
-    makedirs(ref_file.parent)
+    ref_file = safe_dir(repo / "refs", Path(ref).parent) / Path(ref).name
     _write_small(ref_file, commit.encode())  # HF writes the bare commit, no newline
     result.elapsed = time.monotonic() - t0
     return result
@@ -222,8 +236,7 @@ def export_oci(store: Store, model: str, version: str | None, dest: str | os.Pat
     result = ExportResult("oci", model, version, digest, str(root))
     hashes = HashCache()
     shas = [sha256_of(store, e, hashes, result) for e in m.entries]
-    blobs = root / "blobs" / "sha256"
-    makedirs(blobs)
+    blobs = safe_dir(root, "blobs/sha256")
     if (root / "oci-layout").exists():
         layout = json.loads((root / "oci-layout").read_text())
         if layout.get("imageLayoutVersion") != "1.0.0":

@@ -19,7 +19,9 @@ from casstore.sources import Plan, is_hex
 
 def _git(repo: Path, *args: str, data: bytes | None = None) -> bytes:
     try:
-        p = subprocess.run(["git", "-C", str(repo), *args], input=data, capture_output=True, timeout=600)
+        # Plumbing only, and nothing the repository's own config could make git run on our behalf.
+        p = subprocess.run(["git", "-c", "core.fsmonitor=false", "-c", "core.hooksPath=/dev/null", "-C", str(repo),
+                            *args], input=data, capture_output=True, timeout=600)
     except FileNotFoundError:
         raise NotFound("`git` is not installed; it is needed to import a git repository") from None
     if p.returncode != 0:

@@ -83,6 +83,9 @@ def read_hub_repo(repo: Path, revision: str | None) -> Plan:
             rel = validate_path(link.relative_to(snap).as_posix())
             st = stat_file(link, rel)
             target = Path(os.path.realpath(link))
+            if not target.is_relative_to(repo.resolve()):
+                # a cache is a tree of links into its own blobs; one leading elsewhere is not HF's
+                raise InvalidInput(f"{link} points outside its cache repo {repo}, to {target}; refusing to import it")
             etag = target.name if target.parent == blobs else None
             where = f"the HF cache ({repo / 'blobs'})"
             if etag is not None and is_hex(etag, 64):
