@@ -8,6 +8,8 @@ The user config file is TOML in the platform config dir (``CAS_CONFIG`` override
     store = "/mnt/nas/casstore"
     [gc]
     max_size = "500G"   retention_days = 30   keep_last = 2   grace = 3600
+    [add]
+    sha256 = true
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ USER_KEYS: dict[str, Callable[[Any], Any]] = {
     "gc.retention_days": values.days,
     "gc.keep_last": values.count,
     "gc.grace": values.seconds,
+    "add.sha256": values.flag,  # `cas add` records SHA-256s by default (docs/cli.md: the CPU it costs)
 }
 
 

@@ -26,8 +26,9 @@ from .app import Ctx, _policy, _progress, _ref, _remote_options, _run, _size, _w
 @click.option("--no-default-excludes", is_flag=True,
               help="Keep .git/, .cache/huggingface/ and editor/OS litter, left out by default.")
 @click.option("--allow-lfs-pointers", is_flag=True, help="Store Git LFS pointer files as they are instead of refusing.")
-@click.option("--sha256", is_flag=True,
-              help="Record each file's SHA-256 too (what HF, Git LFS and OCI name files by); costs CPU.")
+@click.option("--sha256/--no-sha256", default=None,
+              help="Record each file's SHA-256 too (what HF, Git LFS and OCI name files by); costs CPU. "
+                   "Default: [add] sha256 in the user config, else off.")
 @pass_ctx
 def add(c: Ctx, path, model, version, note, breaking, meta, requires, force, move, strict, jobs, exclude,
         no_default_excludes, allow_lfs_pointers, sha256) -> None:
@@ -35,6 +36,10 @@ def add(c: Ctx, path, model, version, note, breaking, meta, requires, force, mov
     from casstore.errors import InvalidInput
     from casstore.ops.add import add as do_add
 
+    if sha256 is None:
+        from casstore.config import user_setting
+
+        sha256 = user_setting("add.sha256", False)
     pairs = {}
     for kv in meta:
         k, sep, v = kv.partition("=")

@@ -108,3 +108,16 @@ def test_cli_add_sha256_and_exclude(cas, tmp_path):
     m = cas.json("show", "m@1")
     entry = m["entries"][0] if "entries" in m else m["manifest"]["entries"][0]
     assert entry["sha256"] == hashlib.sha256((src / "a.bin").read_bytes()).hexdigest()
+
+
+def test_the_user_config_can_make_sha256_the_default(cas, tmp_path, monkeypatch):
+    src = make_model(tmp_path / "s", {"a.bin": 100})
+    (tmp_path / "cfg.toml").write_text("[add]\nsha256 = true\n")
+    monkeypatch.setenv("CAS_CONFIG", str(tmp_path / "cfg.toml"))
+    cas("add", src, "--name", "m", "--version", "1")
+    assert "sha256" in cas.json("show", "m@1")["entries"][0]
+    cas("add", src, "--name", "m", "--version", "2", "--no-sha256")
+    assert "sha256" not in cas.json("show", "m@2")["entries"][0]
+    (tmp_path / "cfg.toml").write_text("[add]\nsha256 = 3\n")
+    p = cas("add", src, "--name", "m", "--version", "3", ok=False)
+    assert p.returncode == 2 and "add.sha256" in p.stderr
