@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -28,21 +29,21 @@ from casstore.model.strictjson import load_file, read_file
 
 def register_root(store, lock_path: Path, lock: LockFile) -> None:
     key = Digest.of_bytes(str(lock_path).encode()).hex[:32]
-    p = store.layout.project_root(key)
-    makedirs(p.parent)
-    data = json.dumps({"lock": str(lock_path), "host": HOST,
-                       "models": {n: str(lk.manifest) for n, lk in sorted(lock.models.items())}}, indent=1).encode()
-    write_file(p, data + b"\n", store.layout.tmp, mode=0o664, replace=True)
+    _register(store, store.layout.project_root(key), {
+        "lock": str(lock_path), "host": HOST, "models": {n: str(lk.manifest) for n, lk in sorted(lock.models.items())}})
 
 
 def register_export(store, path: Path, ref: str, manifest: Digest) -> None:
     """Keep ``manifest`` while ``path`` (an exported snapshot or OCI index) exists."""
     path = Path(os.path.abspath(path))
     key = Digest.of_bytes(f"{path}\0{manifest}".encode()).hex[:32]
-    p = store.layout.export_roots / f"{key}.json"
+    _register(store, store.layout.export_roots / f"{key}.json", {"export": str(path), "host": HOST,
+                                                                 "models": {ref: str(manifest)}})
+
+
+def _register(store, p: Path, doc: dict) -> None:
     makedirs(p.parent)
-    data = json.dumps({"export": str(path), "host": HOST, "models": {ref: str(manifest)}}, indent=1).encode()
-    write_file(p, data + b"\n", store.layout.tmp, mode=0o664, replace=True)
+    write_file(p, json.dumps(doc, indent=1).encode() + b"\n", store.layout.tmp, mode=0o664, replace=True)
 
 
 @dataclass
@@ -53,33 +54,15 @@ class ProjectRoots:
 
 
 def project_roots(store) -> ProjectRoots:
-    """Manifests that registered projects lock, and which lock files."""
+    """Manifests that registered projects lock (and exports keep), and which lock files (exports)."""
     out = ProjectRoots()
-    _export_roots(store, out)
-    d = store.layout.project_roots
-    if not d.is_dir():
-        return out
-    for f in sorted(d.glob("*.json")):
-        try:
-            reg = load_file(f, what="project registration", max_bytes=1 << 16, follow_symlinks=False)
-            lock_path = Path(typed(reg, "lock", str, where=str(f)))
-            host = typed(reg, "host", (str, type(None)), where=str(f), default=None)
-            models = typed(reg, "models", dict, where=str(f), default={})
-            keep = [(name, Digest.parse(typed(models, name, str, where=f"{f}: models"))) for name in models]
-        except FileNotFoundError:
-            continue
-        except (OSError, InvalidInput) as e:
-            out.unreadable.append((str(f), str(e)))
-            continue
+    for f, lock_path, host, keep in _registrations(store.layout.project_roots, "project", "lock", out):
         if host == HOST:
             try:
                 lock = LockFile.decode(read_file(lock_path, max_bytes=MAX_LOCK_BYTES), str(lock_path))
                 keep += [(name, lk.manifest) for name, lk in lock.models.items()]  # locked since the last sync
             except FileNotFoundError:
-                try:
-                    f.unlink()  # its project is gone; a read-only store keeps it, harmlessly
-                except OSError:
-                    pass
+                _drop(f)  # its project is gone
                 continue
             except (OSError, InvalidInput):
                 pass  # unreadable here (another user's directory): what it registered still counts
@@ -87,19 +70,28 @@ def project_roots(store) -> ProjectRoots:
             out.elsewhere.append(str(f))
         for name, md in keep:
             out.manifests.setdefault(md, []).append(f"{lock_path}:{name}")
+    for f, path, host, keep in _registrations(store.layout.export_roots, "export", "export", out):
+        if host == HOST and not os.path.lexists(path):
+            _drop(f)  # the export is gone (`hf cache delete`, rm -r): it keeps nothing any more
+            continue
+        if host != HOST:
+            out.elsewhere.append(str(f))
+        for name, md in keep:
+            out.manifests.setdefault(md, []).append(f"export {path}:{name}")
     for md in out.manifests:
         out.manifests[md] = sorted(set(out.manifests[md]))
     return out
 
 
-def _export_roots(store, out: ProjectRoots) -> None:
-    d = store.layout.export_roots
+def _registrations(d: Path, what: str, path_key: str, out: ProjectRoots) -> Iterator[tuple[Path, Path, str | None, list]]:
+    """Each readable registration in ``d``: (file, the path it names, host, [(name, manifest)]);
+    an unreadable one goes to ``out.unreadable`` (and stops GC)."""
     if not d.is_dir():
         return
     for f in sorted(d.glob("*.json")):
         try:
-            reg = load_file(f, what="export registration", max_bytes=1 << 16, follow_symlinks=False)
-            path = Path(typed(reg, "export", str, where=str(f)))
+            reg = load_file(f, what=f"{what} registration", max_bytes=1 << 16, follow_symlinks=False)
+            path = Path(typed(reg, path_key, str, where=str(f)))
             host = typed(reg, "host", (str, type(None)), where=str(f), default=None)
             models = typed(reg, "models", dict, where=str(f), default={})
             keep = [(name, Digest.parse(typed(models, name, str, where=f"{f}: models"))) for name in models]
@@ -108,13 +100,11 @@ def _export_roots(store, out: ProjectRoots) -> None:
         except (OSError, InvalidInput) as e:
             out.unreadable.append((str(f), str(e)))
             continue
-        if host == HOST and not os.path.lexists(path):
-            try:
-                f.unlink()  # the export is gone (`hf cache delete`, rm -r): it keeps nothing any more
-            except OSError:
-                pass
-            continue
-        if host != HOST:
-            out.elsewhere.append(str(f))
-        for name, md in keep:
-            out.manifests.setdefault(md, []).append(f"export {path}:{name}")
+        yield f, path, host, keep
+
+
+def _drop(f: Path) -> None:
+    try:
+        f.unlink()  # a read-only store keeps it, harmlessly
+    except OSError:
+        pass
