@@ -8,6 +8,7 @@ import hashlib
 import json
 import os
 import subprocess
+import sys
 from pathlib import Path
 
 COMMIT = "0123456789abcdef0123456789abcdef01234567"
@@ -98,3 +99,59 @@ def flip_byte(path: Path, at: int = 0) -> None:
         f.write(bytes([b[0] ^ 1]))
     os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
     os.chmod(path, st.st_mode & 0o777)
+
+
+def hub_app(repo_id: str, files: dict[str, bytes], *, commit: str = COMMIT, lfs=lambda p: p.endswith(
+        (".safetensors", ".bin", ".pth"))):
+    """An aiohttp app answering what huggingface_hub asks the Hub for one repo at one commit (repo
+    info, HEAD and GET of `resolve/`), so that the real client writes a real cache or --local-dir
+    here, where the Hub cannot be reached. The etags are the Hub's: SHA-256 for LFS files (as
+    X-Linked-Etag), the git SHA-1 for the rest."""
+    from aiohttp import web
+
+    def etag(rel: str) -> str:
+        return hashlib.sha256(files[rel]).hexdigest() if lfs(rel) else git_sha1(files[rel])
+
+    async def info(request):
+        return web.json_response({"id": repo_id, "modelId": repo_id, "sha": commit, "private": False,
+                                  "siblings": [{"rfilename": p} for p in sorted(files)]})
+
+    async def tree(request):
+        out = []
+        for rel in sorted(files):
+            entry = {"type": "file", "path": rel, "size": len(files[rel]), "oid": git_sha1(files[rel])}
+            if lfs(rel):
+                entry["lfs"] = {"oid": etag(rel), "size": len(files[rel]), "pointerSize": 134}
+            out.append(entry)
+        return web.json_response(out)
+
+    async def resolve(request):
+        rel = request.match_info["path"]
+        if f"{request.match_info['org']}/{request.match_info['name']}" != repo_id or rel not in files:
+            return web.Response(status=404, headers={"X-Error-Code": "EntryNotFound"})
+        headers = {"X-Repo-Commit": commit, "ETag": f'"{etag(rel)}"', "Content-Length": str(len(files[rel]))}
+        if lfs(rel):
+            headers["X-Linked-Etag"] = f'"{etag(rel)}"'
+            headers["X-Linked-Size"] = str(len(files[rel]))
+        if request.method == "HEAD":
+            return web.Response(headers=headers)
+        return web.Response(body=files[rel], headers={k: v for k, v in headers.items() if k != "Content-Length"})
+
+    app = web.Application()
+    app.router.add_get("/api/models/{org}/{name}/revision/{rev}", info)
+    app.router.add_get("/api/models/{org}/{name}/tree/{rev}", tree)
+    app.router.add_route("HEAD", "/{org}/{name}/resolve/{rev}/{path:.+}", resolve)
+    app.router.add_get("/{org}/{name}/resolve/{rev}/{path:.+}", resolve, allow_head=False)
+    return app
+
+
+def hf_download(endpoint: str, cache: Path, repo_id: str, local_dir: Path | None = None) -> str:
+    """huggingface_hub's own `snapshot_download`, in a subprocess, from ``endpoint``."""
+    env = {**os.environ, "HF_ENDPOINT": endpoint.rstrip("/"), "HF_HUB_CACHE": str(cache), "HF_HUB_DISABLE_TELEMETRY": "1",
+           "HF_HUB_DISABLE_XET": "1", "HF_HUB_ETAG_TIMEOUT": "10"}
+    code = ("import sys; from huggingface_hub import snapshot_download; "
+            "print(snapshot_download(sys.argv[1], local_dir=sys.argv[2] or None))")
+    p = subprocess.run([sys.executable, "-c", code, repo_id, str(local_dir or "")], env=env, capture_output=True,
+                       text=True, timeout=120)
+    assert p.returncode == 0, p.stderr
+    return p.stdout.strip()

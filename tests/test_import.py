@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import os
 import subprocess
+from pathlib import Path
 
 import pytest
 
@@ -234,3 +235,34 @@ def test_a_snapshot_link_leaving_its_repo_is_refused(store, tmp_path):
     with pytest.raises(InvalidInput, match=r"stolen\.bin points outside its cache repo"):
         import_model(store, str(repo), None, "1")
     assert store.refs.models() == []
+
+
+def test_what_huggingface_hub_itself_downloads_imports_and_a_flipped_byte_never_does(store, tmp_path):
+    """The cache and the --local-dir written by the real client (`snapshot_download` against a
+    loopback stand-in for the Hub API: tests/sourcetrees.hub_app), not by our own builders."""
+    from servers import ThreadedApp
+    from sourcetrees import hf_download, hub_app
+
+    files = _files()
+    hub = ThreadedApp(hub_app(REPO, files))
+    try:
+        snap = hf_download(hub.url, tmp_path / "hub", REPO)
+        local = tmp_path / "local"
+        hf_download(hub.url, tmp_path / "hub2", REPO, local)
+    finally:
+        hub.stop()
+    assert snap.endswith(f"snapshots/{COMMIT}")
+    a = import_model(store, f"hf://{REPO}", None, "1", hf_cache=str(tmp_path / "hub"))
+    b = import_model(store, str(local), REPO, "2")
+    assert a.kind == "hf-cache" and b.kind == "hf-local-dir" and b.origin == f"hf-local-dir@{COMMIT}"
+    assert a.added.methods == {"hardlink": 4}
+    ea, eb = (store.get_manifest(r.added.manifest).entries for r in (a, b))
+    assert [(e.path, e.digest, e.sha256) for e in ea] == [(e.path, e.digest, e.sha256) for e in eb]
+    _check_imported(store, a, files)
+    for victim in (os.path.realpath(os.path.join(snap, "Wan2.1_VAE.pth")), local / "config.json"):
+        flip_byte(Path(victim), 2)
+    with pytest.raises(IntegrityError, match="Wan2.1_VAE.pth"):
+        import_model(store, f"hf://{REPO}", None, "3", hf_cache=str(tmp_path / "hub"))
+    with pytest.raises(IntegrityError, match="config.json.*git SHA-1"):
+        import_model(store, str(local), REPO, "4")
+    assert sorted(store.refs.tags(REPO)) == ["1", "2"]
