@@ -265,3 +265,17 @@ def test_an_export_never_writes_through_a_symlinked_directory(store, tmp_path):
     with pytest.raises(UnsafeDestination):
         export_oci(store, REPO, "1.1.0", tmp_path / "oci")
     assert list(elsewhere.iterdir()) == []
+
+
+def test_hfs_own_blob_of_that_name_is_left_alone(store, tmp_path):
+    files = {"model.safetensors": os.urandom(4096), "config.json": b"{}"}
+    repo = hf_cache(tmp_path / "hub", REPO, files)
+    import_model(store, str(repo), None, "1")
+    sha = hashlib.sha256(files["config.json"]).hexdigest()
+    (tmp_path / "hub2").mkdir()
+    own = tmp_path / "hub2" / "models--Wan-AI--Wan2.2-T2V-A14B" / "blobs" / sha
+    own.parent.mkdir(parents=True)
+    own.write_bytes(b"{}")
+    res = export_hf_cache(store, REPO, "1", cache_dir=tmp_path / "hub2")
+    assert res.linked == 1  # the other blob; HF's own config.json blob stays its own file
+    assert own.read_bytes() == b"{}" and own.stat().st_nlink == 1

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import os
+import stat
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -73,11 +74,12 @@ def sha256_of(store: Store, e: Entry, cache: HashCache, result: ExportResult) ->
 
 
 def place(src: Path, dst: Path, result: ExportResult) -> None:
-    """``dst`` becomes a name for the blob at ``src``: a hard link, else a copy; replaced
-    atomically if it is something else (a blob of that name is those bytes, so it is only ever
-    replaced by the same bytes)."""
+    """``dst`` becomes a name for the blob at ``src``: a hard link, else a copy. A regular file
+    of the right size already there (HF's own download of that SHA-256) is left alone: it is the
+    other tool's, and replacing it could only spread a store blob that rotted since its last check."""
     try:
-        if os.path.samefile(src, dst):
+        st = os.lstat(dst)
+        if os.path.samefile(src, dst) or (stat.S_ISREG(st.st_mode) and st.st_size == os.stat(src).st_size):
             return
     except FileNotFoundError:
         pass
