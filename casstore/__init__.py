@@ -13,9 +13,14 @@
 from __future__ import annotations
 
 from importlib import import_module
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 from casstore.errors import CasError, Conflict, IntegrityError, InvalidInput, NotFound
 from casstore.store.objects import Store
+
+if TYPE_CHECKING:
+    from casstore.ops.fetch import FetchResult
 
 __all__ = ["Digest", "Entry", "Manifest", "Store", "CasError", "Conflict", "IntegrityError", "InvalidInput",
            "NotFound", "add", "afetch", "checkout", "fetch", "open_store", "path", "rollback", "use", "verify"]
@@ -39,21 +44,35 @@ def open_store(path=None, *, create: bool = True) -> Store:
 
 
 def fetch(ref: str, *, remote: str | None = None, store: Store | str | None = None, jobs: int = 8,
-          limit_rate: int | None = None, progress=None, offline: bool | None = None):
+          limit_rate: int | None = None, progress=None, offline: bool | None = None) -> Path:
     """Fetch ``MODEL[@VERSION]`` (latest if no version) and return its read-only directory.
 
     An exact version complete in the store never contacts a remote; ``offline`` (default:
     ``CAS_OFFLINE``) never does, and a model without a version is then the newest one here.
+    Inside a running event loop (a Jupyter cell, an async web handler) the download runs on a
+    thread of its own, so this call blocks only its caller; ``await afetch(...)`` does not block.
     """
     import asyncio
 
-    result = asyncio.run(afetch(ref, remote=remote, store=store, jobs=jobs, limit_rate=limit_rate, progress=progress,
-                                offline=offline))
+    def run():
+        return asyncio.run(afetch(ref, remote=remote, store=store, jobs=jobs, limit_rate=limit_rate,
+                                  progress=progress, offline=offline))
+
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        result = run()  # no loop here: the usual case
+    else:
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(1, thread_name_prefix="casstore-fetch") as pool:
+            result = pool.submit(run).result()
+    assert result.path is not None  # afetch always builds the view
     return result.path
 
 
 async def afetch(ref: str, *, remote: str | None = None, store: Store | str | None = None, jobs: int = 8,
-                 limit_rate: int | None = None, progress=None, offline: bool | None = None):
+                 limit_rate: int | None = None, progress=None, offline: bool | None = None) -> FetchResult:
     """The async form of ``fetch``: returns a ``FetchResult`` (``.path``, ``.stats``, ``.version``)."""
     from casstore.model.names import Ref
     from casstore.ops.checkout import view
@@ -77,7 +96,7 @@ async def afetch(ref: str, *, remote: str | None = None, store: Store | str | No
     return result
 
 
-def path(store: Store, ref: str):
+def path(store: Store, ref: str) -> Path:
     """The read-only directory of ``MODEL[@VERSION]``'s files inside the store."""
     from casstore.model.names import Ref
     from casstore.ops.checkout import view

@@ -200,8 +200,10 @@ def init(c: Ctx, shared, remote) -> None:
 @click.option("--stale-after", type=float, default=86400.0, show_default=True, metavar="SECONDS",
               help="With --remote: an upload older than this is abandoned.")
 @click.option("--insecure", is_flag=True, help="Allow plain HTTP to a host that is not loopback.")
+@click.option("--fix", is_flag=True, help="Build the views complete versions lack (stores from before add and "
+                                          "fetch built them), so that a read-only mount can serve them.")
 @pass_ctx
-def doctor(c: Ctx, remote_name, stale_after, insecure) -> None:
+def doctor(c: Ctx, remote_name, stale_after, insecure, fix) -> None:
     """Report wrong permissions, stale locks, orphaned temp files and unknown files in the store."""
     if remote_name:
         from casstore.ops.doctor import diagnose_remote
@@ -210,8 +212,11 @@ def doctor(c: Ctx, remote_name, stale_after, insecure) -> None:
         (remote,) = open_remotes(remote_name, insecure=insecure, offline=c.offline)[:1]
         findings = _run(lambda: diagnose_remote(remote, stale_after), [remote])
     else:
-        from casstore.ops.doctor import diagnose
+        from casstore.ops.doctor import build_views, diagnose
 
+        if fix:
+            for label in build_views(c.store()):
+                c.info(f"built the view of {label}")
         findings = diagnose(c.store())
     for f in findings:
         c.warn(f"{f.kind}: {f.path}: {f.detail}")

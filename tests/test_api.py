@@ -109,3 +109,60 @@ def test_a_tqdm_bar_works_as_the_callback(tmp_path):
     casstore.fetch("m@1.0.0", store=str(tmp_path / "user"), remote=str(tmp_path / "nas"),
                    progress=tqdm_progress("m", file=out, mininterval=0))
     assert "293k" in out.getvalue() or "293K" in out.getvalue(), out.getvalue()  # 300,000 B in binary units
+
+
+def test_fetch_works_inside_a_running_event_loop(tmp_path):
+    """As in a Jupyter cell or an async web handler: asyncio.run() cannot nest, so the download
+    runs on a thread of its own."""
+    import asyncio
+
+    from conftest import CasRunner
+
+    pub = CasRunner(tmp_path / "pub", tmp_path)
+    pub("add", make_model(tmp_path / "src", {"w": 300_000, "config.json": b"{}"}), "--name", "m", "--version", "1.0.0")
+    pub("push", "m@1.0.0", "--remote", tmp_path / "nas")
+
+    async def cell():
+        return casstore.fetch("m@1.0.0", store=str(tmp_path / "user"), remote=str(tmp_path / "nas"))
+
+    path = asyncio.run(cell())
+    assert (path / "config.json").read_bytes() == b"{}" and (path / "w").stat().st_size == 300_000
+
+
+def test_fetch_in_a_real_jupyter_kernel(tmp_path):
+    """A real ipykernel (whose cells run inside its event loop), driven by jupyter_client."""
+    from jupyter_client.manager import start_new_kernel  # with ipykernel, in the test extra
+
+    from conftest import CasRunner
+
+    pub = CasRunner(tmp_path / "pub", tmp_path)
+    pub("add", make_model(tmp_path / "src", {"w": 300_000, "config.json": b'{"k": 1}'}), "--name", "m",
+        "--version", "1.0.0")
+    pub("push", "m@1.0.0", "--remote", tmp_path / "nas")
+    km, kc = start_new_kernel(kernel_name="python3", startup_timeout=60)
+    try:
+        code = (f"import casstore\np = casstore.fetch('m@1.0.0', store={str(tmp_path / 'user')!r}, "
+                f"remote={str(tmp_path / 'nas')!r})\nprint('OUT', (p / 'config.json').read_text())")
+        out, errors = [], []
+
+        def on_msg(msg):
+            if msg["msg_type"] == "stream":
+                out.append(msg["content"]["text"])
+            elif msg["msg_type"] == "error":
+                errors.append("\n".join(msg["content"]["traceback"]))
+
+        reply = kc.execute_interactive(code, timeout=120, output_hook=on_msg)
+        assert reply["content"]["status"] == "ok", errors
+        assert 'OUT {"k": 1}' in "".join(out)
+    finally:
+        kc.stop_channels()
+        km.shutdown_kernel(now=True)
+
+
+def test_the_api_is_typed_for_its_users():
+    import typing
+    from pathlib import Path
+
+    assert (Path(casstore.__file__).parent / "py.typed").is_file()  # PEP 561: mypy reads our hints
+    assert typing.get_type_hints(casstore.fetch)["return"] is Path
+    assert typing.get_type_hints(casstore.path)["return"] is Path

@@ -7,7 +7,6 @@ when given) and never writes through an existing path.
 from __future__ import annotations
 
 import errno
-import fcntl
 import os
 from pathlib import Path
 
@@ -26,6 +25,10 @@ def _create(name: str, dir_fd: int | None) -> int:
 
 def reflink(src: Path, name: str, dir_fd: int | None = None) -> int:
     """Create ``name`` (in ``dir_fd``) sharing ``src``'s extents; returns its open descriptor."""
+    try:
+        import fcntl  # not on Windows; FICLONE is Linux's (macOS clones with clonefile, not used here)
+    except ImportError:
+        raise LinkUnsupported(errno.ENOTSUP, "reflink not supported on this platform") from None
     with open(src, "rb") as s:
         fd = _create(name, dir_fd)
         try:
@@ -45,17 +48,22 @@ def copy(src: Path, name: str, dir_fd: int | None = None) -> int:
         fd = _create(name, dir_fd)
         try:
             remaining = os.fstat(s.fileno()).st_size
+            copy_range = getattr(os, "copy_file_range", None)  # Linux only: elsewhere, read and write
             try:
-                while remaining > 0:
-                    n = os.copy_file_range(s.fileno(), fd, min(remaining, 1 << 30))
+                while copy_range is not None and remaining > 0:
+                    n = copy_range(s.fileno(), fd, min(remaining, 1 << 30))
                     if n == 0:
                         break
                     remaining -= n
             except OSError as e:
                 if e.errno not in (errno.EXDEV, errno.ENOSYS, errno.EINVAL, errno.EOPNOTSUPP):
                     raise
+                copy_range = None
+            if copy_range is None:  # both files' offsets are where copy_file_range left them
                 while chunk := s.read(8 << 20):
-                    os.write(fd, chunk)
+                    view = memoryview(chunk)
+                    while view:
+                        view = view[os.write(fd, view):]
         except BaseException:
             os.close(fd)
             os.unlink(name, dir_fd=dir_fd)

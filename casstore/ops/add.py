@@ -24,6 +24,7 @@ from casstore.model.globs import ALWAYS_EXCLUDED, DEFAULT_EXCLUDES, PathFilter
 from casstore.model.manifest import Entry, Manifest
 from casstore.model.names import validate_model, validate_version
 from casstore.model.paths import check_tree
+from casstore.ops.checkout import prebuild_view
 from casstore.progress import Ticker
 from casstore.store.hashcache import HashCache
 from casstore.store.leases import Lease
@@ -284,8 +285,9 @@ def _write(store, files, digests, manifest, result, reuse, t0, *, force, move, j
 
     if reuse is not None:  # blobs are back if any had gone; nothing else to write
         result.manifest, result.unchanged = reuse, True
-        result.elapsed = time.monotonic() - t0
         mark(store, model, version, "used")
+        prebuild_view(store, reuse, manifest)  # a store from before views were built at add has none yet
+        result.elapsed = time.monotonic() - t0
         return result
     for d, f in first.items():  # a blob collected between our check and now is stored again
         if not store.has_blob(d):
@@ -306,6 +308,7 @@ def _write(store, files, digests, manifest, result, reuse, t0, *, force, move, j
         except Conflict:
             pass  # another writer made a first version current at the same moment
     mark(store, model, version, "used")
+    prebuild_view(store, result.manifest, manifest)  # a read-only mount of this store can serve it
     result.elapsed = time.monotonic() - t0
     return result
 

@@ -14,7 +14,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from casstore.errors import DestinationError, InvalidInput, NotFound
+from casstore.errors import CasError, DestinationError, InvalidInput, NotFound, StoreUnusable
 from casstore.fs import linking
 from casstore.fs.atomic import remove_tree
 from casstore.fs.destination import Destination
@@ -37,6 +37,33 @@ def _require_blobs(store: Store, m: Manifest) -> None:
         )
 
 
+def prebuild_view(store: Store, digest: Digest, m: Manifest) -> None:
+    """The view of a version the store has just completed (add, fetch, update, sync): built now,
+    as the HF cache builds its snapshots at download time, so that a read-only mount of this store
+    (a GPU node's) serves `cas path` and the Python API for every version its writer holds. Best
+    effort: a failure here is said once and `cas path` builds the view later."""
+    try:
+        view(store, digest, m)
+    except (OSError, CasError) as e:
+        log.warning("%s@%s is in the store, but its view was not built (%s); `cas path` builds it", m.name,
+                    m.version, e)
+
+
+def missing_views(store: Store) -> list[tuple[str, Digest, Manifest]]:
+    """Complete versions without a sound view: what a read-only mount of the store could not serve."""
+    out = []
+    for model in store.refs.models():
+        for version, d in store.refs.tags(model).items():
+            try:
+                m = store.get_manifest(d)
+                complete = all(store.has_blob(e.digest) for e in m.entries)
+            except CasError:
+                continue  # a damaged ref, a symlinked blobs/XX: `cas doctor` reports those as such
+            if complete and view_problem(store, store.layout.view(d), m):
+                out.append((f"{model}@{version}", d, m))
+    return out
+
+
 def view(store: Store, digest: Digest, m: Manifest) -> Path:
     """A directory of relative symlinks to the blobs, built once per manifest and reused only
     while it is exactly that: a real directory whose every entry is a link to the right blob
@@ -51,6 +78,11 @@ def view(store: Store, digest: Digest, m: Manifest) -> Path:
     problem = view_problem(store, final, m)
     if problem is None:
         return final
+    if not os.access(store.layout.tmp, os.W_OK):  # a read-only mount, another user's store
+        raise StoreUnusable(
+            f"{m.name}@{m.version} is in the store {store.root}, but its view is {problem} and this store cannot be "
+            f"written here: run `cas path {m.name}@{m.version}` or `cas doctor --fix` where it is writable "
+            "(add and fetch build views as they go)")
     if problem != "absent":
         log.warning("%s %s; building it again", final, problem)
         _move_aside(store, final)

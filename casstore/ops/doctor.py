@@ -12,6 +12,7 @@ from casstore.fs.writers import gone, holder_of, read_holder
 from casstore.gc.housekeeping import abandoned, junk_files
 from casstore.gc.policy import DEFAULT_GRACE
 from casstore.model.digest import Digest
+from casstore.ops.checkout import missing_views, view
 from casstore.store.layout import FORMAT_FILE, LAZY_DIRS, TOP_DIRS
 from casstore.store.leases import live_leases
 from casstore.store.objects import Store
@@ -24,12 +25,21 @@ from casstore.transfer.settings import Settings
 class Finding:
     kind: str  # permissions | stale-lock | orphaned-temp | quarantined | abandoned-partial | dead-lease |
     #            unreadable-lease | unreadable-root | unknown-file | dangling-tag | corrupt-manifest |
-    #            corrupt-ref | stale-upload | stale-remote-lock (remote)
+    #            corrupt-ref | missing-view | stale-upload | stale-remote-lock (remote)
     path: str
     detail: str
 
     def to_json(self) -> dict:
         return {"kind": self.kind, "path": self.path, "detail": self.detail}
+
+
+def build_views(store: Store) -> list[str]:
+    """`cas doctor --fix`: the views a store from before add and fetch built them lacks."""
+    built = []
+    for label, d, m in missing_views(store):
+        view(store, d, m)
+        built.append(label)
+    return built
 
 
 def diagnose(store: Store, grace: float = DEFAULT_GRACE) -> list[Finding]:
@@ -77,6 +87,10 @@ def diagnose(store: Store, grace: float = DEFAULT_GRACE) -> list[Finding]:
                                                            "operation is running"))
     out += _unreadable_refs(store)
     out += _unsafe(store)
+    for label, d, _m in missing_views(store):
+        out.append(Finding("missing-view", str(store.layout.view(d)), f"{label} is complete but has no sound view: a "
+                                                                     "read-only mount of this store cannot serve "
+                                                                     "`cas path` of it; `cas doctor --fix` builds it"))
     roots = project_roots(store)
     for path, why in roots.unreadable:
         out.append(Finding("unreadable-root", path, f"{why}; GC stops on it: remove the file if that project is gone "

@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from casstore.config import offline as is_offline
 from casstore.errors import (
@@ -27,6 +28,7 @@ from casstore.model.digest import Digest
 from casstore.model.index import Index
 from casstore.model.manifest import MAX_MANIFEST_BYTES, Manifest
 from casstore.model.versioning import latest, sort_key
+from casstore.ops.checkout import prebuild_view
 from casstore.remotes.base import FORMAT_FILE, Remote, index_path, read_small
 from casstore.remotes.base import manifest as manifest_key
 from casstore.remotes.layers import stack
@@ -46,7 +48,7 @@ class FetchResult:
     current: bool = False
     stats: Stats = field(default_factory=Stats)
     elapsed: float = 0.0
-    path: object = None  # the read-only view, when asked for (casstore.fetch)
+    path: Path | None = None  # the read-only view, when asked for (casstore.fetch)
 
     def to_json(self) -> dict:
         return {"model": self.model, "version": self.version, "manifest": str(self.manifest),
@@ -154,6 +156,7 @@ async def install(store: Store, remotes: Remote | list[Remote], model: str, vers
         store.refs.set_tag(model, version, written)
         result = FetchResult(model, version, written, stats=stats)
         _settle(store, result)
+        prebuild_view(store, written, m)  # under the lease: a GC cannot take a blob meanwhile
     return result
 
 

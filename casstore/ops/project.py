@@ -18,6 +18,7 @@ store and lists precisely what is missing.
 
 from __future__ import annotations
 
+import errno
 import logging
 import tomllib
 from dataclasses import dataclass, field
@@ -308,7 +309,14 @@ async def sync(project: Project, store: Store, remotes: list[Remote] | None, *, 
         if spec.hf_cache:
             result.exported[name] = export_hf_cache(store, name, lk.version, spec.hf_cache).path
         result.models[name] = lk.version
-    register_root(store, project.lock_path, lockf)
+    try:
+        register_root(store, project.lock_path, lockf)
+    except OSError as e:
+        if e.errno != errno.EROFS:
+            raise
+        # A read-only mount of the store (a GPU node's) serves the project but cannot record it:
+        # the store's writer decides what its GC keeps.
+        log.warning("the store %s is read-only here: this project is not registered as a GC root there", store.root)
     return result
 
 
