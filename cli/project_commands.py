@@ -23,10 +23,18 @@ def check_updates(c: Ctx, models, remote_name, insecure, pre) -> None:
     names = [_ref(m).model for m in models] or None
     remotes = open_remotes(remote_name, insecure=insecure, offline=c.offline)
     infos = _run(lambda: do_check(c.store(), remotes, names, prereleases=pre), remotes)
-    lines = [f"{i.model:<24} {i.current:>12} -> {i.latest if i.available else '(up to date)'}"
-             + ("  BREAKING" if i.breaking else "")
-             + (f" (non-breaking: {i.compatible})" if i.breaking and i.compatible else "")
-             + (f"  needs: {'; '.join(i.unmet)}" if i.unmet else "") for i in infos]
+    lines = []
+    for i in infos:
+        if i.error:
+            lines.append(f"{i.model:<24} {i.current:>12}    cannot check: {i.error}")
+            continue
+        line = (f"{i.model:<24} {i.current:>12} -> {i.latest if i.available else '(up to date)'}"
+                + ("  BREAKING" if i.breaking else "")
+                + (f"  needs: {'; '.join(i.unmet)}" if i.unmet else ""))
+        if i.available and i.recommended != i.latest:
+            line += f"  (`cas update` takes {i.recommended})" if i.recommended else "  (no update runs here)"
+        lines.append(line)
+        lines += [f"{'':<24} {'':>12}    skipped {v}: {why}" for v, why in i.skipped]
     c.result({"models": [i.to_json() for i in infos]}, "\n".join(lines) or None)
 
 
@@ -35,11 +43,13 @@ def _print_plan(c: Ctx, p) -> None:
         c.info(f"{p.model} is up to date ({p.current})")
         return
     c.info(f"update {p.model}: {p.current} -> {p.target} ({p.strategy}{', BREAKING' if p.breaking else ''})")
-    c.info(f"  download {_size(p.download_bytes)}; {len(p.added)} files added, {len(p.changed)} changed, "
-           f"{len(p.removed)} removed")
-    for label, paths in (("+", p.added), ("~", p.changed), ("-", p.removed)):
+    c.info(f"  download at most {_size(p.download_bytes)} (the new blobs' size; a delta fetch moves only what local "
+           f"chunks lack); {len(p.added)} files added, {len(p.changed)} changed, {len(p.removed)} removed")
+    for label, paths in (("~", p.changed), ("+", p.added), ("-", p.removed)):  # changes first: they matter most
         for path in paths[:50]:
             c.info(f"  {label} {path}")
+        if len(paths) > 50:
+            c.info(f"  {label} and {len(paths) - 50} more (--json lists them all)")
 
 
 @cli.command()

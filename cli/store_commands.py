@@ -183,9 +183,13 @@ def checkout(c: Ctx, ref, dest, link, clean) -> None:
     c.result({"model": r.model, "version": version, "manifest": str(digest), **res.to_json()}, str(res.dest))
 
 
-def _switched(c: Ctx, model: str, s) -> None:
-    c.info(f"{model}: {s.previous or 'none'} -> {s.version}")
-    c.result({"model": model, "version": s.version, "previous": s.previous, "manifest": str(s.manifest), "seq": s.seq})
+def _switched(c: Ctx, model: str, s, before) -> None:
+    """What a use or rollback did; ``before`` is the current record it started from."""
+    changed = before is None or s.seq != before.seq
+    c.info(f"{model}: {s.previous or 'none'} -> {s.version}" if changed
+           else f"{model}: {s.version} is already current; nothing recorded")
+    c.result({"model": model, "version": s.version, "previous": s.previous if changed else s.version,
+              "manifest": str(s.manifest), "seq": s.seq, "changed": changed})
 
 
 @cli.command()
@@ -201,7 +205,9 @@ def use(c: Ctx, ref, expect, ignore_requirements) -> None:
     r = _ref(ref)
     if r.version is None:
         raise InvalidInput(f"`cas use` needs MODEL@VERSION, got {ref!r}")
-    _switched(c, r.model, do_use(c.store(), r.model, r.version, expect=expect, ignore_requirements=ignore_requirements))
+    before = c.store().refs.current(r.model)
+    _switched(c, r.model, do_use(c.store(), r.model, r.version, expect=expect, ignore_requirements=ignore_requirements),
+              before)
 
 
 @cli.command()
@@ -216,14 +222,15 @@ def rollback(c: Ctx, model, version, refetch, remote_name, insecure) -> None:
 
     r = _ref(model if version is None else f"{model}@{version}")
     store = c.store()
+    before = store.refs.current(r.model)
     if not refetch:
-        _switched(c, r.model, do_rollback(store, r.model, r.version))
+        _switched(c, r.model, do_rollback(store, r.model, r.version), before)
         return
     from casstore.ops.fetch import open_remotes
     from casstore.ops.switch import rollback_fetching
 
     remotes = open_remotes(remote_name, insecure=insecure, offline=c.offline)
-    _switched(c, r.model, _run(lambda: rollback_fetching(store, remotes, r.model, r.version), remotes))
+    _switched(c, r.model, _run(lambda: rollback_fetching(store, remotes, r.model, r.version), remotes), before)
 
 
 @cli.command()

@@ -72,3 +72,22 @@ def test_a_bad_requirement_stops_add_before_it_starts(tmp_path):
     p = cas("add", make_model(tmp_path / "a", {"w": 10}), "--name", "m", "--version", "1", "--requires", "torch>>2", ok=False)
     assert p.returncode == 2 and "torch>>2" in p.stderr
     assert json.loads(cas("--json", "list").stdout)["models"] == []
+
+
+def test_check_updates_recommends_what_runs_here_and_update_takes_it(tmp_path):
+    pub = CasRunner(tmp_path / "pub", tmp_path)
+    for v, req in (("1.0.0", ()), ("1.1.1", ("--requires", "python>=3.8")), ("1.1.5", ("--requires", MISSING))):
+        pub("add", make_model(tmp_path / v, {"w": v.encode()}), "--name", "m", "--version", v, *req)
+        pub("push", f"m@{v}", "--remote", tmp_path / "nas")
+    pub("add", make_model(tmp_path / "local", {"w": b"x"}), "--name", "never-pushed", "--version", "1")
+    user = CasRunner(tmp_path / "user", tmp_path)
+    user("fetch", "m@1.0.0", "--remote", tmp_path / "nas")
+    user("add", make_model(tmp_path / "local2", {"w": b"y"}), "--name", "never-pushed", "--version", "1")
+    p = user("check-updates", "--remote", tmp_path / "nas")  # exit 0: one unpublished model is one line
+    assert "never-pushed" in p.stdout and "cannot check" in p.stdout
+    assert "`cas update` takes 1.1.1" in p.stdout and f"skipped 1.1.5: needs {MISSING}" in p.stdout
+    infos = {i["model"]: i for i in user.json("check-updates", "--remote", tmp_path / "nas")["models"]}
+    assert infos["m"]["latest"] == "1.1.5" and infos["m"]["recommended"] == "1.1.1"
+    assert infos["m"]["skipped"] == [{"version": "1.1.5", "why": f"needs {MISSING} (not installed)"}]
+    assert infos["never-pushed"]["error"] and infos["never-pushed"]["recommended"] is None
+    assert user.json("update", "m", "--remote", tmp_path / "nas")["to"] == "1.1.1"  # not 1.1.5, then exit 5

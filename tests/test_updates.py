@@ -38,7 +38,8 @@ def test_check_updates(env):
     user, nas = env
     [info] = user.json("check-updates", "--remote", nas)["models"]
     assert info == {"model": "t2v", "current": "1.0.0", "latest": "2.0.0", "update_available": True,
-                    "breaking": True, "compatible": "1.2.0", "unmet_requirements": []}
+                    "breaking": True, "compatible": "1.2.0", "unmet_requirements": [], "recommended": "1.2.0",
+                    "skipped": [], "error": None}
 
 
 def test_dry_run_changes_nothing(env, tmp_path):
@@ -128,3 +129,19 @@ def test_kill_9_during_update(tmp_path):
         assert store.refs.current("m").version == "1.1.0"
     assert killed >= 8, f"only {killed} of 12 updates were still running when killed"
     assert "1.0.0" in outcomes
+
+
+def test_a_dry_run_lists_every_change_or_says_how_many_more(tmp_path):
+    pub = CasRunner(tmp_path / "pub", tmp_path)
+    old = {f"f{i:03d}": f"a{i}".encode() for i in range(60)}
+    new = {**{f"f{i:03d}": f"b{i}".encode() for i in range(60)}, **{f"new{i:03d}": b"n" for i in range(3)}}
+    pub("add", make_model(tmp_path / "old", old), "--name", "m", "--version", "1.0.0")
+    pub("add", make_model(tmp_path / "new", new), "--name", "m", "--version", "1.1.0")
+    for v in ("1.0.0", "1.1.0"):
+        pub("push", f"m@{v}", "--remote", tmp_path / "nas")
+    user = CasRunner(tmp_path / "user", tmp_path)
+    user("fetch", "m@1.0.0", "--remote", tmp_path / "nas")
+    p = user("update", "m", "--dry-run", "--remote", tmp_path / "nas")
+    assert "~ and 10 more (--json lists them all)" in p.stderr
+    assert p.stderr.count("\n  ~ f") == 50 and "+ new002" in p.stderr and "download at most" in p.stderr
+    assert len(user.json("update", "m", "--dry-run", "--remote", tmp_path / "nas")["changed"]) == 60

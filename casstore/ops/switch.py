@@ -55,11 +55,20 @@ def use(store: Store, model: str, version: str, *, expect: str | None = None,
 
 
 def rollback(store: Store, model: str, version: str | None = None) -> Switch:
+    """Back to the previous version (or to ``version``). Already there: nothing is recorded,
+    and the current switch record is returned as it is."""
     history = store.refs.history(model)
     if not history:
         store.resolve(model)  # raises the right NotFound
     target, digest = rollback_target(history, version)
-    return switch_to(store, model, target, digest, "rollback", history[-1])
+    head = history[-1]
+    if (head.version, head.manifest) == (target, digest):
+        record_use(store, model, target)
+        return head
+    if not store.has_manifest(digest):
+        raise NotFound(f"{model}@{target} (manifest {digest}) is no longer in the store (collected by GC?); "
+                       f"`cas rollback {model}{' ' + version if version else ''} --fetch` fetches it again first")
+    return switch_to(store, model, target, digest, "rollback", head)
 
 
 async def rollback_fetching(store: Store, remotes, model: str, version: str | None = None, *, settings=None,

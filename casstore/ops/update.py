@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from casstore.errors import Conflict, InvalidInput, NotFound
+from casstore.errors import Conflict, InvalidInput, NotFound, RequirementsUnmet
 from casstore.model import runtime
 from casstore.model.digest import Digest
 from casstore.model.manifest import Manifest
@@ -55,6 +55,9 @@ class UpdateInfo:
     breaking: bool  # is the latest version a breaking update?
     compatible: str | None = None  # the newest non-breaking update, if any
     unmet: tuple[str, ...] = ()  # what the latest version needs that this environment lacks
+    recommended: str | None = None  # what `cas update` takes: the newest non-breaking one that runs here
+    skipped: tuple[tuple[str, str], ...] = ()  # newer non-breaking versions passed over, and why
+    error: str | None = None  # why this model could not be checked (the others still are)
 
     @property
     def available(self) -> bool:
@@ -63,11 +66,34 @@ class UpdateInfo:
     def to_json(self) -> dict:
         return {"model": self.model, "current": self.current, "latest": self.latest,
                 "update_available": self.available, "breaking": self.breaking, "compatible": self.compatible,
-                "unmet_requirements": list(self.unmet)}
+                "unmet_requirements": list(self.unmet), "recommended": self.recommended,
+                "skipped": [{"version": v, "why": why} for v, why in self.skipped], "error": self.error}
+
+
+async def runnable_update(store: Store, remotes: list[Remote], model: str, index, current: str, *,
+                          prereleases: bool = False, allow_breaking: bool = False) -> tuple[str | None, list[tuple[str, str]]]:
+    """The newest version above ``current`` (not crossing a breaking one unless ``allow_breaking``)
+    whose runtime requirements this environment meets, and the newer ones skipped with why."""
+    reach = latest(index.versions, prereleases=prereleases) if allow_breaking else compatible(
+        index, current, prereleases=prereleases)
+    if reach is None:
+        return None, []
+    candidates = sorted((v for v in index.versions if sort_key(current) < sort_key(v) <= sort_key(reach)
+                         and (prereleases or not is_prerelease(v))), key=sort_key, reverse=True)
+    skipped: list[tuple[str, str]] = []
+    for v in candidates:
+        m = await load_manifest(store, remotes, index.versions[v].manifest, model, v)
+        problems = runtime.unmet(m.meta)
+        if not problems:
+            return v, skipped
+        skipped.append((v, "needs " + "; ".join(problems)))
+    return None, skipped
 
 
 async def check_updates(store: Store, remotes: list[Remote], models: list[str] | None = None,
                         *, prereleases: bool = False) -> list[UpdateInfo]:
+    """One line per model: a model the remote does not publish (or that fails to read) is that
+    model's line, not the failure of all."""
     out = []
     for model in models or store.refs.models():
         cur = store.refs.current(model)
@@ -75,7 +101,11 @@ async def check_updates(store: Store, remotes: list[Remote], models: list[str] |
             if models:
                 store.resolve(model)  # a model named but not here (or with no current): NotFound
             continue
-        index, _ = await read_index(remotes, model)
+        try:
+            index, _ = await read_index(remotes, model)
+        except NotFound as e:
+            out.append(UpdateInfo(model, cur.version, None, False, error=str(e)))
+            continue
         newest = latest(index.versions, prereleases=prereleases)
         breaking = bool(newest and sort_key(newest) > sort_key(cur.version)
                         and is_breaking(cur.version, newest, index.versions[newest].breaking))
@@ -83,8 +113,9 @@ async def check_updates(store: Store, remotes: list[Remote], models: list[str] |
         if newest is not None and sort_key(newest) > sort_key(cur.version):
             m = await load_manifest(store, remotes, index.versions[newest].manifest, model, newest)
             unmet = tuple(runtime.unmet(m.meta))
+        recommended, skipped = await runnable_update(store, remotes, model, index, cur.version, prereleases=prereleases)
         out.append(UpdateInfo(model, cur.version, newest, breaking, compatible(index, cur.version, prereleases=prereleases),
-                              unmet))
+                              unmet, recommended, tuple(skipped)))
     return out
 
 
@@ -137,6 +168,15 @@ async def plan_update(store: Store, remotes: list[Remote], model: str, *, to: st
         if target is None and newest is not None and sort_key(newest) > sort_key(head.version):
             raise Conflict(f"{model}@{newest} is a breaking update from {head.version} and no non-breaking "
                            "update exists; pass --allow-breaking to take it")
+        if target is not None and sort_key(target) > sort_key(head.version) and not ignore_requirements:
+            # what check-updates recommends: the newest of those that run here
+            runnable, skipped = await runnable_update(store, remotes, model, index, head.version,
+                                                      prereleases=prereleases, allow_breaking=allow_breaking)
+            if runnable is None:
+                raise RequirementsUnmet(f"no update of {model} from {head.version} runs here: "
+                                        + "; ".join(f"{v} {why}" for v, why in skipped)
+                                        + " (--ignore-requirements to take the newest anyway)")
+            target = runnable
         if target is None or sort_key(target) <= sort_key(head.version):
             target = head.version  # nothing newer: never a downgrade
     if target not in index.versions and target != head.version:
