@@ -13,6 +13,7 @@ from datetime import UTC, datetime
 import click
 
 CREATORS = {"add", "import", "fetch", "update", "sync", "lock", "init"}
+PROGRESS_MODES = ("auto", "bar", "plain", "json", "none")
 
 
 class Ctx:
@@ -24,6 +25,7 @@ class Ctx:
         self._store = None
         self.pending: dict | None = None
         self.offline = False
+        self.progress: str | None = None  # --progress; None: CAS_PROGRESS, else auto
 
     def store(self):
         """The store; only commands that put something in it create it (reading commands on a
@@ -68,7 +70,8 @@ class Ctx:
             click.echo(msg, err=True)
 
     def warn(self, msg: str) -> None:
-        click.echo(f"warning: {msg}", err=True)
+        if not self.quiet:  # -q: errors only
+            click.echo(f"warning: {msg}", err=True)
 
     def result(self, data: dict, human: str | None = None) -> None:
         """The command's result: printed now for people; with --json kept until the command ends,
@@ -147,6 +150,8 @@ _GLOBAL_OPTIONS = [
     click.Option(["-v", "--verbose"], count=True, expose_value=False, hidden=True,
                  callback=_global("verbose", lambda a, b: a + b, then=Ctx.configure_logging)),
     click.Option(["--offline"], is_flag=True, expose_value=False, hidden=True, callback=_global("offline")),
+    click.Option(["--progress"], type=click.Choice(PROGRESS_MODES), expose_value=False, hidden=True,
+                 callback=_global("progress")),
 ]
 
 
@@ -168,9 +173,13 @@ class CasGroup(click.Group):
 @click.option("-q", "--quiet", is_flag=True, help="Only errors on stderr.")
 @click.option("-v", "--verbose", count=True, help="More detail on stderr (-vv: debug).")
 @click.option("--offline", is_flag=True, help="Never contact a remote (also CAS_OFFLINE=1).")
+@click.option("--progress", "progress", type=click.Choice(PROGRESS_MODES), default=None,
+              help="auto (a bar on a terminal, a line every 5 s otherwise), bar, plain, json (NDJSON events "
+                   "on stderr), none; also CAS_PROGRESS.")
 @click.version_option(package_name="casstore")
 @click.pass_context
-def cli(ctx: click.Context, store: str | None, as_json: bool, quiet: bool, verbose: int, offline: bool) -> None:
+def cli(ctx: click.Context, store: str | None, as_json: bool, quiet: bool, verbose: int, offline: bool,
+        progress: str | None) -> None:
     """casstore: a content-addressed store for large model weights.
 
     Its options are accepted after the command as well (`cas list --json`).
@@ -178,7 +187,7 @@ def cli(ctx: click.Context, store: str | None, as_json: bool, quiet: bool, verbo
     from casstore.config import offline as env_offline
 
     c = ctx.ensure_object(Ctx)
-    c.store_arg, c.json, c.quiet, c.verbose = store, as_json, quiet, verbose
+    c.store_arg, c.json, c.quiet, c.verbose, c.progress = store, as_json, quiet, verbose, progress
     c.offline = env_offline(offline or None)  # CAS_OFFLINE: a bad value is an error, with --json too
     c.configure_logging()
 
@@ -190,18 +199,44 @@ def _policy(max_size, retention_days, keep_last, grace):
 
 
 class _progress:
-    """A rich progress bar on a TTY (bytes, in binary units like every other size casstore
-    prints); nothing with -q, --json, NO_COLOR or when stderr is not a terminal."""
+    """Progress of a long command on stderr (bytes, in binary units like every other size casstore
+    prints). ``--progress`` (or ``CAS_PROGRESS``): ``bar`` a rich bar; ``plain`` a line every
+    ``CAS_PROGRESS_INTERVAL`` seconds (5) and at the end, for CI logs; ``json`` NDJSON events
+    (start, progress at most each second, every casstore log record: retries, mirrors demoted,
+    files verified, and end); ``none``. ``auto``: a bar on a terminal, plain lines otherwise,
+    nothing with -q or --json. NO_COLOR only takes the colour away (rich honours it)."""
 
     def __init__(self, c: Ctx, label: str) -> None:
         import os
 
-        self.on = not (c.quiet or c.json or os.environ.get("NO_COLOR")) and sys.stderr.isatty()
-        self.label = label
+        from casstore.config import env
+        from casstore.model import values
+
+        mode = c.progress or env("CAS_PROGRESS", values.choice(*PROGRESS_MODES), "auto")
+        if mode == "auto":
+            mode = "none" if (c.quiet or c.json) else "bar" if sys.stderr.isatty() else "plain"
+        self.mode, self.label = mode, label
+        self.interval = env("CAS_PROGRESS_INTERVAL", values.seconds, 5.0) if mode == "plain" else 1.0
+        self.on = mode != "none"
+        self._os = os
 
     def __enter__(self):
-        if not self.on:
-            return None
+        if self.mode == "bar":
+            return self._bar()
+        if self.mode in ("plain", "json"):
+            import time
+
+            self.t0 = self.last = time.monotonic()
+            self.done, self.total = 0, None
+            if self.mode == "json":
+                self._event("start")
+                self._hook_log()
+            else:
+                click.echo(f"{self.label}: started", err=True)
+            return self._tick
+        return None
+
+    def _bar(self):
         from rich.progress import BarColumn, DownloadColumn, Progress, ProgressColumn, TimeRemainingColumn
         from rich.text import Text
 
@@ -217,11 +252,57 @@ class _progress:
         self.task = self.bar.add_task(self.label, total=None)
         return lambda done, total: self.bar.update(self.task, completed=done, total=total)
 
-    def __exit__(self, *exc):
-        if self.on:
-            self.bar.__exit__(*exc)
+    def _tick(self, done: int, total: int | None) -> None:
+        import time
 
+        self.done, self.total = done, total
+        now = time.monotonic()
+        if now - self.last >= self.interval:
+            self.last = now
+            self._report("progress")
 
+    def _report(self, event: str, **extra) -> None:
+        import time
+
+        elapsed = time.monotonic() - self.t0
+        rate = self.done / elapsed if elapsed > 0 else 0.0
+        if self.mode == "json":
+            self._event(event, done=self.done, total=self.total, rate=round(rate), elapsed=round(elapsed, 3), **extra)
+            return
+        pct = f" ({100 * self.done / self.total:.0f} %)" if self.total else ""
+        of = f" of {_size(self.total)}" if self.total else ""
+        state = {"progress": "", "end": ", done", "failed": ", failed"}[event]
+        click.echo(f"{self.label}: {_size(self.done)}{of}{pct}, {_size(int(rate))}/s, {elapsed:.0f} s{state}", err=True)
+
+    def _event(self, event: str, **fields) -> None:
+        import json
+        import time
+
+        click.echo(json.dumps({"event": event, "what": self.label, "time": round(time.time(), 3), **fields}), err=True)
+
+    def _hook_log(self) -> None:
+        import logging
+
+        outer = self
+
+        class Events(logging.Handler):
+            def emit(self, record: logging.LogRecord) -> None:
+                outer._event("log", level=record.levelname.lower(), message=record.getMessage())
+
+        self.log = logging.getLogger("casstore")
+        self.saved = (self.log.handlers[:], self.log.level)
+        self.log.handlers[:] = [Events()]
+        self.log.setLevel(min(self.log.level, logging.INFO))
+
+    def __exit__(self, exc_type, exc, tb):
+        if self.mode == "bar":
+            self.bar.__exit__(exc_type, exc, tb)
+        elif self.mode in ("plain", "json"):
+            if self.mode == "json":
+                self.log.handlers[:], level = self.saved
+                self.log.setLevel(level)
+            self._report("end" if exc_type is None else "failed",
+                         **({"error": str(exc)} if exc is not None and self.mode == "json" else {}))
 
 
 @cli.command()

@@ -322,8 +322,8 @@ def test_progress_bar_on_a_tty_only(tmp_path, family):
     t2v, _ = family
     publish(tmp_path, t2v, "t2v", "1.0.0", tmp_path / "nas")
     user = CasRunner(tmp_path / "user", tmp_path)
-    quiet = user("fetch", "t2v", "--remote", tmp_path / "nas")
-    assert "━" not in quiet.stderr and "%" not in quiet.stderr  # not a TTY: no bar
+    plain = user("fetch", "t2v", "--remote", tmp_path / "nas")
+    assert "━" not in plain.stderr and "fetch t2v: started" in plain.stderr  # not a TTY: lines, no bar
     assert shutil.which("script"), "util-linux's script gives the command a TTY"
     cmd = " ".join(f"'{a}'" for a in CasRunner(tmp_path / "user2", tmp_path).argv("fetch", "t2v", "--remote", tmp_path / "nas", "--limit-rate", "20M"))
     p = subprocess.run(["script", "-qec", cmd, "/dev/null"], capture_output=True, text=True, timeout=60,
@@ -347,8 +347,13 @@ def test_every_long_command_shows_progress_on_a_tty(tmp_path, family):
         p = on_a_tty(me.argv(*args))
         assert p.returncode == 0, p.stdout
         assert label in p.stdout and "MiB" in p.stdout, (label, p.stdout[-500:])
+    import re
+
+    colour = re.compile(r"\x1b\[[0-9;]*m")  # SGR: colours and styles, not cursor moves
+    p = on_a_tty(CasRunner(tmp_path / "c", tmp_path).argv("fetch", "t2v", "--remote", tmp_path / "nas"))
+    assert colour.search(p.stdout), "a bar in colour, so that the check below can fail"
     p = on_a_tty(CasRunner(tmp_path / "u", tmp_path).argv("fetch", "t2v", "--remote", tmp_path / "nas"), NO_COLOR="1")
-    assert p.returncode == 0 and "fetch t2v" not in p.stdout  # NO_COLOR: no bar
+    assert p.returncode == 0 and "fetch t2v" in p.stdout and not colour.search(p.stdout)  # NO_COLOR: the bar, no colour
 
 
 @pytest.mark.slow  # two publishing processes
@@ -391,3 +396,34 @@ def test_the_same_tree_added_on_two_machines_is_one_manifest(tmp_path, family):
     c("add", t2v, "--name", "t2v", "--version", "1.0.0", "--note", "other notes")
     p = c("push", "t2v@1.0.0", "--remote", tmp_path / "nas", ok=False)
     assert p.returncode == 5 and "already published" in p.stderr
+
+
+def test_progress_for_ci_logs_and_machines(tmp_path):
+    """Without a terminal: a plain line every CAS_PROGRESS_INTERVAL seconds and at the end;
+    --progress json: NDJSON events on stderr, the result still alone on stdout."""
+    import json as _json
+    import os as _os
+
+    pub = CasRunner(tmp_path / "pub", tmp_path)
+    pub("add", make_model(tmp_path / "src", {"w.bin": 3 << 20}), "--name", "m", "--version", "1")
+    pub("push", "m@1", "--remote", tmp_path / "nas")
+    user = CasRunner(tmp_path / "user", tmp_path)
+    _os.environ["CAS_PROGRESS_INTERVAL"] = "0"
+    try:
+        p = user("fetch", "m@1", "--remote", tmp_path / "nas")
+    finally:
+        del _os.environ["CAS_PROGRESS_INTERVAL"]
+    lines = [line for line in p.stderr.splitlines() if line.startswith("fetch m@1:")]
+    assert lines[0] == "fetch m@1: started" and lines[-1].endswith(", done") and "3.0 MiB of 3.0 MiB (100 %)" in lines[-1]
+    assert len(lines) >= 3
+    p = user("--json", "--progress", "json", "fetch", "m@1", "--remote", tmp_path / "nas")
+    events = [_json.loads(line) for line in p.stderr.splitlines() if line.startswith("{")]
+    assert [e["event"] for e in events][0] == "start" and events[-1]["event"] == "end"
+    assert _json.loads(p.stdout)["version"] == "1"  # stdout: the result only
+    other = CasRunner(tmp_path / "other", tmp_path)
+    p = other("fetch", "m@1", "--remote", tmp_path / "nas", "--progress", "json")
+    events = [_json.loads(line) for line in p.stderr.splitlines()]  # every stderr line is an event
+    assert any(e["event"] == "log" and "verified" in e["message"] for e in events), events
+    assert events[-1]["event"] == "end" and events[-1]["done"] == events[-1]["total"] == 3 << 20
+    q = other("fetch", "m@1", "--remote", tmp_path / "nas", "-q")
+    assert q.stderr == ""

@@ -203,11 +203,18 @@ def add(
         # thread hashing alone at the end (SHA-256 of one file cannot be split).
         by_size = sorted(range(len(files)), key=lambda i: -files[i].st.st_size)
         hashed: list[tuple[Digest, int]] = [(Digest("0" * 64), 0)] * len(files)
+        # Progress counts the version's bytes once: a file whose blob must still be copied in is
+        # half done when hashed, the rest when written (tick.owed); one already here, or linked, is done.
+        tick.owed = {}
         with ThreadPoolExecutor(max(1, jobs)) as pool:
             for i, h in zip(by_size, pool.map(digest_of, [files[i] for i in by_size])):
                 f = files[i]
                 hashed[i] = h
-                tick(f.st.st_size)
+                if f.path in staged or h[0] in tick.owed or store.has_blob(h[0]):
+                    tick(f.st.st_size)
+                else:
+                    tick(f.st.st_size // 2)
+                    tick.owed[h[0]] = f.st.st_size - f.st.st_size // 2
                 log.info("%s: %s (%d bytes%s)", f.path, h[0], f.st.st_size, "" if h[1] else ", hash cache")
         digests = [d for d, _ in hashed]
         result.hashed_bytes = sum(n for _, n in hashed)
@@ -271,14 +278,15 @@ def _write(store, files, digests, manifest, result, reuse, t0, *, force, move, j
             return store.publish_staged(s)
         return store.put_file(f.abspath, expected=d, move=move)
 
-    tick(0, sum(f.st.st_size for d, f in first.items() if not store.has_blob(d)))
     with ThreadPoolExecutor(max(1, jobs)) as pool:
         for p in pool.map(put, first.items()):
+            tick(tick.owed.pop(p.digest, 0))
             if p.new:
-                tick(p.size)
                 result.new_blobs += 1
                 result.new_bytes += p.size
                 result.methods[p.method] = result.methods.get(p.method, 0) + 1
+    tick(sum(tick.owed.values()))  # blobs another writer stored meanwhile: done too
+    tick.owed.clear()
     if leave_links:
         for f, d in zip(files, digests):
             _leave_link(store, f.abspath, d)
