@@ -65,13 +65,30 @@ class Ctx:
         handler.rich = rich  # type: ignore[attr-defined]
         log.handlers[:] = [handler]
 
+    def progress_mode(self) -> str:
+        """--progress, else CAS_PROGRESS, else auto (a bad CAS_PROGRESS is an error naming it)."""
+        from casstore.config import env
+        from casstore.model import values
+
+        return self.progress or env("CAS_PROGRESS", values.choice(*PROGRESS_MODES), "auto")
+
     def info(self, msg: str) -> None:
         if not self.quiet:
-            click.echo(msg, err=True)
+            self._say("info", msg, msg)
 
     def warn(self, msg: str) -> None:
         if not self.quiet:  # -q: errors only
-            click.echo(f"warning: {msg}", err=True)
+            self._say("warning", msg, f"warning: {msg}")
+
+    def _say(self, level: str, msg: str, line: str) -> None:
+        if self.progress_mode() == "json":  # stderr is then all NDJSON events
+            import json
+            import time
+
+            click.echo(json.dumps({"event": "message", "level": level, "message": msg, "time": round(time.time(), 3)}),
+                       err=True)
+        else:
+            click.echo(line, err=True)
 
     def result(self, data: dict, human: str | None = None) -> None:
         """The command's result: printed now for people; with --json kept until the command ends,
@@ -201,24 +218,22 @@ def _policy(max_size, retention_days, keep_last, grace):
 class _progress:
     """Progress of a long command on stderr (bytes, in binary units like every other size casstore
     prints). ``--progress`` (or ``CAS_PROGRESS``): ``bar`` a rich bar; ``plain`` a line every
-    ``CAS_PROGRESS_INTERVAL`` seconds (5) and at the end, for CI logs; ``json`` NDJSON events
+    ``CAS_PROGRESS_INTERVAL`` seconds (5), and one at the end if any came before, for CI logs; ``json`` NDJSON events
     (start, progress at most each second, every casstore log record: retries, mirrors demoted,
-    files verified, and end); ``none``. ``auto``: a bar on a terminal, plain lines otherwise,
+    files verified, and end; the command's own messages become events too); ``none``. ``auto``: a bar on a terminal, plain lines otherwise,
     nothing with -q or --json. NO_COLOR only takes the colour away (rich honours it)."""
 
     def __init__(self, c: Ctx, label: str) -> None:
-        import os
-
         from casstore.config import env
         from casstore.model import values
 
-        mode = c.progress or env("CAS_PROGRESS", values.choice(*PROGRESS_MODES), "auto")
+        mode = c.progress_mode()
         if mode == "auto":
             mode = "none" if (c.quiet or c.json) else "bar" if sys.stderr.isatty() else "plain"
         self.mode, self.label = mode, label
         self.interval = env("CAS_PROGRESS_INTERVAL", values.seconds, 5.0) if mode == "plain" else 1.0
         self.on = mode != "none"
-        self._os = os
+        self.printed = False  # plain: a command over before its first interval says nothing more
 
     def __enter__(self):
         if self.mode == "bar":
@@ -231,8 +246,6 @@ class _progress:
             if self.mode == "json":
                 self._event("start")
                 self._hook_log()
-            else:
-                click.echo(f"{self.label}: started", err=True)
             return self._tick
         return None
 
@@ -259,6 +272,7 @@ class _progress:
         now = time.monotonic()
         if now - self.last >= self.interval:
             self.last = now
+            self.printed = True
             self._report("progress")
 
     def _report(self, event: str, **extra) -> None:
@@ -301,8 +315,9 @@ class _progress:
             if self.mode == "json":
                 self.log.handlers[:], level = self.saved
                 self.log.setLevel(level)
-            self._report("end" if exc_type is None else "failed",
-                         **({"error": str(exc)} if exc is not None and self.mode == "json" else {}))
+            if self.mode == "json" or self.printed:
+                self._report("end" if exc_type is None else "failed",
+                             **({"error": str(exc)} if exc is not None and self.mode == "json" else {}))
 
 
 @cli.command()
