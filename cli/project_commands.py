@@ -176,6 +176,8 @@ def sync(c: Ctx, frozen, offline, jobs, ignore_requirements, remote_name, insecu
                                    progress=progress), remotes)
     for name, v in res.models.items():
         c.info(f"{name}@{v} -> {project.root / project.models[name].path}")
+    if res.gitignored:
+        c.info(f"added {', '.join(res.gitignored)} to {project.root / '.gitignore'} (the weights stay out of git)")
     c.result(res.to_json())
 
 

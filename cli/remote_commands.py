@@ -12,7 +12,7 @@ from .gc_commands import _auto_gc
 
 @cli.group()
 def remote() -> None:
-    """Configure remotes: a directory, file://, http(s)://."""
+    """Configure remotes: a directory (or another store, read-only), file://, http(s)://, s3://BUCKET/PREFIX."""
 
 
 @remote.command("add")

@@ -130,3 +130,12 @@ def test_a_bad_settle_time_is_a_clear_error(store, monkeypatch):
 def test_an_absurd_size_argument_is_a_clear_error(pub):
     p = pub("gc", "--max-size", "9" * 40 + "G", "--dry-run", ok=False)
     assert p.returncode == 2 and "larger than" in p.stderr and "Traceback" not in p.stderr, p.stderr
+
+
+def test_a_store_path_that_is_a_file_is_named_for_reads_too(tmp_path):
+    from conftest import CasRunner
+
+    (tmp_path / "afile").write_text("x")
+    for args in (("list",), ("du",), ("add", tmp_path / "afile", "--name", "m", "--version", "1")):
+        p = CasRunner(tmp_path / "afile", tmp_path)(*args, ok=False)
+        assert p.returncode != 0 and "is a file, not a store directory" in p.stderr, (args, p.stderr)

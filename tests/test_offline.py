@@ -66,3 +66,17 @@ def test_nothing_here_and_offline_says_what_is_missing(tmp_path):
     p = subprocess.run(cas.argv("fetch", "m"), capture_output=True, text=True, timeout=60,
                        env={**os.environ, "CAS_OFFLINE": "1"})
     assert p.returncode == 3 and "offline" in p.stderr and "any version of m" in p.stderr
+
+
+def test_https_to_a_plain_http_server_is_an_error_to_fix_not_a_remote_that_is_down(node, tmp_path):
+    """Before: counted as "unreachable", so `cas fetch m` served the newest local version, exit 0."""
+    from servers import CasServe
+
+    srv = CasServe(tmp_path / "plain", token=None)
+    try:
+        https = srv.url.replace("http://", "https://")
+        p = node("fetch", "m", "--remote", https, ok=False)
+        assert p.returncode == 7, p.stderr
+        assert "TLS with" in p.stderr and "plain HTTP: use http://" in p.stderr and "newest version" not in p.stderr
+    finally:
+        srv.stop()

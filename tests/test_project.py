@@ -178,3 +178,16 @@ def test_remote_add_refuses_to_replace_without_force(tmp_path, published):
     me("remote", "add", "team", nas)  # the same URL again is fine
     me("remote", "add", "team", tmp_path / "elsewhere", "--force")
     assert me.json("remote", "list")["remotes"][0]["url"] == str(tmp_path / "elsewhere")
+
+
+def test_sync_keeps_the_materialised_weights_out_of_git(tmp_path, published):
+    nas, _ = published
+    proj, cas = project(tmp_path, nas, "1.0.0")
+    (proj / ".gitignore").write_text("*.pyc")  # no trailing newline: kept, and added after
+    out = cas.json("sync")
+    assert out["gitignored"] == ["/models/t2v/"]
+    assert (proj / ".gitignore").read_text() == "*.pyc\n/models/t2v/\n"
+    assert cas.json("sync")["gitignored"] == []  # once
+    git(proj, "init", "-q")
+    git(proj, "add", "-A")
+    assert "models/" not in git(proj, "status", "--porcelain", "--untracked-files=all")

@@ -62,3 +62,16 @@ def test_figures_are_those_counted_blob_by_blob(spec):
             assert vu.size == sum(blobs)
             assert vu.unique == sum(b for b in blobs if holders[b] == {(model, vu.version)})
             assert vu.shared == vu.size - vu.unique
+
+
+def test_one_models_figures_are_the_same_filtered_or_not(tmp_path):
+    """`cas list t2v` once counted the VAE it shares with i2v as t2v's own."""
+    from conftest import CasRunner, make_model
+
+    cas = CasRunner(tmp_path / "s", tmp_path)
+    vae = b"v" * 50_000
+    cas("add", make_model(tmp_path / "t", {"vae.pth": vae, "t.bin": 10_000}), "--name", "t2v", "--version", "1")
+    cas("add", make_model(tmp_path / "i", {"vae.pth": vae, "i.bin": 20_000}), "--name", "i2v", "--version", "1")
+    whole = {m["model"]: m for m in cas.json("list")["models"]}
+    [alone] = cas.json("list", "t2v")["models"]
+    assert alone == whole["t2v"] and alone["unique"] == 10_000

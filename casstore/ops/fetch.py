@@ -23,6 +23,9 @@ from casstore.errors import (
     NotFound,
     Offline,
     RemoteError,
+    RemoteStatusError,
+    RemoteTooSlow,
+    RemoteUnreachable,
 )
 from casstore.model.digest import Digest
 from casstore.model.index import Index
@@ -31,7 +34,7 @@ from casstore.model.versioning import latest, sort_key
 from casstore.ops.checkout import prebuild_view
 from casstore.remotes.base import FORMAT_FILE, Remote, index_path, read_small
 from casstore.remotes.base import manifest as manifest_key
-from casstore.remotes.layers import stack
+from casstore.remotes.layers import MirrorsFailed, stack
 from casstore.store.leases import Lease
 from casstore.store.markers import record_use
 from casstore.store.objects import Store
@@ -122,7 +125,7 @@ async def fetch(
     try:
         index, _ = await read_index(remotes, model)
     except RemoteError as e:
-        if version is None and (newest := _newest_local(store, model)) is not None:
+        if version is None and unavailable(e) and (newest := _newest_local(store, model)) is not None:
             log.warning("%s; using %s@%s, the newest version in the store", e, model, newest[0])
             return _local_result(store, model, *newest, t0)
         raise
@@ -143,6 +146,16 @@ async def fetch(
     result = await install(store, remotes, model, version, entry.manifest, m, settings=settings, progress=progress)
     result.elapsed = time.monotonic() - t0
     return result
+
+
+def unavailable(e: RemoteError) -> bool:
+    """Down or out of reach (refused connections, timeouts, 5xx), as against a remote that
+    answered wrongly or a TLS setup to fix: only the first lets `cas fetch M` go on with the
+    newest local version."""
+    if isinstance(e, MirrorsFailed):
+        return all(unavailable(x) for x in e.errors)
+    return (isinstance(e, (RemoteUnreachable, RemoteTooSlow)) or e.hung
+            or (isinstance(e, RemoteStatusError) and (e.status or 0) >= 500))
 
 
 async def install(store: Store, remotes: Remote | list[Remote], model: str, version: str, digest: Digest, m: Manifest, *,

@@ -244,11 +244,12 @@ class SyncResult:
     relocked: list[LockChange] = field(default_factory=list)
     restored: list[str] = field(default_factory=list)  # project files whose blob had been written through them
     exported: dict[str, str] = field(default_factory=dict)  # name -> HF cache repo folder (hf_cache =)
+    gitignored: list[str] = field(default_factory=list)  # lines added to the project's .gitignore
 
     def to_json(self) -> dict:
         return {"models": self.models, "bytes_downloaded": self.downloaded,
                 "relocked": [c.to_json() for c in self.relocked], "restored": self.restored,
-                "exported": self.exported}
+                "exported": self.exported, "gitignored": self.gitignored}
 
 
 async def sync(project: Project, store: Store, remotes: list[Remote] | None, *, frozen: bool = False,
@@ -309,6 +310,7 @@ async def sync(project: Project, store: Store, remotes: list[Remote] | None, *, 
         if spec.hf_cache:
             result.exported[name] = export_hf_cache(store, name, lk.version, spec.hf_cache).path
         result.models[name] = lk.version
+    result.gitignored = keep_out_of_git(project, [project.models[name].path for name in result.models])
     try:
         register_root(store, project.lock_path, lockf)
     except OSError as e:
@@ -318,6 +320,23 @@ async def sync(project: Project, store: Store, remotes: list[Remote] | None, *, 
         # the store's writer decides what its GC keeps.
         log.warning("the store %s is read-only here: this project is not registered as a GC root there", store.root)
     return result
+
+
+def keep_out_of_git(project: Project, paths: list[str]) -> list[str]:
+    """Add each materialised model path to the project's .gitignore (as `dvc add` does): weights
+    belong in the store and cas.lock, never in a commit. Returns the lines added."""
+    gi = project.root / ".gitignore"
+    try:
+        text = read_file(gi, max_bytes=MAX_TOML_BYTES).decode("utf-8")
+    except FileNotFoundError:
+        text = ""
+    have = {line.strip() for line in text.splitlines()}
+    add = [line for line in dict.fromkeys(f"/{p.strip('/')}/" for p in paths)
+           if line not in have and line.rstrip("/") not in have and line.lstrip("/") not in have]
+    if add:
+        new = text + ("" if not text or text.endswith("\n") else "\n") + "".join(f"{line}\n" for line in add)
+        write_file(gi, new.encode(), project.root, mode=0o644, replace=True)
+    return add
 
 
 def _missing_locally(store: Store, name: str, lk: Locked) -> list[str]:

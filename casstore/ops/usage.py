@@ -144,12 +144,14 @@ def report(store, model: str | None = None, policy: Policy | None = None, *, tot
 def _report(store, model: str | None, policy: Policy, totals: bool) -> StoreUsage:
     state = read_state(store, report=True, blobs=totals)
     details = {(v.model, v.version): (v.last_used, root_reasons(v, policy, state.now)) for v in state.versions}
-    versions = {(v.model, v.version): (v.manifest, state.summaries[v.manifest]) for v in state.versions
-                if model is None or v.model == model}
-    if model is not None and not versions:
+    # Sharing is counted over the whole store even for one model: a blob another model uses is
+    # not that model's to free (`cas list M` and `cas list` give M the same figures).
+    versions = {(v.model, v.version): (v.manifest, state.summaries[v.manifest]) for v in state.versions}
+    if model is not None and not any(m == model for m, _ in versions):
         raise NotFound(f"model {validate_model(model)} is not in the store {store.root}")
     current = {v.model: v.version for v in state.versions if "current" in v.marks}
-    out = StoreUsage(usage(versions, current, details), policy, state.now, state.broken)
+    models = [u for u in usage(versions, current, details) if model is None or u.model == model]
+    out = StoreUsage(models, policy, state.now, state.broken)
     if not totals:
         return out
     referenced = set().union(*(v.blobs for v in state.versions))

@@ -41,6 +41,7 @@ from casstore.remotes.http_rules import (
     redirect,
     refuse_encoding,
     ssl_context,
+    tls_failure,
 )
 
 log = logging.getLogger("casstore")
@@ -148,6 +149,8 @@ class HttpRemote(Remote):
                         resp = await self._sess().request(method, url, headers=h, allow_redirects=False, **via, **kw)
                 else:
                     resp = await self._sess().request(method, url, headers=h, allow_redirects=False, **via, **kw)
+            except aiohttp.ClientSSLError as e:
+                raise tls_failure(url, e) from e
             except aiohttp.ClientConnectorError as e:
                 raise RemoteUnreachable(f"cannot connect to {url}: {e}", url=url) from e
             except TimeoutError as e:

@@ -17,6 +17,7 @@ from __future__ import annotations
 import http.client
 import logging
 import socket
+import ssl
 import threading
 from collections.abc import Callable
 from urllib.parse import urlsplit
@@ -32,6 +33,7 @@ from casstore.remotes.http_rules import (
     redirect,
     refuse_encoding,
     ssl_context,
+    tls_failure,
 )
 
 log = logging.getLogger("casstore")
@@ -189,6 +191,8 @@ def _read_into(remote, key: Key, start: int, end: int, sink: Callable[[memoryvie
         for fresh in (False, True):
             try:
                 conn, reused = conns.get(where, proxy)
+            except ssl.SSLError as e:
+                raise tls_failure(url, e) from e
             except OSError as e:
                 raise RemoteUnreachable(f"cannot connect to {url}: {e}", url=url, digest=key.digest) from e
             try:
@@ -199,6 +203,9 @@ def _read_into(remote, key: Key, start: int, end: int, sink: Callable[[memoryvie
                 conns.drop(conn)
                 raise RemoteTooSlow(f"GET {url}: no complete answer within {conns.stall_timeout:g}s "
                                     "(CAS_STALL_TIMEOUT)", url=url, digest=key.digest) from e
+            except ssl.SSLError as e:  # the handshake happens at the first request on a new connection
+                conns.drop(conn)
+                raise tls_failure(url, e) from e
             except (http.client.HTTPException, OSError) as e:
                 conns.drop(conn)
                 if reused and not fresh:  # the server closed an idle keep-alive connection: once more, anew

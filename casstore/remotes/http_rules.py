@@ -105,3 +105,14 @@ def ssl_context():
         except (OSError, ssl.SSLError) as e:
             raise RemoteRefused(f"cannot use the CA bundle {bundle}: {e}") from e
     return _SSL[bundle]
+
+
+def tls_failure(url: str, e: BaseException) -> RemoteProtocolError:
+    """A TLS handshake that failed: a configuration to fix (plain http:// behind https://, an
+    untrusted certificate), not a server that is down; so neither retried nor taken for
+    "unreachable" (which `cas fetch M` would answer with the newest local version)."""
+    reason = getattr(e, "reason", None) or str(e)
+    hint = ("the server speaks plain HTTP: use http:// (with --insecure off loopback)" if "WRONG_VERSION_NUMBER" in str(e)
+            else "its certificate is not trusted here: SSL_CERT_FILE names a CA bundle" if "CERTIFICATE" in str(e)
+            else "check the URL's scheme and the server's TLS setup")
+    return RemoteProtocolError(f"TLS with {url} failed ({reason}): {hint}", url=url, retryable=False)

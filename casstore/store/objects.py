@@ -102,6 +102,8 @@ class Store:
         store = cls(root)
         fmt = store.layout.format_file
         try:
+            if root.exists() and not root.is_dir():
+                raise StoreUnusable(f"{root} is a file, not a store directory; set CAS_HOME or --store to a directory")
             if not fmt.exists():
                 if not create:
                     raise NotFound(f"no casstore store at {root} yet (`cas add` or `cas fetch` creates it; "
