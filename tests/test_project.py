@@ -191,3 +191,18 @@ def test_sync_keeps_the_materialised_weights_out_of_git(tmp_path, published):
     git(proj, "init", "-q")
     git(proj, "add", "-A")
     assert "models/" not in git(proj, "status", "--porcelain", "--untracked-files=all")
+
+
+def test_a_fetch_in_a_project_never_replaces_the_locked_version(tmp_path, published):
+    """Before: `cas fetch t2v@1.0.0 -q` rewrote (downgraded) the committed cas.lock, silently."""
+    nas, _ = published
+    proj, c = project(tmp_path, nas, "^1.0")
+    c("lock")
+    locked = (proj / "cas.lock").read_bytes()
+    assert Project.load(proj).read_lock().models["t2v"].version == "1.1.0"
+    p = c("fetch", "t2v@1.0.0", "--remote", nas)
+    assert (proj / "cas.lock").read_bytes() == locked
+    assert "keeps t2v@1.1.0; `cas lock t2v@1.0.0` records this version instead" in p.stderr
+    assert (proj / "cas.lock").read_bytes() == locked and c("fetch", "t2v@1.0.0", "--remote", nas, "-q").stderr == ""
+    c("lock", "t2v@1.0.0")
+    assert Project.load(proj).read_lock().models["t2v"].version == "1.0.0"
