@@ -145,3 +145,21 @@ def test_a_dry_run_lists_every_change_or_says_how_many_more(tmp_path):
     assert "~ and 10 more (--json lists them all)" in p.stderr
     assert p.stderr.count("\n  ~ f") == 50 and "+ new002" in p.stderr and "download at most" in p.stderr
     assert len(user.json("update", "m", "--dry-run", "--remote", tmp_path / "nas")["changed"]) == 60
+
+
+@pytest.mark.parametrize("strategy", ["conservative", "parallel", "aggressive"])
+def test_each_strategy_is_what_gc_then_frees(env, tmp_path, strategy):
+    """Before: all three left 1.0.0 kept and `gc --dry-run` freeing 0 B."""
+    user, nas = env
+    store = Store.open(tmp_path / "user")
+    user("update", "t2v", "--to", "1.1.0", "--strategy", strategy, "--remote", nas)
+    plan = user.json("gc", "--dry-run", "--grace", "0", "--keep-last", "1", "--retention-days", "30")["plan"]
+    old_tag = store.refs.get_tag("t2v", "1.0.0")
+    if strategy == "aggressive":  # gone at once: its 2 MiB are what GC frees now
+        assert old_tag is None and "t2v@1.0.0" not in plan["kept"] and plan["bytes_freed"] >= 2 << 20, plan
+        assert "--fetch" in user("rollback", "t2v", ok=False).stderr
+    else:  # one rollback root, nothing freed
+        assert "rollback root" in plan["kept"]["t2v@1.0.0"] and plan["bytes_freed"] == 0, plan
+        assert sorted(marked(store, "t2v", "keep")) == ["1.0.0"]
+    if strategy == "parallel":
+        assert store.layout.view(old_tag).is_dir() and store.layout.view(store.refs.get_tag("t2v", "1.1.0")).is_dir()

@@ -65,8 +65,8 @@ def rollback(store: Store, model: str, version: str | None = None) -> Switch:
     if (head.version, head.manifest) == (target, digest):
         record_use(store, model, target)
         return head
-    if not store.has_manifest(digest):
-        raise NotFound(f"{model}@{target} (manifest {digest}) is no longer in the store (collected by GC?); "
+    if store.refs.get_tag(model, target) != digest or not store.has_manifest(digest):
+        raise NotFound(f"{model}@{target} (manifest {digest}) is no longer in the store (removed, or collected by GC); "
                        f"`cas rollback {model}{' ' + version if version else ''} --fetch` fetches it again first")
     return switch_to(store, model, target, digest, "rollback", head)
 

@@ -5,13 +5,16 @@ pointer, so an interrupted update leaves current on the old version. It never go
 (`rollback` and `use` do), and a breaking target (a major bump, or the `breaking` flag) needs
 ``allow_breaking``.
 
-Strategies: *conservative* keeps the old version as a rollback root (``refs/M/keep/V``);
-*aggressive* drops that root, so the old version's unique blobs go at the next GC; *parallel*
-keeps both and materialises both views (`cas path M@OLD`, `cas path M@NEW`).
+Strategies: *conservative* keeps the old version as a rollback root (``refs/M/keep/V``) until
+retention or the next update; *aggressive* removes the old version at once (its tag, as `cas rm`
+does; a pinned one is kept and said), so its unique blobs go at the next GC and `cas rollback`
+needs `--fetch`; *parallel* keeps the rollback root and materialises both views (`cas path
+M@OLD`, `cas path M@NEW`).
 """
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 
 from casstore.errors import Conflict, InvalidInput, NotFound, RequirementsUnmet
@@ -26,6 +29,7 @@ from casstore.store.markers import mark, marked, unmark
 from casstore.store.objects import Store
 from casstore.transfer.download import Settings
 
+log = logging.getLogger("casstore")
 STRATEGIES = ("conservative", "aggressive", "parallel")
 
 
@@ -221,8 +225,14 @@ async def execute_update(store: Store, remotes: list[Remote], plan: UpdatePlan, 
             unmark(store, plan.model, earlier, "keep")
     if plan.strategy in ("conservative", "parallel"):
         mark(store, plan.model, plan.current, "keep")
-    else:
+    else:  # aggressive: the old version goes now, as `cas rm` would (its blobs at the next GC)
         unmark(store, plan.model, plan.current, "keep")
+        from casstore.ops.remove import remove
+
+        try:
+            remove(store, plan.model, plan.current)
+        except (Conflict, NotFound) as e:  # pinned, say: kept, and said
+            log.warning("kept %s@%s after the aggressive update: %s", plan.model, plan.current, e)
     if plan.strategy == "parallel":
         from casstore.ops.checkout import view
 
