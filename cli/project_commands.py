@@ -156,10 +156,12 @@ def lock(c: Ctx, models, remote_name, insecure, pre) -> None:
 @click.option("--offline", is_flag=True, help="Use only the local store; list what is missing.")
 @click.option("--jobs", "-j", default=8, show_default=True)
 @click.option("--ignore-requirements", is_flag=True, help="Materialise versions whose runtime requirements are not met here.")
+@click.option("--limit-rate", metavar="RATE", help="Total download bandwidth, e.g. 50M (bytes per second).")
 @_remote_options
 @pass_ctx
-def sync(c: Ctx, frozen, offline, jobs, ignore_requirements, remote_name, insecure) -> None:
+def sync(c: Ctx, frozen, offline, jobs, ignore_requirements, limit_rate, remote_name, insecure) -> None:
     """Fetch and materialise exactly what cas.lock says."""
+    from casstore.model.sizes import parse_size
     from casstore.ops.project import sync as do_sync
     from casstore.transfer.download import Settings
 
@@ -172,7 +174,8 @@ def sync(c: Ctx, frozen, offline, jobs, ignore_requirements, remote_name, insecu
         remotes = open_remotes(remote_name, project_remote=project.remote, insecure=insecure, offline=c.offline)
     with _progress(c, "sync") as progress:
         res = _run(lambda: do_sync(project, c.store(), remotes, frozen=frozen, offline=offline,
-                                   settings=Settings.from_env(jobs=jobs), ignore_requirements=ignore_requirements,
+                                   settings=Settings.from_env(jobs=jobs, rate=parse_size(limit_rate) if limit_rate else None),
+                                   ignore_requirements=ignore_requirements,
                                    progress=progress), remotes)
     for name, v in res.models.items():
         c.info(f"{name}@{v} -> {project.root / project.models[name].path}")

@@ -92,8 +92,10 @@ def push(c: Ctx, ref, remote_name, insecure, force, jobs, backfill_chunks) -> No
 @click.option("--jobs", "-j", default=8, show_default=True, help="Parallel connections.")
 @click.option("--limit-rate", metavar="RATE", help="Total bandwidth, e.g. 50M (bytes per second).")
 @_delta_option
+@click.option("--print-path", is_flag=True,
+              help="Print the version's read-only directory instead of its manifest digest: DIR=$(cas fetch M --print-path).")
 @pass_ctx
-def fetch(c: Ctx, ref, remote_name, insecure, jobs, limit_rate, delta) -> None:
+def fetch(c: Ctx, ref, remote_name, insecure, jobs, limit_rate, delta, print_path) -> None:
     """Download MODEL[@VERSION] (latest if none) into the store, verifying every byte."""
     from casstore.model.sizes import parse_size
     from casstore.ops.fetch import fetch as do_fetch
@@ -128,7 +130,13 @@ def fetch(c: Ctx, ref, remote_name, insecure, jobs, limit_rate, delta) -> None:
            f"{_size(st.bytes_from_local)} from local chunks, {_size(st.bytes_resumed)} resumed, {st.retries} retries, "
            f"{res.elapsed:.2f}s"
            + (" (now current)" if res.current else ""))
-    c.result(res.to_json(), str(res.manifest))
+    if print_path:
+        from casstore.ops.checkout import view
+
+        c.result({**res.to_json(), "path": str(view(store, res.manifest, store.get_manifest(res.manifest)))},
+                 str(store.layout.view(res.manifest)))
+    else:
+        c.result(res.to_json(), str(res.manifest))
     _auto_gc(c, [res.manifest])
 
 

@@ -430,3 +430,19 @@ def test_progress_for_ci_logs_and_machines(tmp_path):
     assert end["done"] == end["total"] == 3 << 20
     q = other("fetch", "m@1", "--remote", tmp_path / "nas", "-q")
     assert q.stderr == ""
+
+
+def test_fetch_print_path_for_scripts_and_sync_limit_rate(tmp_path):
+    pub = CasRunner(tmp_path / "pub", tmp_path)
+    pub("add", make_model(tmp_path / "src", {"config.json": b'{"a": 1}'}), "--name", "m", "--version", "1")
+    pub("push", "m@1", "--remote", tmp_path / "nas")
+    user = CasRunner(tmp_path / "user", tmp_path)
+    out = user("fetch", "m@1", "--remote", tmp_path / "nas", "--print-path").stdout.strip()  # DIR=$(cas fetch …)
+    assert out == user("path", "m@1").stdout.strip() and open(os.path.join(out, "config.json")).read() == '{"a": 1}'
+    proj = tmp_path / "proj"
+    proj.mkdir()
+    (proj / "cas.toml").write_text(f'remote = "{tmp_path / "nas"}"\n[models.m]\nversion = "1"\n')
+    me = CasRunner(tmp_path / "me", proj)
+    p = me("sync", "--limit-rate", "lots", ok=False)
+    assert p.returncode == 2 and "lots" in p.stderr
+    assert me.json("sync", "--limit-rate", "10M")["models"] == {"m": "1"}
