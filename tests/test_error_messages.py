@@ -139,3 +139,17 @@ def test_a_store_path_that_is_a_file_is_named_for_reads_too(tmp_path):
     for args in (("list",), ("du",), ("add", tmp_path / "afile", "--name", "m", "--version", "1")):
         p = CasRunner(tmp_path / "afile", tmp_path)(*args, ok=False)
         assert p.returncode != 0 and "is a file, not a store directory" in p.stderr, (args, p.stderr)
+
+
+def test_a_misspelt_model_or_version_gets_a_did_you_mean(tmp_path):
+    from conftest import CasRunner, make_model
+
+    cas = CasRunner(tmp_path / "s", tmp_path)
+    cas("add", make_model(tmp_path / "a", {"w": 10}), "--name", "t2v-A14B", "--version", "1.1.0")
+    p = cas("path", "t2v-A14", ok=False)
+    assert p.returncode == 3 and "did you mean t2v-A14B?" in p.stderr
+    p = cas("path", "t2v-a14b@1.1.0", ok=False)
+    assert p.returncode == 3 and "no model t2v-a14b here; did you mean t2v-A14B?" in p.stderr
+    p = cas("path", "t2v-A14B@1.1", ok=False)
+    assert p.returncode == 3 and "versions here: 1.1.0" in p.stderr and "did you mean 1.1.0?" in p.stderr
+    assert "did you mean" not in cas("path", "unrelated", ok=False).stderr

@@ -60,6 +60,13 @@ class Staged:
             pass
 
 
+def _did_you_mean(name: str, known: list[str]) -> str:
+    import difflib
+
+    close = difflib.get_close_matches(name, known, n=3, cutoff=0.6)
+    return f"; did you mean {' or '.join(close)}?" if close else ""
+
+
 def _staged_sha256(tmp: Path, method: str) -> Staged:
     digest, size, sha = hash_file_sha256(tmp)
     return Staged(tmp, digest, size, method, sha)
@@ -390,13 +397,17 @@ class Store:
             cur = self.refs.current(model)
             if cur is None:
                 if not self.refs.tags(model):
-                    raise NotFound(f"model {model} is not in the store {self.root}")
+                    raise NotFound(f"model {model} is not in the store {self.root}{_did_you_mean(model, self.refs.models())}")
                 raise NotFound(f"model {model} has no current version; pick one with `cas use {model}@VERSION`")
             return cur.version, cur.manifest
         d = self.refs.get_tag(model, version)
         if d is None:
-            known = ", ".join(self.refs.tags(model)) or "none"
-            raise NotFound(f"{model}@{version} is not in the store {self.root} (versions here: {known})")
+            tags = self.refs.tags(model)
+            if not tags and self.refs.current(model) is None:
+                raise NotFound(f"{model}@{version} is not in the store {self.root}: no model {model} here"
+                               f"{_did_you_mean(model, self.refs.models())}")
+            raise NotFound(f"{model}@{version} is not in the store {self.root} (versions here: "
+                           f"{', '.join(tags) or 'none'}){_did_you_mean(version, list(tags))}")
         return version, d
 
     def load(self, model: str, version: str | None = None) -> tuple[str, Digest, Manifest]:
