@@ -94,8 +94,9 @@ def push(c: Ctx, ref, remote_name, insecure, force, jobs, backfill_chunks) -> No
 @_delta_option
 @click.option("--print-path", is_flag=True,
               help="Print the version's read-only directory instead of its manifest digest: DIR=$(cas fetch M --print-path).")
+@click.option("--dry-run", is_flag=True, help="Say what the fetch would download (reads the index and manifest only).")
 @pass_ctx
-def fetch(c: Ctx, ref, remote_name, insecure, jobs, limit_rate, delta, print_path) -> None:
+def fetch(c: Ctx, ref, remote_name, insecure, jobs, limit_rate, delta, print_path, dry_run) -> None:
     """Download MODEL[@VERSION] (latest if none) into the store, verifying every byte."""
     from casstore.model.sizes import parse_size
     from casstore.ops.fetch import fetch as do_fetch
@@ -109,6 +110,16 @@ def fetch(c: Ctx, ref, remote_name, insecure, jobs, limit_rate, delta, print_pat
     if delta:
         settings.delta = delta_mode(delta)
     remotes = remotes_for_fetch(remote_name, insecure=insecure, offline=c.offline)
+    if dry_run:
+        from casstore.ops.fetch import plan_fetch
+
+        plan = _run(lambda: plan_fetch(store, remotes, r.model, r.version, settings=settings), remotes)
+        c.info(f"{r.model}@{plan.version}: {plan.files} files, {_size(plan.bytes)}; {_size(plan.bytes_here)} already "
+               f"here; would download at most {_size(plan.bytes_missing)} in {plan.blobs_missing} blobs"
+               + (f" ({_size(plan.delta_bytes)} of it in blobs with chunk maps: a delta fetch moves only what local "
+                  "chunks lack)" if plan.delta_bytes else ""))
+        c.result({**plan.to_json(), "dry_run": True}, str(plan.manifest))
+        return
     with _progress(c, f"fetch {ref}") as progress:
         res = _run(lambda: do_fetch(store, remotes, r.model, r.version, settings=settings, progress=progress,
                                     offline=c.offline), remotes)

@@ -446,3 +446,21 @@ def test_fetch_print_path_for_scripts_and_sync_limit_rate(tmp_path):
     p = me("sync", "--limit-rate", "lots", ok=False)
     assert p.returncode == 2 and "lots" in p.stderr
     assert me.json("sync", "--limit-rate", "10M")["models"] == {"m": "1"}
+
+
+def test_fetch_dry_run_says_what_it_would_download_and_downloads_nothing(tmp_path):
+    pub = CasRunner(tmp_path / "pub", tmp_path)
+    shared = os.urandom(4000)
+    pub("add", make_model(tmp_path / "a", {"shared.bin": shared, "a.bin": 3000}), "--name", "m", "--version", "1")
+    pub("add", make_model(tmp_path / "b", {"shared.bin": shared, "b.bin": 5000}), "--name", "m", "--version", "2")
+    for v in ("1", "2"):
+        pub("push", f"m@{v}", "--remote", tmp_path / "nas")
+    user = CasRunner(tmp_path / "user", tmp_path)
+    user("fetch", "m@1", "--remote", tmp_path / "nas")
+    before = sorted(p.name for p in (tmp_path / "user" / "blobs").rglob("*") if p.is_file())
+    plan = user.json("fetch", "m@2", "--remote", tmp_path / "nas", "--dry-run")
+    assert (plan["files"], plan["bytes"], plan["bytes_here"], plan["blobs_missing"], plan["bytes_missing"]) == \
+        (2, 9000, 4000, 1, 5000)
+    assert sorted(p.name for p in (tmp_path / "user" / "blobs").rglob("*") if p.is_file()) == before
+    assert user("path", "m@2", ok=False).returncode == 3  # nothing recorded
+    assert user.json("fetch", "m@2", "--remote", tmp_path / "nas")["bytes_downloaded"] == 5000  # what it said

@@ -148,6 +148,54 @@ async def fetch(
     return result
 
 
+@dataclass
+class FetchPlan:
+    """What `cas fetch M@V` would do, found without downloading a blob (`--dry-run`)."""
+
+    model: str
+    version: str
+    manifest: Digest
+    files: int
+    bytes: int  # the version's distinct blobs
+    bytes_here: int  # of those, already in the store
+    blobs_missing: int
+    bytes_missing: int  # the most the fetch downloads
+    delta_bytes: int  # of the missing, in blobs whose chunk map the remote has: delta may fetch less
+
+    def to_json(self) -> dict:
+        return {**self.__dict__, "manifest": str(self.manifest)}
+
+
+async def plan_fetch(store: Store, remotes: list[Remote], model: str, version: str | None, *,
+                     settings: Settings | None = None) -> FetchPlan:
+    settings = settings or Settings.from_env()
+    mirrors = stack(remotes, settings.tuning())
+    here = _complete_locally(store, model, version) if version is not None else None
+    if version is not None and here is not None:
+        digest, m = here
+    else:
+        index, _ = await read_index(mirrors, model)
+        version = version or latest(index.versions)
+        entry = index.versions.get(version) if version else None
+        if version is None or entry is None:
+            raise NotFound(f"{model}@{version or 'latest'} is not published "
+                           f"(versions: {', '.join(index.versions) or 'none'})")
+        digest = entry.manifest
+        m = await load_manifest(store, mirrors, digest, model, version)
+    sizes = {e.digest: e.size for e in m.entries}
+    missing = {d: n for d, n in sizes.items() if not store.has_blob(d)}
+    delta = 0
+    if settings.delta:
+        from casstore.remotes.base import chunks
+
+        for d, n in missing.items():
+            if n >= settings.delta_min_size and await mirrors.stat(chunks(d)) is not None:
+                delta += n
+    total = sum(sizes.values())
+    return FetchPlan(model, version, digest, len(m.entries), total, total - sum(missing.values()), len(missing),
+                     sum(missing.values()), delta)
+
+
 def unavailable(e: RemoteError) -> bool:
     """Down or out of reach (refused connections, timeouts, 5xx), as against a remote that
     answered wrongly or a TLS setup to fix: only the first lets `cas fetch M` go on with the
