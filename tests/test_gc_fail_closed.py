@@ -296,3 +296,21 @@ def test_gc_says_what_the_grace_period_spares(cas, tmp_path):
     assert "younger than the grace period (1h)" in p.stderr and "spare 1 blobs" in p.stderr, p.stderr
     store = Store.open(cas.store)
     assert store.refs.get_tag("m", "2") is not None
+
+
+def test_a_manifest_another_gc_has_set_aside_does_not_stop_this_gc(tmp_path):
+    """Two GCs at once (test_stress): one sets a tagged version's manifest aside for its last
+    check; the other found the tag naming a manifest "not in the store" and stopped (exit 4).
+    Now it reads the manifest where the first GC put it, and keeps the version."""
+    from conftest import CasRunner, make_model
+
+    cas = CasRunner(tmp_path / "s", tmp_path)
+    cas("add", make_model(tmp_path / "a", {"w": 5000}), "--name", "m", "--version", "1")
+    store = Store.open(tmp_path / "s")
+    d = store.refs.get_tag("m", "1")
+    trash = store.layout.gc_trash_manifests
+    trash.mkdir(parents=True, exist_ok=True)
+    os.rename(store.layout.manifest(d), trash / f"{d.hex}.otherhost.1.2-3-4.tmp")  # as gc/sweep.py names it
+    p = cas("--json", "gc", "--grace", "0", "--retention-days", "0", "--keep-last", "0", "--max-size", "0")
+    assert p.returncode == 0, p.stderr
+    assert store.has_manifest(d) and store.refs.get_tag("m", "1") == d  # kept, and put back (it is live)

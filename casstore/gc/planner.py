@@ -54,12 +54,13 @@ def root_reasons(v: VersionState, policy: Policy, now: float, leased: frozenset[
     reasons = list(v.marks)
     if v.manifest in policy.protect:
         reasons.append("just fetched or switched to by this command")
-    if v.kept_since is not None and (policy.retention_days is None or now - v.kept_since < policy.retention_days * DAY):
-        reasons.append("rollback root")
-    if v.recency is not None and v.recency < policy.keep_last:
-        reasons.append(f"among the last {policy.keep_last} used")
-    if policy.retention_days is not None and now - v.last_used < policy.retention_days * DAY:
-        reasons.append(f"used within {policy.retention_days:g} days")
+    if not v.released:  # an aggressive update gave these up (store/markers.py)
+        if v.kept_since is not None and (policy.retention_days is None or now - v.kept_since < policy.retention_days * DAY):
+            reasons.append("rollback root")
+        if v.recency is not None and v.recency < policy.keep_last:
+            reasons.append(f"among the last {policy.keep_last} used")
+        if policy.retention_days is not None and now - v.last_used < policy.retention_days * DAY:
+            reasons.append(f"used within {policy.retention_days:g} days")
     if now - v.last_used < policy.grace:
         reasons.append(f"used {format_age(now - v.last_used)} ago, within the grace period ({format_age(policy.grace)})")
     if v.manifest in leased:

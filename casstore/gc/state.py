@@ -10,7 +10,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from casstore.errors import CasError, CorruptStore
+from casstore.errors import CasError, CorruptStore, NotFound
 from casstore.gc.housekeeping import junk_files
 from casstore.model.digest import Digest
 from casstore.model.history import undo_stack
@@ -33,6 +33,7 @@ class VersionState:
     recency: int | None  # 0: current; 1: the one before it in the history; None: never current
     marks: tuple[str, ...] = ()  # current, pinned, project: roots whatever the policy
     kept_since: float | None = None  # a rollback root left by `cas update`: a root within retention
+    released: bool = False  # left by an aggressive update: no recency or retention protection
 
 
 @dataclass(frozen=True)
@@ -124,6 +125,18 @@ def read_state(store: Store, *, report: bool = False, blobs: bool = True,
         return _read_state(store, report, blobs, probe, aside or {})
 
 
+def _aside_by_another_gc(store: Store, md: Digest) -> Path | None:
+    """A manifest another GC running now has set aside before its last check (gc/sweep.py): a ref
+    naming it is not broken, only in the middle of that GC's decision, which will see the ref and
+    put it back. Read from there, so that two concurrent GCs do not stop each other."""
+    trash = store.layout.gc_trash_manifests
+    try:
+        names = [n for n in os.listdir(trash) if n.startswith(f"{md.hex}.")]
+    except FileNotFoundError:
+        return None
+    return trash / names[0] if names else None
+
+
 def _read_state(store: Store, report: bool, blobs: bool, probe: Iterable[tuple[str, str]] = (),
                 aside: Mapping[Digest, Path] = {}) -> StoreState:  # noqa: B006 (never mutated)
     now = store.now()
@@ -175,10 +188,13 @@ def _read_state(store: Store, report: bool, blobs: bool, probe: Iterable[tuple[s
         for md in needed:
             try:
                 if blobs:
-                    m = store.get_manifest(md, aside[md]) if md in aside else store.get_manifest(md)
+                    at = aside.get(md) or (None if md in manifests else _aside_by_another_gc(store, md))
+                    m = store.get_manifest(md, at) if at is not None else store.get_manifest(md)
+                    if at is not None:
+                        manifests.setdefault(md, at.stat().st_mtime)
                 cache[md] = frozenset(m.blobs()) if blobs else frozenset()
-            except CasError as e:
-                errors[md] = e
+            except (CasError, FileNotFoundError) as e:
+                errors[md] = e if isinstance(e, CasError) else NotFound(f"manifest {md} is not in the store {store.root}")
     versions = []
     extra: dict[Digest, frozenset[Digest]] = {}
     broken: list[str] = []
@@ -193,7 +209,8 @@ def _read_state(store: Store, report: bool, blobs: bool, probe: Iterable[tuple[s
     for model, tags in models.items():
         history = histories[model]
         cur = history[-1] if history else None
-        marks = Marks(marked(store, model, "pins"), marked(store, model, "keep"), marked(store, model, "used"))
+        marks = Marks(marked(store, model, "pins"), marked(store, model, "keep"), marked(store, model, "used"),
+                      marked(store, model, "released"))
         for v, md in tags.items():
             try:
                 b = blobs_of(md)
@@ -238,6 +255,7 @@ class Marks:
     pins: Mapping[str, float]
     keeps: Mapping[str, float]
     used: Mapping[str, float]
+    released: Mapping[str, float] = field(default_factory=dict)
 
 
 def version_state(model: str, version: str, md: Digest, blobs: frozenset[Digest], history: list,
@@ -258,7 +276,7 @@ def version_state(model: str, version: str, md: Digest, blobs: frozenset[Digest]
         reasons.append("locked by " + ", ".join(projects[md]))
     last = max(marks.used.get(version, 0.0), manifest_mtime)
     return VersionState(model, version, md, blobs, last, recency.get(version), tuple(reasons),
-                        marks.keeps.get(version))
+                        marks.keeps.get(version), version in marks.released)
 
 
 def read_version(store: Store, model: str, version: str, projects: Mapping[Digest, list[str]]) -> VersionState | None:
@@ -268,7 +286,7 @@ def read_version(store: Store, model: str, version: str, projects: Mapping[Diges
     md = store.refs.get_tag(model, version)
     if md is None:
         return None
-    marks = Marks(*(marked_one(store, model, version, kind) for kind in ("pins", "keep", "used")))
+    marks = Marks(*(marked_one(store, model, version, kind) for kind in ("pins", "keep", "used", "released")))
     try:
         mtime = store.layout.manifest(md).stat().st_mtime
     except FileNotFoundError:

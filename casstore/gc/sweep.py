@@ -90,7 +90,7 @@ def execute(store: Store, p: Plan, policy: Policy) -> GcResult:
             res.spared += 1
             continue
         store.refs.delete_tag(model, version)
-        for kind in ("used", "keep"):
+        for kind in ("used", "keep", "released"):
             unmark(store, model, version, kind)
         res.versions += 1
     for model in store.refs.models():

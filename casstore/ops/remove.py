@@ -35,6 +35,6 @@ def remove(store: Store, model: str, version: str, *, force: bool = False) -> Re
         why = "the current version (switch with `cas use` first)" if current else "pinned (`cas unpin` it first)"
         raise Conflict(f"{model}@{version} is {why}; or remove it anyway with --force")
     store.refs.delete_tag(model, version)
-    for kind in ("used", "pins", "keep"):
+    for kind in ("used", "pins", "keep", "released"):
         unmark(store, model, version, kind)
     return Removed(model, version, current, pinned)

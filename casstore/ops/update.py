@@ -6,9 +6,9 @@ pointer, so an interrupted update leaves current on the old version. It never go
 ``allow_breaking``.
 
 Strategies: *conservative* keeps the old version as a rollback root (``refs/M/keep/V``) until
-retention or the next update; *aggressive* removes the old version at once (its tag, as `cas rm`
-does; a pinned one is kept and said), so its unique blobs go at the next GC and `cas rollback`
-needs `--fetch`; *parallel* keeps the rollback root and materialises both views (`cas path
+retention or the next update; *aggressive* releases the old version (``refs/M/released/V``): no
+rollback root, no recency or retention protection, so the next GC collects it unless it is
+pinned, locked by a project or in use; *parallel* keeps the rollback root and materialises both views (`cas path
 M@OLD`, `cas path M@NEW`).
 """
 
@@ -225,14 +225,9 @@ async def execute_update(store: Store, remotes: list[Remote], plan: UpdatePlan, 
             unmark(store, plan.model, earlier, "keep")
     if plan.strategy in ("conservative", "parallel"):
         mark(store, plan.model, plan.current, "keep")
-    else:  # aggressive: the old version goes now, as `cas rm` would (its blobs at the next GC)
+    else:  # aggressive: the old version gives up its rollback root and recency; the next GC takes it
         unmark(store, plan.model, plan.current, "keep")
-        from casstore.ops.remove import remove
-
-        try:
-            remove(store, plan.model, plan.current)
-        except (Conflict, NotFound) as e:  # pinned, say: kept, and said
-            log.warning("kept %s@%s after the aggressive update: %s", plan.model, plan.current, e)
+        mark(store, plan.model, plan.current, "released")
     if plan.strategy == "parallel":
         from casstore.ops.checkout import view
 

@@ -3,6 +3,8 @@
 - ``pins``: the user pinned the version; GC never collects it.
 - ``keep``: the rollback root the last conservative update left (kept for the retention period).
 - ``used``: when the version was last added, fetched, switched to, checked out or viewed.
+- ``released``: an aggressive update left the version: GC keeps it only for what no policy can
+  override (current, pinned, locked by a project, leased, the grace period). Using it again clears it.
 
 GC reads them as roots (gc/state.py); the verbs write them here and nowhere else.
 """
@@ -15,7 +17,7 @@ from casstore.errors import InvalidInput
 from casstore.fs.atomic import READ_ONLY, fsync_dir, makedirs
 from casstore.model.names import validate_version
 
-KINDS = ("pins", "keep", "used")
+KINDS = ("pins", "keep", "used", "released")
 
 
 def _dir(store, model: str, kind: str):
@@ -72,6 +74,7 @@ def record_use(store, model: str, version: str) -> None:
     read-only mount, another account's store) is read as it is: no stamp, no error."""
     try:
         mark(store, model, version, "used")
+        unmark(store, model, version, "released")  # used again: no longer given up
     except OSError as e:
         if e.errno not in READ_ONLY:
             raise
