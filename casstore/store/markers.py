@@ -11,12 +11,14 @@ GC reads them as roots (gc/state.py); the verbs write them here and nowhere else
 
 from __future__ import annotations
 
+import logging
 import os
 
 from casstore.errors import InvalidInput
 from casstore.fs.atomic import READ_ONLY, fsync_dir, makedirs
 from casstore.model.names import validate_version
 
+log = logging.getLogger("casstore")
 KINDS = ("pins", "keep", "used", "released")
 
 
@@ -61,6 +63,8 @@ def mark(store, model: str, version: str, kind: str) -> None:
 
 def unmark(store, model: str, version: str, kind: str) -> bool:
     p = _dir(store, model, kind) / validate_version(version)
+    if not os.path.lexists(p):  # the usual case: no unlink to fail (or to count, on a NAS)
+        return False
     try:
         os.unlink(p)
     except FileNotFoundError:
@@ -74,7 +78,11 @@ def record_use(store, model: str, version: str) -> None:
     read-only mount, another account's store) is read as it is: no stamp, no error."""
     try:
         mark(store, model, version, "used")
-        unmark(store, model, version, "released")  # used again: no longer given up
     except OSError as e:
         if e.errno not in READ_ONLY:
             raise
+        return
+    try:
+        unmark(store, model, version, "released")  # used again: no longer given up
+    except OSError as e:  # a hint like the stamp: the next use tries again
+        log.warning("could not clear the release of %s@%s: %s", model, version, e.strerror or e)
