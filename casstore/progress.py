@@ -13,7 +13,6 @@ class Ticker:
 
     def __init__(self, progress, total: int = 0) -> None:
         self.progress, self.done, self.total = progress, 0, total
-        self.owed: dict = {}  # bytes still to count, by what they wait for (ops/add.py: a blob's write)
 
     def __call__(self, n: int, more_total: int = 0) -> None:
         self.done += n

@@ -66,11 +66,14 @@ class Ctx:
         log.handlers[:] = [handler]
 
     def progress_mode(self) -> str:
-        """--progress, else CAS_PROGRESS, else auto (a bad CAS_PROGRESS is an error naming it)."""
-        from casstore.config import env
-        from casstore.model import values
+        """--progress, else CAS_PROGRESS, else auto (a bad CAS_PROGRESS is an error naming it);
+        read once, as every message asks."""
+        if self.progress is None:
+            from casstore.config import env
+            from casstore.model import values
 
-        return self.progress or env("CAS_PROGRESS", values.choice(*PROGRESS_MODES), "auto")
+            self.progress = env("CAS_PROGRESS", values.choice(*PROGRESS_MODES), "auto")
+        return self.progress
 
     def info(self, msg: str) -> None:
         if not self.quiet:

@@ -129,12 +129,11 @@ def fetch(c: Ctx, ref, remote_name, insecure, jobs, limit_rate, delta, print_pat
     if project is not None:
         from casstore.ops.project import record_fetch
 
-        before = project.lock_path.read_bytes() if project.lock_path.exists() else None
-        kept = record_fetch(project, r.model, res.version, res.manifest, store.get_manifest(res.manifest))
+        changed, kept = record_fetch(project, r.model, res.version, res.manifest, store.get_manifest(res.manifest))
         if kept is not None:
             c.warn(f"{project.lock_path} keeps {r.model}@{kept}; `cas lock {r.model}@{res.version}` records this "
                    "version instead")
-        elif (project.lock_path.read_bytes() if project.lock_path.exists() else None) != before:
+        elif changed:
             c.info(f"recorded {r.model}@{res.version} in {project.lock_path}")
     st = res.stats
     c.info(f"{r.model}@{res.version}: {_size(st.bytes_downloaded)} downloaded, {_size(st.bytes_reused)} already here, "

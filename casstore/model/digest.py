@@ -122,8 +122,8 @@ def hash_range(h, fd: int, start: int, end: int | None = None) -> int:
 
 def hash_file_sha256(path: str | os.PathLike) -> tuple[Digest, int, str]:
     """``hash_file`` that also gives the SHA-256 (hex) from the same read: the digest Hugging
-    Face, Git LFS, Ollama and OCI name files by. SHA-256 is the slower of the two (about 1.3
-    GiB/s here against BLAKE3's 4.7 on one core), so it runs on its own thread beside BLAKE3."""
+    Face, Git LFS, Ollama and OCI name files by. SHA-256 is the slower of the two, and cannot be
+    split within a file (docs/benchmarks.md, `cas import`), so it runs on its own thread beside BLAKE3."""
     with open(path, "rb") as f:
         fd = f.fileno()
         size = os.fstat(fd).st_size

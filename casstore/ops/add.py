@@ -28,7 +28,7 @@ from casstore.ops.checkout import prebuild_view
 from casstore.progress import Ticker
 from casstore.store.hashcache import HashCache
 from casstore.store.leases import Lease
-from casstore.store.markers import mark
+from casstore.store.markers import record_use
 from casstore.store.objects import Staged, Store
 
 __all__ = ["AddResult", "SourceFile", "add", "scan"]
@@ -204,17 +204,17 @@ def add(
         by_size = sorted(range(len(files)), key=lambda i: -files[i].st.st_size)
         hashed: list[tuple[Digest, int]] = [(Digest("0" * 64), 0)] * len(files)
         # Progress counts the version's bytes once: a file whose blob must still be copied in is
-        # half done when hashed, the rest when written (tick.owed); one already here, or linked, is done.
-        tick.owed = {}
+        # half done when hashed, the rest when written (owed); one already here, or linked, is done.
+        owed: dict[Digest, int] = {}  # a new blob's bytes still to count when it is written
         with ThreadPoolExecutor(max(1, jobs)) as pool:
             for i, h in zip(by_size, pool.map(digest_of, [files[i] for i in by_size])):
                 f = files[i]
                 hashed[i] = h
-                if f.path in staged or h[0] in tick.owed or store.has_blob(h[0]):
+                if f.path in staged or h[0] in owed or store.has_blob(h[0]):
                     tick(f.st.st_size)
                 else:
                     tick(f.st.st_size // 2)
-                    tick.owed[h[0]] = f.st.st_size - f.st.st_size // 2
+                    owed[h[0]] = f.st.st_size - f.st.st_size // 2
                 log.info("%s: %s (%d bytes%s)", f.path, h[0], f.st.st_size, "" if h[1] else ", hash cache")
         digests = [d for d, _ in hashed]
         result.hashed_bytes = sum(n for _, n in hashed)
@@ -252,13 +252,13 @@ def add(
 
         with Lease(store, f"add {model}@{version}", [*digests, manifest.digest()]):
             return _write(store, files, digests, manifest, result, reuse, t0, force=force, move=move, jobs=jobs, tick=tick,
-                          staged=staged, leave_links=leave_links)
+                          owed=owed, staged=staged, leave_links=leave_links)
     finally:
         for s in staged.values():  # linked into tmp but not published (an error, or a duplicate)
             s.discard()
 
 
-def _write(store, files, digests, manifest, result, reuse, t0, *, force, move, jobs, tick, staged,
+def _write(store, files, digests, manifest, result, reuse, t0, *, force, move, jobs, tick, owed, staged,
            leave_links) -> AddResult:
     """Blobs, then the manifest, then the tag: while a lease keeps GC off all of them."""
     model, version = manifest.name, manifest.version
@@ -280,20 +280,19 @@ def _write(store, files, digests, manifest, result, reuse, t0, *, force, move, j
 
     with ThreadPoolExecutor(max(1, jobs)) as pool:
         for p in pool.map(put, first.items()):
-            tick(tick.owed.pop(p.digest, 0))
+            tick(owed.pop(p.digest, 0))
             if p.new:
                 result.new_blobs += 1
                 result.new_bytes += p.size
                 result.methods[p.method] = result.methods.get(p.method, 0) + 1
-    tick(sum(tick.owed.values()))  # blobs another writer stored meanwhile: done too
-    tick.owed.clear()
+    tick(sum(owed.values()))  # blobs another writer stored meanwhile: done too
     if leave_links:
         for f, d in zip(files, digests):
             _leave_link(store, f.abspath, d)
 
     if reuse is not None:  # blobs are back if any had gone; nothing else to write
         result.manifest, result.unchanged = reuse, True
-        mark(store, model, version, "used")
+        record_use(store, model, version)
         prebuild_view(store, reuse, manifest)  # a store from before views were built at add has none yet
         result.elapsed = time.monotonic() - t0
         return result
@@ -315,7 +314,7 @@ def _write(store, files, digests, manifest, result, reuse, t0, *, force, move, j
             result.current = True
         except Conflict:
             pass  # another writer made a first version current at the same moment
-    mark(store, model, version, "used")
+    record_use(store, model, version)
     prebuild_view(store, result.manifest, manifest)  # a read-only mount of this store can serve it
     result.elapsed = time.monotonic() - t0
     return result

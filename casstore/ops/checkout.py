@@ -43,7 +43,7 @@ def prebuild_view(store: Store, digest: Digest, m: Manifest) -> None:
     (a GPU node's) serves `cas path` and the Python API for every version its writer holds. Best
     effort: a failure here is said once and `cas path` builds the view later."""
     try:
-        view(store, digest, m)
+        view(store, digest, m, record=False)  # its caller has just recorded the use
     except (OSError, CasError) as e:
         log.warning("%s@%s is in the store, but its view was not built (%s); `cas path` builds it", m.name,
                     m.version, e)
@@ -64,7 +64,7 @@ def missing_views(store: Store) -> list[tuple[str, Digest, Manifest]]:
     return out
 
 
-def view(store: Store, digest: Digest, m: Manifest) -> Path:
+def view(store: Store, digest: Digest, m: Manifest, *, record: bool = True) -> Path:
     """A directory of relative symlinks to the blobs, built once per manifest and reused only
     while it is exactly that: a real directory whose every entry is a link to the right blob
     (on a shared store a member could swap it for a directory of his own files). Anything else
@@ -74,7 +74,8 @@ def view(store: Store, digest: Digest, m: Manifest) -> Path:
     final = store.layout.view(digest)
     _require_blobs(store, m)  # also for a view built earlier: a blob may have been quarantined
     store.assert_unchanged(m, "and its view")  # root can write a blob through a view's symlink
-    record_use(store, m.name, m.version)
+    if record:
+        record_use(store, m.name, m.version)
     problem = view_problem(store, final, m)
     if problem is None:
         return final

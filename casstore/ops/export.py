@@ -14,6 +14,7 @@ link it removes its own name only. Each export is also a GC root while it exists
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import stat
@@ -24,7 +25,7 @@ from typing import Any
 
 from casstore.errors import IntegrityError, InvalidInput, UnsafeDestination
 from casstore.fs import linking
-from casstore.fs.atomic import makedirs
+from casstore.fs.atomic import makedirs, write_file
 from casstore.model.digest import Digest, hash_file_sha256
 from casstore.model.manifest import Entry, Manifest
 from casstore.model.names import validate_model
@@ -83,18 +84,28 @@ def place(src: Path, dst: Path, result: ExportResult) -> None:
             return
     except FileNotFoundError:
         pass
+    def link(tmp: Path) -> None:
+        try:
+            linking.hardlink(src, tmp)
+            result.linked += 1
+        except linking.LinkUnsupported:
+            linking.reflink_or_copy(src, tmp)
+            os.chmod(tmp, 0o444)
+            result.copied += 1
+
+    _replace(dst, link)
+
+
+def _replace(dst: Path, make) -> None:
+    """``make(tmp)`` on a sibling name, then a rename over ``dst``: another tool reading the export
+    sees the old name or the new one. The sibling's name is fixed, so a killed export's leftover
+    is taken over, not left behind in another tool's directory."""
     tmp = dst.with_name(f".{dst.name}.cas-tmp")
     try:
         os.unlink(tmp)
     except FileNotFoundError:
         pass
-    try:
-        linking.hardlink(src, tmp)
-        result.linked += 1
-    except linking.LinkUnsupported:
-        linking.reflink_or_copy(src, tmp)
-        os.chmod(tmp, 0o444)
-        result.copied += 1
+    make(tmp)
     os.replace(tmp, dst)
 
 
@@ -115,24 +126,12 @@ def safe_dir(root: Path, rel: Path | str) -> Path:
 
 
 def _symlink(target: str, link: Path) -> None:
-    if link.is_symlink() and os.readlink(link) == target:
-        return
-    tmp = link.with_name(f".{link.name}.cas-tmp")
-    try:
-        os.unlink(tmp)
-    except FileNotFoundError:
-        pass
-    os.symlink(target, tmp)
-    os.replace(tmp, link)
+    if not (link.is_symlink() and os.readlink(link) == target):
+        _replace(link, lambda tmp: os.symlink(target, tmp))
 
 
 def _write_small(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.cas-tmp")
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    write_file(path, data, path.parent, mode=0o644, replace=True)
 
 
 def hf_commit(m: Manifest, repo_id: str, revision: str | None) -> tuple[str, str]:
@@ -141,10 +140,7 @@ def hf_commit(m: Manifest, repo_id: str, revision: str | None) -> tuple[str, str
     from the manifest digest, so that exporting the same version twice gives the same snapshot."""
     if revision and len(revision) == 40 and set(revision) <= _HEX40:
         return "main", revision
-    ref = revision or "main"
-    parts = ref.split("/")
-    if any(p in ("", ".", "..") for p in parts) or any(c in ref for c in "\\\0\n"):
-        raise InvalidInput(f"invalid revision {ref!r}")
+    ref = hf.validate_ref(revision or "main")
     source = m.meta.get("source", "")
     if source.startswith(f"hf://{repo_id}@"):
         commit = source.rsplit("@", 1)[1]
@@ -217,8 +213,6 @@ def layer_media_type(path: str) -> str:
 
 def _descriptor(media: str, data_or_sha: bytes | str, size: int | None = None, **extra) -> dict:
     if isinstance(data_or_sha, bytes):
-        import hashlib
-
         return {"mediaType": media, "digest": "sha256:" + hashlib.sha256(data_or_sha).hexdigest(),
                 "size": len(data_or_sha), **extra}
     return {"mediaType": media, "digest": f"sha256:{data_or_sha}", "size": size, **extra}
@@ -271,7 +265,7 @@ def export_oci(store: Store, model: str, version: str | None, dest: str | os.Pat
                                 "org.casstore.manifest": str(digest)}}
     manifest_bytes = _canonical(manifest)
     for data in (config_bytes, manifest_bytes):
-        d = _descriptor("", data)["digest"].split(":", 1)[1]
+        d = hashlib.sha256(data).hexdigest()
         if not (blobs / d).exists():
             _write_small(blobs / d, data)
     ref = tag or version

@@ -129,13 +129,7 @@ async def fetch(
             log.warning("%s; using %s@%s, the newest version in the store", e, model, newest[0])
             return _local_result(store, model, *newest, t0)
         raise
-    if version is None:
-        version = latest(index.versions)
-        if version is None:
-            raise NotFound(f"model {model} has no released version on the remote (only pre-releases?)")
-    entry = index.versions.get(version)
-    if entry is None:
-        raise NotFound(f"{model}@{version} is not published (versions: {', '.join(index.versions) or 'none'})")
+    version, entry = published(index, model, version)
     local = store.refs.get_tag(model, version)
     if local is not None and local != entry.manifest:
         raise Conflict(
@@ -146,6 +140,18 @@ async def fetch(
     result = await install(store, remotes, model, version, entry.manifest, m, settings=settings, progress=progress)
     result.elapsed = time.monotonic() - t0
     return result
+
+
+def published(index: Index, model: str, version: str | None):
+    """``version`` (the newest release if None) and its index entry, or NotFound saying which exist."""
+    if version is None:
+        version = latest(index.versions)
+        if version is None:
+            raise NotFound(f"model {model} has no released version on the remote (only pre-releases?)")
+    entry = index.versions.get(version)
+    if entry is None:
+        raise NotFound(f"{model}@{version} is not published (versions: {', '.join(index.versions) or 'none'})")
+    return version, entry
 
 
 @dataclass
@@ -175,11 +181,7 @@ async def plan_fetch(store: Store, remotes: list[Remote], model: str, version: s
         digest, m = here
     else:
         index, _ = await read_index(mirrors, model)
-        version = version or latest(index.versions)
-        entry = index.versions.get(version) if version else None
-        if version is None or entry is None:
-            raise NotFound(f"{model}@{version or 'latest'} is not published "
-                           f"(versions: {', '.join(index.versions) or 'none'})")
+        version, entry = published(index, model, version)
         digest = entry.manifest
         m = await load_manifest(store, mirrors, digest, model, version)
     sizes = {e.digest: e.size for e in m.entries}

@@ -350,18 +350,17 @@ def _missing_locally(store: Store, name: str, lk: Locked) -> list[str]:
     return out
 
 
-def record_fetch(project: Project, name: str, version: str, digest: Digest, m: Manifest) -> str | None:
+def record_fetch(project: Project, name: str, version: str, digest: Digest, m: Manifest) -> tuple[bool, str | None]:
     """After `cas fetch M@V` inside a project: lock that version if cas.lock has none of M yet
     (and require it, if cas.toml's requirement does not already allow it). A version already
-    locked is never replaced this way (that was a silent downgrade of a committed file): it is
-    returned, and `cas lock M@V` is how to change it. None: cas.lock now holds M@V."""
+    locked is never replaced this way (that was a silent downgrade of a committed file); `cas lock
+    M@V` is how to change it. Returns (whether cas.lock changed, the other version it keeps)."""
     lockf = project.read_lock()
     held = lockf.models.get(name)
     if held is not None and held.version != version:
-        return held.version
+        return False, held.version
     spec = project.models.get(name)
     if spec is None or not Requirement.parse(spec.requirement).matches(version, prereleases=True):
         project.set_requirement(name, version)
     lockf.models[name] = Locked.of(project.models[name].requirement, version, digest, m)
-    project.write_lock(lockf)
-    return None
+    return project.write_lock(lockf), None

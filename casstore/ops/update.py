@@ -74,10 +74,20 @@ class UpdateInfo:
                 "skipped": [{"version": v, "why": why} for v, why in self.skipped], "error": self.error}
 
 
+async def _manifest(store: Store, remotes: list[Remote], model: str, index, version: str,
+                    loaded: dict[str, Manifest]) -> Manifest:
+    """A version's manifest, each fetched at most once per command (``loaded``)."""
+    if version not in loaded:
+        loaded[version] = await load_manifest(store, remotes, index.versions[version].manifest, model, version)
+    return loaded[version]
+
+
 async def runnable_update(store: Store, remotes: list[Remote], model: str, index, current: str, *,
-                          prereleases: bool = False, allow_breaking: bool = False) -> tuple[str | None, list[tuple[str, str]]]:
+                          prereleases: bool = False, allow_breaking: bool = False,
+                          loaded: dict[str, Manifest] | None = None) -> tuple[str | None, list[tuple[str, str]]]:
     """The newest version above ``current`` (not crossing a breaking one unless ``allow_breaking``)
     whose runtime requirements this environment meets, and the newer ones skipped with why."""
+    loaded = {} if loaded is None else loaded
     reach = latest(index.versions, prereleases=prereleases) if allow_breaking else compatible(
         index, current, prereleases=prereleases)
     if reach is None:
@@ -86,8 +96,7 @@ async def runnable_update(store: Store, remotes: list[Remote], model: str, index
                          and (prereleases or not is_prerelease(v))), key=sort_key, reverse=True)
     skipped: list[tuple[str, str]] = []
     for v in candidates:
-        m = await load_manifest(store, remotes, index.versions[v].manifest, model, v)
-        problems = runtime.unmet(m.meta)
+        problems = runtime.unmet((await _manifest(store, remotes, model, index, v, loaded)).meta)
         if not problems:
             return v, skipped
         skipped.append((v, "needs " + "; ".join(problems)))
@@ -114,10 +123,11 @@ async def check_updates(store: Store, remotes: list[Remote], models: list[str] |
         breaking = bool(newest and sort_key(newest) > sort_key(cur.version)
                         and is_breaking(cur.version, newest, index.versions[newest].breaking))
         unmet: tuple[str, ...] = ()
+        loaded: dict[str, Manifest] = {}
         if newest is not None and sort_key(newest) > sort_key(cur.version):
-            m = await load_manifest(store, remotes, index.versions[newest].manifest, model, newest)
-            unmet = tuple(runtime.unmet(m.meta))
-        recommended, skipped = await runnable_update(store, remotes, model, index, cur.version, prereleases=prereleases)
+            unmet = tuple(runtime.unmet((await _manifest(store, remotes, model, index, newest, loaded)).meta))
+        recommended, skipped = await runnable_update(store, remotes, model, index, cur.version, prereleases=prereleases,
+                                                     loaded=loaded)
         out.append(UpdateInfo(model, cur.version, newest, breaking, compatible(index, cur.version, prereleases=prereleases),
                               unmet, recommended, tuple(skipped)))
     return out
@@ -164,6 +174,7 @@ async def plan_update(store: Store, remotes: list[Remote], model: str, *, to: st
     if head is None:
         raise NotFound(f"model {model} has no current version here; use `cas fetch {model}` first")
     index, _ = await read_index(remotes, model)
+    loaded: dict[str, Manifest] = {}
     target = to
     if target is None:
         newest = latest(index.versions, prereleases=prereleases)
@@ -175,7 +186,8 @@ async def plan_update(store: Store, remotes: list[Remote], model: str, *, to: st
         if target is not None and sort_key(target) > sort_key(head.version) and not ignore_requirements:
             # what check-updates recommends: the newest of those that run here
             runnable, skipped = await runnable_update(store, remotes, model, index, head.version,
-                                                      prereleases=prereleases, allow_breaking=allow_breaking)
+                                                      prereleases=prereleases, allow_breaking=allow_breaking,
+                                                      loaded=loaded)
             if runnable is None:
                 raise RequirementsUnmet(f"no update of {model} from {head.version} runs here: "
                                         + "; ".join(f"{v} {why}" for v, why in skipped)
@@ -199,7 +211,7 @@ async def plan_update(store: Store, remotes: list[Remote], model: str, *, to: st
     local = store.refs.get_tag(model, target)
     if local is not None and local != entry.manifest:
         raise Conflict(f"the remote's {model}@{target} is now {entry.manifest}, but this store has {local}")
-    new = await load_manifest(store, remotes, entry.manifest, model, target)
+    new = await _manifest(store, remotes, model, index, target, loaded)
     runtime.check(model, target, new.meta, ignore=ignore_requirements)  # before anything is downloaded
     old = store.get_manifest(head.manifest)
     added, changed, removed = diff(old, new)

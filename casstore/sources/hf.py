@@ -46,15 +46,22 @@ def repo_id_of(folder: str) -> str | None:
     return "/".join(parts) if 1 <= len(parts) <= 2 else None
 
 
+def validate_ref(ref: str) -> str:
+    """A branch or tag name as a relative path under ``refs/`` (``main``, ``pr/1``): nothing that
+    could leave that directory."""
+    parts = ref.split("/")
+    if not ref or any(p in ("", ".", "..") for p in parts) or any(c in ref for c in "\\\0\n"):
+        raise InvalidInput(f"invalid revision {ref!r}")
+    return ref
+
+
 def resolve_revision(repo: Path, revision: str | None) -> str:
     """The commit ``revision`` (a ref such as ``main``, or a commit) names in a cached repo."""
     revision = revision or "main"
     if is_hex(revision, 40) and (repo / "snapshots" / revision).is_dir():
         return revision
-    ref = repo / "refs" / revision
+    ref = repo / "refs" / validate_ref(revision)
     try:
-        if ".." in Path(revision).parts or ref.resolve().parent != (repo / "refs" / revision).parent.resolve():
-            raise InvalidInput(f"invalid revision {revision!r}")
         commit = ref.read_text().strip()
     except FileNotFoundError:
         refs = sorted(p.relative_to(repo / "refs").as_posix() for p in (repo / "refs").rglob("*") if p.is_file()) \
