@@ -188,13 +188,15 @@ def _read_state(store: Store, report: bool, blobs: bool, probe: Iterable[tuple[s
         for md in needed:
             try:
                 if blobs:
-                    at = aside.get(md) or (None if md in manifests else _aside_by_another_gc(store, md))
-                    m = store.get_manifest(md, at) if at is not None else store.get_manifest(md)
-                    if at is not None:
-                        manifests.setdefault(md, at.stat().st_mtime)
+                    try:
+                        m = store.get_manifest(md, aside[md]) if md in aside else store.get_manifest(md)
+                    except NotFound:  # listed a moment ago or not: another GC may hold it aside now
+                        if (other := _aside_by_another_gc(store, md)) is None:
+                            raise
+                        m = store.get_manifest(md, other)  # its final name first: it may be back
                 cache[md] = frozenset(m.blobs()) if blobs else frozenset()
-            except (CasError, FileNotFoundError) as e:
-                errors[md] = e if isinstance(e, CasError) else NotFound(f"manifest {md} is not in the store {store.root}")
+            except CasError as e:
+                errors[md] = e
     versions = []
     extra: dict[Digest, frozenset[Digest]] = {}
     broken: list[str] = []
