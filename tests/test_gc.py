@@ -127,7 +127,8 @@ def test_kill_9_during_gc_then_gc_completes(tmp_path):
     for _ in range(6):
         for _ in range(300):  # work for every round
             orphan(store, os.urandom(300))
-        killed += kill_at(argv, t_start + rnd.uniform(0.1, 0.9) * (t_gc - t_start))
+        # within the first 70 % of one calibrated run: a loaded machine (CI) runs later ones faster or slower
+        killed += kill_at(argv, t_start + rnd.uniform(0.1, 0.7) * (t_gc - t_start))
         assert_store_consistent(store)
     assert killed >= 4, f"only {killed} of 6 collections were still running when killed"
     out = cas.json("gc", "--max-size", "100K", "--grace", "0", "--retention-days", "0", "--keep-last", "1")
