@@ -137,6 +137,23 @@ def _aside_by_another_gc(store: Store, md: Digest) -> Path | None:
     return trash / names[0] if names else None
 
 
+def _read_manifest_in_flight(store: Store, md: Digest):
+    """``md`` from its final name or another GC's trash. The two are looked at one after the
+    other while that GC may move it either way (rename aside, link back then unlink), so a miss
+    in both is trusted only after a few rounds: a put-back finishing between the two looks is
+    found by the next look at the final name."""
+    for _ in range(4):
+        try:
+            return store.get_manifest(md)
+        except NotFound:
+            if (other := _aside_by_another_gc(store, md)) is not None:
+                try:
+                    return store.get_manifest(md, other)  # its final name first: it may be back
+                except NotFound:
+                    continue
+    return store.get_manifest(md)
+
+
 def _read_state(store: Store, report: bool, blobs: bool, probe: Iterable[tuple[str, str]] = (),
                 aside: Mapping[Digest, Path] = {}) -> StoreState:  # noqa: B006 (never mutated)
     now = store.now()
@@ -166,6 +183,11 @@ def _read_state(store: Store, report: bool, blobs: bool, probe: Iterable[tuple[s
             manifests.setdefault(d, p.stat().st_mtime)
         except FileNotFoundError:
             continue
+    # Leases after the objects, refs after the leases: a writer leases before it writes and tags
+    # before it lets go, so whatever was listed is leased or tagged when looked at. (The other
+    # way round, an add finishing between the two reads made GC plan its objects for deletion,
+    # and only the sweep's re-mark put them back.)
+    scan = live_leases(store, now)
     roots = project_roots(store)
     projects = roots.manifests
     also: dict[str, list[str]] = {}
@@ -188,12 +210,8 @@ def _read_state(store: Store, report: bool, blobs: bool, probe: Iterable[tuple[s
         for md in needed:
             try:
                 if blobs:
-                    try:
-                        m = store.get_manifest(md, aside[md]) if md in aside else store.get_manifest(md)
-                    except NotFound:  # listed a moment ago or not: another GC may hold it aside now
-                        if (other := _aside_by_another_gc(store, md)) is None:
-                            raise
-                        m = store.get_manifest(md, other)  # its final name first: it may be back
+                    # Listed a moment ago or not: another GC may hold it aside now.
+                    m = store.get_manifest(md, aside[md]) if md in aside else _read_manifest_in_flight(store, md)
                 cache[md] = frozenset(m.blobs()) if blobs else frozenset()
             except CasError as e:
                 errors[md] = e
@@ -231,7 +249,6 @@ def _read_state(store: Store, report: bool, blobs: bool, probe: Iterable[tuple[s
                 extra[md] = blobs_of(md)
             except CasError as e:
                 broken.append(f"manifest {md}, locked by {', '.join(projects[md])}: {e}")
-    scan = live_leases(store, now)
     if not report:
         fail_closed(broken, roots.unreadable, scan)
     return StoreState(now, on_disk, manifests, tuple(versions), frozenset(scan.held), extra, known, tuple(broken),
