@@ -126,3 +126,27 @@ def test_history_is_compacted_by_gc_and_keeps_working(store, tmp_path):
     assert store.refs.current("m") == before[-1]
     back = rollback(store, "m")
     assert back.seq == before[-1].seq + 1 and back.version == before[-1].previous
+
+
+def test_a_checkout_under_a_lease_reads_a_blob_a_gc_holds_aside(store, monkeypatch, tmp_path):
+    """The GC set the blob aside (planned before the checkout's lease), and its re-mark will put
+    it back; a checkout meanwhile reads it from the trash instead of failing with ENOENT (seen in
+    test_stress: `cas checkout` exit 1, "No such file or directory: .../blobs/..")."""
+    from casstore.model.manifest import Entry, Manifest
+    from casstore.ops.checkout import checkout
+
+    data = os.urandom(10_000)
+    d = orphan(store, data)
+    m = Manifest("m", "1.0.0", (Entry("w.bin", 10_000, d),))
+    done = []
+
+    def reader_arrives(digest):
+        assert not store.has_blob(digest)
+        for link in ("copy", "hardlink"):
+            r = checkout(store, m, tmp_path / link, link=link)  # takes its own lease
+            done.append((link, r.files, (tmp_path / link / "w.bin").read_bytes() == data))
+
+    monkeypatch.setattr(execute_module, "after_set_aside", reader_arrives)
+    _, r = run_gc(store)
+    assert done == [("copy", 1, True), ("hardlink", 1, True)]
+    assert os.listdir(store.layout.gc_trash) == []  # the checkout's lease ended before the re-mark: freed

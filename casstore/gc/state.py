@@ -125,20 +125,10 @@ def read_state(store: Store, *, report: bool = False, blobs: bool = True,
         return _read_state(store, report, blobs, probe, aside or {})
 
 
-def _aside_by_another_gc(store: Store, md: Digest) -> Path | None:
-    """A manifest another GC running now has set aside before its last check (gc/sweep.py): a ref
-    naming it is not broken, only in the middle of that GC's decision, which will see the ref and
-    put it back. Read from there, so that two concurrent GCs do not stop each other."""
-    trash = store.layout.gc_trash_manifests
-    try:
-        names = [n for n in os.listdir(trash) if n.startswith(f"{md.hex}.")]
-    except FileNotFoundError:
-        return None
-    return trash / names[0] if names else None
-
-
 def _read_manifest_in_flight(store: Store, md: Digest):
-    """``md`` from its final name or another GC's trash. The two are looked at one after the
+    """``md`` from its final name or another GC's trash: a ref naming it is not broken, only in
+    the middle of that GC's decision, which will see the ref and put it back; read from there, so
+    that two concurrent GCs do not stop each other. The two places are looked at one after the
     other while that GC may move it either way (rename aside, link back then unlink), so a miss
     in both is trusted only after a few rounds: a put-back finishing between the two looks is
     found by the next look at the final name."""
@@ -146,7 +136,7 @@ def _read_manifest_in_flight(store: Store, md: Digest):
         try:
             return store.get_manifest(md)
         except NotFound:
-            if (other := _aside_by_another_gc(store, md)) is not None:
+            if (other := store.set_aside(md, manifest=True)) is not None:
                 try:
                     return store.get_manifest(md, other)  # its final name first: it may be back
                 except NotFound:

@@ -29,7 +29,8 @@ log = logging.getLogger("casstore")
 
 
 def _require_blobs(store: Store, m: Manifest) -> None:
-    missing = [e for e in m.entries if not store.has_blob(e.digest)]
+    # a blob a GC running now has set aside is still here: under the caller's lease it comes back
+    missing = [e for e in m.entries if not store.has_blob(e.digest) and store.set_aside(e.digest) is None]
     if missing:
         raise NotFound(
             f"{m.name}@{m.version}: {len(missing)} blob(s) missing from the store, e.g. {missing[0].digest} "
@@ -215,6 +216,22 @@ class _Linker:
         raise AssertionError("copy never reports LinkUnsupported")
 
     def _one(self, mode: str, e: Entry, blob: Path, dir_fd: int, name: str) -> None:
+        """From the blob's name, or from where a GC running now has set it aside: the caller's
+        lease makes that GC put it back, but a reader should not fail meanwhile (same inode, same
+        bytes). Looked for a few rounds, as it may move back between two looks."""
+        for _ in range(4):
+            try:
+                return self._from(mode, e, blob, dir_fd, name)
+            except FileNotFoundError:
+                if mode == "symlink" or (aside := self.store.set_aside(e.digest)) is None:
+                    continue
+                try:
+                    return self._from(mode, e, aside, dir_fd, name)
+                except FileNotFoundError:
+                    continue
+        self._from(mode, e, blob, dir_fd, name)
+
+    def _from(self, mode: str, e: Entry, blob: Path, dir_fd: int, name: str) -> None:
         if mode == "hardlink":
             linking.hardlink(blob, name, dir_fd)
         elif mode == "symlink":

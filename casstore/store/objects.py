@@ -161,6 +161,17 @@ class Store:
     def blob_path(self, d: Digest) -> Path:
         return self.layout.blob(d)
 
+    def set_aside(self, d: Digest, *, manifest: bool = False) -> Path | None:
+        """Where a GC running now holds ``d`` between setting it aside and its last check
+        (gc/sweep.py), if it does: it puts back what a live lease or ref needs, so a reader that
+        holds a lease finds the object at its name or here."""
+        trash = self.layout.gc_trash_manifests if manifest else self.layout.gc_trash
+        try:
+            names = [n for n in os.listdir(trash) if n.startswith(f"{d.hex}.")]
+        except FileNotFoundError:
+            return None
+        return trash / names[0] if names else None
+
     def has_blob(self, d: Digest) -> bool:
         p = self.layout.blob(d)
         self.check_dirs(p)
