@@ -12,6 +12,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from importlib import import_module
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -44,8 +45,10 @@ def open_store(path=None, *, create: bool = True) -> Store:
 
 
 def fetch(ref: str, *, remote: str | None = None, store: Store | str | None = None, jobs: int = 8,
-          limit_rate: int | None = None, progress=None, offline: bool | None = None) -> Path:
+          limit_rate: int | None = None, progress=None, offline: bool | None = None,
+          include: Iterable[str] = (), exclude: Iterable[str] = ()) -> Path:
     """Fetch ``MODEL[@VERSION]`` (latest if no version) and return its read-only directory.
+    ``include``/``exclude``: globs selecting the files to fetch (`hf_hub`'s allow/ignore patterns).
 
     An exact version complete in the store never contacts a remote; ``offline`` (default:
     ``CAS_OFFLINE``) never does, and a model without a version is then the newest one here.
@@ -56,7 +59,7 @@ def fetch(ref: str, *, remote: str | None = None, store: Store | str | None = No
 
     def run():
         return asyncio.run(afetch(ref, remote=remote, store=store, jobs=jobs, limit_rate=limit_rate,
-                                  progress=progress, offline=offline))
+                                  progress=progress, offline=offline, include=include, exclude=exclude))
 
     try:
         asyncio.get_running_loop()
@@ -72,8 +75,10 @@ def fetch(ref: str, *, remote: str | None = None, store: Store | str | None = No
 
 
 async def afetch(ref: str, *, remote: str | None = None, store: Store | str | None = None, jobs: int = 8,
-                 limit_rate: int | None = None, progress=None, offline: bool | None = None) -> FetchResult:
+                 limit_rate: int | None = None, progress=None, offline: bool | None = None,
+                 include: Iterable[str] = (), exclude: Iterable[str] = ()) -> FetchResult:
     """The async form of ``fetch``: returns a ``FetchResult`` (``.path``, ``.stats``, ``.version``)."""
+    from casstore.model.globs import Selection
     from casstore.model.names import Ref
     from casstore.ops.checkout import view
     from casstore.ops.fetch import fetch as _fetch
@@ -85,7 +90,8 @@ async def afetch(ref: str, *, remote: str | None = None, store: Store | str | No
     remotes = remotes_for_fetch(remote, offline=offline)
     try:
         result = await _fetch(st, remotes, r.model, r.version, settings=Settings.from_env(jobs=jobs, rate=limit_rate),
-                              progress=progress, offline=offline)
+                              progress=progress, offline=offline,
+                              selection=Selection.of(include, exclude))
     finally:
         for rm in remotes:
             await rm.close()

@@ -133,6 +133,20 @@ def _delta_option(f):
                              "only the rest; never: always download whole files.")(f)
 
 
+def _select_options(f):
+    f = click.option("--exclude", "exclude", multiple=True, metavar="GLOB",
+                     help="Leave out files matching GLOB (repeatable).")(f)
+    return click.option("--include", "include", multiple=True, metavar="GLOB",
+                        help="Only files matching GLOB: a name (*.json), a path (low_noise/*) or a folder "
+                             "(low_noise/); repeatable. The store holds a partial version.")(f)
+
+
+def _selection(include, exclude):
+    from casstore.model.globs import Selection
+
+    return Selection.of(include, exclude)
+
+
 def _run(coro_fn, remotes):
     import asyncio
 

@@ -6,7 +6,19 @@ import os
 
 import click
 
-from .app import Ctx, _delta_option, _progress, _ref, _remote_options, _run, _size, cli, pass_ctx
+from .app import (
+    Ctx,
+    _delta_option,
+    _progress,
+    _ref,
+    _remote_options,
+    _run,
+    _select_options,
+    _selection,
+    _size,
+    cli,
+    pass_ctx,
+)
 from .gc_commands import _auto_gc
 
 
@@ -64,10 +76,12 @@ def _print_plan(c: Ctx, p) -> None:
 @click.option("--ignore-requirements", is_flag=True, help="Take a version whose runtime requirements are not met here.")
 @_delta_option
 @_remote_options
+@_select_options
 @pass_ctx
 def update(c: Ctx, model, to, allow_breaking, strategy, dry_run, pre, jobs, limit_rate, ignore_requirements, delta,
-           remote_name, insecure) -> None:
-    """Fetch a newer version completely, then switch current to it in one step."""
+           remote_name, insecure, include, exclude) -> None:
+    """Fetch a newer version completely, then switch current to it in one step. A partial
+    current version (fetched with --include/--exclude) keeps its selection unless given another."""
     from casstore.model.sizes import parse_size
     from casstore.ops.fetch import open_remotes
     from casstore.ops.update import execute_update, plan_update
@@ -83,7 +97,8 @@ def update(c: Ctx, model, to, allow_breaking, strategy, dry_run, pre, jobs, limi
 
     async def go():
         plan = await plan_update(store, remotes, r.model, to=to, strategy=strategy, allow_breaking=allow_breaking,
-                                 prereleases=pre, ignore_requirements=ignore_requirements)
+                                 prereleases=pre, ignore_requirements=ignore_requirements,
+                                 selection=_selection(include, exclude))
         _print_plan(c, plan)
         if dry_run or plan.up_to_date:
             return plan, None
@@ -101,7 +116,7 @@ def update(c: Ctx, model, to, allow_breaking, strategy, dry_run, pre, jobs, limi
                f"{_size(st.bytes_reused)} already here")
     c.result(out)
     if done is not None:
-        _auto_gc(c, [plan.manifest])
+        _auto_gc(c, [done[0].manifest])
 
 
 def _project(create: bool = False):

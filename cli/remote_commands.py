@@ -6,7 +6,20 @@ import os
 
 import click
 
-from .app import Ctx, _delta_option, _progress, _ref, _remote_options, _run, _size, _when, cli, pass_ctx
+from .app import (
+    Ctx,
+    _delta_option,
+    _progress,
+    _ref,
+    _remote_options,
+    _run,
+    _select_options,
+    _selection,
+    _size,
+    _when,
+    cli,
+    pass_ctx,
+)
 from .gc_commands import _auto_gc
 
 
@@ -95,8 +108,9 @@ def push(c: Ctx, ref, remote_name, insecure, force, jobs, backfill_chunks) -> No
 @click.option("--print-path", is_flag=True,
               help="Print the version's read-only directory instead of its manifest digest: DIR=$(cas fetch M --print-path).")
 @click.option("--dry-run", is_flag=True, help="Say what the fetch would download (reads the index and manifest only).")
+@_select_options
 @pass_ctx
-def fetch(c: Ctx, ref, remote_name, insecure, jobs, limit_rate, delta, print_path, dry_run) -> None:
+def fetch(c: Ctx, ref, remote_name, insecure, jobs, limit_rate, delta, print_path, dry_run, include, exclude) -> None:
     """Download MODEL[@VERSION] (latest if none) into the store, verifying every byte."""
     from casstore.model.sizes import parse_size
     from casstore.ops.fetch import fetch as do_fetch
@@ -105,6 +119,7 @@ def fetch(c: Ctx, ref, remote_name, insecure, jobs, limit_rate, delta, print_pat
     from casstore.transfer.settings import delta_mode
 
     r = _ref(ref)
+    selection = _selection(include, exclude)
     store = c.store()
     settings = Settings.from_env(jobs=jobs, rate=parse_size(limit_rate) if limit_rate else None)
     if delta:
@@ -113,7 +128,8 @@ def fetch(c: Ctx, ref, remote_name, insecure, jobs, limit_rate, delta, print_pat
     if dry_run:
         from casstore.ops.fetch import plan_fetch
 
-        plan = _run(lambda: plan_fetch(store, remotes, r.model, r.version, settings=settings), remotes)
+        plan = _run(lambda: plan_fetch(store, remotes, r.model, r.version, settings=settings, selection=selection),
+                    remotes)
         c.info(f"{r.model}@{plan.version}: {plan.files} files, {_size(plan.bytes)}; {_size(plan.bytes_here)} already "
                f"here; would download at most {_size(plan.bytes_missing)} in {plan.blobs_missing} blobs"
                + (f" ({_size(plan.delta_bytes)} of it in blobs with chunk maps: a delta fetch moves only what local "
@@ -122,11 +138,14 @@ def fetch(c: Ctx, ref, remote_name, insecure, jobs, limit_rate, delta, print_pat
         return
     with _progress(c, f"fetch {ref}") as progress:
         res = _run(lambda: do_fetch(store, remotes, r.model, r.version, settings=settings, progress=progress,
-                                    offline=c.offline), remotes)
+                                    offline=c.offline, selection=selection), remotes)
     from casstore.ops.project import Project
 
     project = Project.find()
-    if project is not None:
+    if project is not None and res.selected is not None:
+        c.warn(f"{project.lock_path} is unchanged: a partial fetch locks nothing (cas.toml's include = [...] "
+               "selects files for `cas sync`)")
+    elif project is not None:
         from casstore.ops.project import record_fetch
 
         changed, kept = record_fetch(project, r.model, res.version, res.manifest, store.get_manifest(res.manifest))
@@ -139,6 +158,8 @@ def fetch(c: Ctx, ref, remote_name, insecure, jobs, limit_rate, delta, print_pat
     c.info(f"{r.model}@{res.version}: {_size(st.bytes_downloaded)} downloaded, {_size(st.bytes_reused)} already here, "
            f"{_size(st.bytes_from_local)} from local chunks, {_size(st.bytes_resumed)} resumed, {st.retries} retries, "
            f"{res.elapsed:.2f}s"
+           + (f"; {res.selected} selected files of {res.files if res.files is not None else 'its'}"
+              if res.selected is not None else "")
            + (" (now current)" if res.current else ""))
     if print_path:
         from casstore.ops.checkout import view

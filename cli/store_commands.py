@@ -242,8 +242,9 @@ def log(c: Ctx, model) -> None:
     hist = c.store().refs.history(r.model)
     if not hist:
         c.store().resolve(r.model)
-    lines = [
-        f"{s.seq:>5}  {_when(s.time)}  {s.action:<8} {s.previous or '-':>12} -> {s.version:<12} {s.user}@{s.host}"
+    lines = [  # an rm record unset the current version: from it to none
+        f"{s.seq:>5}  {_when(s.time)}  {s.action:<8} {(s.version if s.action == 'rm' else s.previous) or '-':>12} -> "
+        f"{'-' if s.action == 'rm' else s.version:<12} {s.user}@{s.host}"
         for s in reversed(hist)
     ]
     data = [

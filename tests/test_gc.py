@@ -228,8 +228,8 @@ def test_a_version_collected_between_the_check_and_the_lease_is_fetched_again(tm
     gone = next(e.digest for e in store.get_manifest(first.manifest).entries if e.path == "w.bin")
     real = fetch_op._complete_locally
 
-    def collected_right_after(store, model, version):
-        here = real(store, model, version)
+    def collected_right_after(store, model, version, selection=None):
+        here = real(store, model, version, selection)
         store.refs.delete_tag(model, version)  # as GC does: the tag first, then the blobs
         os.unlink(store.blob_path(gone))
         return here

@@ -29,3 +29,19 @@ def test_a_rollback_to_a_collected_version_names_fetch(cas, tmp_path):
     cas("gc", "--grace", "0", "--retention-days", "0", "--keep-last", "0", "--max-size", "0")
     p = cas("rollback", "m", ok=False)
     assert p.returncode == 3 and "cas rollback m --fetch" in p.stderr, p.stderr
+
+
+def test_rm_force_of_the_current_version_unsets_it_everywhere(cas, tmp_path):
+    for v in ("1.0.0", "1.1.0"):
+        cas("add", make_model(tmp_path / v, {"a.bin": 100 + len(v)}), "--name", "m", "--version", v)
+    cas("use", "m@1.1.0")
+    assert cas("rm", "m@1.1.0", ok=False).returncode == 5  # current: refused without --force
+    cas("rm", "m@1.1.0", "--force")
+    listed = cas.json("list", "m")
+    assert [(v["version"], v["current"]) for m in listed["models"] for v in m["versions"]] == [("1.0.0", False)]
+    p = cas("path", "m", ok=False)
+    assert p.returncode == 3 and "no current version" in p.stderr
+    log = cas("log", "m").stdout.splitlines()
+    assert "rm" in log[0] and "1.1.0 -> -" in log[0]
+    out = cas.json("rollback", "m")  # back to the version before the removed one
+    assert out["version"] == "1.0.0" and cas("path", "m").returncode == 0

@@ -7,13 +7,13 @@ import math
 import os
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from casstore.errors import CasError, CorruptStore, NotFound
 from casstore.gc.housekeeping import junk_files
 from casstore.model.digest import Digest
-from casstore.model.history import undo_stack
+from casstore.model.history import UNSET, current_of, undo_stack
 from casstore.model.keys import blob_key
 from casstore.store import listing
 from casstore.store.leases import LeaseScan, live_leases
@@ -34,6 +34,7 @@ class VersionState:
     marks: tuple[str, ...] = ()  # current, pinned, project: roots whatever the policy
     kept_since: float | None = None  # a rollback root left by `cas update`: a root within retention
     released: bool = False  # left by an aggressive update: no recency or retention protection
+    partial: bool = False  # a selective fetch's part of the version (refs/M/partial/V)
 
 
 @dataclass(frozen=True)
@@ -187,9 +188,12 @@ def _read_state(store: Store, report: bool, blobs: bool, probe: Iterable[tuple[s
     models = {model: store.refs.tags(model, also.get(model, ())) for model in sorted({*listed, *also})}
     models = {model: tags for model, tags in models.items() if tags or model in listed}
     histories = {model: store.refs.history(model) for model in models}
+    partials = {model: store.refs.partials(model) for model in models}
     needed = {md for tags in models.values() for md in tags.values()}
+    needed |= {md for parts in partials.values() for md in parts.values()}
     # GC must read every current pointer's manifest (it fails closed); a report skips a missing one.
-    needed |= {h[-1].manifest for h in histories.values() if h and (not report or h[-1].manifest in manifests)}
+    needed |= {c.manifest for h in histories.values()
+               if (c := current_of(h)) is not None and (not report or c.manifest in manifests)}
     needed |= {md for md in projects if md in manifests}
     cache: dict[Digest, frozenset[Digest]] = {}  # each manifest's blobs
     known: dict[Digest, Summary] = {}
@@ -218,7 +222,7 @@ def _read_state(store: Store, report: bool, blobs: bool, probe: Iterable[tuple[s
 
     for model, tags in models.items():
         history = histories[model]
-        cur = history[-1] if history else None
+        cur = current_of(history)
         marks = Marks(marked(store, model, "pins"), marked(store, model, "keep"), marked(store, model, "used"),
                       marked(store, model, "released"))
         for v, md in tags.items():
@@ -228,7 +232,19 @@ def _read_state(store: Store, report: bool, blobs: bool, probe: Iterable[tuple[s
                 broken.append(f"{model}@{v} left out: its tag {store.layout.tag(model, v)} names manifest {md}: {e}")
                 continue
             versions.append(version_state(model, v, md, b, history, marks, projects, manifests.get(md, 0.0)))
-        if cur is not None and cur.manifest not in tags.values() and cur.manifest in needed:
+        for v, md in partials[model].items():
+            try:
+                b = blobs_of(md)
+            except CasError as e:
+                broken.append(f"{model}@{v} (partial) left out: {store.layout.partial(model, v)} names manifest {md}: {e}")
+                continue
+            if v in tags:  # the whole version is here too: its part is kept beside it (a subset of its blobs)
+                extra[md] = b
+            else:
+                versions.append(replace(version_state(model, v, md, b, history, marks, projects,
+                                                      manifests.get(md, 0.0)), partial=True))
+        if (cur is not None and cur.manifest not in tags.values() and cur.manifest not in partials[model].values()
+                and cur.manifest in needed):
             try:
                 extra[cur.manifest] = blobs_of(cur.manifest)
             except CasError as e:
@@ -271,11 +287,12 @@ def version_state(model: str, version: str, md: Digest, blobs: frozenset[Digest]
                   marks: Marks, projects: Mapping[Digest, list[str]], manifest_mtime: float) -> VersionState:
     """One version as GC judges it, from what was read of its model: the same for the plan and
     for the sweep's last-moment re-check (gc/sweep.py)."""
-    order = [s.version for s in reversed(undo_stack(history))] + [s.version for s in reversed(history)]
+    order = [s.version for s in reversed(undo_stack(history))] + [s.version for s in reversed(history)
+                                                                   if s.action != UNSET]
     recency: dict[str, int] = {}
     for v in order:
         recency.setdefault(v, len(recency))
-    cur = history[-1] if history else None
+    cur = current_of(history)
     reasons = []
     if cur is not None and cur.version == version:
         reasons.append("current")
@@ -293,6 +310,9 @@ def read_version(store: Store, model: str, version: str, projects: Mapping[Diges
     listing from its cache, never a file it opens): None if its tag is gone. Its blobs are not read
     (the sweep re-marks them separately)."""
     md = store.refs.get_tag(model, version)
+    partial = md is None
+    if partial:
+        md = store.refs.get_partial(model, version)
     if md is None:
         return None
     marks = Marks(*(marked_one(store, model, version, kind) for kind in ("pins", "keep", "used", "released")))
@@ -300,4 +320,5 @@ def read_version(store: Store, model: str, version: str, projects: Mapping[Diges
         mtime = store.layout.manifest(md).stat().st_mtime
     except FileNotFoundError:
         mtime = 0.0
-    return version_state(model, version, md, frozenset(), store.refs.history(model), marks, projects, mtime)
+    return replace(version_state(model, version, md, frozenset(), store.refs.history(model), marks, projects, mtime),
+                   partial=partial)

@@ -89,7 +89,10 @@ def execute(store: Store, p: Plan, policy: Policy) -> GcResult:
         if fresh is None or fresh.manifest != md or root_reasons(fresh, policy, now, leased):
             res.spared += 1
             continue
-        store.refs.delete_tag(model, version)
+        if fresh.partial:
+            store.refs.delete_partial(model, version, only=md)
+        else:
+            store.refs.delete_tag(model, version)
         for kind in ("used", "keep", "released"):
             unmark(store, model, version, kind)
         res.versions += 1
@@ -202,7 +205,7 @@ def _named_by_refs(store: Store, a: Aside, locked) -> bool:
     try:
         doc = load_file(a.aside, what="manifest", max_bytes=MAX_MANIFEST_BYTES, follow_symlinks=False)
         model, version = typed(doc, "name", str, where=str(a.aside)), typed(doc, "version", str, where=str(a.aside))
-        if store.refs.get_tag(model, version) == a.digest:
+        if a.digest in (store.refs.get_tag(model, version), store.refs.get_partial(model, version)):
             return True
         cur = store.refs.current(model)
         if cur is not None and cur.manifest == a.digest:

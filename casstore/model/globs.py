@@ -1,4 +1,6 @@
-"""Which relative paths a list of glob patterns selects (`cas add --exclude`, `cas import`).
+"""Which relative paths a list of glob patterns selects (`cas add --exclude`, `cas import`), and
+which files of a version a command asks for (``Selection``: `--include`/`--exclude` on fetch,
+update and sync).
 
 A pattern without ``/`` matches a name at any depth (``*.tmp``, ``.DS_Store``); one with ``/``
 matches the whole relative path (``.cache/huggingface``); a trailing ``/`` matches directories
@@ -8,8 +10,12 @@ needed to keep litter out of a model.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable
+from dataclasses import dataclass, field
 from fnmatch import fnmatchcase
+
+from casstore.errors import InvalidInput
 
 # Never part of a model: VCS and tool metadata (HF's --local-dir keeps download timestamps under
 # .cache/huggingface/, so including it would give the same weights a new manifest on each
@@ -40,3 +46,57 @@ class PathFilter:
             if fnmatchcase(rel if anchored else name, body):
                 return pattern
         return None
+
+
+@dataclass(frozen=True)
+class Selection:
+    """The files of a version a command asks for (`--include`/`--exclude`, cas.toml's `include =`):
+    a file is selected if some include pattern matches it (or there are none) and no exclude
+    pattern does. Patterns as PathFilter's, a directory pattern (``low_noise/``) selecting what
+    is under it; as `hf download --include`."""
+
+    include: tuple[str, ...] = ()
+    exclude: tuple[str, ...] = ()
+    _inc: PathFilter = field(init=False, repr=False, compare=False)
+    _exc: PathFilter = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "_inc", PathFilter(self.include))
+        object.__setattr__(self, "_exc", PathFilter(self.exclude))
+
+    @classmethod
+    def of(cls, include: Iterable[str] = (), exclude: Iterable[str] = ()) -> Selection | None:
+        """None when nothing is selected out (no patterns): the whole version."""
+        include = (include,) if isinstance(include, str) else include  # one pattern, not its letters
+        exclude = (exclude,) if isinstance(exclude, str) else exclude
+        try:
+            sel = cls(tuple(dict.fromkeys(include)), tuple(dict.fromkeys(exclude)))
+        except ValueError as e:
+            raise InvalidInput(str(e)) from None
+        return sel if sel.include or sel.exclude else None
+
+    def selects(self, path: str) -> bool:
+        return ((not self.include or _matches(self._inc, path)) and not _matches(self._exc, path))
+
+    def describe(self) -> str:
+        return " ".join([*(f"--include {p}" for p in self.include), *(f"--exclude {p}" for p in self.exclude)])
+
+    def encode(self) -> str:
+        return json.dumps({"include": list(self.include), "exclude": list(self.exclude)}, separators=(",", ":"))
+
+    @classmethod
+    def decode(cls, text: str) -> Selection:
+        try:
+            doc = json.loads(text)
+            sel = cls(tuple(doc["include"]), tuple(doc["exclude"]))
+        except (ValueError, KeyError, TypeError) as e:
+            raise InvalidInput(f"bad selection {text!r}: {e}") from None
+        return sel
+
+
+def _matches(f: PathFilter, path: str) -> bool:
+    """``path`` (a file) or one of the directories it is in."""
+    if f.match(path) is not None:
+        return True
+    parts = path.split("/")
+    return any(f.match("/".join(parts[:i]), is_dir=True) is not None for i in range(1, len(parts)))

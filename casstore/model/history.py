@@ -2,6 +2,8 @@
 
 Each switch is one immutable record. ``rollback`` walks the history like an undo stack: a
 rollback pops the version it leaves, so repeated rollbacks keep going back rather than toggling.
+An ``rm`` record (`cas rm --force` of the current version) leaves the model with no current
+version: the removed version leaves the stack, and a rollback goes to the one below it.
 """
 
 from __future__ import annotations
@@ -14,7 +16,8 @@ from casstore.model import strictjson
 from casstore.model.digest import Digest
 from casstore.model.names import validate_version
 
-ACTIONS = ("add", "fetch", "use", "rollback", "update")
+ACTIONS = ("add", "fetch", "use", "rollback", "update", "rm")
+UNSET = "rm"  # the record of a current version removed: no current version after it
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,6 +59,11 @@ _FIELDS: dict[str, type | tuple[type, ...]] = {"seq": int, "version": str, "mani
            "time": (int, float), "host": str, "pid": int, "user": str}
 
 
+def current_of(history: list[Switch]) -> Switch | None:
+    """The current switch: the newest record, unless it unset the current version."""
+    return history[-1] if history and history[-1].action != UNSET else None
+
+
 def undo_stack(history: list[Switch]) -> list[Switch]:
     """Replay the history into the stack that rollback walks back through.
 
@@ -65,6 +73,9 @@ def undo_stack(history: list[Switch]) -> list[Switch]:
     """
     stack: list[Switch] = []
     for s in history:
+        if s.action == UNSET:
+            stack = [x for x in stack if x.version != s.version]
+            continue
         if s.action == "rollback":
             at = next((i for i in range(len(stack) - 1, -1, -1) if stack[i].version == s.version), None)
             if at is not None:
@@ -84,11 +95,15 @@ def rollback_target(history: list[Switch], version: str | None = None) -> tuple[
     if not stack:
         raise NotFound("nothing to roll back: the model has no history")
     if version is None:
+        if current_of(history) is None:  # the current version was removed: back to the one before it
+            if not stack:
+                raise NotFound("nothing to roll back to: no version before the removed one is in the history")
+            return stack[-1].version, stack[-1].manifest
         if len(stack) < 2:
             raise NotFound(f"nothing to roll back to: {stack[-1].version} is the earliest version in the history")
         target = stack[-2]
         return target.version, target.manifest
     for s in reversed(history):
-        if s.version == version:
+        if s.version == version and s.action != UNSET:
             return s.version, s.manifest
     raise NotFound(f"version {version} was never current; use `cas use` to switch to it")

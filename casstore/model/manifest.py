@@ -11,13 +11,20 @@ import json
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from casstore.errors import InvalidInput, InvalidManifest
 from casstore.model import strictjson
 from casstore.model.digest import Digest, is_sha256_hex
 from casstore.model.names import validate_model, validate_version
 from casstore.model.paths import check_tree, validate_path
+
+if TYPE_CHECKING:
+    from casstore.model.globs import Selection
+
+# meta of a partial version (Manifest.select): the selection, and the digest of the whole version
+SELECTION = "cas.selection"
+SELECTION_OF = "cas.selection-of"
 
 # Schema 2 adds an optional ``sha256`` to entries; a manifest without one is still written as
 # schema 1, byte for byte as before, so its digest (its name) does not change.
@@ -104,6 +111,26 @@ class Manifest:
 
     def to_json(self) -> dict[str, Any]:
         return {**self.to_json_head(), "entries": [e.to_json() for e in self.entries]}
+
+    def select(self, sel: Selection, of: Digest) -> Manifest:
+        """The part of this version (digest ``of``) that ``sel`` selects, as a manifest of its own
+        (a partial version, docs/format.md): its meta names the selection and the whole version,
+        so the same selection of the same version is the same manifest on every machine."""
+        entries = tuple(e for e in self.entries if sel.selects(e.path))
+        if not entries:
+            raise InvalidInput(f"{self.name}@{self.version}: {sel.describe()} selects none of its {len(self.entries)} "
+                               f"files (e.g. {', '.join(e.path for e in self.entries[:3])})")
+        meta = {**self.meta, SELECTION: sel.encode(), SELECTION_OF: str(of)}
+        return Manifest(self.name, self.version, entries, self.created, self.note, self.breaking, meta)
+
+    @property
+    def selection(self) -> tuple[Selection, Digest] | None:
+        """For a partial version: the selection and the whole version's digest."""
+        from casstore.model.globs import Selection
+
+        if SELECTION not in self.meta or SELECTION_OF not in self.meta:
+            return None
+        return Selection.decode(self.meta[SELECTION]), Digest.parse(self.meta[SELECTION_OF])
 
     def encode(self) -> bytes:
         return b"".join(self._pieces())

@@ -28,6 +28,7 @@ from casstore.errors import (
     RemoteUnreachable,
 )
 from casstore.model.digest import Digest
+from casstore.model.globs import Selection
 from casstore.model.index import Index
 from casstore.model.manifest import MAX_MANIFEST_BYTES, Manifest
 from casstore.model.versioning import latest, sort_key
@@ -52,10 +53,13 @@ class FetchResult:
     stats: Stats = field(default_factory=Stats)
     elapsed: float = 0.0
     path: Path | None = None  # the read-only view, when asked for (casstore.fetch)
+    files: int | None = None  # the version's files (None: a partial version held here, the whole unknown)
+    selected: int | None = None  # with a selection: the files it selected (``manifest`` is that part)
 
     def to_json(self) -> dict:
         return {"model": self.model, "version": self.version, "manifest": str(self.manifest),
-                "current": self.current, **self.stats.to_json(), "elapsed": round(self.elapsed, 3)}
+                "current": self.current, "files": self.files, "selected": self.selected, **self.stats.to_json(),
+                "elapsed": round(self.elapsed, 3)}
 
 
 async def read_index(remotes: Remote | list[Remote], model: str) -> tuple[Index, Remote]:
@@ -99,15 +103,17 @@ async def fetch(
     settings: Settings | None = None,
     progress=None,
     offline: bool | None = None,
+    selection: Selection | None = None,
 ) -> FetchResult:
-    """Bring ``model@version`` (the newest release if no version) into the store.
+    """Bring ``model@version`` (the newest release if no version) into the store; with a
+    ``selection``, only the files it selects, as a partial version (``install``).
 
-    An exact version that is complete in the store never contacts a remote. Offline
-    (``offline`` or ``CAS_OFFLINE=1``), or when no remote answers, a model without a version
-    is the newest version complete in the store.
+    An exact version that is complete in the store (or, with a selection, whose same part is)
+    never contacts a remote. Offline (``offline`` or ``CAS_OFFLINE=1``), or when no remote
+    answers, a model without a version is the newest version complete in the store.
     """
     t0 = time.monotonic()
-    if version is not None and (here := _complete_locally(store, model, version)) is not None:
+    if version is not None and (here := _complete_locally(store, model, version, selection)) is not None:
         try:
             return _local_result(store, model, version, *here, t0)
         except NotFound:  # a GC took part of it between the check and the lease: fetch it like any missing version
@@ -130,14 +136,15 @@ async def fetch(
             return _local_result(store, model, *newest, t0)
         raise
     version, entry = published(index, model, version)
-    local = store.refs.get_tag(model, version)
+    local = store.refs.get_tag(model, version) or _whole_of_partial(store, model, version)
     if local is not None and local != entry.manifest:
         raise Conflict(
             f"the remote's {model}@{version} is now {entry.manifest}, but this store has it as {local}: "
             "a published version moved; refusing to change it silently"
         )
     m = await load_manifest(store, remotes, entry.manifest, model, version)
-    result = await install(store, remotes, model, version, entry.manifest, m, settings=settings, progress=progress)
+    result = await install(store, remotes, model, version, entry.manifest, m, settings=settings, progress=progress,
+                           selection=selection)
     result.elapsed = time.monotonic() - t0
     return result
 
@@ -173,10 +180,10 @@ class FetchPlan:
 
 
 async def plan_fetch(store: Store, remotes: list[Remote], model: str, version: str | None, *,
-                     settings: Settings | None = None) -> FetchPlan:
+                     settings: Settings | None = None, selection: Selection | None = None) -> FetchPlan:
     settings = settings or Settings.from_env()
     mirrors = stack(remotes, settings.tuning())
-    here = _complete_locally(store, model, version) if version is not None else None
+    here = _complete_locally(store, model, version, selection) if version is not None else None
     if version is not None and here is not None:
         digest, m = here
     else:
@@ -184,6 +191,9 @@ async def plan_fetch(store: Store, remotes: list[Remote], model: str, version: s
         version, entry = published(index, model, version)
         digest = entry.manifest
         m = await load_manifest(store, mirrors, digest, model, version)
+    if selection is not None:
+        m = part_of(m, digest, selection)
+        digest = m.digest()
     sizes = {e.digest: e.size for e in m.entries}
     missing = {d: n for d, n in sizes.items() if not store.has_blob(d)}
     delta = 0
@@ -209,18 +219,59 @@ def unavailable(e: RemoteError) -> bool:
 
 
 async def install(store: Store, remotes: Remote | list[Remote], model: str, version: str, digest: Digest, m: Manifest, *,
-                  settings: Settings | None = None, progress=None) -> FetchResult:
+                  settings: Settings | None = None, progress=None, selection: Selection | None = None) -> FetchResult:
     """Download what ``m`` (already checked by ``load_manifest``) needs, then record it: the
-    manifest, the tag, and the current pointer if the model had none (invariant 3's order)."""
-    wants: dict[Digest, int] = {e.digest: e.size for e in m.entries}
-    with Lease(store, f"fetch {model}@{version}", [*wants, digest]):
+    manifest, the tag, and the current pointer if the model had none (invariant 3's order).
+
+    With a ``selection``: only its files, recorded as a partial version (``refs/M/partial/V``
+    naming the manifest of that part, ``Manifest.select``); a whole version fetched later
+    replaces it. Every ref still names a manifest whose blobs are all here (invariant 3)."""
+    target = part_of(m, digest, selection) if selection is not None else m
+    wants: dict[Digest, int] = {e.digest: e.size for e in target.entries}
+    with Lease(store, f"fetch {model}@{version}", [*wants, digest, target.digest()]):
         stats = await Downloader(store, remotes, settings, progress).fetch(wants, delta_sources(store, model, wants))
-        written = store.put_manifest(m)
-        store.refs.set_tag(model, version, written)
-        result = FetchResult(model, version, written, stats=stats)
+        written = store.put_manifest(target)
+        if target is m:
+            store.refs.set_tag(model, version, written)
+            store.refs.delete_partial(model, version)  # the whole version supersedes any part of it
+            _whole_becomes_current(store, model, version, written)
+        elif store.refs.get_tag(model, version) is None:
+            store.refs.set_partial(model, version, written)
+        result = FetchResult(model, version, written, stats=stats, files=len(m.entries),
+                             selected=None if target is m else len(target.entries))
         _settle(store, result)
-        prebuild_view(store, written, m)  # under the lease: a GC cannot take a blob meanwhile
+        prebuild_view(store, written, target)  # under the lease: a GC cannot take a blob meanwhile
     return result
+
+
+def part_of(m: Manifest, digest: Digest, selection: Selection) -> Manifest:
+    """The partial version ``selection`` makes of ``m``; ``m`` itself when it selects every file."""
+    part = m.select(selection, digest)
+    return m if len(part.entries) == len(m.entries) else part
+
+
+def _whole_becomes_current(store: Store, model: str, version: str, whole: Digest) -> None:
+    """A current pointer naming a part of this version now names all of it (`cas path M` then
+    shows every file): a switch recorded as the fetch's, lost quietly to any concurrent switch."""
+    cur = store.refs.current(model)
+    if cur is None or cur.version != version or cur.manifest == whole:
+        return
+    try:
+        held = store.get_manifest(cur.manifest).selection
+        if held is not None and held[1] == whole:
+            store.refs.switch(model, version, whole, action="fetch", expect=cur)
+    except CasError:
+        pass
+
+
+def _whole_of_partial(store: Store, model: str, version: str) -> Digest | None:
+    """The whole version's digest that the partial version held here is a part of."""
+    d = store.refs.get_partial(model, version)
+    try:
+        sel = store.get_manifest(d).selection if d is not None else None
+    except CasError:
+        return None
+    return sel[1] if sel is not None else None
 
 
 async def load_manifest(store: Store, remotes: Remote | list[Remote], digest: Digest, model: str, version: str) -> Manifest:
@@ -272,10 +323,19 @@ def _settle(store: Store, result: FetchResult) -> None:
     record_use(store, result.model, result.version)
 
 
-def _complete_locally(store: Store, model: str, version: str) -> tuple[Digest, Manifest] | None:
+def _complete_locally(store: Store, model: str, version: str,
+                      selection: Selection | None = None) -> tuple[Digest, Manifest] | None:
     """``model@version``'s manifest (digest and parsed) if its tag, manifest and every blob are here
-    and unchanged (a blob written through a link goes to quarantine, so it is fetched again)."""
+    and unchanged (a blob written through a link goes to quarantine, so it is fetched again).
+    With a ``selection``: else its partial version, if it is that selection."""
     d = store.refs.get_tag(model, version)
+    if d is None and selection is not None:
+        d = store.refs.get_partial(model, version)
+        try:
+            if d is not None and (store.get_manifest(d).selection or (None,))[0] != selection:
+                return None
+        except CasError:
+            return None
     if d is None or not store.has_manifest(d):
         return None
     try:
@@ -302,14 +362,17 @@ def _newest_local(store: Store, model: str) -> tuple[str, Digest, Manifest] | No
 
 def _local_result(store: Store, model: str, version: str, digest: Digest, m: Manifest, t0: float) -> FetchResult:
     """What a fetch of a version the store already holds does: lease and touch it (so a GC
-    running now keeps it), make it current if the model has none, record its use."""
+    running now keeps it), make it current if the model has none, record its use. (With a
+    selection, the whole version held here is the answer: it holds every selected file.)"""
     sizes = {e.digest: e.size for e in m.entries}
+    partial = m.selection is not None
     result = FetchResult(model, version, digest, stats=Stats(blobs=len(sizes), bytes_total=sum(sizes.values()),
-                                                             bytes_reused=sum(sizes.values())))
+                                                             bytes_reused=sum(sizes.values())),
+                         files=None if partial else len(m.entries), selected=len(m.entries) if partial else None)
     with Lease(store, f"fetch {model}@{version}", [digest, *sizes]):
         # GC sets a manifest aside and re-checks its mtime, as a blob's (gc/sweep.py)
         if (not store.touch(store.layout.manifest(digest)) or not all(store.touch(store.blob_path(d)) for d in sizes)
-                or store.refs.get_tag(model, version) != digest):
+                or digest not in (store.refs.get_tag(model, version), store.refs.get_partial(model, version))):
             raise NotFound(f"{model}@{version} was collected while being fetched; fetch it again")
         _settle(store, result)
     result.elapsed = time.monotonic() - t0

@@ -5,9 +5,11 @@
     version = "^1.1"                     # see model/requirements.py
     path = "weights/t2v"                 # where `cas sync` materialises it (default models/<name>)
     link = "auto"                        # auto | reflink | hardlink | symlink | copy
+    include = ["low_noise/", "*.json"]   # only these files (optional; exclude = [...] too)
 
 `cas sync` materialises each model into its own `path`, which casstore owns: files the locked
-version does not list are removed there. A project that syncs registers its lock with the store
+version does not list (or the model's `include`/`exclude` leave out) are removed there. cas.lock
+always pins the whole published manifest; a selection only limits what this checkout fetches. A project that syncs registers its lock with the store
 as a GC root; a registration whose cas.lock has gone is dropped.
 
 `cas lock` and `cas sync` plan first and act once. `sync --frozen` changes nothing but the store
@@ -31,6 +33,7 @@ from casstore.fs.atomic import write_file
 from casstore.fs.destination import Destination
 from casstore.model import runtime
 from casstore.model.digest import Digest
+from casstore.model.globs import Selection
 from casstore.model.lockfile import MAX_LOCK_BYTES, Locked, LockFile
 from casstore.model.manifest import Manifest
 from casstore.model.names import validate_model
@@ -41,7 +44,7 @@ from casstore.model.strictjson import field as typed
 from casstore.model.strictjson import read_file
 from casstore.ops.checkout import checkout
 from casstore.ops.export import export_hf_cache
-from casstore.ops.fetch import fetch, load_manifest, read_index
+from casstore.ops.fetch import fetch, load_manifest, part_of, read_index
 from casstore.remotes.base import Remote
 from casstore.store.objects import Store
 from casstore.store.roots import register_root
@@ -58,6 +61,7 @@ TEMPLATE = """\
 # version = "^1.1"                # a requirement: exact, ^, ~, >=,<, latest
 # path = "weights/t2v"            # inside the project (default models/<name>)
 # link = "auto"                   # auto | reflink | hardlink | symlink | copy
+# include = ["low_noise/"]        # only these files (exclude = [...] too): fetched and materialised
 # hf_cache = "Wan-AI/Wan2.2-T2V-A14B"  # also export it to the HF cache on sync (from_pretrained offline)
 """
 MAX_TOML_BYTES = 1 << 20
@@ -71,6 +75,7 @@ class ModelSpec:
     path: str
     link: str = "auto"
     hf_cache: str | None = None  # an HF repo id: `cas sync` also exports the version there (ops/export.py)
+    selection: Selection | None = None  # include/exclude: only those files are fetched and materialised
 
 
 @dataclass
@@ -119,9 +124,18 @@ class Project:
                 hf_repo = typed(spec, "hf_cache", (str, type(None)), where="hf_cache", default=None)
                 if hf_repo is not None and "/" not in validate_model(hf_repo):
                     raise InvalidInput(f"hf_cache = {hf_repo!r} is not an HF repo id ORG/NAME")
+                patterns = {}
+                for key in ("include", "exclude"):
+                    globs = typed(spec, key, list, where=key, default=[])
+                    if not all(isinstance(g, str) for g in globs):
+                        raise InvalidInput(f"{key} must be a list of glob strings, e.g. {key} = [\"low_noise/\"]")
+                    patterns[key] = globs
+                selection = Selection.of(patterns["include"], patterns["exclude"])
+                if selection is not None and hf_repo is not None:
+                    raise InvalidInput("hf_cache = exports a whole version; it cannot go with include/exclude")
             except InvalidInput as e:
                 raise InvalidInput(f"{p}: model {name!r}: {e}") from e
-            proj.models[name] = ModelSpec(name, req, path, link, hf_repo)
+            proj.models[name] = ModelSpec(name, req, path, link, hf_repo, selection)
         return proj
 
     def read_lock(self) -> LockFile:
@@ -271,12 +285,18 @@ async def sync(project: Project, store: Store, remotes: list[Remote] | None, *, 
         if local is not None and local != lk.manifest:
             raise Conflict(f"this store has {name}@{lk.version} as {local}, but cas.lock says {lk.manifest}")
         if offline:
-            missing += _missing_locally(store, name, lk)
+            missing += _missing_locally(store, name, lk, project.models[name].selection)
     if missing:
         raise NotFound("offline, and the store lacks what cas.lock needs:\n  " + "\n  ".join(missing))
 
+    keep: dict[str, Digest] = {}  # what the registration keeps of a model held only in part
     for name, lk in sorted(lockf.models.items()):
-        if not offline:
+        spec = project.models[name]
+        if spec.selection is not None:
+            m, keep[name], got = await _sync_part(store, remotes or [], name, lk, spec.selection, offline=offline,
+                                                  settings=settings, progress=progress)
+            result.downloaded += got
+        elif not offline:
             index, _ = await read_index(remotes or [], name)
             entry = index.versions.get(lk.version)
             if entry is None:
@@ -287,10 +307,10 @@ async def sync(project: Project, store: Store, remotes: list[Remote] | None, *, 
             if not (store.has_manifest(lk.manifest) and not _missing_locally(store, name, lk)):
                 res = await fetch(store, remotes or [], name, lk.version, settings=settings, progress=progress)
                 result.downloaded += res.stats.bytes_downloaded
-        m = store.get_manifest(lk.manifest)
-        check_locked_manifest(lk, name, lk.manifest, m)
+        if spec.selection is None:
+            m = store.get_manifest(lk.manifest)
+            check_locked_manifest(lk, name, lk.manifest, m)
         runtime.check(name, lk.version, m.meta, ignore=ignore_requirements)
-        spec = project.models[name]
         for attempt in (1, 2):
             try:
                 with Destination.under(project.root, spec.path) as dest:
@@ -302,17 +322,18 @@ async def sync(project: Project, store: Store, remotes: list[Remote] | None, *, 
                 changed = [f"{spec.path}/{x.path}" for x in m.entries if x.digest in e.digests]
                 log.warning("%s changed in the store (written through a link); fetching it again and restoring "
                             "%s", ", ".join(changed), ", ".join(changed))
-                res = await fetch(store, remotes or [], name, lk.version, settings=settings, progress=progress)
+                res = await fetch(store, remotes or [], name, lk.version, settings=settings, progress=progress,
+                                  selection=spec.selection)
                 result.downloaded += res.stats.bytes_downloaded
                 result.restored += changed
-        if store.refs.get_tag(name, lk.version) is None:
+        if store.refs.get_tag(name, lk.version) is None and name not in keep:
             store.refs.set_tag(name, lk.version, lk.manifest)
         if spec.hf_cache:
             result.exported[name] = export_hf_cache(store, name, lk.version, spec.hf_cache).path
         result.models[name] = lk.version
     result.gitignored = keep_out_of_git(project, [project.models[name].path for name in result.models])
     try:
-        register_root(store, project.lock_path, lockf)
+        register_root(store, project.lock_path, lockf, keep)
     except OSError as e:
         if e.errno != errno.EROFS:
             raise
@@ -339,7 +360,44 @@ def keep_out_of_git(project: Project, paths: list[str]) -> list[str]:
     return add
 
 
-def _missing_locally(store: Store, name: str, lk: Locked) -> list[str]:
+async def _sync_part(store: Store, remotes: list[Remote], name: str, lk: Locked, selection: Selection, *,
+                     offline: bool, settings: Settings | None, progress) -> tuple[Manifest, Digest, int]:
+    """The locked version's selected files for a checkout: from the whole version if the store
+    holds it, else as a partial version (fetched if not here). Returns the manifest to check out,
+    the one the project's registration must keep, and the bytes downloaded."""
+    if store.has_manifest(lk.manifest) and not _missing_locally(store, name, lk):
+        whole = store.get_manifest(lk.manifest)
+        check_locked_manifest(lk, name, lk.manifest, whole)
+        return part_of(whole, lk.manifest, selection), lk.manifest, 0
+    if not offline:
+        index, _ = await read_index(remotes, name)
+        entry = index.versions.get(lk.version)
+        if entry is None:
+            raise NotFound(f"{name}@{lk.version} (locked) is no longer published on the remote")
+        if entry.manifest != lk.manifest:
+            raise Conflict(f"the remote's {name}@{lk.version} is now {entry.manifest}, but cas.lock says "
+                           f"{lk.manifest}: a published version moved; refusing it")
+    res = await fetch(store, remotes, name, lk.version, settings=settings, progress=progress, offline=offline,
+                      selection=selection)
+    m = store.get_manifest(res.manifest)
+    held = m.selection
+    whole_digest = held[1] if held is not None else res.manifest
+    if whole_digest != lk.manifest:
+        raise Conflict(f"this store has {name}@{lk.version} as part of {whole_digest}, but cas.lock says {lk.manifest}")
+    files = {(f.path, f.size, f.digest) for f in lk.files}
+    if held is not None and not all((e.path, e.size, e.digest) in files for e in m.entries):
+        raise IntegrityError(f"the part of {name}@{lk.version} in the store ({res.manifest}) lists files cas.lock's "
+                             f"{lk.manifest} does not; run `cas lock` to rewrite the lock")
+    if held is None:
+        check_locked_manifest(lk, name, lk.manifest, m)
+        m = part_of(m, lk.manifest, selection)
+    return m, res.manifest, res.stats.bytes_downloaded
+
+
+def _missing_locally(store: Store, name: str, lk: Locked, selection: Selection | None = None) -> list[str]:
+    if selection is not None:
+        return [f"{name}@{lk.version}: {f.path} ({format_size(f.size)}, {f.digest})" for f in lk.files
+                if selection.selects(f.path) and not store.has_blob(f.digest)]
     if not store.has_manifest(lk.manifest):
         have = sum(1 for f in lk.files if store.has_blob(f.digest))
         return [f"{name}@{lk.version}: manifest {lk.manifest} ({have} of {len(lk.files)} files' blobs present)"]

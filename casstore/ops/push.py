@@ -10,7 +10,7 @@ import random
 import time
 from dataclasses import dataclass
 
-from casstore.errors import Conflict, NotFound
+from casstore.errors import Conflict, InvalidInput, NotFound
 from casstore.model.index import Index
 from casstore.progress import Ticker
 from casstore.remotes.base import Remote, blob, chunks
@@ -48,6 +48,9 @@ async def push(store: Store, remote: Remote, model: str, version: str, *, force:
     the version sent or found present."""
     t0 = time.monotonic()
     version, digest, m = store.load(model, version)
+    if (held := m.selection) is not None:
+        raise InvalidInput(f"{model}@{version} is a partial version here ({len(m.entries)} files selected of "
+                           f"{held[1]}, by {held[0].describe()}): push it from a store that holds it whole")
     result = PushResult(model, version, str(digest))
     sem = asyncio.Semaphore(max(1, jobs))
     settings = Settings.from_env()

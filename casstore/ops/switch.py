@@ -11,7 +11,7 @@ from __future__ import annotations
 from casstore.errors import Conflict, NotFound
 from casstore.model import runtime
 from casstore.model.digest import Digest
-from casstore.model.history import Switch, rollback_target
+from casstore.model.history import UNSET, Switch, rollback_target
 from casstore.model.manifest import Manifest
 from casstore.store.leases import Lease
 from casstore.store.markers import record_use
@@ -22,7 +22,7 @@ def switch_to(store: Store, model: str, version: str, digest: Digest, action: st
               m: Manifest | None = None) -> Switch:
     m = m if m is not None else store.get_manifest(digest)
     with Lease(store, f"{action} {model}@{version}", [digest, *m.blobs()]):
-        if store.refs.get_tag(model, version) != digest:
+        if digest not in (store.refs.get_tag(model, version), store.refs.get_partial(model, version)):
             raise NotFound(f"{model}@{version} is no longer in the store; run `cas fetch {model}@{version}`")
         if not store.touch(store.layout.manifest(digest)):  # set aside by a GC this moment (gc/sweep.py)
             raise NotFound(f"{model}@{version}'s manifest {digest} is being collected; run `cas fetch {model}@{version}`")
@@ -61,11 +61,12 @@ def rollback(store: Store, model: str, version: str | None = None) -> Switch:
     if not history:
         store.resolve(model)  # raises the right NotFound
     target, digest = rollback_target(history, version)
-    head = history[-1]
-    if (head.version, head.manifest) == (target, digest):
+    head = history[-1]  # an unset record too: the switch is a compare-and-swap on its seq
+    if head.action != UNSET and (head.version, head.manifest) == (target, digest):
         record_use(store, model, target)
         return head
-    if store.refs.get_tag(model, target) != digest or not store.has_manifest(digest):
+    if (digest not in (store.refs.get_tag(model, target), store.refs.get_partial(model, target))
+            or not store.has_manifest(digest)):
         raise NotFound(f"{model}@{target} (manifest {digest}) is no longer in the store (removed, or collected by GC); "
                        f"`cas rollback {model}{' ' + version if version else ''} --fetch` fetches it again first")
     return switch_to(store, model, target, digest, "rollback", head)

@@ -20,9 +20,10 @@ from dataclasses import dataclass, field
 from casstore.errors import Conflict, InvalidInput, NotFound, RequirementsUnmet
 from casstore.model import runtime
 from casstore.model.digest import Digest
+from casstore.model.globs import Selection
 from casstore.model.manifest import Manifest
 from casstore.model.versioning import is_prerelease, latest, sort_key
-from casstore.ops.fetch import install, load_manifest, read_index
+from casstore.ops.fetch import install, load_manifest, part_of, read_index
 from casstore.ops.switch import switch_to
 from casstore.remotes.base import Remote
 from casstore.store.markers import mark, marked, unmark
@@ -148,12 +149,15 @@ class UpdatePlan:
     head_seq: int = 0
     up_to_date: bool = False
     manifest_obj: Manifest | None = field(default=None, compare=False, repr=False)  # as planned: not fetched again
+    selection: Selection | None = None  # the files to fetch of the target (a partial version), if not all
 
     def to_json(self) -> dict:
         return {"model": self.model, "from": self.current, "to": self.target, "manifest": str(self.manifest),
                 "strategy": self.strategy, "breaking": self.breaking, "up_to_date": self.up_to_date,
                 "download_bytes": self.download_bytes, "added": list(self.added), "changed": list(self.changed),
-                "removed": list(self.removed)}
+                "removed": list(self.removed),
+                "selection": None if self.selection is None else {"include": list(self.selection.include),
+                                                                  "exclude": list(self.selection.exclude)}}
 
 
 def diff(old: Manifest, new: Manifest) -> tuple[tuple[str, ...], tuple[str, ...], tuple[str, ...]]:
@@ -167,7 +171,10 @@ def diff(old: Manifest, new: Manifest) -> tuple[tuple[str, ...], tuple[str, ...]
 
 async def plan_update(store: Store, remotes: list[Remote], model: str, *, to: str | None = None,
                       strategy: str = "conservative", allow_breaking: bool = False,
-                      prereleases: bool = False, ignore_requirements: bool = False) -> UpdatePlan:
+                      prereleases: bool = False, ignore_requirements: bool = False,
+                      selection: Selection | None = None) -> UpdatePlan:
+    """``selection``: the files of the target to fetch; by default the current version's own
+    selection, if it is a partial version (a GPU node that holds one expert keeps holding only it)."""
     if strategy not in STRATEGIES:
         raise InvalidInput(f"unknown strategy {strategy!r}; choose from {', '.join(STRATEGIES)}")
     head = store.refs.current(model)
@@ -214,10 +221,13 @@ async def plan_update(store: Store, remotes: list[Remote], model: str, *, to: st
     new = await _manifest(store, remotes, model, index, target, loaded)
     runtime.check(model, target, new.meta, ignore=ignore_requirements)  # before anything is downloaded
     old = store.get_manifest(head.manifest)
-    added, changed, removed = diff(old, new)
-    need = {e.digest: e.size for e in new.entries if not store.has_blob(e.digest)}
+    if selection is None and (held := old.selection) is not None:
+        selection = held[0]
+    wanted = part_of(new, entry.manifest, selection) if selection is not None else new
+    added, changed, removed = diff(old, wanted)
+    need = {e.digest: e.size for e in wanted.entries if not store.has_blob(e.digest)}
     return UpdatePlan(model, head.version, target, entry.manifest, strategy, breaking, added, changed, removed,
-                      sum(need.values()), head.seq, manifest_obj=new)
+                      sum(need.values()), head.seq, manifest_obj=new, selection=selection)
 
 
 async def execute_update(store: Store, remotes: list[Remote], plan: UpdatePlan, *, settings: Settings | None = None,
@@ -226,12 +236,13 @@ async def execute_update(store: Store, remotes: list[Remote], plan: UpdatePlan, 
     if plan.up_to_date:
         return None
     m = plan.manifest_obj or await load_manifest(store, remotes, plan.manifest, plan.model, plan.target)
-    res = await install(store, remotes, plan.model, plan.target, plan.manifest, m, settings=settings, progress=progress)
+    res = await install(store, remotes, plan.model, plan.target, plan.manifest, m, settings=settings, progress=progress,
+                        selection=plan.selection)
     head = store.refs.current(plan.model)
     if head is None or head.seq != plan.head_seq:
         raise Conflict(f"current version of {plan.model} changed while updating; nothing was switched")
-    switched = switch_to(store, plan.model, plan.target, plan.manifest, "update", head)
-    old_digest = store.refs.get_tag(plan.model, plan.current)
+    switched = switch_to(store, plan.model, plan.target, res.manifest, "update", head)
+    old_digest = store.refs.get_tag(plan.model, plan.current) or store.refs.get_partial(plan.model, plan.current)
     for earlier in marked(store, plan.model, "keep"):  # one rollback root per model: the version just left
         if earlier != plan.current:
             unmark(store, plan.model, earlier, "keep")
@@ -243,7 +254,7 @@ async def execute_update(store: Store, remotes: list[Remote], plan: UpdatePlan, 
     if plan.strategy == "parallel":
         from casstore.ops.checkout import view
 
-        view(store, plan.manifest, store.get_manifest(plan.manifest))
+        view(store, res.manifest, store.get_manifest(res.manifest))
         if old_digest is not None:
             view(store, old_digest, store.get_manifest(old_digest))
     return res, switched

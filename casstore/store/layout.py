@@ -106,6 +106,12 @@ class Layout:
     def tag(self, model: str, version: str) -> Path:
         return self.tags(model) / validate_version(version)
 
+    def partials(self, model: str) -> Path:
+        return self.model_dir(model) / "partial"
+
+    def partial(self, model: str, version: str) -> Path:
+        return self.partials(model) / validate_version(version)
+
     def history(self, model: str) -> Path:
         return self.model_dir(model) / "history"
 

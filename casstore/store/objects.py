@@ -403,7 +403,8 @@ class Store:
     # resolving references ----------------------------------------------------------------------
 
     def resolve(self, model: str, version: str | None = None) -> tuple[str, Digest]:
-        """``MODEL[@VERSION]`` to (version, manifest digest); no version means current."""
+        """``MODEL[@VERSION]`` to (version, manifest digest); no version means current. A version
+        the store holds only part of (a selective fetch) resolves to that part."""
         if version is None:
             cur = self.refs.current(model)
             if cur is None:
@@ -411,7 +412,7 @@ class Store:
                     raise NotFound(f"model {model} is not in the store {self.root}{_did_you_mean(model, self.refs.models())}")
                 raise NotFound(f"model {model} has no current version; pick one with `cas use {model}@VERSION`")
             return cur.version, cur.manifest
-        d = self.refs.get_tag(model, version)
+        d = self.refs.get_tag(model, version) or self.refs.get_partial(model, version)
         if d is None:
             tags = self.refs.tags(model)
             if not tags and self.refs.current(model) is None:

@@ -16,7 +16,7 @@ from pathlib import Path
 from casstore.errors import Conflict, CorruptStore, InvalidInput
 from casstore.fs.atomic import fsync_dir, makedirs, read_settled, write_file
 from casstore.model.digest import Digest
-from casstore.model.history import Switch
+from casstore.model.history import UNSET, Switch
 from casstore.model.keys import tag_digest
 from casstore.model.names import model_from_part, validate_version
 from casstore.store.layout import Layout
@@ -101,6 +101,45 @@ class Refs:
         write_file(p, data, self.layout.tmp, replace=True)
         return old
 
+    # partial versions: what a selective fetch holds of a version (docs/format.md) --------------
+
+    def partials(self, model: str) -> dict[str, Digest]:
+        """``version -> manifest`` of the model's partial versions: each names the manifest of the
+        part a selective fetch holds. Unlike a tag it may be replaced (another selection)."""
+        d = self.layout.partials(model)
+        try:
+            names = os.listdir(d)
+        except FileNotFoundError:
+            return {}
+        out = {}
+        for v in sorted(names):
+            try:
+                validate_version(v)
+            except InvalidInput:
+                continue
+            if (dg := self._read_tag(os.path.join(d, v))) is not None:
+                out[v] = dg
+        return out
+
+    def get_partial(self, model: str, version: str) -> Digest | None:
+        return self._read_tag(self.layout.partial(model, version))
+
+    def set_partial(self, model: str, version: str, digest: Digest) -> None:
+        p = self.layout.partial(model, version)
+        makedirs(p.parent)
+        write_file(p, f"{digest}\n".encode(), self.layout.tmp, replace=True)
+
+    def delete_partial(self, model: str, version: str, only: Digest | None = None) -> None:
+        """Drop the partial version (only while it names ``only``, if given)."""
+        p = self.layout.partial(model, version)
+        if only is not None and self._read_tag(p) != only:
+            return
+        try:
+            os.unlink(p)
+        except FileNotFoundError:
+            return
+        fsync_dir(p.parent)
+
     def delete_tag(self, model: str, version: str) -> None:
         p = self.layout.tag(model, version)
         try:
@@ -146,6 +185,12 @@ class Refs:
         return len(old)
 
     def current(self, model: str) -> Switch | None:
+        """The current switch, or None: no record, or the newest unset it (model/history.py)."""
+        rec = self.last(model)
+        return rec if rec is not None and rec.action != UNSET else None
+
+    def last(self, model: str) -> Switch | None:
+        """The newest history record, whatever it did."""
         d = self.layout.history(model)
         try:
             names = [n for n in os.listdir(d) if _is_record(n)]
@@ -163,17 +208,20 @@ class Refs:
     def switch(
         self, model: str, version: str, manifest: Digest, *, action: str, expect: Switch | None | bool = True
     ) -> Switch:
-        """Make ``version`` current, if current is still ``expect`` (True: whatever it is now).
+        """Make ``version`` current, if current is still ``expect`` (True: whatever it is now;
+        None: only if there is none). ``action`` UNSET: leave the model with no current version.
 
         Raises ``Conflict`` if another writer switched in between.
         """
-        head = self.current(model) if expect is True else expect
+        head = self.last(model) if expect is True or expect is None or expect is False else expect
+        if expect is None and head is not None and head.action != UNSET:
+            raise Conflict(f"{model} has a current version ({head.version}) since this was planned; nothing was changed")
         seq = (head.seq if head else 0) + 1
         rec = Switch(
             seq=seq,
             version=version,
             manifest=manifest,
-            previous=head.version if head else None,
+            previous=head.version if head and head.action != UNSET else None,
             action=action,
             time=time.time(),
             host=os.uname().nodename,

@@ -27,10 +27,12 @@ from casstore.model.strictjson import field as typed
 from casstore.model.strictjson import load_file, read_file
 
 
-def register_root(store, lock_path: Path, lock: LockFile) -> None:
+def register_root(store, lock_path: Path, lock: LockFile, keep: dict[str, Digest] | None = None) -> None:
+    """``keep``: a model the project holds only in part (cas.toml's include/exclude) keeps that
+    partial version's manifest instead of the whole one the lock names."""
     key = Digest.of_bytes(str(lock_path).encode()).hex[:32]
-    _register(store, store.layout.project_root(key), {
-        "lock": str(lock_path), "host": HOST, "models": {n: str(lk.manifest) for n, lk in sorted(lock.models.items())}})
+    models = {n: str(lk.manifest) for n, lk in sorted(lock.models.items())} | {n: str(d) for n, d in (keep or {}).items()}
+    _register(store, store.layout.project_root(key), {"lock": str(lock_path), "host": HOST, "models": models})
 
 
 def register_export(store, path: Path, ref: str, manifest: Digest) -> None:
