@@ -55,8 +55,9 @@ def _print_plan(c: Ctx, p) -> None:
         c.info(f"{p.model} is up to date ({p.current})")
         return
     c.info(f"update {p.model}: {p.current} -> {p.target} ({p.strategy}{', BREAKING' if p.breaking else ''})")
-    c.info(f"  download at most {_size(p.download_bytes)} (the new blobs' size; a delta fetch moves only what local "
-           f"chunks lack); {len(p.added)} files added, {len(p.changed)} changed, {len(p.removed)} removed")
+    local = f" ({_size(p.from_local)} of {_size(p.new_bytes)} new from local chunks)" if p.from_local else ""
+    c.info(f"  download {_size(p.download_bytes)}{local}; {len(p.added)} files added, {len(p.changed)} changed, "
+           f"{len(p.removed)} removed")
     for label, paths in (("~", p.changed), ("+", p.added), ("-", p.removed)):  # changes first: they matter most
         for path in paths[:50]:
             c.info(f"  {label} {path}")
@@ -98,7 +99,7 @@ def update(c: Ctx, model, to, allow_breaking, strategy, dry_run, pre, jobs, limi
     async def go():
         plan = await plan_update(store, remotes, r.model, to=to, strategy=strategy, allow_breaking=allow_breaking,
                                  prereleases=pre, ignore_requirements=ignore_requirements,
-                                 selection=_selection(include, exclude))
+                                 selection=_selection(include, exclude), settings=settings)
         _print_plan(c, plan)
         if dry_run or plan.up_to_date:
             return plan, None

@@ -131,9 +131,9 @@ def fetch(c: Ctx, ref, remote_name, insecure, jobs, limit_rate, delta, print_pat
         plan = _run(lambda: plan_fetch(store, remotes, r.model, r.version, settings=settings, selection=selection),
                     remotes)
         c.info(f"{r.model}@{plan.version}: {plan.files} files, {_size(plan.bytes)}; {_size(plan.bytes_here)} already "
-               f"here; would download at most {_size(plan.bytes_missing)} in {plan.blobs_missing} blobs"
-               + (f" ({_size(plan.delta_bytes)} of it in blobs with chunk maps: a delta fetch moves only what local "
-                  "chunks lack)" if plan.delta_bytes else ""))
+               f"here; would download {_size(plan.bytes_download)} of {plan.blobs_missing} missing blobs"
+               + (f" ({_size(plan.bytes_from_local)} of their {_size(plan.bytes_missing)} from local chunks)"
+                  if plan.bytes_from_local else ""))
         c.result({**plan.to_json(), "dry_run": True}, str(plan.manifest))
         return
     with _progress(c, f"fetch {ref}") as progress:

@@ -56,6 +56,7 @@ def test_update_over_nginx_moves_about_the_changed_tensors(published, tmp_path):
     with nginx(nas, tmp_path / "nginx", access_log=True) as web_server:
         user = CasRunner(tmp_path / "user", tmp_path)
         user("fetch", "m@1.0.0", "--remote", web_server.url)
+        plan = user.json("update", "m", "--remote", web_server.url, "--dry-run")
         before = len(web_server.requests())
         out = user.json("update", "m", "--remote", web_server.url)
         update = web_server.requests()[before:]
@@ -65,6 +66,8 @@ def test_update_over_nginx_moves_about_the_changed_tensors(published, tmp_path):
     assert on_wire <= 1.25 * ideal, (on_wire, ideal, update)
     print(f"on the wire: {on_wire} bytes, {on_wire / ideal:.3f}x the changed bytes and maps")
     assert out["bytes_from_local"] == 13 * 3 * MiB // 2  # the 13 unchanged tensors of the changed shard
+    # the plan's estimate is what the update then downloaded (it decides the same way)
+    assert (plan["download_bytes"], plan["from_local"]) == (out["bytes_downloaded"], out["bytes_from_local"])
     assert any(status == 206 and path.startswith("/blobs/") for _, path, status, _, _ in update)
     assert user("verify").returncode == 0
     assert_store_consistent(Store.open(tmp_path / "user"))

@@ -143,7 +143,7 @@ def test_a_dry_run_lists_every_change_or_says_how_many_more(tmp_path):
     user("fetch", "m@1.0.0", "--remote", tmp_path / "nas")
     p = user("update", "m", "--dry-run", "--remote", tmp_path / "nas")
     assert "~ and 10 more (--json lists them all)" in p.stderr
-    assert p.stderr.count("\n  ~ f") == 50 and "+ new002" in p.stderr and "download at most" in p.stderr
+    assert p.stderr.count("\n  ~ f") == 50 and "+ new002" in p.stderr and "  download 171 B;" in p.stderr
     assert len(user.json("update", "m", "--dry-run", "--remote", tmp_path / "nas")["changed"]) == 60
 
 

@@ -39,7 +39,7 @@ from casstore.remotes.layers import MirrorsFailed, stack
 from casstore.store.leases import Lease
 from casstore.store.markers import record_use
 from casstore.store.objects import Store
-from casstore.transfer.download import Downloader, Settings, Stats
+from casstore.transfer.download import Downloader, Estimate, Settings, Stats
 
 log = logging.getLogger("casstore")
 
@@ -173,7 +173,8 @@ class FetchPlan:
     bytes_here: int  # of those, already in the store
     blobs_missing: int
     bytes_missing: int  # the most the fetch downloads
-    delta_bytes: int  # of the missing, in blobs whose chunk map the remote has: delta may fetch less
+    bytes_from_local: int  # of the missing, what local chunks hold (delta): not downloaded
+    bytes_download: int  # what the fetch would download (bytes_missing less bytes_from_local)
 
     def to_json(self) -> dict:
         return {**self.__dict__, "manifest": str(self.manifest)}
@@ -196,16 +197,11 @@ async def plan_fetch(store: Store, remotes: list[Remote], model: str, version: s
         digest = m.digest()
     sizes = {e.digest: e.size for e in m.entries}
     missing = {d: n for d, n in sizes.items() if not store.has_blob(d)}
-    delta = 0
-    if settings.delta:
-        from casstore.remotes.base import chunks
-
-        for d, n in missing.items():
-            if n >= settings.delta_min_size and await mirrors.stat(chunks(d)) is not None:
-                delta += n
+    est = (await Downloader(store, mirrors, settings).estimate(missing, delta_sources(store, model, missing))
+           if missing else Estimate(0))
     total = sum(sizes.values())
     return FetchPlan(model, version, digest, len(m.entries), total, total - sum(missing.values()), len(missing),
-                     sum(missing.values()), delta)
+                     sum(missing.values()), est.from_local, est.download)
 
 
 def unavailable(e: RemoteError) -> bool:
@@ -298,18 +294,19 @@ def delta_sources(store: Store, model: str, wants: dict[Digest, int]) -> list[Di
     version's tensors most likely already are. transfer/delta.py maps them if they have no map
     yet (one read of each); other blobs count only once they have one (pushed or fetched by delta)."""
     cur = store.refs.current(model)
-    versions = [cur.version] if cur is not None else sorted(store.refs.tags(model), key=sort_key)[-1:]
-    out: list[Digest] = []
-    for v in versions:
-        try:
-            d = store.refs.get_tag(model, v)
-            if d is None or not store.has_manifest(d):
-                continue
-            m = store.get_manifest(d)
-        except CasError:
-            continue
-        out += [e.digest for e in m.entries if e.digest not in wants and store.has_blob(e.digest)]
-    return list(dict.fromkeys(out))
+    if cur is not None:
+        d = cur.manifest  # a partial version too (its tag is absent)
+    else:
+        tags = store.refs.tags(model)
+        newest = sorted(tags, key=sort_key)[-1:]
+        if not newest:
+            return []
+        d = tags[newest[0]]
+    try:
+        m = store.get_manifest(d)
+    except CasError:
+        return []
+    return list(dict.fromkeys(e.digest for e in m.entries if e.digest not in wants and store.has_blob(e.digest)))
 
 
 def _settle(store: Store, result: FetchResult) -> None:

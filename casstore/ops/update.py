@@ -23,12 +23,12 @@ from casstore.model.digest import Digest
 from casstore.model.globs import Selection
 from casstore.model.manifest import Manifest
 from casstore.model.versioning import is_prerelease, latest, sort_key
-from casstore.ops.fetch import install, load_manifest, part_of, read_index
+from casstore.ops.fetch import delta_sources, install, load_manifest, part_of, read_index
 from casstore.ops.switch import switch_to
 from casstore.remotes.base import Remote
 from casstore.store.markers import mark, marked, unmark
 from casstore.store.objects import Store
-from casstore.transfer.download import Settings
+from casstore.transfer.download import Downloader, Estimate, Settings
 
 log = logging.getLogger("casstore")
 STRATEGIES = ("conservative", "aggressive", "parallel")
@@ -145,16 +145,19 @@ class UpdatePlan:
     added: tuple[str, ...] = ()
     changed: tuple[str, ...] = ()
     removed: tuple[str, ...] = ()
-    download_bytes: int = 0
+    download_bytes: int = 0  # the estimate: new_bytes less what local chunks hold
     head_seq: int = 0
     up_to_date: bool = False
     manifest_obj: Manifest | None = field(default=None, compare=False, repr=False)  # as planned: not fetched again
     selection: Selection | None = None  # the files to fetch of the target (a partial version), if not all
+    new_bytes: int = 0  # the blobs the store lacks
+    from_local: int = 0  # of those, what local chunks hold (a delta fetch copies it)
 
     def to_json(self) -> dict:
         return {"model": self.model, "from": self.current, "to": self.target, "manifest": str(self.manifest),
                 "strategy": self.strategy, "breaking": self.breaking, "up_to_date": self.up_to_date,
-                "download_bytes": self.download_bytes, "added": list(self.added), "changed": list(self.changed),
+                "download_bytes": self.download_bytes, "new_bytes": self.new_bytes, "from_local": self.from_local,
+                "added": list(self.added), "changed": list(self.changed),
                 "removed": list(self.removed),
                 "selection": None if self.selection is None else {"include": list(self.selection.include),
                                                                   "exclude": list(self.selection.exclude)}}
@@ -172,7 +175,7 @@ def diff(old: Manifest, new: Manifest) -> tuple[tuple[str, ...], tuple[str, ...]
 async def plan_update(store: Store, remotes: list[Remote], model: str, *, to: str | None = None,
                       strategy: str = "conservative", allow_breaking: bool = False,
                       prereleases: bool = False, ignore_requirements: bool = False,
-                      selection: Selection | None = None) -> UpdatePlan:
+                      selection: Selection | None = None, settings: Settings | None = None) -> UpdatePlan:
     """``selection``: the files of the target to fetch; by default the current version's own
     selection, if it is a partial version (a GPU node that holds one expert keeps holding only it)."""
     if strategy not in STRATEGIES:
@@ -226,8 +229,12 @@ async def plan_update(store: Store, remotes: list[Remote], model: str, *, to: st
     wanted = part_of(new, entry.manifest, selection) if selection is not None else new
     added, changed, removed = diff(old, wanted)
     need = {e.digest: e.size for e in wanted.entries if not store.has_blob(e.digest)}
+    # what the fetch will download, decided as it decides (delta from local chunks included)
+    est = (await Downloader(store, remotes, settings or Settings.from_env()).estimate(need, delta_sources(store, model, need))
+           if need else Estimate(0))
     return UpdatePlan(model, head.version, target, entry.manifest, strategy, breaking, added, changed, removed,
-                      sum(need.values()), head.seq, manifest_obj=new, selection=selection)
+                      est.download, head.seq, manifest_obj=new, selection=selection, new_bytes=est.missing,
+                      from_local=est.from_local)
 
 
 async def execute_update(store: Store, remotes: list[Remote], plan: UpdatePlan, *, settings: Settings | None = None,

@@ -26,6 +26,7 @@ import os
 import time
 from collections.abc import Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
 from functools import partial
 
 from casstore.errors import IntegrityError, InvalidInput, NotFound, RangesIgnored, RemoteError
@@ -62,6 +63,21 @@ def _close_if_cancelled(fd: int, run: Future) -> None:
         os.close(fd)
 
 
+@dataclass
+class Estimate:
+    """``Downloader.estimate``: bytes of missing blobs, of those what local chunks hold, and the
+    chunk maps read to know it. ``download`` is what the fetch then reports as downloaded
+    (less what a resumed partial download already holds)."""
+
+    missing: int
+    from_local: int = 0
+    maps: int = 0
+
+    @property
+    def download(self) -> int:
+        return self.missing - self.from_local
+
+
 class Downloader:
     def __init__(self, store: Store, remotes: Remote | list[Remote], settings: Settings | None = None,
                  progress=None) -> None:
@@ -82,6 +98,27 @@ class Downloader:
         self._stopping = False  # tells those threads to stop writing
 
     # public ---------------------------------------------------------------------------------
+
+    async def estimate(self, wants: dict[Digest, int], sources: Iterable[Digest] = ()) -> Estimate:
+        """What ``fetch(wants, sources)`` would download, decided the way it decides: the missing
+        blobs, less what local chunks hold of those whose remote chunk map it reads (as the
+        fetch reads them: `--dry-run` pays the maps and the local mapping the fetch would)."""
+        missing = {d: n for d, n in wants.items() if not self.store.has_blob(d)}
+        self._sources = list(sources)
+        est = Estimate(sum(missing.values()))
+        if self.s.delta and any(n >= self.s.delta_min_size for n in missing.values()):
+            await self._probe_ranges(missing)
+        for d, n in missing.items():
+            if not self.s.delta or n < self.s.delta_min_size or not self.remote.ranges:
+                continue
+            m = await self._remote_map(d, n)
+            if m is None:
+                continue
+            p = delta.plan(m, await self._local_chunks())
+            if p.reused >= delta.MIN_REUSE:
+                est.from_local += p.reused
+        est.maps = self.stats.bytes_maps
+        return est
 
     async def fetch(self, wants: dict[Digest, int], sources: Iterable[Digest] = ()) -> Stats:
         """Bring every (digest, size) into the store; returns what it cost. ``sources``: local
@@ -242,11 +279,7 @@ class Downloader:
         if m is None:
             return
         job.chunk_map = m  # kept with the blob once it verifies: the next update finds its chunks
-        if self._local is None:
-            self._local = asyncio.ensure_future(asyncio.to_thread(
-                delta.LocalChunks.build, self.store, self._sources, self.s.delta_min_size))
-        local = await asyncio.shield(self._local)
-        p = delta.plan(m, local)
+        p = delta.plan(m, await self._local_chunks())
         if p.reused < delta.MIN_REUSE:
             log.info("%s: no useful local chunks (%d bytes); downloading it whole", job.digest, p.reused)
             return
@@ -260,6 +293,13 @@ class Downloader:
         self._advance(n)
         job.save(force=True)
         log.info("%s: %d of %d bytes from local chunks", job.digest, n, job.size)
+
+    async def _local_chunks(self) -> delta.LocalChunks:
+        """The local chunk index, built once (on a thread) when first needed."""
+        if self._local is None:
+            self._local = asyncio.ensure_future(asyncio.to_thread(
+                delta.LocalChunks.build, self.store, self._sources, self.s.delta_min_size))
+        return await asyncio.shield(self._local)
 
     async def _remote_map(self, d: Digest, size: int) -> ChunkMap | None:
         """The blob's chunk map from the first mirror that has one; a missing, broken or lying map
