@@ -7,6 +7,7 @@ inside each command so that `cas --help` stays fast.
 
 from __future__ import annotations
 
+import logging
 import sys
 from datetime import UTC, datetime
 
@@ -60,7 +61,7 @@ class Ctx:
                 def format(self, record: logging.LogRecord) -> str:
                     return f"{record.levelname.lower()}: {record.getMessage()}"
 
-            handler = logging.StreamHandler()
+            handler = _Stderr()
             handler.setFormatter(Plain())
         handler.rich = rich  # type: ignore[attr-defined]
         log.handlers[:] = [handler]
@@ -232,6 +233,19 @@ def _policy(max_size, retention_days, keep_last, grace):
     return Policy.from_config(max_size=max_size, retention_days=retention_days, keep_last=keep_last, grace=grace)
 
 
+class _Stderr(logging.StreamHandler):
+    """A log handler writing to ``sys.stderr`` as it is at each record (a plain StreamHandler
+    keeps the stream it was made with): under a progress bar that is rich's proxy."""
+
+    @property
+    def stream(self):
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, _value) -> None:
+        pass
+
+
 class _progress:
     """Progress of a long command on stderr (bytes, in binary units like every other size casstore
     prints). ``--progress`` (or ``CAS_PROGRESS``): ``bar`` a rich bar; ``plain`` a line every
@@ -276,8 +290,12 @@ class _progress:
             def render(self, task) -> Text:
                 return Text(f"{format_size(int(task.speed))}/s" if task.speed else "", style="progress.data.speed")
 
+        from rich.console import Console
+
+        # On stderr, like every human line; rich redirects sys.stderr meanwhile, so a warning
+        # (logging's _Stderr, click.echo) prints above the bar instead of after its last frame.
         self.bar = Progress("[progress.description]{task.description}", BarColumn(), DownloadColumn(binary_units=True),
-                            Speed(), TimeRemainingColumn(), transient=True)
+                            Speed(), TimeRemainingColumn(), transient=True, console=Console(stderr=True))
         self.bar.__enter__()
         self.task = self.bar.add_task(self.label, total=None)
         return lambda done, total: self.bar.update(self.task, completed=done, total=total)

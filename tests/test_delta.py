@@ -267,7 +267,7 @@ def test_a_broken_or_absent_map_means_a_whole_download(tmp_path, bad, caplog):
     assert store.blob_path(d).read_bytes() == target.read_bytes()
     assert (stats.bytes_from_local, stats.bytes_downloaded) == (0, target.stat().st_size)
     if bad is not None:
-        assert f"not using the chunk map {remote.describe(chunks(d))}" in caplog.text
+        assert f"not using the chunk map: {remote.describe(chunks(d))}" in caplog.text  # named once
 
 
 def test_a_local_blob_whose_bytes_do_not_match_its_map_is_not_copied(tmp_path):

@@ -464,3 +464,47 @@ def test_fetch_dry_run_says_what_it_would_download_and_downloads_nothing(tmp_pat
     assert sorted(p.name for p in (tmp_path / "user" / "blobs").rglob("*") if p.is_file()) == before
     assert user("path", "m@2", ok=False).returncode == 3  # nothing recorded
     assert user.json("fetch", "m@2", "--remote", tmp_path / "nas")["bytes_downloaded"] == 5000  # what it said
+
+
+def test_a_warning_under_the_progress_bar_gets_a_line_of_its_own(tmp_path, monkeypatch):
+    """Before: the bar was drawn on stdout and a warning went to the stderr stream logging held,
+    so on a terminal it was printed after the bar's last frame ("… 0/? bytes warning: …")."""
+    import pty
+    import re
+
+    from casstore.model.keys import chunks_key
+
+    monkeypatch.setenv("CAS_DELTA_MIN_SIZE", str(1 << 20))
+    pub = CasRunner(tmp_path / "pub", tmp_path)
+    one = os.urandom(4 << 20)
+    two = one[: 2 << 20] + os.urandom(2 << 20)
+    for v, data in (("1", one), ("2", two)):
+        pub("add", make_model(tmp_path / f"src{v}", {"w.bin": data}), "--name", "m", "--version", v)
+        pub("push", f"m@{v}", "--remote", tmp_path / "nas")
+    user = CasRunner(tmp_path / "user", tmp_path)
+    user("fetch", "m@1", "--remote", tmp_path / "nas")
+    blob = Store.open(tmp_path / "pub").get_manifest(Store.open(tmp_path / "pub").refs.get_tag("m", "2")).entries[0]
+    bad = tmp_path / "nas" / chunks_key(blob.digest)
+    os.chmod(bad, 0o644)
+    bad.write_bytes(b"not a chunk map")  # a warning in the middle of the fetch: "not using the chunk map"
+    master, slave = pty.openpty()
+    p = subprocess.Popen(user.argv("fetch", "m@2", "--remote", tmp_path / "nas", "--progress", "bar"), cwd=tmp_path,
+                         stdout=slave, stderr=slave, env={**os.environ, "COLUMNS": "100", "TERM": "xterm"})
+    os.close(slave)
+    err = b""
+    while True:
+        try:
+            chunk = os.read(master, 65536)
+        except OSError:  # the child closed the terminal
+            break
+        if not chunk:
+            break
+        err += chunk
+    p.wait(timeout=60)
+    os.close(master)
+    assert p.returncode == 0, err
+    text = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", err.decode(errors="replace"))  # one terminal, as a user's
+    lines = [seg for seg in re.split(r"[\r\n]", text) if seg.strip()]
+    (line,) = [seg for seg in lines if "not using the chunk map" in seg]
+    assert line.startswith("warning: not using the chunk map"), repr(line)
+    assert any(seg.startswith("blake3:") for seg in lines), lines  # the result, on a line of its own

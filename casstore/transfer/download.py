@@ -312,7 +312,7 @@ class Downloader:
         except NotFound:
             return None
         except (RemoteError, InvalidInput) as e:
-            log.warning("not using the chunk map %s: %s", self.remote.describe(key), e)
+            log.warning("not using the chunk map: %s", e)  # e names the URL
             return None
 
     def _publish(self, job: BlobJob) -> None:
