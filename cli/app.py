@@ -190,10 +190,27 @@ _GLOBAL_OPTIONS = [
 ]
 
 
+class CasCommand(click.Command):
+    """A command whose "no such option" names what the user most likely meant: `--version` is
+    a version (`--to V`, or `M@V`), never `--json` or `--verbose` (click's spelling guess)."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        try:
+            return super().parse_args(ctx, args)
+        except click.NoSuchOption as e:
+            if e.option_name not in ("--version", "-V"):
+                raise
+            opts = {o for p in self.params for o in getattr(p, "opts", ())}
+            meant = "--to VERSION" if "--to" in opts else "MODEL@VERSION"
+            raise click.UsageError(f"no option {e.option_name} for `{ctx.command_path}`: a version is given as {meant} "
+                                   "(`cas --version` prints casstore's own)", ctx) from None
+
+
 class CasGroup(click.Group):
     """A group whose commands (and subgroups' commands) also take the global options."""
 
     group_class = type
+    command_class = CasCommand
 
     def add_command(self, cmd: click.Command, name: str | None = None) -> None:
         if not isinstance(cmd, click.Group):

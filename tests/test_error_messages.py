@@ -153,3 +153,12 @@ def test_a_misspelt_model_or_version_gets_a_did_you_mean(tmp_path):
     p = cas("path", "t2v-A14B@1.1", ok=False)
     assert p.returncode == 3 and "versions here: 1.1.0" in p.stderr and "did you mean 1.1.0?" in p.stderr
     assert "did you mean" not in cas("path", "unrelated", ok=False).stderr
+
+
+def test_a_version_option_that_does_not_exist_says_how_to_give_a_version(cas):
+    """Before: `cas update m --version 1.2` suggested --json or --verbose (click's spelling guess)."""
+    p = cas("update", "m", "--version", "1.2", ok=False)
+    assert p.returncode == 2 and "--to VERSION" in p.stderr and "--json" not in p.stderr
+    p = cas("fetch", "m", "--version", "1.2", ok=False)
+    assert p.returncode == 2 and "MODEL@VERSION" in p.stderr
+    assert "--json" in cas("fetch", "m", "--jsn", ok=False).stderr  # other misspellings keep click's guess
