@@ -81,18 +81,21 @@ def remote_remove(c: Ctx, name) -> None:
 @click.option("--jobs", "-j", default=8, show_default=True, help="Objects uploaded in parallel.")
 @click.option("--backfill-chunks", is_flag=True,
               help="Also publish chunk maps for large blobs the remote already has (for delta updates).")
+@click.option("--limit-rate", metavar="RATE", help="Total upload bandwidth, e.g. 50M (bytes per second).")
 @pass_ctx
-def push(c: Ctx, ref, remote_name, insecure, force, jobs, backfill_chunks) -> None:
+def push(c: Ctx, ref, remote_name, insecure, force, jobs, backfill_chunks, limit_rate) -> None:
     """Publish MODEL@VERSION: only blobs the remote lacks, then the manifest, then the index."""
+    from casstore.model.sizes import parse_size
     from casstore.ops.fetch import open_remotes
     from casstore.ops.push import push as do_push
 
+    rate = parse_size(limit_rate) if limit_rate else None
     r = _ref(ref)
     store = c.store()
     remotes = open_remotes(remote_name, insecure=insecure, offline=c.offline)
     with _progress(c, f"push {ref}") as progress:
         res = _run(lambda: do_push(store, remotes[0], r.model, r.version, force=force, jobs=jobs, progress=progress,
-                                     backfill_chunks=backfill_chunks),
+                                     backfill_chunks=backfill_chunks, limit_rate=rate),
                    remotes)
     c.info(f"{r.model}@{res.version} -> {remotes[0].url}: {res.blobs_sent} blobs sent ({_size(res.bytes_sent)}), "
            f"{res.blobs_present} already there, {res.maps_sent} chunk maps, {res.elapsed:.2f}s")

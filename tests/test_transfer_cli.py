@@ -508,3 +508,27 @@ def test_a_warning_under_the_progress_bar_gets_a_line_of_its_own(tmp_path, monke
     (line,) = [seg for seg in lines if "not using the chunk map" in seg]
     assert line.startswith("warning: not using the chunk map"), repr(line)
     assert any(seg.startswith("blake3:") for seg in lines), lines  # the result, on a line of its own
+
+
+@pytest.mark.slow  # a limited upload takes its time (~3 s)
+def test_push_limit_rate_to_cas_serve(tmp_path, monkeypatch):
+    src = make_model(tmp_path / "m", {"big.bin": 12 << 20, "config.json": b"{}"})
+    srv = CasServe(tmp_path / "remote")
+    try:
+        pub = CasRunner(tmp_path / "pub", tmp_path)
+        pub("add", src, "--name", "m", "--version", "1")
+        monkeypatch.setenv("CAS_TOKEN", srv.token)
+        assert pub("push", "m@1", "--remote", srv.url, "--limit-rate", "nonsense", ok=False).returncode == 2
+        p = subprocess.Popen(pub.argv("--json", "push", "m@1", "--remote", srv.url, "--limit-rate", "4M"),
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        time.sleep(1.5)  # 12 MiB at 4 MiB/s: about 3 s; unlimited, loopback takes well under 0.5 s
+        assert p.poll() is None, "the limited push should still be running"
+        out, err = p.communicate(timeout=60)
+        assert p.returncode == 0, err
+        assert json.loads(out)["bytes_sent"] == (12 << 20) + 2
+        monkeypatch.delenv("CAS_TOKEN")
+        user = CasRunner(tmp_path / "user", tmp_path)
+        user("fetch", "m@1", "--remote", srv.url)
+        assert user("verify").returncode == 0
+    finally:
+        srv.stop()

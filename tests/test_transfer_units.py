@@ -42,6 +42,30 @@ def test_rate_limiter_schedules_bytes_at_the_rate():
     assert now[0] == pytest.approx(5.0)
 
 
+def test_a_paced_file_is_read_at_the_rate_shared_with_coroutines(tmp_path):
+    """`cas push --limit-rate`: a backend's reads of a Paced file (on a thread) and other
+    bookings of the same limiter (coroutines) share one schedule."""
+    from casstore.remotes.base import Paced
+
+    now = [0.0]
+
+    def sleep_blocking(d):
+        now[0] += d
+
+    async def sleep(d):
+        now[0] += d
+
+    lim = RateLimiter(1 << 20, burst=0.0, clock=lambda: now[0], sleep=sleep, sleep_blocking=sleep_blocking)
+    f = tmp_path / "w.bin"
+    data = os.urandom(3 << 20)
+    f.write_bytes(data)
+    with Paced(f, lim).open() as r:
+        assert r.read() == data  # 3 MiB at 1 MiB/s: 3 s of virtual time
+    assert now[0] == pytest.approx(3.0)
+    asyncio.run(lim.take(1 << 20))
+    assert now[0] == pytest.approx(4.0)
+
+
 def test_mirrors_tried_in_order(store, tmp_path):
     data = os.urandom(100_000)
     d = Digest.of_bytes(data)

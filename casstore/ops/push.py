@@ -13,12 +13,13 @@ from dataclasses import dataclass
 from casstore.errors import Conflict, InvalidInput, NotFound
 from casstore.model.index import Index
 from casstore.progress import Ticker
-from casstore.remotes.base import Remote, blob, chunks
+from casstore.remotes.base import Paced, Remote, blob, chunks
 from casstore.remotes.base import manifest as manifest_key
 from casstore.remotes.layers import Mirrors, stack
 from casstore.remotes.locks import RemoteLock
 from casstore.store import chunkmaps
 from casstore.store.objects import Store
+from casstore.transfer.ratelimit import RateLimiter
 from casstore.transfer.settings import Settings
 
 log = logging.getLogger("casstore")
@@ -41,11 +42,12 @@ class PushResult:
 
 
 async def push(store: Store, remote: Remote, model: str, version: str, *, force: bool = False, jobs: int = 8,
-               progress=None, backfill_chunks: bool = False) -> PushResult:
+               progress=None, backfill_chunks: bool = False, limit_rate: int | None = None) -> PushResult:
     """Publish a version: blobs the remote lacks (large ones with their chunk maps), then the
     manifest, then the index entry. ``backfill_chunks``: also publish the maps of large blobs the
     remote already had (versions pushed before maps existed). ``progress(done, total)``: bytes of
-    the version sent or found present."""
+    the version sent or found present. ``limit_rate``: bytes per second for all blob uploads
+    together (each backend reads through one shared limiter: remotes/base.Paced)."""
     t0 = time.monotonic()
     version, digest, m = store.load(model, version)
     if (held := m.selection) is not None:
@@ -58,13 +60,14 @@ async def push(store: Store, remote: Remote, model: str, version: str, *, force:
     remote = stack(remote.remotes[0] if isinstance(remote, Mirrors) else remote, settings.tuning())
     sizes = {e.digest: e.size for e in m.entries}
     advance = Ticker(progress, sum(sizes.values()))
+    limiter = RateLimiter(limit_rate) if limit_rate else None
 
     async def send(d):
         async with sem:
             path = store.blob_path(d)
             if not path.exists():
                 raise NotFound(f"blob {d} of {model}@{version} is missing locally; cannot push")
-            await remote.write(blob(d, sizes[d]), path)
+            await remote.write(blob(d, sizes[d]), Paced(path, limiter) if limiter is not None else path)
             log.info("sent %s (%d bytes) to %s", d, sizes[d], remote.describe(blob(d)))
             result.blobs_sent += 1
             result.bytes_sent += sizes[d]

@@ -16,6 +16,7 @@ The layout, the same on disk, over HTTP and in a bucket:
 from __future__ import annotations
 
 import asyncio
+import io
 import ipaddress
 import logging
 import time
@@ -23,6 +24,7 @@ from abc import ABC, abstractmethod
 from collections.abc import AsyncGenerator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Protocol
 
 from casstore.errors import CasError, IntegrityError, RemoteProtocolError, RemoteRefused
 from casstore.model.chunkmap import ChunkMap
@@ -130,6 +132,63 @@ class Listed:
     modified: float  # by the remote's own clock
 
 
+class Pacer(Protocol):
+    """What a ``Paced`` upload books its bytes with (transfer/ratelimit.RateLimiter)."""
+
+    async def take(self, n: int) -> None: ...
+
+    def take_blocking(self, n: int) -> None: ...
+
+
+@dataclass(frozen=True)
+class Paced:
+    """A file to upload at most at ``limiter``'s rate: a backend reads it through ``open()``
+    (or, where it sends in parts, books each part with the limiter), so the pacing lives in one
+    limiter shared by every upload of the run."""
+
+    path: Path
+    limiter: Pacer
+
+    def open(self) -> io.BufferedReader:
+        return io.BufferedReader(_PacedReader(self.path, self.limiter), buffer_size=1 << 20)
+
+
+class _PacedReader(io.RawIOBase):
+    def __init__(self, path: Path, limiter: Pacer) -> None:
+        self._f = open(path, "rb", buffering=0)  # noqa: SIM115 (closed with this reader)
+        self._limiter = limiter
+
+    def readable(self) -> bool:
+        return True
+
+    def fileno(self) -> int:  # an HTTP client sizes the body from it (Content-Length)
+        return self._f.fileno()
+
+    def seekable(self) -> bool:
+        return True
+
+    def seek(self, pos: int, whence: int = 0) -> int:
+        return self._f.seek(pos, whence)
+
+    def tell(self) -> int:
+        return self._f.tell()
+
+    def readinto(self, b) -> int:
+        n = self._f.readinto(b) or 0
+        if n:
+            self._limiter.take_blocking(n)  # on the reader's thread, never the event loop
+        return n
+
+    def close(self) -> None:
+        if not self.closed:
+            self._f.close()
+        super().close()
+
+
+def source_path(source: Path | Paced) -> Path:
+    return source.path if isinstance(source, Paced) else Path(source)
+
+
 class Remote(ABC):
     """One place objects are published to and fetched from.
 
@@ -204,8 +263,9 @@ class Remote(ABC):
         raise NotImplementedError
 
     @abstractmethod
-    async def write(self, key: Key, source: Path | bytes) -> None:
-        """Publish an object whose bytes match its digest (the caller has verified them)."""
+    async def write(self, key: Key, source: Path | bytes | Paced) -> None:
+        """Publish an object whose bytes match its digest (the caller has verified them). A
+        ``Paced`` file is read no faster than its limiter allows (`cas push --limit-rate`)."""
 
     @abstractmethod
     async def read_index(self, model: str) -> tuple[bytes, str] | None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import shutil
 from collections.abc import AsyncGenerator
 from pathlib import Path
 
@@ -26,6 +27,7 @@ from casstore.remotes.base import (
     FORMAT_VERSION,
     Key,
     Listed,
+    Paced,
     Remote,
     check_bytes,
     check_object,
@@ -79,10 +81,10 @@ class DirectoryRemote(Remote):
                     left -= len(chunk)
                 yield chunk
 
-    async def write(self, key: Key, source: Path | bytes) -> None:
+    async def write(self, key: Key, source: Path | bytes | Paced) -> None:
         await asyncio.to_thread(self._write, key, source)
 
-    def _write(self, key: Key, source: Path | bytes) -> None:
+    def _write(self, key: Key, source: Path | bytes | Paced) -> None:
         self._ensure()
         final = self._p(key.path)
         if final.exists():
@@ -94,7 +96,11 @@ class DirectoryRemote(Remote):
             return
         tmp = self.tmp / temp_name()
         try:
-            linking.reflink_or_copy(Path(source), tmp)
+            if isinstance(source, Paced):  # read at the limiter's pace, so never a reflink
+                with source.open() as src, open(tmp, "xb") as dst:
+                    shutil.copyfileobj(src, dst, 1 << 20)
+            else:
+                linking.reflink_or_copy(Path(source), tmp)
             os.chmod(tmp, 0o444)
             check_bytes(key, *hash_file(tmp), self.describe(key))  # the copy is what gets published
             publish_file(tmp, final, exclusive=False)

@@ -31,7 +31,7 @@ from casstore.errors import (
 )
 from casstore.model.index import MAX_INDEX_BYTES
 from casstore.remotes import http_blocking
-from casstore.remotes.base import CHUNK, FORMAT_FILE, Key, Remote, check_range_answer, index_path, is_loopback
+from casstore.remotes.base import CHUNK, FORMAT_FILE, Key, Paced, Remote, check_range_answer, index_path, is_loopback
 from casstore.remotes.http_rules import (
     MAX_REDIRECTS,
     netrc_authorization,
@@ -295,11 +295,11 @@ class HttpRemote(Remote):
             if want is not None and got < want:
                 raise RemoteProtocolError(f"{url} ended after {got} of {want} bytes", url=url, digest=key.digest, retryable=True)
 
-    async def write(self, key: Key, source: Path | bytes) -> None:
+    async def write(self, key: Key, source: Path | bytes | Paced) -> None:
         if isinstance(source, bytes):
             resp = await self._request("PUT", key.path, data=source)
         else:
-            with open(source, "rb") as f:
+            with source.open() if isinstance(source, Paced) else open(source, "rb") as f:
                 resp = await self._request("PUT", key.path, data=f)
         async with resp:
             if resp.status not in (200, 201, 204):

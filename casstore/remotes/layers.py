@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from casstore.errors import CasError, InvalidInput, NotFound, RemoteError, RemoteTooSlow, RemoteUnreachable
-from casstore.remotes.base import Key, Listed, Remote
+from casstore.remotes.base import Key, Listed, Paced, Remote
 
 log = logging.getLogger("casstore")
 T = TypeVar("T")
@@ -149,7 +149,7 @@ class Layer(Remote):
     def read_into(self, key: Key, start: int, end: int, sink: Callable[[memoryview], bool]) -> None:
         self.inner.read_into(key, start, end, sink)
 
-    async def write(self, key: Key, source: Path | bytes) -> None:
+    async def write(self, key: Key, source: Path | bytes | Paced) -> None:
         await self.inner.write(key, source)
 
     async def read_index(self, model: str) -> tuple[bytes, str] | None:
@@ -356,7 +356,7 @@ class Retrying(Layer):
     async def stat(self, key: Key) -> int | None:
         return await self._call(f"HEAD {self.describe(key)}", lambda: self.inner.stat(key))
 
-    async def write(self, key: Key, source: Path | bytes) -> None:
+    async def write(self, key: Key, source: Path | bytes | Paced) -> None:
         await self._call(f"PUT {self.describe(key)}", lambda: self.inner.write(key, source))
 
     async def read_index(self, model: str) -> tuple[bytes, str] | None:
@@ -623,7 +623,7 @@ class Mirrors(Remote):
 
     # writing and housekeeping: the first remote ------------------------------------------------
 
-    async def write(self, key: Key, source: Path | bytes) -> None:
+    async def write(self, key: Key, source: Path | bytes | Paced) -> None:
         await self.remotes[0].write(key, source)
 
     async def write_index(self, model: str, data: bytes, expect: str | None) -> None:

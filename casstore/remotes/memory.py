@@ -8,7 +8,17 @@ from pathlib import Path
 
 from casstore.errors import Conflict, NotFound
 from casstore.model.digest import Digest
-from casstore.remotes.base import CHUNK, FORMAT_FILE, FORMAT_VERSION, Key, Listed, Remote, check_object, index_path
+from casstore.remotes.base import (
+    CHUNK,
+    FORMAT_FILE,
+    FORMAT_VERSION,
+    Key,
+    Listed,
+    Paced,
+    Remote,
+    check_object,
+    index_path,
+)
 
 
 class MemoryRemote(Remote):
@@ -38,9 +48,13 @@ class MemoryRemote(Remote):
         for i in range(0, len(data), CHUNK):
             yield data[i : i + CHUNK]
 
-    async def write(self, key: Key, source: Path | bytes) -> None:
+    async def write(self, key: Key, source: Path | bytes | Paced) -> None:
         if key.path not in self.objects:
-            data = source if isinstance(source, bytes) else Path(source).read_bytes()
+            if isinstance(source, Paced):
+                with source.open() as f:
+                    data = f.read()
+            else:
+                data = source if isinstance(source, bytes) else Path(source).read_bytes()
             check_object(key, data, self.describe(key))
             self._put(key.path, data)
 

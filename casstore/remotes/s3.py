@@ -48,12 +48,15 @@ from casstore.remotes.base import (
     FORMAT_VERSION,
     Key,
     Listed,
+    Paced,
+    Pacer,
     Remote,
     check_bytes,
     check_object,
     check_range_answer,
     index_path,
     is_loopback,
+    source_path,
 )
 
 log = logging.getLogger("casstore")
@@ -328,7 +331,11 @@ class S3Remote(Remote):
         except NotFound:
             return None
 
-    async def write(self, key: Key, source: Path | bytes) -> None:
+    async def write(self, key: Key, source: Path | bytes | Paced) -> None:
+        """A ``Paced`` source books each part (or the one PUT) with its limiter before sending
+        it: paced at the part size (16 MiB), as botocore reads a body twice (checksum, send)."""
+        pacer = source.limiter if isinstance(source, Paced) else None
+        source = source_path(source) if isinstance(source, Paced) else source
         await self._probe_conditional_writes()
         if isinstance(source, bytes):
             check_object(key, source, self.describe(key))
@@ -338,21 +345,25 @@ class S3Remote(Remote):
             size = os.path.getsize(source)
         try:
             if size <= self.part_size:
+                if pacer is not None:
+                    await pacer.take(size)
                 async with self._uploads:
                     with _body(source, 0, size) as body:
                         await self._call("PUT", key.path, "put_object", key.digest, Body=body, IfNoneMatch="*",
                                          ChecksumAlgorithm="CRC32")
             else:
-                await self._multipart(key, source, size)
+                await self._multipart(key, source, size, pacer)
         except Conflict:
             log.debug("%s is already there", self.describe(key))  # write-once: the first writer's copy stays
 
-    async def _multipart(self, key: Key, source: Path | bytes, size: int) -> None:
+    async def _multipart(self, key: Key, source: Path | bytes, size: int, pacer: Pacer | None = None) -> None:
         part = max(self.part_size, -(-size // MAX_PARTS))
         up = await self._call("POST", key.path, "create_multipart_upload", key.digest, ChecksumAlgorithm="CRC32")
         upload_id = up["UploadId"]
 
         async def one(n: int, offset: int) -> dict:
+            if pacer is not None:
+                await pacer.take(min(part, size - offset))
             async with self._uploads:
                 with _body(source, offset, min(part, size - offset)) as body:
                     r = await self._call("PUT", key.path, "upload_part", key.digest, UploadId=upload_id, PartNumber=n,

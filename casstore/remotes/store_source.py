@@ -23,7 +23,7 @@ from casstore.model.keys import STORE_FORMAT_FILE, manifest_key, tag_digest, tag
 from casstore.model.manifest import MAX_MANIFEST_BYTES, Manifest
 from casstore.model.names import validate_version
 from casstore.model.strictjson import read_file
-from casstore.remotes.base import FORMAT_FILE, Key, Listed
+from casstore.remotes.base import FORMAT_FILE, Key, Listed, Paced
 from casstore.remotes.directory import DirectoryRemote
 
 
@@ -68,7 +68,7 @@ class StoreSource(DirectoryRemote):
     async def looks_like_remote(self) -> bool:
         return is_store(self.root)
 
-    async def write(self, key: Key, source: Path | bytes) -> None:
+    async def write(self, key: Key, source: Path | bytes | Paced) -> None:
         raise self._refuse("published to")
 
     async def write_index(self, model: str, data: bytes, expect: str | None) -> None:

@@ -11,7 +11,7 @@ from collections.abc import AsyncGenerator, Callable
 from pathlib import Path
 
 from casstore.errors import RemoteStatusError
-from casstore.remotes.base import Key, Listed, Remote
+from casstore.remotes.base import Key, Listed, Paced, Remote
 
 
 class Flaky(Remote):
@@ -55,7 +55,7 @@ class Flaky(Remote):
             time.sleep(3600)
         self.inner.read_into(key, start, end, sink)
 
-    async def write(self, key: Key, source: Path | bytes) -> None:
+    async def write(self, key: Key, source: Path | bytes | Paced) -> None:
         self._trip("write")
         await self.inner.write(key, source)
 

@@ -27,7 +27,7 @@ from casstore.model.chunkmap import ChunkMap
 from casstore.model.digest import Digest
 from casstore.model.index import Index, IndexEntry
 from casstore.model.manifest import Entry, Manifest
-from casstore.remotes.base import FORMAT_FILE, Remote, blob, chunks, index_path, manifest
+from casstore.remotes.base import FORMAT_FILE, Paced, Remote, blob, chunks, index_path, manifest
 from casstore.testing.storage import Storage
 
 DATA = random.Random(7).randbytes(3 * (1 << 20) + 12345)  # three chunks and a bit
@@ -342,6 +342,35 @@ class WriteContract(ReadContract):
             assert storage.get(blob(D).path) == DATA
             assert storage.get(manifest(m.digest()).path) == m.encode()
             assert storage.get(blob(EMPTY).path) == b""
+
+        run(go())
+
+    def test_a_paced_write_books_every_byte_and_lands_whole(self, pair, tmp_path):
+        """`cas push --limit-rate`: a ``Paced`` file goes through its limiter (read by read, or
+        part by part) and arrives as it would unpaced; a wrong one is still refused."""
+        remote, storage = pair
+        f = tmp_path / "src.bin"
+        f.write_bytes(DATA)
+        bad = tmp_path / "bad.bin"
+        bad.write_bytes(DATA[:-1] + b"!")
+
+        class Counting:
+            booked = 0
+
+            async def take(self, n: int) -> None:
+                Counting.booked += n
+
+            def take_blocking(self, n: int) -> None:
+                Counting.booked += n
+
+        async def go():
+            async with remote:
+                with pytest.raises(IntegrityError):
+                    await remote.write(blob(D), Paced(bad, Counting()))
+                Counting.booked = 0
+                await remote.write(blob(D), Paced(f, Counting()))
+            assert storage.get(blob(D).path) == DATA
+            assert Counting.booked >= len(DATA)  # some backends read twice (S3: checksum, then send)
 
         run(go())
 
