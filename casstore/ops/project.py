@@ -297,13 +297,7 @@ async def sync(project: Project, store: Store, remotes: list[Remote] | None, *, 
                                                   settings=settings, progress=progress)
             result.downloaded += got
         elif not offline:
-            index, _ = await read_index(remotes or [], name)
-            entry = index.versions.get(lk.version)
-            if entry is None:
-                raise NotFound(f"{name}@{lk.version} (locked) is no longer published on the remote")
-            if entry.manifest != lk.manifest:
-                raise Conflict(f"the remote's {name}@{lk.version} is now {entry.manifest}, but cas.lock says "
-                               f"{lk.manifest}: a published version moved; refusing it")
+            await _still_published(remotes or [], name, lk)
             if not (store.has_manifest(lk.manifest) and not _missing_locally(store, name, lk)):
                 res = await fetch(store, remotes or [], name, lk.version, settings=settings, progress=progress)
                 result.downloaded += res.stats.bytes_downloaded
@@ -360,6 +354,17 @@ def keep_out_of_git(project: Project, paths: list[str]) -> list[str]:
     return add
 
 
+async def _still_published(remotes: list[Remote], name: str, lk: Locked) -> None:
+    """The remote still publishes the locked version as the locked manifest (a moved one is refused)."""
+    index, _ = await read_index(remotes, name)
+    entry = index.versions.get(lk.version)
+    if entry is None:
+        raise NotFound(f"{name}@{lk.version} (locked) is no longer published on the remote")
+    if entry.manifest != lk.manifest:
+        raise Conflict(f"the remote's {name}@{lk.version} is now {entry.manifest}, but cas.lock says "
+                       f"{lk.manifest}: a published version moved; refusing it")
+
+
 async def _sync_part(store: Store, remotes: list[Remote], name: str, lk: Locked, selection: Selection, *,
                      offline: bool, settings: Settings | None, progress) -> tuple[Manifest, Digest, int]:
     """The locked version's selected files for a checkout: from the whole version if the store
@@ -370,13 +375,7 @@ async def _sync_part(store: Store, remotes: list[Remote], name: str, lk: Locked,
         check_locked_manifest(lk, name, lk.manifest, whole)
         return part_of(whole, lk.manifest, selection), lk.manifest, 0
     if not offline:
-        index, _ = await read_index(remotes, name)
-        entry = index.versions.get(lk.version)
-        if entry is None:
-            raise NotFound(f"{name}@{lk.version} (locked) is no longer published on the remote")
-        if entry.manifest != lk.manifest:
-            raise Conflict(f"the remote's {name}@{lk.version} is now {entry.manifest}, but cas.lock says "
-                           f"{lk.manifest}: a published version moved; refusing it")
+        await _still_published(remotes, name, lk)
     res = await fetch(store, remotes, name, lk.version, settings=settings, progress=progress, offline=offline,
                       selection=selection)
     m = store.get_manifest(res.manifest)
