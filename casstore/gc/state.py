@@ -115,15 +115,16 @@ def bulk() -> Iterator[None]:
             gc.enable()
 
 
-def read_state(store: Store, *, report: bool = False, blobs: bool = True,
+def read_state(store: Store, *, report: bool = False, blobs: bool = True, list_blobs: bool = True,
                probe: Iterable[tuple[str, str]] = (), aside: Mapping[Digest, Path] | None = None) -> StoreState:
     """The state GC decides from. ``report`` (`cas list`, `cas du`): manifest contents from their
     summaries (store/summaries.py), and blob mtimes only where asked; ``blobs=False`` (`cas list`):
     no blobs at all, for what needs only the versions. ``probe``: tags to open by name besides
     those the listing shows (the sweep's re-mark: a NAS client may list a directory from its cache);
-    ``aside``: manifests the sweep has set aside, read from where they are now."""
+    ``aside``: manifests the sweep has set aside, read from where they are now; ``list_blobs=False``
+    (the sweep's re-mark): what is reachable, without listing and stat'ing the store's blobs."""
     with bulk():
-        return _read_state(store, report, blobs, probe, aside or {})
+        return _read_state(store, report, blobs, probe, aside or {}, list_blobs)
 
 
 def _read_manifest_in_flight(store: Store, md: Digest):
@@ -146,7 +147,7 @@ def _read_manifest_in_flight(store: Store, md: Digest):
 
 
 def _read_state(store: Store, report: bool, blobs: bool, probe: Iterable[tuple[str, str]] = (),
-                aside: Mapping[Digest, Path] = {}) -> StoreState:  # noqa: B006 (never mutated)
+                aside: Mapping[Digest, Path] = {}, list_blobs: bool = True) -> StoreState:  # noqa: B006 (never mutated)
     now = store.now()
     # Blobs are listed before the refs are read, as a writer publishes them in the other order.
     on_disk: Mapping[Digest, tuple[int, float]] = {}
@@ -154,7 +155,7 @@ def _read_state(store: Store, report: bool, blobs: bool, probe: Iterable[tuple[s
     loaded = load(store) if report else None  # the summaries' table: the listing reuses its digests
     if loaded is not None and blobs:
         on_disk = blob_table(store, loaded[0], now)
-    elif blobs:
+    elif blobs and list_blobs:
         on_disk = stats
         root = str(store.layout.root)
         for d in store.blob_digests():

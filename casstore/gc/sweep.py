@@ -25,7 +25,7 @@ from pathlib import Path
 
 from casstore.config import env
 from casstore.errors import CasError, InvalidInput
-from casstore.fs.atomic import link_no_replace, remove_tree
+from casstore.fs.atomic import fsync_dir, link_no_replace, remove_tree
 from casstore.fs.mounts import NETWORK_SETTLE, is_network
 from casstore.fs.writers import temp_name
 from casstore.gc.housekeeping import clean
@@ -34,6 +34,7 @@ from casstore.gc.policy import Policy
 from casstore.gc.state import read_state, read_version
 from casstore.model import values
 from casstore.model.digest import Digest
+from casstore.model.keys import blob_key, manifest_key
 from casstore.model.manifest import MAX_MANIFEST_BYTES
 from casstore.model.strictjson import field as typed
 from casstore.model.strictjson import load_file
@@ -69,9 +70,8 @@ class GcResult:
 @dataclass(frozen=True)
 class Aside:
     digest: Digest
-    final: Path
-    aside: Path
-    size: int
+    final: str  # paths as strings: a sweep sets 100k of them aside, and a Path each cost a third of it
+    aside: str
 
 
 def settle_time(store: Store) -> float:
@@ -84,30 +84,38 @@ def execute(store: Store, p: Plan, policy: Policy) -> GcResult:
     now = store.now()
     projects = project_roots(store).manifests
     leased = frozenset(live_leases(store, now).check())
+    emptied: set[Path] = set()  # ref directories to fsync once, before any object goes (invariant 3)
     for model, version, md in p.delete_versions:
         fresh = read_version(store, model, version, projects)
         if fresh is None or fresh.manifest != md or root_reasons(fresh, policy, now, leased):
             res.spared += 1
             continue
         if fresh.partial:
-            store.refs.delete_partial(model, version, only=md)
+            store.refs.delete_partial(model, version, only=md, sync=False)
+            emptied.add(store.layout.partials(model))
         else:
-            store.refs.delete_tag(model, version)
+            store.refs.delete_tag(model, version, sync=False)
+            emptied.add(store.layout.tags(model))
         for kind in ("used", "keep", "released"):
             unmark(store, model, version, kind)
         res.versions += 1
+    for d in sorted(emptied):
+        fsync_dir(d)
     for model in store.refs.models():
         res.cleaned += store.refs.compact_history(model)
     if after_tags is not None:
         after_tags()
 
     old_enough = now - policy.grace
-    for trash in (store.layout.gc_trash, store.layout.gc_trash_manifests):
-        trash.mkdir(parents=True, exist_ok=True)
+    for d in (store.layout.gc_trash, store.layout.gc_trash_manifests):
+        d.mkdir(parents=True, exist_ok=True)
+    root, me = str(store.layout.root), temp_name()  # one writer id for this sweep's aside names
     manifests = [a for md in p.delete_manifests if (a := _set_aside(
-        md, store.layout.manifest(md), store.layout.gc_trash_manifests, old_enough, res)) is not None]
+        md, os.path.join(root, manifest_key(md)), str(store.layout.gc_trash_manifests), me, old_enough, res))
+        is not None]
+    trash = str(store.layout.gc_trash)
     blobs = [a for d in p.delete_blobs if (a := _set_aside(
-        d, store.blob_path(d), store.layout.gc_trash, old_enough, res)) is not None]
+        d, os.path.join(root, blob_key(d)), trash, me, old_enough, res)) is not None]
     try:
         res.settled = settle_time(store) if manifests or blobs else 0.0
         if res.settled:
@@ -116,7 +124,7 @@ def execute(store: Store, p: Plan, policy: Policy) -> GcResult:
             time.sleep(res.settled)
         # Mark again from what is live now, tags the plan knew re-opened by name.
         now_state = read_state(store, probe=[(m, v) for m, v, _ in p.delete_versions],
-                               aside={a.digest: a.aside for a in manifests})
+                               aside={a.digest: Path(a.aside) for a in manifests}, list_blobs=False)
     except BaseException:
         for a in manifests + blobs:
             _put_back(a)
@@ -129,12 +137,12 @@ def execute(store: Store, p: Plan, policy: Policy) -> GcResult:
     for blobs_of in now_state.extra.values():
         reachable |= blobs_of
     old_enough = now_state.now - policy.grace
-    mine = {a.aside.name for a in manifests + blobs}
+    mine = {os.path.basename(a.aside) for a in manifests + blobs}
     recover_trash(store, reachable, live_manifests, old_enough, skip=mine)
     locked = project_roots(store).manifests if manifests else {}  # once, after the settle
 
     for a in manifests:
-        if a.digest in live_manifests or _young(a, old_enough) or _named_by_refs(store, a, locked):
+        if a.digest in live_manifests or _fresh(a, old_enough) is None or _named_by_refs(store, a, locked):
             _put_back(a)
             res.spared += 1
             continue
@@ -143,15 +151,17 @@ def execute(store: Store, p: Plan, policy: Policy) -> GcResult:
         view = store.layout.view(a.digest)
         if os.path.isdir(view) and not os.path.islink(view):
             remove_tree(view)
+    mapped = set(chunkmaps.cached(store)) if blobs else set()  # one listing, not an unlink per blob
     for a in blobs:
-        if a.digest in reachable or _young(a, old_enough):  # a writer refreshed or leased it meanwhile
+        if a.digest in reachable or (size := _fresh(a, old_enough)) is None:  # refreshed or leased meanwhile
             _put_back(a)
             res.spared += 1
             continue
         os.unlink(a.aside)
-        chunkmaps.discard(store, a.digest)
+        if a.digest in mapped:
+            chunkmaps.discard(store, a.digest)
         res.blobs += 1
-        res.bytes_freed += a.size
+        res.bytes_freed += size
 
     still_junk = {path: (size, mtime) for path, size, mtime in now_state.junk}
     for junk in p.delete_junk:  # only what is still junk (a partial may have been adopted since)
@@ -167,32 +177,35 @@ def execute(store: Store, p: Plan, policy: Policy) -> GcResult:
     return res
 
 
-def _set_aside(d: Digest, final: Path, trash: Path, old_enough: float, res: GcResult) -> Aside | None:
-    """Rename ``final`` out of its name, unless a writer refreshed it since the plan (or it is gone)."""
-    aside = trash / f"{d.hex}.{temp_name()}"
+def _set_aside(d: Digest, final: str, trash: str, me: str, old_enough: float, res: GcResult) -> Aside | None:
+    """Rename ``final`` out of its name, unless a writer refreshed it since the plan (or it is gone).
+    ``me``: this sweep's temp name (its writer id), unique per object with the digest before it."""
+    aside = f"{trash}/{d.hex}.{me}"
     try:
         if os.stat(final).st_mtime >= old_enough:  # refreshed since the plan: do not even move it
             res.spared += 1
             return None
         os.rename(final, aside)
-        size = os.stat(aside).st_size
     except FileNotFoundError:
         return None
     if after_set_aside is not None:
         after_set_aside(d)
-    return Aside(d, final, aside, size)
+    return Aside(d, final, aside)
 
 
-def _young(a: Aside, old_enough: float) -> bool:
+def _fresh(a: Aside, old_enough: float) -> int | None:
+    """The set-aside object's size if it may go: None if a writer refreshed it since (its mtime),
+    or someone else took it from the trash (not ours to judge any more)."""
     try:
-        return os.stat(a.aside).st_mtime >= old_enough
+        st = os.stat(a.aside)
     except FileNotFoundError:
-        return True  # taken from the trash by someone else: not ours to judge any more
+        return None
+    return None if st.st_mtime >= old_enough else st.st_size
 
 
 def _put_back(a: Aside) -> None:
     try:
-        if not link_no_replace(a.aside, a.final):  # written again meanwhile: ours is a duplicate
+        if not link_no_replace(Path(a.aside), Path(a.final)):  # written again meanwhile: ours is a duplicate
             os.unlink(a.aside)
     except FileNotFoundError:
         pass
@@ -228,6 +241,6 @@ def recover_trash(store: Store, reachable: set[Digest], live_manifests: set[Dige
                     continue
                 d = Digest(entry.name.split(".", 1)[0])
                 if d in live or entry.stat(follow_symlinks=False).st_mtime >= old_enough:
-                    _put_back(Aside(d, final(d), Path(entry.path), 0))
+                    _put_back(Aside(d, str(final(d)), entry.path))
             except (InvalidInput, FileNotFoundError):
                 continue

@@ -129,8 +129,9 @@ class Refs:
         makedirs(p.parent)
         write_file(p, f"{digest}\n".encode(), self.layout.tmp, replace=True)
 
-    def delete_partial(self, model: str, version: str, only: Digest | None = None) -> None:
-        """Drop the partial version (only while it names ``only``, if given)."""
+    def delete_partial(self, model: str, version: str, only: Digest | None = None, *, sync: bool = True) -> None:
+        """Drop the partial version (only while it names ``only``, if given). ``sync=False``: the
+        caller fsyncs the directory (GC, once for many)."""
         p = self.layout.partial(model, version)
         if only is not None and self._read_tag(p) != only:
             return
@@ -138,15 +139,17 @@ class Refs:
             os.unlink(p)
         except FileNotFoundError:
             return
-        fsync_dir(p.parent)
+        if sync:
+            fsync_dir(p.parent)
 
-    def delete_tag(self, model: str, version: str) -> None:
+    def delete_tag(self, model: str, version: str, *, sync: bool = True) -> None:
         p = self.layout.tag(model, version)
         try:
             os.unlink(p)
         except FileNotFoundError:
             return
-        fsync_dir(p.parent)
+        if sync:
+            fsync_dir(p.parent)
 
     # current pointer and history ----------------------------------------------------------------
 
