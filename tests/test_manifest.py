@@ -6,7 +6,7 @@ from hypothesis import strategies as st
 
 from casstore.errors import InvalidManifest
 from casstore.model.digest import Digest
-from casstore.model.manifest import MAX_TIME, Entry, Manifest, encode_canonical
+from casstore.model.manifest import MAX_TIME, Entry, Manifest, blob_digests, encode_canonical
 
 D = Digest("cd" * 32)
 
@@ -101,6 +101,23 @@ def test_decode_rejects_hostile_path(path):
 def test_decode_rejects_malformed(over):
     with pytest.raises(InvalidManifest):
         Manifest.decode(_doc(**over))
+
+
+@given(manifests)
+def test_gcs_read_of_a_manifest_lists_its_blobs(m):
+    assert blob_digests(m.encode()) == frozenset(m.blobs())
+
+
+def test_gcs_read_stops_where_a_digest_or_the_structure_is_wrong():
+    """blob_digests skips the path checks only: a digest, a schema or an entries list it cannot
+    read is decode's error (GC stops on it, fail closed)."""
+    for over in ({"entries": [{"path": "a", "size": 1, "digest": "blake3:" + "AB" * 32, "mode": 420}]},
+                 {"entries": [{"path": "a", "size": 1, "mode": 420}]}, {"entries": {}}, {"casstore_manifest": 99}):
+        with pytest.raises(InvalidManifest):
+            blob_digests(_doc(**over))
+    for raw in (b"[]", b"{"):
+        with pytest.raises(InvalidManifest):
+            blob_digests(raw)
 
 
 def test_decode_rejects_non_json():

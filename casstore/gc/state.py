@@ -127,7 +127,7 @@ def read_state(store: Store, *, report: bool = False, blobs: bool = True, list_b
         return _read_state(store, report, blobs, probe, aside or {}, list_blobs)
 
 
-def _read_manifest_in_flight(store: Store, md: Digest):
+def _blobs_in_flight(store: Store, md: Digest) -> frozenset[Digest]:
     """``md`` from its final name or another GC's trash: a ref naming it is not broken, only in
     the middle of that GC's decision, which will see the ref and put it back; read from there, so
     that two concurrent GCs do not stop each other. The two places are looked at one after the
@@ -136,14 +136,14 @@ def _read_manifest_in_flight(store: Store, md: Digest):
     found by the next look at the final name."""
     for _ in range(4):
         try:
-            return store.get_manifest(md)
+            return store.manifest_blobs(md)
         except NotFound:
             if (other := store.set_aside(md, manifest=True)) is not None:
                 try:
-                    return store.get_manifest(md, other)  # its final name first: it may be back
+                    return store.manifest_blobs(md, other)  # its final name first: it may be back
                 except NotFound:
                     continue
-    return store.get_manifest(md)
+    return store.manifest_blobs(md)
 
 
 def _read_state(store: Store, report: bool, blobs: bool, probe: Iterable[tuple[str, str]] = (),
@@ -204,10 +204,9 @@ def _read_state(store: Store, report: bool, blobs: bool, probe: Iterable[tuple[s
     else:  # GC decides from the manifests themselves
         for md in needed:
             try:
-                if blobs:
-                    # Listed a moment ago or not: another GC may hold it aside now.
-                    m = store.get_manifest(md, aside[md]) if md in aside else _read_manifest_in_flight(store, md)
-                cache[md] = frozenset(m.blobs()) if blobs else frozenset()
+                # Listed a moment ago or not: another GC may hold it aside now.
+                cache[md] = ((store.manifest_blobs(md, aside[md]) if md in aside else _blobs_in_flight(store, md))
+                             if blobs else frozenset())
             except CasError as e:
                 errors[md] = e
     versions = []

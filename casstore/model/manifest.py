@@ -227,6 +227,24 @@ class Manifest:
         )
 
 
+def blob_digests(data: bytes, *, source: str = "manifest") -> frozenset[Digest]:
+    """The blobs a manifest lists, for GC, which needs nothing else of it: the same strict parse as
+    ``decode`` and every entry's digest parsed, but paths and the tree not checked (a third of a
+    decode). A manifest whose bytes match its digest is what ``put_manifest`` wrote after a whole
+    decode; one that would fail those checks here only keeps its blobs. Anything unexpected goes
+    through ``decode``, so that GC stops on it with the error that names it."""
+    obj = strictjson.parse(data, source=source, what="manifest", max_bytes=MAX_MANIFEST_BYTES,
+                           max_containers=MAX_ENTRIES + 3, error=InvalidManifest)
+    raw = obj.get("entries") if isinstance(obj, dict) else None
+    try:
+        if (isinstance(raw, list) and len(raw) <= MAX_ENTRIES
+                and obj.get("casstore_manifest") in (SCHEMA, SCHEMA_SHA256)):
+            return frozenset(Digest.parse(e["digest"]) for e in raw)
+    except (TypeError, KeyError, InvalidInput):
+        pass
+    return frozenset(Manifest.decode(data, source=source).blobs())
+
+
 def _typed(obj: dict, name: str, kind: type, what: str, default: Any = ...) -> Any:
     return strictjson.field(obj, name, kind, where=what, default=default, error=InvalidManifest)
 

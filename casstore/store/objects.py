@@ -28,7 +28,7 @@ from casstore.fs import linking
 from casstore.fs.atomic import makedirs, publish_file, translate_os_error, write_file
 from casstore.fs.writers import temp_name
 from casstore.model.digest import Digest, hash_file, hash_file_sha256
-from casstore.model.manifest import Manifest
+from casstore.model.manifest import Manifest, blob_digests
 from casstore.model.strictjson import load_file
 from casstore.store import stamps
 from casstore.store.layout import FORMAT_VERSION, TOP_DIRS, Layout
@@ -336,6 +336,15 @@ class Store:
 
     def get_manifest(self, d: Digest, at: Path | None = None) -> Manifest:
         """The manifest ``d``, checked against its digest; ``at``: read it from there (GC's trash)."""
+        data, p = self._manifest_bytes(d, at)
+        return Manifest.decode(data, source=str(p))
+
+    def manifest_blobs(self, d: Digest, at: Path | None = None) -> frozenset[Digest]:
+        """The blobs manifest ``d`` lists (GC's read: model/manifest.blob_digests), checked against its digest."""
+        data, p = self._manifest_bytes(d, at)
+        return blob_digests(data, source=str(p))
+
+    def _manifest_bytes(self, d: Digest, at: Path | None) -> tuple[bytes, Path]:
         p = self.layout.manifest(d)
         try:
             data = p.read_bytes()
@@ -349,7 +358,7 @@ class Store:
                 raise NotFound(f"manifest {d} is not in the store {self.root}") from None
         if Digest.of_bytes(data) != d:
             raise IntegrityError(f"manifest file {p} does not match its digest {d}")
-        return Manifest.decode(data, source=str(p))
+        return data, p
 
     def quarantine_blob(self, d: Digest) -> Path:
         """Move a blob that does not hold its digest's bytes out of ``blobs/`` (GC removes it later)."""
