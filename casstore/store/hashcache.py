@@ -42,6 +42,9 @@ class HashCache:
                 self.path.parent.mkdir(parents=True, exist_ok=True)
                 db = sqlite3.connect(self.path, timeout=5, isolation_level=None, check_same_thread=False)
                 db.execute("PRAGMA journal_mode=WAL")
+                # An advisory cache: a commit need not reach the disk (WAL with NORMAL stays
+                # consistent; a power cut loses only the newest rows, which are hashed again).
+                db.execute("PRAGMA synchronous=NORMAL")
                 db.execute(
                     "CREATE TABLE IF NOT EXISTS hashes (dev INTEGER, ino INTEGER, size INTEGER, "
                     "mtime_ns INTEGER, digest TEXT, PRIMARY KEY (dev, ino))"
