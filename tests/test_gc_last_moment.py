@@ -150,3 +150,33 @@ def test_a_checkout_under_a_lease_reads_a_blob_a_gc_holds_aside(store, monkeypat
     _, r = run_gc(store)
     assert done == [("copy", 1, True), ("hardlink", 1, True)]
     assert os.listdir(store.layout.gc_trash) == []  # the checkout's lease ended before the re-mark: freed
+
+
+def test_a_manifest_moved_on_from_this_gcs_trash_does_not_stop_its_last_check(store, monkeypatch, tmp_path):
+    """Seen in test_stress (GC exit 4, "tag names manifest … not in the store"): this GC set a
+    version's manifest aside; meanwhile another GC put it back (a fetch had tagged the version
+    again) and a third set it aside under its own name. The re-mark must find it there, not in
+    this GC's trash alone, and keep it."""
+    from casstore.fs.writers import temp_name
+
+    r = add(store, make_model(tmp_path / "m", {"w.bin": 1000}), "m", "1.0.0")
+    add(store, make_model(tmp_path / "n", {"w.bin": 2000}), "m", "2.0.0")
+    use(store, "m", "2.0.0")
+    md = r.manifest
+    trash = store.layout.gc_trash_manifests
+
+    def others_act(digest):
+        if digest != md:
+            return
+        (mine,) = [trash / n for n in os.listdir(trash) if n.startswith(md.hex)]
+        os.rename(mine, store.layout.manifest(md))  # another GC puts it back...
+        store.refs.set_tag("m", "1.0.0", md)  # ...for a fetch that tagged it again...
+        os.rename(store.layout.manifest(md), trash / f"{md.hex}.{temp_name()}")  # ...and a third sets it aside
+
+    monkeypatch.setattr(execute_module, "after_set_aside", others_act)
+    hard = Policy(max_size=0, retention_days=0, keep_last=0, grace=0)
+    p = plan(read_state(store), hard)
+    r2 = execute(store, p, hard)
+    assert ("m", "1.0.0", md) in p.delete_versions
+    assert store.refs.get_tag("m", "1.0.0") == md
+    assert r2.manifests == 0  # kept: the tag names it (the third GC's own check puts it back)

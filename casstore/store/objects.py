@@ -327,8 +327,10 @@ class Store:
         data = m.encode()
         digest = Digest.of_bytes(data)
         final = self.layout.manifest(digest)
-        if not write_file(final, data, self.layout.tmp, root=self.root, exclusive=False):
-            self.touch(final)
+        for _ in range(3):  # there, or refreshed where it is: a GC deciding on it now keeps it
+            if write_file(final, data, self.layout.tmp, root=self.root, exclusive=False) or self.touch(final):
+                break
+            # set aside by a GC between the two: write it again (one copy remains if it is put back)
         return digest
 
     def has_manifest(self, d: Digest) -> bool:
