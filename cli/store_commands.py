@@ -111,7 +111,8 @@ def list_(c: Ctx, model) -> None:
         for v in mu.versions:
             mark = "*" if v.current else " "
             lines.append(
-                f"  {mark} {v.version:<16} {v.files:>6} files {_size(v.size):>12}  unique {_size(v.unique):>12}  "
+                f"  {mark} {v.version + (' (part)' if v.partial else ''):<16} {v.files:>6} files {_size(v.size):>12}  "
+                f"unique {_size(v.unique):>12}  "
                 f"shared {_size(v.shared):>12}  used {_ago(rep.now, v.last_used):>9}  "
                 + ("kept: " + "; ".join(v.roots) if v.roots else "collectable")
             )
@@ -337,6 +338,7 @@ def rm(c: Ctx, ref, force) -> None:
     if r.version is None:
         raise click.UsageError("name the version to remove: cas rm MODEL@VERSION")
     res = remove(c.store(), r.model, r.version, force=force)
-    c.info(f"removed {r.model}@{res.version}" + (" (still the current pointer's target until another version is used)"
+    c.info(f"removed {r.model}@{res.version}" + (f" (it was current: {r.model} has no current version now; "
+                                                 f"`cas use` or `cas rollback {r.model}` picks one)"
                                                  if res.was_current else "") + "; `cas gc` frees its blobs")
     c.result(res.to_json())

@@ -58,6 +58,8 @@ def test_fetch_include_downloads_only_the_selected_files(tmp_path, published):
     store = Store.open(tmp_path / "gpu")
     assert_store_consistent(store)
     assert cas("verify").returncode == 0
+    (v,) = [v for m in cas.json("list")["models"] for v in m["versions"]]
+    assert v["partial"] is True and v["files"] == 3 and "1.0.0 (part)" in cas("list").stdout
     shown = cas.json("show", "t2v@1.0.0")
     assert len(shown["entries"]) == 3 and shown["meta"]["cas.selection-of"] != out["manifest"]
     # the same selection again: nothing to download, not even the index (works offline)

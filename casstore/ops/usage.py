@@ -31,6 +31,7 @@ class VersionUsage:
     current: bool
     last_used: float | None = None
     roots: tuple[str, ...] = ()  # why GC keeps it (empty: collectable when over the limit)
+    partial: bool = False  # a selective fetch's part of the version (its files are the selected ones)
 
     def to_json(self) -> dict:
         return {
@@ -44,6 +45,7 @@ class VersionUsage:
             "current": self.current,
             "last_used": self.last_used,
             "roots": list(self.roots),
+            "partial": self.partial,
         }
 
 
@@ -67,8 +69,10 @@ def usage(
     versions: Mapping[tuple[str, str], tuple[Digest, Summary]],
     current: Mapping[str, str],
     details: Mapping[tuple[str, str], tuple[float, tuple[str, ...]]] | None = None,
+    partial: frozenset[tuple[str, str]] = frozenset(),
 ) -> list[ModelUsage]:
-    """``details``: (last used, root reasons) per version, from the GC's view of the store."""
+    """``details``: (last used, root reasons) per version, from the GC's view of the store;
+    ``partial``: the versions held only in part."""
     details = details or {}
     if not versions:
         return []
@@ -96,7 +100,7 @@ def usage(
             unique = size - total(shared.intersection(s.idx))
             last, roots = details.get((model, ver), (None, ()))
             vs.append(VersionUsage(model, ver, md, s.files, size, unique, size - unique, current.get(model) == ver,
-                                   last, roots))
+                                   last, roots, (model, ver) in partial))
         size = total(models[model])
         out.append(ModelUsage(model, tuple(vs), size, size - total(models[model] & shared_models)))
     return out
@@ -150,7 +154,8 @@ def _report(store, model: str | None, policy: Policy, totals: bool) -> StoreUsag
     if model is not None and not any(m == model for m, _ in versions):
         raise NotFound(f"model {validate_model(model)} is not in the store {store.root}")
     current = {v.model: v.version for v in state.versions if "current" in v.marks}
-    models = [u for u in usage(versions, current, details) if model is None or u.model == model]
+    partial = frozenset((v.model, v.version) for v in state.versions if v.partial)
+    models = [u for u in usage(versions, current, details, partial) if model is None or u.model == model]
     out = StoreUsage(models, policy, state.now, state.broken)
     if not totals:
         return out
