@@ -36,6 +36,7 @@ def start_cache(tier: str, origin, workdir: Path):
         '.host = "origin.example.com";': f'.host = "{host}";', '.port = "80";': f'.port = "{port}";'})
 
 
+@pytest.mark.slow  # eight fetch processes through a rate-limited origin: 12-36 s each
 @pytest.mark.parametrize("tier", ["nginx slice", "varnish"])
 def test_eight_readers_through_a_documented_cache_cost_the_origin_one_version(tmp_path, tier):
     src = make_model(tmp_path / "src", {"w.bin": 40 << 20, "v.bin": 3 << 20, "config.json": b"{}"}

@@ -56,7 +56,10 @@ class Refs:
     def tags(self, model: str, also: Iterable[str] = ()) -> dict[str, Digest]:
         """The model's tags as listed, and ``also`` these versions opened by name whether listed
         or not (a NAS client may list a directory from its cache, but opens a name at the server)."""
-        d = self.layout.tags(model)
+        return self._read_dir(self.layout.tags(model), also)
+
+    def _read_dir(self, d: Path, also: Iterable[str] = ()) -> dict[str, Digest]:
+        """``version -> digest`` of the ref files in ``d`` (tags, partial versions)."""
         try:
             names = set(os.listdir(d))
         except FileNotFoundError:
@@ -106,20 +109,7 @@ class Refs:
     def partials(self, model: str) -> dict[str, Digest]:
         """``version -> manifest`` of the model's partial versions: each names the manifest of the
         part a selective fetch holds. Unlike a tag it may be replaced (another selection)."""
-        d = self.layout.partials(model)
-        try:
-            names = os.listdir(d)
-        except FileNotFoundError:
-            return {}
-        out = {}
-        for v in sorted(names):
-            try:
-                validate_version(v)
-            except InvalidInput:
-                continue
-            if (dg := self._read_tag(os.path.join(d, v))) is not None:
-                out[v] = dg
-        return out
+        return self._read_dir(self.layout.partials(model))
 
     def get_partial(self, model: str, version: str) -> Digest | None:
         return self._read_tag(self.layout.partial(model, version))
@@ -133,23 +123,11 @@ class Refs:
         """Drop the partial version (only while it names ``only``, if given). ``sync=False``: the
         caller fsyncs the directory (GC, once for many)."""
         p = self.layout.partial(model, version)
-        if only is not None and self._read_tag(p) != only:
-            return
-        try:
-            os.unlink(p)
-        except FileNotFoundError:
-            return
-        if sync:
-            fsync_dir(p.parent)
+        if only is None or self._read_tag(p) == only:
+            _unlink_ref(p, sync)
 
     def delete_tag(self, model: str, version: str, *, sync: bool = True) -> None:
-        p = self.layout.tag(model, version)
-        try:
-            os.unlink(p)
-        except FileNotFoundError:
-            return
-        if sync:
-            fsync_dir(p.parent)
+        _unlink_ref(self.layout.tag(model, version), sync)
 
     # current pointer and history ----------------------------------------------------------------
 
@@ -241,6 +219,15 @@ class Refs:
                 "nothing was changed, try again"
             )
         return rec
+
+
+def _unlink_ref(p: Path, sync: bool) -> None:
+    try:
+        os.unlink(p)
+    except FileNotFoundError:
+        return
+    if sync:
+        fsync_dir(p.parent)
 
 
 def _record_name(seq: int) -> str:
