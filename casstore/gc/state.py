@@ -10,7 +10,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from casstore.errors import CasError, CorruptStore, NotFound
+from casstore.errors import CasError, CorruptStore
 from casstore.gc.housekeeping import junk_files
 from casstore.model.digest import Digest
 from casstore.model.history import UNSET, current_of, undo_stack
@@ -127,26 +127,6 @@ def read_state(store: Store, *, report: bool = False, blobs: bool = True, list_b
         return _read_state(store, report, blobs, probe, aside or {}, list_blobs)
 
 
-def _blobs_in_flight(store: Store, md: Digest, mine: Path | None = None) -> frozenset[Digest]:
-    """``md`` from its final name or another GC's trash: a ref naming it is not broken, only in
-    the middle of that GC's decision, which will see the ref and put it back; read from there, so
-    that two concurrent GCs do not stop each other. The two places are looked at one after the
-    other while that GC may move it either way (rename aside, link back then unlink), so a miss
-    in both is trusted only after a few rounds: a put-back finishing between the two looks is
-    found by the next look at the final name. ``mine``: where this GC set it aside, if it did
-    (another GC may have put it back since, and a third set it aside under its own name)."""
-    for _ in range(4):
-        try:
-            return store.manifest_blobs(md, mine)
-        except NotFound:
-            if (other := store.set_aside(md, manifest=True)) is not None:
-                try:
-                    return store.manifest_blobs(md, other)  # its final name first: it may be back
-                except NotFound:
-                    continue
-    return store.manifest_blobs(md)
-
-
 def _read_state(store: Store, report: bool, blobs: bool, probe: Iterable[tuple[str, str]] = (),
                 aside: Mapping[Digest, Path] = {}, list_blobs: bool = True) -> StoreState:  # noqa: B006 (never mutated)
     now = store.now()
@@ -205,8 +185,8 @@ def _read_state(store: Store, report: bool, blobs: bool, probe: Iterable[tuple[s
     else:  # GC decides from the manifests themselves
         for md in needed:
             try:
-                # Listed a moment ago or not: another GC may hold it aside now.
-                cache[md] = _blobs_in_flight(store, md, aside.get(md)) if blobs else frozenset()
+                # Listed a moment ago or not: this GC or another may hold it aside now.
+                cache[md] = store.manifest_blobs(md, aside.get(md)) if blobs else frozenset()
             except CasError as e:
                 errors[md] = e
     versions = []

@@ -115,11 +115,14 @@ class Manifest:
     def select(self, sel: Selection, of: Digest) -> Manifest:
         """The part of this version (digest ``of``) that ``sel`` selects, as a manifest of its own
         (a partial version, docs/format.md): its meta names the selection and the whole version,
-        so the same selection of the same version is the same manifest on every machine."""
+        so the same selection of the same version is the same manifest on every machine. A
+        selection of every file is the whole version: this manifest itself."""
         entries = tuple(e for e in self.entries if sel.selects(e.path))
         if not entries:
             raise InvalidInput(f"{self.name}@{self.version}: {sel.describe()} selects none of its {len(self.entries)} "
                                f"files (e.g. {', '.join(e.path for e in self.entries[:3])})")
+        if len(entries) == len(self.entries):
+            return self
         meta = {**self.meta, SELECTION: sel.encode(), SELECTION_OF: str(of)}
         return Manifest(self.name, self.version, entries, self.created, self.note, self.breaking, meta)
 

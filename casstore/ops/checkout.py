@@ -216,20 +216,13 @@ class _Linker:
         raise AssertionError("copy never reports LinkUnsupported")
 
     def _one(self, mode: str, e: Entry, blob: Path, dir_fd: int, name: str) -> None:
-        """From the blob's name, or from where a GC running now has set it aside: the caller's
-        lease makes that GC put it back, but a reader should not fail meanwhile (same inode, same
-        bytes). Looked for a few rounds, as it may move back between two looks."""
-        for _ in range(4):
-            try:
-                return self._from(mode, e, blob, dir_fd, name)
-            except FileNotFoundError:
-                if mode == "symlink" or (aside := self.store.set_aside(e.digest)) is None:
-                    continue
-                try:
-                    return self._from(mode, e, aside, dir_fd, name)
-                except FileNotFoundError:
-                    continue
-        self._from(mode, e, blob, dir_fd, name)
+        """From the blob's name, or from where a GC running now has set it aside (``in_flight``:
+        the caller's lease makes that GC put it back; same inode, same bytes). A symlink reads
+        nothing: it names the blob's final path."""
+        if mode == "symlink":
+            self._from(mode, e, blob, dir_fd, name)
+        else:
+            self.store.in_flight(e.digest, lambda p: self._from(mode, e, p, dir_fd, name))
 
     def _from(self, mode: str, e: Entry, blob: Path, dir_fd: int, name: str) -> None:
         if mode == "hardlink":

@@ -193,7 +193,7 @@ async def plan_fetch(store: Store, remotes: list[Remote], model: str, version: s
         digest = entry.manifest
         m = await load_manifest(store, mirrors, digest, model, version)
     if selection is not None:
-        m = part_of(m, digest, selection)
+        m = m.select(selection, digest)
         digest = m.digest()
     sizes = {e.digest: e.size for e in m.entries}
     missing = {d: n for d, n in sizes.items() if not store.has_blob(d)}
@@ -222,7 +222,7 @@ async def install(store: Store, remotes: Remote | list[Remote], model: str, vers
     With a ``selection``: only its files, recorded as a partial version (``refs/M/partial/V``
     naming the manifest of that part, ``Manifest.select``); a whole version fetched later
     replaces it. Every ref still names a manifest whose blobs are all here (invariant 3)."""
-    target = part_of(m, digest, selection) if selection is not None else m
+    target = m.select(selection, digest) if selection is not None else m
     wants: dict[Digest, int] = {e.digest: e.size for e in target.entries}
     with Lease(store, f"fetch {model}@{version}", [*wants, digest, target.digest()]):
         stats = await Downloader(store, remotes, settings, progress).fetch(wants, delta_sources(store, model, wants))
@@ -238,12 +238,6 @@ async def install(store: Store, remotes: Remote | list[Remote], model: str, vers
         _settle(store, result)
         prebuild_view(store, written, target)  # under the lease: a GC cannot take a blob meanwhile
     return result
-
-
-def part_of(m: Manifest, digest: Digest, selection: Selection) -> Manifest:
-    """The partial version ``selection`` makes of ``m``; ``m`` itself when it selects every file."""
-    part = m.select(selection, digest)
-    return m if len(part.entries) == len(m.entries) else part
 
 
 def _whole_becomes_current(store: Store, model: str, version: str, whole: Digest) -> None:

@@ -44,7 +44,7 @@ from casstore.model.strictjson import field as typed
 from casstore.model.strictjson import read_file
 from casstore.ops.checkout import checkout
 from casstore.ops.export import export_hf_cache
-from casstore.ops.fetch import fetch, load_manifest, part_of, read_index
+from casstore.ops.fetch import fetch, load_manifest, read_index
 from casstore.remotes.base import Remote
 from casstore.store.objects import Store
 from casstore.store.roots import register_root
@@ -295,15 +295,10 @@ async def sync(project: Project, store: Store, remotes: list[Remote] | None, *, 
         if spec.selection is not None:
             m, keep[name], got = await _sync_part(store, remotes or [], name, lk, spec.selection, offline=offline,
                                                   settings=settings, progress=progress)
-            result.downloaded += got
-        elif not offline:
-            await _still_published(remotes or [], name, lk)
-            if not (store.has_manifest(lk.manifest) and not _missing_locally(store, name, lk)):
-                res = await fetch(store, remotes or [], name, lk.version, settings=settings, progress=progress)
-                result.downloaded += res.stats.bytes_downloaded
-        if spec.selection is None:
-            m = store.get_manifest(lk.manifest)
-            check_locked_manifest(lk, name, lk.manifest, m)
+        else:
+            m, got = await _sync_whole(store, remotes or [], name, lk, offline=offline, settings=settings,
+                                       progress=progress)
+        result.downloaded += got
         runtime.check(name, lk.version, m.meta, ignore=ignore_requirements)
         for attempt in (1, 2):
             try:
@@ -365,6 +360,19 @@ async def _still_published(remotes: list[Remote], name: str, lk: Locked) -> None
                        f"{lk.manifest}: a published version moved; refusing it")
 
 
+async def _sync_whole(store: Store, remotes: list[Remote], name: str, lk: Locked, *, offline: bool,
+                      settings: Settings | None, progress) -> tuple[Manifest, int]:
+    """The locked version for a checkout, fetched if the store lacks any of it; and the bytes downloaded."""
+    got = 0
+    if not offline:
+        await _still_published(remotes, name, lk)
+        if not (store.has_manifest(lk.manifest) and not _missing_locally(store, name, lk)):
+            got = (await fetch(store, remotes, name, lk.version, settings=settings, progress=progress)).stats.bytes_downloaded
+    m = store.get_manifest(lk.manifest)
+    check_locked_manifest(lk, name, lk.manifest, m)
+    return m, got
+
+
 async def _sync_part(store: Store, remotes: list[Remote], name: str, lk: Locked, selection: Selection, *,
                      offline: bool, settings: Settings | None, progress) -> tuple[Manifest, Digest, int]:
     """The locked version's selected files for a checkout: from the whole version if the store
@@ -373,7 +381,7 @@ async def _sync_part(store: Store, remotes: list[Remote], name: str, lk: Locked,
     if store.has_manifest(lk.manifest) and not _missing_locally(store, name, lk):
         whole = store.get_manifest(lk.manifest)
         check_locked_manifest(lk, name, lk.manifest, whole)
-        return part_of(whole, lk.manifest, selection), lk.manifest, 0
+        return whole.select(selection, lk.manifest), lk.manifest, 0
     if not offline:
         await _still_published(remotes, name, lk)
     res = await fetch(store, remotes, name, lk.version, settings=settings, progress=progress, offline=offline,
@@ -389,7 +397,7 @@ async def _sync_part(store: Store, remotes: list[Remote], name: str, lk: Locked,
                              f"{lk.manifest} does not; run `cas lock` to rewrite the lock")
     if held is None:
         check_locked_manifest(lk, name, lk.manifest, m)
-        m = part_of(m, lk.manifest, selection)
+        m = m.select(selection, lk.manifest)
     return m, res.manifest, res.stats.bytes_downloaded
 
 

@@ -23,7 +23,7 @@ from casstore.model.digest import Digest
 from casstore.model.globs import Selection
 from casstore.model.manifest import Manifest
 from casstore.model.versioning import is_prerelease, latest, sort_key
-from casstore.ops.fetch import delta_sources, install, load_manifest, part_of, read_index
+from casstore.ops.fetch import delta_sources, install, load_manifest, read_index
 from casstore.ops.switch import switch_to
 from casstore.remotes.base import Remote
 from casstore.store.markers import mark, marked, unmark
@@ -226,7 +226,7 @@ async def plan_update(store: Store, remotes: list[Remote], model: str, *, to: st
     old = store.get_manifest(head.manifest)
     if selection is None and (held := old.selection) is not None:
         selection = held[0]
-    wanted = part_of(new, entry.manifest, selection) if selection is not None else new
+    wanted = new.select(selection, entry.manifest) if selection is not None else new
     added, changed, removed = diff(old, wanted)
     need = {e.digest: e.size for e in wanted.entries if not store.has_blob(e.digest)}
     # what the fetch will download, decided as it decides (delta from local chunks included)

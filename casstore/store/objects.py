@@ -12,9 +12,10 @@ import os
 import re
 import stat
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 from casstore.errors import (
     IntegrityError,
@@ -33,6 +34,8 @@ from casstore.model.strictjson import load_file
 from casstore.store import stamps
 from casstore.store.layout import FORMAT_VERSION, TOP_DIRS, Layout
 from casstore.store.refs import Refs
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True, slots=True)
@@ -336,31 +339,50 @@ class Store:
     def has_manifest(self, d: Digest) -> bool:
         return self.layout.manifest(d).exists()
 
-    def get_manifest(self, d: Digest, at: Path | None = None) -> Manifest:
-        """The manifest ``d``, checked against its digest; ``at``: read it from there (GC's trash)."""
-        data, p = self._manifest_bytes(d, at)
-        return Manifest.decode(data, source=str(p))
-
-    def manifest_blobs(self, d: Digest, at: Path | None = None) -> frozenset[Digest]:
-        """The blobs manifest ``d`` lists (GC's read: model/manifest.blob_digests), checked against its digest."""
-        data, p = self._manifest_bytes(d, at)
-        return blob_digests(data, source=str(p))
-
-    def _manifest_bytes(self, d: Digest, at: Path | None) -> tuple[bytes, Path]:
+    def get_manifest(self, d: Digest) -> Manifest:
+        """The manifest ``d``, checked against its digest."""
         p = self.layout.manifest(d)
         try:
-            data = p.read_bytes()
+            data = self._manifest_bytes(d, p)
         except FileNotFoundError:
-            try:
-                if at is None:
-                    raise
-                data = at.read_bytes()
-                p = at
-            except FileNotFoundError:
-                raise NotFound(f"manifest {d} is not in the store {self.root}") from None
+            raise NotFound(f"manifest {d} is not in the store {self.root}") from None
+        return Manifest.decode(data, source=str(p))
+
+    def manifest_blobs(self, d: Digest, mine: Path | None = None) -> frozenset[Digest]:
+        """GC's read of manifest ``d``: the blobs it lists (model/manifest.blob_digests), checked
+        against its digest, from wherever it is now (``in_flight``; ``mine``: where this GC set
+        it aside, if it did). A ref naming a manifest another GC holds aside is not broken."""
+        try:
+            return self.in_flight(d, lambda p: blob_digests(self._manifest_bytes(d, p), source=str(p)),
+                                  manifest=True, mine=mine)
+        except FileNotFoundError:
+            raise NotFound(f"manifest {d} is not in the store {self.root}") from None
+
+    def _manifest_bytes(self, d: Digest, p: Path) -> bytes:
+        data = p.read_bytes()
         if Digest.of_bytes(data) != d:
             raise IntegrityError(f"manifest file {p} does not match its digest {d}")
-        return data, p
+        return data
+
+    def in_flight(self, d: Digest, read: Callable[[Path], T], *, manifest: bool = False, mine: Path | None = None) -> T:
+        """``read(path)`` of object ``d`` where it is now: at its name (or ``mine``), else where a GC
+        running now holds it aside (``set_aside``; that GC puts back what a lease or ref needs).
+        It may move between two looks (renamed aside; linked back, then unlinked), so a miss
+        everywhere is believed only after a few rounds; the last one raises FileNotFoundError."""
+        final = self.layout.manifest(d) if manifest else self.blob_path(d)
+        for _ in range(3):
+            for p in (mine, final):
+                try:
+                    if p is not None:
+                        return read(p)
+                except FileNotFoundError:
+                    pass
+            if (aside := self.set_aside(d, manifest=manifest)) is not None:  # listed only after a miss
+                try:
+                    return read(aside)
+                except FileNotFoundError:
+                    pass
+        return read(final)
 
     def quarantine_blob(self, d: Digest) -> Path:
         """Move a blob that does not hold its digest's bytes out of ``blobs/`` (GC removes it later)."""

@@ -12,6 +12,7 @@ import os
 import time
 from collections.abc import Iterable
 from pathlib import Path
+from typing import Literal
 
 from casstore.errors import Conflict, CorruptStore, InvalidInput
 from casstore.fs.atomic import fsync_dir, makedirs, read_settled, write_file
@@ -187,14 +188,14 @@ class Refs:
         return _record(d / _record_name(seq))
 
     def switch(
-        self, model: str, version: str, manifest: Digest, *, action: str, expect: Switch | None | bool = True
+        self, model: str, version: str, manifest: Digest, *, action: str, expect: Switch | None | Literal[True] = True
     ) -> Switch:
         """Make ``version`` current, if current is still ``expect`` (True: whatever it is now;
         None: only if there is none). ``action`` UNSET: leave the model with no current version.
 
         Raises ``Conflict`` if another writer switched in between.
         """
-        head = self.last(model) if expect is True or expect is None or expect is False else expect
+        head = self.last(model) if expect is True or expect is None else expect
         if expect is None and head is not None and head.action != UNSET:
             raise Conflict(f"{model} has a current version ({head.version}) since this was planned; nothing was changed")
         seq = (head.seq if head else 0) + 1
