@@ -5,10 +5,13 @@
 The origin is nginx serving a directory remote, rate-limited per connection (a far origin);
 the tiers: none (straight from the origin), nginx `proxy_cache` with its defaults plus
 `proxy_cache_lock on`, and the `slice` block and the varnish VCL of docs/guides/team-server.md
-as written. For each
-N, N `cas fetch` processes start together into empty stores; reported per tier and N: origin
-bytes of blobs / the version's bytes, and the wall time until the last finished (median of the
-repeats, with min and max), and how many fetches failed. Tiers rotate within each round.
+as written; and "shared store": the publisher's store directory itself as the remote (the
+node-local tier of docs/guides/team-nas.md), its bytes counted from each fetch's own report (read
+from the source: downloaded plus copied). Its wall time is a local disk's, with no origin rate
+limit: not comparable with the HTTP tiers'. For each N, N `cas fetch` processes start together
+into empty stores; reported per tier and N: origin bytes of blobs / the version's bytes, and the
+wall time until the last finished (median of the repeats, with min and max), and how many
+fetches failed. Tiers rotate within each round.
 """
 
 from __future__ import annotations
@@ -60,7 +63,7 @@ def main() -> None:
     ap.add_argument("--repeat", type=int, default=2)
     ap.add_argument("--big-mib", type=int, default=256)
     ap.add_argument("--origin-rate", default="20m", help="nginx limit_rate per origin connection")
-    ap.add_argument("--tiers", nargs="+", default=None, help="only these (none, proxy_cache, slice, varnish)")
+    ap.add_argument("--tiers", nargs="+", default=None, help="only these (none, proxy_cache, slice, varnish, shared)")
     ap.add_argument("--out", type=Path, default=None)
     a = ap.parse_args()
     work = a.work or Path(tempfile.mkdtemp(prefix="bench-cache."))
@@ -78,7 +81,7 @@ def main() -> None:
     subprocess.run([*cas, "--store", str(work / "pub"), "push", "m@1", "--remote", str(work / "www" / "cas")],
                    check=True, capture_output=True, env=env)
     tiers = {"none": None, "proxy_cache defaults": DEFAULTS, "slice (guide)": documented("cache-tier", "nginx"),
-             "varnish (guide)": documented("cache-tier-varnish", "vcl")}
+             "varnish (guide)": documented("cache-tier-varnish", "vcl"), "shared store": None}
     if a.tiers:
         tiers = {t: v for t, v in tiers.items() if t.split()[0] in a.tiers}
     rows: dict[str, dict[int, list[tuple[float, float, int]]]] = {t: {n: [] for n in a.readers} for t in tiers}
@@ -92,7 +95,9 @@ def main() -> None:
                 origin = Nginx(work / "www", run_dir / "origin", access_log=True, limit_rate=a.origin_rate)
                 cache: NginxBlock | Varnish | None = None
                 host, port = origin.url.rstrip("/").removeprefix("http://").split(":")
-                if tier.startswith("varnish"):
+                if tier == "shared store":
+                    pass
+                elif tier.startswith("varnish"):
                     cache = Varnish(tiers[tier] or "", run_dir / "cache", {
                         '.host = "origin.example.com";': f'.host = "{host}";', '.port = "80";': f'.port = "{port}";'},
                         storage=f"malloc,{2 * size >> 20}m")
@@ -102,20 +107,25 @@ def main() -> None:
                         "/var/cache/nginx/cas": str(run_dir / "cache" / "store"),
                         "http://origin.example.com": origin.url.rstrip("/"),
                     })
-                url = (cache.url if cache else origin.url) + "cas/"
+                url = str(work / "pub") if tier == "shared store" else (cache.url if cache else origin.url) + "cas/"
                 try:
                     t0 = time.perf_counter()
-                    procs = [subprocess.Popen([*cas, "--store", str(run_dir / f"node{i}"), "fetch", "m@1", "--remote", url],
-                                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
+                    procs = [subprocess.Popen([*cas, "--json", "--store", str(run_dir / f"node{i}"), "fetch", "m@1",
+                                               "--remote", url],
+                                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
                              for i in range(n)]
-                    failed = 0
+                    failed, read = 0, 0
                     for p in procs:
-                        _, err = p.communicate(timeout=3600)
+                        out, err = p.communicate(timeout=3600)
                         if p.returncode != 0:  # counted, and said: a tier that makes fetches fail is a finding
                             failed += 1
                             print(f"{tier}, N={n}: a fetch failed: {err.decode(errors='replace')[-300:]}", file=sys.stderr)
+                        else:
+                            got = json.loads(out)
+                            read += got["bytes_downloaded"] + got["bytes_copied"]
                     dt = time.perf_counter() - t0
-                    sent = sum(b for _, path, _, b, _ in origin.requests() if "/blobs/" in path)
+                    sent = (read if tier == "shared store"
+                            else sum(b for _, path, _, b, _ in origin.requests() if "/blobs/" in path))
                 finally:
                     if cache:
                         cache.stop()

@@ -56,6 +56,7 @@ def _print_plan(c: Ctx, p) -> None:
         return
     c.info(f"update {p.model}: {p.current} -> {p.target} ({p.strategy}{', BREAKING' if p.breaking else ''})")
     local = f" ({_size(p.from_local)} of {_size(p.new_bytes)} new from local chunks)" if p.from_local else ""
+    local += f", copy {_size(p.copy_bytes)} within this filesystem" if p.copy_bytes else ""
     c.info(f"  download {_size(p.download_bytes)}{local}; {len(p.added)} files added, {len(p.changed)} changed, "
            f"{len(p.removed)} removed")
     for label, paths in (("~", p.changed), ("+", p.added), ("-", p.removed)):  # changes first: they matter most
@@ -112,9 +113,10 @@ def update(c: Ctx, model, to, allow_breaking, strategy, dry_run, pre, jobs, limi
         c.info(f"{r.model}: {plan.current} -> {plan.target}; `cas rollback {r.model}` goes back")
         st = done[0].stats
         out |= {"bytes_downloaded": st.bytes_downloaded, "bytes_from_local": st.bytes_from_local,
-                "bytes_maps": st.bytes_maps}
+                "bytes_maps": st.bytes_maps, "bytes_copied": st.bytes_copied}
         c.info(f"  {_size(st.bytes_downloaded)} downloaded, {_size(st.bytes_from_local)} from local chunks, "
-               f"{_size(st.bytes_reused)} already here")
+               + (f"{_size(st.bytes_copied)} copied within this filesystem, " if st.bytes_copied else "")
+               + f"{_size(st.bytes_reused)} already here")
     c.result(out)
     if done is not None:
         _auto_gc(c, [done[0].manifest])

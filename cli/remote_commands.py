@@ -136,7 +136,8 @@ def fetch(c: Ctx, ref, remote_name, insecure, jobs, limit_rate, delta, print_pat
         c.info(f"{r.model}@{plan.version}: {plan.files} files, {_size(plan.bytes)}; {_size(plan.bytes_here)} already "
                f"here; would download {_size(plan.bytes_download)} of {plan.blobs_missing} missing blobs"
                + (f" ({_size(plan.bytes_from_local)} of their {_size(plan.bytes_missing)} from local chunks)"
-                  if plan.bytes_from_local else ""))
+                  if plan.bytes_from_local else "")
+               + (f", copy {_size(plan.bytes_copied)} within this filesystem" if plan.bytes_copied else ""))
         c.result({**plan.to_json(), "dry_run": True}, str(plan.manifest))
         return
     with _progress(c, f"fetch {ref}") as progress:
@@ -158,7 +159,9 @@ def fetch(c: Ctx, ref, remote_name, insecure, jobs, limit_rate, delta, print_pat
         elif changed:
             c.info(f"recorded {r.model}@{res.version} in {project.lock_path}")
     st = res.stats
-    c.info(f"{r.model}@{res.version}: {_size(st.bytes_downloaded)} downloaded, {_size(st.bytes_reused)} already here, "
+    c.info(f"{r.model}@{res.version}: {_size(st.bytes_downloaded)} downloaded, "
+           + (f"{_size(st.bytes_copied)} copied within this filesystem, " if st.bytes_copied else "")
+           + f"{_size(st.bytes_reused)} already here, "
            f"{_size(st.bytes_from_local)} from local chunks, {_size(st.bytes_resumed)} resumed, {st.retries} retries, "
            f"{res.elapsed:.2f}s"
            + (f"; {res.selected} selected files of {res.files if res.files is not None else 'its'}"

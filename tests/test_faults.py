@@ -84,14 +84,21 @@ def test_a_switch_is_not_failed_by_its_temp_file_cleanup(base):
     settled(cas)
 
 
-def test_fetch_out_of_space_mid_download(tmp_path):
+# A directory remote on the store's filesystem is copied in the kernel (copy_file_range), and
+# streamed (pwrite) under a rate limit (transfer/download.py, _copy_local): both paths, faulted.
+PATHS = {"stream": ("pwrite", ["--limit-rate", "1G"]), "copy": ("copy_file_range", [])}
+
+
+@pytest.mark.parametrize("path", PATHS)
+def test_fetch_out_of_space_mid_download(tmp_path, path):
+    op, extra = PATHS[path]
     pub = CasRunner(tmp_path / "pub", tmp_path)
     pub("add", make_model(tmp_path / "src", {"big.bin": 3 << 20, "small.json": b"{}"}), "--name", "m", "--version", "1")
     pub("push", "m@1", "--remote", tmp_path / "nas")
     user = CasRunner(tmp_path / "store", tmp_path)
     user("add", make_model(tmp_path / "mine", {"a.bin": 1000}), "--name", "mine", "--version", "1")
-    p = run(user.store, [{"op": "pwrite", "errno": "ENOSPC", "after_bytes": 1 << 20}], "fetch", "m@1",
-            "--remote", tmp_path / "nas")
+    p = run(user.store, [{"op": op, "errno": "ENOSPC", "after_bytes": 1 << 20}], "fetch", "m@1",
+            "--remote", tmp_path / "nas", *extra)
     assert p.returncode == 8 and "no space" in p.stderr, p.stderr
     store = Store.open(user.store)
     assert store.refs.get_tag("m", "1") is None
@@ -113,19 +120,22 @@ def test_gc_under_rename_faults(base):
     assert cas("verify").returncode == 0
 
 
+@pytest.mark.parametrize("path", PATHS)
 @pytest.mark.parametrize("rule", [
-    {"op": "pwrite", "errno": "EIO", "after_bytes": 1 << 20},
+    {"op": "WRITE", "errno": "EIO", "after_bytes": 1 << 20},
     {"op": "fsync", "errno": "EIO", "kind": "file", "times": -1},
-    {"op": "pwrite", "errno": "ENOSPC", "after_bytes": 1 << 20},
+    {"op": "WRITE", "errno": "ENOSPC", "after_bytes": 1 << 20},
 ])
-def test_fetch_io_errors_name_their_path(tmp_path, rule):
+def test_fetch_io_errors_name_their_path(tmp_path, rule, path):
     """Before: `cas: error: [Errno 5] Input/output error`, naming nothing."""
+    op, extra = PATHS[path]
+    rule = {**rule, "op": op if rule["op"] == "WRITE" else rule["op"]}
     pub = CasRunner(tmp_path / "pub", tmp_path)
     pub("add", make_model(tmp_path / "src", {"big.bin": 3 << 20, "small.json": b"{}"}), "--name", "m", "--version", "1")
     pub("push", "m@1", "--remote", tmp_path / "nas")
     user = CasRunner(tmp_path / "store", tmp_path)
     Store.open(user.store)
-    p = run(user.store, [rule], "fetch", "m@1", "--remote", tmp_path / "nas", "--jobs", "1")
+    p = run(user.store, [rule], "fetch", "m@1", "--remote", tmp_path / "nas", "--jobs", "1", *extra)
     assert p.returncode != 0 and "Traceback" not in p.stderr, p.stderr
     assert str(user.store) in p.stderr, f"the error names no path: {p.stderr}"
     assert_store_consistent(Store.open(user.store))

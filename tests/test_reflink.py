@@ -44,3 +44,23 @@ def test_add_and_checkout_use_reflinks(xfs):
     assert_store_consistent(store)
     auto = checkout(store, store.get_manifest(r.manifest), xfs / "auto")
     assert auto.modes == {"reflink": 2}
+
+
+def test_a_store_source_on_the_same_filesystem_is_reflinked(xfs, tmp_path):
+    """A node store beside the team's store (one XFS): blobs come as reflinks, hashed before
+    they are published, so they take no new data blocks; the source is left as it was."""
+    from conftest import CasRunner
+
+    team = CasRunner(xfs / "team", tmp_path)
+    team("add", make_model(xfs / "src", {"w.bin": 64 << 20, "c.json": b"{}"}), "--name", "m", "--version", "1")
+    before = {p: (p.stat().st_size, p.stat().st_mtime_ns) for p in (xfs / "team").rglob("*") if p.is_file()}
+    subprocess.run(["sync"], check=True)
+    free = os.statvfs(xfs).f_bfree * os.statvfs(xfs).f_frsize
+    node = CasRunner(xfs / "node", tmp_path)
+    p = node("-v", "fetch", "m@1", "--remote", str(xfs / "team"))
+    assert "by reflink" in p.stderr and "64.0 MiB copied within this filesystem" in p.stderr, p.stderr
+    subprocess.run(["sync"], check=True)
+    used = free - os.statvfs(xfs).f_bfree * os.statvfs(xfs).f_frsize
+    assert used < 16 << 20, f"the fetch took {used} bytes of new space for a 64 MiB reflinked blob"
+    assert node("verify").returncode == 0
+    assert {p: (p.stat().st_size, p.stat().st_mtime_ns) for p in (xfs / "team").rglob("*") if p.is_file()} == before

@@ -53,8 +53,12 @@ def test_a_store_serves_another_read_only(tmp_path):
         node = CasRunner(tmp_path / "node", tmp_path)
         out = json.loads(node("--json", "versions", "m", "--remote", str(src)).stdout)
         assert {"1.0.0", "1.1.0"} <= set(json.dumps(out).split('"')), out
+        plan = json.loads(node("--json", "fetch", "m@1.0.0", "--remote", str(src), "--dry-run").stdout)
+        assert (plan["bytes_copied"], plan["bytes_download"]) == (3 << 20, 2), plan
         res = json.loads(node("--json", "fetch", "m@1.0.0", "--remote", str(src)).stdout)
         assert res["version"] == "1.0.0"
+        # on the same filesystem: copied in the kernel (reflinked where it can), not streamed
+        assert res["bytes_copied"] == 3 << 20 and res["bytes_downloaded"] == 2, res
         node("remote", "add", "nas", str(src), "--default")
         res = json.loads(node("--json", "fetch", "m").stdout)  # the newest, through the configured remote
         assert res["version"] == "1.1.0"
@@ -96,3 +100,24 @@ def test_cas_serve_serves_a_store_read_only(tmp_path):
     finally:
         srv.stop()
     assert snapshot(team.store) == before
+
+
+def test_a_blob_on_the_same_filesystem_is_still_verified(tmp_path):
+    """The kernel copy is hashed before it is published, like a download: a damaged blob in the
+    source is refused by name, and nothing of it lands; under --limit-rate it streams instead."""
+    team = team_store(tmp_path)
+    m = Store.open(team.store).load("m", "1.0.0")[2]
+    big = next(e for e in m.entries if e.size == 3 << 20)
+    blob = Store.open(team.store).blob_path(big.digest)
+    os.chmod(blob, 0o644)
+    with open(blob, "r+b") as f:
+        f.write(b"rot")
+    node = CasRunner(tmp_path / "node", tmp_path)
+    p = node("fetch", "m@1.0.0", "--remote", str(team.store), ok=False)
+    assert p.returncode == 4 and str(blob) in p.stderr and "hashes to" in p.stderr, p.stderr
+    store = Store.open(tmp_path / "node")
+    assert not store.has_blob(big.digest)
+    assert_store_consistent(store)
+    p = node("fetch", "m@1.0.0", "--remote", str(team.store), "--limit-rate", "1G", ok=False)
+    assert p.returncode == 4 and "hash to" in p.stderr, p.stderr  # the stream's own check
+    assert not store.has_blob(big.digest)

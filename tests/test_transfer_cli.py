@@ -488,19 +488,20 @@ def test_a_warning_under_the_progress_bar_gets_a_line_of_its_own(tmp_path, monke
     os.chmod(bad, 0o644)
     bad.write_bytes(b"not a chunk map")  # a warning in the middle of the fetch: "not using the chunk map"
     master, slave = pty.openpty()
-    p = subprocess.Popen(user.argv("fetch", "m@2", "--remote", tmp_path / "nas", "--progress", "bar"), cwd=tmp_path,
-                         stdout=slave, stderr=slave, env={**os.environ, "COLUMNS": "100", "TERM": "xterm"})
-    os.close(slave)
-    err = b""
-    while True:
-        try:
-            chunk = os.read(master, 65536)
-        except OSError:  # the child closed the terminal
-            break
-        if not chunk:
-            break
-        err += chunk
-    p.wait(timeout=60)
+    with nginx(tmp_path / "nas", tmp_path / "nginx") as web_server:  # streamed, so the map is read
+        p = subprocess.Popen(user.argv("fetch", "m@2", "--remote", web_server.url, "--progress", "bar"), cwd=tmp_path,
+                             stdout=slave, stderr=slave, env={**os.environ, "COLUMNS": "100", "TERM": "xterm"})
+        os.close(slave)
+        err = b""
+        while True:
+            try:
+                chunk = os.read(master, 65536)
+            except OSError:  # the child closed the terminal
+                break
+            if not chunk:
+                break
+            err += chunk
+        p.wait(timeout=60)
     os.close(master)
     assert p.returncode == 0, err
     text = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", err.decode(errors="replace"))  # one terminal, as a user's

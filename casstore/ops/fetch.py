@@ -174,7 +174,8 @@ class FetchPlan:
     blobs_missing: int
     bytes_missing: int  # the most the fetch downloads
     bytes_from_local: int  # of the missing, what local chunks hold (delta): not downloaded
-    bytes_download: int  # what the fetch would download (bytes_missing less bytes_from_local)
+    bytes_download: int  # what the fetch would download: bytes_missing less bytes_from_local and bytes_copied
+    bytes_copied: int = 0  # of the missing, what a remote on the store's filesystem holds: copied
 
     def to_json(self) -> dict:
         return {**self.__dict__, "manifest": str(self.manifest)}
@@ -201,7 +202,7 @@ async def plan_fetch(store: Store, remotes: list[Remote], model: str, version: s
            if missing else Estimate(0))
     total = sum(sizes.values())
     return FetchPlan(model, version, digest, len(m.entries), total, total - sum(missing.values()), len(missing),
-                     sum(missing.values()), est.from_local, est.download)
+                     sum(missing.values()), est.from_local, est.download, est.copied)
 
 
 def unavailable(e: RemoteError) -> bool:

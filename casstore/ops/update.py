@@ -145,19 +145,20 @@ class UpdatePlan:
     added: tuple[str, ...] = ()
     changed: tuple[str, ...] = ()
     removed: tuple[str, ...] = ()
-    download_bytes: int = 0  # the estimate: new_bytes less what local chunks hold
+    download_bytes: int = 0  # the estimate: new_bytes less what local chunks hold and copies
     head_seq: int = 0
     up_to_date: bool = False
     manifest_obj: Manifest | None = field(default=None, compare=False, repr=False)  # as planned: not fetched again
     selection: Selection | None = None  # the files to fetch of the target (a partial version), if not all
     new_bytes: int = 0  # the blobs the store lacks
     from_local: int = 0  # of those, what local chunks hold (a delta fetch copies it)
+    copy_bytes: int = 0  # of those, what a remote on the store's filesystem holds (copied, not downloaded)
 
     def to_json(self) -> dict:
         return {"model": self.model, "from": self.current, "to": self.target, "manifest": str(self.manifest),
                 "strategy": self.strategy, "breaking": self.breaking, "up_to_date": self.up_to_date,
                 "download_bytes": self.download_bytes, "new_bytes": self.new_bytes, "from_local": self.from_local,
-                "added": list(self.added), "changed": list(self.changed),
+                "copy_bytes": self.copy_bytes, "added": list(self.added), "changed": list(self.changed),
                 "removed": list(self.removed),
                 "selection": None if self.selection is None else {"include": list(self.selection.include),
                                                                   "exclude": list(self.selection.exclude)}}
@@ -234,7 +235,7 @@ async def plan_update(store: Store, remotes: list[Remote], model: str, *, to: st
            if need else Estimate(0))
     return UpdatePlan(model, head.version, target, entry.manifest, strategy, breaking, added, changed, removed,
                       est.download, head.seq, manifest_obj=new, selection=selection, new_bytes=est.missing,
-                      from_local=est.from_local)
+                      from_local=est.from_local, copy_bytes=est.copied)
 
 
 async def execute_update(store: Store, remotes: list[Remote], plan: UpdatePlan, *, settings: Settings | None = None,

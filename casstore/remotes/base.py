@@ -239,6 +239,11 @@ class Remote(ABC):
         left to read them from (a backend has none)."""
         return False
 
+    def local_file(self, key: Key) -> Path | None:
+        """The object as a file on this machine (a directory remote, a store read as one), which
+        the engine may reflink or copy in the kernel instead of streaming; None elsewhere."""
+        return None
+
     def describe(self, key: Key | str) -> str:
         """The URL of an object, for error messages."""
         rel = key.path if isinstance(key, Key) else key

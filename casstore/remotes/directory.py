@@ -48,6 +48,10 @@ class DirectoryRemote(Remote):
     def tmp(self) -> Path:
         return self.root / TMP
 
+    def local_file(self, key: Key) -> Path | None:
+        p = self._p(key.path)
+        return p if p.is_file() else None
+
     def _ensure(self) -> None:
         makedirs(self.tmp)
         fmt = self.root / FORMAT_FILE

@@ -140,6 +140,9 @@ class Layer(Remote):
     def distrust(self, key: Key) -> bool:
         return self.inner.distrust(key)
 
+    def local_file(self, key: Key) -> Path | None:
+        return self.inner.local_file(key)
+
     async def stat(self, key: Key) -> int | None:
         return await self.inner.stat(key)
 
@@ -503,6 +506,17 @@ class Mirrors(Remote):
     def sources(self, key: Key) -> list[str]:
         served = sorted(self._served.get(key.path, ()))
         return [self.remotes[i].describe(key) for i in served] or [self.describe(key)]
+
+    def local_file(self, key: Key) -> Path | None:
+        """The first mirror in use, if it holds ``key`` as a local file (then the bytes' source,
+        for messages and distrust); never one that served bytes which did not verify."""
+        first = self.order()[0]
+        if self.remotes.index(first) in self.distrusted:
+            return None
+        path = first.local_file(key)
+        if path is not None:
+            self._took(first, key)
+        return path
 
     def distrust(self, key: Key) -> bool:
         """The mirrors that served ``key`` are tried after every other for the rest of the run

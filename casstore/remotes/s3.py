@@ -379,11 +379,15 @@ class S3Remote(Remote):
                                               f"the {length} bytes sent", url=url, digest=key.digest, retryable=True)
                 return {"PartNumber": n, "ETag": r["ETag"]}
 
+        tasks = [asyncio.ensure_future(one(i + 1, off)) for i, off in enumerate(range(0, size, part))]
         try:
-            parts = await asyncio.gather(*(one(i + 1, off) for i, off in enumerate(range(0, size, part))))
+            parts = await asyncio.gather(*tasks)
             await self._call("POST", key.path, "complete_multipart_upload", key.digest, UploadId=upload_id,
                              MultipartUpload={"Parts": list(parts)}, IfNoneMatch="*")
         except BaseException:
+            for t in tasks:  # a part still in flight could land after the abort and keep the upload alive
+                t.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
             with contextlib.suppress(Exception):
                 await asyncio.shield(self._call("DELETE", key.path, "abort_multipart_upload", UploadId=upload_id))
             raise

@@ -28,13 +28,14 @@ from collections.abc import Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import partial
+from pathlib import Path
 
 from casstore.errors import IntegrityError, InvalidInput, NotFound, RangesIgnored, RemoteError
 from casstore.fs.atomic import makedirs, out_of_space, publish_file, translate_os_error, write_file
 from casstore.fs.writers import writer_id
 from casstore.model.chunkmap import MAX_MAP_BYTES, ChunkMap
 from casstore.model.digest import Digest
-from casstore.remotes.base import Remote, read_small
+from casstore.remotes.base import Key, Remote, read_small
 from casstore.remotes.base import blob as blob_key
 from casstore.remotes.base import chunks as chunks_key
 from casstore.remotes.layers import stack
@@ -72,10 +73,11 @@ class Estimate:
     missing: int
     from_local: int = 0
     maps: int = 0
+    copied: int = 0  # from a remote on the store's filesystem (``_copy_local``): not downloaded
 
     @property
     def download(self) -> int:
-        return self.missing - self.from_local
+        return self.missing - self.from_local - self.copied
 
 
 class Downloader:
@@ -109,6 +111,9 @@ class Downloader:
         if self.s.delta and any(n >= self.s.delta_min_size for n in missing.values()):
             await self._probe_ranges(missing)
         for d, n in missing.items():
+            if not self._small(n) and self._same_fs_file(blob_key(d, n)) is not None:
+                est.copied += n
+                continue
             if not self.s.delta or n < self.s.delta_min_size or not self.remote.ranges:
                 continue
             m = await self._remote_map(d, n)
@@ -184,7 +189,7 @@ class Downloader:
     # one blob ---------------------------------------------------------------------------------------
 
     async def _one(self, d: Digest, size: int) -> None:
-        if size <= SMALL_BLOB and size < self.s.delta_min_size:
+        if self._small(size):
             return await self._one_small(d, size)
         lock = await dlock.acquire(self.store, d, self.s.stale_after, self.s.lock_timeout)
         if lock is None:
@@ -193,6 +198,8 @@ class Downloader:
             return
         refresher = asyncio.create_task(dlock.keep_fresh(lock, self.s.lock_refresh))
         try:
+            if await self._copy_local(d, size):
+                return
             for attempt in (0, 1):
                 job = (partials.adopt(self.store, self.writer, d, size, self.s.stale_after) if attempt == 0
                        else partials.fresh(self.store, self.writer, d, size))
@@ -222,6 +229,45 @@ class Downloader:
         finally:
             refresher.cancel()
             dlock.release(lock)
+
+    async def _copy_local(self, d: Digest, size: int) -> bool:
+        """A blob a remote holds as a file on the store's own filesystem (a store or directory
+        remote beside it) is reflinked (XFS, btrfs: no data copied) or else copied by the kernel,
+        then hashed and published like an added file. Never a hard link: stamps and GC's use
+        marks are the inode's times, so one would write to the source. From another filesystem
+        (a NAS mount) the blob streams instead, under the stack's time limits, the rate limit and
+        delta; a source that vanished meanwhile streams too (and is NotFound there)."""
+        key = blob_key(d, size)
+        src = self._same_fs_file(key)
+        if src is None:
+            return False
+        try:
+            staged = await asyncio.to_thread(self.store.stage_file, src)
+        except FileNotFoundError:
+            return False
+        if staged.digest != d or staged.size != size:
+            staged.discard()
+            if self.remote.distrust(key):
+                return False  # streamed from the mirrors that did not hold these bytes
+            raise IntegrityError(f"{src} hashes to {staged.digest} ({staged.size} bytes), not {d} ({size} bytes); "
+                                 "discarded")
+        await asyncio.to_thread(self.store.publish_staged, staged)
+        self.stats.bytes_copied += size
+        self._advance(size)
+        log.info("verified %s (%d bytes, by %s) from %s", d, size, staged.method, src)
+        return True
+
+    def _small(self, size: int) -> bool:
+        return size <= SMALL_BLOB and size < self.s.delta_min_size
+
+    def _same_fs_file(self, key: Key) -> Path | None:
+        if self.limiter is not None:
+            return None
+        src = self.remote.local_file(key)
+        try:
+            return src if src is not None and os.stat(src).st_dev == os.stat(self.store.layout.tmp).st_dev else None
+        except FileNotFoundError:
+            return None
 
     async def _one_small(self, d: Digest, size: int) -> None:
         """Fetched whole into memory by the same workers (retries, mirrors, rate limit), verified

@@ -80,6 +80,7 @@ class Stats:
     bytes_reused: int = 0  # already in the store, or fetched by another process meanwhile
     bytes_resumed: int = 0  # adopted from an earlier, interrupted download
     bytes_from_local: int = 0  # copied from chunks of blobs already in the store (delta)
+    bytes_copied: int = 0  # reflinked or kernel-copied from a remote on the store's filesystem
     bytes_maps: int = 0  # chunk maps received, to find those chunks
     retries: int = 0
     elapsed: float = 0.0
