@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import random
 import shutil
 import subprocess
 import sys
@@ -24,53 +23,11 @@ import time
 from pathlib import Path
 
 from casstore.gc import Policy, execute, plan, read_state
-from casstore.model.digest import Digest
-from casstore.model.history import Switch
-from casstore.model.manifest import Entry, Manifest
-from casstore.store.objects import Store
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from rounds import cas_command  # noqa: E402
 
-
-def build(root: Path, n_blobs: int, seed: int = 1) -> Store:
-    rnd = random.Random(seed)
-    store = Store.open(root)
-    digests = []
-    for _i in range(n_blobs):
-        data = rnd.randbytes(rnd.randint(64, 512))
-        d = Digest.of_bytes(data)
-        p = store.blob_path(d)
-        p.parent.mkdir(exist_ok=True)
-        p.write_bytes(data)
-        digests.append((d, len(data)))
-    referenced = digests[: int(n_blobs * 0.9)]
-    n_versions = max(100, n_blobs // 100)
-    per_model = n_versions // 10
-    old = time.time() - 90 * 86400
-    for mi in range(10):
-        model = f"model{mi}"
-        for vi in range(per_model):
-            start = (mi * per_model + vi) * (len(referenced) // n_versions)
-            files = referenced[start : start + 100]
-            m = Manifest(model, f"1.{vi}.0", tuple(Entry(f"f{j:03d}.bin", s, d) for j, (d, s) in enumerate(files)),
-                         created=int(old))
-            data = m.encode()
-            md = Digest.of_bytes(data)
-            mp = store.layout.manifest(md)
-            mp.parent.mkdir(exist_ok=True)
-            mp.write_bytes(data)
-            os.utime(mp, (old, old))
-            tag = store.layout.tag(model, m.version)
-            tag.parent.mkdir(parents=True, exist_ok=True)
-            tag.write_text(f"{md}\n")
-            if vi == per_model - 1:
-                h = store.layout.history(model)
-                h.mkdir(parents=True, exist_ok=True)
-                (h / f"{1:012d}.json").write_bytes(Switch(1, m.version, md, None, "add", old, "bench", 1, "bench").encode())
-    for _, p in store.iter_blobs():
-        os.utime(p, (old, old))
-    return store
+from casstore.testing.synthetic import many_blobs as build  # noqa: E402
 
 
 def main() -> None:

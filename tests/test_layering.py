@@ -21,7 +21,7 @@ ALLOWED = {
     "gc": {"errors", "model", "fs", "store", "config"},
     "sources": {"errors", "model", "fs"},
     "ops": {"errors", "model", "fs", "store", "remotes", "transfer", "gc", "config", "progress", "sources"},
-    "testing": {"errors", "model", "remotes"},
+    "testing": {"errors", "model", "remotes", "store"},
 }
 
 

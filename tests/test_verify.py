@@ -129,3 +129,37 @@ def test_sha256_checked_only_when_asked_and_a_lying_manifest_is_not_a_corrupt_bl
     rep = verify(store, sha256=True)
     assert {p.kind for p in rep.problems} == {"sha256", "corrupt"}
     assert not store.has_blob(m.entries[1].digest)  # the corrupt one is quarantined
+
+
+def test_every_kind_of_damage_found_whatever_its_size(store, tmp_path):
+    """verify streams the store by fan-out directory, large blobs first, small ones in batches
+    through one read each (ops/verify.py): each path still finds and names its damage, and a
+    FIFO under blobs/ does not hang it."""
+    from casstore.model.digest import Digest
+    from casstore.ops.verify import LARGE
+
+    files = {"large.bin": LARGE + 5, "mid.bin": 3 << 20, "small.bin": 900, "short.bin": 700, "ok.bin": 100,
+             "link.bin": 300}
+    r = add(store, make_model(tmp_path / "a", files), "m", "1")
+    by = {e.path: e for e in store.get_manifest(r.manifest).entries}
+    for name in ("large.bin", "mid.bin", "small.bin"):
+        corrupt(store.blob_path(by[name].digest))
+    short = store.blob_path(by["short.bin"].digest)
+    os.chmod(short, 0o644)
+    os.truncate(short, 10)
+    link = store.blob_path(by["link.bin"].digest)
+    os.unlink(link)
+    os.symlink(store.blob_path(by["ok.bin"].digest), link)
+    stray = os.urandom(500)
+    fifo = store.blob_path(Digest.of_bytes(stray))  # a FIFO named like an unreferenced blob
+    os.makedirs(fifo.parent, exist_ok=True)
+    os.mkfifo(fifo)
+    rep = verify(store, jobs=2)
+    kinds = {p.what: p.kind for p in rep.problems}
+    assert kinds == {str(by["large.bin"].digest): "corrupt", str(by["mid.bin"].digest): "corrupt",
+                     str(by["small.bin"].digest): "corrupt", str(by["short.bin"].digest): "wrong-size",
+                     str(by["link.bin"].digest): "corrupt", str(Digest.of_bytes(stray)): "corrupt"}, rep.problems
+    assert all(p.used_by == [f"m@1:{n}"] for n, e in by.items() for p in rep.problems if p.what == str(e.digest))
+    assert rep.blobs == 7 and len(rep.quarantined) == 6
+    again = verify(store)  # what was quarantined is now missing, nothing else
+    assert sorted(p.kind for p in again.problems) == ["missing"] * 5, again.problems
