@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
 import subprocess
 import sys
@@ -27,17 +26,22 @@ from rounds import cas_command  # noqa: E402
 
 from casstore.testing.synthetic import many_blobs  # noqa: E402
 
+# The command runs as the child of a small Python process, which reports the child's peak: the
+# kernel carries a high-water mark across exec, so measured from here it would be this script's.
+_MEASURE = ("import os, subprocess, sys, time\n"
+            "t0 = time.perf_counter()\n"
+            "p = subprocess.Popen(sys.argv[1:], stdout=subprocess.DEVNULL)\n"
+            "_, status, usage = os.wait4(p.pid, 0)\n"
+            "print(os.waitstatus_to_exitcode(status), time.perf_counter() - t0, usage.ru_maxrss)\n")
 
-def timed(argv: list[str], shell: bool = False) -> tuple[float, float]:
+
+def timed(argv: list[str]) -> tuple[float, float]:
     """(seconds, peak RSS in MiB) of one process run to its end."""
-    t0 = time.perf_counter()
-    p = subprocess.Popen(argv, shell=shell, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    _, status, usage = os.wait4(p.pid, 0)
-    dt = time.perf_counter() - t0
-    err = p.stderr.read().decode(errors="replace") if p.stderr else ""
-    if os.waitstatus_to_exitcode(status) != 0:
-        raise RuntimeError(f"{argv} failed: {err[-2000:]}")
-    return dt, usage.ru_maxrss / 1024
+    p = subprocess.run([sys.executable, "-c", _MEASURE, *argv], capture_output=True, text=True, check=True)
+    code, seconds, kib = p.stdout.split()
+    if int(code) != 0:
+        raise RuntimeError(f"{argv} failed: {p.stderr[-2000:]}")
+    return float(seconds), int(kib) / 1024
 
 
 def spread(xs: list[float]) -> dict:
@@ -56,19 +60,19 @@ def main() -> None:
     if not (root / "blobs").is_dir():
         many_blobs(root, a.blobs)
     cas = cas_command()
-    tools = {
+    tools: dict[str, list[str]] = {
         "cas verify": [*cas, "--store", str(root), "verify"],
         "cas verify --fast": [*cas, "--store", str(root), "verify", "--fast"],
-        "b3sum": f"find {root / 'blobs'} -type f -print0 | xargs -0 b3sum > /dev/null",
+        "b3sum": ["sh", "-c", f"find {root / 'blobs'} -type f -print0 | xargs -0 b3sum"],
     }
     for cmd in tools.values():  # warm the page cache; the first verify also stamps every blob
-        timed(cmd if isinstance(cmd, list) else ["sh", "-c", cmd])
+        timed(cmd)
     runs: dict[str, list[tuple[float, float]]] = {t: [] for t in tools}
     names = list(tools)
     for rnd in range(a.repeat):
         for t in names[rnd % len(names):] + names[:rnd % len(names)]:
             cmd = tools[t]
-            runs[t].append(timed(cmd if isinstance(cmd, list) else ["sh", "-c", cmd]))
+            runs[t].append(timed(cmd))
             print(f"round {rnd + 1} {t}: {runs[t][-1][0]:.2f} s, {runs[t][-1][1]:.0f} MiB", file=sys.stderr)
     b3 = [s for s, _ in runs["b3sum"]]
     result = {
