@@ -10,7 +10,9 @@ Pairs (each a 1.0.0 -> 1.1.0 release of safetensors shards):
 - finetune-5pct: 5% of the tensors of every shard rewritten;
 - insert-first: one tensor inserted first in name order;
 - lora-all: every tensor rewritten (nothing to gain: the cost is the maps);
-- fp8: every tensor halved in size (a dtype change; same).
+- fp8: every tensor halved in size (a dtype change; same);
+- pth-insert: 1 MiB inserted at 40 % of each of two `.pth` files of random bytes (256 and 96 MiB:
+  no tensor structure, so content-defined chunks), config changed.
 Runs are interleaved (auto, never, dvc, auto, never, dvc, ...) on fresh stores.
 """
 
@@ -54,6 +56,17 @@ def write_pair(root: Path, kind: str, tensors: int, tensor_mib: int, shards: int
     size = tensor_mib * MiB
     if kind == "wan":
         return modelfiles.release_pair(root, tensors=tensors, tensor_size=size, inserted_size=4 * MiB, shards=shards)
+    if kind == "pth-insert":  # files without tensor structure: content-defined chunks
+        old, new = root / "1.0.0", root / "1.1.0"
+        for name, mib in (("models_t5_umt5-xxl-enc-bf16.pth", 256), ("Wan2.1_VAE.pth", 96)):
+            data = b"".join(modelfiles.random_bytes(16 * MiB, f"{name}/{i}") for i in range(mib // 16))
+            at = len(data) * 2 // 5
+            for d, body in ((old, data), (new, data[:at] + modelfiles.random_bytes(MiB, f"{name}/ins") + data[at:])):
+                d.mkdir(parents=True, exist_ok=True)
+                (d / name).write_bytes(body)
+        for d, v in ((old, "1.0.0"), (new, "1.1.0")):
+            (d / "config.json").write_text(json.dumps({"release": v}))
+        return old, new, 2 * MiB + len((new / "config.json").read_bytes())
     old, new, ideal = root / "1.0.0", root / "1.1.0", 0
     for s in range(shards):
         ts = modelfiles.shard_tensors(f"blocks.s{s}", tensors, size, f"{kind}{s}")

@@ -5,7 +5,8 @@ chunk however far it moved:
 - safetensors: the header is one chunk, each tensor one chunk;
 - GGUF: the header and tensor table one chunk, each tensor one chunk;
 - zip (PyTorch checkpoints): each member, with its local header, one chunk; then the directory;
-- anything else: content-defined cuts (FastCDC, ~1 MiB average).
+- anything else: content-defined cuts (FastCDC, ~96 KiB average: an insertion costs about itself,
+  1.15x of it over 16 random 1 MiB insertions, against 2.9x at the ~1 MiB average used before).
 Any chunk over ``MAX_CHUNK`` is split every ``MAX_CHUNK`` bytes from its own start. A file that
 claims a format but does not parse as one is chunked as "anything else": cutting is never an error.
 """
@@ -26,7 +27,7 @@ from casstore.model.digest import Digest
 MiB = 1 << 20
 MAX_CHUNK = 16 * MiB
 MAP_MIN_SIZE = 64 * MiB  # smaller blobs get no map by default: fetched whole, they cost about what a lookup saves
-CDC_MIN, CDC_AVG, CDC_MAX = 256 << 10, 1 * MiB, 4 * MiB
+CDC_MIN, CDC_AVG, CDC_MAX = 32 << 10, 64 << 10, 512 << 10  # pyfastcdc's average is CDC_AVG + CDC_MIN
 MAX_HEADER = 100 * MiB  # safetensors' own limit on its JSON header
 _READ = 8 * MiB
 
