@@ -100,3 +100,13 @@ def test_a_store_of_200k_blobs_is_checked_in_bounded_memory(many_blobs_store, co
     per blob); it streams the store by fan-out directory now (ops/verify.py)."""
     peak = peak_rss_mib([sys.executable, "-m", "casstore_cli.main", "--store", many_blobs_store, *command])
     assert peak < LIMIT_MIB, f"cas {' '.join(command)} of 200k blobs peaked at {peak:.0f} MiB"
+
+
+@pytest.mark.slow
+def test_an_add_stays_under_150_mib(published, tmp_path):
+    """Before: `cas add` of a 209-file version peaked at 277-282 MiB: four files hashed at once,
+    each through 64 MiB mmap windows (counted in RSS though they are page cache). 16 MiB now."""
+    root, _ = published
+    peak = peak_rss_mib([sys.executable, "-m", "casstore_cli.main", "--store", tmp_path / "s", "add", root / "src",
+                         "--name", "m", "--version", "1"], env={**os.environ, "CAS_HASH_CACHE": str(tmp_path / "h")})
+    assert peak < LIMIT_MIB, f"cas add peaked at {peak:.0f} MiB"

@@ -24,7 +24,7 @@ _HEX = re.compile(r"[0-9a-f]{64}")
 # Below this size threading costs more than it saves (measured when it was written; bench/bench_add.py times hashing as a whole).
 _THREADED_MIN = 4 << 20
 _READ_CHUNK = 8 << 20
-_MMAP_WINDOW = 64 << 20  # a multiple of the page size, as mmap offsets must be
+_MMAP_WINDOW = 16 << 20  # a multiple of the page size, as mmap offsets must be
 
 
 class _Hex(NamedTuple):
