@@ -69,6 +69,8 @@ def test_update_over_nginx_moves_about_the_changed_tensors(published, tmp_path):
     # the plan's estimate is what the update then downloaded (it decides the same way)
     assert (plan["download_bytes"], plan["from_local"]) == (out["bytes_downloaded"], out["bytes_from_local"])
     assert any(status == 206 and path.startswith("/blobs/") for _, path, status, _, _ in update)
+    maps = [path for _, path, *_ in update if path.startswith("/chunks/")]
+    assert maps and len(maps) == len(set(maps)), maps  # each read once: the plan's, reused by the fetch
     assert user("verify").returncode == 0
     assert_store_consistent(Store.open(tmp_path / "user"))
 

@@ -39,7 +39,7 @@ from casstore.remotes.layers import MirrorsFailed, stack
 from casstore.store.leases import Lease
 from casstore.store.markers import record_use
 from casstore.store.objects import Store
-from casstore.transfer.download import Downloader, Estimate, Settings, Stats
+from casstore.transfer.download import DeltaMemo, Downloader, Estimate, Settings, Stats
 
 log = logging.getLogger("casstore")
 
@@ -216,7 +216,8 @@ def unavailable(e: RemoteError) -> bool:
 
 
 async def install(store: Store, remotes: Remote | list[Remote], model: str, version: str, digest: Digest, m: Manifest, *,
-                  settings: Settings | None = None, progress=None, selection: Selection | None = None) -> FetchResult:
+                  settings: Settings | None = None, progress=None, selection: Selection | None = None,
+                  memo: DeltaMemo | None = None) -> FetchResult:
     """Download what ``m`` (already checked by ``load_manifest``) needs, then record it: the
     manifest, the tag, and the current pointer if the model had none (invariant 3's order).
 
@@ -226,7 +227,7 @@ async def install(store: Store, remotes: Remote | list[Remote], model: str, vers
     target = m.select(selection, digest) if selection is not None else m
     wants: dict[Digest, int] = {e.digest: e.size for e in target.entries}
     with Lease(store, f"fetch {model}@{version}", [*wants, digest, target.digest()]):
-        stats = await Downloader(store, remotes, settings, progress).fetch(wants, delta_sources(store, model, wants))
+        stats = await Downloader(store, remotes, settings, progress, memo).fetch(wants, delta_sources(store, model, wants))
         written = store.put_manifest(target)
         if target is m:
             store.refs.set_tag(model, version, written)

@@ -28,7 +28,7 @@ from casstore.ops.switch import switch_to
 from casstore.remotes.base import Remote
 from casstore.store.markers import mark, marked, unmark
 from casstore.store.objects import Store
-from casstore.transfer.download import Downloader, Estimate, Settings
+from casstore.transfer.download import DeltaMemo, Downloader, Estimate, Settings
 
 log = logging.getLogger("casstore")
 STRATEGIES = ("conservative", "aggressive", "parallel")
@@ -153,6 +153,7 @@ class UpdatePlan:
     new_bytes: int = 0  # the blobs the store lacks
     from_local: int = 0  # of those, what local chunks hold (a delta fetch copies it)
     copy_bytes: int = 0  # of those, what a remote on the store's filesystem holds (copied, not downloaded)
+    memo: DeltaMemo | None = field(default=None, compare=False, repr=False)  # the maps the estimate read
 
     def to_json(self) -> dict:
         return {"model": self.model, "from": self.current, "to": self.target, "manifest": str(self.manifest),
@@ -235,7 +236,7 @@ async def plan_update(store: Store, remotes: list[Remote], model: str, *, to: st
            if need else Estimate(0))
     return UpdatePlan(model, head.version, target, entry.manifest, strategy, breaking, added, changed, removed,
                       est.download, head.seq, manifest_obj=new, selection=selection, new_bytes=est.missing,
-                      from_local=est.from_local, copy_bytes=est.copied)
+                      from_local=est.from_local, copy_bytes=est.copied, memo=est.memo)
 
 
 async def execute_update(store: Store, remotes: list[Remote], plan: UpdatePlan, *, settings: Settings | None = None,
@@ -245,7 +246,7 @@ async def execute_update(store: Store, remotes: list[Remote], plan: UpdatePlan, 
         return None
     m = plan.manifest_obj or await load_manifest(store, remotes, plan.manifest, plan.model, plan.target)
     res = await install(store, remotes, plan.model, plan.target, plan.manifest, m, settings=settings, progress=progress,
-                        selection=plan.selection)
+                        selection=plan.selection, memo=plan.memo)
     head = store.refs.current(plan.model)
     if head is None or head.seq != plan.head_seq:
         raise Conflict(f"current version of {plan.model} changed while updating; nothing was switched")

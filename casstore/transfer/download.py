@@ -26,7 +26,7 @@ import os
 import time
 from collections.abc import Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 
@@ -65,6 +65,16 @@ def _close_if_cancelled(fd: int, run: Future) -> None:
 
 
 @dataclass
+class DeltaMemo:
+    """What an estimate learned that the fetch after it, in the same command, reuses instead of
+    reading again: the remote chunk maps (None: the remote has none) and the local chunk index.
+    Before, `cas update` downloaded every map twice (its plan, then its fetch)."""
+
+    maps: dict[Digest, ChunkMap | None] = field(default_factory=dict)
+    local: delta.LocalChunks | None = None
+
+
+@dataclass
 class Estimate:
     """``Downloader.estimate``: bytes of missing blobs, of those what local chunks hold, and the
     chunk maps read to know it. ``download`` is what the fetch then reports as downloaded
@@ -74,6 +84,7 @@ class Estimate:
     from_local: int = 0
     maps: int = 0
     copied: int = 0  # from a remote on the store's filesystem (``_copy_local``): not downloaded
+    memo: DeltaMemo | None = field(default=None, compare=False, repr=False)  # for the fetch that follows
 
     @property
     def download(self) -> int:
@@ -82,7 +93,7 @@ class Estimate:
 
 class Downloader:
     def __init__(self, store: Store, remotes: Remote | list[Remote], settings: Settings | None = None,
-                 progress=None) -> None:
+                 progress=None, memo: DeltaMemo | None = None) -> None:
         if not remotes:
             raise InvalidInput("no remote to download from")
         self.store = store
@@ -95,7 +106,8 @@ class Downloader:
         self.sched = Scheduler(self.s.min_split)
         self._progress_done = 0
         self._sources: list[Digest] = []
-        self._local: asyncio.Task | None = None  # the local chunk index, built once when first needed
+        self._local: asyncio.Future[delta.LocalChunks] | None = None  # the local chunk index, built once when needed
+        self.memo = memo or DeltaMemo()
         self._threads: ThreadPoolExecutor | None = None  # for remotes with threaded reads
         self._stopping = False  # tells those threads to stop writing
 
@@ -123,6 +135,7 @@ class Downloader:
             if p.reused >= delta.MIN_REUSE:
                 est.from_local += p.reused
         est.maps = self.stats.bytes_maps
+        est.memo = self.memo
         return est
 
     async def fetch(self, wants: dict[Digest, int], sources: Iterable[Digest] = ()) -> Stats:
@@ -342,24 +355,32 @@ class Downloader:
 
     async def _local_chunks(self) -> delta.LocalChunks:
         """The local chunk index, built once (on a thread) when first needed."""
+        if self._local is None and self.memo.local is not None:
+            return self.memo.local
         if self._local is None:
             self._local = asyncio.ensure_future(asyncio.to_thread(
                 delta.LocalChunks.build, self.store, self._sources, self.s.delta_min_size))
-        return await asyncio.shield(self._local)
+        local: delta.LocalChunks = await asyncio.shield(self._local)
+        self.memo.local = local
+        return local
 
     async def _remote_map(self, d: Digest, size: int) -> ChunkMap | None:
         """The blob's chunk map from the first mirror that has one; a missing, broken or lying map
         means a whole download, never an error."""
+        if d in self.memo.maps:
+            return self.memo.maps[d]
         key = chunks_key(d)
+        m: ChunkMap | None = None
         try:
             data = await read_small(self.remote, key, MAX_MAP_BYTES)
             self.stats.bytes_maps += len(data)
-            return ChunkMap.decode(data, blob=d, size=size, source=self.remote.describe(key))
+            m = ChunkMap.decode(data, blob=d, size=size, source=self.remote.describe(key))
         except NotFound:
-            return None
+            pass
         except (RemoteError, InvalidInput) as e:
             log.warning("not using the chunk map: %s", e)  # e names the URL
-            return None
+        self.memo.maps[d] = m
+        return m
 
     def _publish(self, job: BlobJob) -> None:
         where = self._verified(job, *job.frontier.finish(job.fd))  # reads back only what it lacks
