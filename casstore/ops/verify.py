@@ -314,7 +314,7 @@ def verify(
             if d.hex[:2] not in unlisted and store.has_blob(d):
                 for finding in formats.check_file(store.blob_path(d), rel):
                     report.problems.append(Problem("format", str(d), f"{rel}: {finding}",
-                                                   _users(store, scope, {str(d)}).get(str(d), [])))
+                                                   _users(store, scope, {str(d)})[0].get(str(d), [])))
     report.elapsed = time.monotonic() - t0
     return report
 
@@ -366,19 +366,24 @@ def _lstat_size(path: str) -> int:
         return 0
 
 
-def _users(store: Store, scope: dict[Digest, list[str]], wanted: set[str]) -> dict[str, list[str]]:
-    """"model@version:path" for each blob of ``wanted``, and the SHA-256 each entry records,
+def _users(store: Store, scope: dict[Digest, list[str]], wanted: set[str],
+           ) -> tuple[dict[str, list[str]], dict[str, dict[str, list[str]]]]:
+    """"model@version:path" for each blob of ``wanted``, and who records which SHA-256 for it,
     read from the manifests again (only when there is something to report)."""
-    out: dict[str, list[str]] = {}
+    users: dict[str, list[str]] = {}
+    claims: dict[str, dict[str, list[str]]] = {}
     for md in scope:
         try:
             m = store.get_manifest(md)
         except CasError:
             continue
         for e in m.entries:
-            if str(e.digest) in wanted:
-                out.setdefault(str(e.digest), []).append(f"{m.name}@{m.version}:{e.path}")
-    return out
+            if (key := str(e.digest)) in wanted:
+                who = f"{m.name}@{m.version}:{e.path}"
+                users.setdefault(key, []).append(who)
+                if e.sha256 is not None:
+                    claims.setdefault(key, {}).setdefault(e.sha256, []).append(who)
+    return users, claims
 
 
 def _name_users(store: Store, scope: dict[Digest, list[str]], problems: list[Problem]) -> None:
@@ -387,17 +392,7 @@ def _name_users(store: Store, scope: dict[Digest, list[str]], problems: list[Pro
     wanted = {p.what for p in problems if p.kind in blob_kinds}
     if not wanted:
         return
-    users = _users(store, scope, wanted)
-    claims: dict[str, dict[str, list[str]]] = {}
-    if any(p.kind == "sha256" for p in problems):
-        for md in scope:
-            try:
-                m = store.get_manifest(md)
-            except CasError:
-                continue
-            for e in m.entries:
-                if str(e.digest) in wanted and e.sha256 is not None:
-                    claims.setdefault(str(e.digest), {}).setdefault(e.sha256, []).append(f"{m.name}@{m.version}:{e.path}")
+    users, claims = _users(store, scope, wanted)
     for p in problems:
         if p.kind not in blob_kinds:
             continue
