@@ -14,38 +14,15 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from rounds import cas_command  # noqa: E402
+from rounds import cas_command, spread, timed  # noqa: E402
 
 from casstore.testing.synthetic import many_blobs  # noqa: E402
-
-# The command runs as the child of a small Python process, which reports the child's peak: the
-# kernel carries a high-water mark across exec, so measured from here it would be this script's.
-_MEASURE = ("import os, subprocess, sys, time\n"
-            "t0 = time.perf_counter()\n"
-            "p = subprocess.Popen(sys.argv[1:], stdout=subprocess.DEVNULL)\n"
-            "_, status, usage = os.wait4(p.pid, 0)\n"
-            "print(os.waitstatus_to_exitcode(status), time.perf_counter() - t0, usage.ru_maxrss)\n")
-
-
-def timed(argv: list[str]) -> tuple[float, float]:
-    """(seconds, peak RSS in MiB) of one process run to its end."""
-    p = subprocess.run([sys.executable, "-c", _MEASURE, *argv], capture_output=True, text=True, check=True)
-    code, seconds, kib = p.stdout.split()
-    if int(code) != 0:
-        raise RuntimeError(f"{argv} failed: {p.stderr[-2000:]}")
-    return float(seconds), int(kib) / 1024
-
-
-def spread(xs: list[float]) -> dict:
-    return {"median": round(statistics.median(xs), 3), "min": round(min(xs), 3), "max": round(max(xs), 3)}
 
 
 def main() -> None:

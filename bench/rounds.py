@@ -6,6 +6,7 @@ from __future__ import annotations
 import compileall
 import importlib.util
 import statistics
+import subprocess
 import sys
 from pathlib import Path
 
@@ -25,3 +26,25 @@ def speedup(peer: list[float], ours: list[float]) -> dict[str, float]:
     """``peer`` and ``ours`` are times from the same rounds, in order."""
     r = [p / o for p, o in zip(peer, ours)]
     return {"median": round(statistics.median(r), 3), "min": round(min(r), 3), "max": round(max(r), 3)}
+
+
+# A command runs as the child of a small Python process, which reports the child's peak: the
+# kernel carries a high-water mark across exec, so measured from the benchmark it would be its own.
+_MEASURE = ("import os, subprocess, sys, time\n"
+            "t0 = time.perf_counter()\n"
+            "p = subprocess.Popen(sys.argv[1:], stdout=subprocess.DEVNULL)\n"
+            "_, status, usage = os.wait4(p.pid, 0)\n"
+            "print(os.waitstatus_to_exitcode(status), time.perf_counter() - t0, usage.ru_maxrss)\n")
+
+
+def timed(argv: list[str], cwd: Path | None = None) -> tuple[float, float]:
+    """(seconds, peak RSS in MiB) of one process run to its end."""
+    p = subprocess.run([sys.executable, "-c", _MEASURE, *argv], capture_output=True, text=True, check=True, cwd=cwd)
+    code, seconds, kib = p.stdout.split()
+    if int(code) != 0:
+        raise RuntimeError(f"{argv} exited with {code}: {p.stderr[-2000:]}")
+    return float(seconds), int(kib) / 1024
+
+
+def spread(xs: list[float]) -> dict:
+    return {"median": round(statistics.median(xs), 3), "min": round(min(xs), 3), "max": round(max(xs), 3)}

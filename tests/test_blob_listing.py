@@ -156,9 +156,9 @@ def test_new_summaries_rematch_the_cached_names(populated, instant, listed, tmp_
     assert figures == full(populated)
 
 
-def test_blobs_are_listed_as_the_tables_own_digests(populated):
+def test_blobs_are_listed_by_the_tables_indices(populated):
     """The listing rule is `Store.blob_names`'s: a name the table knows in the wrong directory is
-    no blob, an unknown valid name is one."""
+    no blob, an unknown valid name is one; the blobs the table holds come as its indices."""
     plain = populated.blob_digests()
     d, other = sorted(plain)[:2]
     misplaced = Digest(("0" if d.hex[0] != "0" else "1") + d.hex[1:])
@@ -166,10 +166,9 @@ def test_blobs_are_listed_as_the_tables_own_digests(populated):
     table = Table(bytes.fromhex("".join(hexes)), [1] * len(hexes))
     (populated.layout.blobs / d.hex[:2] / misplaced.hex).write_bytes(b"x")  # under d's prefix, not its own
     listed = listing.list_blobs(populated, table, populated.now())
-    assert listed.blobs == plain and misplaced not in listed.blobs
-    mine = {x.hex: x for x in table.digests}
-    assert all(x is mine[x.hex] for x in listed.blobs if x != other)
-    assert listed.others == [other] and other.hex not in mine
+    blobs = {table.digests[i] for i in listed.held} | set(listed.others)
+    assert blobs == plain and misplaced not in blobs
+    assert listed.others == [other] and other not in table.digests and len(listed.held) == len(plain) - 1
     assert listed.table_bytes == len(plain) - 1  # a size of 1 for each blob the table holds
 
 

@@ -5,16 +5,18 @@ from __future__ import annotations
 import gc
 import math
 import os
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
+from operator import attrgetter
 from pathlib import Path
+from typing import Any
 
 from casstore.errors import CasError, CorruptStore
 from casstore.gc.housekeeping import junk_files
 from casstore.model.digest import Digest
 from casstore.model.history import UNSET, current_of, undo_stack
-from casstore.model.keys import blob_key
+from casstore.model.keys import blob_key, blob_key_hex
 from casstore.store import listing
 from casstore.store.leases import LeaseScan, live_leases
 from casstore.store.markers import marked, marked_one
@@ -22,13 +24,17 @@ from casstore.store.objects import Store
 from casstore.store.roots import project_roots
 from casstore.store.summaries import Summary, Table, load, summaries
 
+# A blob as a state names it: by Digest in GC's, by its index in the manifest summaries' table in
+# a report's (BlobTable), which so never makes a Digest per blob.
+BlobKey = Digest | int
+
 
 @dataclass(frozen=True)
 class VersionState:
     model: str
     version: str
     manifest: Digest
-    blobs: frozenset[Digest]  # empty when the state was read without blobs (`cas list`)
+    blobs: Collection[BlobKey]  # each once; empty when the state was read without blobs (`cas list`)
     last_used: float
     recency: int | None  # 0: current; 1: the one before it in the history; None: never current
     marks: tuple[str, ...] = ()  # current, pinned, project: roots whatever the policy
@@ -40,66 +46,191 @@ class VersionState:
 @dataclass(frozen=True)
 class StoreState:
     now: float
-    blobs: Mapping[Digest, tuple[int, float]]  # size, mtime
+    blobs: Mapping[Any, tuple[int, float]]  # BlobKey -> size, mtime
     manifests: Mapping[Digest, float]  # mtime of every manifest file
     versions: tuple[VersionState, ...]
-    leased: frozenset[Digest] = frozenset()
-    extra: Mapping[Digest, frozenset[Digest]] = field(default_factory=dict)  # manifests rooted otherwise -> blobs
+    leased: frozenset[BlobKey] = frozenset()  # leased manifests and blobs
+    extra: Mapping[Digest, Collection[BlobKey]] = field(default_factory=dict)  # manifests rooted otherwise -> blobs
     summaries: Mapping[Digest, Summary] = field(default_factory=dict, compare=False, repr=False)  # for du/list
     broken: tuple[str, ...] = ()  # tags whose manifest is missing or unreadable (verify reports them)
     junk: tuple[tuple[str, int, float], ...] = ()  # quarantined blobs, abandoned partials: path, size, mtime
 
 
-class BlobTable(Mapping[Digest, tuple[int, float]]):
-    """The store's blobs for a report: listed by name (store/listing.py), sizes taken from the
-    manifest summaries where they know the blob, the rest stat'ed; mtimes stat'ed only when a plan
-    asks, so `cas du` on 100k blobs stats only the blobs it might free."""
+class BlobTable(Mapping[int, tuple[int, float]]):
+    """The store's blobs for a report (`cas du`, the size check before an automatic GC), keyed by
+    their index in the manifest summaries' table (store/summaries.py), those it lacks by negative
+    numbers: no Digest per blob (170 bytes each, 1M of them in a large store). Sizes come from
+    the table where it knows the blob, the rest are stat'ed once; a blob's mtime is stat'ed when
+    a plan asks, which it does once per blob it might free."""
 
-    def __init__(self, root: str, listed: listing.Listed) -> None:
+    def __init__(self, root: str, table: Table, listed: listing.Listed) -> None:
         self._root = os.path.join(root, "")
-        self._present = listed.blobs
-        self._stats: dict[Digest, tuple[int, float]] = {}
-        self.total = listed.table_bytes + sum(self._stat(d)[0] for d in listed.others)
+        self._table = table
+        self._present = listed.held
+        self._others: list[Digest] = []
+        self._other_stats: list[tuple[int, float]] = []
+        summarized = 0  # bytes of blobs that manifests summarized since the listing name
+        for d in listed.others:
+            i = table.index_of(d) if len(table) > listed.table_len else None
+            if i is not None and i not in self._present:
+                self._present.add(i)
+                summarized += table.sizes[i]
+                continue
+            self._others.append(d)
+            self._other_stats.append(self._stat(d.hex))
+            self._present.add(-len(self._others))
+        self.total = listed.table_bytes + summarized + sum(size for size, _ in self._other_stats)
 
-    def __getitem__(self, d: Digest) -> tuple[int, float]:
-        try:
-            return self._stats[d]
-        except KeyError:
-            if d not in self._present:
-                raise
-            return self._stat(d)
+    def __getitem__(self, k: int) -> tuple[int, float]:
+        if k not in self._present:
+            raise KeyError(k)
+        return self._other_stats[-k - 1] if k < 0 else self._stat(self._table.hex_at(k))
 
-    def _stat(self, d: Digest) -> tuple[int, float]:
+    def stats(self, keys: Iterable[BlobKey]) -> Iterator[tuple[BlobKey, int, float]]:
+        """(key, size, mtime) of each of ``keys`` held here: ``__getitem__`` without its Python calls per
+        blob, which cost as much as the stats of 100k blobs."""
+        root, stat, hex_at, others = self._root, os.stat, self._table.hex_at, self._other_stats
+        present = self._present
+        for k in keys:
+            assert isinstance(k, int), "a report's blobs are numbered"
+            if k not in present:
+                continue
+            if k < 0:
+                yield k, *others[-k - 1]
+                continue
+            try:
+                s = stat(root + blob_key_hex(hex_at(k)))
+                yield k, s.st_size, s.st_mtime
+            except FileNotFoundError:  # gone since the listing: nothing to free, and never old enough
+                yield k, 0, math.inf
+
+    def size(self, k: int) -> int:
+        return self._other_stats[-k - 1][0] if k < 0 else self._table.sizes[k]
+
+    def key_of(self, d: Digest) -> int | None:
+        if d in self._others:
+            return -self._others.index(d) - 1
+        i = self._table.index_of(d)
+        return i if i in self._present else None
+
+    def digests(self, keys: Collection[BlobKey]) -> Sequence[Digest]:
+        return DigestView(self, keys)
+
+    def digest(self, k: BlobKey) -> Digest:
+        assert isinstance(k, int), "a report's blobs are numbered"
+        return self._others[-k - 1] if k < 0 else next(Digest.unchecked([self._table.hex_at(k)]))
+
+    def _stat(self, hexdigest: str) -> tuple[int, float]:
         try:
-            s = os.stat(self._root + blob_key(d))
-            st = (s.st_size, s.st_mtime)
+            s = os.stat(self._root + blob_key_hex(hexdigest))
+            return s.st_size, s.st_mtime
         except FileNotFoundError:  # gone since the listing: nothing to free, and never old enough
-            st = (0, math.inf)
-        self._stats[d] = st
-        return st
+            return 0, math.inf
 
-    def __iter__(self) -> Iterator[Digest]:
+    def __iter__(self) -> Iterator[int]:
         return iter(self._present)
 
     def __len__(self) -> int:
         return len(self._present)
 
-    def __contains__(self, d: object) -> bool:
-        return d in self._present
+    def __contains__(self, k: object) -> bool:
+        return k in self._present
 
     def keys(self):  # a set, so that a plan's set operations on 100k blobs stay in C
         return self._present
 
 
+class DigestView(Sequence[Digest]):
+    """A report's blobs as digests, sorted like a GC plan's, made only if asked for (`cas du`
+    counts them)."""
+
+    def __init__(self, blobs: BlobTable, keys: Collection[BlobKey]) -> None:
+        self._blobs, self._keys = blobs, keys
+        self._sorted: list[Digest] | None = None
+
+    def _all(self) -> list[Digest]:
+        if self._sorted is None:
+            self._sorted = sorted(map(self._blobs.digest, self._keys), key=attrgetter("hex"))
+        return self._sorted
+
+    def __getitem__(self, i):
+        return self._all()[i]
+
+    def __len__(self) -> int:
+        return len(self._keys)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Sequence) and len(other) == len(self) and list(self) == list(other)
+
+    def __repr__(self) -> str:
+        return f"DigestView({len(self)} blobs)"
+
+
 def blob_table(store: Store, table: Table, now: float) -> BlobTable:
-    """The store's blobs for a report, listed through the listing cache (store/listing.py) as
-    ``table``'s own digest objects where it has them: the report's set operations then match 100k
-    blobs by identity (3-4x faster than by value)."""
-    return BlobTable(str(store.layout.root), listing.list_blobs(store, table, now))
+    """The store's blobs for a report, listed through the listing cache (store/listing.py)."""
+    return BlobTable(str(store.layout.root), table, listing.list_blobs(store, table, now))
 
 
-def blob_bytes(blobs: Mapping[Digest, tuple[int, float]]) -> int:
-    return blobs.total if isinstance(blobs, BlobTable) else sum(size for size, _ in blobs.values())
+class ListedBlobs(Mapping[Digest, tuple[int, float]]):
+    """GC's read of the store's blobs: each one's size and mtime packed into one int (a third
+    of a tuple of them), and the digests that manifests name interned to the listed ones, so that
+    a blob that 1,000 versions list is one object, not 1,000 (bounded memory at 1M blobs)."""
+
+    _NS = (1 << 64) - 1
+
+    def __init__(self) -> None:
+        self._stats: dict[Digest, int] = {}  # size << 64 | mtime in ns
+        self._canon: dict[Digest, Digest] = {}
+        self.total = 0
+
+    def add(self, d: Digest, size: int, mtime_ns: int) -> None:
+        self._stats[d] = size << 64 | mtime_ns
+        self._canon[d] = d
+        self.total += size
+
+    def intern(self, blobs: frozenset[Digest]) -> frozenset[Digest]:
+        return frozenset(map(self._canon.get, blobs, blobs))
+
+    def __getitem__(self, d: Digest) -> tuple[int, float]:
+        v = self._stats[d]
+        return v >> 64, (v & self._NS) / 1e9
+
+    def __iter__(self) -> Iterator[Digest]:
+        return iter(self._stats)
+
+    def __len__(self) -> int:
+        return len(self._stats)
+
+    def __contains__(self, d: object) -> bool:
+        return d in self._stats
+
+    def keys(self):  # a set-like view: a plan's set operations on it run in C
+        return self._stats.keys()
+
+
+def listed_blobs(store: Store) -> ListedBlobs:
+    """Every blob with its size and mtime, a fan-out directory at a time (no set of them all)."""
+    out = ListedBlobs()
+    root = str(store.layout.root)
+    for sub in store.blob_dirs():
+        for d in Digest.unchecked(store.blob_names(sub)):
+            try:
+                st = os.stat(os.path.join(root, blob_key(d)))  # no Path per blob: 1/3 of a 100k-blob read
+            except FileNotFoundError:
+                continue
+            out.add(d, st.st_size, st.st_mtime_ns)
+    return out
+
+
+def blob_stats(blobs: Mapping[Any, tuple[int, float]], keys: Iterable[BlobKey]) -> Iterator[tuple[BlobKey, int, float]]:
+    """(key, size, mtime) of each of ``keys`` that ``blobs`` holds."""
+    if isinstance(blobs, BlobTable):
+        return blobs.stats(keys)
+    return ((k, *blobs[k]) for k in keys if k in blobs)
+
+
+def blob_bytes(blobs: Mapping[Any, tuple[int, float]]) -> int:
+    return blobs.total if isinstance(blobs, BlobTable | ListedBlobs) else sum(size for size, _ in blobs.values())
 
 
 @contextmanager
@@ -131,20 +262,13 @@ def _read_state(store: Store, report: bool, blobs: bool, probe: Iterable[tuple[s
                 aside: Mapping[Digest, Path] = {}, list_blobs: bool = True) -> StoreState:  # noqa: B006 (never mutated)
     now = store.now()
     # Blobs are listed before the refs are read, as a writer publishes them in the other order.
-    on_disk: Mapping[Digest, tuple[int, float]] = {}
-    stats: dict[Digest, tuple[int, float]] = {}
-    loaded = load(store) if report else None  # the summaries' table: the listing reuses its digests
+    on_disk: Mapping = {}  # Digest -> (size, mtime); a report's BlobTable: table index -> the same
+    loaded = load(store) if report else None  # the summaries' table: the listing numbers blobs by it
+    blob_listing = None
     if loaded is not None and blobs:
-        on_disk = blob_table(store, loaded[0], now)
+        blob_listing = listing.list_blobs(store, loaded[0], now)
     elif blobs and list_blobs:
-        on_disk = stats
-        root = str(store.layout.root)
-        for d in store.blob_digests():
-            try:
-                st = os.stat(os.path.join(root, blob_key(d)))  # no Path per blob: 1/3 of a 100k-blob read
-            except FileNotFoundError:
-                continue
-            stats[d] = (st.st_size, st.st_mtime)
+        on_disk = listed_blobs(store)
     manifests = {}
     for d in store.iter_manifests():
         try:
@@ -177,27 +301,30 @@ def _read_state(store: Store, report: bool, blobs: bool, probe: Iterable[tuple[s
     needed |= {c.manifest for h in histories.values()
                if (c := current_of(h)) is not None and (not report or c.manifest in manifests)}
     needed |= {md for md in projects if md in manifests}
-    cache: dict[Digest, frozenset[Digest]] = {}  # each manifest's blobs
+    cache: dict[Digest, Collection[BlobKey]] = {}  # each manifest's blobs
     known: dict[Digest, Summary] = {}
     errors: dict[Digest, CasError] = {}
     if loaded is not None:
         known, errors = summaries(store, needed, loaded)
+        if blob_listing is not None:  # after the summaries: a manifest summarized now may name a listed blob
+            on_disk = BlobTable(str(store.layout.root), loaded[0], blob_listing)
     else:  # GC decides from the manifests themselves
         for md in needed:
             try:
                 # Listed a moment ago or not: this GC or another may hold it aside now.
-                cache[md] = store.manifest_blobs(md, aside.get(md)) if blobs else frozenset()
+                named = store.manifest_blobs(md, aside.get(md)) if blobs else frozenset()
+                cache[md] = on_disk.intern(named) if isinstance(on_disk, ListedBlobs) else named
             except CasError as e:
                 errors[md] = e
     versions = []
-    extra: dict[Digest, frozenset[Digest]] = {}
+    extra: dict[Digest, Collection[BlobKey]] = {}
     broken: list[str] = []
 
-    def blobs_of(md: Digest) -> frozenset[Digest]:
+    def blobs_of(md: Digest) -> Collection[BlobKey]:
         if md in errors:
             raise errors[md]
-        if md not in cache:
-            cache[md] = frozenset(known[md].blobs) if blobs else frozenset()
+        if md not in cache:  # a report's blobs are table indices, as its BlobTable's keys
+            cache[md] = known[md].idx if blobs else frozenset()
         return cache[md]
 
     for model, tags in models.items():
@@ -237,7 +364,10 @@ def _read_state(store: Store, report: bool, blobs: bool, probe: Iterable[tuple[s
                 broken.append(f"manifest {md}, locked by {', '.join(projects[md])}: {e}")
     if not report:
         fail_closed(broken, roots.unreadable, scan)
-    return StoreState(now, on_disk, manifests, tuple(versions), frozenset(scan.held), extra, known, tuple(broken),
+    leased: frozenset[BlobKey] = frozenset(scan.held)  # manifests and blobs by digest
+    if isinstance(on_disk, BlobTable):  # and a report's blobs by their keys too
+        leased |= {k for d in scan.held if (k := on_disk.key_of(d)) is not None}
+    return StoreState(now, on_disk, manifests, tuple(versions), leased, extra, known, tuple(broken),
                       tuple(junk_files(store, now)))
 
 
@@ -263,7 +393,7 @@ class Marks:
     released: Mapping[str, float] = field(default_factory=dict)
 
 
-def version_state(model: str, version: str, md: Digest, blobs: frozenset[Digest], history: list,
+def version_state(model: str, version: str, md: Digest, blobs: Collection[BlobKey], history: list,
                   marks: Marks, projects: Mapping[Digest, list[str]], manifest_mtime: float) -> VersionState:
     """One version as GC judges it, from what was read of its model: the same for the plan and
     for the sweep's last-moment re-check (gc/sweep.py)."""

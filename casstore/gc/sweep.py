@@ -130,12 +130,12 @@ def execute(store: Store, p: Plan, policy: Policy) -> GcResult:
             _put_back(a)
         raise
     live_manifests = {v.manifest for v in now_state.versions} | set(now_state.extra) | set(policy.protect)
-    live_manifests |= now_state.leased
-    reachable = set(now_state.leased)
+    live_manifests.update(now_state.leased)  # type: ignore[arg-type]  # GC's state names blobs by Digest
+    reachable: set[Digest] = set(now_state.leased)  # type: ignore[arg-type]
     for v in now_state.versions:
-        reachable |= v.blobs
+        reachable.update(v.blobs)  # type: ignore[arg-type]
     for blobs_of in now_state.extra.values():
-        reachable |= blobs_of
+        reachable.update(blobs_of)  # type: ignore[arg-type]
     old_enough = now_state.now - policy.grace
     mine = {os.path.basename(a.aside) for a in manifests + blobs}
     recover_trash(store, reachable, live_manifests, old_enough, skip=mine)

@@ -12,7 +12,12 @@ STORE_FORMAT_FILE = "casstore.json"  # what makes a directory a store (a remote 
 
 
 def blob_key(d: Digest) -> str:
-    return f"blobs/{d.hex[:2]}/{d.hex}"
+    return blob_key_hex(d.hex)
+
+
+def blob_key_hex(hexdigest: str) -> str:
+    """For a report that holds 1M blobs as hex, not as ``Digest`` (gc/state.py)."""
+    return f"blobs/{hexdigest[:2]}/{hexdigest}"
 
 
 def chunks_key(d: Digest) -> str:

@@ -12,7 +12,7 @@ from dataclasses import dataclass, replace
 
 from casstore.errors import NotFound
 from casstore.gc import Plan, Policy, plan, read_state, root_reasons
-from casstore.gc.state import blob_bytes, bulk
+from casstore.gc.state import BlobTable, blob_bytes, bulk
 from casstore.model.digest import Digest
 from casstore.model.names import validate_model
 from casstore.model.versioning import sort_key
@@ -159,10 +159,12 @@ def _report(store, model: str | None, policy: Policy, totals: bool) -> StoreUsag
     out = StoreUsage(models, policy, state.now, state.broken)
     if not totals:
         return out
-    referenced = set().union(*(v.blobs for v in state.versions))
+    blobs = state.blobs
+    assert isinstance(blobs, BlobTable)
+    unreferenced = blobs.keys() - set().union(*(v.blobs for v in state.versions))
     return replace(out, totals=Totals(
         plan=plan(state, policy),
-        blob_bytes=blob_bytes(state.blobs),
-        unreferenced_bytes=sum(state.blobs[d][0] for d in state.blobs.keys() - referenced),
+        blob_bytes=blob_bytes(blobs),
+        unreferenced_bytes=sum(map(blobs.size, unreferenced)),
         junk_bytes=sum(size for _, size, _ in state.junk),
     ))

@@ -50,18 +50,49 @@ class Table:
             self._digests = list(Digest.unchecked([h[i:i + 64] for i in range(0, len(h), 64)]))
         return self._digests
 
+    def __len__(self) -> int:
+        return len(self.sizes)
+
+    def hex_at(self, i: int) -> str:
+        """Blob ``i``'s digest hex, without making the ``digests`` list (a report on 1M blobs)."""
+        if self._digests is not None:
+            return self._digests[i].hex
+        return self._packed[32 * i:32 * i + 32].hex()
+
+    def index_of(self, d: Digest) -> int | None:
+        """``d``'s index, or None: a search of the packed digests in C, for the few a report looks
+        up (leased blobs)."""
+        if self._index is not None:
+            return self._index.get(d)
+        if self._digests is not None:
+            try:
+                return self._digests.index(d)
+            except ValueError:
+                return None
+        raw, at = bytes.fromhex(d.hex), 0
+        while (at := self._packed.find(raw, at)) >= 0:
+            if at % 32 == 0:
+                return at // 32
+            at += 1
+        return None
+
+    @property
+    def index(self) -> dict[Digest, int]:
+        if self._index is None:
+            self._index = {d: i for i, d in enumerate(self.digests)}
+        return self._index
+
     def by_hex(self) -> dict[str, int]:
         """Hex -> index, for store/listing.py to match blob names to this table."""
         return dict(zip(map(itemgetter(0), self.digests), range(len(self.digests))))
 
     def add(self, m: Manifest) -> Summary:
-        if self._index is None:
-            self._index = {d: i for i, d in enumerate(self.digests)}
+        index = self.index
         idx = []
         for e in m.entries:
-            i = self._index.get(e.digest)
+            i = index.get(e.digest)
             if i is None:
-                i = self._index[e.digest] = len(self.sizes)
+                i = index[e.digest] = len(self.sizes)
                 self.sizes.append(e.size)
                 self.digests.append(e.digest)
             idx.append(i)

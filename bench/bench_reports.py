@@ -1,0 +1,105 @@
+"""Time and peak memory of the commands that read a whole store, `cas list`, `cas du` and
+`cas gc --dry-run`, at 100k to 1M blobs, against the same commands of an earlier commit.
+
+    python bench/bench_reports.py [--blobs 100000,1000000] [--repeat 3] [--before REV] [--cold]
+                                  [--work DIR] [--out JSON]
+
+The stores are casstore/testing/synthetic.py's (64-512-byte blobs, one version of 100 files per
+100 blobs, 10 % unreferenced, every version last used 90 days ago: "expired", so the default
+policy would free all but each model's current version and a plan stats every blob it would
+free). Whole processes, each the child of a small Python process that reports its peak RSS
+(``ru_maxrss``). ``--before REV``: a git worktree of REV runs the same commands, alternately with
+this checkout's, in a rotating order; reported per command: median seconds and MiB (min-max) of
+each, and per round before's time / now's time. ``--cold``: the page cache is dropped before each
+run (needs root). `du` is run once untimed first: its first run on a store writes its caches.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from rounds import cas_command, speedup, spread, timed  # noqa: E402
+
+from casstore.testing.synthetic import many_blobs  # noqa: E402
+
+COMMANDS = (("list",), ("du",), ("gc", "--dry-run"))
+
+
+def before_command(rev: str, work: Path) -> tuple[list[str], Path]:
+    """``cas`` of commit ``rev``: its tree checked out beside this one, importable under the
+    installed names (``cli/`` is ``casstore_cli``) from a directory of two links. Run with that
+    directory as the working directory, it comes first on ``sys.path``."""
+    repo = Path(__file__).resolve().parent.parent
+    tree = work / f"tree-{rev}"
+    if not tree.is_dir():
+        subprocess.run(["git", "-C", str(repo), "worktree", "add", "--detach", str(tree), rev], check=True,
+                       capture_output=True)
+    shim = work / f"import-{rev}"
+    shim.mkdir(exist_ok=True)
+    for name, target in (("casstore", tree / "casstore"), ("casstore_cli", tree / "cli")):
+        if not (shim / name).exists():
+            (shim / name).symlink_to(target)
+    return [sys.executable, "-m", "casstore_cli.main"], shim
+
+
+def drop_caches() -> None:
+    os.sync()
+    Path("/proc/sys/vm/drop_caches").write_text("3\n")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--blobs", default="100000,1000000")
+    ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--before", help="a commit to compare with")
+    ap.add_argument("--cold", action="store_true")
+    ap.add_argument("--work", type=Path)
+    ap.add_argument("--out", type=Path)
+    a = ap.parse_args()
+    work = a.work or Path(tempfile.mkdtemp(prefix="bench-reports."))
+    work.mkdir(parents=True, exist_ok=True)
+    codes = {"now": (cas_command(), Path.cwd())}
+    if a.before:
+        codes["before"] = before_command(a.before, work)
+    result: dict = {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "before": a.before,
+                    "cold": a.cold, "repeat": a.repeat, "stores": {}}
+    for n in (int(x) for x in a.blobs.split(",") if x):
+        root = work / f"store-{n}"
+        if not (root / "blobs").is_dir():
+            many_blobs(root, n)
+        rows: dict = {}
+        for command in COMMANDS:
+            label = " ".join(command)
+            runs: dict[str, list[tuple[float, float]]] = {code: [] for code in codes}
+            for cas, cwd in codes.values():  # warm-up: a first `du` writes its caches
+                timed([*cas, "--store", str(root), *command], cwd=cwd)
+            names = list(codes)
+            for rnd in range(a.repeat):
+                for code in names[rnd % len(names):] + names[:rnd % len(names)]:
+                    cas, cwd = codes[code]
+                    if a.cold:
+                        drop_caches()
+                    runs[code].append(timed([*cas, "--store", str(root), *command], cwd=cwd))
+                    print(f"{n} blobs, round {rnd + 1}, {code} cas {label}: {runs[code][-1][0]:.2f} s, "
+                          f"{runs[code][-1][1]:.0f} MiB", file=sys.stderr)
+            row = {code: {"seconds": spread([s for s, _ in r]), "peak_rss_mib": spread([m for _, m in r])}
+                   for code, r in runs.items()}
+            if "before" in runs:
+                row["speedup"] = speedup([s for s, _ in runs["before"]], [s for s, _ in runs["now"]])
+            rows[label] = row
+        result["stores"][n] = rows
+    print(json.dumps(result, indent=1))
+    if a.out:
+        a.out.write_text(json.dumps(result, indent=1) + "\n")
+
+
+if __name__ == "__main__":
+    main()
