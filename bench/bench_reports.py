@@ -1,5 +1,6 @@
-"""Time and peak memory of the commands that read a whole store, `cas list`, `cas du` and
-`cas gc --dry-run`, at 100k to 1M blobs, against the same commands of an earlier commit.
+"""Time and peak memory of the commands that read a whole store or remote, `cas list`, `cas du`,
+`cas gc --dry-run` and `cas gc --remote` (a dry run), at 100k to 1M blobs, against the same
+commands of an earlier commit.
 
     python bench/bench_reports.py [--blobs 100000,1000000] [--repeat 3] [--before REV] [--cold]
                                   [--work DIR] [--out JSON]
@@ -7,7 +8,8 @@
 The stores are casstore/testing/synthetic.py's (64-512-byte blobs, one version of 100 files per
 100 blobs, 10 % unreferenced, every version last used 90 days ago: "expired", so the default
 policy would free all but each model's current version and a plan stats every blob it would
-free). Whole processes, each the child of a small Python process that reports its peak RSS
+free). The remote is a directory remote publishing every version of the store, its objects hard
+links to the store's (``synthetic.as_directory_remote``). Whole processes, each the child of a small Python process that reports its peak RSS
 (``ru_maxrss``). ``--before REV``: a git worktree of REV runs the same commands, alternately with
 this checkout's, in a rotating order; reported per command: median seconds and MiB (min-max) of
 each, and per round before's time / now's time. ``--cold``: the page cache is dropped before each
@@ -28,9 +30,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from rounds import cas_command, speedup, spread, timed  # noqa: E402
 
-from casstore.testing.synthetic import many_blobs  # noqa: E402
+from casstore.testing.synthetic import as_directory_remote, many_blobs  # noqa: E402
 
-COMMANDS = (("list",), ("du",), ("gc", "--dry-run"))
+COMMANDS = (("list",), ("du",), ("gc", "--dry-run"), ("gc", "--remote", "{remote}"))
 
 
 def before_command(rev: str, work: Path) -> tuple[list[str], Path]:
@@ -73,11 +75,15 @@ def main() -> None:
                     "cold": a.cold, "repeat": a.repeat, "stores": {}}
     for n in (int(x) for x in a.blobs.split(",") if x):
         root = work / f"store-{n}"
+        remote = work / f"remote-{n}"
         if not (root / "blobs").is_dir():
             many_blobs(root, n)
+        if not (remote / "index").is_dir():
+            as_directory_remote(root, remote)
         rows: dict = {}
-        for command in COMMANDS:
-            label = " ".join(command)
+        for template in COMMANDS:
+            label = " ".join(template).replace(" {remote}", "")
+            command = [part.format(remote=remote) for part in template]
             runs: dict[str, list[tuple[float, float]]] = {code: [] for code in codes}
             for cas, cwd in codes.values():  # warm-up: a first `du` writes its caches
                 timed([*cas, "--store", str(root), *command], cwd=cwd)

@@ -111,7 +111,11 @@ def test_gcs_read_of_a_manifest_lists_its_blobs(m):
 def test_gcs_read_stops_where_a_digest_or_the_structure_is_wrong():
     """blob_digests skips the path checks only: a digest, a schema or an entries list it cannot
     read is decode's error (GC stops on it, fail closed)."""
+    two = f"{D}\n{D}"  # two digests in one text: one match over all of them must not split it
     for over in ({"entries": [{"path": "a", "size": 1, "digest": "blake3:" + "AB" * 32, "mode": 420}]},
+                 {"entries": [{"path": "a", "size": 1, "digest": two, "mode": 420},
+                              {"path": "b", "size": 1, "digest": str(D), "mode": 420}]},
+                 {"entries": [{"path": "a", "size": 1, "digest": 7, "mode": 420}]},
                  {"entries": [{"path": "a", "size": 1, "mode": 420}]}, {"entries": {}}, {"casstore_manifest": 99}):
         with pytest.raises(InvalidManifest):
             blob_digests(_doc(**over))

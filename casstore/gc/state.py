@@ -174,7 +174,7 @@ def blob_table(store: Store, table: Table, now: float) -> BlobTable:
 class ListedBlobs(Mapping[Digest, tuple[int, float]]):
     """GC's read of the store's blobs: each one's size and mtime packed into one int (a third
     of a tuple of them), and the digests that manifests name interned to the listed ones, so that
-    a blob that 1,000 versions list is one object, not 1,000 (bounded memory at 1M blobs)."""
+    a blob that 1,000 versions list is one object, not 1,000 (memory at 1M blobs)."""
 
     _NS = (1 << 64) - 1
 
@@ -188,8 +188,10 @@ class ListedBlobs(Mapping[Digest, tuple[int, float]]):
         self._canon[d] = d
         self.total += size
 
-    def intern(self, blobs: frozenset[Digest]) -> frozenset[Digest]:
-        return frozenset(map(self._canon.get, blobs, blobs))
+    def intern(self, blobs: frozenset[Digest]) -> tuple[Digest, ...]:
+        """As a tuple: a version's 100 blobs in 0.8 KB where a frozenset takes 4 KB (the plan
+        only iterates them)."""
+        return tuple(map(self._canon.get, blobs, blobs))
 
     def __getitem__(self, d: Digest) -> tuple[int, float]:
         v = self._stats[d]

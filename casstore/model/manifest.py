@@ -8,6 +8,7 @@ validates everything, paths included (docs/architecture.md, invariant 8), before
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
@@ -15,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from casstore.errors import InvalidInput, InvalidManifest
 from casstore.model import strictjson
-from casstore.model.digest import Digest, is_sha256_hex
+from casstore.model.digest import ALGORITHM, Digest, is_sha256_hex
 from casstore.model.names import validate_model, validate_version
 from casstore.model.paths import check_tree, validate_path
 
@@ -35,6 +36,7 @@ MODES = (0o644, 0o755)
 MAX_MANIFEST_BYTES = 64 << 20
 MAX_ENTRIES = 250_000
 _ENTRY_FIELDS = {"path", "size", "digest", "mode"}
+_DIGEST_LINES = re.compile(rf"(?:{ALGORITHM}:[0-9a-f]{{64}}\n)*")  # 72 characters a line
 _ENTRY_FIELDS_SHA256 = _ENTRY_FIELDS | {"sha256"}
 MAX_SIZE = (1 << 63) - 1  # what a file can hold (and a stat field)
 MAX_TIME = 253402300799  # the last second of 9999: later times do not print as dates
@@ -242,8 +244,13 @@ def blob_digests(data: bytes, *, source: str = "manifest") -> frozenset[Digest]:
     try:
         if (isinstance(raw, list) and len(raw) <= MAX_ENTRIES
                 and obj.get("casstore_manifest") in (SCHEMA, SCHEMA_SHA256)):
-            return frozenset(Digest.parse(e["digest"]) for e in raw)
-    except (TypeError, KeyError, InvalidInput):
+            texts = [e["digest"] for e in raw]
+            lines = "\n".join(texts) + "\n"  # a TypeError if one is no string
+            # One match for all (a parse per digest was half of GC's read at 1M blobs); the length
+            # rules out a text holding two digests and a newline.
+            if len(lines) == 72 * len(texts) and _DIGEST_LINES.fullmatch(lines):
+                return frozenset(Digest.unchecked(t[7:] for t in texts))
+    except (TypeError, KeyError):
         pass
     return frozenset(Manifest.decode(data, source=source).blobs())
 

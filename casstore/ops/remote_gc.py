@@ -7,6 +7,7 @@ so no push in flight loses a blob it is about to publish."""
 
 from __future__ import annotations
 
+import asyncio
 import time
 from dataclasses import dataclass
 
@@ -15,12 +16,14 @@ from casstore.gc.policy import DEFAULT_GRACE
 from casstore.model.digest import Digest
 from casstore.model.index import Index
 from casstore.model.keys import blob_key, chunks_key, manifest_key
-from casstore.model.manifest import Manifest
+from casstore.model.manifest import blob_digests
 from casstore.model.names import model_from_part
 from casstore.ops.fetch import manifest_bytes
 from casstore.remotes.base import Remote
 from casstore.remotes.layers import stack
 from casstore.remotes.locks import RemoteLock
+
+_READS = 16  # manifests read at once
 
 
 @dataclass(frozen=True)
@@ -48,7 +51,35 @@ class RemoteResult:
 
 async def plan_remote(remote: Remote, grace: float = DEFAULT_GRACE) -> RemotePlan:
     now = await remote.now()
-    keep: set[str] = set()
+    versions, keep = await _kept(remote)
+    delete, freed, young, objects = [], 0, 0, 0
+    for under, key_of in _OBJECTS.items():
+        kept = keep[under]
+        async for item in remote.listing(under):
+            objects += 1
+            hexname = item.key.rsplit("/", 1)[-1].removesuffix(".json")
+            if hexname in kept:  # kept, or misplaced and so not ours: left alone either way
+                continue
+            try:
+                if key_of(Digest(hexname)) != item.key:
+                    continue  # not an object of ours: left alone
+            except InvalidInput:
+                continue
+            if now - item.modified < grace:
+                young += 1
+            else:
+                delete.append(item.key)
+                freed += item.size
+    return RemotePlan(tuple(sorted(delete)), freed, young, versions, objects)
+
+
+_OBJECTS = {"blobs/": blob_key, "manifests/": manifest_key, "chunks/": chunks_key}
+
+
+async def _kept(remote: Remote) -> tuple[int, dict[str, set[str]]]:
+    """How many versions the indexes publish, and what they keep under each prefix, by digest
+    hex: their manifests, those manifests' blobs, and the blobs' chunk maps."""
+    manifests: set[Digest] = set()
     versions = 0
     async for item in remote.listing("index/"):
         name = item.key.removeprefix("index/")
@@ -62,33 +93,18 @@ async def plan_remote(remote: Remote, grace: float = DEFAULT_GRACE) -> RemotePla
         if got is None:
             continue
         index = Index.decode(got[0], source=remote.describe(item.key), model=model)
-        for entry in index.versions.values():
-            versions += 1
-            if manifest_key(entry.manifest) in keep:
-                continue  # listed by another version already: its blobs are in
-            keep.add(manifest_key(entry.manifest))
-            data, url = await manifest_bytes([remote], entry.manifest)
-            for d in Manifest.decode(data, source=url).blobs():
-                keep.add(blob_key(d))
-                keep.add(chunks_key(d))  # a kept blob's chunk map stays with it
-    delete, freed, young, objects = [], 0, 0, 0
-    for under, key_of in (("blobs/", blob_key), ("manifests/", manifest_key), ("chunks/", chunks_key)):
-        async for item in remote.listing(under):
-            objects += 1
-            if item.key in keep:
-                continue
-            try:
-                hexname = item.key.rsplit("/", 1)[-1].removesuffix(".json")
-                if key_of(Digest(hexname)) != item.key:
-                    continue  # not an object of ours: left alone
-            except InvalidInput:
-                continue
-            if now - item.modified < grace:
-                young += 1
-            else:
-                delete.append(item.key)
-                freed += item.size
-    return RemotePlan(tuple(sorted(delete)), freed, young, versions, objects)
+        versions += len(index.versions)
+        manifests.update(entry.manifest for entry in index.versions.values())
+    blobs: set[str] = set()
+    limit = asyncio.Semaphore(_READS)  # 10,000 manifests at 1M blobs: each a round trip to HTTP or S3
+
+    async def read(md: Digest) -> None:
+        async with limit:
+            data, url = await manifest_bytes([remote], md)
+        blobs.update(d.hex for d in blob_digests(data, source=url))
+
+    await asyncio.gather(*map(read, manifests))
+    return versions, {"blobs/": blobs, "manifests/": {d.hex for d in manifests}, "chunks/": blobs}
 
 
 async def collect_remote(remote: Remote, grace: float = DEFAULT_GRACE, *,

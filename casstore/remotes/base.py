@@ -24,7 +24,7 @@ from abc import ABC, abstractmethod
 from collections.abc import AsyncGenerator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 from casstore.errors import CasError, IntegrityError, RemoteProtocolError, RemoteRefused
 from casstore.model.chunkmap import ChunkMap
@@ -125,8 +125,9 @@ def index_path(model: str) -> str:
     return index_key(model)
 
 
-@dataclass(frozen=True)
-class Listed:
+class Listed(NamedTuple):
+    """One object of a listing. A tuple: a frozen dataclass took 3.6 s to make 1M of them."""
+
     key: str  # relative to the remote's root
     size: int
     modified: float  # by the remote's own clock

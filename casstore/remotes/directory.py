@@ -11,6 +11,7 @@ import json
 import os
 import shutil
 from collections.abc import AsyncGenerator
+from operator import attrgetter
 from pathlib import Path
 
 from casstore.errors import Conflict, NotFound, RemoteUnreachable
@@ -196,13 +197,27 @@ class DirectoryRemote(Remote):
 
 
 def _walk(root: Path, base: Path) -> list[Listed]:
+    """Every file under ``base`` (symlinked directories neither followed nor listed), keyed
+    relative to ``root`` by slicing, not a ``relpath`` per file (1M objects on a large remote)."""
     out = []
-    for dirpath, _, names in os.walk(base):
-        for n in names:
-            p = os.path.join(dirpath, n)
-            try:
-                st = os.lstat(p)
-            except FileNotFoundError:
-                continue
-            out.append(Listed(os.path.relpath(p, root), st.st_size, st.st_mtime))
-    return sorted(out, key=lambda x: x.key)
+    top = str(base)
+    rel = os.path.relpath(top, root)
+    head, cut = ("", len(top) + 1) if rel == "." else (rel, len(top))
+    todo = [top]
+    while todo:
+        try:
+            it = os.scandir(todo.pop())
+        except (FileNotFoundError, NotADirectoryError):
+            continue
+        with it:
+            for e in it:
+                try:
+                    if e.is_dir():
+                        if not e.is_symlink():
+                            todo.append(e.path)
+                        continue
+                    st = e.stat(follow_symlinks=False)
+                except FileNotFoundError:
+                    continue
+                out.append(Listed(head + e.path[cut:], st.st_size, st.st_mtime))
+    return sorted(out, key=attrgetter("key"))
