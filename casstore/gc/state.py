@@ -6,6 +6,7 @@ import gc
 import math
 import os
 from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Set as AbstractSet
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from operator import attrgetter
@@ -56,7 +57,26 @@ class StoreState:
     junk: tuple[tuple[str, int, float], ...] = ()  # quarantined blobs, abandoned partials: path, size, mtime
 
 
-class BlobTable(Mapping[int, tuple[int, float]]):
+class _Blobs(Mapping):
+    """A state's blobs over a set of keys (``_keys``): ``keys()`` is that set itself, so that a
+    plan's set operations on 1M blobs stay in C."""
+
+    _keys: AbstractSet
+
+    def __iter__(self) -> Iterator:
+        return iter(self._keys)
+
+    def __len__(self) -> int:
+        return len(self._keys)
+
+    def __contains__(self, k: object) -> bool:
+        return k in self._keys
+
+    def keys(self):
+        return self._keys
+
+
+class BlobTable(_Blobs, Mapping[int, tuple[int, float]]):
     """The store's blobs for a report (`cas du`, the size check before an automatic GC), keyed by
     their index in the manifest summaries' table (store/summaries.py), those it lacks by negative
     numbers: no Digest per blob (170 bytes each, 1M of them in a large store). Sizes come from
@@ -66,7 +86,7 @@ class BlobTable(Mapping[int, tuple[int, float]]):
     def __init__(self, root: str, table: Table, listed: listing.Listed) -> None:
         self._root = os.path.join(root, "")
         self._table = table
-        self._present = listed.held
+        self._present = self._keys = listed.held
         self._others: list[Digest] = []
         self._other_stats: list[tuple[int, float]] = []
         summarized = 0  # bytes of blobs that manifests summarized since the listing name
@@ -127,17 +147,6 @@ class BlobTable(Mapping[int, tuple[int, float]]):
         except FileNotFoundError:  # gone since the listing: nothing to free, and never old enough
             return 0, math.inf
 
-    def __iter__(self) -> Iterator[int]:
-        return iter(self._present)
-
-    def __len__(self) -> int:
-        return len(self._present)
-
-    def __contains__(self, k: object) -> bool:
-        return k in self._present
-
-    def keys(self):  # a set, so that a plan's set operations on 100k blobs stay in C
-        return self._present
 
 
 class DigestView(Sequence[Digest]):
@@ -171,7 +180,7 @@ def blob_table(store: Store, table: Table, now: float) -> BlobTable:
     return BlobTable(str(store.layout.root), table, listing.list_blobs(store, table, now))
 
 
-class ListedBlobs(Mapping[Digest, tuple[int, float]]):
+class ListedBlobs(_Blobs, Mapping[Digest, tuple[int, float]]):
     """GC's read of the store's blobs: each one's size and mtime packed into one int (a third
     of a tuple of them), and the digests that manifests name interned to the listed ones, so that
     a blob that 1,000 versions list is one object, not 1,000 (memory at 1M blobs)."""
@@ -180,6 +189,7 @@ class ListedBlobs(Mapping[Digest, tuple[int, float]]):
 
     def __init__(self) -> None:
         self._stats: dict[Digest, int] = {}  # size << 64 | mtime in ns
+        self._keys = self._stats.keys()
         self._canon: dict[Digest, Digest] = {}
         self.total = 0
 
@@ -197,17 +207,6 @@ class ListedBlobs(Mapping[Digest, tuple[int, float]]):
         v = self._stats[d]
         return v >> 64, (v & self._NS) / 1e9
 
-    def __iter__(self) -> Iterator[Digest]:
-        return iter(self._stats)
-
-    def __len__(self) -> int:
-        return len(self._stats)
-
-    def __contains__(self, d: object) -> bool:
-        return d in self._stats
-
-    def keys(self):  # a set-like view: a plan's set operations on it run in C
-        return self._stats.keys()
 
 
 def listed_blobs(store: Store) -> ListedBlobs:
