@@ -109,6 +109,33 @@ def test_the_du_plan_is_the_plan_gc_makes(populated, tmp_path):
     assert young not in plan(read_state(populated), Policy()).delete_blobs
 
 
+@pytest.mark.parametrize("many", [False, True], ids=["few leased", "many leased"])
+def test_leased_blobs_are_spared_alike_by_du_and_gc(populated, tmp_path, many):
+    """A live lease keeps an old orphan and an expired version's blob in du's plan as in GC's; a
+    report finds leased digests in its table by a search each, or one pass for many of them."""
+    from casstore.store.leases import Lease
+    orphans = []
+    for i in range(12 if many else 1):
+        src = tmp_path / f"orphan{i}"
+        src.write_bytes(os.urandom(5000 + i))
+        orphans.append(populated.put_file(src).digest)
+    expired = [e.digest for e in populated.load("a", "1.1.0")[2].entries]  # 1.0.0 is current
+    t = time.time() - 100 * 86400
+    for p in [populated.blob_path(d) for d in orphans] + [populated.blob_path(d) for d, _ in populated.iter_blobs()]:
+        os.utime(p, (t, t))
+    for d in populated.iter_manifests():
+        os.utime(populated.layout.manifest(d), (t, t))
+    report(populated)  # the summaries and listing cached: the report's table is the file's
+    policy = Policy(retention_days=0, keep_last=0, grace=0)
+    free = plan(read_state(populated), policy).delete_blobs
+    assert set(orphans) <= set(free) and set(expired) & set(free)
+    with Lease(populated, "test", [*orphans, *expired]):
+        full = plan(read_state(populated), policy)
+        _, totals = figures(populated, policy)
+    assert totals.plan == full
+    assert not (set(orphans) | set(expired)) & set(full.delete_blobs)
+
+
 def test_foreign_names_under_blobs_are_skipped_alike_by_du_and_gc(populated):
     """One listing rule (`Store.blob_digests`) for `du` and GC; the mixed-case name forces the
     per-name check after the directory's one-match check fails."""
@@ -142,3 +169,18 @@ def test_the_store_size_auto_gc_checks_is_the_bytes_on_disk(populated, tmp_path)
     os.unlink(populated.blob_path(gone))
     assert populated.has_blob(stray)
     assert store_size(populated) == on_disk()
+
+
+def test_a_table_finds_digests_alike_by_search_scan_and_index():
+    """``Table.indices_of``: a search each for a few, one pass over the packed digests for more,
+    the digests' own list once they are made: the same answer, absent digests left out."""
+    from casstore.model.digest import Digest
+    held = [Digest.of_bytes(bytes([i])) for i in range(40)]
+    absent = [Digest.of_bytes(b"x%d" % i) for i in range(5)]
+    packed = bytes.fromhex("".join(d.hex for d in held))
+    for want in (held[3:6] + absent[:1], held[::3] + absent):
+        expect = {d: held.index(d) for d in want if d in held}
+        assert summaries.Table(packed, [1] * len(held)).indices_of(want) == expect  # search or scan
+        table = summaries.Table(packed, [1] * len(held))
+        table.digests  # noqa: B018  (made: the list's path)
+        assert table.indices_of(want) == expect

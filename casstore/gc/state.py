@@ -127,11 +127,12 @@ class BlobTable(_Blobs, Mapping[int, tuple[int, float]]):
     def size(self, k: int) -> int:
         return self._other_stats[-k - 1][0] if k < 0 else self._table.sizes[k]
 
-    def key_of(self, d: Digest) -> int | None:
-        if d in self._others:
-            return -self._others.index(d) - 1
-        i = self._table.index_of(d)
-        return i if i in self._present else None
+    def keys_of(self, ds: Iterable[Digest]) -> set[int]:
+        """The keys of those of ``ds`` that are here."""
+        ds = set(ds)
+        out = {-k - 1 for k, d in enumerate(self._others) if d in ds}
+        out.update(i for i in self._table.indices_of(ds).values() if i in self._present)
+        return out
 
     def digests(self, keys: Collection[BlobKey]) -> Sequence[Digest]:
         return DigestView(self, keys)
@@ -367,7 +368,7 @@ def _read_state(store: Store, report: bool, blobs: bool, probe: Iterable[tuple[s
         fail_closed(broken, roots.unreadable, scan)
     leased: frozenset[BlobKey] = frozenset(scan.held)  # manifests and blobs by digest
     if isinstance(on_disk, BlobTable):  # and a report's blobs by their keys too
-        leased |= {k for d in scan.held if (k := on_disk.key_of(d)) is not None}
+        leased |= on_disk.keys_of(scan.held)
     return StoreState(now, on_disk, manifests, tuple(versions), leased, extra, known, tuple(broken),
                       tuple(junk_files(store, now)))
 

@@ -76,6 +76,18 @@ class Table:
             at += 1
         return None
 
+    def indices_of(self, ds: Iterable[Digest]) -> dict[Digest, int]:
+        """The index of each of ``ds`` the table holds: a search each for a few, one pass over
+        the table for more (a fetch's lease lists a version's every blob)."""
+        want = set(ds)
+        if self._index is not None or len(want) <= 8:
+            return {d: i for d in want if (i := self.index_of(d)) is not None}
+        if self._digests is not None:
+            return {d: i for i, d in enumerate(self._digests) if d in want}
+        raw = {bytes.fromhex(d.hex): d for d in want}
+        p = self._packed
+        return {raw[p[k:k + 32]]: k // 32 for k in range(0, len(p), 32) if p[k:k + 32] in raw}
+
     @property
     def index(self) -> dict[Digest, int]:
         if self._index is None:
