@@ -36,7 +36,8 @@ MODES = (0o644, 0o755)
 MAX_MANIFEST_BYTES = 64 << 20
 MAX_ENTRIES = 250_000
 _ENTRY_FIELDS = {"path", "size", "digest", "mode"}
-_DIGEST_LINES = re.compile(rf"(?:{ALGORITHM}:[0-9a-f]{{64}}\n)*")  # 72 characters a line
+_PREFIX = len(ALGORITHM) + 1  # "blake3:"
+_DIGEST_LINES = re.compile(rf"(?:{ALGORITHM}:[0-9a-f]{{64}}\n)*")  # _PREFIX + 65 characters a line
 _ENTRY_FIELDS_SHA256 = _ENTRY_FIELDS | {"sha256"}
 MAX_SIZE = (1 << 63) - 1  # what a file can hold (and a stat field)
 MAX_TIME = 253402300799  # the last second of 9999: later times do not print as dates
@@ -248,8 +249,8 @@ def blob_digests(data: bytes, *, source: str = "manifest") -> frozenset[Digest]:
             lines = "\n".join(texts) + "\n"  # a TypeError if one is no string
             # One match for all (a parse per digest was half of GC's read at 1M blobs); the length
             # rules out a text holding two digests and a newline.
-            if len(lines) == 72 * len(texts) and _DIGEST_LINES.fullmatch(lines):
-                return frozenset(Digest.unchecked(t[7:] for t in texts))
+            if len(lines) == (_PREFIX + 65) * len(texts) and _DIGEST_LINES.fullmatch(lines):
+                return frozenset(Digest.unchecked(t[_PREFIX:] for t in texts))
     except (TypeError, KeyError):
         pass
     return frozenset(Manifest.decode(data, source=source).blobs())

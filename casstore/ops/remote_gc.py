@@ -24,6 +24,7 @@ from casstore.remotes.layers import stack
 from casstore.remotes.locks import RemoteLock
 
 _READS = 16  # manifests read at once
+_OBJECTS = {"blobs/": blob_key, "manifests/": manifest_key, "chunks/": chunks_key}  # what a plan may delete
 
 
 @dataclass(frozen=True)
@@ -71,9 +72,6 @@ async def plan_remote(remote: Remote, grace: float = DEFAULT_GRACE) -> RemotePla
                 delete.append(item.key)
                 freed += item.size
     return RemotePlan(tuple(sorted(delete)), freed, young, versions, objects)
-
-
-_OBJECTS = {"blobs/": blob_key, "manifests/": manifest_key, "chunks/": chunks_key}
 
 
 async def _kept(remote: Remote) -> tuple[int, dict[str, set[str]]]:

@@ -60,9 +60,8 @@ def many_blobs(root: Path, n_blobs: int, seed: int = 1) -> Store:
 def as_directory_remote(store_root: Path, remote_root: Path) -> None:
     """A directory remote publishing every tagged version of the synthetic store at
     ``store_root``, its objects hard links to the store's (the remote-GC benchmark at 1M blobs)."""
-    from casstore.model.index import Index, IndexEntry
-    from casstore.model.keys import index_key
-    from casstore.remotes.base import FORMAT_FILE, FORMAT_VERSION
+    from casstore.model.index import Index
+    from casstore.remotes.directory import DirectoryRemote
 
     store = Store.open(store_root)
     for top in ("blobs", "manifests"):
@@ -70,12 +69,9 @@ def as_directory_remote(store_root: Path, remote_root: Path) -> None:
             (remote_root / top / sub).mkdir(parents=True, exist_ok=True)
             for name in os.listdir(store_root / top / sub):
                 os.link(store_root / top / sub / name, remote_root / top / sub / name)
+    remote = DirectoryRemote(remote_root)
     for model in store.refs.models():
         index = Index(model)
         for version, md in store.refs.tags(model).items():
-            m = store.get_manifest(md)
-            index.versions[version] = IndexEntry(md, m.created, False, sum(e.size for e in m.entries), len(m.entries))
-        p = remote_root / index_key(model)
-        p.parent.mkdir(parents=True, exist_ok=True)
-        p.write_bytes(index.encode())
-    (remote_root / FORMAT_FILE).write_text(f'{{"casstore_remote": {FORMAT_VERSION}}}\n')
+            index.publish(version, md, store.get_manifest(md))
+        remote.write_index_sync(model, index.encode(), None)
