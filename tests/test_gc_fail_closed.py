@@ -223,8 +223,8 @@ def test_the_python_api_runs_the_same_automatic_gc(tmp_path, monkeypatch):
 
 
 @pytest.fixture
-def nas(tmp_path):
-    n = Sshfs(tmp_path / "export", tmp_path / "mnt", tmp_path / "sshd", cache_timeout=10)
+def nas(tmp_path, request):
+    n = Sshfs(tmp_path / "export", tmp_path / "mnt", tmp_path / "sshd", cache_timeout=getattr(request, "param", 10))
     yield n
     n.stop()
 
@@ -259,10 +259,11 @@ def test_on_a_nas_a_version_fetched_again_while_gc_runs_is_kept(nas, tmp_path, m
     assert_store_consistent(other)
 
 
+@pytest.mark.parametrize("nas", [4], indirect=True)
 def test_on_a_nas_gc_waits_for_leases_its_listing_cache_hides(nas, tmp_path, monkeypatch):
     """A lease another client took just before the set-aside may be missing from this client's
     cached listing of leases/; GC waits CAS_NAS_SETTLE on a network filesystem before its last
-    check (60 s by default there; 11 s here, past the mount's 10 s cache)."""
+    check (60 s by default there; 5 s here, past the mount's 4 s cache: with 0 it loses the blobs)."""
     from casstore.fs.mounts import is_network
 
     assert is_network(nas.mount) and not is_network(tmp_path)
@@ -270,12 +271,12 @@ def test_on_a_nas_gc_waits_for_leases_its_listing_cache_hides(nas, tmp_path, mon
     versions = two_versions(mine, tmp_path)
     _, md1, m1 = versions["1"]
     other = Store.open(nas.export / "store")
-    monkeypatch.setenv("CAS_NAS_SETTLE", "11")
+    monkeypatch.setenv("CAS_NAS_SETTLE", "5")
     leases = []
     monkeypatch.setattr(sweep_module, "after_tags", lambda: leases.append(Lease(other, "b", m1.blobs()).__enter__()))
     p = plan(read_state(mine), COLLECT_ALL)
     r = execute(mine, p, COLLECT_ALL)
-    assert r.settled == 11 and all(other.has_blob(d) for d in m1.blobs())
+    assert r.settled == 5 and all(other.has_blob(d) for d in m1.blobs())
     leases[0].__exit__(None, None, None)
 
 

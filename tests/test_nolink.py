@@ -67,7 +67,7 @@ def test_two_switches_with_expect_never_both_win(tmp_path, shim, renameat2):
         assert p.wait() == 0, p.stderr.read()
     store = Store.open(cas.store)
     wins = 0
-    for _ in range(6):
+    for _ in range(3):  # each round a race the shim's 300 ms renames make certain
         assert run("use", "m@1").wait() == 0
         before = len(store.refs.history("m"))
         a, b = run("use", "m@2", "--expect", "1"), run("use", "m@3", "--expect", "1")
@@ -78,7 +78,7 @@ def test_two_switches_with_expect_never_both_win(tmp_path, shim, renameat2):
         assert len(history) == before + 1  # one new record: none overwritten
         for older, newer in zip(history, history[1:]):
             assert newer.seq == older.seq + 1 and newer.previous == older.version
-    assert wins == 6
+    assert wins == 3
     p = run("--json", "log", "m")
     out, err = p.communicate()
     assert p.returncode == 0 and json.loads(out), err
