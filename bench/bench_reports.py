@@ -3,7 +3,7 @@
 commands of an earlier commit.
 
     python bench/bench_reports.py [--blobs 100000,1000000] [--repeat 3] [--before REV] [--cold]
-                                  [--work DIR] [--out JSON]
+                                  [--commands "list,du,gc --dry-run,gc --remote"] [--work DIR] [--out JSON]
 
 The stores are casstore/testing/synthetic.py's (64-512-byte blobs, one version of 100 files per
 100 blobs, 10 % unreferenced, every version last used 90 days ago: "expired", so the default
@@ -35,6 +35,10 @@ from casstore.testing.synthetic import as_directory_remote, many_blobs  # noqa: 
 COMMANDS = (("list",), ("du",), ("gc", "--dry-run"), ("gc", "--remote", "{remote}"))
 
 
+def label(template: tuple[str, ...]) -> str:
+    return " ".join(template).replace(" {remote}", "")
+
+
 def before_command(rev: str, work: Path) -> tuple[list[str], Path]:
     """``cas`` of commit ``rev``: its tree checked out beside this one, importable under the
     installed names (``cli/`` is ``casstore_cli``) from a directory of two links. Run with that
@@ -63,6 +67,7 @@ def main() -> None:
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--before", help="a commit to compare with")
     ap.add_argument("--cold", action="store_true")
+    ap.add_argument("--commands", default=",".join(label(c) for c in COMMANDS), help="which of them, by label")
     ap.add_argument("--work", type=Path)
     ap.add_argument("--out", type=Path)
     a = ap.parse_args()
@@ -81,8 +86,8 @@ def main() -> None:
         if not (remote / "index").is_dir():
             as_directory_remote(root, remote)
         rows: dict = {}
-        for template in COMMANDS:
-            label = " ".join(template).replace(" {remote}", "")
+        for template in (c for c in COMMANDS if label(c) in a.commands.split(",")):
+            name = label(template)
             command = [part.format(remote=remote) for part in template]
             runs: dict[str, list[tuple[float, float]]] = {code: [] for code in codes}
             for cas, cwd in codes.values():  # warm-up: a first `du` writes its caches
@@ -94,13 +99,13 @@ def main() -> None:
                     if a.cold:
                         drop_caches()
                     runs[code].append(timed([*cas, "--store", str(root), *command], cwd=cwd))
-                    print(f"{n} blobs, round {rnd + 1}, {code} cas {label}: {runs[code][-1][0]:.2f} s, "
+                    print(f"{n} blobs, round {rnd + 1}, {code} cas {name}: {runs[code][-1][0]:.2f} s, "
                           f"{runs[code][-1][1]:.0f} MiB", file=sys.stderr)
             row = {code: {"seconds": spread([s for s, _ in r]), "peak_rss_mib": spread([m for _, m in r])}
                    for code, r in runs.items()}
             if "before" in runs:
                 row["speedup"] = speedup([s for s, _ in runs["before"]], [s for s, _ in runs["now"]])
-            rows[label] = row
+            rows[name] = row
         result["stores"][n] = rows
     print(json.dumps(result, indent=1))
     if a.out:

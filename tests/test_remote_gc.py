@@ -2,6 +2,7 @@
 deleting what a push in flight is about to publish (the bucket case runs in test_s3.py)."""
 
 import asyncio
+import contextlib
 import json
 import os
 import time
@@ -42,6 +43,7 @@ def test_gc_remote_on_a_directory(tmp_path, monkeypatch):
     old(kept_map)
     out = cas.json("gc", "--remote", nas)
     assert out["dry_run"] and out["plan"]["delete"] == ["blobs/ff/" + "f" * 64, "chunks/ff/" + "f" * 64]
+    assert out["plan"]["objects"] == 7  # 2 blobs, the orphan, README; the manifest; 2 maps: kept ones too
     assert orphan.exists()
     out = cas.json("gc", "--remote", nas, "--yes")
     assert out["result"]["deleted"] == 2 and not orphan.exists() and not orphan_map.exists() and stranger.exists()
@@ -49,6 +51,49 @@ def test_gc_remote_on_a_directory(tmp_path, monkeypatch):
     assert out["plan"]["versions"] == 1
     user = CasRunner(tmp_path / "user", tmp_path)
     assert user.json("fetch", "m@1.0.0", "--remote", nas)["version"] == "1.0.0"
+
+
+def test_a_directory_lists_in_ascending_order_and_stats_no_skipped_file(tmp_path, monkeypatch):
+    """Keys ascend across directories (a directory sorts as its name and a slash), which the
+    retry layer relies on to pass what a restarted listing gives again; skipped files are never
+    stat'ed (remote GC skips the 1M it keeps)."""
+    root = tmp_path / "r"
+    names = ["x/a-b", "x/a.json", "x/a/b", "x/a/c/d", "x/ab", "x/b"]  # "-" and "." sort before "/"
+    for n in names:
+        (root / n).parent.mkdir(parents=True, exist_ok=True)
+        (root / n).write_bytes(n.encode())
+    r = DirectoryRemote(root)
+    stated = []
+    real = os.scandir
+
+    class Entry:
+        def __init__(self, e):
+            self.e, self.name, self.path = e, e.name, e.path
+
+        def is_dir(self):
+            return self.e.is_dir()
+
+        def is_symlink(self):
+            return self.e.is_symlink()
+
+        def stat(self, **kw):
+            stated.append(self.name)
+            return self.e.stat(**kw)
+
+    @contextlib.contextmanager
+    def scandir(path):
+        with real(path) as it:
+            yield (Entry(e) for e in it)
+
+    monkeypatch.setattr(os, "scandir", scandir)
+
+    async def listed(**kw):
+        return [(x.key, x.size) async for x in r.listing("x/", **kw)]
+
+    assert asyncio.run(listed()) == [(n, len(n)) for n in sorted(names)] and sorted(names) == names
+    stated.clear()
+    assert asyncio.run(listed(skip=lambda k: k != "x/a/c/d")) == [("x/a/c/d", 7)]
+    assert stated == ["d"]
 
 
 def test_gc_remote_refuses_a_static_http_server(tmp_path):

@@ -62,6 +62,36 @@ def test_every_read_method_is_retried_after_one_503(published, method):
     assert flaky.calls[method] == 2 and s.retries == 1
 
 
+def test_a_listing_that_fails_midway_is_started_again_and_gives_each_key_once(tmp_path):
+    """The retry layer passes what the second listing gives again by key (keys ascend), not by
+    a set of every key seen."""
+    nas = tmp_path / "nas"
+    publish(tmp_path, make_model(tmp_path / "src", {f"f{i}": 1000 + i for i in range(6)}), "m", "1", nas)
+
+    class FailsMidway(Flaky):
+        async def listing(self, under, skip=None):
+            n = 0
+            async for item in self.inner.listing(under, skip):
+                yield item
+                n += 1
+                if n == 3:
+                    self._trip("listing")  # once (fail=...), after three keys
+
+    flaky = FailsMidway(DirectoryRemote(nas), fail={"listing": 1})
+    s = stack([flaky], FAST)
+
+    async def go():
+        return [x.key async for x in s.listing("blobs/")]
+
+    keys = run(go())
+    assert keys == sorted({x.key for x in run(listed(DirectoryRemote(nas)))}) and len(keys) == 6
+    assert flaky.calls["listing"] == 2 and s.retries == 1
+
+
+async def listed(remote):
+    return [x async for x in remote.listing("blobs/")]
+
+
 @pytest.mark.parametrize("method", ["write", "write_index", "put_small", "delete"])
 def test_every_write_method_is_retried_after_one_503(tmp_path, method):
     target = DirectoryRemote(tmp_path / "r")

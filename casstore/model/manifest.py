@@ -239,6 +239,18 @@ def blob_digests(data: bytes, *, source: str = "manifest") -> frozenset[Digest]:
     decode). A manifest whose bytes match its digest is what ``put_manifest`` wrote after a whole
     decode; one that would fail those checks here only keeps its blobs. Anything unexpected goes
     through ``decode``, so that GC stops on it with the error that names it."""
+    hexes = _blob_hexes(data, source)
+    return frozenset(Manifest.decode(data, source=source).blobs()) if hexes is None else frozenset(Digest.unchecked(hexes))
+
+
+def blob_hexes(data: bytes, *, source: str = "manifest") -> list[str]:
+    """``blob_digests`` as hex strings, for remote GC, which keeps 1M of them and no ``Digest``."""
+    hexes = _blob_hexes(data, source)
+    return [d.hex for d in Manifest.decode(data, source=source).blobs()] if hexes is None else hexes
+
+
+def _blob_hexes(data: bytes, source: str) -> list[str] | None:
+    """The digests' hexes, if every entry's digest checks; None: the whole decode must say why."""
     obj = strictjson.parse(data, source=source, what="manifest", max_bytes=MAX_MANIFEST_BYTES,
                            max_containers=MAX_ENTRIES + 3, error=InvalidManifest)
     raw = obj.get("entries") if isinstance(obj, dict) else None
@@ -250,10 +262,10 @@ def blob_digests(data: bytes, *, source: str = "manifest") -> frozenset[Digest]:
             # One match for all (a parse per digest was half of GC's read at 1M blobs); the length
             # rules out a text holding two digests and a newline.
             if len(lines) == (_PREFIX + 65) * len(texts) and _DIGEST_LINES.fullmatch(lines):
-                return frozenset(Digest.unchecked(t[_PREFIX:] for t in texts))
+                return [t[_PREFIX:] for t in texts]
     except (TypeError, KeyError):
         pass
-    return frozenset(Manifest.decode(data, source=source).blobs())
+    return None
 
 
 def _typed(obj: dict, name: str, kind: type, what: str, default: Any = ...) -> Any:

@@ -16,7 +16,7 @@ from casstore.gc.policy import DEFAULT_GRACE
 from casstore.model.digest import Digest
 from casstore.model.index import Index
 from casstore.model.keys import blob_key, chunks_key, manifest_key
-from casstore.model.manifest import blob_digests
+from casstore.model.manifest import blob_hexes
 from casstore.model.names import model_from_part
 from casstore.ops.fetch import manifest_bytes
 from casstore.remotes.base import Remote
@@ -56,11 +56,19 @@ async def plan_remote(remote: Remote, grace: float = DEFAULT_GRACE) -> RemotePla
     delete, freed, young, objects = [], 0, 0, 0
     for under, key_of in _OBJECTS.items():
         kept = keep[under]
-        async for item in remote.listing(under):
+        passed = 0
+
+        def is_kept(key: str, kept: set[str] = kept) -> bool:  # kept, or misplaced so not ours: left alone
+            nonlocal passed
+            if key.rsplit("/", 1)[-1].removesuffix(".json") in kept:
+                passed += 1
+                return True
+            return False
+
+        # The kept ones skipped inside the listing: a directory remote then stats only the rest.
+        async for item in remote.listing(under, skip=is_kept):
             objects += 1
             hexname = item.key.rsplit("/", 1)[-1].removesuffix(".json")
-            if hexname in kept:  # kept, or misplaced and so not ours: left alone either way
-                continue
             try:
                 if key_of(Digest(hexname)) != item.key:
                     continue  # not an object of ours: left alone
@@ -71,6 +79,7 @@ async def plan_remote(remote: Remote, grace: float = DEFAULT_GRACE) -> RemotePla
             else:
                 delete.append(item.key)
                 freed += item.size
+        objects += passed
     return RemotePlan(tuple(sorted(delete)), freed, young, versions, objects)
 
 
@@ -99,7 +108,7 @@ async def _kept(remote: Remote) -> tuple[int, dict[str, set[str]]]:
     async def read(md: Digest) -> None:
         async with limit:
             data, url = await manifest_bytes([remote], md)
-        blobs.update(d.hex for d in blob_digests(data, source=url))
+        blobs.update(blob_hexes(data, source=url))
 
     await asyncio.gather(*map(read, manifests))
     return versions, {"blobs/": blobs, "manifests/": {d.hex for d in manifests}, "chunks/": blobs}

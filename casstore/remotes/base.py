@@ -133,6 +133,9 @@ class Listed(NamedTuple):
     modified: float  # by the remote's own clock
 
 
+Skip = Callable[[str], bool]  # a listing's filter on keys (``Remote.listing``)
+
+
 class Pacer(Protocol):
     """What a ``Paced`` upload books its bytes with (transfer/ratelimit.RateLimiter)."""
 
@@ -294,7 +297,10 @@ class Remote(ABC):
         flags = await asyncio.gather(*(lacks(k) for k in keys))
         return {k for k, f in zip(keys, flags) if f}
 
-    async def listing(self, under: str) -> AsyncGenerator[Listed, None]:
+    async def listing(self, under: str, skip: Skip | None = None) -> AsyncGenerator[Listed, None]:
+        """The objects under ``under``, in ascending order of key (as S3 lists), but those whose
+        key ``skip`` answers true for: a backend may pass them before it learns their size and
+        time (a directory's stat, 5 s of listing 1M files)."""
         raise RemoteRefused(f"{self.url} cannot be listed (a static HTTP server or `cas serve`): collect garbage "
                             "or take locks on the directory or bucket behind it", url=self.url)
         yield  # pragma: no cover - makes this an async generator

@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from casstore.errors import CasError, InvalidInput, NotFound, RemoteError, RemoteTooSlow, RemoteUnreachable
-from casstore.remotes.base import Key, Listed, Paced, Remote
+from casstore.remotes.base import Key, Listed, Paced, Remote, Skip
 
 log = logging.getLogger("casstore")
 T = TypeVar("T")
@@ -164,8 +164,8 @@ class Layer(Remote):
     async def missing(self, keys: list[Key], jobs: int = 8) -> set[Key]:
         return await self.inner.missing(keys, jobs)
 
-    def listing(self, under: str) -> AsyncGenerator[Listed, None]:
-        return self.inner.listing(under)
+    def listing(self, under: str, skip: Skip | None = None) -> AsyncGenerator[Listed, None]:
+        return self.inner.listing(under, skip)
 
     async def delete(self, rel: str) -> None:
         await self.inner.delete(rel)
@@ -373,13 +373,15 @@ class Retrying(Layer):
     async def missing(self, keys: list[Key], jobs: int = 8) -> set[Key]:
         return await self._call(f"missing objects on {self.url}", lambda: self.inner.missing(keys, jobs))
 
-    async def listing(self, under: str) -> AsyncGenerator[Listed, None]:
-        seen: set[str] = set()  # a listing started again gives what it gave before: skipped
-        stream = self._stream(lambda: self.inner.listing(under), lambda: f"listing {self.describe(under)}")
+    async def listing(self, under: str, skip: Skip | None = None) -> AsyncGenerator[Listed, None]:
+        # A listing started again gives what it gave before: passed by key, since keys ascend
+        # (Remote.listing), where a set of those seen held 1M keys on a large remote.
+        last: str | None = None
+        stream = self._stream(lambda: self.inner.listing(under, skip), lambda: f"listing {self.describe(under)}")
         try:
             async for item in stream:
-                if item.key not in seen:
-                    seen.add(item.key)
+                if last is None or item.key > last:
+                    last = item.key
                     yield item
         finally:
             await stream.aclose()
@@ -646,8 +648,8 @@ class Mirrors(Remote):
     async def missing(self, keys: list[Key], jobs: int = 8) -> set[Key]:
         return await self.remotes[0].missing(keys, jobs)
 
-    def listing(self, under: str) -> AsyncGenerator[Listed, None]:
-        return self.remotes[0].listing(under)
+    def listing(self, under: str, skip: Skip | None = None) -> AsyncGenerator[Listed, None]:
+        return self.remotes[0].listing(under, skip)
 
     async def delete(self, rel: str) -> None:
         await self.remotes[0].delete(rel)

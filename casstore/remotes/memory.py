@@ -16,6 +16,7 @@ from casstore.remotes.base import (
     Listed,
     Paced,
     Remote,
+    Skip,
     check_object,
     index_path,
 )
@@ -71,9 +72,9 @@ class MemoryRemote(Remote):
     async def looks_like_remote(self) -> bool:
         return FORMAT_FILE in self.objects
 
-    async def listing(self, under: str) -> AsyncGenerator[Listed, None]:
+    async def listing(self, under: str, skip: Skip | None = None) -> AsyncGenerator[Listed, None]:
         for rel in sorted(self.objects):
-            if rel.startswith(under):
+            if rel.startswith(under) and not (skip and skip(rel)):
                 yield Listed(rel, len(self.objects[rel]), self.modified.get(rel, 0.0))
 
     async def delete(self, rel: str) -> None:

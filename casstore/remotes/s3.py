@@ -51,6 +51,7 @@ from casstore.remotes.base import (
     Paced,
     Pacer,
     Remote,
+    Skip,
     check_bytes,
     check_object,
     check_range_answer,
@@ -400,7 +401,7 @@ class S3Remote(Remote):
 
     # listing and deleting (`cas gc --remote`, `cas doctor --remote`) ------------------------------
 
-    async def listing(self, under: str) -> AsyncGenerator[Listed, None]:
+    async def listing(self, under: str, skip: Skip | None = None) -> AsyncGenerator[Listed, None]:
         client = await self._c()
         from botocore.exceptions import BotoCoreError, ClientError
 
@@ -408,7 +409,9 @@ class S3Remote(Remote):
         try:
             async for page in paginator.paginate(Bucket=self.bucket, Prefix=self._key(under)):
                 for o in page.get("Contents", []):
-                    yield Listed(o["Key"][len(self.prefix):], int(o["Size"]), _ts(o["LastModified"]))
+                    key = o["Key"][len(self.prefix):]
+                    if not (skip and skip(key)):
+                        yield Listed(key, int(o["Size"]), _ts(o["LastModified"]))
         except (ClientError, BotoCoreError, OSError) as e:
             raise self._error(e, "LIST", under) from e
 

@@ -80,7 +80,7 @@ class StoreSource(DirectoryRemote):
     async def delete(self, rel: str) -> None:
         raise self._refuse("collected")
 
-    async def listing(self, under: str):
+    async def listing(self, under: str, skip=None):
         raise self._refuse("listed")
         yield Listed("", 0, 0.0)  # pragma: no cover - makes this an async generator
 

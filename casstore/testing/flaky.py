@@ -11,7 +11,7 @@ from collections.abc import AsyncGenerator, Callable
 from pathlib import Path
 
 from casstore.errors import RemoteStatusError
-from casstore.remotes.base import Key, Listed, Paced, Remote
+from casstore.remotes.base import Key, Listed, Paced, Remote, Skip
 
 
 class Flaky(Remote):
@@ -72,9 +72,9 @@ class Flaky(Remote):
         self._trip("missing")
         return await self.inner.missing(keys, jobs)
 
-    async def listing(self, under: str) -> AsyncGenerator[Listed, None]:
+    async def listing(self, under: str, skip: Skip | None = None) -> AsyncGenerator[Listed, None]:
         self._trip("listing")
-        async for item in self.inner.listing(under):
+        async for item in self.inner.listing(under, skip):
             yield item
 
     async def delete(self, rel: str) -> None:

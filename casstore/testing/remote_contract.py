@@ -269,8 +269,12 @@ class ReadContract:
                 now = await remote.now()
                 got = [x async for x in remote.listing("blobs/")]
                 assert sorted((x.key, x.size) for x in got) == sorted((k.path, k.size) for k in keys)
+                assert [x.key for x in got] == sorted(x.key for x in got)  # ascending, as S3 lists
                 assert all(abs(x.modified - now) < CLOCK_SLACK for x in got), (got, now)
                 assert [x async for x in remote.listing("chunks/")] == []
+                skipped = got[len(got) // 2].key
+                rest = [x async for x in remote.listing("blobs/", skip=lambda key: key == skipped)]
+                assert rest == [x for x in got if x.key != skipped]
 
         run(go())
 
