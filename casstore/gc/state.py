@@ -17,7 +17,7 @@ from casstore.errors import CasError, CorruptStore
 from casstore.gc.housekeeping import junk_files
 from casstore.model.digest import Digest
 from casstore.model.history import UNSET, current_of, undo_stack
-from casstore.model.keys import blob_key, blob_key_hex
+from casstore.model.keys import blob_key_hex
 from casstore.store import listing
 from casstore.store.leases import LeaseScan, live_leases
 from casstore.store.markers import marked, marked_one
@@ -200,24 +200,41 @@ class ListedBlobs(_Blobs, Mapping[Digest, tuple[int, float]]):
         v = self._stats[d]
         return v >> 64, (v & self._NS) / 1e9
 
+    def stats(self, keys: Iterable[BlobKey]) -> Iterator[tuple[BlobKey, int, float]]:
+        """As ``BlobTable.stats``: one loop, no method call per blob (1M of them: ~1.5 s)."""
+        get, ns = self._stats.get, self._NS
+        for k in keys:
+            v = get(k)  # type: ignore[arg-type]
+            if v is not None:
+                yield k, v >> 64, (v & ns) / 1e9
+
 
 def listed_blobs(store: Store) -> ListedBlobs:
-    """Every blob with its size and mtime, a fan-out directory at a time (no set of them all)."""
+    """Every blob with its size and mtime, a fan-out directory at a time (no set of them all),
+    each stat'ed by name relative to its directory: no path joined per blob (~2 s of 13 s at 1M)."""
     out = ListedBlobs()
-    root = str(store.layout.root)
+    add, stat = out.add, os.stat
     for sub in store.blob_dirs():
-        for d in Digest.unchecked(store.blob_names(sub)):
-            try:
-                st = os.stat(os.path.join(root, blob_key(d)))  # no Path per blob: 1/3 of a 100k-blob read
-            except FileNotFoundError:
-                continue
-            out.add(d, st.st_size, st.st_mtime_ns)
+        names = store.blob_names(sub)
+        try:
+            fd = os.open(os.path.join(store.layout.blobs, sub), os.O_RDONLY | os.O_DIRECTORY)
+        except FileNotFoundError:
+            continue
+        try:
+            for d, name in zip(Digest.unchecked(names), names):
+                try:
+                    st = stat(name, dir_fd=fd)
+                except FileNotFoundError:
+                    continue
+                add(d, st.st_size, st.st_mtime_ns)
+        finally:
+            os.close(fd)
     return out
 
 
 def blob_stats(blobs: Mapping[Any, tuple[int, float]], keys: Iterable[BlobKey]) -> Iterator[tuple[BlobKey, int, float]]:
     """(key, size, mtime) of each of ``keys`` that ``blobs`` holds."""
-    if isinstance(blobs, BlobTable):
+    if isinstance(blobs, BlobTable | ListedBlobs):
         return blobs.stats(keys)
     return ((k, *blobs[k]) for k in keys if k in blobs)
 
