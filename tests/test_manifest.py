@@ -6,7 +6,7 @@ from hypothesis import strategies as st
 
 from casstore.errors import InvalidManifest
 from casstore.model.digest import Digest
-from casstore.model.manifest import MAX_TIME, Entry, Manifest, blob_digests, encode_canonical
+from casstore.model.manifest import MAX_TIME, Entry, Manifest, blob_digests, encode_canonical, entry_records
 
 D = Digest("cd" * 32)
 
@@ -106,6 +106,23 @@ def test_decode_rejects_malformed(over):
 @given(manifests)
 def test_gcs_read_of_a_manifest_lists_its_blobs(m):
     assert blob_digests(m.encode()) == frozenset(m.blobs())
+
+
+def test_verifys_read_of_entries_matches_the_decode_and_gives_way_to_it():
+    """entry_records (cas verify) gives each entry's digest, size, path and SHA-256 as decode
+    does; where a size, a SHA-256 or a digest is wrong it answers None, so verify decodes and
+    reports the error that names it."""
+    sha = "ab" * 32
+    m = Manifest("m", "1.0", (Entry("a.bin", 3, D), Entry("d/b.json", 0, D, sha256=sha)), created=5)
+    got = entry_records(m.encode())
+    assert [(r.hex, r.size, r.path, r.sha256) for r in got] == [(e.digest.hex, e.size, e.path, e.sha256) for e in m.entries]
+    entry = {"path": "a", "size": 1, "digest": str(D), "mode": 420}
+    for wrong in ({"size": -1}, {"size": True}, {"size": 1 << 63}, {"size": "1"}, {"path": 7},
+                  {"sha256": "AB" * 32}, {"digest": "blake3:" + "AB" * 32}, {"digest": 7}):
+        assert entry_records(_doc(entries=[{**entry, **wrong}])) is None, wrong
+    assert entry_records(_doc(entries={})) is None
+    with pytest.raises(InvalidManifest):
+        entry_records(b"{")
 
 
 def test_gcs_read_stops_where_a_digest_or_the_structure_is_wrong():

@@ -12,7 +12,7 @@ import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from casstore.errors import InvalidInput, InvalidManifest
 from casstore.model import strictjson
@@ -251,20 +251,53 @@ def blob_hexes(data: bytes, *, source: str = "manifest") -> list[str]:
 
 def _blob_hexes(data: bytes, source: str) -> list[str] | None:
     """The digests' hexes, if every entry's digest checks; None: the whole decode must say why."""
+    raw = _checked_entries(data, source)
+    return None if raw is None else [e["digest"][_PREFIX:] for e in raw]
+
+
+class EntryRecord(NamedTuple):
+    """What `cas verify` needs of a manifest entry."""
+
+    hex: str  # the blob's digest
+    size: int
+    path: str
+    sha256: str | None
+
+
+def entry_records(data: bytes, *, source: str = "manifest") -> list[EntryRecord] | None:
+    """Every entry's digest, size, path and SHA-256, parsed as ``blob_digests`` parses (digests
+    checked in one match, sizes and SHA-256s typed and bounded), but paths and the tree not
+    checked: a quarter of a decode (1,000 manifests of 100 files: 0.11-0.18 s against 0.47-0.59 s).
+    None: anything else, which ``decode`` must name."""
+    raw = _checked_entries(data, source)
+    if raw is None:
+        return None
+    out = []
+    for e in raw:
+        size, path, sha = e.get("size"), e.get("path"), e.get("sha256")
+        if not (type(size) is int and 0 <= size <= MAX_SIZE and type(path) is str
+                and (sha is None or is_sha256_hex(sha))):
+            return None
+        out.append(EntryRecord(e["digest"][_PREFIX:], size, path, sha))
+    return out
+
+
+def _checked_entries(data: bytes, source: str) -> list[dict] | None:
+    """The raw entries of a known schema, if every one is an object whose digest checks."""
     obj = strictjson.parse(data, source=source, what="manifest", max_bytes=MAX_MANIFEST_BYTES,
                            max_containers=MAX_ENTRIES + 3, error=InvalidManifest)
     raw = obj.get("entries") if isinstance(obj, dict) else None
+    if not (isinstance(raw, list) and len(raw) <= MAX_ENTRIES and obj.get("casstore_manifest") in (SCHEMA, SCHEMA_SHA256)):
+        return None
     try:
-        if (isinstance(raw, list) and len(raw) <= MAX_ENTRIES
-                and obj.get("casstore_manifest") in (SCHEMA, SCHEMA_SHA256)):
-            texts = [e["digest"] for e in raw]
-            lines = "\n".join(texts) + "\n"  # a TypeError if one is no string
-            # One match for all (a parse per digest was half of GC's read at 1M blobs); the length
-            # rules out a text holding two digests and a newline.
-            if len(lines) == (_PREFIX + 65) * len(texts) and _DIGEST_LINES.fullmatch(lines):
-                return [t[_PREFIX:] for t in texts]
+        texts = [e["digest"] for e in raw]  # a TypeError if an entry is no object (JSON: no dict)
+        lines = "\n".join(texts) + "\n"  # a TypeError if a digest is no string
     except (TypeError, KeyError):
-        pass
+        return None
+    # One match for all (a parse per digest was half of GC's read at 1M blobs); the length rules
+    # out a text holding two digests and a newline.
+    if len(lines) == (_PREFIX + 65) * len(texts) and _DIGEST_LINES.fullmatch(lines):
+        return raw
     return None
 
 

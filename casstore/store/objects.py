@@ -341,12 +341,15 @@ class Store:
 
     def get_manifest(self, d: Digest) -> Manifest:
         """The manifest ``d``, checked against its digest."""
+        return Manifest.decode(self.manifest_bytes(d), source=str(self.layout.manifest(d)))
+
+    def manifest_bytes(self, d: Digest) -> bytes:
+        """The bytes of manifest ``d``, checked against its digest."""
         p = self.layout.manifest(d)
         try:
-            data = self._manifest_bytes(d, p)
+            return self._manifest_bytes(d, p)
         except FileNotFoundError:
             raise NotFound(f"manifest {d} is not in the store {self.root}") from None
-        return Manifest.decode(data, source=str(p))
 
     def manifest_blobs(self, d: Digest, mine: Path | None = None) -> frozenset[Digest]:
         """GC's read of manifest ``d``: the blobs it lists (model/manifest.blob_digests), checked
