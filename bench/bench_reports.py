@@ -1,9 +1,9 @@
 """Time and peak memory of the commands that read a whole store or remote, `cas list`, `cas du`,
-`cas gc --dry-run` and `cas gc --remote` (a dry run), at 100k to 1M blobs, against the same
+`cas gc --dry-run`, `cas gc --remote` (a dry run) and `cas verify`, at 100k to 1M blobs, against the same
 commands of an earlier commit.
 
     python bench/bench_reports.py [--blobs 100000,1000000] [--repeat 3] [--before REV] [--cold]
-                                  [--commands "list,du,gc --dry-run,gc --remote"] [--work DIR] [--out JSON]
+                                  [--commands "list,du,gc --dry-run,gc --remote,verify"] [--work DIR] [--out JSON]
 
 The stores are casstore/testing/synthetic.py's (64-512-byte blobs, one version of 100 files per
 100 blobs, 10 % unreferenced, every version last used 90 days ago: "expired", so the default
@@ -32,7 +32,7 @@ from rounds import cas_command, speedup, spread, timed  # noqa: E402
 
 from casstore.testing.synthetic import as_directory_remote, many_blobs  # noqa: E402
 
-COMMANDS = (("list",), ("du",), ("gc", "--dry-run"), ("gc", "--remote", "{remote}"))
+COMMANDS = (("list",), ("du",), ("gc", "--dry-run"), ("gc", "--remote", "{remote}"), ("verify",))
 
 
 def label(template: tuple[str, ...]) -> str:
