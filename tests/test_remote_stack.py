@@ -92,6 +92,21 @@ async def listed(remote):
     return [x async for x in remote.listing("blobs/")]
 
 
+def test_a_listing_out_of_order_passes_whole_when_nothing_fails(tmp_path):
+    """Keys ascend on every backend here, but a server that listed otherwise would lose nothing
+    (a lock above all, remotes/locks.py) unless its listing had to be started again."""
+    nas = tmp_path / "nas"
+    publish(tmp_path, make_model(tmp_path / "src", {f"f{i}": 1000 + i for i in range(6)}), "m", "1", nas)
+
+    class Backwards(Flaky):
+        async def listing(self, under, skip=None):
+            for item in [x async for x in self.inner.listing(under, skip)][::-1]:
+                yield item
+
+    keys = [x.key for x in run(listed(stack([Backwards(DirectoryRemote(nas))], FAST)))]
+    assert keys == sorted(keys, reverse=True) and len(keys) == 6
+
+
 @pytest.mark.parametrize("method", ["write", "write_index", "put_small", "delete"])
 def test_every_write_method_is_retried_after_one_503(tmp_path, method):
     target = DirectoryRemote(tmp_path / "r")

@@ -375,14 +375,24 @@ class Retrying(Layer):
 
     async def listing(self, under: str, skip: Skip | None = None) -> AsyncGenerator[Listed, None]:
         # A listing started again gives what it gave before: passed by key, since keys ascend
-        # (Remote.listing), where a set of those seen held 1M keys on a large remote.
-        last: str | None = None
-        stream = self._stream(lambda: self.inner.listing(under, skip), lambda: f"listing {self.describe(under)}")
+        # (Remote.listing), where a set of those seen held 1M keys on a large remote. Only after
+        # a restart: a first listing is passed on whole, in whatever order a server gives it.
+        last: str | None = None  # the greatest key given
+        given: str | None = None  # what the listing now running gives again: up to here
+
+        def again() -> AsyncGenerator[Listed, None]:
+            nonlocal given
+            given = last
+            return self.inner.listing(under, skip)
+
+        stream = self._stream(again, lambda: f"listing {self.describe(under)}")
         try:
             async for item in stream:
+                if given is not None and item.key <= given:
+                    continue
                 if last is None or item.key > last:
                     last = item.key
-                    yield item
+                yield item
         finally:
             await stream.aclose()
 
