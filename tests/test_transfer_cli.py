@@ -220,9 +220,24 @@ def slow_ranged_server(root, rate: int):
     return ThreadedApp(app)
 
 
+@pytest.fixture
+def sigint_reaches_children():
+    """A job a shell starts in the background (`.ci/run &`) ignores SIGINT, and so does every
+    process it starts: a `cas` child would then never see the Ctrl-C this test sends (it
+    finished its fetch and exited 0 in a backgrounded CI rehearsal). A handler here is reset to
+    the default in a child."""
+    import signal
+
+    before = signal.getsignal(signal.SIGINT)
+    if before == signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, before)
+
+
 @pytest.mark.slow  # interrupts a process mid-download
 @pytest.mark.parametrize("sig", ["SIGKILL", "SIGINT"])
-def test_a_threaded_fetch_interrupted_mid_blob_resumes(tmp_path, sig):
+def test_a_threaded_fetch_interrupted_mid_blob_resumes(tmp_path, sig, sigint_reaches_children):
     """As above without --limit-rate, so that the blob's ranges go through the engine's threads
     (a slow server keeps it in flight). Killed, or stopped with Ctrl-C (which must end it within
     seconds: the threads' sockets are shut, not waited out), it leaves the partial and its
