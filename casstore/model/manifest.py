@@ -239,20 +239,15 @@ def blob_digests(data: bytes, *, source: str = "manifest") -> frozenset[Digest]:
     decode). A manifest whose bytes match its digest is what ``put_manifest`` wrote after a whole
     decode; one that would fail those checks here only keeps its blobs. Anything unexpected goes
     through ``decode``, so that GC stops on it with the error that names it."""
-    hexes = _blob_hexes(data, source)
-    return frozenset(Manifest.decode(data, source=source).blobs()) if hexes is None else frozenset(Digest.unchecked(hexes))
+    return frozenset(Digest.unchecked(blob_hexes(data, source=source)))
 
 
 def blob_hexes(data: bytes, *, source: str = "manifest") -> list[str]:
     """``blob_digests`` as hex strings, for remote GC, which keeps 1M of them and no ``Digest``."""
-    hexes = _blob_hexes(data, source)
-    return [d.hex for d in Manifest.decode(data, source=source).blobs()] if hexes is None else hexes
-
-
-def _blob_hexes(data: bytes, source: str) -> list[str] | None:
-    """The digests' hexes, if every entry's digest checks; None: the whole decode must say why."""
     raw = _checked_entries(data, source)
-    return None if raw is None else [e["digest"][_PREFIX:] for e in raw]
+    if raw is None:
+        return [d.hex for d in Manifest.decode(data, source=source).blobs()]
+    return [e["digest"][_PREFIX:] for e in raw]
 
 
 class EntryRecord(NamedTuple):

@@ -60,7 +60,7 @@ async def plan_remote(remote: Remote, grace: float = DEFAULT_GRACE) -> RemotePla
 
         def is_kept(key: str, kept: set[str] = kept) -> bool:  # kept, or misplaced so not ours: left alone
             nonlocal passed
-            if key.rsplit("/", 1)[-1].removesuffix(".json") in kept:
+            if _hexname(key) in kept:
                 passed += 1
                 return True
             return False
@@ -68,7 +68,7 @@ async def plan_remote(remote: Remote, grace: float = DEFAULT_GRACE) -> RemotePla
         # The kept ones skipped inside the listing: a directory remote then stats only the rest.
         async for item in remote.listing(under, skip=is_kept):
             objects += 1
-            hexname = item.key.rsplit("/", 1)[-1].removesuffix(".json")
+            hexname = _hexname(item.key)
             try:
                 if key_of(Digest(hexname)) != item.key:
                     continue  # not an object of ours: left alone
@@ -81,6 +81,11 @@ async def plan_remote(remote: Remote, grace: float = DEFAULT_GRACE) -> RemotePla
                 freed += item.size
         objects += passed
     return RemotePlan(tuple(sorted(delete)), freed, young, versions, objects)
+
+
+def _hexname(key: str) -> str:
+    """The digest hex an object's key ends in, if it is one of ours."""
+    return key.rsplit("/", 1)[-1].removesuffix(".json")
 
 
 async def _kept(remote: Remote) -> tuple[int, dict[str, set[str]]]:
