@@ -4,7 +4,7 @@ import blake3
 import pytest
 
 from casstore.errors import InvalidDigest
-from casstore.model.digest import Digest, StreamHasher, hash_file
+from casstore.model.digest import Digest, StreamHasher, all_hex, hash_file
 
 GOOD = "blake3:" + "ab" * 32
 
@@ -42,6 +42,19 @@ def test_hex_constructor_validates():
         Digest("../../etc/passwd")
     with pytest.raises(ValueError):  # InvalidDigest is also a ValueError
         Digest("A" * 64)
+
+
+def test_bulk_hex_check_agrees_with_the_parse():
+    """all_hex (listings of 1M names, manifests' digests) accepts exactly what Digest() does, one
+    bad name among good ones included (a check of the join alone would take "ab"*31+"a\x00")."""
+    good = ["ab" * 32, "0123456789abcdef" * 4]
+    assert all_hex(good) and all_hex([])
+    for bad in ("ab" * 31, "ab" * 33, "AB" * 32, "gg" * 32, "ab" * 31 + "a\x00", "ab" * 31 + "aé",
+                "ab" * 32 + "\n", " " + "ab" * 31 + "a", "ab" * 16 + "\n" + "ab" * 15 + "a"):
+        assert not all_hex([*good, bad]), bad
+        with pytest.raises(InvalidDigest):
+            Digest(bad)
+    assert all_hex(["ab" * 31, "ab" * 33]) is False  # lengths that sum right
 
 
 @pytest.mark.parametrize("size", [0, 1, 1024, 5 << 20, (64 << 20) + 4097])  # below, above the threshold, two windows

@@ -58,6 +58,33 @@ def test_orphans_go_only_after_the_grace_period(store):
     assert not store.has_blob(d) and r.blobs == 1
 
 
+def test_gc_stats_only_the_blobs_it_might_free(store, tmp_path, monkeypatch):
+    """GC's read takes a referenced blob's size from its manifest and stats only the blobs its
+    plan might free: a store in use costs a stat per unreferenced blob, not one per blob, and the
+    sizes add up to what is on disk all the same."""
+    versions(store, tmp_path, 3)
+    orphans = {orphan(store) for _ in range(3)}
+    for d in orphans:
+        age(store.blob_path(d), 7200)
+    on_disk = sum(p.stat().st_size for _, p in store.iter_blobs())
+    names = {d.hex for d in store.blob_digests()}
+    real, seen = os.stat, []
+
+    def counting(path, *a, **kw):
+        if os.path.basename(os.fsdecode(path)) in names:
+            seen.append(os.path.basename(os.fsdecode(path)))
+        return real(path, *a, **kw)
+
+    monkeypatch.setattr(os, "stat", counting)
+    p = plan(read_state(store), Policy(retention_days=None, keep_last=10, grace=3600))
+    assert sorted(seen) == sorted(d.hex for d in orphans)
+    assert set(p.delete_blobs) == orphans and p.bytes_before == on_disk
+    seen.clear()  # a plan that frees versions stats their blobs too, each once
+    p = plan(read_state(store), Policy(retention_days=None, keep_last=0, max_size=0, grace=0))
+    freed = set(p.delete_blobs)
+    assert len(freed) > len(orphans) and sorted(seen) == sorted(d.hex for d in freed)
+
+
 def test_limit_removes_lru_non_roots_and_keeps_roots(store, tmp_path):
     versions(store, tmp_path, 5)
     mark(store, "m", "1.1.0", "pins")

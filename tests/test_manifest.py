@@ -6,7 +6,7 @@ from hypothesis import strategies as st
 
 from casstore.errors import InvalidManifest
 from casstore.model.digest import Digest
-from casstore.model.manifest import MAX_TIME, Entry, Manifest, blob_digests, encode_canonical, entry_records
+from casstore.model.manifest import MAX_TIME, Entry, Manifest, blob_sizes, encode_canonical, entry_records
 
 D = Digest("cd" * 32)
 
@@ -104,8 +104,8 @@ def test_decode_rejects_malformed(over):
 
 
 @given(manifests)
-def test_gcs_read_of_a_manifest_lists_its_blobs(m):
-    assert blob_digests(m.encode()) == frozenset(m.blobs())
+def test_gcs_read_of_a_manifest_lists_its_blobs_and_their_sizes(m):
+    assert blob_sizes(m.encode()) == {e.digest: e.size for e in m.entries}
 
 
 def test_verifys_read_of_entries_matches_the_decode_and_gives_way_to_it():
@@ -126,19 +126,21 @@ def test_verifys_read_of_entries_matches_the_decode_and_gives_way_to_it():
 
 
 def test_gcs_read_stops_where_a_digest_or_the_structure_is_wrong():
-    """blob_digests skips the path checks only: a digest, a schema or an entries list it cannot
-    read is decode's error (GC stops on it, fail closed)."""
+    """blob_sizes skips the path checks only: a digest, a size, a schema or an entries list it
+    cannot read is decode's error (GC stops on it, fail closed)."""
     two = f"{D}\n{D}"  # two digests in one text: one match over all of them must not split it
     for over in ({"entries": [{"path": "a", "size": 1, "digest": "blake3:" + "AB" * 32, "mode": 420}]},
                  {"entries": [{"path": "a", "size": 1, "digest": two, "mode": 420},
                               {"path": "b", "size": 1, "digest": str(D), "mode": 420}]},
                  {"entries": [{"path": "a", "size": 1, "digest": 7, "mode": 420}]},
-                 {"entries": [{"path": "a", "size": 1, "mode": 420}]}, {"entries": {}}, {"casstore_manifest": 99}):
+                 {"entries": [{"path": "a", "size": 1, "mode": 420}]}, {"entries": {}}, {"casstore_manifest": 99},
+                 *({"entries": [{"path": "a", "size": size, "digest": str(D), "mode": 420}]}
+                   for size in (-1, True, 1 << 63, "1", None))):
         with pytest.raises(InvalidManifest):
-            blob_digests(_doc(**over))
+            blob_sizes(_doc(**over))
     for raw in (b"[]", b"{"):
         with pytest.raises(InvalidManifest):
-            blob_digests(raw)
+            blob_sizes(raw)
 
 
 def test_decode_rejects_non_json():

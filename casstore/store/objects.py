@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import stat
 import time
 from collections.abc import Callable, Iterator
@@ -28,8 +27,8 @@ from casstore.errors import (
 from casstore.fs import linking
 from casstore.fs.atomic import makedirs, publish_file, translate_os_error, write_file
 from casstore.fs.writers import temp_name
-from casstore.model.digest import Digest, hash_file, hash_file_sha256
-from casstore.model.manifest import Manifest, blob_digests
+from casstore.model.digest import Digest, all_hex, hash_file, hash_file_sha256
+from casstore.model.manifest import Manifest, blob_sizes
 from casstore.model.strictjson import load_file
 from casstore.store import stamps
 from casstore.store.layout import FORMAT_VERSION, TOP_DIRS, Layout
@@ -87,9 +86,6 @@ def touch(path: Path, now: float | None = None) -> bool:
         return False
     except OSError:
         return path.exists()  # not ours to touch (another user's file on a shared store)
-
-
-_HEX_LINES = re.compile(r"(?:[0-9a-f]{64}\n)*")
 
 
 class Store:
@@ -313,8 +309,8 @@ class Store:
         """The blob names in ``blobs/<sub>``: all checked in one match (100k blobs for `cas du`);
         a foreign name is skipped (`cas doctor` reports it)."""
         names = [n for n in os.listdir(os.path.join(self.layout.blobs, sub)) if n[:2] == sub]
-        if not _HEX_LINES.fullmatch("".join(n + "\n" for n in names)):
-            names = [n for n in names if _HEX_LINES.fullmatch(n + "\n")]
+        if not all_hex(names):
+            names = [n for n in names if all_hex([n])]
         return names
 
     # manifests ---------------------------------------------------------------------------------
@@ -351,12 +347,12 @@ class Store:
         except FileNotFoundError:
             raise NotFound(f"manifest {d} is not in the store {self.root}") from None
 
-    def manifest_blobs(self, d: Digest, mine: Path | None = None) -> frozenset[Digest]:
-        """GC's read of manifest ``d``: the blobs it lists (model/manifest.blob_digests), checked
-        against its digest, from wherever it is now (``in_flight``; ``mine``: where this GC set
-        it aside, if it did). A ref naming a manifest another GC holds aside is not broken."""
+    def manifest_blobs(self, d: Digest, mine: Path | None = None) -> dict[Digest, int]:
+        """GC's read of manifest ``d``: the blobs it lists, with their sizes (model/manifest.blob_sizes),
+        checked against its digest, from wherever it is now (``in_flight``; ``mine``: where this GC
+        set it aside, if it did). A ref naming a manifest another GC holds aside is not broken."""
         try:
-            return self.in_flight(d, lambda p: blob_digests(self._manifest_bytes(d, p), source=str(p)),
+            return self.in_flight(d, lambda p: blob_sizes(self._manifest_bytes(d, p), source=str(p)),
                                   manifest=True, mine=mine)
         except FileNotFoundError:
             raise NotFound(f"manifest {d} is not in the store {self.root}") from None
