@@ -59,6 +59,26 @@ def test_fast_checks_sizes_and_stamps(store, tmp_path):
     assert verify(store, "m", "3", fast=True).ok and not verify(store, "m", "3").ok
 
 
+def test_a_check_stamps_a_blob_again_without_making_it_young(store, tmp_path):
+    """verify marks an unstamped blob whose bytes are right (a store from before stamps) at the
+    second its mtime already had: a check is no use, and GC must still take an old orphan."""
+    from casstore.gc import Policy, execute, plan, read_state
+    from casstore.store import stamps
+
+    src = tmp_path / "orphan"
+    src.write_bytes(os.urandom(5000))
+    d = store.put_file(src).digest
+    old = os.stat(store.blob_path(d)).st_mtime - 7200.5  # unstamped: half a second
+    os.utime(store.blob_path(d), (old, old))
+    assert verify(store).ok
+    st = os.stat(store.blob_path(d))
+    assert stamps.is_stamped(st) and abs(st.st_mtime - old) < 1
+    p = plan(read_state(store), Policy(grace=3600))
+    assert p.delete_blobs == (d,)
+    execute(store, p, Policy(grace=3600))
+    assert not store.has_blob(d)
+
+
 def test_format_findings_do_not_fail(store, tmp_path):
     src = make_model(tmp_path / "a", {"config.json": b"{oops"})
     write_safetensors(src / "w.safetensors")

@@ -197,7 +197,9 @@ def verify(
     def _restamp(path: str, st: os.stat_result, h: str) -> None:
         if not stamps.is_stamped(st):
             try:
-                stamps.stamp(path, store.clock.now(), st.st_atime_ns)  # right bytes: the mark again
+                # right bytes: the mark again, at the second it already had (a check is no use:
+                # stamped now, every blob would look fresh to GC for its grace period)
+                stamps.stamp(path, st.st_mtime, st.st_atime_ns)
             except OSError:
                 cache.put(st, _digest(h))  # a store this process may not change: remembered on this machine
 

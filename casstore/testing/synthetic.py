@@ -31,7 +31,7 @@ def many_blobs(root: Path, n_blobs: int, seed: int = 1) -> Store:
     referenced = digests[: int(n_blobs * 0.9)]
     n_versions = max(100, n_blobs // 100)
     per_model = n_versions // 10
-    old = time.time() - 90 * 86400
+    old = float(int(time.time() - 90 * 86400))  # a whole second: blobs stamped as casstore stamps them (store/stamps.py)
     for mi in range(10):
         model = f"model{mi}"
         for vi in range(per_model):
