@@ -95,11 +95,13 @@ class BlobTable(_Blobs, Mapping[int, tuple[int, float]]):
         self._keys = listed.held
         self._others: list[Digest] = []
         self._other_stats: list[tuple[int, float]] = []
-        # Manifests summarized since the listing may name some of the others.
-        found = table.indices_of(listed.others) if len(table) > listed.table_len else {}
+        # Manifests summarized since the listing may name some of the others (all of them in a
+        # first report); the Digests are made one at a time, and kept only for the rest.
+        known: Mapping[Digest, int] = table.index if len(table) > listed.table_len else {}
         summarized = 0
-        for d in listed.others:
-            i = found.get(d)
+        h = listed.others.hex()
+        for d in Digest.unchecked(h[i:i + 64] for i in range(0, len(h), 64)):
+            i = known.get(d)
             if i is not None and i not in self._keys:
                 self._keys.add(i)
                 summarized += table.sizes[i]

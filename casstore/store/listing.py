@@ -29,7 +29,6 @@ import stat
 from collections.abc import Mapping
 from typing import NamedTuple
 
-from casstore.model.digest import Digest
 from casstore.store import cachefile
 from casstore.store.summaries import Table
 
@@ -44,7 +43,8 @@ Entry = tuple[Key, bytes, list[int]]  # names (32 bytes each; those in the table
 class Listed(NamedTuple):
     held: set[int]  # the blobs ``table`` holds, as its indices (no Digest per blob: 170 bytes each)
     table_bytes: int  # the sizes ``table`` gives for those (a blob holds what its digest names)
-    others: list[Digest]  # the blobs ``table`` does not hold; with ``held``, every blob as
+    others: bytes  # the blobs ``table`` does not hold, 32 bytes each (a Digest each took 170, and a
+    # first report, whose table is empty, lists every blob here); with ``held``, every blob as
     # ``Store.blob_digests`` lists them
     table_len: int  # ``len(table)`` when listed (a later ``Table.add`` may take in some of ``others``)
 
@@ -59,7 +59,7 @@ def list_blobs(store, table: Table, now: float) -> Listed:
     settled = int(now * 1e9) - SETTLE_NS
     root = store.layout.blobs
     held: set[int] = set()  # indices into the table
-    others: list[Digest] = []
+    others: list[bytes] = []
     for sub in os.listdir(root):
         if len(sub) != 2:
             continue
@@ -87,11 +87,10 @@ def list_blobs(store, table: Table, now: float) -> Listed:
         if st.st_ctime_ns < settled:
             keep[sub] = (key, names, idx)
         held.update(idx)
-        rest = names[32 * len(idx):]
-        others.extend(Digest.unchecked(rest[i:i + 32].hex() for i in range(0, len(rest), 32)))
+        others.append(names[32 * len(idx):])
     if keep != cached or (keep and source != table.source):
         _save(store, keep, table.source)
-    return Listed(held, sum(map(table.sizes.__getitem__, held)), others, len(table))
+    return Listed(held, sum(map(table.sizes.__getitem__, held)), b"".join(others), len(table))
 
 
 def _match(hexes: list[str], index: Mapping[str, int]) -> tuple[bytes, list[int]]:
