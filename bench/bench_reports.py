@@ -2,7 +2,7 @@
 `cas gc --dry-run`, `cas gc --remote` (a dry run) and `cas verify`, at 100k to 1M blobs, against the same
 commands of an earlier commit.
 
-    python bench/bench_reports.py [--blobs 100000,1000000] [--repeat 3] [--before REV] [--cold]
+    python bench/bench_reports.py [--blobs 100000,1000000] [--repeat 3] [--before REV] [--cold] [--no-caches]
                                   [--commands "list,du,gc --dry-run,gc --dry-run --retention-days 1000,gc --remote,verify"] [--work DIR] [--out JSON]
 
 The stores are casstore/testing/synthetic.py's (64-512-byte blobs, one version of 100 files per
@@ -13,7 +13,8 @@ links to the store's (``synthetic.as_directory_remote``). Whole processes, each 
 (``ru_maxrss``). ``--before REV``: a git worktree of REV runs the same commands, alternately with
 this checkout's, in a rotating order; reported per command: median seconds and MiB (min-max) of
 each, and per round before's time / now's time. ``--cold``: the page cache is dropped before each
-run (needs root). `du` is run once untimed first: its first run on a store writes its caches.
+run (needs root). `du` is run once untimed first: its first run on a store writes its caches;
+``--no-caches`` removes them before each run instead (a first report).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -70,6 +72,7 @@ def main() -> None:
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--before", help="a commit to compare with")
     ap.add_argument("--cold", action="store_true")
+    ap.add_argument("--no-caches", action="store_true", help="remove the store's cache/ before each run (a first report)")
     ap.add_argument("--commands", default=",".join(label(c) for c in COMMANDS), help="which of them, by label")
     ap.add_argument("--work", type=Path)
     ap.add_argument("--out", type=Path)
@@ -80,7 +83,7 @@ def main() -> None:
     if a.before:
         codes["before"] = before_command(a.before, work)
     result: dict = {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "before": a.before,
-                    "cold": a.cold, "repeat": a.repeat, "stores": {}}
+                    "cold": a.cold, "no_caches": a.no_caches, "repeat": a.repeat, "stores": {}}
     for n in (int(x) for x in a.blobs.split(",") if x):
         root = work / f"store-{n}"
         remote = work / f"remote-{n}"
@@ -101,6 +104,8 @@ def main() -> None:
                     cas, cwd = codes[code]
                     if a.cold:
                         drop_caches()
+                    if a.no_caches:
+                        shutil.rmtree(root / "cache", ignore_errors=True)
                     runs[code].append(timed([*cas, "--store", str(root), *command], cwd=cwd))
                     print(f"{n} blobs, round {rnd + 1}, {code} cas {name}: {runs[code][-1][0]:.2f} s, "
                           f"{runs[code][-1][1]:.0f} MiB", file=sys.stderr)

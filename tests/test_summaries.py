@@ -184,3 +184,31 @@ def test_a_table_finds_digests_alike_by_search_scan_and_index():
         table = summaries.Table(packed, [1] * len(held))
         table.digests  # noqa: B018  (made: the list's path)
         assert table.indices_of(want) == expect
+
+
+def test_a_few_manifests_are_added_as_one_at_a_time_would_be():
+    """``Table.add_few`` (a report after an add: no index of the whole table) numbers blobs as
+    ``add`` does, shared ones within the few and with the table included, and ``hex_indices``
+    finds what ``by_hex`` finds, in either of its ways."""
+    from casstore.model.digest import Digest
+    from casstore.model.manifest import Entry, Manifest
+
+    held = [Digest.of_bytes(bytes([i])) for i in range(200)]
+    new = [Digest.of_bytes(b"n%d" % i) for i in range(4)]
+    packed = bytes.fromhex("".join(d.hex for d in held))
+
+    def manifest(v, ds):
+        return Manifest("m", v, tuple(Entry(f"f{i}", 1, d) for i, d in enumerate(ds)))
+
+    ms = [manifest("1", [held[5], new[0], new[1]]), manifest("2", [new[1], held[7], new[2], new[0]]),
+          manifest("3", [new[3]])]
+    one, few = summaries.Table(packed, [1] * len(held)), summaries.Table(packed, [1] * len(held))
+    assert [s.idx for s in map(one.add, ms)] == [s.idx for s in few.add_few(ms)]
+    assert few.packed == one.packed and len(few) == len(held) + 4
+    assert few.add_few([manifest("4", [new[2], held[0]])])[0].idx == one.add(manifest("4", [new[2], held[0]])).idx
+    hexes = [held[9].hex, new[3].hex, Digest.of_bytes(b"absent").hex]
+    full = {h: i for h, i in few.by_hex().items() if h in hexes}
+    assert full == {held[9].hex: 9, new[3].hex: len(held) + 3}
+    for wanted in (hexes, hexes * 100):  # a pass over the table; the whole table's index, for many
+        got = summaries.Table(few.packed, [1] * len(few)).hex_indices(bytes.fromhex("".join(wanted)))
+        assert {h: got[h] for h in hexes if h in got} == full

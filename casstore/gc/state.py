@@ -93,22 +93,21 @@ class BlobTable(_Blobs, Mapping[int, tuple[int, float]]):
         self._root = os.path.join(root, "")
         self._table = table
         self._keys = listed.held
-        self._others: list[Digest] = []
-        self._other_stats: list[tuple[int, float]] = []
         # Manifests summarized since the listing may name some of the others (all of them in a
-        # first report); the Digests are made one at a time, and kept only for the rest.
-        known: Mapping[Digest, int] = table.index if len(table) > listed.table_len else {}
+        # first report); a Digest is made only for the rest.
+        known: Mapping[bytes, int] = table.raw_index() if len(table) > listed.table_len else {}
         summarized = 0
-        h = listed.others.hex()
-        for d in Digest.unchecked(h[i:i + 64] for i in range(0, len(h), 64)):
-            i = known.get(d)
+        others, rest = listed.others, []
+        for k in range(0, len(others), 32):
+            i = known.get(raw := others[k:k + 32])
             if i is not None and i not in self._keys:
                 self._keys.add(i)
                 summarized += table.sizes[i]
-                continue
-            self._others.append(d)
-            self._other_stats.append(self._stat(d.hex))
-            self._keys.add(-len(self._others))
+            else:
+                rest.append(raw.hex())
+        self._others: list[Digest] = list(Digest.unchecked(rest))
+        self._other_stats: list[tuple[int, float]] = list(map(self._stat, rest))
+        self._keys.update(range(-1, -len(rest) - 1, -1))
         self.total = listed.table_bytes + summarized + sum(size for size, _ in self._other_stats)
 
     def __getitem__(self, k: int) -> tuple[int, float]:

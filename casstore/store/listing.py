@@ -54,12 +54,9 @@ def list_blobs(store, table: Table, now: float) -> Listed:
     store's clock, read before."""
     cached, source = _load(store)
     same_table = source is not None and source == table.source
-    index: dict[str, int] | None = None  # built when a directory's names must be matched
-    keep: dict[str, Entry] = {}
     settled = int(now * 1e9) - SETTLE_NS
     root = store.layout.blobs
-    held: set[int] = set()  # indices into the table
-    others: list[bytes] = []
+    dirs: list[tuple[str, Key, int, tuple[bytes, list[int]] | bytes]] = []  # matched, or names to match
     for sub in os.listdir(root):
         if len(sub) != 2:
             continue
@@ -74,17 +71,24 @@ def list_blobs(store, table: Table, now: float) -> Listed:
         if hit is not None and hit[0] != key:
             hit = None  # the directory changed: list it again
         if hit is not None and same_table and _in_range(hit[2], len(table)):
-            names, idx = hit[1], hit[2]
+            dirs.append((sub, key, st.st_ctime_ns, (hit[1], hit[2])))
+        else:  # the table changed (the cached names are matched again), or the directory did
+            dirs.append((sub, key, st.st_ctime_ns, hit[1] if hit is not None else
+                         bytes.fromhex("".join(store.blob_names(sub)))))
+    # Matched all at once: a few directories changed by an add need no index of the whole table.
+    unmatched = b"".join(x for *_, x in dirs if isinstance(x, bytes))
+    index = table.hex_indices(unmatched) if unmatched else {}
+    del unmatched
+    keep: dict[str, Entry] = {}
+    held: set[int] = set()  # indices into the table
+    others: list[bytes] = []
+    for sub, key, ctime, got in dirs:
+        if isinstance(got, bytes):
+            h = got.hex()
+            names, idx = _match([h[i:i + 64] for i in range(0, len(h), 64)], index)
         else:
-            if hit is not None:  # the table changed, not the directory
-                h = hit[1].hex()
-                hexes = [h[i:i + 64] for i in range(0, len(h), 64)]
-            else:
-                hexes = store.blob_names(sub)
-            if index is None:
-                index = table.by_hex()
-            names, idx = _match(hexes, index)
-        if st.st_ctime_ns < settled:
+            names, idx = got
+        if ctime < settled:
             keep[sub] = (key, names, idx)
         held.update(idx)
         others.append(names[32 * len(idx):])

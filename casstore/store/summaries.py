@@ -34,30 +34,52 @@ _FORMAT = 1
 
 
 class Table:
-    """Distinct blobs by index: what makes summaries comparable with each other."""
+    """Distinct blobs by index: what makes summaries comparable with each other. Held as 32-byte
+    digests (``raw_at``), a ``Digest`` each only if asked for (``digests``): at 1M blobs the list
+    of Digests and an index over them took ~190 MB, the bytes ~100 MB with their index."""
 
     def __init__(self, packed: bytes = b"", sizes: list[int] | None = None, source: bytes | None = None) -> None:
         self._packed = packed  # 32 bytes per blob, for those read from the file
+        self._added: list[bytes] = []  # 32 bytes each, for those ``add`` appended since
         self.source = source  # a hash of the file read: its indices stay valid (``add`` only appends)
         self.sizes: list[int] = sizes if sizes is not None else []
         self._digests: list[Digest] | None = None
-        self._index: dict[Digest, int] | None = None
+        self._index: dict[bytes, int] | None = None  # raw digest -> index, made by the first ``add``
 
     @property
     def digests(self) -> list[Digest]:
         if self._digests is None:
-            h = self._packed.hex()  # valid hex by construction: no per-digest check needed
+            h = self.packed.hex()  # valid hex by construction: no per-digest check needed
             self._digests = list(Digest.unchecked([h[i:i + 64] for i in range(0, len(h), 64)]))
         return self._digests
 
+    @property
+    def packed(self) -> bytes:
+        """Every digest, 32 bytes each, in index order."""
+        if self._added:
+            self._packed += b"".join(self._added)
+            self._added = []
+        return self._packed
+
     def __len__(self) -> int:
         return len(self.sizes)
+
+    def raw_at(self, i: int) -> bytes:
+        n = len(self._packed) // 32
+        return self._packed[32 * i:32 * i + 32] if i < n else self._added[i - n]
 
     def hex_at(self, i: int) -> str:
         """Blob ``i``'s digest hex, without making the ``digests`` list (a report on 1M blobs)."""
         if self._digests is not None:
             return self._digests[i].hex
-        return self._packed[32 * i:32 * i + 32].hex()
+        return self.raw_at(i).hex()
+
+    def raw_index(self) -> dict[bytes, int]:
+        """Raw digest -> index (made once; ``add`` keeps it)."""
+        if self._index is None:
+            p = self.packed
+            self._index = {p[k:k + 32]: k // 32 for k in range(0, len(p), 32)}
+        return self._index
 
     def indices_of(self, ds: Iterable[Digest]) -> dict[Digest, int]:
         """The index of each of ``ds`` the table holds, without making the ``digests`` list: a
@@ -65,10 +87,11 @@ class Table:
         lease lists a version's every blob; a search takes ~7 ms at 1M blobs)."""
         want = set(ds)
         if self._index is not None:
-            return {d: i for d in want if (i := self._index.get(d)) is not None}
+            index = self._index
+            return {d: i for d in want if (i := index.get(bytes.fromhex(d.hex))) is not None}
         if self._digests is not None:
             return {d: i for i, d in enumerate(self._digests) if d in want}
-        p = self._packed
+        p = self.packed
         if len(want) > 8:
             raw = {bytes.fromhex(d.hex): d for d in want}
             return {raw[p[k:k + 32]]: k // 32 for k in range(0, len(p), 32) if p[k:k + 32] in raw}
@@ -82,29 +105,48 @@ class Table:
                 at += 1
         return out
 
-    @property
-    def index(self) -> dict[Digest, int]:
-        if self._index is None:
-            self._index = {d: i for i, d in enumerate(self.digests)}
-        return self._index
+    def hex_indices(self, wanted: bytes) -> Mapping[str, int]:
+        """Hex -> index for (at least) the digests in ``wanted`` (32 bytes each) that the table
+        holds: one pass over the packed digests when they are few against the table (a listing
+        after an add matches a few directories again), ``by_hex`` of the whole table otherwise."""
+        if self._digests is not None or len(wanted) // 32 * 8 > len(self):
+            return self.by_hex()
+        want = {wanted[k:k + 32] for k in range(0, len(wanted), 32)}
+        p = self.packed
+        return {p[k:k + 32].hex(): k // 32 for k in range(0, len(p), 32) if p[k:k + 32] in want}
 
     def by_hex(self) -> dict[str, int]:
         """Hex -> index, for store/listing.py to match blob names to this table (from the packed
         digests when no Digest list is made: 170 bytes a blob fewer)."""
         if self._digests is not None:
             return dict(zip(map(itemgetter(0), self._digests), range(len(self._digests))))
-        h = self._packed.hex()
+        h = self.packed.hex()
         return dict(zip((h[i:i + 64] for i in range(0, len(h), 64)), range(len(self.sizes))))
 
     def add(self, m: Manifest) -> Summary:
-        index = self.index
+        return self._add(m, self.raw_index())
+
+    def add_few(self, ms: list[Manifest]) -> list[Summary]:
+        """``add`` of a few manifests (a report after an add or a fetch), without an index of the
+        whole table (~100 MB at 1M blobs): their digests are found in one pass over it."""
+        if self._index is not None:
+            return [self._add(m, self._index) for m in ms]
+        want = {bytes.fromhex(e.digest.hex) for m in ms for e in m.entries}
+        p = self.packed
+        found = {p[k:k + 32]: k // 32 for k in range(0, len(p), 32) if p[k:k + 32] in want}
+        return [self._add(m, found) for m in ms]
+
+    def _add(self, m: Manifest, index: dict[bytes, int]) -> Summary:
         idx = []
         for e in m.entries:
-            i = index.get(e.digest)
+            raw = bytes.fromhex(e.digest.hex)
+            i = index.get(raw)
             if i is None:
-                i = index[e.digest] = len(self.sizes)
+                i = index[raw] = len(self.sizes)
                 self.sizes.append(e.size)
-                self.digests.append(e.digest)
+                self._added.append(raw)
+                if self._digests is not None:
+                    self._digests.append(e.digest)
             idx.append(i)
         return Summary(len(m.entries), tuple(dict.fromkeys(idx)), self)
 
@@ -127,15 +169,23 @@ def summaries(store, digests: Iterable[Digest], loaded: tuple[Table, dict[Digest
     table, cached = loaded or load(store)
     out: dict[Digest, Summary] = {}
     broken: dict[Digest, CasError] = {}
+    few: dict[Digest, Manifest] = {}  # held parsed while they are few against the table
+    entries = 0
     for md in set(digests):
         s = cached.get(md)
         if s is None:
             try:
-                s = table.add(store.get_manifest(md))
+                m = store.get_manifest(md)
             except CasError as e:
                 broken[md] = e
                 continue
+            entries += len(m.entries)
+            if entries * 8 <= len(table):
+                few[md] = m
+                continue
+            s = table.add(m)
         out[md] = s
+    out.update(zip(few, table.add_few(list(few.values()))))
     if len(out) > len(cached.keys() & out.keys()):  # learned something
         _save(store, table, {**{d: s for d, s in cached.items() if d not in out and store.has_manifest(d)}, **out})
     return out, broken
@@ -179,7 +229,7 @@ def _save(store, table: Table, entries: Mapping[Digest, Summary]) -> None:
     used = set().union(*(s.idx for s in entries.values()))
     manifests: dict[bytes, tuple[int, Sequence[int]]]
     if len(used) == len(table):
-        blobs, sizes = _packed(table, range(len(table))), table.sizes
+        blobs, sizes = table.packed, table.sizes
         manifests = {bytes.fromhex(md.hex): (s.files, s.idx) for md, s in entries.items()}
     else:
         new: dict[int, int] = {}
@@ -193,7 +243,4 @@ def _save(store, table: Table, entries: Mapping[Digest, Summary]) -> None:
 
 
 def _packed(table: Table, order: Iterable[int]) -> bytes:
-    out = bytearray()
-    for i in order:
-        out += bytes.fromhex(table.hex_at(i))
-    return bytes(out)
+    return b"".join(map(table.raw_at, order))
