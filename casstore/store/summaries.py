@@ -129,8 +129,8 @@ class Table:
     def add_few(self, ms: list[Manifest]) -> list[Summary]:
         """``add`` of a few manifests (a report after an add or a fetch), without an index of the
         whole table (~100 MB at 1M blobs): their digests are found in one pass over it."""
-        if self._index is not None:
-            return [self._add(m, self._index) for m in ms]
+        if self._index is not None or not ms:
+            return [self._add(m, self._index or {}) for m in ms]
         want = {bytes.fromhex(e.digest.hex) for m in ms for e in m.entries}
         p = self.packed
         found = {p[k:k + 32]: k // 32 for k in range(0, len(p), 32) if p[k:k + 32] in want}
