@@ -119,7 +119,7 @@ def test_a_blob_added_or_removed_after_caching_is_counted(populated, instant, li
 
 
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(st.lists(st.tuples(st.sampled_from(["add", "remove", "report", "version"]), st.integers(0, 1000)),
+@given(st.lists(st.tuples(st.sampled_from(["add", "remove", "report", "version", "adopt"]), st.integers(0, 1000)),
                 max_size=12))
 def test_any_sequence_of_changes_reports_what_a_full_listing_gives(tmp_path_factory, monkeypatch, steps):
     monkeypatch.setattr(listing, "SETTLE_NS", 0)
@@ -133,9 +133,29 @@ def test_any_sequence_of_changes_reports_what_a_full_listing_gives(tmp_path_fact
             os.unlink(store.blob_path(blobs[n % len(blobs)]))
         elif op == "version":
             add(store, make_model(tmp / f"v{i}", {"w.bin": 200 + n, "x.bin": 300 + n}), "m", f"2.{i}.0")
+        elif op == "adopt" and (kept := sorted(tmp.glob("orphan*"))):  # a version takes in an orphan blob
+            add(store, make_model(tmp / f"v{i}", {"w.bin": kept[n % len(kept)].read_bytes()}), "m", f"3.{i}.0")
         else:
             assert cached(store) == full(store)
     assert cached(store) == full(store)
+
+
+def test_a_version_that_takes_in_an_orphan_is_matched_without_the_whole_table(populated, instant, listed,
+                                                                              tmp_path, monkeypatch):
+    """A report that learns a manifest appends to the summaries' table; the next one matches only
+    the cached names the table did not hold against what was appended (no index of the whole
+    table, no listing), and an orphan blob the new version takes in counts as its."""
+    lone = orphan(populated, tmp_path, 7)
+    warm(populated)
+    add(populated, make_model(tmp_path / "n", {"w.bin": (tmp_path / "orphan7").read_bytes()}), "b", "1.0.0")
+    cached(populated)  # learns b@1.0.0's manifest, appended to the table
+    monkeypatch.setattr(Table, "by_hex", lambda self: pytest.fail("the whole table indexed"))
+    listed.clear()
+    figures = cached(populated)
+    assert listed == [] and figures == full(populated)
+    rep = report(populated)
+    assert [v.unique for m in rep.models if m.model == "b" for v in m.versions] == [5000]
+    assert populated.has_blob(lone)
 
 
 def test_new_summaries_rematch_the_cached_names(populated, instant, listed, tmp_path):
@@ -217,10 +237,12 @@ def test_gc_lists_for_itself(populated, instant, tmp_path):
 @pytest.mark.parametrize("garbage", [
     b"\x00not msgpack",
     msgpack.packb({"format": 99, "table": None, "dirs": {}}),
-    msgpack.packb({"format": 1, "table": None, "dirs": {"ab": [1, 2, 3, 4, b"\x01" * 31, []]}}),
-    msgpack.packb({"format": 1, "table": None, "dirs": {"ab": [1, 2, 3, 4.5, b"", []]}}),
-    msgpack.packb({"format": 1, "table": None, "dirs": {"ab": [1, 2, 3, 4, b"\x01" * 32, [0, 1]]}}),
-    msgpack.packb({"format": 1, "table": 7, "dirs": {}}),
+    msgpack.packb({"format": 1, "table": None, "dirs": {}}),  # the format before: named the summaries by their hash
+    msgpack.packb({"format": 2, "table": [0, b""], "dirs": {"ab": [1, 2, 3, 4, b"\x01" * 31, []]}}),
+    msgpack.packb({"format": 2, "table": [0, b""], "dirs": {"ab": [1, 2, 3, 4.5, b"", []]}}),
+    msgpack.packb({"format": 2, "table": [0, b""], "dirs": {"ab": [1, 2, 3, 4, b"\x01" * 32, [0, 1]]}}),
+    msgpack.packb({"format": 2, "table": 7, "dirs": {}}),
+    msgpack.packb({"format": 2, "table": [-1, b""], "dirs": {}}),
 ])
 def test_a_damaged_cache_is_ignored_and_replaced(populated, instant, garbage, caplog):
     good = full(populated)
@@ -229,7 +251,7 @@ def test_a_damaged_cache_is_ignored_and_replaced(populated, instant, garbage, ca
     with caplog.at_level(logging.WARNING, logger="casstore"):
         assert cached(populated) == good
     assert "ignoring the blob listing" in caplog.text and str(populated.root / listing.FILE) in caplog.text
-    assert cache(populated)["format"] == 1
+    assert cache(populated)["format"] == 2
     assert cached(populated) == good
 
 

@@ -94,8 +94,9 @@ class BlobTable(_Blobs, Mapping[int, tuple[int, float]]):
         self._table = table
         self._keys = listed.held
         # Manifests summarized since the listing may name some of the others (all of them in a
-        # first report); a Digest is made only for the rest.
-        known: Mapping[bytes, int] = table.raw_index() if len(table) > listed.table_len else {}
+        # first report): only among what they appended to the table, which the listing did not
+        # know. A Digest is made only for the rest.
+        known = {table.raw_at(i): i for i in range(listed.table_len, len(table))}
         summarized = 0
         others, rest = listed.others, []
         for k in range(0, len(others), 32):

@@ -11,8 +11,9 @@ filesystem with 2-second timestamps, so it cannot leave the recorded times as th
 
 Each directory's names are kept matched to the manifest summaries' table (store/summaries.py):
 the names the table holds first, with their indices, then the rest. The indices are used while
-the summaries file is the one they were matched against (its hash); otherwise the cached names
-are matched again, without a listing.
+the table's first digests are those they were matched against (their count and hash: a report
+that learns manifests appends to the table, and the rest of each directory's names is matched
+against what it appended only); otherwise the cached names are matched again, without a listing.
 
 Like the summaries, the cache only feeds reports (`cas du`, the size check before an automatic
 GC): GC and `cas doctor` list every directory themselves (docs/architecture.md, invariant 7). An
@@ -29,12 +30,14 @@ import stat
 from collections.abc import Mapping
 from typing import NamedTuple
 
+import blake3
+
 from casstore.store import cachefile
 from casstore.store.summaries import Table
 
 FILE = "cache/blob-listing"
 SETTLE_NS = 3_000_000_000  # above the coarsest timestamps in use (FAT: 2 s)
-_FORMAT = 1
+_FORMAT = 2  # 1 named the summaries file by its hash
 
 Key = tuple[int, int, int, int]  # dev, ino, mtime_ns, ctime_ns of a blobs/XX directory
 Entry = tuple[Key, bytes, list[int]]  # names (32 bytes each; those in the table first), their table indices
@@ -52,8 +55,11 @@ class Listed(NamedTuple):
 def list_blobs(store, table: Table, now: float) -> Listed:
     """Every blob by its name: those in ``table`` by index, the rest as digests. ``now``: the
     store's clock, read before."""
-    cached, source = _load(store)
-    same_table = source is not None and source == table.source
+    cached, mark = _load(store)
+    tail: dict[bytes, int] | None = None  # what the table appended since the cached match, if it still begins with it
+    if mark is not None and mark[0] <= len(table) and _mark(table, mark[0]) == mark:
+        p = table.packed
+        tail = {p[k:k + 32]: k // 32 for k in range(32 * mark[0], len(p), 32)}
     settled = int(now * 1e9) - SETTLE_NS
     root = store.layout.blobs
     dirs: list[tuple[str, Key, int, tuple[bytes, list[int]] | bytes]] = []  # matched, or names to match
@@ -70,8 +76,8 @@ def list_blobs(store, table: Table, now: float) -> Listed:
         hit = cached.get(sub)
         if hit is not None and hit[0] != key:
             hit = None  # the directory changed: list it again
-        if hit is not None and same_table and _in_range(hit[2], len(table)):
-            dirs.append((sub, key, st.st_ctime_ns, (hit[1], hit[2])))
+        if hit is not None and tail is not None and mark is not None and _in_range(hit[2], mark[0]):
+            dirs.append((sub, key, st.st_ctime_ns, _match_rest(hit[1], hit[2], tail) if tail else (hit[1], hit[2])))
         else:  # the table changed (the cached names are matched again), or the directory did
             dirs.append((sub, key, st.st_ctime_ns, hit[1] if hit is not None else
                          bytes.fromhex("".join(store.blob_names(sub)))))
@@ -92,8 +98,9 @@ def list_blobs(store, table: Table, now: float) -> Listed:
             keep[sub] = (key, names, idx)
         held.update(idx)
         others.append(names[32 * len(idx):])
-    if keep != cached or (keep and source != table.source):
-        _save(store, keep, table.source)
+    now_mark = _mark(table)
+    if keep != cached or (keep and now_mark != mark):
+        _save(store, keep, now_mark)
     return Listed(held, sum(map(table.sizes.__getitem__, held)), b"".join(others), len(table))
 
 
@@ -106,17 +113,36 @@ def _match(hexes: list[str], index: Mapping[str, int]) -> tuple[bytes, list[int]
     return bytes.fromhex("".join(hexes)), idx
 
 
+def _match_rest(names: bytes, idx: list[int], tail: Mapping[bytes, int]) -> tuple[bytes, list[int]]:
+    """A cached directory's names matched again where the table grew: only the rest (the names
+    it did not hold) can be among what it appended."""
+    rest = names[32 * len(idx):]
+    found = {k: i for k in range(0, len(rest), 32) if (i := tail.get(rest[k:k + 32])) is not None}
+    if not found:
+        return names, idx
+    held = names[:32 * len(idx)] + b"".join(rest[k:k + 32] for k in found)
+    return held + b"".join(rest[k:k + 32] for k in range(0, len(rest), 32) if k not in found), idx + list(found.values())
+
+
+def _mark(table: Table, n: int | None = None) -> tuple[int, bytes]:
+    """What a listing is matched against: the table's first ``n`` digests (all by default), by
+    their count and hash."""
+    n = len(table) if n is None else n
+    return n, blake3.blake3(memoryview(table.packed)[:32 * n]).digest()
+
+
 def _in_range(idx: list[int], n: int) -> bool:
     return not idx or (min(idx) >= 0 and max(idx) < n)
 
 
-def _load(store) -> tuple[dict[str, Entry], bytes | None]:
+def _load(store) -> tuple[dict[str, Entry], tuple[int, bytes] | None]:
     return cachefile.load(store, FILE, _FORMAT, "blob listing", _parse) or ({}, None)
 
 
-def _parse(obj: dict, raw: bytes) -> tuple[dict[str, Entry], bytes | None]:
-    dirs, source = obj["dirs"], obj["table"]
-    if not isinstance(dirs, dict) or not (source is None or isinstance(source, bytes)):
+def _parse(obj: dict, raw: bytes) -> tuple[dict[str, Entry], tuple[int, bytes]]:
+    dirs, mark = obj["dirs"], obj["table"]
+    if (not isinstance(dirs, dict) or not isinstance(mark, list) or len(mark) != 2 or type(mark[0]) is not int
+            or mark[0] < 0 or type(mark[1]) is not bytes):
         raise ValueError("malformed directory table")
     out = {}
     for sub, e in dirs.items():
@@ -126,9 +152,9 @@ def _parse(obj: dict, raw: bytes) -> tuple[dict[str, Entry], bytes | None]:
                 or 32 * len(e[5]) > len(e[4])):
             raise ValueError(f"malformed entry for blobs/{sub!s:.8}")
         out[sub] = (tuple(e[:4]), e[4], e[5])
-    return out, source
+    return out, (mark[0], mark[1])
 
 
-def _save(store, entries: Mapping[str, Entry], source: bytes | None) -> None:
+def _save(store, entries: Mapping[str, Entry], mark: tuple[int, bytes]) -> None:
     cachefile.save(store, FILE, _FORMAT, "blob listing",
-                   {"table": source, "dirs": {sub: [*key, names, idx] for sub, (key, names, idx) in entries.items()}})
+                   {"table": list(mark), "dirs": {sub: [*key, names, idx] for sub, (key, names, idx) in entries.items()}})
