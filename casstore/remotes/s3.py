@@ -389,9 +389,22 @@ class S3Remote(Remote):
             for t in tasks:  # a part still in flight could land after the abort and keep the upload alive
                 t.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
-            with contextlib.suppress(Exception):
-                await asyncio.shield(self._call("DELETE", key.path, "abort_multipart_upload", UploadId=upload_id))
+            await asyncio.shield(self._abort(key, upload_id))
             raise
+
+    async def _abort(self, key: Key, upload_id: str) -> None:
+        """Abort a failed upload, a few times if need be: the cancelled parts may have left the
+        pool a connection the server is closing, and a single failed abort leaves the parts
+        stored (and billed) until `cas doctor --remote` finds the upload a day later."""
+        for delay in (0.0, 0.2, 1.0):
+            await asyncio.sleep(delay)
+            try:
+                await self._call("DELETE", key.path, "abort_multipart_upload", UploadId=upload_id)
+                return
+            except Exception as e:  # noqa: BLE001 (the write's own error is what the caller sees)
+                why = e
+        log.warning("%s: could not abort multipart upload %s (%s); `cas doctor --remote` aborts it once a day old",
+                    self.describe(key), upload_id, why)
 
     async def write_index(self, model: str, data: bytes, expect: str | None) -> None:
         await self._probe_conditional_writes()
