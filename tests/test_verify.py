@@ -1,5 +1,7 @@
 import os
 
+import pytest
+
 from casstore.ops.add import add
 from casstore.ops.verify import verify
 
@@ -59,7 +61,7 @@ def test_fast_checks_sizes_and_stamps(store, tmp_path):
     assert verify(store, "m", "3", fast=True).ok and not verify(store, "m", "3").ok
 
 
-def test_a_check_stamps_a_blob_again_without_making_it_young(store, tmp_path):
+def test_a_check_stamps_a_blob_again_without_making_it_young(store, tmp_path, helper_or_not):
     """verify marks an unstamped blob whose bytes are right (a store from before stamps) at the
     second its mtime already had: a check is no use, and GC must still take an old orphan."""
     from casstore.gc import Policy, execute, plan, read_state
@@ -151,10 +153,29 @@ def test_sha256_checked_only_when_asked_and_a_lying_manifest_is_not_a_corrupt_bl
     assert not store.has_blob(m.entries[1].digest)  # the corrupt one is quarantined
 
 
-def test_every_kind_of_damage_found_whatever_its_size(store, tmp_path):
+@pytest.fixture(params=["in-process", "helper"])
+def helper_or_not(request, monkeypatch):
+    """verify's small blobs checked by its own thread, or by its helper process (ops/quickcheck.py),
+    which it starts only for a store of many of them: here for any number."""
+    from casstore.ops import verify as verify_module
+
+    monkeypatch.setattr(verify_module, "HELPER_MIN", 0 if request.param == "helper" else 1 << 60)
+    started = []
+    real = verify_module.quickcheck.Helper
+
+    def counting(*a):
+        started.append(a)
+        return real(*a)
+
+    monkeypatch.setattr(verify_module.quickcheck, "Helper", counting)
+    yield request.param
+    assert bool(started) == (request.param == "helper" and (os.cpu_count() or 1) > 1)
+
+
+def test_every_kind_of_damage_found_whatever_its_size(store, tmp_path, helper_or_not):
     """verify streams the store by fan-out directory, large blobs first, small ones in batches
-    through one read each (ops/verify.py): each path still finds and names its damage, and a
-    FIFO under blobs/ does not hang it."""
+    through one read each (ops/verify.py), in this process or its helper: each path still finds
+    and names its damage, and a FIFO under blobs/ does not hang it."""
     from casstore.model.digest import Digest
     from casstore.ops.verify import LARGE
 

@@ -16,13 +16,12 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import blake3
-
 from casstore.errors import CasError, UnsafeDestination
 from casstore.fs.mounts import is_network
 from casstore.model import formats
 from casstore.model.digest import ALGORITHM, Digest, hash_file, hash_file_sha256
 from casstore.model.manifest import EntryRecord, Manifest, entry_records
+from casstore.ops import quickcheck
 from casstore.ops.checkout import view_problem
 from casstore.progress import Ticker
 from casstore.store import stamps
@@ -79,6 +78,7 @@ LARGE = 16 << 20
 SMALL = 1 << 20  # below this on average, a batch is checked by the one thread of small blobs
 _BATCH = 256  # small blobs per task
 _IN_FLIGHT = 4  # tasks per worker thread
+HELPER_MIN = 20_000  # small blobs: fewer are not worth a helper process's start (~50 ms)
 
 
 class _Refs:
@@ -204,29 +204,42 @@ def verify(
                 cache.put(st, _digest(h))  # a store this process may not change: remembered on this machine
 
     def check_small(h: str, size: int | None, shas: frozenset[str]) -> Problem | None:
-        """``check`` of a small blob in one open, fstat and read: the common case (a regular,
-        right-sized file whose bytes are right); anything else goes through ``check``, which
-        says what is wrong."""
+        """``check`` of a small blob in one open, fstat and read (ops/quickcheck.py); anything
+        but right bytes goes through ``check``, which says what is wrong."""
         if shas or fast:
             return check(h, size, shas)
         path = f"{blobs}{h[:2]}/{h}"
-        try:
-            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)  # never blocks on a FIFO
-        except OSError:
+        status, st = quickcheck.quick(path, h, size, LARGE)
+        if status == quickcheck.ODD:
             return check(h, size, shas)
-        try:
-            st = os.fstat(fd)
-            if not stat.S_ISREG(st.st_mode) or st.st_size >= LARGE or (size is not None and st.st_size != size):
-                return check(h, size, shas)
-            data = os.read(fd, st.st_size + 1)
-        except OSError:
-            return check(h, size, shas)
-        finally:
-            os.close(fd)
-        if len(data) != st.st_size or blake3.blake3(data).hexdigest() != h:
-            return check(h, size, shas)
-        _restamp(path, st, h)
+        if status == quickcheck.RESTAMP and st is not None:
+            _restamp(path, st, h)
         return None
+
+    def by_helper(items: list, fut) -> list[Problem | None]:
+        """A helper's answer to a batch as ``check_small``'s; the batch checked here if the
+        helper is gone (and no more batches go to helpers)."""
+        try:
+            flags = fut.result()
+        except (OSError, EOFError) as e:
+            if not broken:
+                log.warning("verify: checking the small blobs in this process: %s", e)
+            broken.append(e)
+            return run(check_small, items)
+        out: list[Problem | None] = []
+        for h, size, shas in items:
+            flag = flags.get(h)
+            if flag is not None and flag[0] == "R":  # right bytes, unstamped: stamped if still as it was seen
+                path = f"{blobs}{h[:2]}/{h}"
+                try:
+                    st = os.stat(path, follow_symlinks=False)
+                except OSError:
+                    st = None
+                if st is not None and [str(st.st_ino), str(st.st_size), str(st.st_mtime_ns)] == list(flag[1:]):
+                    _restamp(path, st, h)
+                    flag = None
+            out.append(None if flag is None else check(h, size, shas))
+        return out
 
     # First pass, by fan-out directory: what is there, what is missing, the bytes to check, and
     # the large blobs (hashed first, largest first). Nothing is kept per small blob.
@@ -252,6 +265,8 @@ def verify(
         report.blobs += len(here)
     large.sort(reverse=True)
     big = {h for _, h in large}
+    helpers = _helpers(store, blobs, fast, report.blobs - len(large))
+    broken: list[Exception] = []
     tick = Ticker(progress, report.bytes)
     bad: list[str] = []
     verbose = log.isEnabledFor(logging.INFO)
@@ -297,16 +312,30 @@ def verify(
     # limit, and two threads took twice as long as one (200k blobs: 5.1 s against 2.4 s). On a
     # network filesystem each open is a round trip, which ``jobs`` threads overlap.
     threads = max(1, jobs) if is_network(store.root) else 1
-    with ThreadPoolExecutor(max(1, jobs)) as pool, ThreadPoolExecutor(threads) as small:
-        window: deque = deque()
-        for fn, items, weight in batches():
-            # a batch of tiny blobs is the GIL's work; one of a few MiB each is blake3's (off the GIL)
-            tiny = fn is check_small and weight < len(items) * SMALL
-            window.append((items, weight, (small if tiny else pool).submit(run, fn, items)))
-            if len(window) >= _IN_FLIGHT * max(1, jobs):
+    try:
+        with ThreadPoolExecutor(max(1, jobs)) as pool, ThreadPoolExecutor(threads) as small:
+            window: deque = deque()
+            for fn, items, weight in batches():
+                # a batch of tiny blobs is the GIL's work (the helper process's, if there is one);
+                # one of a few MiB each is blake3's (off the GIL)
+                tiny = fn is check_small and weight < len(items) * SMALL
+                if tiny and helpers and not broken and not any(shas for *_, shas in items):
+                    helpers.rotate()  # the batches dealt in turn
+                    try:
+                        window.append((items, weight, _Answer(by_helper, items,
+                                                              helpers[0].submit([(h, n) for h, n, _ in items]))))
+                    except OSError as e:
+                        broken.append(e)
+                        window.append((items, weight, small.submit(run, fn, items)))
+                else:
+                    window.append((items, weight, (small if tiny else pool).submit(run, fn, items)))
+                if len(window) >= _IN_FLIGHT * max(1, jobs):
+                    done(*window.popleft())
+            while window:
                 done(*window.popleft())
-        while window:
-            done(*window.popleft())
+    finally:
+        for helper in helpers:
+            helper.close()
     tick(max(0, report.bytes - tick.done))
     _name_users(store, scope, report.problems)
     # Every corrupt blob is in the report before any is moved: a failure below cannot hide one.
@@ -327,6 +356,32 @@ def verify(
                                                    _users(store, scope, {str(d)})[0].get(str(d), [])))
     report.elapsed = time.monotonic() - t0
     return report
+
+
+class _Answer:
+    """A batch's result as ``done`` takes it: ``fn(items, future)`` when asked."""
+
+    def __init__(self, fn, items, fut) -> None:
+        self._fn, self._items, self._fut = fn, items, fut
+
+    def result(self):
+        return self._fn(self._items, self._fut)
+
+
+def _helpers(store: Store, blobs: str, fast: bool, n_small: int) -> deque[quickcheck.Helper]:
+    """A helper process per core for the small blobs (ops/quickcheck.py), where they pay: many
+    small blobs, more than one core, a local disk (on a network filesystem ``jobs`` threads
+    overlap the round trips instead)."""
+    out: deque[quickcheck.Helper] = deque()
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    if fast or n_small < HELPER_MIN or cores < 2 or is_network(store.root):
+        return out
+    try:
+        for _ in range(min(cores, 4)):
+            out.append(quickcheck.Helper(blobs, LARGE))
+    except OSError as e:
+        log.info("verify: fewer helper processes (%s)", e)
+    return out
 
 
 def _scope(store: Store, model: str | None, version: str | None) -> dict[Digest, list[str]]:
