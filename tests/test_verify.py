@@ -204,3 +204,25 @@ def test_every_kind_of_damage_found_whatever_its_size(store, tmp_path, helper_or
     assert rep.blobs == 7 and len(rep.quarantined) == 6
     again = verify(store)  # what was quarantined is now missing, nothing else
     assert sorted(p.kind for p in again.problems) == ["missing"] * 5, again.problems
+
+
+def test_a_helper_that_stops_hands_its_batches_back(store, tmp_path, monkeypatch):
+    """A helper process that dies (killed, out of memory) costs its batches a check in verify's
+    own process, never a blob left unchecked."""
+    from casstore.ops import verify as verify_module
+
+    real = verify_module.quickcheck.Helper
+
+    class Dead(real):
+        def __init__(self, *a):
+            super().__init__(*a)
+            self.proc.kill()
+            self.proc.wait()
+
+    monkeypatch.setattr(verify_module, "HELPER_MIN", 0)
+    monkeypatch.setattr(verify_module.quickcheck, "Helper", Dead)
+    r = add(store, make_model(tmp_path / "a", {f"f{i}.bin": 200 + i for i in range(40)}), "m", "1")
+    bad = store.get_manifest(r.manifest).entries[7].digest
+    corrupt(store.blob_path(bad))
+    rep = verify(store)
+    assert [(p.kind, p.what) for p in rep.problems] == [("corrupt", str(bad))] and rep.blobs == 40
