@@ -23,6 +23,7 @@ import time
 from pathlib import Path
 
 from casstore.gc import Policy, execute, plan, read_state
+from casstore.gc.state import blob_bytes
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from rounds import cas_command  # noqa: E402
@@ -45,7 +46,7 @@ def main() -> None:
         t0 = time.perf_counter()
         state = read_state(store)
         t1 = time.perf_counter()
-        total = sum(s for s, _ in state.blobs.values())
+        total = blob_bytes(state.blobs)  # not each value: GC's read sizes blobs without a stat each
         policy = Policy(max_size=total // 2, retention_days=None, keep_last=1, grace=3600)
         p = plan(state, policy)
         t2 = time.perf_counter()
