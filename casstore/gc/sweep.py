@@ -136,7 +136,10 @@ def execute(store: Store, p: Plan, policy: Policy) -> GcResult:
         reachable.update(v.blobs)  # type: ignore[arg-type]
     for blobs_of in now_state.extra.values():
         reachable.update(blobs_of)  # type: ignore[arg-type]
-    old_enough = now_state.now - policy.grace
+    # "Refreshed since" counts from the sweep's start: a writer that touched a set-aside blob
+    # after it is spared even with no grace at all (the clock read again for the re-mark came
+    # later than such a touch, and with --grace 0 the blob went: a flaky test showed it).
+    old_enough = min(old_enough, now_state.now - policy.grace)
     mine = {os.path.basename(a.aside) for a in manifests + blobs}
     recover_trash(store, reachable, live_manifests, old_enough, skip=mine)
     locked = project_roots(store).manifests if manifests else {}  # once, after the settle
