@@ -181,3 +181,17 @@ def machine(remote_dir):
 
 def test_list_du_path_and_log_agree_through_any_lifecycle(machine):
     machine().runTest()
+
+
+def test_adding_again_a_version_of_a_model_with_no_current_one_makes_it_current(store, tmp_path):
+    """Found by the machine above: with the current version removed (rm --force), adding a new
+    version made it current but adding an existing one again did not."""
+    from conftest import make_model
+
+    add(store, make_model(tmp_path / "a", {"w.bin": b"two"}), "local", "2")
+    src = make_model(tmp_path / "b", {"w.bin": b"one"})
+    add(store, src, "local", "1")
+    remove(store, "local", "2", force=True)
+    assert store.refs.current("local") is None
+    r = add(store, src, "local", "1")
+    assert r.unchanged and r.current and store.refs.current("local").version == "1"

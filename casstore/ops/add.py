@@ -292,6 +292,7 @@ def _write(store, files, digests, manifest, result, reuse, t0, *, force, move, j
 
     if reuse is not None:  # blobs are back if any had gone; nothing else to write
         result.manifest, result.unchanged = reuse, True
+        _current_if_none(store, model, version, result)  # as a new version would be (the model's current was removed)
         record_use(store, model, version)
         prebuild_view(store, reuse, manifest)  # a store from before views were built at add has none yet
         result.elapsed = time.monotonic() - t0
@@ -308,16 +309,21 @@ def _write(store, files, digests, manifest, result, reuse, t0, *, force, move, j
         if winner is None or not _same_content(store.get_manifest(winner), manifest):
             raise
         result.manifest, result.unchanged = winner, True
+    _current_if_none(store, model, version, result)
+    record_use(store, model, version)
+    prebuild_view(store, result.manifest, manifest)  # a read-only mount of this store can serve it
+    result.elapsed = time.monotonic() - t0
+    return result
+
+
+def _current_if_none(store: Store, model: str, version: str, result: AddResult) -> None:
+    """A model with no current version (its first add, or its current one removed) gets this one."""
     if store.refs.current(model) is None:
         try:
             store.refs.switch(model, version, result.manifest, action="add", expect=None)
             result.current = True
         except Conflict:
-            pass  # another writer made a first version current at the same moment
-    record_use(store, model, version)
-    prebuild_view(store, result.manifest, manifest)  # a read-only mount of this store can serve it
-    result.elapsed = time.monotonic() - t0
-    return result
+            pass  # another writer made a version current at the same moment
 
 
 def _same_content(a: Manifest, b: Manifest) -> bool:
