@@ -169,7 +169,7 @@ def helper_or_not(request, monkeypatch):
 
     monkeypatch.setattr(verify_module.quickcheck, "Helper", counting)
     yield request.param
-    assert bool(started) == (request.param == "helper" and (os.cpu_count() or 1) > 1)
+    assert bool(started) == (request.param == "helper" and verify_module.usable_cores() > 1)
 
 
 def test_every_kind_of_damage_found_whatever_its_size(store, tmp_path, helper_or_not):
@@ -212,12 +212,14 @@ def test_a_helper_that_stops_hands_its_batches_back(store, tmp_path, monkeypatch
     from casstore.ops import verify as verify_module
 
     real = verify_module.quickcheck.Helper
+    started = []
 
     class Dead(real):
         def __init__(self, *a):
             super().__init__(*a)
             self.proc.kill()
             self.proc.wait()
+            started.append(self)
 
     monkeypatch.setattr(verify_module, "HELPER_MIN", 0)
     monkeypatch.setattr(verify_module.quickcheck, "Helper", Dead)
@@ -226,3 +228,4 @@ def test_a_helper_that_stops_hands_its_batches_back(store, tmp_path, monkeypatch
     corrupt(store.blob_path(bad))
     rep = verify(store)
     assert [(p.kind, p.what) for p in rep.problems] == [("corrupt", str(bad))] and rep.blobs == 40
+    assert bool(started) == (verify_module.usable_cores() > 1)  # the helpers were there to fail

@@ -96,7 +96,7 @@ class BlobTable(_Blobs, Mapping[int, tuple[int, float]]):
         # Manifests summarized since the listing may name some of the others (all of them in a
         # first report): only among what they appended to the table, which the listing did not
         # know. A Digest is made only for the rest.
-        known = {table.raw_at(i): i for i in range(listed.table_len, len(table))}
+        known = table.raw_indices(start=listed.table_len)
         summarized = 0
         others, rest = listed.others, []
         for k in range(0, len(others), 32):
@@ -245,16 +245,9 @@ class ListedBlobs(_Blobs, Mapping[Digest, tuple[int, float]]):
                 os.close(fd)
 
     def __getitem__(self, d: Digest) -> tuple[int, float]:
-        v = self._stats.get(d)
-        if v is None and d in self._canon:
-            try:
-                st = os.stat(f"{self._dir}{d.hex[:2]}/{d.hex}")
-                v = st.st_size << 64 | st.st_mtime_ns
-            except FileNotFoundError:
-                pass
-        if v is None:
-            raise KeyError(d)
-        return v >> 64, (v & self._NS) / 1e9
+        for _, size, mtime in self.stats((d,)):
+            return size, mtime
+        raise KeyError(d)
 
     def stats(self, keys: Iterable[BlobKey]) -> Iterator[tuple[BlobKey, int, float]]:
         """Each blob not stat'ed yet is stat'ed here, now (later than the listing: a refresh since

@@ -19,8 +19,9 @@ import sys
 
 import blake3
 
+from casstore.store.stamps import is_stamped
+
 OK, RESTAMP, ODD = 0, 1, 2
-_NS = 1_000_000_000  # a stamp is a whole second (store/stamps.py)
 
 
 def quick(path: str, h: str, size: int | None, large: int) -> tuple[int, os.stat_result | None]:
@@ -42,7 +43,7 @@ def quick(path: str, h: str, size: int | None, large: int) -> tuple[int, os.stat
         os.close(fd)
     if len(data) != st.st_size or blake3.blake3(data).hexdigest() != h:
         return ODD, None
-    return (OK if st.st_mtime_ns % _NS == 0 else RESTAMP), st
+    return (OK if is_stamped(st) else RESTAMP), st
 
 
 def serve(blobs: str, large: int, inp, out) -> None:

@@ -235,7 +235,7 @@ def verify(
                     st = os.stat(path, follow_symlinks=False)
                 except OSError:
                     st = None
-                if st is not None and [str(st.st_ino), str(st.st_size), str(st.st_mtime_ns)] == list(flag[1:]):
+                if st is not None and (st.st_ino, st.st_size, st.st_mtime_ns) == tuple(map(int, flag[1:])):
                     _restamp(path, st, h)
                     flag = None
             out.append(None if flag is None else check(h, size, shas))
@@ -358,6 +358,11 @@ def verify(
     return report
 
 
+def usable_cores() -> int:
+    """The cores this process may run on (its affinity, where the OS says)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
 class _Answer:
     """A batch's result as ``done`` takes it: ``fn(items, future)`` when asked."""
 
@@ -373,7 +378,7 @@ def _helpers(store: Store, blobs: str, fast: bool, n_small: int) -> deque[quickc
     small blobs, more than one core, a local disk (on a network filesystem ``jobs`` threads
     overlap the round trips instead)."""
     out: deque[quickcheck.Helper] = deque()
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    cores = usable_cores()
     if fast or n_small < HELPER_MIN or cores < 2 or is_network(store.root):
         return out
     try:

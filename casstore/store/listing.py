@@ -58,8 +58,7 @@ def list_blobs(store, table: Table, now: float) -> Listed:
     cached, mark = _load(store)
     tail: dict[bytes, int] | None = None  # what the table appended since the cached match, if it still begins with it
     if mark is not None and mark[0] <= len(table) and _mark(table, mark[0]) == mark:
-        p = table.packed
-        tail = {p[k:k + 32]: k // 32 for k in range(32 * mark[0], len(p), 32)}
+        tail = table.raw_indices(start=mark[0])
     settled = int(now * 1e9) - SETTLE_NS
     root = store.layout.blobs
     dirs: list[tuple[str, Key, int, tuple[bytes, list[int]] | bytes]] = []  # matched, or names to match
@@ -98,7 +97,7 @@ def list_blobs(store, table: Table, now: float) -> Listed:
             keep[sub] = (key, names, idx)
         held.update(idx)
         others.append(names[32 * len(idx):])
-    now_mark = _mark(table)
+    now_mark = mark if mark is not None and tail == {} else _mark(table)  # the table as matched: not hashed again
     if keep != cached or (keep and now_mark != mark):
         _save(store, keep, now_mark)
     return Listed(held, sum(map(table.sizes.__getitem__, held)), b"".join(others), len(table))

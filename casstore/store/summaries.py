@@ -17,12 +17,10 @@ on 1,000 versions counts shared blobs with integers in C-level loops and never b
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
 from operator import itemgetter
-
-import blake3
 
 from casstore.errors import CasError
 from casstore.model.digest import Digest
@@ -38,10 +36,9 @@ class Table:
     digests (``raw_at``), a ``Digest`` each only if asked for (``digests``): at 1M blobs the list
     of Digests and an index over them took ~190 MB, the bytes ~100 MB with their index."""
 
-    def __init__(self, packed: bytes = b"", sizes: list[int] | None = None, source: bytes | None = None) -> None:
+    def __init__(self, packed: bytes = b"", sizes: list[int] | None = None) -> None:
         self._packed = packed  # 32 bytes per blob, for those read from the file
         self._added: list[bytes] = []  # 32 bytes each, for those ``add`` appended since
-        self.source = source  # a hash of the file read: its indices stay valid (``add`` only appends)
         self.sizes: list[int] = sizes if sizes is not None else []
         self._digests: list[Digest] | None = None
         self._index: dict[bytes, int] | None = None  # raw digest -> index, made by the first ``add``
@@ -77,9 +74,16 @@ class Table:
     def raw_index(self) -> dict[bytes, int]:
         """Raw digest -> index (made once; ``add`` keeps it)."""
         if self._index is None:
-            p = self.packed
-            self._index = {p[k:k + 32]: k // 32 for k in range(0, len(p), 32)}
+            self._index = self.raw_indices()
         return self._index
+
+    def raw_indices(self, want: Collection[bytes] | None = None, start: int = 0) -> dict[bytes, int]:
+        """Raw digest -> index for the table from index ``start`` on, only those in ``want`` if
+        given: one pass over the packed digests, no index of the whole table kept."""
+        p = self.packed
+        if want is None:
+            return {p[k:k + 32]: k // 32 for k in range(32 * start, len(p), 32)}
+        return {p[k:k + 32]: k // 32 for k in range(32 * start, len(p), 32) if p[k:k + 32] in want}
 
     def indices_of(self, ds: Iterable[Digest]) -> dict[Digest, int]:
         """The index of each of ``ds`` the table holds, without making the ``digests`` list: a
@@ -91,10 +95,10 @@ class Table:
             return {d: i for d in want if (i := index.get(bytes.fromhex(d.hex))) is not None}
         if self._digests is not None:
             return {d: i for i, d in enumerate(self._digests) if d in want}
-        p = self.packed
         if len(want) > 8:
             raw = {bytes.fromhex(d.hex): d for d in want}
-            return {raw[p[k:k + 32]]: k // 32 for k in range(0, len(p), 32) if p[k:k + 32] in raw}
+            return {raw[r]: i for r, i in self.raw_indices(raw).items()}
+        p = self.packed
         out = {}
         for d in want:
             raw_d, at = bytes.fromhex(d.hex), 0
@@ -111,9 +115,8 @@ class Table:
         after an add matches a few directories again), ``by_hex`` of the whole table otherwise."""
         if self._digests is not None or len(wanted) // 32 * 8 > len(self):
             return self.by_hex()
-        want = {wanted[k:k + 32] for k in range(0, len(wanted), 32)}
-        p = self.packed
-        return {p[k:k + 32].hex(): k // 32 for k in range(0, len(p), 32) if p[k:k + 32] in want}
+        found = self.raw_indices({wanted[k:k + 32] for k in range(0, len(wanted), 32)})
+        return {r.hex(): i for r, i in found.items()}
 
     def by_hex(self) -> dict[str, int]:
         """Hex -> index, for store/listing.py to match blob names to this table (from the packed
@@ -131,9 +134,7 @@ class Table:
         whole table (~100 MB at 1M blobs): their digests are found in one pass over it."""
         if self._index is not None or not ms:
             return [self._add(m, self._index or {}) for m in ms]
-        want = {bytes.fromhex(e.digest.hex) for m in ms for e in m.entries}
-        p = self.packed
-        found = {p[k:k + 32]: k // 32 for k in range(0, len(p), 32) if p[k:k + 32] in want}
+        found = self.raw_indices({bytes.fromhex(e.digest.hex) for m in ms for e in m.entries})
         return [self._add(m, found) for m in ms]
 
     def _add(self, m: Manifest, index: dict[bytes, int]) -> Summary:
@@ -207,7 +208,7 @@ def _parse(obj: dict, raw: bytes) -> tuple[Table, dict[Digest, Summary]]:
     if (not isinstance(blobs, bytes) or not isinstance(sizes, list) or len(blobs) != 32 * len(sizes)
             or not _naturals(sizes) or not isinstance(manifests, dict)):
         raise ValueError("malformed blob table")
-    table = Table(blobs, sizes, blake3.blake3(raw).digest())
+    table = Table(blobs, sizes)
     out = {}
     n = len(sizes)
     for key, (files, idx) in manifests.items():
