@@ -105,6 +105,11 @@ def plan(state: StoreState, policy: Policy) -> Plan:
         at 1M blobs each set is 32 MiB."""
         nonlocal freed
         keys -= state.leased
+        if isinstance(state.blobs, BlobTable):  # what fresh marks show old needs no stat (a report only)
+            old, size = state.blobs.older_than(keys, old_enough)
+            keys -= old
+            delete_blobs.update(old)
+            freed += size
         for b, size, mtime in blob_stats(state.blobs, keys):
             if mtime >= old_enough:
                 young[b] = size

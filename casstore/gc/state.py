@@ -19,7 +19,7 @@ from casstore.gc.housekeeping import junk_files
 from casstore.model.digest import Digest
 from casstore.model.history import UNSET, current_of, undo_stack
 from casstore.model.keys import blob_key_hex
-from casstore.store import listing
+from casstore.store import freshmarks, listing
 from casstore.store.leases import LeaseScan, live_leases
 from casstore.store.markers import marked, marked_one
 from casstore.store.objects import Store
@@ -92,6 +92,7 @@ class BlobTable(_Blobs, Mapping[int, tuple[int, float]]):
     def __init__(self, root: str, table: Table, listed: listing.Listed) -> None:
         self._root = os.path.join(root, "")
         self._table = table
+        self._fresh: list[float] | None = None  # store/freshmarks.py's bounds, read if a plan asks
         self._keys = listed.held
         # Manifests summarized since the listing may name some of the others (all of them in a
         # first report): only among what they appended to the table, which the listing did not
@@ -122,6 +123,19 @@ class BlobTable(_Blobs, Mapping[int, tuple[int, float]]):
             assert isinstance(k, int), "a report's blobs are numbered"
             if k in present:
                 yield k, *(others[-k - 1] if k < 0 else stat(hex_at(k)))
+
+    def older_than(self, keys: Collection[int], old_enough: float) -> tuple[set[int], int]:
+        """Those of ``keys`` in the table that their fresh marks show older than ``old_enough``
+        (store/freshmarks.py), and their total size: a report's answer without a stat of each.
+        GC does not ask (invariant 7)."""
+        if len(keys) < freshmarks.MIN_BLOBS:
+            return set(), 0
+        if self._fresh is None:
+            self._fresh = freshmarks.bounds(self._root)
+        quiet = [bound < old_enough for bound in self._fresh]
+        p, present = self._table.packed, self._keys
+        old = {k for k in keys if k >= 0 and quiet[p[k << 5] << 4 | p[(k << 5) + 1] >> 4] and k in present}
+        return old, sum(map(self._table.sizes.__getitem__, old))
 
     def size(self, k: int) -> int:
         return self._other_stats[-k - 1][0] if k < 0 else self._table.sizes[k]

@@ -5,6 +5,7 @@
     <root>/chunks/<hh>/<hex>                  the blob's chunk map (delta updates), a cache
     <root>/manifests/<hh>/<hex>.json          canonical manifest bytes, named by their digest
     <root>/cache/manifest-summaries           what `cas list`/`du` need of each manifest, a cache
+    <root>/cache/fresh/<hhh>                  fresh marks: when blobs were last made fresh (store/freshmarks.py)
     <root>/refs/<model>/tags/<version>        "blake3:<hex>\\n": the version's manifest
     <root>/refs/<model>/history/<seq>.json    one immutable file per current-pointer switch
     <root>/refs/<model>/keep/<version>        rollback roots kept by `cas update` (store/markers.py)

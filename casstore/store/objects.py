@@ -30,7 +30,7 @@ from casstore.fs.writers import temp_name
 from casstore.model.digest import Digest, all_hex, hash_file, hash_file_sha256
 from casstore.model.manifest import Manifest, blob_sizes
 from casstore.model.strictjson import load_file
-from casstore.store import stamps
+from casstore.store import freshmarks, stamps
 from casstore.store.layout import FORMAT_VERSION, TOP_DIRS, Layout
 from casstore.store.refs import Refs
 
@@ -95,9 +95,12 @@ class Store:
         self.refs = Refs(self.layout)
         self._safe_dirs: set[Path] = set()
         self.clock = stamps.Clock(self.now)
+        self.fresh = freshmarks.Marker(self.root)
 
     def touch(self, path: Path) -> bool:
-        """``touch`` by the store's clock."""
+        """``touch`` by the store's clock; a blob's fresh mark first (store/freshmarks.py)."""
+        if path.parent.parent == self.layout.blobs:
+            self.fresh.mark(path.name)
         return touch(path, self.clock.now())
 
     # opening -----------------------------------------------------------------------------------
@@ -264,6 +267,7 @@ class Store:
 
     def _publish_blob(self, tmp: Path, digest: Digest, size: int, method: str) -> Put:
         final = self.blob_path(digest)
+        self.fresh.mark(digest.hex)
         stamps.stamp(tmp, self.clock.now())  # the mark of an unchanged blob (store/stamps.py)
         if publish_file(tmp, final, root=self.root, exclusive=False):
             return Put(digest, size, True, method)

@@ -1,7 +1,7 @@
 """A synthetic store of many small blobs, for the scale benchmarks (bench/bench_gc.py and the
 ones built on it) and the memory tests: blobs of 64-512 random bytes, 10 models, one version of
 100 files per 100 blobs (consecutive versions share most blobs), 10 % of the blobs unreferenced,
-every version last used 90 days ago. Files are written directly (no fsync): test data, not a
+every version last used 90 days ago, and so every blob and fresh mark (store/freshmarks.py). Files are written directly (no fsync): test data, not a
 store casstore wrote."""
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ from pathlib import Path
 from casstore.model.digest import Digest
 from casstore.model.history import Switch
 from casstore.model.manifest import Entry, Manifest
+from casstore.store import freshmarks
 from casstore.store.objects import Store
 
 
@@ -54,6 +55,7 @@ def many_blobs(root: Path, n_blobs: int, seed: int = 1) -> Store:
                 (h / f"{1:012d}.json").write_bytes(Switch(1, m.version, md, None, "add", old, "bench", 1, "bench").encode())
     for _, p in store.iter_blobs():
         os.utime(p, (old, old))
+    freshmarks.set_all(root, old)  # as a writer's marks would be: no blob made fresh since
     return store
 
 

@@ -301,6 +301,7 @@ class Downloader:
         data, job.buf = job.buf or bytearray(), None  # nothing arrives for an empty blob
         where = self._verified(job, Digest.of_bytes(data), len(data))
         final = self.store.blob_path(job.digest)
+        self.store.fresh.mark(job.digest.hex)
         if write_file(final, data, self.store.layout.tmp, root=self.store.root, exclusive=False):  # full: OutOfSpace
             stamps.stamp(final, self.store.clock.now())  # the mark of an unchanged blob (store/stamps.py)
         else:
@@ -385,6 +386,7 @@ class Downloader:
     def _publish(self, job: BlobJob) -> None:
         where = self._verified(job, *job.frontier.finish(job.fd))  # reads back only what it lacks
         os.fchmod(job.fd, 0o444)
+        self.store.fresh.mark(job.digest.hex)
         stamps.stamp(job.fd, self.store.clock.now())  # the mark of an unchanged blob (store/stamps.py)
         final = self.store.blob_path(job.digest)
         if not publish_file(job.path, final, fd=job.fd, root=self.store.root, exclusive=False):
