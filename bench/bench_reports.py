@@ -3,7 +3,7 @@
 commands of an earlier commit.
 
     python bench/bench_reports.py [--blobs 100000,1000000] [--repeat 3] [--before REV] [--cold] [--no-caches]
-                                  [--commands "list,du,gc --dry-run,gc --dry-run --retention-days 1000,gc --remote,verify"] [--work DIR] [--out JSON]
+                                  [--commands "list,du,du [in use],gc --dry-run,gc --dry-run --retention-days 1000,gc --remote,verify"] [--work DIR] [--out JSON]
 
 The stores are casstore/testing/synthetic.py's (64-512-byte blobs, one version of 100 files per
 100 blobs, 10 % unreferenced, every version last used 90 days ago: "expired", so the default
@@ -35,8 +35,10 @@ from rounds import cas_command, speedup, spread, timed  # noqa: E402
 from casstore.testing.synthetic import as_directory_remote, many_blobs  # noqa: E402
 
 # "--retention-days 1000": the store in use (every version within its retention period), so the
-# plan frees only the unreferenced 10 %.
-COMMANDS = (("list",), ("du",), ("gc", "--dry-run"), ("gc", "--dry-run", "--retention-days", "1000"),
+# plan frees only the unreferenced 10 %. `du` has no such option: "[in use]" runs it with a user
+# config file that sets gc.retention_days = 1000.
+IN_USE = "[in use]"
+COMMANDS = (("list",), ("du",), ("du", IN_USE), ("gc", "--dry-run"), ("gc", "--dry-run", "--retention-days", "1000"),
             ("gc", "--remote", "{remote}"), ("verify",))
 
 
@@ -94,10 +96,15 @@ def main() -> None:
         rows: dict = {}
         for template in (c for c in COMMANDS if label(c) in a.commands.split(",")):
             name = label(template)
-            command = [part.format(remote=remote) for part in template]
+            command = [part.format(remote=remote) for part in template if part != IN_USE]
+            env = None
+            if IN_USE in template:
+                config = work / "in-use.toml"
+                config.write_text("[gc]\nretention_days = 1000\n")
+                env = {**os.environ, "CAS_CONFIG": str(config)}
             runs: dict[str, list[tuple[float, float]]] = {code: [] for code in codes}
             for cas, cwd in codes.values():  # warm-up: a first `du` writes its caches
-                timed([*cas, "--store", str(root), *command], cwd=cwd)
+                timed([*cas, "--store", str(root), *command], cwd=cwd, env=env)
             names = list(codes)
             for rnd in range(a.repeat):
                 for code in names[rnd % len(names):] + names[:rnd % len(names)]:
@@ -106,7 +113,7 @@ def main() -> None:
                         drop_caches()
                     if a.no_caches:
                         shutil.rmtree(root / "cache", ignore_errors=True)
-                    runs[code].append(timed([*cas, "--store", str(root), *command], cwd=cwd))
+                    runs[code].append(timed([*cas, "--store", str(root), *command], cwd=cwd, env=env))
                     print(f"{n} blobs, round {rnd + 1}, {code} cas {name}: {runs[code][-1][0]:.2f} s, "
                           f"{runs[code][-1][1]:.0f} MiB", file=sys.stderr)
             row = {code: {"seconds": spread([s for s, _ in r]), "peak_rss_mib": spread([m for _, m in r])}

@@ -37,9 +37,10 @@ _MEASURE = ("import os, subprocess, sys, time\n"
             "print(os.waitstatus_to_exitcode(status), time.perf_counter() - t0, usage.ru_maxrss)\n")
 
 
-def timed(argv: list[str], cwd: Path | None = None) -> tuple[float, float]:
+def timed(argv: list[str], cwd: Path | None = None, env: dict[str, str] | None = None) -> tuple[float, float]:
     """(seconds, peak RSS in MiB) of one process run to its end."""
-    p = subprocess.run([sys.executable, "-c", _MEASURE, *argv], capture_output=True, text=True, check=True, cwd=cwd)
+    p = subprocess.run([sys.executable, "-c", _MEASURE, *argv], capture_output=True, text=True, check=True, cwd=cwd,
+                       env=env)
     code, seconds, kib = p.stdout.split()
     if int(code) != 0:
         raise RuntimeError(f"{argv} exited with {code}: {p.stderr[-2000:]}")

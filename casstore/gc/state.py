@@ -128,8 +128,8 @@ class BlobTable(_Blobs, Mapping[int, tuple[int, float]]):
         """Those of ``keys`` in the table that their fresh marks show older than ``old_enough``
         (store/freshmarks.py), and their total size: a report's answer without a stat of each.
         GC does not ask (invariant 7)."""
-        if len(keys) < freshmarks.MIN_BLOBS:
-            return set(), 0
+        if len(keys) < freshmarks.MIN_BLOBS or sum(1 for k in keys if k >= 0) < freshmarks.MIN_BLOBS:
+            return set(), 0  # the others (negative keys) are stat'ed already
         if self._fresh is None:
             self._fresh = freshmarks.bounds(self._root)
         quiet = [bound < old_enough for bound in self._fresh]
