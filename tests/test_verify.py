@@ -20,7 +20,7 @@ def test_clean_store_verifies(store, tmp_path):
     assert r.ok and r.blobs == 2 and r.manifests == 1 and r.problems == []
 
 
-def test_corrupt_blob_quarantined_and_users_named(store, tmp_path):
+def test_corrupt_blob_quarantined_and_users_named(store, tmp_path, helper_or_not):
     shared = os.urandom(3000)
     add(store, make_model(tmp_path / "a", {"vae.pth": shared, "x": 10}), "t2v", "1.0")
     r2 = add(store, make_model(tmp_path / "b", {"vae/vae.pth": shared}), "i2v", "1.0")
@@ -81,7 +81,7 @@ def test_a_check_stamps_a_blob_again_without_making_it_young(store, tmp_path, he
     assert not store.has_blob(d)
 
 
-def test_format_findings_do_not_fail(store, tmp_path):
+def test_format_findings_do_not_fail(store, tmp_path, helper_or_not):
     src = make_model(tmp_path / "a", {"config.json": b"{oops"})
     write_safetensors(src / "w.safetensors")
     add(store, src, "m", "1")
@@ -90,7 +90,7 @@ def test_format_findings_do_not_fail(store, tmp_path):
     assert "config.json" in r.problems[0].detail
 
 
-def test_dangling_tag_reported(store, tmp_path):
+def test_dangling_tag_reported(store, tmp_path, helper_or_not):
     r = add(store, make_model(tmp_path / "a", {"w": 30}), "m", "1")
     os.unlink(store.layout.manifest(r.manifest))
     rep = verify(store)
@@ -160,6 +160,7 @@ def helper_or_not(request, monkeypatch):
     from casstore.ops import verify as verify_module
 
     monkeypatch.setattr(verify_module, "HELPER_MIN", 0 if request.param == "helper" else 1 << 60)
+    monkeypatch.setattr(verify_module, "HELPER_MANIFESTS", 0 if request.param == "helper" else 1 << 60)
     started = []
     real = verify_module.quickcheck.Helper
 
@@ -229,3 +230,54 @@ def test_a_helper_that_stops_hands_its_batches_back(store, tmp_path, monkeypatch
     rep = verify(store)
     assert [(p.kind, p.what) for p in rep.problems] == [("corrupt", str(bad))] and rep.blobs == 40
     assert bool(started) == (verify_module.usable_cores() > 1)  # the helpers were there to fail
+
+
+def test_manifests_read_by_helpers_or_not_give_the_same_report(store, tmp_path, helper_or_not):
+    """A manifest that no longer matches its digest, one that is not JSON, and one with a view
+    to check are read by verify itself, which names what is wrong; the rest by the helpers
+    (ops/quickcheck.manifests), with the same entries: a corrupt blob of theirs is found."""
+    from casstore.ops.checkout import view
+
+    rs = [add(store, make_model(tmp_path / f"v{i}", {"w.bin": 300 + i, "c.json": b"{}"}), "m", f"{i}")
+          for i in range(5)]
+    view(store, rs[1].manifest, store.get_manifest(rs[1].manifest))
+    store.layout.manifest(rs[2].manifest).chmod(0o644)
+    store.layout.manifest(rs[2].manifest).write_bytes(b"{not json")
+    data = store.layout.manifest(rs[3].manifest).read_bytes()
+    store.layout.manifest(rs[3].manifest).chmod(0o644)
+    store.layout.manifest(rs[3].manifest).write_bytes(data.replace(b'"3"', b'"9"'))
+    bad = store.get_manifest(rs[4].manifest).entries[1].digest
+    corrupt(store.blob_path(bad))
+    gone = store.get_manifest(rs[0].manifest).entries[1].digest  # only the entries say it should be there
+    os.unlink(store.blob_path(gone))
+    rep = verify(store)
+    kinds = sorted((p.kind, p.what) for p in rep.problems)
+    assert kinds == sorted([("bad-ref", str(rs[2].manifest)), ("bad-ref", str(rs[3].manifest)),
+                            ("corrupt", str(bad)), ("missing", str(gone))]), rep.problems
+    assert rep.manifests == 3 and rep.blobs == 5  # four w.bin and one c.json, the same in each
+
+
+def test_a_helper_reads_a_manifests_entries_as_verify_does(store, tmp_path):
+    """What a helper answers for a batch of manifests (ops/quickcheck.manifests) is every entry's
+    digest and size, the JSON and safetensors paths, and an X for a manifest it would not read."""
+    from casstore.ops import quickcheck
+    from casstore.ops.verify import LARGE
+
+    rs = [add(store, make_model(tmp_path / f"v{i}", {"w.bin": 300 + i, f"d/c{i}.json": b"{}", "x": 7 + i}), "m", f"{i}")
+          for i in range(3)]
+    store.layout.manifest(rs[2].manifest).chmod(0o644)
+    store.layout.manifest(rs[2].manifest).write_bytes(b"[]")
+    helper = quickcheck.Helper(os.path.join(store.layout.blobs, ""), LARGE,
+                               os.path.join(store.root / "manifests", ""))
+    try:
+        lines = helper.submit_manifests([r.manifest.hex for r in rs]).result(timeout=30)[""]
+    finally:
+        helper.close()
+    records = b"".join(bytes.fromhex(rest[0]) for kind, _, *rest in lines if kind == "D")
+    got = sorted((records[i:i + 32].hex(), int.from_bytes(records[i + 32:i + 40], "little"))
+                 for i in range(0, len(records), 40))
+    want = sorted((e.digest.hex, e.size) for r in rs[:2] for e in store.get_manifest(r.manifest).entries)
+    assert got == want
+    assert sorted((m, bytes.fromhex(p).decode()) for kind, m, _, p in (x for x in lines if x[0] == "F")) == \
+        sorted((r.manifest.hex, f"d/c{i}.json") for i, r in enumerate(rs[:2]))
+    assert [x[1] for x in lines if x[0] == "X"] == [rs[2].manifest.hex]

@@ -256,31 +256,34 @@ def blob_hexes(data: bytes, *, source: str = "manifest") -> list[str]:
     return [e["digest"][_PREFIX:] for e in raw]
 
 
-class EntryRecord(NamedTuple):
-    """What `cas verify` needs of a manifest entry."""
+class EntryRecords(NamedTuple):
+    """What `cas verify` needs of a manifest's entries, a list per field."""
 
-    hex: str  # the blob's digest
-    size: int
-    path: str
-    sha256: str | None
+    hexes: list[str]  # the blobs' digests
+    sizes: list[int]
+    paths: list[str]
+    sha256s: list[str | None]
 
 
-def entry_records(data: bytes, *, source: str = "manifest") -> list[EntryRecord] | None:
+def entry_records(data: bytes, *, source: str = "manifest") -> EntryRecords | None:
     """Every entry's digest, size, path and SHA-256, parsed as ``blob_sizes`` parses (digests
     checked in one match, sizes and SHA-256s typed and bounded), but paths and the tree not
     checked: a quarter of a decode (1,000 manifests of 100 files: 0.11-0.18 s against 0.47-0.59 s).
-    None: anything else, which ``decode`` must name."""
+    Each field is checked over the whole list at once (a loop per entry was 0.09 s of 0.24 s at
+    100k entries). None: anything else, which ``decode`` must name."""
     raw = _checked_entries(data, source)
     if raw is None:
         return None
-    out = []
-    for e in raw:
-        size, path, sha = e.get("size"), e.get("path"), e.get("sha256")
-        if not (type(size) is int and 0 <= size <= MAX_SIZE and type(path) is str
-                and (sha is None or is_sha256_hex(sha))):
-            return None
-        out.append(EntryRecord(e["digest"][_PREFIX:], size, path, sha))
-    return out
+    sizes: list = [e.get("size") for e in raw]
+    paths: list = [e.get("path") for e in raw]
+    shas: list = [e.get("sha256") for e in raw]
+    if sizes and not ({*map(type, sizes)} == {int} and min(sizes) >= 0 and max(sizes) <= MAX_SIZE):
+        return None  # a bool's type is bool, not int: refused here as by decode
+    if paths and {*map(type, paths)} != {str}:
+        return None
+    if shas.count(None) != len(shas) and not all(sha is None or is_sha256_hex(sha) for sha in shas):
+        return None
+    return EntryRecords([e["digest"][_PREFIX:] for e in raw], sizes, paths, shas)
 
 
 def _checked_entries(data: bytes, source: str) -> list[dict] | None:
