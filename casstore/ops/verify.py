@@ -454,20 +454,14 @@ def _read_by_helpers(store: Store, helpers: deque[quickcheck.Helper], scope: dic
     mine = [md for md in scope if os.path.lexists(store.layout.view(md))]
     skip = set(mine)
     theirs = [md for md in scope if md not in skip]
-    asked = []
-    for i in range(0, len(theirs), 32):
-        batch = theirs[i:i + 32]
-        helpers.rotate()
-        try:
-            asked.append((batch, helpers[0].submit_manifests([d.hex for d in batch])))
-        except OSError:
-            mine += batch
-    for batch, fut in asked:
+    asked: deque = deque()  # a few batches ahead per helper, so that only those answers are held
+
+    def take(batch: list[Digest], fut) -> None:
         try:
             lines = fut.result().get("", [])
         except (OSError, EOFError):
-            mine += batch
-            continue
+            mine.extend(batch)
+            return
         not_read = {h for kind, h, *_ in lines if kind == "X"}
         for kind, a, *rest in lines:
             if kind == "D":
@@ -481,6 +475,18 @@ def _read_by_helpers(store: Store, helpers: deque[quickcheck.Helper], scope: dic
                 mine.append(md)
             else:
                 report.manifests += 1
+
+    for i in range(0, len(theirs), 32):
+        batch = theirs[i:i + 32]
+        helpers.rotate()
+        try:
+            asked.append((batch, helpers[0].submit_manifests([d.hex for d in batch])))
+        except OSError:
+            mine += batch
+        if len(asked) >= _IN_FLIGHT * len(helpers):
+            take(*asked.popleft())
+    while asked:
+        take(*asked.popleft())
     return mine
 
 
