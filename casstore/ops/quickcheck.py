@@ -74,17 +74,23 @@ def manifests(where: str, hexes: list[str], large: int, out) -> None:
             for h, size in zip(recs.hexes, recs.sizes):
                 if size >= large:
                     out.write(f"L {h} {size}\n".encode("ascii"))
-        for h, size in zip(recs.hexes, recs.sizes):
-            rec = by_dir.get(h[:2])
-            if rec is None:
-                rec = by_dir[h[:2]] = bytearray()
-            rec += bytes.fromhex(h)
-            rec += size.to_bytes(8, "little")
+        pack(recs.hexes, recs.sizes, by_dir)
         for h, path in zip(recs.hexes, recs.paths):
             if path.endswith((".json", ".safetensors")):
                 out.write(f"F {mh} {h} {path.encode().hex()}\n".encode("ascii"))
     for sub, rec in by_dir.items():
         out.write(f"D {sub} {rec.hex()}\n".encode("ascii"))
+
+
+def pack(hexes: list[str], sizes: list[int], by_dir: dict[str, bytearray]) -> None:
+    """Each entry's record, its digest's 32 bytes and its size in 8 little-endian ones, appended
+    to its fan-out directory's bytes (verify's ``_Refs``)."""
+    for h, size in zip(hexes, sizes):
+        rec = by_dir.get(h[:2])
+        if rec is None:
+            rec = by_dir[h[:2]] = bytearray()
+        rec += bytes.fromhex(h)
+        rec += size.to_bytes(8, "little")
 
 
 def _read(path: str, limit: int) -> bytes:

@@ -101,17 +101,11 @@ class _Refs:
             for h, size, sha in zip(records.hexes, records.sizes, records.sha256s):
                 if size >= LARGE:
                     self.add_large(h, size, sha if self.sha256 else None)
-        by_dir = self._by_dir
         if not self.sha256:
-            for h, size in zip(records.hexes, records.sizes):
-                rec = by_dir.get(h[:2])
-                if rec is None:
-                    rec = by_dir[h[:2]] = bytearray()
-                rec += bytes.fromhex(h)
-                rec += size.to_bytes(8, "little")
+            quickcheck.pack(records.hexes, records.sizes, self._by_dir)
             return
         for h, size, sha in zip(records.hexes, records.sizes, records.sha256s):
-            by_dir.setdefault(h[:2], bytearray()).extend(
+            self._by_dir.setdefault(h[:2], bytearray()).extend(
                 bytes.fromhex(h) + size.to_bytes(8, "little") + (b"\1" + bytes.fromhex(sha) if sha is not None else bytes(33)))
 
     def add_large(self, h: str, size: int, sha: str | None = None) -> None:
