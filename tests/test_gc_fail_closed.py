@@ -14,6 +14,7 @@ import time
 
 import pytest
 
+from casstore.errors import CasError
 from casstore.fs.writers import HOST
 from casstore.gc import Policy, execute, plan, read_state
 from casstore.gc import sweep as sweep_module
@@ -84,6 +85,31 @@ def test_a_corrupt_manifest_is_replaced_by_fetching_the_version_again(tmp_path):
     me("fetch", "m@1", "--remote", nas)
     assert store.get_manifest(md).digest() == md and list(store.layout.quarantine.iterdir())
     me("gc", "--grace", "0")  # runs again
+
+
+def test_a_version_another_gc_removes_while_this_one_reads_is_no_broken_root(store, tmp_path, monkeypatch):
+    """Two GCs at once (tests/test_stress.py found it): one read m@1's tag, the other then deleted
+    the tag and the manifest. The first finds the manifest missing; its tag, read again by
+    name, is gone, so the version is no root and nothing stops it. Were the tag still there,
+    the missing manifest stops GC as before."""
+    m1 = two_versions(store, tmp_path)["1"][1]
+    real = Store.manifest_blobs
+
+    def other_gc_first(self, d, mine=None):
+        if d == m1 and self.refs.get_tag("m", "1") == m1:
+            os.unlink(self.layout.tag("m", "1"))
+            os.unlink(self.layout.manifest(d))
+        return real(self, d, mine)
+
+    monkeypatch.setattr(Store, "manifest_blobs", other_gc_first)
+    state = read_state(store)
+    assert [v.version for v in state.versions] == ["2"]
+    monkeypatch.setattr(Store, "manifest_blobs", real)
+    add(store, make_model(tmp_path / "v3", {"w.bin": 50_000}), "m", "3")
+    _, m3, _ = store.load("m", "3")
+    os.unlink(store.layout.manifest(m3))  # missing, and still named by its tag
+    with pytest.raises(CasError, match="m@3 left out"):
+        read_state(store)
 
 
 def test_a_live_lease_that_cannot_be_read_stops_gc(store, tmp_path):

@@ -14,7 +14,7 @@ from operator import attrgetter
 from pathlib import Path
 from typing import Any
 
-from casstore.errors import CasError, CorruptStore
+from casstore.errors import CasError, CorruptStore, NotFound
 from casstore.gc.housekeeping import junk_files
 from casstore.model.digest import Digest
 from casstore.model.history import UNSET, current_of, undo_stack
@@ -408,6 +408,8 @@ def _read_state(store: Store, report: bool, blobs: bool, probe: Iterable[tuple[s
             try:
                 b = blobs_of(md)
             except CasError as e:
+                if isinstance(e, NotFound) and store.refs.get_tag(model, v) != md:
+                    continue  # the version was removed since its tag was read (by another GC: tag, then manifest)
                 broken.append(f"{model}@{v} left out: its tag {store.layout.tag(model, v)} names manifest {md}: {e}")
                 continue
             versions.append(version_state(model, v, md, b, history, marks, projects, manifests.get(md, 0.0)))
@@ -415,6 +417,8 @@ def _read_state(store: Store, report: bool, blobs: bool, probe: Iterable[tuple[s
             try:
                 b = blobs_of(md)
             except CasError as e:
+                if isinstance(e, NotFound) and store.refs.get_partial(model, v) != md:
+                    continue  # removed since it was read, as a tag above
                 broken.append(f"{model}@{v} (partial) left out: {store.layout.partial(model, v)} names manifest {md}: {e}")
                 continue
             if v in tags:  # the whole version is here too: its part is kept beside it (a subset of its blobs)
