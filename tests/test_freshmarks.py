@@ -3,6 +3,7 @@ first, so `cas du` on a quiet store learns from 4,096 marks what it would otherw
 blob, and reaches the plan GC makes from its own stats; GC never trusts a mark."""
 
 import os
+import shutil
 import time
 
 import pytest
@@ -133,7 +134,6 @@ def test_without_marks_du_stats_and_finds_the_same_plan(quiet, monkeypatch, tmp_
     store = Store.open(quiet)
     full = plan(read_state(store), EXPIRED)
     report(store, policy=EXPIRED)
-    import shutil
     shutil.rmtree(quiet / freshmarks.DIR)
     seen = counting_stats(monkeypatch)
     assert report(store, policy=EXPIRED).totals.plan == full
@@ -173,7 +173,6 @@ def test_a_planted_symlink_for_the_marks_is_not_followed(aged, tmp_path):
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
     marks = store.root / freshmarks.DIR
-    import shutil
     shutil.rmtree(marks)
     marks.symlink_to(elsewhere)
     add(store, make_model(tmp_path / "n", {"c.bin": 5000}), "m", "3")

@@ -26,6 +26,9 @@ _DTYPE_BITS = {
 MAX_FINDINGS = 20  # a file with a million bad tensors gets 20 lines and a count, not a million
 
 
+CHECKED = (".json", ".safetensors")  # the names check_file knows the format of
+
+
 def check_file(path: Path, name: str | None = None) -> list[str]:
     """What is wrong with a file we know the format of; never raises (a file that cannot be
     read is one finding like any other)."""

@@ -3,13 +3,12 @@ right-sized file whose bytes are right), shared by verify's own thread and its h
 
 A store of many small blobs is checked at the speed of the Python around each one, under one
 GIL: a second thread of it was slower, not faster (ops/verify.py). So verify hands its small
-blobs to a helper process, ``python -m casstore.ops.quickcheck BLOBS_DIR LARGE``, which reads
+blobs to a helper process, ``python -m casstore.ops.quickcheck BLOBS LARGE MANIFESTS``, which reads
 batches of ``hex<TAB>size`` lines on stdin (a blank line ends a batch) and answers each batch
 with a line per blob that is not simply right (``R hex ino size mtime_ns``: right bytes, not
 stamped, as seen; ``O hex``: anything else, which verify checks again itself to say what is
 wrong), then a blank line. Before the blobs, while verify has only its list of manifests, the
-helpers read those too (``M<TAB>hex`` lines, ``python -m casstore.ops.quickcheck BLOBS LARGE
-MANIFESTS``): verify's own reading of 1,000 manifests was 0.4 s of one core with the other idle.
+helpers read those too (``M<TAB>hex`` lines): verify's own reading of 1,000 manifests was 0.4 s of one core with the other idle.
 The helper only reads: verify stamps (only a blob still as the helper saw it), reports and
 quarantines.
 """
@@ -58,14 +57,16 @@ def manifests(where: str, hexes: list[str], large: int, out) -> None:
     JSON or safetensors entry (the path's UTF-8 as hex),
     ``X manifest`` for one not read here, which verify reads itself to say what is wrong."""
     from casstore.errors import CasError
+    from casstore.model.formats import CHECKED
     from casstore.model.manifest import MAX_MANIFEST_BYTES, entry_records
+    from casstore.model.strictjson import read_file
 
     by_dir: dict[str, bytearray] = {}
     for mh in hexes:
         try:
-            data = _read(f"{where}{mh[:2]}/{mh}.json", MAX_MANIFEST_BYTES)
+            data = read_file(f"{where}{mh[:2]}/{mh}.json", max_bytes=MAX_MANIFEST_BYTES, follow_symlinks=False)
             recs = entry_records(data) if blake3.blake3(data).hexdigest() == mh else None
-        except (OSError, ValueError, CasError):
+        except (OSError, CasError):
             recs = None
         if recs is None:
             out.write(f"X {mh}\n".encode("ascii"))
@@ -76,7 +77,7 @@ def manifests(where: str, hexes: list[str], large: int, out) -> None:
                     out.write(f"L {h} {size}\n".encode("ascii"))
         pack(recs.hexes, recs.sizes, by_dir)
         for h, path in zip(recs.hexes, recs.paths):
-            if path.endswith((".json", ".safetensors")):
+            if path.endswith(CHECKED):
                 out.write(f"F {mh} {h} {path.encode().hex()}\n".encode("ascii"))
     for sub, rec in by_dir.items():
         out.write(f"D {sub} {rec.hex()}\n".encode("ascii"))
@@ -93,22 +94,7 @@ def pack(hexes: list[str], sizes: list[int], by_dir: dict[str, bytearray]) -> No
         rec += size.to_bytes(8, "little")
 
 
-def _read(path: str, limit: int) -> bytes:
-    """A regular file of at most ``limit`` bytes, not through a symlink."""
-    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
-    try:
-        st = os.fstat(fd)
-        if not stat.S_ISREG(st.st_mode) or st.st_size > limit:
-            raise ValueError(path)
-        data = os.read(fd, st.st_size + 1)
-        while len(data) <= st.st_size and (more := os.read(fd, st.st_size + 1 - len(data))):
-            data += more
-        return data
-    finally:
-        os.close(fd)
-
-
-def serve(blobs: str, large: int, inp, out, where: str = "") -> None:
+def serve(blobs: str, large: int, where: str, inp, out) -> None:
     """The helper's loop (``inp``, ``out``: binary streams). A batch of ``M<TAB>hex`` lines asks
     for manifests (``manifests``), one of ``hex<TAB>size`` lines for blobs."""
     wanted: list[str] = []
@@ -137,7 +123,7 @@ class Helper:
     for a thread of verify's to get the GIL back (a batch at a time, each answer waited for,
     was slower than no helper: 1.4–1.7 s against 1.3 s at 100k blobs)."""
 
-    def __init__(self, blobs: str, large: int, where: str = "") -> None:
+    def __init__(self, blobs: str, large: int, where: str) -> None:
         import subprocess
         import threading
         from collections import deque
@@ -206,7 +192,7 @@ class Helper:
 
 if __name__ == "__main__":
     try:
-        serve(os.path.join(sys.argv[1], ""), int(sys.argv[2]), sys.stdin.buffer, sys.stdout.buffer,
-              os.path.join(sys.argv[3], "") if len(sys.argv) > 3 and sys.argv[3] else "")
+        serve(os.path.join(sys.argv[1], ""), int(sys.argv[2]), os.path.join(sys.argv[3], ""), sys.stdin.buffer,
+              sys.stdout.buffer)
     except (KeyboardInterrupt, BrokenPipeError):  # verify stopped: it says why
         sys.exit(1)

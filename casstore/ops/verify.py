@@ -184,7 +184,7 @@ def verify(
             assert records is not None
             refs.add(records)
             for h, path in zip(records.hexes, records.paths):
-                if path.endswith((".json", ".safetensors")):
+                if path.endswith(formats.CHECKED):
                     format_checks.setdefault(Digest(h), path)
     except BaseException:
         _close(helpers)

@@ -97,6 +97,12 @@ class Store:
         self.clock = stamps.Clock(self.now)
         self.fresh = freshmarks.Marker(self.root)
 
+    def stamp_now(self, target: int | str | os.PathLike, d: Digest, atime_ns: int | None = None) -> None:
+        """Stamp blob ``d`` (``target``: it, its temp file or a descriptor) with the store's
+        clock, its fresh mark first (store/freshmarks.py), as ``touch`` refreshes one."""
+        self.fresh.mark(d.hex)
+        stamps.stamp(target, self.clock.now(), atime_ns)
+
     def touch(self, path: Path) -> bool:
         """``touch`` by the store's clock; a blob's fresh mark first (store/freshmarks.py)."""
         if path.parent.parent == self.layout.blobs:
@@ -267,8 +273,7 @@ class Store:
 
     def _publish_blob(self, tmp: Path, digest: Digest, size: int, method: str) -> Put:
         final = self.blob_path(digest)
-        self.fresh.mark(digest.hex)
-        stamps.stamp(tmp, self.clock.now())  # the mark of an unchanged blob (store/stamps.py)
+        self.stamp_now(tmp, digest)  # the mark of an unchanged blob (store/stamps.py)
         if publish_file(tmp, final, root=self.root, exclusive=False):
             return Put(digest, size, True, method)
         self.touch(final)

@@ -100,8 +100,7 @@ def changed(store, entries: Iterable, cache=None) -> list:
             bad.append(e)
             continue
         try:
-            store.fresh.mark(e.digest.hex)  # stamped now: fresh (store/freshmarks.py)
-            stamp(p, store.clock.now(), st.st_atime_ns)
+            store.stamp_now(p, e.digest, st.st_atime_ns)
         except OSError as err:
             if err.errno not in (errno.EPERM, errno.EACCES, errno.EROFS):
                 raise

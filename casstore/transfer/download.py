@@ -39,7 +39,7 @@ from casstore.remotes.base import Key, Remote, read_small
 from casstore.remotes.base import blob as blob_key
 from casstore.remotes.base import chunks as chunks_key
 from casstore.remotes.layers import stack
-from casstore.store import chunkmaps, stamps
+from casstore.store import chunkmaps
 from casstore.store.objects import Store
 from casstore.transfer import delta, partials
 from casstore.transfer import lock as dlock
@@ -301,9 +301,9 @@ class Downloader:
         data, job.buf = job.buf or bytearray(), None  # nothing arrives for an empty blob
         where = self._verified(job, Digest.of_bytes(data), len(data))
         final = self.store.blob_path(job.digest)
-        self.store.fresh.mark(job.digest.hex)
+        self.store.fresh.mark(job.digest.hex)  # before the file exists, fresh (stamp_now's mark is then free)
         if write_file(final, data, self.store.layout.tmp, root=self.store.root, exclusive=False):  # full: OutOfSpace
-            stamps.stamp(final, self.store.clock.now())  # the mark of an unchanged blob (store/stamps.py)
+            self.store.stamp_now(final, job.digest)  # the mark of an unchanged blob (store/stamps.py)
         else:
             self.store.touch(final)
         log.info("verified %s (%d bytes) from %s", job.digest, job.size, where)
@@ -386,8 +386,7 @@ class Downloader:
     def _publish(self, job: BlobJob) -> None:
         where = self._verified(job, *job.frontier.finish(job.fd))  # reads back only what it lacks
         os.fchmod(job.fd, 0o444)
-        self.store.fresh.mark(job.digest.hex)
-        stamps.stamp(job.fd, self.store.clock.now())  # the mark of an unchanged blob (store/stamps.py)
+        self.store.stamp_now(job.fd, job.digest)  # the mark of an unchanged blob (store/stamps.py)
         final = self.store.blob_path(job.digest)
         if not publish_file(job.path, final, fd=job.fd, root=self.store.root, exclusive=False):
             self.store.touch(final)
