@@ -27,7 +27,7 @@ from casstore.errors import (
 from casstore.fs import linking
 from casstore.fs.atomic import makedirs, publish_file, translate_os_error, write_file
 from casstore.fs.writers import temp_name
-from casstore.model.digest import Digest, all_hex, hash_file, hash_file_sha256
+from casstore.model.digest import Digest, StreamHasher, all_hex, hash_file, hash_file_sha256
 from casstore.model.manifest import Manifest, blob_sizes
 from casstore.model.strictjson import load_file
 from casstore.store import freshmarks, stamps
@@ -237,10 +237,11 @@ class Store:
     def stage_file(self, src: Path, *, link: bool = False, sha256: bool = False) -> Staged:
         """A read-only temp copy of ``src`` (a hard link with ``link``, else a reflink, else a
         kernel copy), hashed once: what is published is exactly what was hashed. The source is
-        read once; a fresh copy is hashed from the page cache it was just written to (faster
-        here than hashing in user space as it is copied: docs/benchmarks.md)."""
+        read once; a kernel copy is hashed from the new file a step at a time as it is written
+        (fs/linking.copy), a reflink or link once it is made."""
         src = Path(src)
         tmp = self.tmp_path()
+        hasher = None
         try:
             try:
                 if not link:
@@ -248,10 +249,13 @@ class Store:
                 linking.hardlink(src, tmp)
                 method = "hardlink"
             except linking.LinkUnsupported:
-                method = linking.reflink_or_copy(src, tmp)
+                hasher = None if sha256 else StreamHasher()
+                method = linking.reflink_or_copy(src, tmp, hasher)
             os.chmod(tmp, 0o444)  # with a hard link, the source's inode: nobody writes it from here on
             if sha256:
                 return _staged_sha256(tmp, method)
+            if method == "copy" and hasher is not None:  # hashed from the copy as it was written
+                return Staged(tmp, hasher.digest(), hasher.size, method)
             digest, size = hash_file(tmp)
             return Staged(tmp, digest, size, method)
         except BaseException as e:
