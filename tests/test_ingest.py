@@ -4,7 +4,7 @@ import time
 
 import pytest
 
-from casstore.errors import Conflict, InvalidInput, InvalidName, NotFound, StoreFormatError
+from casstore.errors import Conflict, IntegrityError, InvalidInput, InvalidName, NotFound, StoreFormatError
 from casstore.ops.add import add
 from casstore.store.hashcache import HashCache
 from casstore.store.objects import Store
@@ -253,3 +253,72 @@ def test_a_failed_move_leaves_nothing_staged(store, tmp_path):
         add(store, src, "m", "1.0", jobs=1, move=True, cache=HashCache(tmp_path / "hc.sqlite"))
     assert list(store.iter_blobs()) == [] and store.refs.get_tag("m", "1.0") is None
     assert [p.name for p in store.layout.tmp.iterdir() if p.is_file()] == []
+
+
+def _recording(monkeypatch, events):
+    """Record, in order, each source hashed by add and each file copied into tmp."""
+    import casstore.ops.add as add_mod
+
+    real_hash, real_stage = add_mod.hash_file, Store.stage_file
+
+    def hashing(path, **kw):
+        events.append(("hash", os.path.basename(path)))
+        return real_hash(path, **kw)
+
+    def staging(self, path, **kw):
+        events.append(("copy", os.path.basename(path)))
+        return real_stage(self, path, **kw)
+
+    monkeypatch.setattr(add_mod, "hash_file", hashing)
+    monkeypatch.setattr(Store, "stage_file", staging)
+
+
+def test_a_copy_starts_while_other_files_are_still_hashed(store, tmp_path, monkeypatch):
+    """Each new file is copied by the worker that hashed it, before the other files are hashed
+    (one worker: strictly in turn); a file the store has, or a second file of the same bytes, is
+    never copied."""
+    make_model(tmp_path / "a", {"shared.bin": b"s" * 5000})
+    add(store, tmp_path / "a", "a", "1", cache=HashCache(tmp_path / "hc.sqlite"))
+    src = make_model(tmp_path / "b", {"shared.bin": b"s" * 5000, "x.bin": 300_000, "y.bin": 200_000})
+    (src / "z.bin").write_bytes((src / "y.bin").read_bytes())
+    events: list = []
+    _recording(monkeypatch, events)
+    r = add(store, src, "b", "1", jobs=1, cache=HashCache(tmp_path / "hc2.sqlite"))
+    copies = [e for e in events if e[0] == "copy"]
+    assert len(copies) == 2 and {"x.bin"} < {n for _, n in copies} < {"x.bin", "y.bin", "z.bin"}
+    assert events[:2] == [("hash", "x.bin"), ("copy", "x.bin")]  # largest first, copied before y is hashed
+    assert r.new_blobs == 2
+    assert [p for p in store.layout.tmp.iterdir() if p.is_file()] == []
+    assert_store_consistent(store)
+
+
+def test_without_room_for_every_file_only_missing_blobs_are_copied_after_hashing(store, tmp_path, monkeypatch):
+    import casstore.ops.add as add_mod
+
+    src = make_model(tmp_path / "m", {"x.bin": 300_000, "y.bin": 200_000})
+    monkeypatch.setattr(add_mod, "_free_bytes", lambda path: 500_000)  # the new bytes exactly, not more
+    events: list = []
+    _recording(monkeypatch, events)
+    r = add(store, src, "m", "1", jobs=1, cache=HashCache(tmp_path / "hc.sqlite"))
+    assert [k for k, _ in events] == ["hash", "hash", "copy", "copy"]
+    assert r.new_blobs == 2
+    assert_store_consistent(store)
+
+
+def test_a_source_changed_between_its_hash_and_its_copy_adds_nothing(store, tmp_path, monkeypatch):
+    import casstore.ops.add as add_mod
+
+    src = make_model(tmp_path / "m", {"x.bin": 300_000, "y.bin": 1000})
+    real_hash = add_mod.hash_file
+
+    def then_changed(path, **kw):
+        got = real_hash(path, **kw)
+        with open(path, "r+b") as f:  # same size, other bytes
+            f.write(b"changed")
+        return got
+
+    monkeypatch.setattr(add_mod, "hash_file", then_changed)
+    with pytest.raises(IntegrityError, match="changed while it was being added"):
+        add(store, src, "m", "1", jobs=1, cache=HashCache(tmp_path / "hc.sqlite"))
+    assert store.refs.get_tag("m", "1") is None and list(store.iter_blobs()) == []
+    assert [p for p in store.layout.tmp.iterdir() if p.is_file()] == []

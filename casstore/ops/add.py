@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -132,14 +133,20 @@ def add(
     # --move hashes once: a file whose blob is not known to be here is hard-linked into the
     # store's tmp, made read-only, hashed there and published under that digest. A copy is hashed
     # first (a file the store already has is then never copied: a second model sharing files
-    # with the first costs a read, not a write), then copied and hashed again from the page
-    # cache. A version that exists already is hashed first either way, so that a conflict is
-    # found before anything is made read-only.
+    # with the first costs a read, not a write), then copied into tmp and hashed again as it is
+    # copied, by the same worker while the others still hash (staged early: the disk writes
+    # while the CPUs hash), unless tmp lacks the room for every file, when only the blobs found
+    # missing are copied, after all hashing. Staged files are published under the lease. A version
+    # that exists already is hashed first either way, so that a conflict is found before anything
+    # is made read-only.
     staged: dict[str, Staged] = {}
     shas: dict[str, str] = {}  # manifest path -> SHA-256, when wanted
     cached = {f.path: None if rehash else cache.get(f.st) for f in files}
     known = {path: d for path, d in cached.items() if d is not None and store.has_blob(d)}
     stage_all = move and store.refs.get_tag(model, version) is None
+    stage_early = not move and _free_bytes(store.layout.tmp) > sum(f.st.st_size for f in files if f.path not in known)
+    claimed: set[Digest] = set()  # copied early by one worker: a duplicate file is not copied twice
+    claim_lock = threading.Lock()
     leave_links = move if leave_links is None else leave_links
 
     def cached_sha(f: SourceFile, d: Digest) -> bool:
@@ -158,6 +165,8 @@ def add(
             return stage(f)
         d = cached[f.path]
         if d is not None and cached_sha(f, d):
+            if stage_early:
+                copy_early(f, d)
             return d, 0
         try:
             if want_sha:
@@ -170,7 +179,19 @@ def add(
         if size != f.st.st_size:
             raise IntegrityError(f"{f.abspath} changed size while it was being added")
         cache.put(f.st, d)
+        if stage_early:
+            copy_early(f, d)
         return d, size
+
+    def copy_early(f: SourceFile, d: Digest) -> None:
+        with claim_lock:
+            if d in claimed or store.has_blob(d):
+                return
+            claimed.add(d)
+        s = store.stage_file(f.abspath)
+        staged[f.path] = s
+        if s.digest != d:
+            raise IntegrityError(f"{f.abspath} changed while it was being added (hashed as {d}, copied as {s.digest})")
 
     def stage(f: SourceFile) -> tuple[Digest, int]:
         try:
@@ -262,9 +283,10 @@ def _write(store, files, digests, manifest, result, reuse, t0, *, force, move, j
            leave_links) -> AddResult:
     """Blobs, then the manifest, then the tag: while a lease keeps GC off all of them."""
     model, version = manifest.name, manifest.version
-    first: dict[Digest, SourceFile] = {}
+    first: dict[Digest, SourceFile] = {}  # the file each new blob comes from: a staged one if any
     for f, d in zip(files, digests):
-        first.setdefault(d, f)
+        if d not in first or (f.path in staged and first[d].path not in staged):
+            first[d] = f
     if not move:  # staged files are already in tmp: only the rest still needs room
         needed = sum(f.st.st_size for d, f in first.items() if not store.has_blob(d) and f.path not in staged)
         free = _free_bytes(store.layout.tmp)
