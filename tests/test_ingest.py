@@ -4,7 +4,7 @@ import time
 
 import pytest
 
-from casstore.errors import Conflict, IntegrityError, InvalidInput, InvalidName, NotFound, StoreFormatError
+from casstore.errors import Conflict, InvalidInput, InvalidName, NotFound, StoreFormatError
 from casstore.ops.add import add
 from casstore.store.hashcache import HashCache
 from casstore.store.objects import Store
@@ -255,70 +255,42 @@ def test_a_failed_move_leaves_nothing_staged(store, tmp_path):
     assert [p.name for p in store.layout.tmp.iterdir() if p.is_file()] == []
 
 
-def _recording(monkeypatch, events):
-    """Record, in order, each source hashed by add and each file copied into tmp."""
+def test_the_view_is_linked_while_the_blobs_are_written(store, tmp_path, monkeypatch):
+    """add builds its view's links in tmp/ beside the blob writes, before the manifest exists,
+    and renames them into place after the tag: a sound view, nothing left in tmp/."""
     import casstore.ops.add as add_mod
+    from casstore.ops.checkout import view_problem
 
-    real_hash, real_stage = add_mod.hash_file, Store.stage_file
+    src = make_model(tmp_path / "m", {"x.bin": 300_000, "sub/y.json": b"{}", "sub/deep/z.bin": 1000})
+    events = []
+    real_links, real_manifest = add_mod.build_links, Store.put_manifest
 
-    def hashing(path, **kw):
-        events.append(("hash", os.path.basename(path)))
-        return real_hash(path, **kw)
+    def links(*a):
+        events.append("links")
+        return real_links(*a)
 
-    def staging(self, path, **kw):
-        events.append(("copy", os.path.basename(path)))
-        return real_stage(self, path, **kw)
+    def manifest(self, m):
+        events.append("manifest")
+        return real_manifest(self, m)
 
-    monkeypatch.setattr(add_mod, "hash_file", hashing)
-    monkeypatch.setattr(Store, "stage_file", staging)
-
-
-def test_a_copy_starts_while_other_files_are_still_hashed(store, tmp_path, monkeypatch):
-    """Each new file is copied by the worker that hashed it, before the other files are hashed
-    (one worker: strictly in turn); a file the store has, or a second file of the same bytes, is
-    never copied."""
-    make_model(tmp_path / "a", {"shared.bin": b"s" * 5000})
-    add(store, tmp_path / "a", "a", "1", cache=HashCache(tmp_path / "hc.sqlite"))
-    src = make_model(tmp_path / "b", {"shared.bin": b"s" * 5000, "x.bin": 300_000, "y.bin": 200_000})
-    (src / "z.bin").write_bytes((src / "y.bin").read_bytes())
-    events: list = []
-    _recording(monkeypatch, events)
-    r = add(store, src, "b", "1", jobs=1, cache=HashCache(tmp_path / "hc2.sqlite"))
-    copies = [e for e in events if e[0] == "copy"]
-    assert len(copies) == 2 and {"x.bin"} < {n for _, n in copies} < {"x.bin", "y.bin", "z.bin"}
-    assert events[:2] == [("hash", "x.bin"), ("copy", "x.bin")]  # largest first, copied before y is hashed
-    assert r.new_blobs == 2
-    assert [p for p in store.layout.tmp.iterdir() if p.is_file()] == []
-    assert_store_consistent(store)
+    monkeypatch.setattr(add_mod, "build_links", links)
+    monkeypatch.setattr(Store, "put_manifest", manifest)
+    r = add(store, src, "m", "1", cache=HashCache(tmp_path / "hc.sqlite"))
+    assert events == ["links", "manifest"]
+    m = store.get_manifest(r.manifest)
+    assert view_problem(store, store.layout.view(r.manifest), m) is None
+    assert (store.layout.view(r.manifest) / "sub/deep/z.bin").read_bytes() == (src / "sub/deep/z.bin").read_bytes()
+    assert list(store.layout.tmp.iterdir()) == []
 
 
-def test_without_room_for_every_file_only_missing_blobs_are_copied_after_hashing(store, tmp_path, monkeypatch):
-    import casstore.ops.add as add_mod
-
-    src = make_model(tmp_path / "m", {"x.bin": 300_000, "y.bin": 200_000})
-    monkeypatch.setattr(add_mod, "_free_bytes", lambda path: 500_000)  # the new bytes exactly, not more
-    events: list = []
-    _recording(monkeypatch, events)
-    r = add(store, src, "m", "1", jobs=1, cache=HashCache(tmp_path / "hc.sqlite"))
-    assert [k for k, _ in events] == ["hash", "hash", "copy", "copy"]
-    assert r.new_blobs == 2
-    assert_store_consistent(store)
-
-
-def test_a_source_changed_between_its_hash_and_its_copy_adds_nothing(store, tmp_path, monkeypatch):
-    import casstore.ops.add as add_mod
-
+def test_an_add_that_fails_after_linking_its_view_leaves_no_links(store, tmp_path, monkeypatch):
     src = make_model(tmp_path / "m", {"x.bin": 300_000, "y.bin": 1000})
-    real_hash = add_mod.hash_file
 
-    def then_changed(path, **kw):
-        got = real_hash(path, **kw)
-        with open(path, "r+b") as f:  # same size, other bytes
-            f.write(b"changed")
-        return got
+    def refusing(self, m):
+        raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(add_mod, "hash_file", then_changed)
-    with pytest.raises(IntegrityError, match="changed while it was being added"):
-        add(store, src, "m", "1", jobs=1, cache=HashCache(tmp_path / "hc.sqlite"))
-    assert store.refs.get_tag("m", "1") is None and list(store.iter_blobs()) == []
-    assert [p for p in store.layout.tmp.iterdir() if p.is_file()] == []
+    monkeypatch.setattr(Store, "put_manifest", refusing)
+    with pytest.raises(OSError):
+        add(store, src, "m", "1", cache=HashCache(tmp_path / "hc.sqlite"))
+    assert list(store.layout.tmp.iterdir()) == []
+    assert list((store.root / "views").iterdir()) == []

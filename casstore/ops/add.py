@@ -9,15 +9,14 @@ from __future__ import annotations
 
 import logging
 import os
-import threading
 import time
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from casstore.errors import Conflict, IntegrityError, InvalidInput, SourceUnreadable
-from casstore.fs.atomic import out_of_space
+from casstore.errors import CasError, Conflict, IntegrityError, InvalidInput, SourceUnreadable
+from casstore.fs.atomic import out_of_space, remove_tree
 from casstore.fs.scan import SourceFile, scan
 from casstore.model import formats, runtime
 from casstore.model.digest import Digest, hash_file, hash_file_sha256
@@ -25,7 +24,7 @@ from casstore.model.globs import ALWAYS_EXCLUDED, DEFAULT_EXCLUDES, PathFilter
 from casstore.model.manifest import Entry, Manifest
 from casstore.model.names import validate_model, validate_version
 from casstore.model.paths import check_tree
-from casstore.ops.checkout import prebuild_view
+from casstore.ops.checkout import build_links, prebuild_view
 from casstore.progress import Ticker
 from casstore.store.hashcache import HashCache
 from casstore.store.leases import Lease
@@ -133,20 +132,14 @@ def add(
     # --move hashes once: a file whose blob is not known to be here is hard-linked into the
     # store's tmp, made read-only, hashed there and published under that digest. A copy is hashed
     # first (a file the store already has is then never copied: a second model sharing files
-    # with the first costs a read, not a write), then copied into tmp and hashed again as it is
-    # copied, by the same worker while the others still hash (staged early: the disk writes
-    # while the CPUs hash), unless tmp lacks the room for every file, when only the blobs found
-    # missing are copied, after all hashing. Staged files are published under the lease. A version
-    # that exists already is hashed first either way, so that a conflict is found before anything
-    # is made read-only.
+    # with the first costs a read, not a write), then copied and hashed again as it is copied
+    # (fs/linking.copy). A version that exists already is hashed first either way, so that a
+    # conflict is found before anything is made read-only.
     staged: dict[str, Staged] = {}
     shas: dict[str, str] = {}  # manifest path -> SHA-256, when wanted
     cached = {f.path: None if rehash else cache.get(f.st) for f in files}
     known = {path: d for path, d in cached.items() if d is not None and store.has_blob(d)}
     stage_all = move and store.refs.get_tag(model, version) is None
-    stage_early = not move and _free_bytes(store.layout.tmp) > sum(f.st.st_size for f in files if f.path not in known)
-    claimed: set[Digest] = set()  # copied early by one worker: a duplicate file is not copied twice
-    claim_lock = threading.Lock()
     leave_links = move if leave_links is None else leave_links
 
     def cached_sha(f: SourceFile, d: Digest) -> bool:
@@ -165,8 +158,6 @@ def add(
             return stage(f)
         d = cached[f.path]
         if d is not None and cached_sha(f, d):
-            if stage_early:
-                copy_early(f, d)
             return d, 0
         try:
             if want_sha:
@@ -179,19 +170,7 @@ def add(
         if size != f.st.st_size:
             raise IntegrityError(f"{f.abspath} changed size while it was being added")
         cache.put(f.st, d)
-        if stage_early:
-            copy_early(f, d)
         return d, size
-
-    def copy_early(f: SourceFile, d: Digest) -> None:
-        with claim_lock:
-            if d in claimed or store.has_blob(d):
-                return
-            claimed.add(d)
-        s = store.stage_file(f.abspath)
-        staged[f.path] = s
-        if s.digest != d:
-            raise IntegrityError(f"{f.abspath} changed while it was being added (hashed as {d}, copied as {s.digest})")
 
     def stage(f: SourceFile) -> tuple[Digest, int]:
         try:
@@ -282,11 +261,9 @@ def add(
 def _write(store, files, digests, manifest, result, reuse, t0, *, force, move, jobs, tick, owed, staged,
            leave_links) -> AddResult:
     """Blobs, then the manifest, then the tag: while a lease keeps GC off all of them."""
-    model, version = manifest.name, manifest.version
-    first: dict[Digest, SourceFile] = {}  # the file each new blob comes from: a staged one if any
+    first: dict[Digest, SourceFile] = {}
     for f, d in zip(files, digests):
-        if d not in first or (f.path in staged and first[d].path not in staged):
-            first[d] = f
+        first.setdefault(d, f)
     if not move:  # staged files are already in tmp: only the rest still needs room
         needed = sum(f.st.st_size for d, f in first.items() if not store.has_blob(d) and f.path not in staged)
         free = _free_bytes(store.layout.tmp)
@@ -300,14 +277,43 @@ def _write(store, files, digests, manifest, result, reuse, t0, *, force, move, j
             return store.publish_staged(s)
         return store.put_file(f.abspath, expected=d, move=move)
 
-    with ThreadPoolExecutor(max(1, jobs)) as pool:
-        for p in pool.map(put, first.items()):
-            tick(owed.pop(p.digest, 0))
-            if p.new:
-                result.new_blobs += 1
-                result.new_bytes += p.size
-                result.methods[p.method] = result.methods.get(p.method, 0) + 1
-    tick(sum(owed.values()))  # blobs another writer stored meanwhile: done too
+    built_for = manifest.digest() if reuse is None else None
+    early: Future[Path | None] | None = None
+    try:
+        with ThreadPoolExecutor(max(1, jobs)) as pool:
+            if built_for is not None:  # the view's links, while the blobs are written
+                early = pool.submit(_early_links, store, built_for, manifest)
+            for p in pool.map(put, first.items()):
+                tick(owed.pop(p.digest, 0))
+                if p.new:
+                    result.new_blobs += 1
+                    result.new_bytes += p.size
+                    result.methods[p.method] = result.methods.get(p.method, 0) + 1
+        tick(sum(owed.values()))  # blobs another writer stored meanwhile: done too
+        _finish(store, files, digests, first, manifest, result, reuse, force=force, leave_links=leave_links)
+        links = early.result() if early is not None and result.manifest == built_for else None
+        if links is not None:
+            early = None  # the view takes them: in place, or removed if a sound view is there
+        prebuild_view(store, result.manifest, manifest, links=links)  # a read-only mount of this store can serve it
+    finally:
+        if early is not None and (unused := early.result()) is not None:
+            remove_tree(unused)
+    result.elapsed = time.monotonic() - t0
+    return result
+
+
+def _early_links(store: Store, digest: Digest, manifest: Manifest) -> Path | None:
+    try:
+        return build_links(store, store.layout.view(digest), manifest)
+    except (OSError, CasError) as e:
+        log.info("the view's links of %s were not built beside its blobs (%s); built after them", digest, e)
+        return None
+
+
+def _finish(store, files, digests, first, manifest, result, reuse, *, force, leave_links) -> None:
+    """After the blobs: the manifest and the tag (or, for a version already published with these
+    files, only what a new one would get), and the use."""
+    model, version = manifest.name, manifest.version
     if leave_links:
         for f, d in zip(files, digests):
             _leave_link(store, f.abspath, d)
@@ -315,10 +321,8 @@ def _write(store, files, digests, manifest, result, reuse, t0, *, force, move, j
     if reuse is not None:  # blobs are back if any had gone; nothing else to write
         result.manifest, result.unchanged = reuse, True
         _current_if_none(store, model, version, result)  # as a new version would be (the model's current was removed)
-        record_use(store, model, version)
-        prebuild_view(store, reuse, manifest)  # a store from before views were built at add has none yet
-        result.elapsed = time.monotonic() - t0
-        return result
+        record_use(store, model, version)  # its view is built next: a store from before views were built at add has none
+        return
     for d, f in first.items():  # a blob collected between our check and now is stored again
         if not store.has_blob(d):
             store.put_file(f.abspath, expected=d, move=False)
@@ -333,9 +337,6 @@ def _write(store, files, digests, manifest, result, reuse, t0, *, force, move, j
         result.manifest, result.unchanged = winner, True
     _current_if_none(store, model, version, result)
     record_use(store, model, version)
-    prebuild_view(store, result.manifest, manifest)  # a read-only mount of this store can serve it
-    result.elapsed = time.monotonic() - t0
-    return result
 
 
 def _current_if_none(store: Store, model: str, version: str, result: AddResult) -> None:

@@ -38,13 +38,14 @@ def _require_blobs(store: Store, m: Manifest) -> None:
         )
 
 
-def prebuild_view(store: Store, digest: Digest, m: Manifest) -> None:
+def prebuild_view(store: Store, digest: Digest, m: Manifest, links: Path | None = None) -> None:
     """The view of a version the store has just completed (add, fetch, update, sync): built now,
     as the HF cache builds its snapshots at download time, so that a read-only mount of this store
     (a GPU node's) serves `cas path` and the Python API for every version its writer holds. Best
-    effort: a failure here is said once and `cas path` builds the view later."""
+    effort: a failure here is said once and `cas path` builds the view later. ``links``: from
+    ``build_links`` while the blobs were written (add), used if the view is still to be made."""
     try:
-        view(store, digest, m, record=False)  # its caller has just recorded the use
+        view(store, digest, m, record=False, links=links)  # its caller has just recorded the use
     except (OSError, CasError) as e:
         log.warning("%s@%s is in the store, but its view was not built (%s); `cas path` builds it", m.name,
                     m.version, e)
@@ -65,29 +66,51 @@ def missing_views(store: Store) -> list[tuple[str, Digest, Manifest]]:
     return out
 
 
-def view(store: Store, digest: Digest, m: Manifest, *, record: bool = True) -> Path:
+def view(store: Store, digest: Digest, m: Manifest, *, record: bool = True, links: Path | None = None) -> Path:
     """A directory of relative symlinks to the blobs, built once per manifest and reused only
     while it is exactly that: a real directory whose every entry is a link to the right blob
     (on a shared store a member could swap it for a directory of his own files). Anything else
-    there is moved aside and the view built again."""
+    there is moved aside and the view built again. ``links``: ``build_links`` of ``m`` made
+    beforehand, put in place instead of building them now (and removed if not needed)."""
     from casstore.store.markers import record_use
 
     final = store.layout.view(digest)
-    _require_blobs(store, m)  # also for a view built earlier: a blob may have been quarantined
-    store.assert_unchanged(m, "and its view")  # root can write a blob through a view's symlink
-    if record:
-        record_use(store, m.name, m.version)
-    problem = view_problem(store, final, m)
-    if problem is None:
-        return final
-    if not os.access(store.layout.tmp, os.W_OK):  # a read-only mount, another user's store
-        raise StoreUnusable(
-            f"{m.name}@{m.version} is in the store {store.root}, but its view is {problem} and this store cannot be "
-            f"written here: run `cas path {m.name}@{m.version}` or `cas doctor --fix` where it is writable "
-            "(add and fetch build views as they go)")
-    if problem != "absent":
-        log.warning("%s %s; building it again", final, problem)
-        _move_aside(store, final)
+    tmp = links
+    try:
+        _require_blobs(store, m)  # also for a view built earlier: a blob may have been quarantined
+        store.assert_unchanged(m, "and its view")  # root can write a blob through a view's symlink
+        if record:
+            record_use(store, m.name, m.version)
+        problem = view_problem(store, final, m)
+        if problem is None:
+            return final
+        if not os.access(store.layout.tmp, os.W_OK):  # a read-only mount, another user's store
+            raise StoreUnusable(
+                f"{m.name}@{m.version} is in the store {store.root}, but its view is {problem} and this store cannot "
+                f"be written here: run `cas path {m.name}@{m.version}` or `cas doctor --fix` where it is writable "
+                "(add and fetch build views as they go)")
+        if problem != "absent":
+            log.warning("%s %s; building it again", final, problem)
+            _move_aside(store, final)
+        if tmp is None:
+            tmp = build_links(store, final, m)
+        mode = _view_mode(store, final)
+        try:
+            os.rename(tmp, final)
+        except OSError:
+            if view_problem(store, final, m) is not None:  # another writer's view won: it must be sound too
+                raise
+        else:
+            os.chmod(final, mode)
+    finally:
+        if tmp is not None and tmp.exists():
+            remove_tree(tmp)
+    return final
+
+
+def build_links(store: Store, final: Path, m: Manifest) -> Path:
+    """The links of the view ``final`` of ``m``, in a new directory under tmp/ (its name, for
+    ``view`` to rename into place). It needs no blob yet: add builds it while writing them."""
     tmp = store.tmp_path("view.")
     try:
         # Private while it is built: on a shared store, tmp/ is writable by the whole group, and
@@ -99,22 +122,20 @@ def view(store: Store, digest: Digest, m: Manifest, *, record: bool = True) -> P
             os.symlink(_target(store, final, e), link)
         # Read-only all the way down, so nothing can be added inside a view; on a group-shared
         # store the group keeps write access, so that any member's GC can remove it later.
-        mode = stat.S_IMODE(os.stat(final.parent).st_mode) & (0o2575 if is_shared(store.root) else 0o2555)
+        mode = _view_mode(store, final)
         for dirpath, _, _ in os.walk(tmp, topdown=False):
             if dirpath != str(tmp):
                 os.chmod(dirpath, mode)
         os.chmod(tmp, 0o700)  # moving a directory needs write access to it (its ".." changes)
-        try:
-            os.rename(tmp, final)
-        except OSError:
-            if view_problem(store, final, m) is not None:  # another writer's view won: it must be sound too
-                raise
-        else:
-            os.chmod(final, mode)
-    finally:
+    except BaseException:
         if tmp.exists():
             remove_tree(tmp)
-    return final
+        raise
+    return tmp
+
+
+def _view_mode(store: Store, final: Path) -> int:
+    return stat.S_IMODE(os.stat(final.parent).st_mode) & (0o2575 if is_shared(store.root) else 0o2555)
 
 
 def _target(store: Store, final: Path, e: Entry) -> str:
