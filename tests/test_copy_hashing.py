@@ -77,3 +77,24 @@ def test_a_copied_blob_is_published_under_the_digest_of_its_bytes(store, tmp_pat
     p = store.put_file(src)
     assert p.method == "copy" and p.digest == Digest.of_bytes(data)
     assert hash_file(store.blob_path(p.digest)) == (p.digest, len(data))
+
+
+@pytest.mark.parametrize("refusal, asked", [(errno.EOPNOTSUPP, 1), (errno.EXDEV, 1), (errno.EINVAL, 3)])
+def test_a_filesystem_that_cannot_reflink_is_asked_once(tmp_path, monkeypatch, refusal, asked):
+    """ext4 refuses FICLONE for every file: after the first refusal this process copies without
+    asking (each refusal made and removed a file). A refusal that may be one file's own (EINVAL:
+    btrfs files of different COW modes) is no reason to stop asking."""
+    calls = []
+
+    def refusing(src, name, dir_fd=None):
+        calls.append(src)
+        raise linking.LinkUnsupported(refusal, "no reflink here")
+
+    monkeypatch.setattr(linking, "reflink", refusing)
+    monkeypatch.setattr(linking, "_NO_REFLINK", set())
+    (tmp_path / "out").mkdir()
+    for i in range(3):
+        (tmp_path / f"s{i}").write_bytes(b"x" * (i + 1))
+        assert linking.reflink_or_copy(tmp_path / f"s{i}", tmp_path / "out" / f"d{i}") == "copy"
+        assert (tmp_path / "out" / f"d{i}").read_bytes() == b"x" * (i + 1)
+    assert len(calls) == asked

@@ -130,13 +130,23 @@ _SYNC_FILE_RANGE_WRITE = 2  # linux/fs.h
 
 
 def reflink_or_copy(src: Path, dst: Path, hasher: StreamHasher | None = None) -> str:
-    """``hasher`` is fed the bytes only if they were copied (the method is "copy")."""
-    try:
-        os.close(reflink(src, str(dst)))
-        return "reflink"
-    except LinkUnsupported:
-        os.close(copy(src, str(dst), hasher=hasher))
-        return "copy"
+    """``hasher`` is fed the bytes only if they were copied (the method is "copy"). A filesystem
+    pair that cannot reflink at all is not asked again by this process: each refusal costs a
+    file made and removed (ext4 refuses every time)."""
+    pair = (os.stat(src).st_dev, os.path.dirname(dst))
+    if pair not in _NO_REFLINK:
+        try:
+            os.close(reflink(src, str(dst)))
+            return "reflink"
+        except LinkUnsupported as e:
+            if e.errno in _NEVER:
+                _NO_REFLINK.add(pair)
+    os.close(copy(src, str(dst), hasher=hasher))
+    return "copy"
+
+
+_NO_REFLINK: set[tuple[int, str]] = set()
+_NEVER = (errno.EOPNOTSUPP, errno.ENOTSUP, errno.EXDEV, errno.ENOTTY)  # the filesystems', not one file's
 
 
 def hardlink(src: Path, name: str | Path, dir_fd: int | None = None) -> None:

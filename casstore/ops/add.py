@@ -264,11 +264,13 @@ def _write(store, files, digests, manifest, result, reuse, t0, *, force, move, j
     first: dict[Digest, SourceFile] = {}
     for f, d in zip(files, digests):
         first.setdefault(d, f)
+    new = [d for d in first if not store.has_blob(d)]
     if not move:  # staged files are already in tmp: only the rest still needs room
-        needed = sum(f.st.st_size for d, f in first.items() if not store.has_blob(d) and f.path not in staged)
+        needed = sum(first[d].st.st_size for d in new if first[d].path not in staged)
         free = _free_bytes(store.layout.tmp)
         if needed > free:
             raise out_of_space(store.layout.tmp, needed)
+    store.make_blob_dirs(new)
 
     def put(item: tuple[Digest, SourceFile]):
         d, f = item

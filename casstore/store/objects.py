@@ -11,7 +11,7 @@ import json
 import os
 import stat
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
@@ -25,7 +25,7 @@ from casstore.errors import (
     StoreUnusable,
 )
 from casstore.fs import linking
-from casstore.fs.atomic import makedirs, publish_file, translate_os_error, write_file
+from casstore.fs.atomic import fsync_fd, makedirs, open_dir_under, publish_file, translate_os_error, write_file
 from casstore.fs.writers import temp_name
 from casstore.model.digest import Digest, StreamHasher, all_hex, hash_file, hash_file_sha256
 from casstore.model.manifest import Manifest, blob_sizes
@@ -206,6 +206,25 @@ class Store:
                 raise UnsafeDestination(f"{here} is a symlink or not a directory, which casstore never makes inside "
                                         "a store; refusing to use what it points to (`cas doctor` reports it)")
         self._safe_dirs.add(parent)
+
+    def make_blob_dirs(self, digests: Iterable[Digest]) -> None:
+        """The ``blobs/XX`` directories these blobs go to, made at once with one fsync of
+        ``blobs/`` (a writer of many blobs into a new store would otherwise fsync it once per
+        directory as each blob is published). Opened without following a symlink, as a publish."""
+        wanted = {d.hex[:2] for d in digests}
+        fd = open_dir_under(self.root, self.layout.blobs)
+        try:
+            made = False
+            for name in wanted:
+                try:
+                    os.mkdir(name, 0o777, dir_fd=fd)
+                    made = True
+                except FileExistsError:
+                    pass
+            if made:
+                fsync_fd(fd)
+        finally:
+            os.close(fd)
 
     def tmp_path(self, prefix: str = "") -> Path:
         return self.layout.tmp / temp_name(prefix)
