@@ -341,3 +341,31 @@ def test_a_manifest_another_gc_has_set_aside_does_not_stop_this_gc(tmp_path):
     p = cas("--json", "gc", "--grace", "0", "--retention-days", "0", "--keep-last", "0", "--max-size", "0")
     assert p.returncode == 0, p.stderr
     assert store.has_manifest(d) and store.refs.get_tag("m", "1") == d  # kept, and put back (it is live)
+
+
+@pytest.mark.parametrize("kind", ["manifest", "blob"])
+def test_an_object_another_gc_puts_back_before_this_one_unlinks_it_is_kept(store, tmp_path, monkeypatch, kind):
+    """Two GCs at once (tests/test_stress.py found it): this one set m@1's manifest and blob
+    aside and checked them; the other, judging them live from its own earlier read, put them
+    back (recover_trash) just before this one's unlink. This GC carries on; what was put back
+    stays at its name, and is not counted as freed."""
+    m1 = two_versions(store, tmp_path)["1"]
+    md1, blob = m1[1], next(iter(m1[2].blobs()))
+    target = md1 if kind == "manifest" else blob
+    final = store.layout.manifest(md1) if kind == "manifest" else store.blob_path(blob)
+    real = sweep_module._unlink_aside
+
+    def other_gc_first(a):
+        if a.digest == target:
+            os.link(a.aside, a.final)
+            os.unlink(a.aside)
+        return real(a)
+
+    monkeypatch.setattr(sweep_module, "_unlink_aside", other_gc_first)
+    policy = Policy(max_size=0, retention_days=0, keep_last=0, grace=0)
+    p = plan(read_state(store), policy)
+    assert target in (p.delete_manifests if kind == "manifest" else p.delete_blobs)
+    res = execute(store, p, policy)
+    assert os.path.exists(final)
+    assert res.spared >= 1
+    assert store.refs.get_tag("m", "1") is None
