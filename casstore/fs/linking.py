@@ -7,6 +7,7 @@ when given) and never writes through an existing path.
 from __future__ import annotations
 
 import errno
+import functools
 import mmap
 import os
 import sys
@@ -104,26 +105,25 @@ def _hash_written(hasher: StreamHasher, fd: int, offset: int, n: int) -> None:
         hasher.update(os.pread(fd, n, offset))
 
 
-_sync_file_range: Callable[[int, int, int, int], int] | bool | None = None
-
-
 def start_writeback(fd: int, offset: int, length: int) -> None:
     """Ask the kernel to start writing a range of ``fd`` to disk now, without waiting for it
     (Linux's sync_file_range; elsewhere nothing). Only a head start for a later fsync."""
-    global _sync_file_range
-    if _sync_file_range is None:
-        _sync_file_range = False
-        if sys.platform.startswith("linux"):
-            import ctypes
+    if (f := _sync_file_range()) is not None:
+        f(fd, offset, length, _SYNC_FILE_RANGE_WRITE)
 
-            try:
-                f = ctypes.CDLL(None, use_errno=True).sync_file_range
-                f.argtypes = (ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_uint)
-                _sync_file_range = f
-            except (OSError, AttributeError):
-                pass
-    if callable(_sync_file_range):
-        _sync_file_range(fd, offset, length, _SYNC_FILE_RANGE_WRITE)
+
+@functools.cache
+def _sync_file_range() -> Callable[[int, int, int, int], int] | None:
+    if not sys.platform.startswith("linux"):
+        return None
+    import ctypes  # only once something is copied: not on every command's start
+
+    try:
+        f = ctypes.CDLL(None, use_errno=True).sync_file_range
+    except (OSError, AttributeError):
+        return None
+    f.argtypes = (ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_uint)
+    return f
 
 
 _SYNC_FILE_RANGE_WRITE = 2  # linux/fs.h

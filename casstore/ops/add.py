@@ -270,7 +270,8 @@ def _write(store, files, digests, manifest, result, reuse, t0, *, force, move, j
         free = _free_bytes(store.layout.tmp)
         if needed > free:
             raise out_of_space(store.layout.tmp, needed)
-    store.make_blob_dirs(new)
+    if new:
+        store.make_blob_dirs(new)
 
     def put(item: tuple[Digest, SourceFile]):
         d, f = item
@@ -294,12 +295,10 @@ def _write(store, files, digests, manifest, result, reuse, t0, *, force, move, j
         tick(sum(owed.values()))  # blobs another writer stored meanwhile: done too
         _finish(store, files, digests, first, manifest, result, reuse, force=force, leave_links=leave_links)
         links = early.result() if early is not None and result.manifest == built_for else None
-        if links is not None:
-            early = None  # the view takes them: in place, or removed if a sound view is there
         prebuild_view(store, result.manifest, manifest, links=links)  # a read-only mount of this store can serve it
-    finally:
-        if early is not None and (unused := early.result()) is not None:
-            remove_tree(unused)
+    finally:  # links the view did not take (renamed into place, or removed): an error, another manifest won
+        if early is not None and (left := early.result()) is not None and left.exists():
+            remove_tree(left)
     result.elapsed = time.monotonic() - t0
     return result
 
