@@ -294,3 +294,31 @@ def test_an_add_that_fails_after_linking_its_view_leaves_no_links(store, tmp_pat
         add(store, src, "m", "1", cache=HashCache(tmp_path / "hc.sqlite"))
     assert list(store.layout.tmp.iterdir()) == []
     assert list((store.root / "views").iterdir()) == []
+
+
+def test_links_built_for_a_manifest_another_writer_beat_are_removed(store, tmp_path, monkeypatch):
+    """Another add tags the same files first (its manifest differs only in its date): ours
+    returns the winner, whose view is built as usual, and the links made for ours are not left
+    in tmp/ or views/."""
+    import dataclasses
+
+    from casstore.ops.checkout import view_problem
+
+    src = make_model(tmp_path / "m", {"x.bin": 300_000, "sub/y.bin": 1000})
+    real = Store.put_manifest
+    won = []
+
+    def raced(self, m):
+        if not won:  # the other writer's manifest and tag land between our blobs and our manifest
+            other = dataclasses.replace(m, created=m.created + 1)
+            won.append(real(self, other))
+            self.refs.set_tag(m.name, m.version, won[0])
+        return real(self, m)
+
+    monkeypatch.setattr(Store, "put_manifest", raced)
+    r = add(store, src, "m", "1", cache=HashCache(tmp_path / "hc.sqlite"))
+    assert r.manifest == won[0] and r.unchanged
+    assert list(store.layout.tmp.iterdir()) == []
+    assert [p.name for p in (store.root / "views").iterdir()] == [store.layout.view(won[0]).name]
+    assert view_problem(store, store.layout.view(won[0]), store.get_manifest(won[0])) is None
+    assert_store_consistent(store)

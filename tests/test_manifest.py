@@ -149,6 +149,7 @@ def test_decode_rejects_non_json():
             Manifest.decode(raw)
 
 
+@pytest.mark.slow  # ~10 s of one core building and parsing 64 MiB: with the other long runs
 def test_the_largest_manifest_parses_and_checks_within_the_documented_bound(tmp_path):
     """docs/security.md: a manifest at the limits (64 MiB, 250,000 entries) costs at most 330 MiB
     to parse and check against its digest, as `cas fetch` does. Measured in a fresh process
