@@ -9,7 +9,7 @@ import time
 import pytest
 
 import casstore
-from casstore.gc import Policy, plan, read_state
+from casstore.gc import Policy, collect, plan, read_state
 from casstore.model.digest import Digest
 from casstore.ops.add import add
 from casstore.ops.switch import use
@@ -144,8 +144,8 @@ def test_without_marks_du_stats_and_finds_the_same_plan(quiet, monkeypatch, tmp_
 
 def test_du_and_gc_agree_on_blobs_a_writer_just_made_fresh(quiet, tmp_path):
     """An add in flight (a new blob no manifest names yet, and one of an expired version it
-    found in the store) is spared by du's plan as by GC's; a blob refreshed by hand, without a
-    mark, GC still spares: it trusts its own stats alone."""
+    found in the store) is spared by du's plan as by GC's. A blob refreshed by hand, without a
+    mark, both plans count as old, and GC's sweep still spares it: it stats each blob it deletes."""
     store = Store.open(quiet)
     src = tmp_path / "new.bin"
     src.write_bytes(os.urandom(700))
@@ -160,7 +160,14 @@ def test_du_and_gc_agree_on_blobs_a_writer_just_made_fresh(quiet, tmp_path):
     assert report(store, policy=EXPIRED).totals.plan == full
     by_hand = next(d for d in full.delete_blobs if d not in (new, expired))
     os.utime(store.blob_path(by_hand))
-    assert by_hand not in plan(read_state(store), EXPIRED).delete_blobs
+    assert by_hand in plan(read_state(store), EXPIRED).delete_blobs
+    assert report(store, policy=EXPIRED).totals.plan == plan(read_state(store), EXPIRED)
+    copy = tmp_path / "copy"
+    shutil.copytree(quiet, copy, symlinks=True)  # copy2 keeps the mtimes; the module's store stays whole
+    done, res = collect(Store.open(copy), EXPIRED)
+    assert by_hand in done.delete_blobs and res is not None and res.spared >= 1
+    assert Store.open(copy).blob_path(by_hand).read_bytes() == store.blob_path(by_hand).read_bytes()
+    assert not Store.open(copy).blob_path(next(d for d in full.delete_blobs if d != by_hand)).exists()
     for d in (new, expired, by_hand):
         os.utime(store.blob_path(d), (OLD, OLD))
     freshmarks.set_all(quiet, OLD)

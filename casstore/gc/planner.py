@@ -10,7 +10,7 @@ from itertools import chain
 from operator import attrgetter
 
 from casstore.gc.policy import DAY, Policy
-from casstore.gc.state import BlobKey, BlobTable, StoreState, VersionState, blob_bytes, blob_stats
+from casstore.gc.state import BlobKey, BlobTable, ListedBlobs, StoreState, VersionState, blob_bytes, blob_stats
 from casstore.model.digest import Digest
 
 
@@ -105,7 +105,7 @@ def plan(state: StoreState, policy: Policy) -> Plan:
         at 1M blobs each set is 32 MiB."""
         nonlocal freed
         keys -= state.leased
-        if isinstance(state.blobs, BlobTable):  # what fresh marks show old needs no stat (a report only)
+        if isinstance(state.blobs, BlobTable | ListedBlobs):  # what fresh marks show old needs no stat
             old, size = state.blobs.older_than(keys, old_enough)
             keys -= old
             delete_blobs.update(old)

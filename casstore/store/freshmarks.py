@@ -7,9 +7,10 @@ casstore writer touches it (sets its mtime to now) before it creates or refreshe
 no blob it made fresh has an mtime later than its mark's plus ``MARGIN``: a blob whose mark is
 older than the grace period, by the margin, is old enough without a stat of its own.
 
-Only reports trust marks. GC stats every blob it would delete (invariant 7): a blob refreshed by
-something that does not mark (a casstore from before marks, a ``touch`` by hand) still looks old
-to `cas du`, which then counts it in what GC would free, while GC spares it. A missing mark is
+Plans trust marks (`cas du`'s and GC's alike); GC's sweep does not: it stats each blob before and
+after setting it aside (invariant 7). A blob refreshed by something that does not mark (a
+casstore from before marks, a ``touch`` by hand) so looks old to a plan, which counts it in what
+GC would free, while the sweep spares it. A missing mark is
 made with the time it is made (true of any blob then), so removing ``cache/`` costs stats until
 the grace period has passed, never a wrong figure beyond that.
 """
