@@ -10,7 +10,7 @@ from itertools import chain
 from operator import attrgetter
 
 from casstore.gc.policy import DAY, Policy
-from casstore.gc.state import BlobKey, BlobTable, ListedBlobs, StoreState, VersionState, blob_bytes, blob_stats
+from casstore.gc.state import BlobKey, BlobTable, StoreState, VersionState, blob_bytes, blob_stats, blobs_older_than
 from casstore.model.digest import Digest
 
 
@@ -101,15 +101,14 @@ def plan(state: StoreState, policy: Policy) -> Plan:
 
     def take(keys: set) -> None:
         """The blobs among ``keys`` (a set of the caller's, changed here) that may go, by their
-        size and mtime: a report stats them here, in one tight loop, each blob once. In place:
-        at 1M blobs each set is 32 MiB."""
+        size and mtime: those the fresh marks show old without a stat, the rest stat'ed here in
+        one tight loop, each blob once. In place: at 1M blobs each set is 32 MiB."""
         nonlocal freed
         keys -= state.leased
-        if isinstance(state.blobs, BlobTable | ListedBlobs):  # what fresh marks show old needs no stat
-            old, size = state.blobs.older_than(keys, old_enough)
-            keys -= old
-            delete_blobs.update(old)
-            freed += size
+        old, size = blobs_older_than(state.blobs, keys, old_enough)  # what fresh marks show old needs no stat
+        keys -= old
+        delete_blobs.update(old)
+        freed += size
         for b, size, mtime in blob_stats(state.blobs, keys):
             if mtime >= old_enough:
                 young[b] = size

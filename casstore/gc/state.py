@@ -76,10 +76,24 @@ class _Blobs(Mapping):
     def keys(self):
         return self._keys
 
+    _root: str  # the store's
+    _fresh: list[float] | None = None  # store/freshmarks.py's bounds, read if a plan asks
+
     def stats(self, keys: Iterable[BlobKey]) -> Iterator[tuple[BlobKey, int, float]]:
         """(key, size, mtime) of each of ``keys`` held here, in one loop (the plan's, over every
         blob it might free): no Mapping method call per blob."""
         raise NotImplementedError
+
+    def older_than(self, keys: Collection[Any], old_enough: float) -> tuple[set, int]:
+        """Those of ``keys`` whose fresh marks show them older than ``old_enough``, and their
+        total size, with no stat of their own (store/freshmarks.py)."""
+        raise NotImplementedError
+
+    def _quiet(self, old_enough: float) -> list[bool]:
+        """Per mark group: no marked blob of it made fresh since ``old_enough``."""
+        if self._fresh is None:
+            self._fresh = freshmarks.bounds(self._root)
+        return [bound < old_enough for bound in self._fresh]
 
 
 class BlobTable(_Blobs, Mapping[int, tuple[int, float]]):
@@ -92,7 +106,6 @@ class BlobTable(_Blobs, Mapping[int, tuple[int, float]]):
     def __init__(self, root: str, table: Table, listed: listing.Listed) -> None:
         self._root = os.path.join(root, "")
         self._table = table
-        self._fresh: list[float] | None = None  # store/freshmarks.py's bounds, read if a plan asks
         self._keys = listed.held
         # Manifests summarized since the listing may name some of the others (all of them in a
         # first report): only among what they appended to the table, which the listing did not
@@ -125,13 +138,10 @@ class BlobTable(_Blobs, Mapping[int, tuple[int, float]]):
                 yield k, *(others[-k - 1] if k < 0 else stat(hex_at(k)))
 
     def older_than(self, keys: Collection[int], old_enough: float) -> tuple[set[int], int]:
-        """Those of ``keys`` in the table that their fresh marks show older than ``old_enough``
-        (store/freshmarks.py), and their total size: a report's answer without a stat of each."""
+        """Of the blobs the table knows (the others, negative keys, are stat'ed already)."""
         if len(keys) < freshmarks.MIN_BLOBS or sum(1 for k in keys if k >= 0) < freshmarks.MIN_BLOBS:
-            return set(), 0  # the others (negative keys) are stat'ed already
-        if self._fresh is None:
-            self._fresh = freshmarks.bounds(self._root)
-        quiet = [bound < old_enough for bound in self._fresh]
+            return set(), 0
+        quiet = self._quiet(old_enough)
         p, present = self._table.packed, self._keys
         old = {k for k in keys if k >= 0 and quiet[p[k << 5] << 4 | p[(k << 5) + 1] >> 4] and k in present}
         return old, sum(map(self._table.sizes.__getitem__, old))
@@ -212,7 +222,6 @@ class ListedBlobs(_Blobs, Mapping[Digest, tuple[int, float]]):
         self._sizes: dict[Digest, int] = {}  # from the manifests
         self._settled = False
         self._stats: dict[Digest, int] = {}  # size << 64 | mtime in ns, of the blobs stat'ed
-        self._fresh: list[float] | None = None
         self.total = 0
 
     def add(self, ds: list[Digest]) -> None:
@@ -263,17 +272,14 @@ class ListedBlobs(_Blobs, Mapping[Digest, tuple[int, float]]):
                 os.close(fd)
 
     def older_than(self, keys: Collection[Digest], old_enough: float) -> tuple[set[Digest], int]:
-        """Those of ``keys`` a manifest sized whose fresh marks show them older than
-        ``old_enough`` (store/freshmarks.py), and their total size: what the plan counts without
-        a stat. A blob made fresh by something that does not mark is counted here, and the sweep,
-        which stats each blob before and after setting it aside, spares it (invariant 7)."""
+        """Of the listed blobs a manifest sized. One made fresh by something that does not mark
+        is counted here, and the sweep, which stats each blob before and after setting it aside,
+        spares it (invariant 7)."""
         if len(keys) < freshmarks.MIN_BLOBS:
             return set(), 0
-        if self._fresh is None:
-            self._fresh = freshmarks.bounds(self._root)
-        quiet = {f"{g:03x}" for g, bound in enumerate(self._fresh) if bound < old_enough}
+        quiet, group_of = self._quiet(old_enough), freshmarks.GROUP_OF
         sizes, listed = self._sizes, self._canon
-        old = {d for d in keys if d.hex[:3] in quiet and d in sizes and d in listed}
+        old = {d for d in keys if quiet[group_of[d.hex[:3]]] and d in sizes and d in listed}
         return old, sum(map(sizes.__getitem__, old))
 
     def __getitem__(self, d: Digest) -> tuple[int, float]:
@@ -315,6 +321,12 @@ def blob_stats(blobs: Mapping[Any, tuple[int, float]], keys: Iterable[BlobKey]) 
     if isinstance(blobs, _Blobs):
         return blobs.stats(keys)
     return ((k, *blobs[k]) for k in keys if k in blobs)
+
+
+def blobs_older_than(blobs: Mapping[Any, tuple[int, float]], keys: Collection[BlobKey],
+                     old_enough: float) -> tuple[set, int]:
+    """``older_than`` of a state read from a store; a plain mapping (a test's state) has no marks."""
+    return blobs.older_than(keys, old_enough) if isinstance(blobs, _Blobs) else (set(), 0)
 
 
 def blob_bytes(blobs: Mapping[Any, tuple[int, float]]) -> int:
