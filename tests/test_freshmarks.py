@@ -151,14 +151,16 @@ def test_du_and_gc_agree_on_blobs_a_writer_just_made_fresh(quiet, tmp_path):
     src.write_bytes(os.urandom(700))
     new = store.put_file(src).digest
     full = plan(read_state(store), EXPIRED)
-    expired = next(d for d in full.delete_blobs if d != new)
+    named = {b for v in read_state(store).versions for b in v.blobs}  # sized by its manifest: no stat of its own
+    expired = next(d for d in full.delete_blobs if d != new and d in named)
     found = store.blob_path(expired).read_bytes()
     (tmp_path / "found.bin").write_bytes(found)
     store.put_file(tmp_path / "found.bin", expected=expired)
     full = plan(read_state(store), EXPIRED)
     assert new not in full.delete_blobs and expired not in full.delete_blobs
     assert report(store, policy=EXPIRED).totals.plan == full
-    by_hand = next(d for d in full.delete_blobs if d not in (new, expired))
+    marked = {new.hex[:3], expired.hex[:3]}  # the groups the two writes marked fresh
+    by_hand = next(d for d in full.delete_blobs if d in named and d.hex[:3] not in marked)
     os.utime(store.blob_path(by_hand))
     assert by_hand in plan(read_state(store), EXPIRED).delete_blobs
     assert report(store, policy=EXPIRED).totals.plan == plan(read_state(store), EXPIRED)
@@ -186,3 +188,21 @@ def test_a_planted_symlink_for_the_marks_is_not_followed(aged, tmp_path):
     assert os.listdir(elsewhere) == []
     assert freshmarks.bounds(store.root) == [float("inf")] * freshmarks.GROUPS
     assert os.listdir(elsewhere) == []
+
+
+def test_a_blob_a_manifest_names_but_the_store_lacks_is_neither_counted_nor_planned(tmp_path):
+    """GC takes a named blob's size from the manifests only for blobs it listed: one that is
+    missing (deleted by hand, or not fetched yet) adds nothing to the store's size or the bytes
+    freed, and is not in the plan's list, on the marks' bulk path (over MIN_BLOBS candidates)."""
+    store = many_blobs(tmp_path / "store", 6000)
+    state = read_state(store)
+    gone = next(d for v in state.versions if not v.marks for d in v.blobs)
+    size = store.blob_path(gone).stat().st_size
+    before = plan(state, EXPIRED)
+    assert gone in before.delete_blobs and len(before.delete_blobs) > freshmarks.MIN_BLOBS
+    os.unlink(store.blob_path(gone))
+    after = plan(read_state(store), EXPIRED)
+    on_disk = sum(e.stat().st_size for d in os.scandir(store.layout.blobs) for e in os.scandir(d.path))
+    assert after.bytes_before == on_disk == before.bytes_before - size
+    assert after.bytes_freed == before.bytes_freed - size
+    assert list(after.delete_blobs) == [d for d in before.delete_blobs if d != gone]

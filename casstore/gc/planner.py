@@ -10,7 +10,7 @@ from itertools import chain
 from operator import attrgetter
 
 from casstore.gc.policy import DAY, Policy
-from casstore.gc.state import BlobKey, BlobTable, StoreState, VersionState, blob_bytes, blob_stats, blobs_older_than
+from casstore.gc.state import BlobKey, StoreState, VersionState, blob_bytes, blob_digests, blob_stats, blobs_older_than
 from casstore.model.digest import Digest
 
 
@@ -159,10 +159,6 @@ def plan(state: StoreState, policy: Policy) -> Plan:
             take(released)
     shortfall = max(0, total - freed - policy.max_size) if policy.max_size is not None else 0
     by_hex = attrgetter("hex")  # sorting 100k digests by their str is 3x faster than as tuples
-    blobs: Sequence[Digest]
-    if isinstance(state.blobs, BlobTable):  # a report's keys: digests made only if asked for
-        blobs = state.blobs.digests(delete_blobs)
-    else:
-        blobs = tuple(sorted(delete_blobs, key=by_hex))  # type: ignore[arg-type]
-    return Plan(tuple(delete_versions), tuple(sorted(delete_manifests, key=by_hex)), blobs, total, freed,
+    return Plan(tuple(delete_versions), tuple(sorted(delete_manifests, key=by_hex)),
+                blob_digests(state.blobs, delete_blobs), total, freed,
                 tuple(sorted(kept)), shortfall, len(young), delete_junk, sum(young.values()), policy.grace)
