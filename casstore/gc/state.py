@@ -33,6 +33,14 @@ from casstore.store.summaries import Summary, Table, load, summaries
 BlobKey = Digest | int
 
 
+def sorted_by_hex(ds: Iterable[Any]) -> list[Digest]:
+    """Digests sorted as a plan lists them: by their str, 3x faster than as tuples (100k)."""
+    return sorted(ds, key=_HEX)
+
+
+_HEX = attrgetter("hex")
+
+
 @dataclass(frozen=True)
 class VersionState:
     model: str
@@ -199,7 +207,7 @@ class DigestView(Sequence[Digest]):
 
     def _all(self) -> list[Digest]:
         if self._sorted is None:
-            self._sorted = sorted(map(self._blobs.digest, self._keys), key=attrgetter("hex"))
+            self._sorted = sorted_by_hex(map(self._blobs.digest, self._keys))
         return self._sorted
 
     def __getitem__(self, i):
@@ -251,7 +259,7 @@ class ListedBlobs(_Blobs, Mapping[Digest, tuple[int, float]]):
 
     def add(self, sub: str, ds: list[Digest]) -> None:
         """The blobs of directory ``blobs/<sub>``; directories in hex order."""
-        assert not self._span or max(self._span) < sub, "directories listed out of hex order"
+        assert not self._span or next(reversed(self._span)) < sub, "directories listed out of hex order"
         start = len(self._order)
         self._order += ds
         self._span[sub] = (start, len(self._order))
@@ -318,11 +326,11 @@ class ListedBlobs(_Blobs, Mapping[Digest, tuple[int, float]]):
         old = sizes.keys() & keys  # in C; a blob sized after settle() is listed
         span = self._span
         for g, quiet in enumerate(self._quiet(old_enough)):
-            if not quiet and (sub := f"{g:03x}")[:2] in span:  # a fresh group's blobs: its slice of the order
+            if not quiet and (prefix := f"{g:03x}")[:2] in span:  # a fresh group's blobs: a slice of its directory's
                 order = self._in_hex_order()
-                lo, hi = span[sub[:2]]
-                lo = bisect_left(order, (sub,), lo, hi)
-                hi = bisect_left(order, (sub + "g",), lo, hi)  # "g" sorts after every hex digit
+                lo, hi = span[prefix[:2]]
+                lo = bisect_left(order, (prefix,), lo, hi)
+                hi = bisect_left(order, (prefix + "g",), lo, hi)  # "g" sorts after every hex digit
                 old.difference_update(order[lo:hi])
         if 2 * len(old) > len(sizes):  # most of them: sum the few left out instead
             return old, self._sized - sum(map(sizes.__getitem__, filterfalse(old.__contains__, sizes)))
@@ -330,7 +338,7 @@ class ListedBlobs(_Blobs, Mapping[Digest, tuple[int, float]]):
 
     def digests(self, keys: Collection[BlobKey]) -> Sequence[Digest]:
         if 8 * len(keys) < len(self._order):  # a few: sorting them is cheaper than a pass over all
-            return tuple(sorted(keys, key=attrgetter("hex")))  # type: ignore[arg-type]
+            return tuple(sorted_by_hex(keys))
         return tuple(d for d in self._in_hex_order() if d in keys)
 
     def _in_hex_order(self) -> list[Digest]:
@@ -338,9 +346,9 @@ class ListedBlobs(_Blobs, Mapping[Digest, tuple[int, float]]):
         filtered from it, not sorted (900k of 1M: 0.7 s against 1.1 s), and a mark's group is a
         slice found by bisection. Only once asked: a plan that frees a few sorts just those."""
         if not self._sorted:
-            order, by_hex = self._order, attrgetter("hex")
+            order = self._order
             for lo, hi in self._span.values():
-                order[lo:hi] = sorted(order[lo:hi], key=by_hex)
+                order[lo:hi] = sorted_by_hex(order[lo:hi])
             self._sorted = True
         return self._order
 
@@ -393,7 +401,7 @@ def blobs_older_than(blobs: Mapping[Any, tuple[int, float]], keys: Collection[Bl
 
 def blob_digests(blobs: Mapping[Any, tuple[int, float]], keys: Collection[BlobKey]) -> Sequence[Digest]:
     """A plan's blobs as digests sorted by hex; a plain mapping (a test's state) holds digests."""
-    return blobs.digests(keys) if isinstance(blobs, _Blobs) else tuple(sorted(keys, key=attrgetter("hex")))  # type: ignore[arg-type]
+    return blobs.digests(keys) if isinstance(blobs, _Blobs) else tuple(sorted_by_hex(keys))
 
 
 def blob_bytes(blobs: Mapping[Any, tuple[int, float]]) -> int:
