@@ -181,3 +181,35 @@ def test_a_manifest_moved_on_from_this_gcs_trash_does_not_stop_its_last_check(st
     assert ("m", "1.0.0", md) in p.delete_versions
     assert store.refs.get_tag("m", "1.0.0") == md
     assert r2.manifests == 0  # kept: the tag names it (the third GC's own check puts it back)
+
+
+def test_a_checkout_whose_lease_that_gc_never_saw_says_the_blob_is_gone(store, monkeypatch, tmp_path):
+    """Seen in test_stress (`cas checkout` exit 1, a bare "[Errno 2] ... blobs/e6/.."): the GC
+    untagged the version, set its blob aside and re-marked before this checkout's lease was
+    written; the checkout found the blob aside, then the GC unlinked it. The GC's last step is
+    simulated here at the copy (an unlink of the set-aside file), the set-aside done as it does."""
+    import pytest
+
+    from casstore.errors import NotFound
+    from casstore.fs import linking
+    from casstore.fs.writers import temp_name
+    from casstore.model.manifest import Entry, Manifest
+    from casstore.ops.checkout import checkout
+
+    d = orphan(store, os.urandom(10_000))
+    m = Manifest("m", "1.0.0", (Entry("w.bin", 10_000, d),))
+    store.layout.gc_trash.mkdir(parents=True, exist_ok=True)
+    aside = store.layout.gc_trash / f"{d.hex}.{temp_name()}"
+    os.rename(store.blob_path(d), aside)
+    real = linking.copy
+
+    def gc_unlinks_first(src, name, dir_fd=None, hasher=None):
+        if aside.exists():
+            aside.unlink()
+        return real(src, name, dir_fd, hasher)
+
+    monkeypatch.setattr(linking, "copy", gc_unlinks_first)
+    dest = tmp_path / "co"
+    with pytest.raises(NotFound, match=f"m@1.0.0: blob {d} for w.bin was removed from the store"):
+        checkout(store, m, dest, link="copy")
+    assert os.listdir(dest) == []  # no temp file left behind

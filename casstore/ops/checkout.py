@@ -29,7 +29,8 @@ log = logging.getLogger("casstore")
 
 
 def _require_blobs(store: Store, m: Manifest) -> None:
-    # a blob a GC running now has set aside is still here: under the caller's lease it comes back
+    # a blob a GC running now has set aside is still here: under the caller's lease it comes back,
+    # unless that GC's re-mark came before the lease (then copying it fails: ``_gone``)
     missing = [e for e in m.entries if not store.has_blob(e.digest) and store.set_aside(e.digest) is None]
     if missing:
         raise NotFound(
@@ -251,10 +252,10 @@ class _Linker:
         elif mode == "symlink":
             linking.symlink(blob, name, dir_fd)
         else:
+            bst = os.stat(blob)  # before the copy: if the blob moves after, in_flight may retry, and nothing is made yet
             fd = (linking.reflink if mode == "reflink" else linking.copy)(blob, name, dir_fd)
             try:
                 os.fchmod(fd, 0o555 if e.executable else 0o444)
-                bst = os.stat(blob)
                 os.utime(fd, ns=(bst.st_atime_ns, bst.st_mtime_ns))
             finally:
                 os.close(fd)
@@ -281,6 +282,17 @@ def _is_ours(dir_fd: int, name: str, blob: Path, e: Entry, mode: str, copies: Ha
         )
     except OSError:
         return False
+
+
+def _gone(store: Store, m: Manifest, e: Entry, err: FileNotFoundError) -> None:
+    """A blob missing everywhere after ``_require_blobs`` found it, lease and all: a GC that read the
+    leases before this one was written (its version already untagged, its blobs set aside) has
+    deleted it since. Said as NotFound, naming it, not as a bare errno."""
+    if store.has_blob(e.digest) or store.set_aside(e.digest) is not None:
+        return  # not the blob that went missing (the destination's directory, say)
+    raise NotFound(
+        f"{m.name}@{m.version}: blob {e.digest} for {e.path} was removed from the store while it was checked "
+        f"out (a GC running now deleted this version?); fetch the version again") from err
 
 
 def checkout(
@@ -319,7 +331,11 @@ def _checkout(store: Store, m: Manifest, dest: Destination, linker: _Linker, *, 
             pass
         tmp = f".{temp_name('cas.')}"
         try:
-            used = linker.make(e, fd, tmp)
+            try:
+                used = linker.make(e, fd, tmp)
+            except FileNotFoundError as err:
+                _gone(store, m, e, err)
+                raise
             # unlink-and-create in one step, relative to the checked directory: never writes into
             # what was at ``name``, never follows a link put there
             os.replace(tmp, name, src_dir_fd=fd, dst_dir_fd=fd)

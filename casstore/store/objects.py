@@ -171,8 +171,9 @@ class Store:
 
     def set_aside(self, d: Digest, *, manifest: bool = False) -> Path | None:
         """Where a GC running now holds ``d`` between setting it aside and its last check
-        (gc/sweep.py), if it does: it puts back what a live lease or ref needs, so a reader that
-        holds a lease finds the object at its name or here."""
+        (gc/sweep.py), if it does: it puts back what a live lease or ref needs, so a reader whose
+        lease it saw finds the object at its name or here. A lease written after that GC's
+        re-mark does not bring it back: such a reader may find it gone after all."""
         trash = self.layout.gc_trash_manifests if manifest else self.layout.gc_trash
         try:
             names = [n for n in os.listdir(trash) if n.startswith(f"{d.hex}.")]

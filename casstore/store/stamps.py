@@ -95,12 +95,17 @@ def changed(store, entries: Iterable, cache=None) -> list:
             continue
         if is_stamped(st) or (cache is not None and cache.get(st) == e.digest):
             continue
-        got, _ = hash_file(p)
+        try:
+            got, _ = hash_file(p)
+        except FileNotFoundError:
+            continue  # set aside by a GC since the stat
         if got != e.digest:
             bad.append(e)
             continue
         try:
             store.stamp_now(p, e.digest, st.st_atime_ns)
+        except FileNotFoundError:
+            continue
         except OSError as err:
             if err.errno not in (errno.EPERM, errno.EACCES, errno.EROFS):
                 raise
