@@ -236,6 +236,79 @@ def test_move_hashes_each_file_once(store, tmp_path):
     assert_store_consistent(store)
 
 
+def test_a_first_copy_of_a_size_no_manifest_lists_is_hashed_once(store, tmp_path, monkeypatch):
+    """A copied file is hashed before it is copied only if a blob of its size may be here: a
+    shared file is then read and never written. Any other is copied and hashed once (staged)."""
+    from unittest import mock
+
+    import casstore.ops.add as add_module
+
+    for name, value in (("PREHASH_WORTH", 0), ("_AFFORD", 1), ("_PER_MANIFEST", 0)):
+        monkeypatch.setattr(add_module, name, value)  # small files here: the rule, not its cost bounds
+    shared = os.urandom(300_000)
+    add(store, make_model(tmp_path / "a", {"vae.pth": shared, "a.bin": 1000}), "t2v", "1.0",
+        cache=HashCache(tmp_path / "hc.sqlite"))
+    twin = os.urandom(5000)
+    b = make_model(tmp_path / "b", {"vae.pth": shared, "b.bin": 2000, "same-size.bin": os.urandom(300_000),
+                                    "twin1.bin": twin, "twin2.bin": twin})
+    prehashed, staged = [], []
+    real_hash, real_stage = add_module.hash_file, Store.stage_file
+
+    def hashing(path, **kw):
+        prehashed.append(os.path.basename(path))
+        return real_hash(path, **kw)
+
+    def staging(self, path, **kw):
+        staged.append(os.path.basename(path))
+        return real_stage(self, path, **kw)
+
+    with mock.patch.object(add_module, "hash_file", hashing), mock.patch.object(Store, "stage_file", staging):
+        rb = add(store, b, "i2v", "1.0", cache=HashCache(tmp_path / "hc2.sqlite"))
+    # a blob of 300,000 bytes is listed; two files of 5,000 bytes may be one blob
+    assert sorted(prehashed) == ["same-size.bin", "twin1.bin", "twin2.bin", "vae.pth"]
+    assert sorted(staged) == ["b.bin", "same-size.bin", "twin1.bin"]  # the shared VAE and a twin never copied
+    assert rb.new_blobs == 3 and rb.new_bytes == 307_000
+    m = store.get_manifest(rb.manifest)
+    assert all(store.blob_path(e.digest).read_bytes() == (b / e.path).read_bytes() for e in m.entries)
+    assert_store_consistent(store)
+
+
+def test_sizes_are_not_read_where_that_costs_more_than_a_first_hash(store, tmp_path, monkeypatch):
+    """Manifests the reports' cache lacks are parsed to learn their sizes, unless there are too
+    many for the bytes to hash: then every file is hashed first, as before the rule."""
+    import casstore.ops.add as add_module
+
+    monkeypatch.setattr(add_module, "PREHASH_WORTH", 0)
+    for i in range(3):
+        add(store, make_model(tmp_path / f"v{i}", {"w.bin": 1000 + i}), "m", f"1.{i}", cache=HashCache(tmp_path / "hc"))
+    fresh = add_module.scan(make_model(tmp_path / "new", {"x.bin": 3 << 20}))
+    monkeypatch.setattr(add_module, "_PER_MANIFEST", (3 << 20) // add_module._AFFORD // 3 + 1)
+    assert add_module._sizes_not_listed(store, fresh) == set()  # 3 manifests to parse: over budget
+    monkeypatch.setattr(add_module, "_PER_MANIFEST", (3 << 20) // add_module._AFFORD // 3)
+    assert add_module._sizes_not_listed(store, fresh) == {3 << 20}
+    assert add_module._sizes_not_listed(store, fresh) == {3 << 20}  # learned and cached: nothing left to parse
+
+
+def test_a_copy_staged_whole_whose_blob_is_here_already_stores_nothing_twice(store, tmp_path, monkeypatch):
+    """A blob no manifest lists (an interrupted add's) escapes the size rule: the file is copied,
+    and the copy dropped when it is found to be that blob."""
+    import casstore.ops.add as add_module
+
+    for name, value in (("PREHASH_WORTH", 0), ("_AFFORD", 1)):
+        monkeypatch.setattr(add_module, name, value)
+    data = os.urandom(200_000)
+    orphan = tmp_path / "orphan"
+    orphan.write_bytes(data)
+    d = store.put_file(orphan).digest
+    staged, real = [], Store.stage_file
+    monkeypatch.setattr(Store, "stage_file", lambda self, path, **kw: staged.append(path) or real(self, path, **kw))
+    r = add(store, make_model(tmp_path / "a", {"w.bin": data}), "m", "1.0", cache=HashCache(tmp_path / "hc.sqlite"))
+    assert [p.name for p in staged] == ["w.bin"]
+    assert r.new_blobs == 0 and store.get_manifest(r.manifest).entries[0].digest == d
+    assert [p.name for p in store.layout.tmp.iterdir() if p.is_file()] == []
+    assert_store_consistent(store)
+
+
 def test_a_failed_move_leaves_nothing_staged(store, tmp_path):
     """Files staged (linked into tmp) before an error are removed: no blob, no temp file."""
     from unittest import mock
