@@ -10,7 +10,6 @@ from __future__ import annotations
 import logging
 import os
 import time
-from collections import Counter
 from collections.abc import Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -275,12 +274,12 @@ _PER_MANIFEST = 512 << 10
 
 
 def _sizes_not_listed(store: Store, fresh: list[SourceFile]) -> set[int]:
-    """The sizes of ``fresh`` (files to hash) that no manifest of the store lists a blob of, nor
-    another of ``fresh`` has: such a file cannot be a blob a version holds or a duplicate within
-    this one, so hashing it before the copy would only hash it twice. The sizes come from the
-    reports' cache of manifests (store/summaries.py). A blob of no manifest is missed (its file
-    is then copied, and the copy dropped at publishing): only time is at stake, never which
-    bytes are stored."""
+    """The sizes of ``fresh`` (files to hash) that no manifest of the store lists a blob of: such
+    a file cannot be a blob a version holds, so hashing it before the copy would only hash it
+    twice. The sizes come from the reports' cache of manifests (store/summaries.py). A blob of
+    no manifest is missed, and so is a file that another of ``fresh`` duplicates (shards of one
+    size are common, duplicates rare): each is then copied, and the extra copy dropped at
+    publishing. Only time is at stake, never which bytes are stored."""
     to_hash = sum(f.st.st_size for f in fresh)
     try:
         budget = to_hash // _AFFORD - os.stat(store.layout.root / summaries.FILE).st_size
@@ -293,8 +292,7 @@ def _sizes_not_listed(store: Store, fresh: list[SourceFile]) -> set[int]:
     if (len(manifests) - len(loaded[1].keys() & set(manifests))) * _PER_MANIFEST > budget:
         return set()  # too many manifests the cache lacks: parsing them would cost more than it saves
     summaries.summaries(store, manifests, loaded)
-    once = Counter(f.st.st_size for f in fresh)
-    return {size for size, n in once.items() if n == 1} - set(loaded[0].sizes)
+    return {f.st.st_size for f in fresh} - set(loaded[0].sizes)
 
 
 def _write(store, files, digests, manifest, result, reuse, t0, *, force, move, jobs, tick, owed, staged,
