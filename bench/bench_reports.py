@@ -2,7 +2,7 @@
 `cas gc --dry-run`, `cas gc --remote` (a dry run) and `cas verify`, at 100k to 1M blobs, against the same
 commands of an earlier commit.
 
-    python bench/bench_reports.py [--blobs 100000,1000000] [--repeat 3] [--before REV] [--cold] [--no-caches]
+    python bench/bench_reports.py [--blobs 100000,1000000] [--repeat 3] [--before REV] [--store-per-code] [--cold] [--no-caches]
                                   [--commands "list,du,du [in use],gc --dry-run,gc --dry-run --retention-days 1000,gc --remote,verify"] [--work DIR] [--out JSON]
 
 The stores are casstore/testing/synthetic.py's (64-512-byte blobs, one version of 100 files per
@@ -14,7 +14,8 @@ links to the store's (``synthetic.as_directory_remote``). Whole processes, each 
 this checkout's, in a rotating order; reported per command: median seconds and MiB (min-max) of
 each, and per round before's time / now's time. ``--cold``: the page cache is dropped before each
 run (needs root). `du` is run once untimed first: its first run on a store writes its caches;
-``--no-caches`` removes them before each run instead (a first report).
+``--no-caches`` removes them before each run instead (a first report). ``--store-per-code``: each
+code runs on its own hard-linked copy of the store, for codes whose cache formats differ.
 """
 
 from __future__ import annotations
@@ -75,6 +76,9 @@ def main() -> None:
     ap.add_argument("--before", help="a commit to compare with")
     ap.add_argument("--cold", action="store_true")
     ap.add_argument("--no-caches", action="store_true", help="remove the store's cache/ before each run (a first report)")
+    ap.add_argument("--store-per-code", action="store_true",
+                    help="run each code on its own hard-linked copy of the store (codes whose cache formats differ "
+                         "would otherwise throw away each other's caches)")
     ap.add_argument("--commands", default=",".join(label(c) for c in COMMANDS), help="which of them, by label")
     ap.add_argument("--work", type=Path)
     ap.add_argument("--out", type=Path)
@@ -93,6 +97,13 @@ def main() -> None:
             many_blobs(root, n)
         if not (remote / "index").is_dir():
             as_directory_remote(root, remote)
+        roots = {code: root for code in codes}
+        if a.store_per_code:
+            for code in codes:
+                roots[code] = work / f"store-{n}-{code}"
+                if not (roots[code] / "blobs").is_dir():
+                    # the caches are replaced by rename, never written in place: each copy's stay its own
+                    subprocess.run(["cp", "-al", str(root), str(roots[code])], check=True)
         rows: dict = {}
         for template in (c for c in COMMANDS if label(c) in a.commands.split(",")):
             name = label(template)
@@ -103,8 +114,8 @@ def main() -> None:
                 config.write_text("[gc]\nretention_days = 1000\n")
                 env = {**os.environ, "CAS_CONFIG": str(config)}
             runs: dict[str, list[tuple[float, float]]] = {code: [] for code in codes}
-            for cas, cwd in codes.values():  # warm-up: a first `du` writes its caches
-                timed([*cas, "--store", str(root), *command], cwd=cwd, env=env)
+            for code, (cas, cwd) in codes.items():  # warm-up: a first `du` writes its caches
+                timed([*cas, "--store", str(roots[code]), *command], cwd=cwd, env=env)
             names = list(codes)
             for rnd in range(a.repeat):
                 for code in names[rnd % len(names):] + names[:rnd % len(names)]:
@@ -112,8 +123,8 @@ def main() -> None:
                     if a.cold:
                         drop_caches()
                     if a.no_caches:
-                        shutil.rmtree(root / "cache", ignore_errors=True)
-                    runs[code].append(timed([*cas, "--store", str(root), *command], cwd=cwd, env=env))
+                        shutil.rmtree(roots[code] / "cache", ignore_errors=True)
+                    runs[code].append(timed([*cas, "--store", str(roots[code]), *command], cwd=cwd, env=env))
                     print(f"{n} blobs, round {rnd + 1}, {code} cas {name}: {runs[code][-1][0]:.2f} s, "
                           f"{runs[code][-1][1]:.0f} MiB", file=sys.stderr)
             row = {code: {"seconds": spread([s for s, _ in r]), "peak_rss_mib": spread([m for _, m in r])}

@@ -227,6 +227,7 @@ def test_gc_lists_for_itself(populated, instant, tmp_path):
     raw = bytes.fromhex(victim.hex)
     at = next(i for i in range(0, len(names), 32) if names[i:i + 32] == raw)
     obj["dirs"][sub][4] = names[:at] + names[at + 32:]
+    del obj["dirs"][sub][6][at // 32 - len(obj["dirs"][sub][5])]  # its size: an orphan's, kept with the rest
     (populated.root / listing.FILE).write_bytes(msgpack.packb(obj))
     assert victim not in report(populated).totals.plan.delete_blobs, "the report trusts the cache"
     p, _ = collect(populated, Policy())
@@ -237,11 +238,15 @@ def test_gc_lists_for_itself(populated, instant, tmp_path):
     b"\x00not msgpack",
     msgpack.packb({"format": 99, "table": None, "dirs": {}}),
     msgpack.packb({"format": 1, "table": None, "dirs": {}}),  # the format before: named the summaries by their hash
-    msgpack.packb({"format": 2, "table": [0, b""], "dirs": {"ab": [1, 2, 3, 4, b"\x01" * 31, []]}}),
-    msgpack.packb({"format": 2, "table": [0, b""], "dirs": {"ab": [1, 2, 3, 4.5, b"", []]}}),
-    msgpack.packb({"format": 2, "table": [0, b""], "dirs": {"ab": [1, 2, 3, 4, b"\x01" * 32, [0, 1]]}}),
-    msgpack.packb({"format": 2, "table": 7, "dirs": {}}),
-    msgpack.packb({"format": 2, "table": [-1, b""], "dirs": {}}),
+    msgpack.packb({"format": 2, "table": [0, b""], "dirs": {}}),  # the format before: no sizes of the rest
+    msgpack.packb({"format": 3, "table": [0, b""], "dirs": {"ab": [1, 2, 3, 4, b"\x01" * 31, [], []]}}),
+    msgpack.packb({"format": 3, "table": [0, b""], "dirs": {"ab": [1, 2, 3, 4.5, b"", [], []]}}),
+    msgpack.packb({"format": 3, "table": [0, b""], "dirs": {"ab": [1, 2, 3, 4, b"\x01" * 32, [0, 1], []]}}),
+    msgpack.packb({"format": 3, "table": [0, b""], "dirs": {"ab": [1, 2, 3, 4, b"\x01" * 32, [], []]}}),  # a size short
+    msgpack.packb({"format": 3, "table": [0, b""], "dirs": {"ab": [1, 2, 3, 4, b"\x01" * 32, [], [-5]]}}),
+    msgpack.packb({"format": 3, "table": [0, b""], "dirs": {"ab": [1, 2, 3, 4, b"\x01" * 32, [], [1.5]]}}),
+    msgpack.packb({"format": 3, "table": 7, "dirs": {}}),
+    msgpack.packb({"format": 3, "table": [-1, b""], "dirs": {}}),
 ])
 def test_a_damaged_cache_is_ignored_and_replaced(populated, instant, garbage, caplog):
     good = full(populated)
@@ -250,7 +255,7 @@ def test_a_damaged_cache_is_ignored_and_replaced(populated, instant, garbage, ca
     with caplog.at_level(logging.WARNING, logger="casstore"):
         assert cached(populated) == good
     assert "ignoring the blob listing" in caplog.text and str(populated.root / listing.FILE) in caplog.text
-    assert cache(populated)["format"] == 2
+    assert cache(populated)["format"] == 3
     assert cached(populated) == good
 
 
@@ -312,3 +317,69 @@ def test_the_size_check_before_an_automatic_gc_counts_through_the_cache(populate
     assert before == full(populated)[0]
     orphan(populated, tmp_path, 77, 4321)
     assert store_size(populated) == before + 4321
+
+
+def blob_stats(monkeypatch) -> list[str]:
+    """The names of the blobs stat'ed from here on."""
+    seen: list[str] = []
+    real = os.stat
+
+    def stat(path, *a, **kw):
+        if not isinstance(path, int) and "/blobs/" in os.fspath(path) and len(os.path.basename(path)) == 64:
+            seen.append(os.path.basename(path))
+        return real(path, *a, **kw)
+
+    monkeypatch.setattr(os, "stat", stat)
+    return seen
+
+
+def test_unnamed_blobs_are_stated_once_for_their_size_and_not_for_their_age(populated, instant, tmp_path,
+                                                                            monkeypatch):
+    """A blob no manifest names keeps the size its first report stat'ed (its name is its digest),
+    and the fresh marks tell its age, as for any other blob: a settled store's report stats none."""
+    from casstore.store import freshmarks
+
+    t = time.time() - 30 * 86400
+    for d in populated.blob_digests():
+        os.utime(populated.blob_path(d), (t, t))
+    freshmarks.set_all(populated.root, t)
+    monkeypatch.setattr(freshmarks, "MIN_BLOBS", 1)  # three orphans here: the marks' rule, not its threshold
+    warm(populated)
+    seen = blob_stats(monkeypatch)
+    figures = cached(populated)
+    assert seen == []
+    assert figures == full(populated) and len(figures[1].delete_blobs) == 3
+    # a new blob beside an orphan: its directory listed again, only the new name stat'ed
+    beside = {d.hex[:2] for d in figures[1].delete_blobs}
+    while (data := os.urandom(4321)) and Digest.of_bytes(data).hex[:2] not in beside:
+        pass
+    (tmp_path / "new").write_bytes(data)
+    new = populated.put_file(tmp_path / "new").digest
+    os.utime(populated.blob_path(new), (t, t))
+    time.sleep(0.02)
+    seen.clear()
+    figures = cached(populated)
+    assert set(seen) == {new.hex} and len(seen) <= 2  # its size, and its age (its group was marked just now)
+    assert figures == full(populated)
+    seen.clear()
+    assert cached(populated) == figures and seen == [new.hex]  # its age: its group is still fresh
+
+
+def test_a_blob_gone_while_its_size_is_read_is_not_remembered(populated, instant, monkeypatch):
+    warm(populated)
+    (populated.root / listing.FILE).unlink()
+    victim = next(d for d in populated.blob_digests() if d not in set().union(
+        *(set(e.digest for e in populated.get_manifest(m).entries) for m in populated.iter_manifests())))
+    real = os.stat
+
+    def vanishing(path, *a, **kw):
+        if not isinstance(path, int) and os.path.basename(path) == victim.hex:
+            raise FileNotFoundError(2, "gone", path)
+        return real(path, *a, **kw)
+
+    monkeypatch.setattr(os, "stat", vanishing)
+    before = report(populated).totals.blob_bytes
+    monkeypatch.setattr(os, "stat", real)
+    assert before == full(populated)[0] - 5000  # not counted while it looked gone
+    assert victim.hex[:2] not in cache(populated)["dirs"]  # and its directory not cached with a size of 0
+    assert cached(populated) == full(populated)

@@ -6,6 +6,7 @@ import gc
 import math
 import os
 import re
+from array import array
 from bisect import bisect_left
 from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from collections.abc import Set as AbstractSet
@@ -114,8 +115,9 @@ class BlobTable(_Blobs, Mapping[int, tuple[int, float]]):
     """The store's blobs for a report (`cas du`, the size check before an automatic GC), keyed by
     their index in the manifest summaries' table (store/summaries.py), those it lacks by negative
     numbers: no Digest per blob (170 bytes each, 1M of them in a large store). Sizes come from
-    the table where it knows the blob, the rest are stat'ed once; a blob's mtime is stat'ed when
-    a plan asks, which it does once per blob it might free."""
+    the table where it knows the blob, the rest from the listing (store/listing.py); a blob's
+    mtime is stat'ed when a plan asks, which it does once per blob it might free that the fresh
+    marks do not show old."""
 
     _keys: set[int]
 
@@ -128,40 +130,44 @@ class BlobTable(_Blobs, Mapping[int, tuple[int, float]]):
         # know. A Digest is made only for the rest.
         known = table.raw_indices(start=listed.table_len)
         summarized = 0
-        others, rest = listed.others, []
-        for k in range(0, len(others), 32):
+        others, rest, self._other_sizes, self._other_mtimes = listed.others, [], [], array("d")
+        for k, size, mtime in zip(range(0, len(others), 32), listed.other_sizes, listed.other_mtimes):
             i = known.get(raw := others[k:k + 32])
             if i is not None and i not in self._keys:
                 self._keys.add(i)
                 summarized += table.sizes[i]
             else:
                 rest.append(raw.hex())
+                self._other_sizes.append(size)
+                self._other_mtimes.append(mtime)
         self._others: list[Digest] = list(Digest.unchecked(rest))
-        self._other_stats: list[tuple[int, float]] = list(map(self._stat, rest))
         self._keys.update(range(-1, -len(rest) - 1, -1))
-        self.total = listed.table_bytes + summarized + sum(size for size, _ in self._other_stats)
+        self.total = listed.table_bytes + summarized + sum(self._other_sizes)
 
     def __getitem__(self, k: int) -> tuple[int, float]:
         if k not in self._keys:
             raise KeyError(k)
-        return self._other_stats[-k - 1] if k < 0 else self._stat(self._table.hex_at(k))
+        if k < 0 and not math.isnan(mtime := self._other_mtimes[-k - 1]):
+            return self._other_sizes[-k - 1], mtime  # stat'ed by this listing
+        return self._stat(self._hex(k))
 
     def stats(self, keys: Iterable[BlobKey]) -> Iterator[tuple[BlobKey, int, float]]:
-        present, hex_at, stat, others = self._keys, self._table.hex_at, self._stat, self._other_stats
+        present, get = self._keys, self.__getitem__
         for k in keys:
             assert isinstance(k, int), "a report's blobs are numbered"
             if k in present:
-                yield k, *(others[-k - 1] if k < 0 else stat(hex_at(k)))
+                yield k, *get(k)
 
     def older_than(self, keys: Collection[int], old_enough: float) -> tuple[set[int], int]:
-        """Of the blobs the table knows (the others, negative keys, are stat'ed already)."""
         if len(keys) < freshmarks.MIN_BLOBS:
             return set(), 0
-        old = self._keys.intersection(keys)  # in C, then the others and the fresh groups' blobs taken out
-        old.difference_update(range(-1, -len(self._others) - 1, -1))
+        old = self._keys.intersection(keys)  # in C, then the fresh groups' blobs taken out
         if len(old) < freshmarks.MIN_BLOBS:
             return set(), 0
         quiet = self._quiet(old_enough)
+        others = old.intersection(range(-1, -len(self._others) - 1, -1))  # few: by digest, one by one
+        old.difference_update(others)
+        others_old = [k for k in others if quiet[int(self._others[-k - 1].hex[:3], 16)]]
         fresh = sorted({g >> 4 for g, q in enumerate(quiet) if not q})  # the first bytes of their digests
         if fresh:
             p = self._table.packed
@@ -170,10 +176,15 @@ class BlobTable(_Blobs, Mapping[int, tuple[int, float]]):
                 k = m.start()
                 if not quiet[p[k << 5] << 4 | p[(k << 5) + 1] >> 4]:
                     old.discard(k)
-        return old, sum(map(self._table.sizes.__getitem__, old))
+        size = sum(map(self._table.sizes.__getitem__, old)) + sum(self._other_sizes[-k - 1] for k in others_old)
+        old.update(others_old)
+        return old, size
 
     def size(self, k: int) -> int:
-        return self._other_stats[-k - 1][0] if k < 0 else self._table.sizes[k]
+        return self._other_sizes[-k - 1] if k < 0 else self._table.sizes[k]
+
+    def _hex(self, k: int) -> str:
+        return self._others[-k - 1].hex if k < 0 else self._table.hex_at(k)
 
     def keys_of(self, ds: Iterable[Digest]) -> set[int]:
         """The keys of those of ``ds`` that are here."""

@@ -15,6 +15,10 @@ the table's first digests are those they were matched against (their count and h
 that learns manifests appends to the table, and the rest of each directory's names is matched
 against what it appended only); otherwise the cached names are matched again, without a listing.
 
+The blobs the table does not hold (no manifest names them, so their size is nowhere else) are
+kept with their sizes, stat'ed once per name: a name is a digest, so its size does not change
+while the name lasts, and a directory listed again keeps the sizes of the names it still holds.
+
 Like the summaries, the cache only feeds reports (`cas du`, the size check before an automatic
 GC): GC and `cas doctor` list every directory themselves (docs/architecture.md, invariant 7). An
 unreadable cache costs a listing, never an error (store/cachefile.py). On NFS the directory
@@ -25,8 +29,10 @@ NFS mount here to test it).
 
 from __future__ import annotations
 
+import math
 import os
 import stat
+from array import array
 from collections.abc import Mapping
 from typing import NamedTuple
 
@@ -37,10 +43,11 @@ from casstore.store.summaries import Table
 
 FILE = "cache/blob-listing"
 SETTLE_NS = 3_000_000_000  # above the coarsest timestamps in use (FAT: 2 s)
-_FORMAT = 2  # 1 named the summaries file by its hash
+_FORMAT = 3  # 1 named the summaries file by its hash; 2 had no sizes of the rest
 
 Key = tuple[int, int, int, int]  # dev, ino, mtime_ns, ctime_ns of a blobs/XX directory
-Entry = tuple[Key, bytes, list[int]]  # names (32 bytes each; those in the table first), their table indices
+# names (32 bytes each; those in the table first), their table indices, the sizes of the rest
+Entry = tuple[Key, bytes, list[int], list[int]]
 
 
 class Listed(NamedTuple):
@@ -50,6 +57,8 @@ class Listed(NamedTuple):
     # first report, whose table is empty, lists every blob here); with ``held``, every blob as
     # ``Store.blob_digests`` lists them
     table_len: int  # ``len(table)`` when listed (a later ``Table.add`` may take in some of ``others``)
+    other_sizes: list[int]  # of ``others``, in their order
+    other_mtimes: array  # of ``others``, where this listing stat'ed them (NaN elsewhere): not stat'ed twice
 
 
 def list_blobs(store, table: Table, now: float) -> Listed:
@@ -61,7 +70,7 @@ def list_blobs(store, table: Table, now: float) -> Listed:
         tail = table.raw_indices(start=mark[0])
     settled = int(now * 1e9) - SETTLE_NS
     root = store.layout.blobs
-    dirs: list[tuple[str, Key, int, tuple[bytes, list[int]] | bytes]] = []  # matched, or names to match
+    dirs: list[tuple[str, Key, int, tuple[bytes, list[int], list[int]] | bytes]] = []  # matched, or names to match
     for sub in os.listdir(root):
         if len(sub) != 2:
             continue
@@ -76,7 +85,7 @@ def list_blobs(store, table: Table, now: float) -> Listed:
         if hit is not None and hit[0] != key:
             hit = None  # the directory changed: list it again
         if hit is not None and tail is not None and mark is not None and _in_range(hit[2], mark[0]):
-            dirs.append((sub, key, st.st_ctime_ns, _match_rest(hit[1], hit[2], tail) if tail else (hit[1], hit[2])))
+            dirs.append((sub, key, st.st_ctime_ns, _match_rest(*hit[1:], tail) if tail else hit[1:]))
         else:  # the table changed (the cached names are matched again), or the directory did
             dirs.append((sub, key, st.st_ctime_ns, hit[1] if hit is not None else
                          bytes.fromhex("".join(store.blob_names(sub)))))
@@ -87,20 +96,51 @@ def list_blobs(store, table: Table, now: float) -> Listed:
     keep: dict[str, Entry] = {}
     held: set[int] = set()  # indices into the table
     others: list[bytes] = []
+    other_sizes: list[int] = []
+    other_mtimes = array("d")
     for sub, key, ctime, got in dirs:
+        sound = True
         if isinstance(got, bytes):
             h = got.hex()
             names, idx = _match([h[i:i + 64] for i in range(0, len(h), 64)], index)
+            sizes, sound = _sizes(os.path.join(root, sub), names[32 * len(idx):], cached.get(sub), other_mtimes)
         else:
-            names, idx = got
-        if ctime < settled:
-            keep[sub] = (key, names, idx)
+            names, idx, sizes = got
+            other_mtimes.extend([math.nan] * len(sizes))
+        if ctime < settled and sound:
+            keep[sub] = (key, names, idx, sizes)
         held.update(idx)
         others.append(names[32 * len(idx):])
+        other_sizes += sizes
     now_mark = mark if mark is not None and tail == {} else _mark(table)  # the table as matched: not hashed again
     if keep != cached or (keep and now_mark != mark):
         _save(store, keep, now_mark)
-    return Listed(held, sum(map(table.sizes.__getitem__, held)), b"".join(others), len(table))
+    return Listed(held, sum(map(table.sizes.__getitem__, held)), b"".join(others), len(table), other_sizes,
+                  other_mtimes)
+
+
+def _sizes(path: str, rest: bytes, before: Entry | None, mtimes: array) -> tuple[list[int], bool]:
+    """The sizes of the names ``rest`` in the directory ``path``: those its cached entry knew
+    (a name keeps its size while it lasts), the others stat'ed (their mtimes appended to
+    ``mtimes``, NaN for the rest). False if one is gone already: a size of 0 for it would outlive
+    it in the cache."""
+    known: dict[bytes, int] = {}
+    if before is not None:
+        old = before[1][32 * len(before[2]):]
+        known = {old[k:k + 32]: n for k, n in zip(range(0, len(old), 32), before[3])}
+    out, sound = [], True
+    for k in range(0, len(rest), 32):
+        raw = rest[k:k + 32]
+        n, mtime = known.get(raw), math.nan
+        if n is None:
+            try:
+                st = os.stat(os.path.join(path, raw.hex()))
+                n, mtime = st.st_size, st.st_mtime
+            except FileNotFoundError:  # removed since the listing: nothing to count, never old enough
+                n, mtime, sound = 0, math.inf, False
+        out.append(n)
+        mtimes.append(mtime)
+    return out, sound
 
 
 def _match(hexes: list[str], index: Mapping[str, int]) -> tuple[bytes, list[int]]:
@@ -112,15 +152,18 @@ def _match(hexes: list[str], index: Mapping[str, int]) -> tuple[bytes, list[int]
     return bytes.fromhex("".join(hexes)), idx
 
 
-def _match_rest(names: bytes, idx: list[int], tail: Mapping[bytes, int]) -> tuple[bytes, list[int]]:
+def _match_rest(names: bytes, idx: list[int], sizes: list[int], tail: Mapping[bytes, int],
+                ) -> tuple[bytes, list[int], list[int]]:
     """A cached directory's names matched again where the table grew: only the rest (the names
     it did not hold) can be among what it appended."""
     rest = names[32 * len(idx):]
     found = {k: i for k in range(0, len(rest), 32) if (i := tail.get(rest[k:k + 32])) is not None}
     if not found:
-        return names, idx
+        return names, idx, sizes
     held = names[:32 * len(idx)] + b"".join(rest[k:k + 32] for k in found)
-    return held + b"".join(rest[k:k + 32] for k in range(0, len(rest), 32) if k not in found), idx + list(found.values())
+    left = [k for k in range(0, len(rest), 32) if k not in found]
+    return (held + b"".join(rest[k:k + 32] for k in left), idx + list(found.values()),
+            [sizes[k // 32] for k in left])
 
 
 def _mark(table: Table, n: int | None = None) -> tuple[int, bytes]:
@@ -145,15 +188,17 @@ def _parse(obj: dict, raw: bytes) -> tuple[dict[str, Entry], tuple[int, bytes]]:
         raise ValueError("malformed directory table")
     out = {}
     for sub, e in dirs.items():
-        if (not isinstance(sub, str) or len(sub) != 2 or not isinstance(e, list) or len(e) != 6
+        if (not isinstance(sub, str) or len(sub) != 2 or not isinstance(e, list) or len(e) != 7
                 or any(type(x) is not int for x in e[:4]) or type(e[4]) is not bytes or len(e[4]) % 32
                 or not isinstance(e[5], list) or not set(map(type, e[5])) <= {int}
-                or 32 * len(e[5]) > len(e[4])):
+                or 32 * len(e[5]) > len(e[4])
+                or not isinstance(e[6], list) or not set(map(type, e[6])) <= {int}
+                or 32 * (len(e[5]) + len(e[6])) != len(e[4]) or (e[6] and min(e[6]) < 0)):
             raise ValueError(f"malformed entry for blobs/{sub!s:.8}")
-        out[sub] = (tuple(e[:4]), e[4], e[5])
+        out[sub] = (tuple(e[:4]), e[4], e[5], e[6])
     return out, (mark[0], mark[1])
 
 
 def _save(store, entries: Mapping[str, Entry], mark: tuple[int, bytes]) -> None:
-    cachefile.save(store, FILE, _FORMAT, "blob listing",
-                   {"table": list(mark), "dirs": {sub: [*key, names, idx] for sub, (key, names, idx) in entries.items()}})
+    dirs = {sub: [*key, names, idx, sizes] for sub, (key, names, idx, sizes) in entries.items()}
+    cachefile.save(store, FILE, _FORMAT, "blob listing", {"table": list(mark), "dirs": dirs})
