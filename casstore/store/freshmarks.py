@@ -29,7 +29,7 @@ DIR = "cache/fresh"
 MARGIN = 300.0
 # Fewer blobs to ask about than this, and reading the marks costs as many stats as it saves.
 MIN_BLOBS = GROUPS
-GROUP_OF = {f"{g:03x}": g for g in range(GROUPS)}  # a mark's name (a digest's first 3 hex digits) -> group
+_GROUP_OF = {f"{g:03x}": g for g in range(GROUPS)}  # a mark's name (a digest's first 3 hex digits) -> group
 _OPEN = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 
 
@@ -108,7 +108,7 @@ def bounds(root: str | os.PathLike, *, create: bool = True) -> list[float]:
         return out
     try:
         for name in os.listdir(fd):
-            if (g := GROUP_OF.get(name)) is not None:
+            if (g := _GROUP_OF.get(name)) is not None:
                 try:
                     out[g] = os.stat(name, dir_fd=fd, follow_symlinks=False).st_mtime + MARGIN
                 except OSError:
@@ -129,7 +129,7 @@ def set_all(root: str | os.PathLike, t: float) -> None:
     store, a test's aged one)."""
     fd = _group_dir(os.fspath(root), create=True)
     try:
-        for name in GROUP_OF:
+        for name in _GROUP_OF:
             _make(name, fd)
             os.utime(name, (t, t), dir_fd=fd, follow_symlinks=False)
     finally:
