@@ -167,7 +167,8 @@ class BlobTable(_Blobs, Mapping[int, tuple[int, float]]):
         quiet = self._quiet(old_enough)
         others = old.intersection(range(-1, -len(self._others) - 1, -1))  # few: by digest, one by one
         old.difference_update(others)
-        others_old = [k for k in others if quiet[int(self._others[-k - 1].hex[:3], 16)]]
+        mtimes = self._other_mtimes  # inf: found gone by this listing, never old enough
+        others_old = [k for k in others if quiet[int(self._others[-k - 1].hex[:3], 16)] and mtimes[-k - 1] != math.inf]
         fresh = sorted({g >> 4 for g, q in enumerate(quiet) if not q})  # the first bytes of their digests
         if fresh:
             p = self._table.packed
