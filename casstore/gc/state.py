@@ -130,14 +130,16 @@ class BlobTable(_Blobs, Mapping[int, tuple[int, float]]):
         # know. A Digest is made only for the rest.
         known = table.raw_indices(start=listed.table_len)
         summarized = 0
-        others, rest, self._other_sizes, self._other_mtimes = listed.others, [], [], array("d")
+        others, rest, self._other_sizes, self._other_mtimes = listed.others, [], array("q"), array("d")
         for k, size, mtime in zip(range(0, len(others), 32), listed.other_sizes, listed.other_mtimes):
             i = known.get(raw := others[k:k + 32])
             if i is not None and i not in self._keys:
                 self._keys.add(i)
                 summarized += table.sizes[i]
             else:
-                rest.append(raw.hex())
+                rest.append(h := raw.hex())
+                if size < 0:  # not known to the listing (a first report's): stat'ed now, unnamed still
+                    size, mtime = self._stat(h)
                 self._other_sizes.append(size)
                 self._other_mtimes.append(mtime)
         self._others: list[Digest] = list(Digest.unchecked(rest))

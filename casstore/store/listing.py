@@ -57,13 +57,16 @@ class Listed(NamedTuple):
     # first report, whose table is empty, lists every blob here); with ``held``, every blob as
     # ``Store.blob_digests`` lists them
     table_len: int  # ``len(table)`` when listed (a later ``Table.add`` may take in some of ``others``)
-    other_sizes: list[int]  # of ``others``, in their order
+    other_sizes: array  # of ``others``, in their order; -1 where not known (a first report's: see ``list_blobs``)
     other_mtimes: array  # of ``others``, where this listing stat'ed them (NaN elsewhere): not stat'ed twice
 
 
 def list_blobs(store, table: Table, now: float) -> Listed:
     """Every blob by its name: those in ``table`` by index, the rest as digests. ``now``: the
-    store's clock, read before."""
+    store's clock, read before. With an empty ``table`` (a first report) every blob is among the
+    rest, most of them named by the manifests the report learns after the listing: their sizes
+    are not stat'ed here but recorded as -1, unknown (the caller stats those still unnamed, and
+    the next report, its table learned, stats them for the cache)."""
     cached, mark = _load(store)
     tail: dict[bytes, int] | None = None  # what the table appended since the cached match, if it still begins with it
     if mark is not None and mark[0] <= len(table) and _mark(table, mark[0]) == mark:
@@ -96,22 +99,29 @@ def list_blobs(store, table: Table, now: float) -> Listed:
     keep: dict[str, Entry] = {}
     held: set[int] = set()  # indices into the table
     others: list[bytes] = []
-    other_sizes: list[int] = []
-    other_mtimes = array("d")
+    other_sizes, other_mtimes = array("q"), array("d")
     for sub, key, ctime, got in dirs:
         sound = True
         if isinstance(got, bytes):
             h = got.hex()
             names, idx = _match([h[i:i + 64] for i in range(0, len(h), 64)], index)
-            sizes, sound = _sizes(os.path.join(root, sub), names[32 * len(idx):], cached.get(sub), other_mtimes)
+            if len(table):
+                sizes, sound = _sizes(os.path.join(root, sub), names[32 * len(idx):], cached.get(sub), other_mtimes)
+            else:
+                sizes = [-1] * (len(names) // 32)
+                other_mtimes.extend([math.nan] * len(sizes))
         else:
             names, idx, sizes = got
-            other_mtimes.extend([math.nan] * len(sizes))
+            if len(table) and -1 in sizes:  # recorded by a first report: what is still unnamed gets its size
+                sizes, sound = _sizes(os.path.join(root, sub), names[32 * len(idx):], (key, names, idx, sizes),
+                                      other_mtimes)
+            else:
+                other_mtimes.extend([math.nan] * len(sizes))
         if ctime < settled and sound:
             keep[sub] = (key, names, idx, sizes)
         held.update(idx)
         others.append(names[32 * len(idx):])
-        other_sizes += sizes
+        other_sizes.extend(sizes)
     now_mark = mark if mark is not None and tail == {} else _mark(table)  # the table as matched: not hashed again
     if keep != cached or (keep and now_mark != mark):
         _save(store, keep, now_mark)
@@ -132,7 +142,7 @@ def _sizes(path: str, rest: bytes, before: Entry | None, mtimes: array) -> tuple
     for k in range(0, len(rest), 32):
         raw = rest[k:k + 32]
         n, mtime = known.get(raw), math.nan
-        if n is None:
+        if n is None or n < 0:
             try:
                 st = os.stat(os.path.join(path, raw.hex()))
                 n, mtime = st.st_size, st.st_mtime
@@ -193,7 +203,7 @@ def _parse(obj: dict, raw: bytes) -> tuple[dict[str, Entry], tuple[int, bytes]]:
                 or not isinstance(e[5], list) or not set(map(type, e[5])) <= {int}
                 or 32 * len(e[5]) > len(e[4])
                 or not isinstance(e[6], list) or not set(map(type, e[6])) <= {int}
-                or 32 * (len(e[5]) + len(e[6])) != len(e[4]) or (e[6] and min(e[6]) < 0)):
+                or 32 * (len(e[5]) + len(e[6])) != len(e[4]) or (e[6] and min(e[6]) < -1)):
             raise ValueError(f"malformed entry for blobs/{sub!s:.8}")
         out[sub] = (tuple(e[:4]), e[4], e[5], e[6])
     return out, (mark[0], mark[1])
