@@ -28,10 +28,14 @@ from casstore.store.shared import is_shared
 log = logging.getLogger("casstore")
 
 
-def _require_blobs(store: Store, m: Manifest) -> None:
+def _held(store: Store, d: Digest) -> bool:
     # a blob a GC running now has set aside is still here: under the caller's lease it comes back,
     # unless that GC's re-mark came before the lease (then copying it fails: ``_gone``)
-    missing = [e for e in m.entries if not store.has_blob(e.digest) and store.set_aside(e.digest) is None]
+    return store.has_blob(d) or store.set_aside(d) is not None
+
+
+def _require_blobs(store: Store, m: Manifest) -> None:
+    missing = [e for e in m.entries if not _held(store, e.digest)]
     if missing:
         raise NotFound(
             f"{m.name}@{m.version}: {len(missing)} blob(s) missing from the store, e.g. {missing[0].digest} "
@@ -288,7 +292,7 @@ def _gone(store: Store, m: Manifest, e: Entry, err: FileNotFoundError) -> None:
     """A blob missing everywhere after ``_require_blobs`` found it, lease and all: a GC that read the
     leases before this one was written (its version already untagged, its blobs set aside) has
     deleted it since. Said as NotFound, naming it, not as a bare errno."""
-    if store.has_blob(e.digest) or store.set_aside(e.digest) is not None:
+    if _held(store, e.digest):
         return  # not the blob that went missing (the destination's directory, say)
     raise NotFound(
         f"{m.name}@{m.version}: blob {e.digest} for {e.path} was removed from the store while it was checked "

@@ -105,18 +105,14 @@ def list_blobs(store, table: Table, now: float) -> Listed:
         if isinstance(got, bytes):
             h = got.hex()
             names, idx = _match([h[i:i + 64] for i in range(0, len(h), 64)], index)
-            if len(table):
-                sizes, sound = _sizes(os.path.join(root, sub), names[32 * len(idx):], cached.get(sub), other_mtimes)
-            else:
-                sizes = [-1] * (len(names) // 32)
-                other_mtimes.extend([math.nan] * len(sizes))
+            sizes, sound = _sizes(os.path.join(root, sub), names[32 * len(idx):], cached.get(sub), other_mtimes,
+                                  stat=len(table) > 0)
+        elif len(table) and -1 in got[2]:  # recorded by a first report: what is still unnamed gets its size
+            names, idx, sizes = got
+            sizes, sound = _sizes(os.path.join(root, sub), names[32 * len(idx):], (key, *got), other_mtimes, stat=True)
         else:
             names, idx, sizes = got
-            if len(table) and -1 in sizes:  # recorded by a first report: what is still unnamed gets its size
-                sizes, sound = _sizes(os.path.join(root, sub), names[32 * len(idx):], (key, names, idx, sizes),
-                                      other_mtimes)
-            else:
-                other_mtimes.extend([math.nan] * len(sizes))
+            other_mtimes.extend([math.nan] * len(sizes))
         if ctime < settled and sound:
             keep[sub] = (key, names, idx, sizes)
         held.update(idx)
@@ -129,11 +125,11 @@ def list_blobs(store, table: Table, now: float) -> Listed:
                   other_mtimes)
 
 
-def _sizes(path: str, rest: bytes, before: Entry | None, mtimes: array) -> tuple[list[int], bool]:
+def _sizes(path: str, rest: bytes, before: Entry | None, mtimes: array, *, stat: bool) -> tuple[list[int], bool]:
     """The sizes of the names ``rest`` in the directory ``path``: those its cached entry knew
     (a name keeps its size while it lasts), the others stat'ed (their mtimes appended to
-    ``mtimes``, NaN for the rest). False if one is gone already: a size of 0 for it would outlive
-    it in the cache."""
+    ``mtimes``, NaN for the rest), or -1 without ``stat``. False if one is gone already: a size of
+    0 for it would outlive it in the cache."""
     known: dict[bytes, int] = {}
     if before is not None:
         old = before[1][32 * len(before[2]):]
@@ -141,8 +137,8 @@ def _sizes(path: str, rest: bytes, before: Entry | None, mtimes: array) -> tuple
     out, sound = [], True
     for k in range(0, len(rest), 32):
         raw = rest[k:k + 32]
-        n, mtime = known.get(raw), math.nan
-        if n is None or n < 0:
+        n, mtime = known.get(raw, -1), math.nan
+        if n < 0 and stat:
             try:
                 st = os.stat(os.path.join(path, raw.hex()))
                 n, mtime = st.st_size, st.st_mtime
