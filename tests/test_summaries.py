@@ -212,3 +212,90 @@ def test_a_few_manifests_are_added_as_one_at_a_time_would_be():
     for wanted in (hexes, hexes * 100):  # a pass over the table; the whole table's index, for many
         got = summaries.Table(few.packed, [1] * len(few)).hex_indices(bytes.fromhex("".join(wanted)))
         assert {h: got[h] for h in hexes if h in got} == full
+
+
+# The usage figures of the last report (ops/usage.py, cache/usage): `cas list` on an unchanged
+# store reads them instead of the summaries.
+
+def listed(store, model=None):
+    rep = report(store, model, totals=False)
+    return [v.to_json() | {"last_used": None} for m in rep.models for v in m.versions], \
+        [(m.model, m.size, m.unique) for m in rep.models], rep.broken
+
+
+def memo_file(store):
+    from casstore.ops import usage
+    return store.root / usage.MEMO
+
+
+def test_list_reads_no_summary_while_the_versions_are_those_it_counted(populated, tmp_path):
+    first = listed(populated)
+    assert memo_file(populated).exists()
+    assert first[0] == figures(populated)[0], "list and du give the same figures"
+    os.unlink(cache_file(populated))
+    assert listed(populated) == first
+    assert not cache_file(populated).exists(), "figures from the memo: no summary read, none written"
+    add(populated, make_model(tmp_path / "n", {"vae.bin": 30_000, "w.bin": 10_000}), "b", "2.1.0")
+    again = listed(populated)
+    os.unlink(memo_file(populated))
+    assert listed(populated) == again, "after an add: counted anew, as without a memo"
+    b = {x["version"]: x for x in again[0] if x["model"] == "b"}
+    assert b.keys() == {"2.0.0", "2.1.0"} and b["2.1.0"]["files"] == 2
+    assert listed(populated, "b")[0] == [x for x in again[0] if x["model"] == "b"]
+
+
+def test_a_version_removed_is_not_listed_from_the_memo(populated):
+    first = listed(populated)
+    remove(populated, "a", "1.3.0", force=True)
+    after = listed(populated)
+    assert [x["version"] for x in after[0]] == [x["version"] for x in first[0] if x["version"] != "1.3.0"]
+    os.unlink(memo_file(populated))
+    assert listed(populated) == after
+
+
+def _memo_with(store, edit):
+    obj = msgpack.unpackb(memo_file(store).read_bytes(), strict_map_key=False)
+    edit(obj)
+    return msgpack.packb(obj)
+
+
+@pytest.mark.parametrize("damage", [
+    lambda s: b"\x00not msgpack",
+    lambda s: msgpack.packb({"format": 7}),
+    lambda s: _memo_with(s, lambda o: o["versions"][0].__setitem__(3, -1)),
+    lambda s: _memo_with(s, lambda o: o["versions"][0].__setitem__(2, 1.5)),
+    lambda s: _memo_with(s, lambda o: o["versions"].__setitem__(0, ["a", "1.0.0"])),
+    lambda s: _memo_with(s, lambda o: o.__setitem__("models", o["models"][1:])),
+    lambda s: _memo_with(s, lambda o: o.__setitem__("versions", {})),
+], ids=["not msgpack", "other format", "negative", "float", "short entry", "a model missing", "not a list"])
+def test_a_damaged_memo_is_ignored_and_replaced(populated, damage, caplog):
+    good = listed(populated)
+    memo_file(populated).write_bytes(damage(populated))
+    with caplog.at_level(logging.WARNING, logger="casstore"):
+        assert listed(populated) == good
+    assert "ignoring the usage figures" in caplog.text and str(memo_file(populated)) in caplog.text
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="casstore"):
+        assert listed(populated) == good
+    assert not caplog.text, "rewritten"
+
+
+def test_a_memo_of_other_versions_is_recounted_without_a_warning(populated, tmp_path, caplog):
+    listed(populated)
+    stale = memo_file(populated).read_bytes()
+    add(populated, make_model(tmp_path / "n", {"w.bin": 4000}), "a", "1.10.0")
+    good = listed(populated)
+    memo_file(populated).write_bytes(stale)
+    with caplog.at_level(logging.WARNING, logger="casstore"):
+        assert listed(populated) == good
+    assert not caplog.text
+
+
+def test_an_unreadable_manifest_is_named_with_the_memo_as_without(populated):
+    listed(populated)
+    _, md = populated.resolve("b", "2.0.0")
+    os.unlink(cache_file(populated))
+    os.unlink(populated.layout.manifest(md))
+    out = listed(populated)
+    assert [x["model"] for x in out[0]] == ["a"] * 4
+    assert len(out[2]) == 1 and "b@2.0.0 left out" in out[2][0] and str(md) in out[2][0]

@@ -436,34 +436,34 @@ def bulk() -> Iterator[None]:
 
 
 def read_state(store: Store, *, report: bool = False, blobs: bool = True, list_blobs: bool = True,
-               probe: Iterable[tuple[str, str]] = (), aside: Mapping[Digest, Path] | None = None) -> StoreState:
+               probe: Iterable[tuple[str, str]] = (), aside: Mapping[Digest, Path] | None = None,
+               summarize: bool = True) -> StoreState:
     """The state GC decides from. ``report`` (`cas list`, `cas du`): manifest contents from their
     summaries (store/summaries.py), and blob mtimes only where asked; ``blobs=False`` (`cas list`):
     no blobs at all, for what needs only the versions. ``probe``: tags to open by name besides
     those the listing shows (the sweep's re-mark: a NAS client may list a directory from its cache);
     ``aside``: manifests the sweep has set aside, read from where they are now; ``list_blobs=False``
-    (the sweep's re-mark): what is reachable, without listing and stat'ing the store's blobs."""
+    (the sweep's re-mark): what is reachable, without listing and stat'ing the store's blobs;
+    ``summarize=False`` (a report without blobs whose figures are cached): no manifest and no
+    summary read at all, so none is found unreadable either."""
+    assert summarize or (report and not blobs), "only a report without blobs may skip the summaries"
     with bulk():
-        return _read_state(store, report, blobs, probe, aside or {}, list_blobs)
+        return _read_state(store, report, blobs, probe, aside or {}, list_blobs, summarize)
 
 
 def _read_state(store: Store, report: bool, blobs: bool, probe: Iterable[tuple[str, str]] = (),
-                aside: Mapping[Digest, Path] = {}, list_blobs: bool = True) -> StoreState:  # noqa: B006 (never mutated)
+                aside: Mapping[Digest, Path] = {}, list_blobs: bool = True,  # noqa: B006 (never mutated)
+                summarize: bool = True) -> StoreState:
     now = store.now()
     # Blobs are listed before the refs are read, as a writer publishes them in the other order.
     on_disk: Mapping = {}  # Digest -> (size, mtime); a report's BlobTable: table index -> the same
-    loaded = load(store) if report else None  # the summaries' table: the listing numbers blobs by it
+    loaded = load(store) if report and summarize else None  # the summaries' table: the listing numbers blobs by it
     blob_listing = None
     if loaded is not None and blobs:
         blob_listing = listing.list_blobs(store, loaded[0], now)
     elif blobs and list_blobs:
         on_disk = listed_blobs(store)
-    manifests = {}
-    for d in store.iter_manifests():
-        try:
-            manifests[d] = store.layout.manifest(d).stat().st_mtime
-        except FileNotFoundError:
-            continue
+    manifests = store.manifest_mtimes()
     for d, p in aside.items():
         try:
             manifests.setdefault(d, p.stat().st_mtime)

@@ -10,13 +10,17 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
 
+import blake3
+import msgpack
+
 from casstore.errors import NotFound
 from casstore.gc import Plan, Policy, plan, read_state, root_reasons
 from casstore.gc.state import BlobTable, blob_bytes, bulk
 from casstore.model.digest import Digest
 from casstore.model.names import validate_model
 from casstore.model.versioning import sort_key
-from casstore.store.summaries import Summary
+from casstore.store import cachefile
+from casstore.store.summaries import Summary, summaries
 
 
 @dataclass(frozen=True)
@@ -73,9 +77,22 @@ def usage(
 ) -> list[ModelUsage]:
     """``details``: (last used, root reasons) per version, from the GC's view of the store;
     ``partial``: the versions held only in part."""
-    details = details or {}
-    if not versions:
-        return []
+    return _assemble(figures(versions) if versions else _EMPTY, {k: md for k, (md, _) in versions.items()},
+                     current, details or {}, partial)
+
+
+@dataclass(frozen=True)
+class Figures:
+    """The sizes `cas list` prints: a pure function of which manifest each version names."""
+
+    versions: Mapping[tuple[str, str], tuple[int, int, int]]  # (model, version) -> files, size, unique
+    models: Mapping[str, tuple[int, int]]  # size, unique
+
+
+_EMPTY = Figures({}, {})
+
+
+def figures(versions: Mapping[tuple[str, str], tuple[Digest, Summary]]) -> Figures:
     # Blobs as indices into the summaries' one table, counted with set operations, so
     # that the per-blob work runs in C (1,000 versions of 100 files: 100k entries).
     tables = {id(s.table) for _, s in versions.values()}
@@ -90,19 +107,32 @@ def usage(
     def total(idx) -> int:
         return sum(map(sizes.__getitem__, idx))
 
+    per_version = {}
+    for key, (_, s) in versions.items():
+        size = total(s.idx)
+        per_version[key] = (s.files, size, size - total(shared.intersection(s.idx)))
+    per_model = {}
+    for model, idx in models.items():
+        size = total(idx)
+        per_model[model] = (size, size - total(idx & shared_models))
+    return Figures(per_version, per_model)
+
+
+def _assemble(fig: Figures, manifests: Mapping[tuple[str, str], Digest], current: Mapping[str, str],
+              details: Mapping[tuple[str, str], tuple[float, tuple[str, ...]]],
+              partial: frozenset[tuple[str, str]]) -> list[ModelUsage]:
+    by_model: dict[str, list[str]] = {}
+    for model, ver in manifests:
+        by_model.setdefault(model, []).append(ver)
     out = []
-    for model in sorted(models):
+    for model in sorted(by_model):
         vs = []
-        mine = {ver: v for (mdl, ver), v in versions.items() if mdl == model}
-        for ver in sorted(mine, key=lambda v: (sort_key(v), v)):  # 1.2.0 before 1.10.0
-            md, s = mine[ver]
-            size = total(s.idx)
-            unique = size - total(shared.intersection(s.idx))
+        for ver in sorted(by_model[model], key=lambda v: (sort_key(v), v)):  # 1.2.0 before 1.10.0
+            files, size, unique = fig.versions[model, ver]
             last, roots = details.get((model, ver), (None, ()))
-            vs.append(VersionUsage(model, ver, md, s.files, size, unique, size - unique, current.get(model) == ver,
-                                   last, roots, (model, ver) in partial))
-        size = total(models[model])
-        out.append(ModelUsage(model, tuple(vs), size, size - total(models[model] & shared_models)))
+            vs.append(VersionUsage(model, ver, manifests[model, ver], files, size, unique, size - unique,
+                                   current.get(model) == ver, last, roots, (model, ver) in partial))
+        out.append(ModelUsage(model, tuple(vs), *fig.models[model]))
     return out
 
 
@@ -146,16 +176,29 @@ def report(store, model: str | None = None, policy: Policy | None = None, *, tot
 
 
 def _report(store, model: str | None, policy: Policy, totals: bool) -> StoreUsage:
-    state = read_state(store, report=True, blobs=totals)
-    details = {(v.model, v.version): (v.last_used, root_reasons(v, policy, state.now)) for v in state.versions}
+    # `cas list` reads no summary when its figures are cached: 0.35 s of 36 MB at 1M blobs.
+    state = read_state(store, report=True, blobs=totals, summarize=totals)
     # Sharing is counted over the whole store even for one model: a blob another model uses is
     # not that model's to free (`cas list M` and `cas list` give M the same figures).
-    versions = {(v.model, v.version): (v.manifest, state.summaries[v.manifest]) for v in state.versions}
-    if model is not None and not any(m == model for m, _ in versions):
+    manifests = {(v.model, v.version): v.manifest for v in state.versions}
+    if model is not None and not any(m == model for m, _ in manifests):
         raise NotFound(f"model {validate_model(model)} is not in the store {store.root}")
+    key = _memo_key(manifests)
+    fig = _load_memo(store, key) if all(md in state.manifests for md in manifests.values()) else None
+    if fig is None:
+        known: Mapping[Digest, Summary]
+        if not totals:
+            known, errors = summaries(store, set(manifests.values()))
+            if errors:  # the read with summaries says which versions it leaves out, and why
+                return _report_read(store, model, policy)
+        else:
+            known = state.summaries
+        fig = figures({k: (md, known[md]) for k, md in manifests.items()}) if manifests else _EMPTY
+        _save_memo(store, key, fig)
+    details = {(v.model, v.version): (v.last_used, root_reasons(v, policy, state.now)) for v in state.versions}
     current = {v.model: v.version for v in state.versions if "current" in v.marks}
     partial = frozenset((v.model, v.version) for v in state.versions if v.partial)
-    models = [u for u in usage(versions, current, details, partial) if model is None or u.model == model]
+    models = [u for u in _assemble(fig, manifests, current, details, partial) if model is None or u.model == model]
     out = StoreUsage(models, policy, state.now, state.broken)
     if not totals:
         return out
@@ -168,3 +211,59 @@ def _report(store, model: str | None, policy: Policy, totals: bool) -> StoreUsag
         unreferenced_bytes=sum(map(blobs.size, unreferenced)),
         junk_bytes=sum(size for _, size, _ in state.junk),
     ))
+
+
+def _report_read(store, model: str | None, policy: Policy) -> StoreUsage:
+    """`cas list` from a read with summaries, uncached: where one of the manifests is unreadable."""
+    state = read_state(store, report=True, blobs=False)
+    versions = {(v.model, v.version): (v.manifest, state.summaries[v.manifest]) for v in state.versions}
+    details = {(v.model, v.version): (v.last_used, root_reasons(v, policy, state.now)) for v in state.versions}
+    current = {v.model: v.version for v in state.versions if "current" in v.marks}
+    partial = frozenset((v.model, v.version) for v in state.versions if v.partial)
+    models = [u for u in usage(versions, current, details, partial) if model is None or u.model == model]
+    return StoreUsage(models, policy, state.now, state.broken)
+
+
+# The figures of the last report, under a hash of which manifest each version named: `cas list`
+# on an unchanged store then reads no summary and counts no blob (1M blobs: 0.9 s of 1.9 s). Like
+# the summaries it only feeds reports, and a damaged or foreign file costs the work it saves.
+MEMO = "cache/usage"
+_MEMO_FORMAT = 1
+
+
+def _memo_key(manifests: Mapping[tuple[str, str], Digest]) -> bytes:
+    return blake3.blake3(msgpack.packb(sorted((m, v, md.hex) for (m, v), md in manifests.items()))).digest()
+
+
+def _load_memo(store, key: bytes) -> Figures | None:
+    return cachefile.load(store, MEMO, _MEMO_FORMAT, "usage figures", lambda obj, _: _parse_memo(obj, key))
+
+
+def _parse_memo(obj: dict, key: bytes) -> Figures | None:
+    if obj["key"] != key:  # another set of versions: not damage, so no warning
+        return None
+    versions, models = obj["versions"], obj["models"]
+    if not isinstance(versions, list) or not isinstance(models, list):
+        raise ValueError("malformed usage figures")
+    out_v, out_m = {}, {}
+    for m, v, files, size, unique in versions:
+        out_v[str(m), str(v)] = _naturals(files, size, unique)
+    for m, size, unique in models:
+        out_m[str(m)] = _naturals(size, unique)
+    if {m for m, _ in out_v} != out_m.keys():
+        raise ValueError("usage figures without their models'")
+    return Figures(out_v, out_m)
+
+
+def _naturals(*xs) -> tuple:
+    if any(type(x) is not int or x < 0 for x in xs):
+        raise ValueError(f"usage figures {xs!r}: not counts")
+    return xs
+
+
+def _save_memo(store, key: bytes, fig: Figures) -> None:
+    cachefile.save(store, MEMO, _MEMO_FORMAT, "usage figures", {
+        "key": key,
+        "versions": [[m, v, *f] for (m, v), f in fig.versions.items()],
+        "models": [[m, *f] for m, f in fig.models.items()],
+    })

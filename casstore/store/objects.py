@@ -454,16 +454,33 @@ class Store:
             pass
 
     def iter_manifests(self) -> Iterator[Digest]:
-        for sub in sorted(os.listdir(self.layout.manifests)):
-            d = self.layout.manifests / sub
-            if not d.is_dir():
+        for d, _ in self._manifest_entries():
+            yield d
+
+    def manifest_mtimes(self) -> dict[Digest, float]:
+        """Each manifest's mtime (GC and the reports read them all: 10,000 stats by a ``Path``
+        each were 0.2 s of `cas list`); one that went since the listing is left out."""
+        out = {}
+        for d, e in self._manifest_entries():
+            try:
+                out[d] = e.stat().st_mtime
+            except FileNotFoundError:
                 continue
-            for name in sorted(os.listdir(d)):
-                if name.endswith(".json"):
-                    try:
-                        yield Digest(name[:-5])
-                    except InvalidInput:
-                        continue
+        return out
+
+    def _manifest_entries(self) -> Iterator[tuple[Digest, os.DirEntry]]:
+        root = str(self.layout.manifests)
+        for sub in sorted(os.listdir(root)):
+            try:
+                with os.scandir(os.path.join(root, sub)) as it:
+                    entries = sorted((e for e in it if e.name.endswith(".json")), key=lambda e: e.name)
+            except (NotADirectoryError, FileNotFoundError):
+                continue
+            for e in entries:
+                try:
+                    yield Digest(e.name[:-5]), e
+                except InvalidInput:
+                    continue
 
     # resolving references ----------------------------------------------------------------------
 
