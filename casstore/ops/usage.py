@@ -178,23 +178,16 @@ def report(store, model: str | None = None, policy: Policy | None = None, *, tot
 def _report(store, model: str | None, policy: Policy, totals: bool) -> StoreUsage:
     # `cas list` reads no summary when its figures are cached: 0.35 s of 36 MB at 1M blobs.
     state = read_state(store, report=True, blobs=totals, summarize=totals)
+    fig = _figures(store, state, state.summaries if totals else None)
+    if fig is None:  # a manifest is unreadable: the read with summaries says which versions it leaves out
+        state = read_state(store, report=True, blobs=False)
+        fig = _figures(store, state, state.summaries)
+    assert fig is not None
     # Sharing is counted over the whole store even for one model: a blob another model uses is
     # not that model's to free (`cas list M` and `cas list` give M the same figures).
     manifests = {(v.model, v.version): v.manifest for v in state.versions}
     if model is not None and not any(m == model for m, _ in manifests):
         raise NotFound(f"model {validate_model(model)} is not in the store {store.root}")
-    key = _memo_key(manifests)
-    fig = _load_memo(store, key) if all(md in state.manifests for md in manifests.values()) else None
-    if fig is None:
-        known: Mapping[Digest, Summary]
-        if not totals:
-            known, errors = summaries(store, set(manifests.values()))
-            if errors:  # the read with summaries says which versions it leaves out, and why
-                return _report_read(store, model, policy)
-        else:
-            known = state.summaries
-        fig = figures({k: (md, known[md]) for k, md in manifests.items()}) if manifests else _EMPTY
-        _save_memo(store, key, fig)
     details = {(v.model, v.version): (v.last_used, root_reasons(v, policy, state.now)) for v in state.versions}
     current = {v.model: v.version for v in state.versions if "current" in v.marks}
     partial = frozenset((v.model, v.version) for v in state.versions if v.partial)
@@ -213,22 +206,28 @@ def _report(store, model: str | None, policy: Policy, totals: bool) -> StoreUsag
     ))
 
 
-def _report_read(store, model: str | None, policy: Policy) -> StoreUsage:
-    """`cas list` from a read with summaries, uncached: where one of the manifests is unreadable."""
-    state = read_state(store, report=True, blobs=False)
-    versions = {(v.model, v.version): (v.manifest, state.summaries[v.manifest]) for v in state.versions}
-    details = {(v.model, v.version): (v.last_used, root_reasons(v, policy, state.now)) for v in state.versions}
-    current = {v.model: v.version for v in state.versions if "current" in v.marks}
-    partial = frozenset((v.model, v.version) for v in state.versions if v.partial)
-    models = [u for u in usage(versions, current, details, partial) if model is None or u.model == model]
-    return StoreUsage(models, policy, state.now, state.broken)
-
-
 # The figures of the last report, under a hash of which manifest each version named: `cas list`
 # on an unchanged store then reads no summary and counts no blob (1M blobs: 0.9 s of 1.9 s). Like
 # the summaries it only feeds reports, and a damaged or foreign file costs the work it saves.
 MEMO = "cache/usage"
 _MEMO_FORMAT = 1
+
+
+def _figures(store, state, known: Mapping[Digest, Summary] | None) -> Figures | None:
+    """The figures of ``state``'s versions: the memo's while they are the versions it counted,
+    else counted from ``known`` (or from the summaries, read now) and kept. None: one of their
+    manifests is unreadable, and ``known`` was not given."""
+    manifests = {(v.model, v.version): v.manifest for v in state.versions}
+    key = _memo_key(manifests)
+    if all(md in state.manifests for md in manifests.values()) and (fig := _load_memo(store, key)) is not None:
+        return fig
+    if known is None:
+        known, errors = summaries(store, set(manifests.values()))
+        if errors:
+            return None
+    fig = figures({k: (md, known[md]) for k, md in manifests.items()}) if manifests else _EMPTY
+    _save_memo(store, key, fig)
+    return fig
 
 
 def _memo_key(manifests: Mapping[tuple[str, str], Digest]) -> bytes:
