@@ -105,14 +105,16 @@ def test_a_write_fails_with_one_clear_line(ro_store, tmp_path):
 def test_reports_keep_their_caches_on_this_machine(ro_store):
     """`cas list`/`du` cannot write the store's cache/: their copies go next to the hash cache,
     and the next run reads them (test_blob_listing.py checks that nothing is parsed again)."""
+    from casstore.ops import usage
     from casstore.store import cachefile, listing, summaries
     from casstore.store.objects import Store
 
     first = ro_store.json("du")
     store = Store(ro_store.store)
-    for name in (summaries.FILE, listing.FILE):
+    for name in (summaries.FILE, listing.FILE, usage.MEMO):
         assert not (ro_store.store / name).exists()
-    assert cachefile.local_path(store, summaries.FILE).is_file()
+    for name in (summaries.FILE, usage.MEMO):
+        assert cachefile.local_path(store, name).is_file()
     assert not cachefile._writable(ro_store.store), "so that the local copies are read"
     def timeless(report):  # "used 3s ago" in a version's roots moves with the clock
         for m in report["models"]:
@@ -121,3 +123,6 @@ def test_reports_keep_their_caches_on_this_machine(ro_store):
         return report
 
     assert timeless(ro_store.json("du")) == timeless(first)
+    os.unlink(cachefile.local_path(store, summaries.FILE))  # the list below counts from the local memo
+    assert timeless(ro_store.json("list"))["models"] == timeless(first)["models"]
+    assert not cachefile.local_path(store, summaries.FILE).exists()
