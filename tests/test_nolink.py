@@ -59,11 +59,13 @@ def test_two_switches_with_expect_never_both_win(tmp_path, shim, renameat2):
         env["SHIM_NO_RENAMEAT2"] = "1"
     cas = CasRunner(tmp_path / "store", tmp_path)
 
-    def run(*args):
-        return subprocess.Popen(cas.argv(*args), env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    def run(*args, shimmed=True):
+        return subprocess.Popen(cas.argv(*args), env=env if shimmed else None, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True)
 
-    for v in ("1", "2", "3"):
-        p = run("add", make_model(tmp_path / f"v{v}", {"w.bin": 1000 + int(v)}), "--name", "m", "--version", v)
+    for v in ("1", "2", "3"):  # the versions as usual: only the switches race
+        p = run("add", make_model(tmp_path / f"v{v}", {"w.bin": 1000 + int(v)}), "--name", "m", "--version", v,
+                shimmed=False)
         assert p.wait() == 0, p.stderr.read()
     store = Store.open(cas.store)
     wins = 0
