@@ -265,9 +265,10 @@ def _memo_with(store, edit):
     lambda s: _memo_with(s, lambda o: o["versions"][0].__setitem__(3, -1)),
     lambda s: _memo_with(s, lambda o: o["versions"][0].__setitem__(2, 1.5)),
     lambda s: _memo_with(s, lambda o: o["versions"].__setitem__(0, ["a", "1.0.0"])),
+    lambda s: _memo_with(s, lambda o: o["versions"][0].__setitem__(0, 7)),
     lambda s: _memo_with(s, lambda o: o.__setitem__("models", o["models"][1:])),
     lambda s: _memo_with(s, lambda o: o.__setitem__("versions", {})),
-], ids=["not msgpack", "other format", "negative", "float", "short entry", "a model missing", "not a list"])
+], ids=["not msgpack", "other format", "negative", "float", "short entry", "a number for a name", "a model missing", "not a list"])
 def test_a_damaged_memo_is_ignored_and_replaced(populated, damage, caplog):
     good = listed(populated)
     memo_file(populated).write_bytes(damage(populated))

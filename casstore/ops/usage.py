@@ -246,12 +246,18 @@ def _parse_memo(obj: dict, key: bytes) -> Figures | None:
         raise ValueError("malformed usage figures")
     out_v, out_m = {}, {}
     for m, v, files, size, unique in versions:
-        out_v[str(m), str(v)] = _naturals(files, size, unique)
+        out_v[_name(m), _name(v)] = _naturals(files, size, unique)
     for m, size, unique in models:
-        out_m[str(m)] = _naturals(size, unique)
+        out_m[_name(m)] = _naturals(size, unique)
     if {m for m, _ in out_v} != out_m.keys():
         raise ValueError("usage figures without their models'")
     return Figures(out_v, out_m)
+
+
+def _name(x) -> str:
+    if type(x) is not str:
+        raise ValueError(f"usage figures name {x!r}: not a string")
+    return x
 
 
 def _naturals(*xs) -> tuple:
