@@ -99,6 +99,11 @@ def test_properties(vspecs, sizes, ages, leased, max_size, retention, keep_last,
     assert not set(p.delete_blobs) & (needed | s.leased)
     assert all(s.blobs[b][1] < NOW - grace for b in p.delete_blobs)
     assert p.bytes_freed == sum(s.blobs[b][0] for b in p.delete_blobs)
+    # Nor less: every old blob no survivor and no lease needs goes, whichever rule freed it.
+    free = {b for b, (_, mtime) in s.blobs.items() if b not in needed | s.leased}
+    assert set(p.delete_blobs) == {b for b in free if s.blobs[b][1] < NOW - grace}
+    assert p.young_spared == len(free) - len(p.delete_blobs)
+    assert list(p.delete_blobs) == sorted(p.delete_blobs, key=lambda d: d.hex)
     # Frees enough when it can: if still over, every version that could go has gone.
     if p.shortfall > 0:
         for v in vs:

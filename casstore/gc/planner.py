@@ -99,10 +99,6 @@ def plan(state: StoreState, policy: Policy) -> Plan:
     delete_junk = tuple(sorted(path for path, _, mtime in state.junk if mtime < old_enough))
     live_manifests = set(state.extra) | {d for d in state.leased if d in state.manifests} | set(policy.protect)
     live_manifests.update(v.manifest for v in state.versions)
-    # Set operations and Counters: the per-blob work runs in C (GC and `cas du` on 100k blobs).
-    every = chain(state.extra.values(), (v.blobs for v in state.versions))
-    referenced = set().union(*every)
-
     young: dict[BlobKey, int] = {}  # what would go but for the grace period (the plan says so): size
     delete_blobs: set[BlobKey] = set()
     freed = sum(size for path, size, _ in state.junk if path in delete_junk)
@@ -124,16 +120,15 @@ def plan(state: StoreState, policy: Policy) -> Plan:
                 delete_blobs.add(b)
                 freed += size
 
-    take(state.blobs.keys() - referenced)
-    del referenced
     delete_manifests = {m for m, mtime in state.manifests.items() if m not in live_manifests and mtime < old_enough}
-
     kept = []
+    roots = []
     candidates = []
     for v in state.versions:
         reasons = root_reasons(v, policy, state.now, state.leased)
         if reasons:
             kept.append((f"{v.model}@{v.version}", reasons))
+            roots.append(v)
         else:
             candidates.append(v)
     delete_versions = []
@@ -145,26 +140,31 @@ def plan(state: StoreState, policy: Policy) -> Plan:
         if v.manifest not in state.extra and state.manifests.get(v.manifest, 0) < old_enough:
             delete_manifests.add(v.manifest)
 
-    if lru and expire_all:  # every candidate goes: what no other version or root holds is freed
+    # Set operations and Counters: the per-blob work runs in C (GC and `cas du` on 1M blobs).
+    if lru and expire_all:
+        # Every candidate goes, so a blob is freed unless a root or a manifest kept otherwise
+        # holds it, whether a candidate named it or nothing did: one pass over the store, and no
+        # union of every version's blobs (docs/benchmarks.md, "GC's plan in one pass").
         for v in lru:
             drop(v)
-        going = {id(v) for v in lru}
-        released = set().union(*(v.blobs for v in lru))
-        released.difference_update(*(v.blobs for v in state.versions if id(v) not in going), *state.extra.values())
-        take(released)
-    elif lru and policy.max_size is not None:  # the least recently used first, while over the limit
-        refcount = Counter(chain.from_iterable(v.blobs for v in state.versions))
-        refcount.update(chain.from_iterable(state.extra.values()))
-        for v in lru:
-            if total - freed <= policy.max_size:
-                break
-            drop(v)
-            released = set()
-            for b in v.blobs:
-                refcount[b] -= 1
-                if refcount[b] == 0:
-                    released.add(b)
-            take(released)
+        take(state.blobs.keys() - set().union(*(v.blobs for v in roots), *state.extra.values()))
+    else:
+        referenced = set().union(*state.extra.values(), *(v.blobs for v in state.versions))
+        take(state.blobs.keys() - referenced)
+        del referenced
+        if lru and policy.max_size is not None:  # the least recently used first, while over the limit
+            refcount = Counter(chain.from_iterable(v.blobs for v in state.versions))
+            refcount.update(chain.from_iterable(state.extra.values()))
+            for v in lru:
+                if total - freed <= policy.max_size:
+                    break
+                drop(v)
+                released = set()
+                for b in v.blobs:
+                    refcount[b] -= 1
+                    if refcount[b] == 0:
+                        released.add(b)
+                take(released)
     shortfall = max(0, total - freed - policy.max_size) if policy.max_size is not None else 0
     return Plan(tuple(delete_versions), tuple(sorted_by_hex(delete_manifests)),
                 blob_digests(state.blobs, delete_blobs), total, freed,
