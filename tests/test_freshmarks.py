@@ -151,7 +151,7 @@ def test_du_and_gc_agree_on_blobs_a_writer_just_made_fresh(quiet, tmp_path):
     src.write_bytes(os.urandom(700))
     new = store.put_file(src).digest
     full = plan(read_state(store), EXPIRED)
-    named = {b for v in read_state(store).versions for b in v.blobs}  # sized by its manifest: no stat of its own
+    named = {Digest(h) for v in read_state(store).versions for h in v.blobs}  # sized by its manifest: no stat of its own
     expired = next(d for d in full.delete_blobs if d != new and d in named)
     found = store.blob_path(expired).read_bytes()
     (tmp_path / "found.bin").write_bytes(found)
@@ -198,7 +198,7 @@ def test_a_blob_a_manifest_names_but_the_store_lacks_is_neither_counted_nor_plan
     shutil.copytree(quiet, tmp_path / "store", symlinks=True, copy_function=os.link)
     store = Store.open(tmp_path / "store")
     state = read_state(store)
-    gone = next(d for v in state.versions if not v.marks for d in v.blobs)
+    gone = next(Digest(h) for v in state.versions if not v.marks for h in v.blobs)  # GC names blobs by hex
     size = store.blob_path(gone).stat().st_size
     before = plan(state, EXPIRED)
     assert gone in before.delete_blobs and len(before.delete_blobs) > freshmarks.MIN_BLOBS

@@ -105,7 +105,7 @@ def test_decode_rejects_malformed(over):
 
 @given(manifests)
 def test_gcs_read_of_a_manifest_lists_its_blobs_and_their_sizes(m):
-    assert blob_sizes(m.encode()) == {e.digest: e.size for e in m.entries}
+    assert blob_sizes(m.encode()) == {e.digest.hex: e.size for e in m.entries}
 
 
 def test_verifys_read_of_entries_matches_the_decode_and_gives_way_to_it():

@@ -29,9 +29,11 @@ from casstore.store.objects import Store
 from casstore.store.roots import project_roots
 from casstore.store.summaries import Summary, Table, load, summaries
 
-# A blob as a state names it: by Digest in GC's, by its index in the manifest summaries' table in
-# a report's (BlobTable), which so never makes a Digest per blob.
-BlobKey = Digest | int
+# A blob as a state names it: by its digest's hex in GC's read (ListedBlobs: a str caches its
+# hash and compares in one step, a Digest is a tuple around one), by Digest in the sweep's re-mark
+# (which lists no blob), by its index in the manifest summaries' table in a report's (BlobTable).
+# Neither of the last two makes an object per blob of the store.
+BlobKey = Digest | int | str
 
 
 def sorted_by_hex(ds: Iterable[Any]) -> list[Digest]:
@@ -225,7 +227,8 @@ class DigestView(Sequence[Digest]):
 
     def _all(self) -> list[Digest]:
         if self._sorted is None:
-            self._sorted, self._make = self._make(), _made  # and the state it held is let go
+            with bulk():  # 1M new Digests would set the cyclic collector off again and again
+                self._sorted, self._make = self._make(), _made  # and the state it held is let go
             assert len(self._sorted) == self._n, "a plan's blobs changed after it was made"
         return self._sorted
 
@@ -247,36 +250,37 @@ def blob_table(store: Store, table: Table, now: float) -> BlobTable:
     return BlobTable(str(store.layout.root), table, listing.list_blobs(store, table, now))
 
 
-class ListedBlobs(_Blobs, Mapping[Digest, tuple[int, float]]):
+class ListedBlobs(_Blobs, Mapping[str, tuple[int, float]]):
     """GC's read of the store's blobs: every one by its name, its size from the manifests that
     name it (a blob holds what its digest names), and a stat only of those no manifest read names
     (``settle``) and of those the plan might free whose fresh marks do not already show them old
     (``older_than``, then ``stats``): a GC that frees little stats little, and one that frees
     blobs nobody has made fresh for long stats them only in its sweep (1M stats were ~5 s of
     `gc --dry-run` at 1M blobs). A stat'ed blob's size and mtime
-    are packed into one int (a third of a tuple of them). The digests manifests name are interned
-    to the listed ones, so that a blob 1,000 versions list is one object, not 1,000."""
+    are packed into one int (a third of a tuple of them). Blobs are keyed by their hex, and the
+    hexes manifests name are interned to the listed ones, so that a blob 1,000 versions list is
+    one object, not 1,000, and a plan's set operations find each by identity."""
 
     _NS = (1 << 64) - 1
 
     def __init__(self, root: str) -> None:
         self._root = root
         self._dir = os.path.join(root, "blobs", "")
-        self._canon: dict[Digest, Digest] = {}
+        self._canon: dict[str, str] = {}
         self._keys = self._canon.keys()
         # Every listed blob, a directory at a time in hex order, and each blobs/XX directory's
         # slice of it; sorted within each slice when a plan first needs it (``_in_hex_order``).
-        self._order: list[Digest] = []
+        self._order: list[str] = []
         self._span: dict[str, tuple[int, int]] = {}
         self._sorted = False
-        self._sizes: dict[Digest, int] = {}  # from the manifests; after ``settle`` only of listed blobs
-        self._unlisted: set[Digest] = set()  # named by a manifest, not listed
+        self._sizes: dict[str, int] = {}  # from the manifests; after ``settle`` only of listed blobs
+        self._unlisted: set[str] = set()  # named by a manifest, not listed
         self._sized = 0  # their sum
         self._settled = False
-        self._stats: dict[Digest, int] = {}  # size << 64 | mtime in ns, of the blobs stat'ed
+        self._stats: dict[str, int] = {}  # size << 64 | mtime in ns, of the blobs stat'ed
         self.total = 0
 
-    def add(self, sub: str, ds: list[Digest]) -> None:
+    def add(self, sub: str, ds: list[str]) -> None:
         """The blobs of directory ``blobs/<sub>``; directories in hex order."""
         assert not self._span or next(reversed(self._span)) < sub, "directories listed out of hex order"
         start = len(self._order)
@@ -284,13 +288,13 @@ class ListedBlobs(_Blobs, Mapping[Digest, tuple[int, float]]):
         self._span[sub] = (start, len(self._order))
         self._canon.update(zip(ds, ds))
 
-    def intern(self, named: Mapping[Digest, int]) -> tuple[Digest, ...]:
+    def intern(self, named: Mapping[str, int]) -> tuple[str, ...]:
         """A manifest's blobs as a tuple: a version's 100 blobs in 0.8 KB where a frozenset takes
         4 KB (the plan only iterates them); their sizes kept for ``settle``, by the interned
-        digests (a lookup that finds the very object it holds compares nothing)."""
+        hexes (a lookup that finds the very object it holds compares nothing)."""
         assert not self._settled, "interned after settle()"
         found = tuple(map(self._canon.get, named))
-        blobs: tuple[Digest, ...] = found  # type: ignore[assignment]  # unless None is in it:
+        blobs: tuple[str, ...] = found  # type: ignore[assignment]  # unless None is in it:
         if None in found:  # named but not listed (missing, or gone since): kept as named, never counted
             blobs = tuple(b if b is not None else d for b, d in zip(found, named))
             self._unlisted.update(d for d in named if d not in self._canon)
@@ -306,9 +310,8 @@ class ListedBlobs(_Blobs, Mapping[Digest, tuple[int, float]]):
         unsized = self._keys - sizes.keys()
         with self._dirs() as fd_of:
             for d in unsized:
-                h = d.hex
                 try:
-                    st = os.stat(h, dir_fd=fd_of(h))
+                    st = os.stat(d, dir_fd=fd_of(d))
                 except FileNotFoundError:  # gone since the listing
                     del self._canon[d]
                     continue
@@ -335,7 +338,7 @@ class ListedBlobs(_Blobs, Mapping[Digest, tuple[int, float]]):
             for fd in fds.values():
                 os.close(fd)
 
-    def older_than(self, keys: Collection[Digest], old_enough: float) -> tuple[set[Digest], int]:
+    def older_than(self, keys: Collection[str], old_enough: float) -> tuple[set[str], int]:
         """Of the listed blobs a manifest sized. One made fresh by something that does not mark
         is counted here, and the sweep, which stats each blob before and after setting it aside,
         spares it (invariant 7)."""
@@ -348,8 +351,8 @@ class ListedBlobs(_Blobs, Mapping[Digest, tuple[int, float]]):
             if not quiet and (prefix := f"{g:03x}")[:2] in span:  # a fresh group's blobs: a slice of its directory's
                 order = self._in_hex_order()
                 lo, hi = span[prefix[:2]]
-                lo = bisect_left(order, (prefix,), lo, hi)
-                hi = bisect_left(order, (prefix + "g",), lo, hi)  # "g" sorts after every hex digit
+                lo = bisect_left(order, prefix, lo, hi)
+                hi = bisect_left(order, prefix + "g", lo, hi)  # "g" sorts after every hex digit
                 old.difference_update(order[lo:hi])
         if 2 * len(old) > len(sizes):  # most of them: sum the few left out instead
             return old, self._sized - sum(map(sizes.__getitem__, filterfalse(old.__contains__, sizes)))
@@ -357,21 +360,21 @@ class ListedBlobs(_Blobs, Mapping[Digest, tuple[int, float]]):
 
     def digests(self, keys: Collection[BlobKey]) -> Sequence[Digest]:
         if 8 * len(keys) < len(self._order):  # a few: sorting them is cheaper than a pass over all
-            return DigestView(len(keys), lambda: sorted_by_hex(keys))
-        return DigestView(len(keys), lambda: [d for d in self._in_hex_order() if d in keys])
+            return DigestView(len(keys), lambda: list(Digest.unchecked(sorted(keys))))  # type: ignore[arg-type]  # hexes, as listed
+        return DigestView(len(keys), lambda: list(Digest.unchecked(d for d in self._in_hex_order() if d in keys)))
 
-    def _in_hex_order(self) -> list[Digest]:
+    def _in_hex_order(self) -> list[str]:
         """The listing sorted, a directory at a time: a plan's list of most of the store is then
         filtered from it, not sorted (900k of 1M: 0.7 s against 1.1 s), and a mark's group is a
         slice found by bisection. Only once asked: a plan that frees a few sorts just those."""
         if not self._sorted:
             order = self._order
             for lo, hi in self._span.values():
-                order[lo:hi] = sorted_by_hex(order[lo:hi])
+                order[lo:hi] = sorted(order[lo:hi])
             self._sorted = True
         return self._order
 
-    def __getitem__(self, d: Digest) -> tuple[int, float]:
+    def __getitem__(self, d: str) -> tuple[int, float]:
         for _, size, mtime in self.stats((d,)):
             return size, mtime
         raise KeyError(d)
@@ -387,7 +390,7 @@ class ListedBlobs(_Blobs, Mapping[Digest, tuple[int, float]]):
             for k in (d for d in listed if d in keys) if ordered else (k for k in keys if k in listed):
                 v = get(k)
                 if v is None:
-                    h = k.hex
+                    h = k
                     try:  # a few (a version the size limit drops): by path, no directory opened for them
                         st = os.stat(h, dir_fd=fd_of(h)) if ordered else os.stat(f"{self._dir}{h[:2]}/{h}")
                     except FileNotFoundError:  # gone since the listing: nothing to free
@@ -401,7 +404,7 @@ def listed_blobs(store: Store) -> ListedBlobs:
     """Every blob by its name, a fan-out directory at a time, without a stat (``ListedBlobs``)."""
     out = ListedBlobs(str(store.layout.root))
     for sub in sorted(store.blob_dirs()):
-        out.add(sub, list(Digest.unchecked(store.blob_names(sub))))
+        out.add(sub, store.blob_names(sub))
     return out
 
 
@@ -507,7 +510,7 @@ def _read_state(store: Store, report: bool, blobs: bool, probe: Iterable[tuple[s
             try:
                 # Listed a moment ago or not: this GC or another may hold it aside now.
                 named = store.manifest_blobs(md, aside.get(md)) if blobs else {}
-                cache[md] = on_disk.intern(named) if isinstance(on_disk, ListedBlobs) else frozenset(named)
+                cache[md] = on_disk.intern(named) if isinstance(on_disk, ListedBlobs) else frozenset(Digest.unchecked(named))
             except CasError as e:
                 errors[md] = e
         if isinstance(on_disk, ListedBlobs):
@@ -567,6 +570,8 @@ def _read_state(store: Store, report: bool, blobs: bool, probe: Iterable[tuple[s
     leased: frozenset[BlobKey] = frozenset(scan.held)  # manifests and blobs by digest
     if isinstance(on_disk, BlobTable):  # and a report's blobs by their keys too
         leased |= on_disk.keys_of(scan.held)
+    elif isinstance(on_disk, ListedBlobs):  # and GC's by their hex
+        leased |= {d.hex for d in scan.held}
     return StoreState(now, on_disk, manifests, tuple(versions), leased, extra, known, tuple(broken),
                       tuple(junk_files(store, now)))
 

@@ -233,8 +233,9 @@ class Manifest:
         )
 
 
-def blob_sizes(data: bytes, *, source: str = "manifest") -> dict[Digest, int]:
-    """The blobs a manifest lists, with their sizes, for GC's read, which needs nothing else of it:
+def blob_sizes(data: bytes, *, source: str = "manifest") -> dict[str, int]:
+    """The blobs a manifest lists by their digests' hex, with their sizes, for GC's read, which
+    needs nothing else of it (and names blobs by hex, gc/state.py's ListedBlobs):
     the same strict parse as ``decode``, every digest checked and every size typed and bounded
     (in bulk), but paths and the tree not checked (a third of a decode). A manifest whose bytes
     match its digest is what ``put_manifest`` wrote after a whole decode; one that would fail
@@ -244,8 +245,8 @@ def blob_sizes(data: bytes, *, source: str = "manifest") -> dict[Digest, int]:
     raw = _checked_entries(data, source)
     sizes: list[Any] = [] if raw is None else [e.get("size") for e in raw]
     if raw is None or not (set(map(type, sizes)) <= {int} and (not sizes or min(sizes) >= 0 and max(sizes) <= MAX_SIZE)):
-        return {e.digest: e.size for e in Manifest.decode(data, source=source).entries}
-    return dict(zip(Digest.unchecked([e["digest"][_PREFIX:] for e in raw]), sizes))
+        return {e.digest.hex: e.size for e in Manifest.decode(data, source=source).entries}
+    return dict(zip([e["digest"][_PREFIX:] for e in raw], sizes))
 
 
 def blob_hexes(data: bytes, *, source: str = "manifest") -> list[str]:

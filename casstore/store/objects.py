@@ -380,8 +380,8 @@ class Store:
         except FileNotFoundError:
             raise NotFound(f"manifest {d} is not in the store {self.root}") from None
 
-    def manifest_blobs(self, d: Digest, mine: Path | None = None) -> dict[Digest, int]:
-        """GC's read of manifest ``d``: the blobs it lists, with their sizes (model/manifest.blob_sizes),
+    def manifest_blobs(self, d: Digest, mine: Path | None = None) -> dict[str, int]:
+        """GC's read of manifest ``d``: the blobs it lists by hex, with their sizes (model/manifest.blob_sizes),
         checked against its digest, from wherever it is now (``in_flight``; ``mine``: where this GC
         set it aside, if it did). A ref naming a manifest another GC holds aside is not broken."""
         try:
