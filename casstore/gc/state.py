@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from casstore.errors import CasError, CorruptStore, NotFound
+from casstore.gc import readahead
 from casstore.gc.housekeeping import junk_files
 from casstore.model.digest import Digest
 from casstore.model.history import UNSET, current_of, undo_stack
@@ -455,13 +456,13 @@ def read_state(store: Store, *, report: bool = False, blobs: bool = True, list_b
     ``summarize=False`` (a report without blobs whose figures are cached): no manifest and no
     summary read at all, so none is found unreadable either."""
     assert summarize or (report and not blobs), "only a report without blobs may skip the summaries"
-    with bulk():
-        return _read_state(store, report, blobs, probe, aside or {}, list_blobs, summarize)
+    with bulk(), readahead.started(str(store.layout.manifests), not report and blobs and list_blobs) as ahead:
+        return _read_state(store, report, blobs, probe, aside or {}, list_blobs, summarize, ahead)
 
 
 def _read_state(store: Store, report: bool, blobs: bool, probe: Iterable[tuple[str, str]] = (),
                 aside: Mapping[Digest, Path] = {}, list_blobs: bool = True,  # noqa: B006 (never mutated)
-                summarize: bool = True) -> StoreState:
+                summarize: bool = True, ahead: readahead.Readahead | None = None) -> StoreState:
     now = store.now()
     # Blobs are listed before the refs are read, as a writer publishes them in the other order.
     on_disk: Mapping = {}  # Digest -> (size, mtime); a report's BlobTable: table index -> the same
@@ -506,7 +507,14 @@ def _read_state(store: Store, report: bool, blobs: bool, probe: Iterable[tuple[s
         if blob_listing is not None:  # after the summaries: a manifest summarized now may name a listed blob
             on_disk = BlobTable(str(store.layout.root), loaded[0], blob_listing)
     else:  # GC decides from the manifests themselves
+        if ahead is not None and isinstance(on_disk, ListedBlobs):  # those a helper read meanwhile, as they come
+            wanted = {md.hex: md for md in needed if md not in aside}
+            for mh, named in ahead.records():
+                if (md := wanted.pop(mh, None)) is not None:
+                    cache[md] = on_disk.intern(named)
         for md in needed:
+            if md in cache:
+                continue
             try:
                 # Listed a moment ago or not: this GC or another may hold it aside now.
                 named = store.manifest_blobs(md, aside.get(md)) if blobs else {}
