@@ -12,6 +12,7 @@ import pytest
 
 from casstore.errors import CorruptStore
 from casstore.gc import Policy, collect, plan, read_state, readahead
+from casstore.gc.state import ListedBlobs
 from casstore.store.objects import Store
 from casstore.testing.synthetic import many_blobs
 
@@ -119,3 +120,23 @@ def test_records_split_anywhere_are_read_whole_and_one_cut_short_is_left_out():
         chunks = [stream[i:i + cut] for i in range(0, len(stream), cut)]
         assert list(readahead.parse(chunks)) == [("01" * 32, a), ("02" * 32, b)]
     assert list(readahead.parse([struct.pack("<32sI", b"\x04" * 32, 0)])) == [("04" * 32, {})]
+
+
+def test_a_read_that_fails_midway_stops_the_helper(store, monkeypatch):
+    monkeypatch.setattr(readahead, "MIN_MANIFESTS", 1)
+    started = []
+    real_init = readahead.Readahead.__init__
+
+    def init(self, manifests):
+        real_init(self, manifests)
+        started.append(self)
+
+    def intern(self, named):
+        raise RuntimeError("stopped here")
+
+    monkeypatch.setattr(readahead.Readahead, "__init__", init)
+    monkeypatch.setattr(ListedBlobs, "intern", intern)
+    with pytest.raises(RuntimeError, match="stopped here"):
+        read_state(store)
+    (helper,) = started
+    assert helper.proc.returncode is not None and not helper._reader.is_alive()

@@ -16,6 +16,7 @@ work on the first manifests overlaps the helper's reading of the rest.
 from __future__ import annotations
 
 import os
+import queue
 import struct
 import sys
 from array import array
@@ -78,7 +79,6 @@ class Readahead:
     time: with a 64 KiB pipe, 16 records per 5 ms, the helper waited on it for ~2 s at 10,000."""
 
     def __init__(self, manifests: str) -> None:
-        import queue
         import subprocess
         import threading
 
@@ -96,7 +96,8 @@ class Readahead:
             fcntl.fcntl(self._fd, fcntl.F_SETPIPE_SZ, 1 << 20)
         except (ImportError, AttributeError, OSError):  # not Linux, or over the system's limit: the default size
             pass
-        self._q: queue.SimpleQueue = queue.SimpleQueue()
+        # At most 64 chunks of 1 MiB wait for GC (it lists blobs first): beyond, the helper waits.
+        self._q: queue.Queue = queue.Queue(maxsize=64)
         self._reader = threading.Thread(target=self._drain, name="gc-readahead", daemon=True)
         self._reader.start()
 
@@ -117,7 +118,12 @@ class Readahead:
         if self.proc.poll() is None:
             self.proc.kill()  # GC stopped early: nothing more is wanted
         self.proc.wait()
-        self._reader.join(timeout=5)  # at the pipe's end now
+        while self._reader.is_alive():  # at the pipe's end now, unless waiting for room in the queue
+            try:
+                self._q.get(timeout=0.1)
+            except queue.Empty:
+                pass
+        self._reader.join()
         if self.proc.stdout is not None:
             self.proc.stdout.close()
 
