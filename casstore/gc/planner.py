@@ -107,11 +107,14 @@ def plan(state: StoreState, policy: Policy) -> Plan:
         """The blobs among ``keys`` (a set of the caller's, changed here) that may go, by their
         size and mtime: those the fresh marks show old without a stat, the rest stat'ed here in
         one tight loop, each blob once. In place: at 1M blobs each set is 32 MiB."""
-        nonlocal freed
+        nonlocal freed, delete_blobs
         keys -= state.leased
         old, size = blobs_older_than(state.blobs, keys, old_enough)  # what fresh marks show old needs no stat
         keys -= old
-        delete_blobs.update(old)
+        if delete_blobs:
+            delete_blobs.update(old)
+        else:  # the first (often the only) take: its set is the plan's, not copied (1M blobs: 0.1 s)
+            delete_blobs = old
         freed += size
         for b, size, mtime in blob_stats(state.blobs, keys):
             if mtime >= old_enough:
