@@ -24,7 +24,7 @@ from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 
 HEAD = struct.Struct("<32sI")
-MIN_MANIFESTS = 2_000  # fewer are not worth a process's start (~60 ms of the other core)
+MIN_MANIFESTS = 2_000  # at 1,000 (100k blobs) a helper measured about even with none: 0.58-0.78 s against 0.65-0.84 s
 
 
 def count(manifests: str) -> int:
