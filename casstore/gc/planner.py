@@ -144,30 +144,29 @@ def plan(state: StoreState, policy: Policy) -> Plan:
             delete_manifests.add(v.manifest)
 
     # Set operations and Counters: the per-blob work runs in C (GC and `cas du` on 1M blobs).
-    if lru and expire_all:
-        # Every candidate goes, so a blob is freed unless a root or a manifest kept otherwise
-        # holds it, whether a candidate named it or nothing did: one pass over the store, and no
-        # union of every version's blobs (docs/benchmarks.md, "GC's plan in one pass").
+    # When every candidate goes, a blob is freed unless a root or a manifest kept otherwise holds
+    # it, whether a candidate named it or nothing did: one pass over the store, with no union of
+    # every version's blobs (docs/benchmarks.md, "GC's plan in one pass"). Else what no version
+    # holds goes first, then the least recently used versions while over the limit.
+    expire_now = bool(lru) and expire_all
+    holders = roots if expire_now else state.versions
+    take(state.blobs.keys() - set().union(*state.extra.values(), *(v.blobs for v in holders)))
+    if expire_now:
         for v in lru:
             drop(v)
-        take(state.blobs.keys() - set().union(*(v.blobs for v in roots), *state.extra.values()))
-    else:
-        referenced = set().union(*state.extra.values(), *(v.blobs for v in state.versions))
-        take(state.blobs.keys() - referenced)
-        del referenced
-        if lru and policy.max_size is not None:  # the least recently used first, while over the limit
-            refcount = Counter(chain.from_iterable(v.blobs for v in state.versions))
-            refcount.update(chain.from_iterable(state.extra.values()))
-            for v in lru:
-                if total - freed <= policy.max_size:
-                    break
-                drop(v)
-                released = set()
-                for b in v.blobs:
-                    refcount[b] -= 1
-                    if refcount[b] == 0:
-                        released.add(b)
-                take(released)
+    elif lru and policy.max_size is not None:
+        refcount = Counter(chain.from_iterable(v.blobs for v in state.versions))
+        refcount.update(chain.from_iterable(state.extra.values()))
+        for v in lru:
+            if total - freed <= policy.max_size:
+                break
+            drop(v)
+            released = set()
+            for b in v.blobs:
+                refcount[b] -= 1
+                if refcount[b] == 0:
+                    released.add(b)
+            take(released)
     shortfall = max(0, total - freed - policy.max_size) if policy.max_size is not None else 0
     return Plan(tuple(delete_versions), tuple(sorted_by_hex(delete_manifests)),
                 blob_digests(state.blobs, delete_blobs), total, freed,

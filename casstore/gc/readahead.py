@@ -76,7 +76,8 @@ class Readahead:
     """The helper, and a thread that drains its pipe as it writes: a full pipe would stop it
     while GC is still listing blobs. The thread gets the GIL only when GC's own thread lets it
     go (every 5 ms), so the pipe is made 1 MiB where Linux allows and drained a megabyte at a
-    time: with a 64 KiB pipe, 16 records per 5 ms, the helper waited on it for ~2 s at 10,000."""
+    time (GC's read at 1M blobs, 6 alternating runs each: 4.87-5.41 s against 4.90-7.13 s with
+    the default 64 KiB pipe)."""
 
     def __init__(self, manifests: str) -> None:
         import subprocess
@@ -154,7 +155,7 @@ def started(manifests: str, wanted: bool) -> Iterator[Readahead | None]:
         try:
             ahead = Readahead(manifests)
         except OSError:  # no process to be had: GC reads them itself
-            ahead = None
+            pass
     try:
         yield ahead
     finally:
