@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import sys
+from collections.abc import Callable
 from datetime import UTC, datetime
 
 import click
@@ -94,12 +95,13 @@ class Ctx:
         else:
             click.echo(line, err=True)
 
-    def result(self, data: dict, human: str | None = None) -> None:
+    def result(self, data: dict | Callable[[], dict], human: str | None = None) -> None:
         """The command's result: printed now for people; with --json kept until the command ends,
         so stdout carries exactly one JSON document whatever happens (``main`` prints it, with
-        the error merged in if the command then fails)."""
+        the error merged in if the command then fails). ``data`` may be a function that makes
+        it, for a result that is costly to build and not wanted without --json."""
         if self.json:
-            self.pending = data
+            self.pending = data() if callable(data) else data
         elif human is not None:
             click.echo(human)
 

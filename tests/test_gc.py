@@ -269,3 +269,26 @@ def test_a_version_collected_between_the_check_and_the_lease_is_fetched_again(tm
     assert again.stats.bytes_downloaded == 5000 and store.has_blob(gone)
     assert store.refs.get_tag("m", "1.0.0") == first.manifest
     assert_store_consistent(store)
+
+
+def test_what_a_bulk_read_built_is_still_collected_once_dropped():
+    """bulk() hands what it built to the collector's oldest generation: cycles made inside it are
+    still freed by a full collection, and the collector is on again as it was."""
+    import gc
+    import weakref
+
+    from casstore.gc.state import bulk
+
+    class Node:
+        pass
+
+    assert gc.isenabled()
+    with bulk():
+        assert not gc.isenabled()
+        a, b = Node(), Node()
+        a.other, b.other = b, a
+        ref = weakref.ref(a)
+    assert gc.isenabled()
+    del a, b
+    gc.collect()
+    assert ref() is None

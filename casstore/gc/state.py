@@ -130,23 +130,30 @@ class BlobTable(_Blobs, Mapping[int, tuple[int, float]]):
         self._keys = listed.held
         # Manifests summarized since the listing may name some of the others (all of them in a
         # first report): only among what they appended to the table, which the listing did not
-        # know. A Digest is made only for the rest.
+        # know. The rest are held by hex (``_others``), a Digest made only where a plan asks.
         known = table.raw_indices(start=listed.table_len)
         summarized = 0
-        others, rest, self._other_sizes, self._other_mtimes = listed.others, [], array("q"), array("d")
-        for k, size, mtime in zip(range(0, len(others), 32), listed.other_sizes, listed.other_mtimes):
-            i = known.get(raw := others[k:k + 32])
-            if i is not None and i not in self._keys:
-                self._keys.add(i)
-                summarized += table.sizes[i]
-            else:
-                rest.append(h := raw.hex())
-                if size < 0:  # not known to the listing (a first report's): stat'ed now, unnamed still
-                    size, mtime = self._stat(h)
-                self._other_sizes.append(size)
-                self._other_mtimes.append(mtime)
-        self._others: list[Digest] = list(Digest.unchecked(rest))
-        self._keys.update(range(-1, -len(rest) - 1, -1))
+        others = listed.others
+        if not known and (not listed.other_sizes or min(listed.other_sizes) >= 0):
+            # The usual report: nothing summarized since the listing and every size known, so
+            # no blob needs a look of its own (1M blobs, 100k of them unreferenced: 0.1 s less).
+            h = others.hex()
+            self._others = [h[i:i + 64] for i in range(0, len(h), 64)]
+            self._other_sizes, self._other_mtimes = array("q", listed.other_sizes), array("d", listed.other_mtimes)
+        else:
+            self._others, self._other_sizes, self._other_mtimes = [], array("q"), array("d")
+            for k, size, mtime in zip(range(0, len(others), 32), listed.other_sizes, listed.other_mtimes):
+                i = known.get(raw := others[k:k + 32])
+                if i is not None and i not in self._keys:
+                    self._keys.add(i)
+                    summarized += table.sizes[i]
+                else:
+                    self._others.append(h := raw.hex())
+                    if size < 0:  # not known to the listing (a first report's): stat'ed now, unnamed still
+                        size, mtime = self._stat(h)
+                    self._other_sizes.append(size)
+                    self._other_mtimes.append(mtime)
+        self._keys.update(range(-1, -len(self._others) - 1, -1))
         self.total = listed.table_bytes + summarized + sum(self._other_sizes)
 
     def __getitem__(self, k: int) -> tuple[int, float]:
@@ -173,7 +180,7 @@ class BlobTable(_Blobs, Mapping[int, tuple[int, float]]):
         others = old.intersection(range(-1, -len(self._others) - 1, -1))  # few: by digest, one by one
         old.difference_update(others)
         mtimes = self._other_mtimes  # inf: found gone by this listing, never old enough
-        others_old = [k for k in others if quiet[int(self._others[-k - 1].hex[:3], 16)] and mtimes[-k - 1] != math.inf]
+        others_old = [k for k in others if quiet[int(self._others[-k - 1][:3], 16)] and mtimes[-k - 1] != math.inf]
         fresh = sorted({g >> 4 for g, q in enumerate(quiet) if not q})  # the first bytes of their digests
         if fresh:
             p = self._table.packed
@@ -190,12 +197,13 @@ class BlobTable(_Blobs, Mapping[int, tuple[int, float]]):
         return self._other_sizes[-k - 1] if k < 0 else self._table.sizes[k]
 
     def _hex(self, k: int) -> str:
-        return self._others[-k - 1].hex if k < 0 else self._table.hex_at(k)
+        return self._others[-k - 1] if k < 0 else self._table.hex_at(k)
 
     def keys_of(self, ds: Iterable[Digest]) -> set[int]:
         """The keys of those of ``ds`` that are here."""
         ds = set(ds)
-        out = {-k - 1 for k, d in enumerate(self._others) if d in ds}
+        hexes = {d.hex for d in ds}
+        out = {-k - 1 for k, h in enumerate(self._others) if h in hexes}
         out.update(i for i in self._table.indices_of(ds).values() if i in self._keys)
         return out
 
@@ -204,7 +212,7 @@ class BlobTable(_Blobs, Mapping[int, tuple[int, float]]):
 
     def digest(self, k: BlobKey) -> Digest:
         assert isinstance(k, int), "a report's blobs are numbered"
-        return self._others[-k - 1] if k < 0 else next(Digest.unchecked([self._table.hex_at(k)]))
+        return next(Digest.unchecked([self._hex(k)]))
 
     def _stat(self, hexdigest: str) -> tuple[int, float]:
         try:
@@ -443,6 +451,10 @@ def bulk() -> Iterator[None]:
         yield
     finally:
         if was:
+            # What was built goes straight to the oldest generation: enabled as it was, the
+            # collector's next pass would walk all of it (2M tuples: 0.19 s against 0.1 ms).
+            gc.freeze()
+            gc.unfreeze()
             gc.enable()
 
 
