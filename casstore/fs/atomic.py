@@ -16,6 +16,7 @@ from typing import Any
 from casstore.errors import OutOfSpace
 from casstore.fs.writers import temp_name
 from casstore.model.sizes import format_size
+from casstore.model.strictjson import read_file
 
 
 def fsync_dir(path: Path) -> None:
@@ -201,14 +202,14 @@ def read_settled(path: Path | str, parse, *, settle: float = 2.0, max_bytes: int
     to ``settle`` seconds while it is that young (one still being written by an exclusive create,
     where the filesystem has no hard links: ``link_no_replace``). ``parse`` raises ValueError
     (InvalidInput) for what does not parse."""
-    from casstore.model.strictjson import read_file
-
-    deadline = time.monotonic() + settle
+    deadline: float | None = None
     while True:
         data = read_file(path, max_bytes=max_bytes)
         try:
             return parse(data)
         except ValueError:
+            if deadline is None:
+                deadline = time.monotonic() + settle
             try:
                 young = time.time() - os.stat(path).st_mtime < settle
             except FileNotFoundError:

@@ -133,26 +133,18 @@ class BlobTable(_Blobs, Mapping[int, tuple[int, float]]):
         # know. The rest are held by hex (``_others``), a Digest made only where a plan asks.
         known = table.raw_indices(start=listed.table_len)
         summarized = 0
-        others = listed.others
-        if not known and (not listed.other_sizes or min(listed.other_sizes) >= 0):
-            # The usual report: nothing summarized since the listing and every size known, so
-            # no blob needs a look of its own (1M blobs, 100k of them unreferenced: 0.1 s less).
-            h = others.hex()
-            self._others = [h[i:i + 64] for i in range(0, len(h), 64)]
-            self._other_sizes, self._other_mtimes = array("q", listed.other_sizes), array("d", listed.other_mtimes)
-        else:
-            self._others, self._other_sizes, self._other_mtimes = [], array("q"), array("d")
-            for k, size, mtime in zip(range(0, len(others), 32), listed.other_sizes, listed.other_mtimes):
-                i = known.get(raw := others[k:k + 32])
-                if i is not None and i not in self._keys:
-                    self._keys.add(i)
-                    summarized += table.sizes[i]
-                else:
-                    self._others.append(h := raw.hex())
-                    if size < 0:  # not known to the listing (a first report's): stat'ed now, unnamed still
-                        size, mtime = self._stat(h)
-                    self._other_sizes.append(size)
-                    self._other_mtimes.append(mtime)
+        others, self._others, self._other_sizes, self._other_mtimes = listed.others, [], array("q"), array("d")
+        for k, size, mtime in zip(range(0, len(others), 32), listed.other_sizes, listed.other_mtimes):
+            i = known.get(raw := others[k:k + 32])
+            if i is not None and i not in self._keys:
+                self._keys.add(i)
+                summarized += table.sizes[i]
+            else:
+                self._others.append(h := raw.hex())
+                if size < 0:  # not known to the listing (a first report's): stat'ed now, unnamed still
+                    size, mtime = self._stat(h)
+                self._other_sizes.append(size)
+                self._other_mtimes.append(mtime)
         self._keys.update(range(-1, -len(self._others) - 1, -1))
         self.total = listed.table_bytes + summarized + sum(self._other_sizes)
 

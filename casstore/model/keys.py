@@ -4,6 +4,8 @@ HTTP and in a bucket (docs/format.md). Built only from a parsed ``Digest`` or a 
 
 from __future__ import annotations
 
+import re
+
 from casstore.model.digest import Digest
 from casstore.model.names import model_part
 
@@ -38,6 +40,16 @@ def tags_key(model: str) -> str:
     return f"refs/{model_part(model)}/tags"
 
 
+def tag_data(d: Digest) -> bytes:
+    """What a tag (or partial version) file holds: its manifest's digest, one line."""
+    return f"{d}\n".encode()
+
+
+_AS_WRITTEN = re.compile(rb"blake3:([0-9a-f]{64})\n")
+
+
 def tag_digest(data: bytes) -> Digest:
-    """What a tag file holds: its manifest's digest (one line)."""
+    """The digest a tag file names; written by hand it may have other whitespace around it."""
+    if (m := _AS_WRITTEN.fullmatch(data)) is not None:  # as ``tag_data`` wrote it: one match, no decode
+        return next(Digest.unchecked([m[1].decode()]))
     return Digest.parse(data[:200].decode("utf-8", "replace").strip())

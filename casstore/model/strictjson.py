@@ -81,11 +81,14 @@ def read_file(path, *, max_bytes: int, follow_symlinks: bool = True) -> bytes:
         if st.st_size > max_bytes:
             raise InvalidInput(f"{path} is larger than {max_bytes} bytes")
         # os.read, not a file object: a ref file read this way costs a third (10,000 tags at
-        # 1M blobs: 0.1 s against 0.3 s).
+        # 1M blobs: 0.1 s against 0.3 s). A first read of all fstat said it holds ends it: no
+        # read more to see the end (one system call of five per tag).
         chunks, left = [], max_bytes + 1
         while left > 0 and (b := os.read(fd, min(left, max(st.st_size + 1, 4096)))):  # procfs: size 0
             chunks.append(b)
             left -= len(b)
+            if len(chunks) == 1 and len(b) == st.st_size:
+                break
         data = b"".join(chunks)
     finally:
         os.close(fd)
