@@ -7,11 +7,14 @@ import shutil
 import time
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 import casstore
 from casstore.gc import Policy, collect, plan, read_state
 from casstore.model.digest import Digest
 from casstore.ops.add import add
+from casstore.ops.remove import remove
 from casstore.ops.switch import use
 from casstore.ops.usage import report
 from casstore.store import freshmarks, stamps
@@ -208,3 +211,39 @@ def test_a_blob_a_manifest_names_but_the_store_lacks_is_neither_counted_nor_plan
     assert after.bytes_before == on_disk == before.bytes_before - size
     assert after.bytes_freed == before.bytes_freed - size
     assert list(after.delete_blobs) == [d for d in before.delete_blobs if d != gone]
+
+
+@settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(removed=st.sets(st.integers(0, 5999), max_size=40), dropped=st.sets(st.integers(0, 59), max_size=6),
+       orphans=st.integers(0, 3), retention=st.sampled_from([0, 1000, None]),
+       max_size=st.none() | st.integers(0, 3_000_000), keep_last=st.integers(0, 2), grace=st.sampled_from([0, 3600]))
+def test_du_counts_and_plans_what_gc_plans_whatever_the_store_holds(quiet, tmp_path_factory, removed, dropped, orphans,
+                                                                    retention, max_size, keep_last, grace):
+    """Over a store large enough for the marks' bulk path, with blobs deleted by hand, versions
+    removed and new orphans written, under any policy: `cas du`'s plan (over masks of numbered
+    blobs) is the one GC makes from its own listing, and its unreferenced bytes those no
+    version names."""
+    copy = tmp_path_factory.mktemp("agree") / "store"
+    shutil.copytree(quiet, copy, symlinks=True, copy_function=os.link, ignore=shutil.ignore_patterns("fresh"))
+    shutil.copytree(quiet / freshmarks.DIR, copy / freshmarks.DIR)  # copies: a write below moves a mark
+    store = Store.open(copy)
+    report(store)  # the caches, as the store stood
+    blobs = sorted(store.blob_digests(), key=lambda d: d.hex)
+    for i in removed:
+        os.unlink(store.blob_path(blobs[i % len(blobs)]))
+    versions = sorted((m, v) for m in store.refs.models() for v in store.refs.tags(m))
+    for i in dropped:
+        m, v = versions[i % len(versions)]
+        if store.refs.get_tag(m, v) is not None:
+            remove(store, m, v, force=True)
+    for i in range(orphans):
+        (tmp_path_factory.getbasetemp() / "orphan").write_bytes(os.urandom(300 + i))
+        store.put_file(tmp_path_factory.getbasetemp() / "orphan")
+    policy = Policy(retention_days=retention, max_size=max_size, keep_last=keep_last, grace=grace)
+    state = read_state(store)
+    full = plan(state, policy)
+    t = report(store, policy=policy).totals
+    assert t.plan == full
+    named = set().union(*(v.blobs for v in state.versions))
+    assert t.unreferenced_bytes == sum(size for h, (size, _) in state.blobs.items() if h not in named)
+    assert t.blob_bytes == full.bytes_before

@@ -8,7 +8,7 @@ import os
 import re
 from array import array
 from bisect import bisect_left
-from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, MutableSet, Sequence
 from collections.abc import Set as AbstractSet
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
@@ -24,6 +24,7 @@ from casstore.model.digest import Digest
 from casstore.model.history import UNSET, current_of, undo_stack
 from casstore.model.keys import blob_key_hex
 from casstore.store import freshmarks, listing
+from casstore.store.indexset import IndexSet
 from casstore.store.leases import LeaseScan, live_leases
 from casstore.store.markers import marked, marked_one
 from casstore.store.objects import Store
@@ -98,7 +99,7 @@ class _Blobs(Mapping):
         blob it might free): no Mapping method call per blob."""
         raise NotImplementedError
 
-    def older_than(self, keys: Collection[Any], old_enough: float) -> tuple[set, int]:
+    def older_than(self, keys: Collection[Any], old_enough: float) -> tuple[MutableSet, int]:
         """Those of ``keys`` whose fresh marks show them older than ``old_enough``, and their
         total size, with no stat of their own (store/freshmarks.py)."""
         raise NotImplementedError
@@ -122,30 +123,36 @@ class BlobTable(_Blobs, Mapping[int, tuple[int, float]]):
     mtime is stat'ed when a plan asks, which it does once per blob it might free that the fresh
     marks do not show old."""
 
-    _keys: set[int]
+    _keys: IndexSet
 
     def __init__(self, root: str, table: Table, listed: listing.Listed) -> None:
         self._root = os.path.join(root, "")
         self._table = table
-        self._keys = listed.held
+        held = listed.held.grown(len(table))
         # Manifests summarized since the listing may name some of the others (all of them in a
         # first report): only among what they appended to the table, which the listing did not
         # know. The rest are held by hex (``_others``), a Digest made only where a plan asks.
         known = table.raw_indices(start=listed.table_len)
         summarized = 0
-        others, self._others, self._other_sizes, self._other_mtimes = listed.others, [], array("q"), array("d")
-        for k, size, mtime in zip(range(0, len(others), 32), listed.other_sizes, listed.other_mtimes):
-            i = known.get(raw := others[k:k + 32])
-            if i is not None and i not in self._keys:
-                self._keys.add(i)
-                summarized += table.sizes[i]
-            else:
-                self._others.append(h := raw.hex())
-                if size < 0:  # not known to the listing (a first report's): stat'ed now, unnamed still
-                    size, mtime = self._stat(h)
-                self._other_sizes.append(size)
-                self._other_mtimes.append(mtime)
-        self._keys.update(range(-1, -len(self._others) - 1, -1))
+        others = listed.others
+        if not known and -1 not in listed.other_sizes:  # an unchanged store's: each of the others as listed
+            h = others.hex()
+            self._others = [h[i:i + 64] for i in range(0, len(h), 64)]
+            self._other_sizes, self._other_mtimes = listed.other_sizes, listed.other_mtimes
+        else:
+            self._others, self._other_sizes, self._other_mtimes = [], array("q"), array("d")
+            for k, size, mtime in zip(range(0, len(others), 32), listed.other_sizes, listed.other_mtimes):
+                i = known.get(raw := others[k:k + 32])
+                if i is not None and i not in held:
+                    held.add(i)
+                    summarized += table.sizes[i]
+                else:
+                    self._others.append(h := raw.hex())
+                    if size < 0:  # not known to the listing (a first report's): stat'ed now, unnamed still
+                        size, mtime = self._stat(h)
+                    self._other_sizes.append(size)
+                    self._other_mtimes.append(mtime)
+        self._keys = held.with_others(len(self._others))
         self.total = listed.table_bytes + summarized + sum(self._other_sizes)
 
     def __getitem__(self, k: int) -> tuple[int, float]:
@@ -162,15 +169,15 @@ class BlobTable(_Blobs, Mapping[int, tuple[int, float]]):
             if k in present:
                 yield k, *get(k)
 
-    def older_than(self, keys: Collection[int], old_enough: float) -> tuple[set[int], int]:
+    def older_than(self, keys: Collection[int], old_enough: float) -> tuple[MutableSet[int], int]:
         if len(keys) < freshmarks.MIN_BLOBS:
             return set(), 0
-        old = self._keys.intersection(keys)  # in C, then the fresh groups' blobs taken out
+        old = self._keys.intersection(keys)  # over masks, then the fresh groups' blobs taken out
         if len(old) < freshmarks.MIN_BLOBS:
             return set(), 0
         quiet = self._quiet(old_enough)
-        others = old.intersection(range(-1, -len(self._others) - 1, -1))  # few: by digest, one by one
-        old.difference_update(others)
+        others = old.negatives()  # few: by digest, one by one
+        old.drop_negatives()
         mtimes = self._other_mtimes  # inf: found gone by this listing, never old enough
         others_old = [k for k in others if quiet[int(self._others[-k - 1][:3], 16)] and mtimes[-k - 1] != math.inf]
         fresh = sorted({g >> 4 for g, q in enumerate(quiet) if not q})  # the first bytes of their digests
@@ -181,9 +188,20 @@ class BlobTable(_Blobs, Mapping[int, tuple[int, float]]):
                 k = m.start()
                 if not quiet[p[k << 5] << 4 | p[(k << 5) + 1] >> 4]:
                     old.discard(k)
-        size = sum(map(self._table.sizes.__getitem__, old)) + sum(self._other_sizes[-k - 1] for k in others_old)
+        size = old.total(self._table.sizes, ()) + sum(self._other_sizes[-k - 1] for k in others_old)
         old.update(others_old)
-        return old, size
+        return (old if isinstance(keys, IndexSet) else set(old)), size
+
+    def union(self, groups: Iterable[Collection[BlobKey]]) -> IndexSet:
+        """The keys any of ``groups`` (versions' blobs, as table indices) names."""
+        out = IndexSet.empty(*self._keys.dims)
+        out.mark(cast(Iterable[Sequence[int]], groups))
+        return out
+
+    def bytes_of(self, keys: Iterable[int]) -> int:
+        if isinstance(keys, IndexSet) and keys.dims == self._keys.dims:
+            return keys.total(self._table.sizes, self._other_sizes)
+        return sum(map(self.size, keys))
 
     def size(self, k: int) -> int:
         return self._other_sizes[-k - 1] if k < 0 else self._table.sizes[k]
@@ -419,7 +437,7 @@ def blob_stats(blobs: Mapping[Any, tuple[int, float]], keys: Iterable[BlobKey]) 
 
 
 def blobs_older_than(blobs: Mapping[Any, tuple[int, float]], keys: Collection[BlobKey],
-                     old_enough: float) -> tuple[set, int]:
+                     old_enough: float) -> tuple[MutableSet, int]:
     """``older_than`` of a state read from a store; a plain mapping (a test's state) has no marks."""
     return blobs.older_than(keys, old_enough) if isinstance(blobs, _Blobs) else (set(), 0)
 
@@ -427,6 +445,11 @@ def blobs_older_than(blobs: Mapping[Any, tuple[int, float]], keys: Collection[Bl
 def blob_digests(blobs: Mapping[Any, tuple[int, float]], keys: Collection[BlobKey]) -> Sequence[Digest]:
     """A plan's blobs as digests sorted by hex; a plain mapping (a test's state) holds digests."""
     return blobs.digests(keys) if isinstance(blobs, _Blobs) else tuple(sorted_by_hex(keys))
+
+
+def blobs_union(blobs: Mapping[Any, tuple[int, float]], groups: Iterable[Collection[BlobKey]]) -> AbstractSet:
+    """The keys any of ``groups`` holds: a mask over a report's numbered blobs, a set otherwise."""
+    return blobs.union(groups) if isinstance(blobs, BlobTable) else set().union(*groups)
 
 
 def blob_bytes(blobs: Mapping[Any, tuple[int, float]]) -> int:

@@ -197,11 +197,11 @@ def _report(store, model: str | None, policy: Policy, totals: bool) -> StoreUsag
         return out
     blobs = state.blobs
     assert isinstance(blobs, BlobTable)
-    unreferenced = blobs.keys() - set().union(*(v.blobs for v in state.versions))
+    unreferenced = blobs.keys() - blobs.union(v.blobs for v in state.versions)
     return replace(out, totals=Totals(
         plan=plan(state, policy),
         blob_bytes=blob_bytes(blobs),
-        unreferenced_bytes=sum(map(blobs.size, unreferenced)),
+        unreferenced_bytes=blobs.bytes_of(unreferenced),
         junk_bytes=sum(size for _, size, _ in state.junk),
     ))
 

@@ -39,6 +39,7 @@ from typing import NamedTuple
 import blake3
 
 from casstore.store import cachefile
+from casstore.store.indexset import IndexSet
 from casstore.store.summaries import Table
 
 FILE = "cache/blob-listing"
@@ -51,7 +52,7 @@ Entry = tuple[Key, bytes, list[int], list[int]]
 
 
 class Listed(NamedTuple):
-    held: set[int]  # the blobs ``table`` holds, as its indices (no Digest per blob: 170 bytes each)
+    held: IndexSet  # the blobs ``table`` holds, as its indices (no Digest per blob: 170 bytes each)
     table_bytes: int  # the sizes ``table`` gives for those (a blob holds what its digest names)
     others: bytes  # the blobs ``table`` does not hold, 32 bytes each (a Digest each took 170, and a
     # first report, whose table is empty, lists every blob here); with ``held``, every blob as
@@ -97,7 +98,7 @@ def list_blobs(store, table: Table, now: float) -> Listed:
     index = table.hex_indices(unmatched) if unmatched else {}
     del unmatched
     keep: dict[str, Entry] = {}
-    held: set[int] = set()  # indices into the table
+    idxs: list[list[int]] = []  # each directory's blobs the table holds, as its indices
     others: list[bytes] = []
     other_sizes, other_mtimes = array("q"), array("d")
     for sub, key, ctime, got in dirs:
@@ -115,14 +116,19 @@ def list_blobs(store, table: Table, now: float) -> Listed:
             other_mtimes.extend([math.nan] * len(sizes))
         if ctime < settled and sound:
             keep[sub] = (key, names, idx, sizes)
-        held.update(idx)
+        idxs.append(idx)
         others.append(names[32 * len(idx):])
         other_sizes.extend(sizes)
     now_mark = mark if mark is not None and tail == {} else _mark(table)  # the table as matched: not hashed again
     if keep != cached or (keep and now_mark != mark):
         _save(store, keep, now_mark)
-    return Listed(held, sum(map(table.sizes.__getitem__, held)), b"".join(others), len(table), other_sizes,
-                  other_mtimes)
+    if sum(map(len, idxs)) == len(table):  # a name is in one directory only: the whole table, nothing to mark
+        held, table_bytes = IndexSet.full(len(table)), sum(table.sizes)
+    else:
+        held = IndexSet.empty(len(table))
+        held.mark(idxs)
+        table_bytes = held.total(table.sizes, ())
+    return Listed(held, table_bytes, b"".join(others), len(table), other_sizes, other_mtimes)
 
 
 def _sizes(path: str, rest: bytes, before: Entry | None, mtimes: array, *, stat: bool) -> tuple[list[int], bool]:
