@@ -201,11 +201,13 @@ def test_a_renumbered_summaries_file_rematches_the_cached_names(populated, insta
     warm(populated)
     path = populated.root / "cache" / "manifest-summaries"
     obj = msgpack.unpackb(path.read_bytes(), strict_map_key=False)
-    n = len(obj["sizes"])
+    sizes = cachefile.ints(obj["sizes"], "Q")
+    n = len(sizes)
     blobs = [obj["blobs"][32 * i:32 * i + 32] for i in range(n)]
     obj["blobs"] = b"".join(blobs[-1:] + blobs[:-1])
-    obj["sizes"] = obj["sizes"][-1:] + obj["sizes"][:-1]
-    obj["manifests"] = {k: [files, [(i + 1) % n for i in idx]] for k, (files, idx) in obj["manifests"].items()}
+    obj["sizes"] = cachefile.packed(sizes[-1:] + sizes[:-1], "Q")
+    obj["manifests"] = {k: [files, cachefile.packed([(i + 1) % n for i in cachefile.ints(idx, "I")], "I")]
+                        for k, (files, idx) in obj["manifests"].items()}
     path.write_bytes(msgpack.packb(obj))
     listed.clear()
     figures = cached(populated)
@@ -227,11 +229,21 @@ def test_gc_lists_for_itself(populated, instant, tmp_path):
     raw = bytes.fromhex(victim.hex)
     at = next(i for i in range(0, len(names), 32) if names[i:i + 32] == raw)
     obj["dirs"][sub][4] = names[:at] + names[at + 32:]
-    del obj["dirs"][sub][6][at // 32 - len(obj["dirs"][sub][5])]  # its size: an orphan's, kept with the rest
+    sizes = cachefile.ints(obj["dirs"][sub][6], "q")
+    del sizes[at // 32 - len(obj["dirs"][sub][5]) // 4]  # its size: an orphan's, kept with the rest
+    obj["dirs"][sub][6] = cachefile.packed(sizes, "q")
     (populated.root / listing.FILE).write_bytes(msgpack.packb(obj))
     assert victim not in report(populated).totals.plan.delete_blobs, "the report trusts the cache"
     p, _ = collect(populated, Policy())
     assert victim in p.delete_blobs and not populated.has_blob(victim)
+
+
+def I(*xs):  # noqa: E743 - indices as the listing packs them
+    return cachefile.packed(xs, "I")
+
+
+def Q(*xs):  # sizes, likewise
+    return cachefile.packed(xs, "q")
 
 
 @pytest.mark.parametrize("garbage", [
@@ -239,14 +251,16 @@ def test_gc_lists_for_itself(populated, instant, tmp_path):
     msgpack.packb({"format": 99, "table": None, "dirs": {}}),
     msgpack.packb({"format": 1, "table": None, "dirs": {}}),  # the format before: named the summaries by their hash
     msgpack.packb({"format": 2, "table": [0, b""], "dirs": {}}),  # the format before: no sizes of the rest
-    msgpack.packb({"format": 3, "table": [0, b""], "dirs": {"ab": [1, 2, 3, 4, b"\x01" * 31, [], []]}}),
-    msgpack.packb({"format": 3, "table": [0, b""], "dirs": {"ab": [1, 2, 3, 4.5, b"", [], []]}}),
-    msgpack.packb({"format": 3, "table": [0, b""], "dirs": {"ab": [1, 2, 3, 4, b"\x01" * 32, [0, 1], []]}}),
-    msgpack.packb({"format": 3, "table": [0, b""], "dirs": {"ab": [1, 2, 3, 4, b"\x01" * 32, [], []]}}),  # a size short
-    msgpack.packb({"format": 3, "table": [0, b""], "dirs": {"ab": [1, 2, 3, 4, b"\x01" * 32, [], [-2]]}}),
-    msgpack.packb({"format": 3, "table": [0, b""], "dirs": {"ab": [1, 2, 3, 4, b"\x01" * 32, [], [1.5]]}}),
-    msgpack.packb({"format": 3, "table": 7, "dirs": {}}),
-    msgpack.packb({"format": 3, "table": [-1, b""], "dirs": {}}),
+    msgpack.packb({"format": 3, "table": [0, b""], "dirs": {"ab": [1, 2, 3, 4, b"\x01" * 32, [], [5]]}}),  # lists
+    msgpack.packb({"format": 4, "table": [0, b""], "dirs": {"ab": [1, 2, 3, 4, b"\x01" * 31, I(), Q()]}}),
+    msgpack.packb({"format": 4, "table": [0, b""], "dirs": {"ab": [1, 2, 3, 4.5, b"", I(), Q()]}}),
+    msgpack.packb({"format": 4, "table": [0, b""], "dirs": {"ab": [1, 2, 3, 4, b"\x01" * 32, I(0, 1), Q()]}}),
+    msgpack.packb({"format": 4, "table": [0, b""], "dirs": {"ab": [1, 2, 3, 4, b"\x01" * 32, I(), Q()]}}),  # a size short
+    msgpack.packb({"format": 4, "table": [0, b""], "dirs": {"ab": [1, 2, 3, 4, b"\x01" * 32, I(), Q(-2)]}}),
+    msgpack.packb({"format": 4, "table": [0, b""], "dirs": {"ab": [1, 2, 3, 4, b"\x01" * 32, I(), [5]]}}),
+    msgpack.packb({"format": 4, "table": [0, b""], "dirs": {"ab": [1, 2, 3, 4, b"\x01" * 32, I(), Q(5)[:7]]}}),
+    msgpack.packb({"format": 4, "table": 7, "dirs": {}}),
+    msgpack.packb({"format": 4, "table": [-1, b""], "dirs": {}}),
 ])
 def test_a_damaged_cache_is_ignored_and_replaced(populated, instant, garbage, caplog):
     good = full(populated)
@@ -255,7 +269,7 @@ def test_a_damaged_cache_is_ignored_and_replaced(populated, instant, garbage, ca
     with caplog.at_level(logging.WARNING, logger="casstore"):
         assert cached(populated) == good
     assert "ignoring the blob listing" in caplog.text and str(populated.root / listing.FILE) in caplog.text
-    assert cache(populated)["format"] == 3
+    assert cache(populated)["format"] == 4
     assert cached(populated) == good
 
 
@@ -263,7 +277,7 @@ def test_cached_indices_past_the_table_are_matched_again(populated, instant):
     warm(populated)
     obj = cache(populated)
     for e in obj["dirs"].values():
-        e[5] = [10**9] * len(e[5])
+        e[5] = I(*[10**9] * (len(e[5]) // 4))
     (populated.root / listing.FILE).write_bytes(msgpack.packb(obj))
     assert cached(populated) == full(populated)
 

@@ -13,7 +13,7 @@ from casstore.gc import Policy, plan, read_state
 from casstore.ops.add import add
 from casstore.ops.remove import remove
 from casstore.ops.usage import report
-from casstore.store import summaries
+from casstore.store import cachefile, summaries
 
 from conftest import make_model
 
@@ -61,13 +61,24 @@ def test_a_new_version_is_learned_and_a_collected_one_dropped(populated, tmp_pat
     assert bytes.fromhex(b_manifest.hex) not in obj["manifests"] and len(obj["manifests"]) == 5
 
 
+def I(*xs):  # noqa: E743 - indices as the summaries pack them
+    return cachefile.packed(xs, "I")
+
+
+def Q(*xs):  # sizes, likewise
+    return cachefile.packed(xs, "Q")
+
+
 @pytest.mark.parametrize("garbage", [
     b"\x00not msgpack",
     msgpack.packb({"format": 99}),
-    msgpack.packb({"format": 1, "blobs": b"\x01" * 32, "sizes": [5], "manifests": {b"\x02" * 32: [1, [7]]}}),
-    msgpack.packb({"format": 1, "blobs": b"\x01" * 32, "sizes": [5.5], "manifests": {}}),
-    msgpack.packb({"format": 1, "blobs": b"\x01" * 32, "sizes": [5], "manifests": {b"\x02" * 32: [1, [0.0]]}}),
-    msgpack.packb({"format": 1, "blobs": b"\x01" * 31, "sizes": [5], "manifests": {}}),
+    msgpack.packb({"format": 1, "blobs": b"\x01" * 32, "sizes": [5], "manifests": {b"\x02" * 32: [1, [0]]}}),  # lists
+    msgpack.packb({"format": 2, "blobs": b"\x01" * 32, "sizes": Q(5), "manifests": {b"\x02" * 32: [1, I(7)]}}),
+    msgpack.packb({"format": 2, "blobs": b"\x01" * 32, "sizes": [5], "manifests": {}}),
+    msgpack.packb({"format": 2, "blobs": b"\x01" * 32, "sizes": Q(5)[:5], "manifests": {}}),
+    msgpack.packb({"format": 2, "blobs": b"\x01" * 32, "sizes": Q(5), "manifests": {b"\x02" * 32: [1, [0]]}}),
+    msgpack.packb({"format": 2, "blobs": b"\x01" * 32, "sizes": Q(5), "manifests": {b"\x02" * 32: [0, I(0)]}}),
+    msgpack.packb({"format": 2, "blobs": b"\x01" * 31, "sizes": Q(5), "manifests": {}}),
 ])
 def test_a_damaged_cache_is_ignored_and_replaced(populated, garbage, caplog):
     good = figures(populated)
@@ -82,7 +93,7 @@ def test_a_damaged_cache_is_ignored_and_replaced(populated, garbage, caplog):
 def test_a_lying_cache_entry_for_a_manifest_no_tag_uses_changes_nothing(populated):
     good = figures(populated)
     obj = msgpack.unpackb(cache_file(populated).read_bytes(), strict_map_key=False)
-    obj["manifests"][os.urandom(32)] = [1, [0]]
+    obj["manifests"][os.urandom(32)] = [1, I(0)]
     cache_file(populated).write_bytes(msgpack.packb(obj))
     assert figures(populated) == good
 

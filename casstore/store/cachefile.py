@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Callable
+import sys
+from array import array
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import TypeVar
 
@@ -65,6 +67,26 @@ def save(store, name: str, fmt: int, what: str, doc: dict) -> None:
         write_file(path, msgpack.packb({"format": fmt, **doc}), tmp, mode=0o644, replace=True, durable=False)
     except OSError as e:  # a full disk, a store that refused after all: it is only a cache
         log.info("not caching the %s in %s: %s", what, path, e)
+
+
+def ints(raw: object, code: str) -> array:
+    """The integers a cache file holds packed, little-endian, as an ``array`` of ``code``: a
+    list of 1M ints took msgpack 25-40 ms to build and as long to check, bytes take nothing."""
+    if type(raw) is not bytes:
+        raise ValueError("integers not packed as bytes")
+    out = array(code)
+    out.frombytes(raw)  # ValueError unless a whole number of them
+    if sys.byteorder == "big":
+        out.byteswap()
+    return out
+
+
+def packed(xs: Iterable[int], code: str) -> bytes:
+    """``xs`` as ``ints`` reads them back."""
+    out = xs if isinstance(xs, array) and xs.typecode == code and sys.byteorder == "little" else array(code, xs)
+    if sys.byteorder == "big":
+        out.byteswap()
+    return out.tobytes()
 
 
 def _store_writable(store, path: Path) -> bool:

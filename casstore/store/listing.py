@@ -44,11 +44,11 @@ from casstore.store.summaries import Table
 
 FILE = "cache/blob-listing"
 SETTLE_NS = 3_000_000_000  # above the coarsest timestamps in use (FAT: 2 s)
-_FORMAT = 3  # 1 named the summaries file by its hash; 2 had no sizes of the rest
+_FORMAT = 4  # 1 named the summaries file by its hash; 2 had no sizes of the rest; 3 held lists of ints
 
 Key = tuple[int, int, int, int]  # dev, ino, mtime_ns, ctime_ns of a blobs/XX directory
-# names (32 bytes each; those in the table first), their table indices, the sizes of the rest
-Entry = tuple[Key, bytes, list[int], list[int]]
+# names (32 bytes each; those in the table first), their table indices ("I"), the sizes of the rest ("q")
+Entry = tuple[Key, bytes, array, array]
 
 
 class Listed(NamedTuple):
@@ -74,7 +74,7 @@ def list_blobs(store, table: Table, now: float) -> Listed:
         tail = table.raw_indices(start=mark[0])
     settled = int(now * 1e9) - SETTLE_NS
     root = store.layout.blobs
-    dirs: list[tuple[str, Key, int, tuple[bytes, list[int], list[int]] | bytes]] = []  # matched, or names to match
+    dirs: list[tuple[str, Key, int, tuple[bytes, array, array] | bytes]] = []  # matched, or names to match
     for sub in os.listdir(root):
         if len(sub) != 2:
             continue
@@ -98,7 +98,7 @@ def list_blobs(store, table: Table, now: float) -> Listed:
     index = table.hex_indices(unmatched) if unmatched else {}
     del unmatched
     keep: dict[str, Entry] = {}
-    idxs: list[list[int]] = []  # each directory's blobs the table holds, as its indices
+    idxs: list[array] = []  # each directory's blobs the table holds, as its indices
     others: list[bytes] = []
     other_sizes, other_mtimes = array("q"), array("d")
     for sub, key, ctime, got in dirs:
@@ -131,7 +131,7 @@ def list_blobs(store, table: Table, now: float) -> Listed:
     return Listed(held, table_bytes, b"".join(others), len(table), other_sizes, other_mtimes)
 
 
-def _sizes(path: str, rest: bytes, before: Entry | None, mtimes: array, *, stat: bool) -> tuple[list[int], bool]:
+def _sizes(path: str, rest: bytes, before: Entry | None, mtimes: array, *, stat: bool) -> tuple[array, bool]:
     """The sizes of the names ``rest`` in the directory ``path``: those its cached entry knew
     (a name keeps its size while it lasts), the others stat'ed (their mtimes appended to
     ``mtimes``, NaN for the rest), or -1 without ``stat``. False if one is gone already: a size of
@@ -140,7 +140,7 @@ def _sizes(path: str, rest: bytes, before: Entry | None, mtimes: array, *, stat:
     if before is not None:
         old = before[1][32 * len(before[2]):]
         known = {old[k:k + 32]: n for k, n in zip(range(0, len(old), 32), before[3])}
-    out, sound = [], True
+    out, sound = array("q"), True
     for k in range(0, len(rest), 32):
         raw = rest[k:k + 32]
         n, mtime = known.get(raw, -1), math.nan
@@ -155,17 +155,16 @@ def _sizes(path: str, rest: bytes, before: Entry | None, mtimes: array, *, stat:
     return out, sound
 
 
-def _match(hexes: list[str], index: Mapping[str, int]) -> tuple[bytes, list[int]]:
+def _match(hexes: list[str], index: Mapping[str, int]) -> tuple[bytes, array]:
     """The names as bytes, those ``index`` holds first, and their indices."""
     found = list(map(index.get, hexes))
-    idx = [i for i in found if i is not None]
+    idx = array("I", [i for i in found if i is not None])
     if len(idx) < len(hexes):
         hexes = [h for h, i in zip(hexes, found) if i is not None] + [h for h, i in zip(hexes, found) if i is None]
     return bytes.fromhex("".join(hexes)), idx
 
 
-def _match_rest(names: bytes, idx: list[int], sizes: list[int], tail: Mapping[bytes, int],
-                ) -> tuple[bytes, list[int], list[int]]:
+def _match_rest(names: bytes, idx: array, sizes: array, tail: Mapping[bytes, int]) -> tuple[bytes, array, array]:
     """A cached directory's names matched again where the table grew: only the rest (the names
     it did not hold) can be among what it appended."""
     rest = names[32 * len(idx):]
@@ -174,8 +173,8 @@ def _match_rest(names: bytes, idx: list[int], sizes: list[int], tail: Mapping[by
         return names, idx, sizes
     held = names[:32 * len(idx)] + b"".join(rest[k:k + 32] for k in found)
     left = [k for k in range(0, len(rest), 32) if k not in found]
-    return (held + b"".join(rest[k:k + 32] for k in left), idx + list(found.values()),
-            [sizes[k // 32] for k in left])
+    return (held + b"".join(rest[k:k + 32] for k in left), idx + array("I", found.values()),
+            array("q", [sizes[k // 32] for k in left]))
 
 
 def _mark(table: Table, n: int | None = None) -> tuple[int, bytes]:
@@ -185,8 +184,8 @@ def _mark(table: Table, n: int | None = None) -> tuple[int, bytes]:
     return n, blake3.blake3(memoryview(table.packed)[:32 * n]).digest()
 
 
-def _in_range(idx: list[int], n: int) -> bool:
-    return not idx or (min(idx) >= 0 and max(idx) < n)
+def _in_range(idx: array, n: int) -> bool:
+    return not idx or max(idx) < n  # unsigned
 
 
 def _load(store) -> tuple[dict[str, Entry], tuple[int, bytes] | None]:
@@ -201,16 +200,16 @@ def _parse(obj: dict, raw: bytes) -> tuple[dict[str, Entry], tuple[int, bytes]]:
     out = {}
     for sub, e in dirs.items():
         if (not isinstance(sub, str) or len(sub) != 2 or not isinstance(e, list) or len(e) != 7
-                or any(type(x) is not int for x in e[:4]) or type(e[4]) is not bytes or len(e[4]) % 32
-                or not isinstance(e[5], list) or not set(map(type, e[5])) <= {int}
-                or 32 * len(e[5]) > len(e[4])
-                or not isinstance(e[6], list) or not set(map(type, e[6])) <= {int}
-                or 32 * (len(e[5]) + len(e[6])) != len(e[4]) or (e[6] and min(e[6]) < -1)):
+                or any(type(x) is not int for x in e[:4]) or type(e[4]) is not bytes or len(e[4]) % 32):
             raise ValueError(f"malformed entry for blobs/{sub!s:.8}")
-        out[sub] = (tuple(e[:4]), e[4], e[5], e[6])
+        idx, sizes = cachefile.ints(e[5], "I"), cachefile.ints(e[6], "q")
+        if 32 * (len(idx) + len(sizes)) != len(e[4]) or (sizes and min(sizes) < -1):
+            raise ValueError(f"malformed entry for blobs/{sub!s:.8}")
+        out[sub] = (tuple(e[:4]), e[4], idx, sizes)
     return out, (mark[0], mark[1])
 
 
 def _save(store, entries: Mapping[str, Entry], mark: tuple[int, bytes]) -> None:
-    dirs = {sub: [*key, names, idx, sizes] for sub, (key, names, idx, sizes) in entries.items()}
+    dirs = {sub: [*key, names, cachefile.packed(idx, "I"), cachefile.packed(sizes, "q")]
+            for sub, (key, names, idx, sizes) in entries.items()}
     cachefile.save(store, FILE, _FORMAT, "blob listing", {"table": list(mark), "dirs": dirs})

@@ -10,14 +10,15 @@ An unreadable cache costs a parse, never an error; a read-only store's is kept o
 (store/cachefile.py).
 
 The file holds every distinct blob once (32-byte digests in one string, and sizes), and each
-manifest lists its blobs by index. Summaries refer to that ``Table`` the same way, so `cas list`
+manifest lists its blobs by index; sizes and indices are packed in bytes (store/cachefile.py). Summaries refer to that ``Table`` the same way, so `cas list`
 on 1,000 versions counts shared blobs with integers in C-level loops and never builds a
 ``Digest`` per blob.
 """
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterable, Mapping, Sequence
+from array import array
+from collections.abc import Collection, Iterable, Mapping, MutableSequence
 from dataclasses import dataclass, field
 from functools import cached_property
 from operator import itemgetter
@@ -28,7 +29,7 @@ from casstore.model.manifest import Manifest
 from casstore.store import cachefile
 
 FILE = "cache/manifest-summaries"
-_FORMAT = 1
+_FORMAT = 2  # 1 held the sizes and indices as lists of ints
 
 
 class Table:
@@ -36,10 +37,10 @@ class Table:
     digests (``raw_at``), a ``Digest`` each only if asked for (``digests``): at 1M blobs the list
     of Digests and an index over them took ~190 MB, the bytes ~100 MB with their index."""
 
-    def __init__(self, packed: bytes = b"", sizes: list[int] | None = None) -> None:
+    def __init__(self, packed: bytes = b"", sizes: MutableSequence[int] | None = None) -> None:
         self._packed = packed  # 32 bytes per blob, for those read from the file
         self._added: list[bytes] = []  # 32 bytes each, for those ``add`` appended since
-        self.sizes: list[int] = sizes if sizes is not None else []
+        self.sizes: MutableSequence[int] = sizes if sizes is not None else array("Q")
         self._digests: list[Digest] | None = None
         self._index: dict[bytes, int] | None = None  # raw digest -> index, made by the first ``add``
 
@@ -149,13 +150,13 @@ class Table:
                 if self._digests is not None:
                     self._digests.append(e.digest)
             idx.append(i)
-        return Summary(len(m.entries), tuple(dict.fromkeys(idx)), self)
+        return Summary(len(m.entries), array("I", dict.fromkeys(idx)), self)
 
 
 @dataclass(frozen=True)
 class Summary:
     files: int
-    idx: tuple[int, ...]  # each distinct blob once, as its index in ``table``
+    idx: array  # of "I": each distinct blob once, as its index in ``table``
     table: Table = field(repr=False, compare=False)
 
     @cached_property
@@ -204,43 +205,39 @@ def load(store) -> tuple[Table, dict[Digest, Summary]]:
 
 
 def _parse(obj: dict, raw: bytes) -> tuple[Table, dict[Digest, Summary]]:
-    blobs, sizes, manifests = obj["blobs"], obj["sizes"], obj["manifests"]
-    if (not isinstance(blobs, bytes) or not isinstance(sizes, list) or len(blobs) != 32 * len(sizes)
-            or not _naturals(sizes) or not isinstance(manifests, dict)):
+    blobs, sizes, manifests = obj["blobs"], cachefile.ints(obj["sizes"], "Q"), obj["manifests"]
+    if not isinstance(blobs, bytes) or len(blobs) != 32 * len(sizes) or not isinstance(manifests, dict):
         raise ValueError("malformed blob table")
     table = Table(blobs, sizes)
     out = {}
     n = len(sizes)
-    for key, (files, idx) in manifests.items():
-        if (type(key) is not bytes or len(key) != 32 or type(files) is not int or not isinstance(idx, list)
-                or files < len(idx) or not _naturals(idx, below=n)):
+    for key, (files, packed) in manifests.items():
+        idx = cachefile.ints(packed, "I")  # unsigned: only the upper bound to check
+        if type(key) is not bytes or len(key) != 32 or type(files) is not int or files < len(idx) or (idx and max(idx) >= n):
             raise ValueError("malformed entry")
-        out[Digest(key.hex())] = Summary(files, tuple(idx), table)  # one per manifest: the check is cheap
+        out[Digest(key.hex())] = Summary(files, idx, table)  # one per manifest: the check is cheap
     return table, out
-
-
-def _naturals(xs: list, below: int | None = None) -> bool:
-    """All ints in [0, below): checked with C-level loops, as there may be 100k of them."""
-    return not xs or (set(map(type, xs)) == {int} and min(xs) >= 0 and (below is None or max(xs) < below))
 
 
 def _save(store, table: Table, entries: Mapping[Digest, Summary]) -> None:
     """Only the blobs ``entries`` use are written, renumbered if some are not (a first report
     uses them all: no map of 1M indices then, nor a copy of every digest as one string)."""
     used = set().union(*(s.idx for s in entries.values()))
-    manifests: dict[bytes, tuple[int, Sequence[int]]]
+    manifests: dict[bytes, tuple[int, bytes]]
     if len(used) == len(table):
         blobs, sizes = table.packed, table.sizes
-        manifests = {bytes.fromhex(md.hex): (s.files, s.idx) for md, s in entries.items()}
+        manifests = {bytes.fromhex(md.hex): (s.files, cachefile.packed(s.idx, "I")) for md, s in entries.items()}
     else:
         new: dict[int, int] = {}
         for s in entries.values():
             for i in s.idx:
                 new.setdefault(i, len(new))
         blobs, sizes = _packed(table, new), [table.sizes[i] for i in new]
-        manifests = {bytes.fromhex(md.hex): (s.files, [new[i] for i in s.idx]) for md, s in entries.items()}
+        manifests = {bytes.fromhex(md.hex): (s.files, cachefile.packed(map(new.__getitem__, s.idx), "I"))
+                     for md, s in entries.items()}
     del used
-    cachefile.save(store, FILE, _FORMAT, "manifest summaries", {"blobs": blobs, "sizes": sizes, "manifests": manifests})
+    cachefile.save(store, FILE, _FORMAT, "manifest summaries",
+                   {"blobs": blobs, "sizes": cachefile.packed(sizes, "Q"), "manifests": manifests})
 
 
 def _packed(table: Table, order: Iterable[int]) -> bytes:
