@@ -198,13 +198,10 @@ class BlobTable(_Blobs, Mapping[int, tuple[int, float]]):
         out.mark(cast(Iterable[Sequence[int]], groups))
         return out
 
-    def bytes_of(self, keys: Iterable[int]) -> int:
-        if isinstance(keys, IndexSet) and keys.dims == self._keys.dims:
-            return keys.total(self._table.sizes, self._other_sizes)
-        return sum(map(self.size, keys))
-
-    def size(self, k: int) -> int:
-        return self._other_sizes[-k - 1] if k < 0 else self._table.sizes[k]
+    def bytes_of(self, keys: IndexSet) -> int:
+        """The total size of ``keys``, a set over this table's keys (``union``, ``keys()``)."""
+        assert keys.dims == self._keys.dims
+        return keys.total(self._table.sizes, self._other_sizes)
 
     def _hex(self, k: int) -> str:
         return self._others[-k - 1] if k < 0 else self._table.hex_at(k)

@@ -83,8 +83,9 @@ def ints(raw: object, code: str) -> array:
 
 def packed(xs: Iterable[int], code: str) -> bytes:
     """``xs`` as ``ints`` reads them back."""
-    out = xs if isinstance(xs, array) and xs.typecode == code and sys.byteorder == "little" else array(code, xs)
+    out = xs if isinstance(xs, array) and xs.typecode == code else array(code, xs)
     if sys.byteorder == "big":
+        out = array(code, out)  # swapped in a copy: ``xs`` may be the caller's
         out.byteswap()
     return out.tobytes()
 

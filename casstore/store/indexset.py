@@ -80,7 +80,8 @@ class IndexSet(MutableSet[int]):
                 self._neg[-k - 1] = 0
 
     def mark(self, groups: Iterable[Sequence[int]]) -> None:
-        """Add every table index of ``groups`` (each of distinct indices, a manifest's blobs)."""
+        """Add every table index of ``groups`` (a manifest's blobs each): a group that is a run
+        of consecutive indices, compared whole, by one slice."""
         pos = self._pos
         for g in groups:
             if not g:
@@ -109,11 +110,8 @@ class IndexSet(MutableSet[int]):
         return isinstance(other, IndexSet) and other.dims == self.dims
 
     def _combine(self, other: IndexSet, op) -> None:
-        for name in ("_pos", "_neg"):
-            a, b = getattr(self, name), getattr(other, name)
-            if a:
-                setattr(self, name, bytearray(op(int.from_bytes(a, "little"), int.from_bytes(b, "little"))
-                                              .to_bytes(len(a), "little")))
+        """Both masks combined with ``other``'s as big integers: one C-level operation each."""
+        self._pos, self._neg = _bitwise(self._pos, other._pos, op), _bitwise(self._neg, other._neg, op)
 
     def __isub__(self, other: Iterable[Any]) -> IndexSet:
         if self._same(other):
@@ -156,3 +154,7 @@ class IndexSet(MutableSet[int]):
 
     def __repr__(self) -> str:
         return f"IndexSet({len(self)} of {len(self._pos)} + {len(self._neg)})"
+
+
+def _bitwise(a: bytearray, b: bytearray, op) -> bytearray:
+    return bytearray(op(int.from_bytes(a, "little"), int.from_bytes(b, "little")).to_bytes(len(a), "little"))

@@ -10,9 +10,9 @@ An unreadable cache costs a parse, never an error; a read-only store's is kept o
 (store/cachefile.py).
 
 The file holds every distinct blob once (32-byte digests in one string, and sizes), and each
-manifest lists its blobs by index; sizes and indices are packed in bytes (store/cachefile.py). Summaries refer to that ``Table`` the same way, so `cas list`
-on 1,000 versions counts shared blobs with integers in C-level loops and never builds a
-``Digest`` per blob.
+manifest lists its blobs by index; sizes and indices are packed in bytes (store/cachefile.py).
+Summaries refer to that ``Table`` the same way, so `cas list` on 1,000 versions counts shared
+blobs with integers in C-level loops and never builds a ``Digest`` per blob.
 """
 
 from __future__ import annotations
@@ -156,7 +156,7 @@ class Table:
 @dataclass(frozen=True)
 class Summary:
     files: int
-    idx: array  # of "I": each distinct blob once, as its index in ``table``
+    idx: array = field(hash=False)  # of "I" (unhashable): each distinct blob once, as its index in ``table``
     table: Table = field(repr=False, compare=False)
 
     @cached_property
