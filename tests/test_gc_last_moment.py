@@ -213,3 +213,81 @@ def test_a_checkout_whose_lease_that_gc_never_saw_says_the_blob_is_gone(store, m
     with pytest.raises(NotFound, match=f"m@1.0.0: blob {d} for w.bin was removed from the store"):
         checkout(store, m, dest, link="copy")
     assert os.listdir(dest) == []  # no temp file left behind
+
+
+def test_blobs_unlinked_at_once_each_get_their_own_last_check(store, monkeypatch):
+    """The last check and unlink run in parallel runs of blobs (gc/sweep.py ``_unlink_blobs``):
+    what was leased, refreshed or taken from the trash during the set-aside is kept whichever run
+    it falls in, the rest goes, and the counts add up across runs."""
+    import threading
+
+    monkeypatch.setattr(execute_module, "UNLINK_RUN", 4)
+    monkeypatch.setattr(execute_module, "UNLINKERS", 3)
+    sizes = {orphan(store, os.urandom(100 + i)): 100 + i for i in range(60)}
+    ds = sorted(sizes, key=lambda d: d.hex)
+    leased, refreshed, taken = set(ds[1::7]), set(ds[3::11]), set(ds[5::13]) - set(ds[1::7])
+    leases, threads = [], set()
+    trash = store.layout.gc_trash
+
+    def writers_act(digest):
+        if digest in leased:
+            leases.append(Lease(store, "test", [digest]).__enter__())
+        elif digest in refreshed:
+            (aside,) = [trash / n for n in os.listdir(trash) if n.startswith(digest.hex)]
+            os.utime(aside)
+            time.sleep(0.01)
+        elif digest in taken:  # another GC's recovery puts it back and a writer takes the name
+            (aside,) = [trash / n for n in os.listdir(trash) if n.startswith(digest.hex)]
+            os.rename(aside, store.blob_path(digest))
+
+    real_unlink = execute_module._unlink_aside
+
+    def unlink_noting_thread(a):
+        threads.add(threading.current_thread().name)
+        return real_unlink(a)
+
+    monkeypatch.setattr(execute_module, "after_set_aside", writers_act)
+    monkeypatch.setattr(execute_module, "_unlink_aside", unlink_noting_thread)
+    p, r = run_gc(store)
+    kept = leased | refreshed | taken
+    assert set(p.delete_blobs) == set(ds)
+    assert {d for d in ds if store.has_blob(d)} == kept
+    assert r.blobs == len(ds) - len(kept) and r.spared == len(kept)
+    assert r.bytes_freed == sum(sizes[d] for d in ds if d not in kept)
+    assert any(t.startswith("gc-unlink") for t in threads)  # the runs went to the pool
+    assert os.listdir(trash) == []
+    for lease in leases:
+        lease.__exit__(None, None, None)
+    assert_store_consistent(store)
+
+
+def test_an_unlink_failing_in_one_run_fails_the_gc_and_loses_nothing(store, monkeypatch, tmp_path):
+    """An I/O error in one parallel run stops the GC with that error; the blobs a version uses
+    stay, and only that run's rest is left aside."""
+    import errno
+
+    import pytest
+
+    monkeypatch.setattr(execute_module, "UNLINK_RUN", 4)
+    add(store, make_model(tmp_path / "m", {"w.bin": 20_000}), "m", "1.0.0")
+    kept = {e.digest for e in store.load("m")[2].entries}
+    junk = sorted((orphan(store, os.urandom(200 + i)) for i in range(40)), key=lambda d: d.hex)
+    real_unlink = os.unlink
+
+    def unlink(path, *a, **kw):
+        if str(path).startswith(str(store.layout.gc_trash)) and junk[17].hex in str(path):
+            raise OSError(errno.EIO, "Input/output error", path)
+        return real_unlink(path, *a, **kw)
+
+    monkeypatch.setattr(execute_module.os, "unlink", unlink)
+    with pytest.raises(OSError, match="Input/output error"):
+        run_gc(store)
+    monkeypatch.setattr(execute_module.os, "unlink", real_unlink)
+    assert all(store.has_blob(d) for d in kept)
+    run_gc(store)
+    assert not any(store.has_blob(d) for d in junk)
+    # The other runs finished; what the failed run left aside stays there, named by this live process, until housekeeping
+    # finds its writer gone (gc/housekeeping.py); it is junk only, never a blob a version uses.
+    left = {n.split(".", 1)[0] for n in os.listdir(store.layout.gc_trash)}
+    assert junk[17].hex in left and left <= {d.hex for d in junk} and len(left) <= 4
+    assert_store_consistent(store)

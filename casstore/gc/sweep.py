@@ -12,7 +12,8 @@ last moment (docs/architecture.md, invariants 3 and 7).
 4. The store is marked again from scratch, and the tags the plan knew are re-opened by name (a
    NAS client answers an open from the server, a listing perhaps from its cache). Whatever is now
    reachable, leased, refreshed, or (for a manifest) named by a ref that its own content names,
-   is put back; the rest is unlinked. If the re-mark fails, everything goes back.
+   is put back; the rest is unlinked, blobs by several threads at once. If the re-mark fails,
+   everything goes back.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from __future__ import annotations
 import logging
 import os
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -50,6 +52,12 @@ log = logging.getLogger("casstore")
 # check (tests use it to act at exactly that moment, as a concurrent writer or a kill would).
 after_set_aside = None
 after_tags = None  # called once the tags are deleted, before anything is set aside
+
+# Blobs unlinked at once, in runs of consecutive digests (so of neighbouring fan-out directories).
+# On this ext4 disk one unlinker took 7.7 s for 99k small set-aside blobs, 2 took 5.3 s, 4 3.2 s,
+# 8 2.5 s, 16 3.0 s (docs/benchmarks.md, "cas gc against rm, unlinks overlapped").
+UNLINKERS = 8
+UNLINK_RUN = 1024
 
 
 @dataclass
@@ -154,16 +162,7 @@ def execute(store: Store, p: Plan, policy: Policy) -> GcResult:
         view = store.layout.view(a.digest)
         if os.path.isdir(view) and not os.path.islink(view):
             remove_tree(view)
-    mapped = set(chunkmaps.cached(store)) if blobs else set()  # one listing, not an unlink per blob
-    for a in blobs:
-        if a.digest in reachable or (size := _fresh(a, old_enough)) is None or not _unlink_aside(a):
-            _put_back(a)  # refreshed or leased meanwhile (or put back already)
-            res.spared += 1
-            continue
-        if a.digest in mapped:
-            chunkmaps.discard(store, a.digest)
-        res.blobs += 1
-        res.bytes_freed += size
+    _unlink_blobs(store, blobs, reachable, old_enough, res)
 
     still_junk = {path: (size, mtime) for path, size, mtime in now_state.junk}
     for junk in p.delete_junk:  # only what is still junk (a partial may have been adopted since)
@@ -177,6 +176,38 @@ def execute(store: Store, p: Plan, policy: Policy) -> GcResult:
     res.cleaned += clean(store, policy.grace)
     res.elapsed = time.monotonic() - t0
     return res
+
+
+def _unlink_blobs(store: Store, blobs: list[Aside], reachable: set[Digest], old_enough: float,
+                  res: GcResult) -> None:
+    """The set-aside blobs' last check and unlink, ``UNLINKERS`` runs of them at once: each
+    decision stands alone (``reachable`` is fixed by now), and an unlink here mostly waits in the
+    kernel rather than computes, so several overlap where one after the other they would queue."""
+    mapped = set(chunkmaps.cached(store)) if blobs else set()  # one listing, not an unlink per blob
+
+    def run(part: list[Aside]) -> tuple[int, int, int]:
+        gone = freed = spared = 0
+        for a in part:
+            if a.digest in reachable or (size := _fresh(a, old_enough)) is None or not _unlink_aside(a):
+                _put_back(a)  # refreshed or leased meanwhile (or put back already)
+                spared += 1
+                continue
+            if a.digest in mapped:
+                chunkmaps.discard(store, a.digest)
+            gone += 1
+            freed += size
+        return gone, freed, spared
+
+    parts = [blobs[i:i + UNLINK_RUN] for i in range(0, len(blobs), UNLINK_RUN)]
+    if len(parts) <= 1:
+        counts = list(map(run, parts))
+    else:
+        with ThreadPoolExecutor(min(UNLINKERS, len(parts)), thread_name_prefix="gc-unlink") as pool:
+            counts = list(pool.map(run, parts))
+    for gone, freed, spared in counts:
+        res.blobs += gone
+        res.bytes_freed += freed
+        res.spared += spared
 
 
 def _set_aside(d: Digest, final: str, trash: str, me: str, old_enough: float, res: GcResult) -> Aside | None:
