@@ -27,6 +27,7 @@ from casstore.errors import CasError
 from casstore.model.digest import Digest
 from casstore.model.manifest import Manifest
 from casstore.store import cachefile
+from casstore.store.indexset import IndexSet
 
 FILE = "cache/manifest-summaries"
 _FORMAT = 2  # 1 held the sizes and indices as lists of ints
@@ -222,7 +223,8 @@ def _parse(obj: dict, raw: bytes) -> tuple[Table, dict[Digest, Summary]]:
 def _save(store, table: Table, entries: Mapping[Digest, Summary]) -> None:
     """Only the blobs ``entries`` use are written, renumbered if some are not (a first report
     uses them all: no map of 1M indices then, nor a copy of every digest as one string)."""
-    used = set().union(*(s.idx for s in entries.values()))
+    used = IndexSet.empty(len(table))  # 1 MB at 1M blobs, where a set of the ints was 32 MiB
+    used.mark(s.idx for s in entries.values())
     manifests: dict[bytes, tuple[int, bytes]]
     if len(used) == len(table):
         blobs, sizes = table.packed, table.sizes
