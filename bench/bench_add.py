@@ -7,7 +7,8 @@
 - ingest: `cas add` vs `dvc add` vs `git add` with git-lfs tracking, on the same Wan-shaped files:
   a first model, a second model sharing the T5 encoder and VAE, and re-adding unchanged files.
   Each timing is the command alone and the command followed by `sync` (durable: casstore fsyncs
-  before it returns, the others leave writeback to the kernel);
+  before it returns, the others leave writeback to the kernel), and each command's peak RSS
+  (``ru_maxrss`` of its process tree, read by a small parent: `rounds.timed`);
 - operations: `cas use`/`rollback`, `cas path`, `cas checkout --link hardlink`, `cas --help`.
 
 Peers that are not installed are reported as missing. Prints a JSON document and a Markdown
@@ -29,22 +30,22 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from rounds import cas_command, speedup  # noqa: E402
+from rounds import cas_command, speedup, spread  # noqa: E402
+from rounds import timed as measured  # noqa: E402
 from wanshape import add_shape_arguments, generate_from_args  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 PHASES = ("first", "second_shared", "readd_unchanged", "readd_touched")
 
 
-def run(cmd, cwd=None, env=None, sync=False) -> tuple[float, float]:
-    """Wall time of ``cmd`` and of ``cmd; sync``."""
+def run(cmd, cwd=None, env=None) -> tuple[float, float, float]:
+    """Wall time of ``cmd`` and of ``cmd; sync``, and the command's peak RSS in MiB (the largest
+    of its process tree's: git's includes the git-lfs filter it runs)."""
     subprocess.run(["sync"], check=True)
+    t1, peak = measured(cmd, cwd=cwd, env=env)
     t0 = time.perf_counter()
-    subprocess.run(cmd, cwd=cwd, env=env, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    t1 = time.perf_counter()
     subprocess.run(["sync"], check=True)
-    t2 = time.perf_counter()
-    return t1 - t0, t2 - t0
+    return t1, t1 + time.perf_counter() - t0, peak
 
 
 def _timed(cmd) -> float:
@@ -190,6 +191,7 @@ def bench_ingest(work: Path, src: Path, repeat: int, dvc: str | None, git_lfs: b
             agg[phase] = {
                 "cmd_s": statistics.median(r[phase][0] for r in rounds),
                 "cmd_sync_s": statistics.median(r[phase][1] for r in rounds),
+                "peak_mib": spread([r[phase][2] for r in rounds]),
             }
         agg["store_bytes"] = rounds[0]["store_bytes"]
         results[name] = agg
@@ -291,6 +293,10 @@ def summary(r: dict) -> str:
             s = ing[f"speedup_vs_{peer}"]
             lines.append(f"cas add speedup vs {peer}: " + ", ".join(
                 f"{ph} {s[ph]['cmd_s']['median']:.2f}x ({s[ph]['cmd_sync_s']['median']:.2f}x with sync)" for ph in s))
+    for name in ("cas", "dvc", "git-lfs"):
+        if name in ing:
+            lines.append(f"{name} peak RSS, MiB (median): " + ", ".join(
+                f"{ph} {ing[name][ph]['peak_mib']['median']:.0f}" for ph in PHASES))
     lines.append(f"ops: use {ops['use_s']:.3f}s rollback {ops['rollback_s']:.3f}s path {ops['path_first_s']:.3f}s/"
                  f"{ops['path_again_s']:.3f}s checkout(hardlink) {ops['checkout_hardlink_s']:.3f}s --help {ops['help_s']:.3f}s "
                  f"(python start {ops['python_startup_s']:.3f}s)")
