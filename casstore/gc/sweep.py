@@ -203,7 +203,10 @@ def _unlink_blobs(store: Store, blobs: list[Aside], reachable: set[Digest], old_
         counts = list(map(run, parts))
     else:
         with ThreadPoolExecutor(min(UNLINKERS, len(parts)), thread_name_prefix="gc-unlink") as pool:
-            counts = list(pool.map(run, parts))
+            futures = [pool.submit(run, part) for part in parts]
+        # Every run ended before a failure is raised: ``map`` would cancel the runs not yet started,
+        # leaving their blobs aside without a last check (one a writer refreshed meanwhile among them).
+        counts = [f.result() for f in futures]
     for gone, freed, spared in counts:
         res.blobs += gone
         res.bytes_freed += freed
