@@ -4,14 +4,19 @@ deleting what a push in flight is about to publish (the bucket case runs in test
 import asyncio
 import json
 import os
+import shutil
 import time
 
 import pytest
 
-from casstore.errors import Conflict
-from casstore.ops.remote_gc import collect_remote
+from casstore.errors import CasError, Conflict
+from casstore.gc import readahead
+from casstore.ops.remote_gc import collect_remote, plan_remote
+from casstore.remotes.base import SkipNames
 from casstore.remotes.directory import DirectoryRemote
+from casstore.remotes.layers import stack
 from casstore.remotes.locks import STALE, RemoteLock
+from casstore.testing.synthetic import as_directory_remote, many_blobs
 
 from conftest import CasRunner, make_model
 
@@ -73,6 +78,14 @@ def test_a_directory_lists_in_ascending_order_and_stats_no_skipped_file(tmp_path
     stated.clear()
     assert asyncio.run(listed(skip=lambda k: k != "x/a/c/d")) == [("x/a/c/d", 7)]
     assert stated == ["d"]
+    # By file name, a directory at a time (what remote GC passes): the same keys as asking per key
+    # would give, the passed ones counted and never stat'ed; a directory of a passed name is still walked.
+    stated.clear()
+    by_name = SkipNames({"b", "a.json", "ab"})
+    assert asyncio.run(listed(skip=by_name)) == [("x/a-b", 5), ("x/a/c/d", 7)]
+    assert by_name.passed == 4 and sorted(stated) == ["a-b", "d"]
+    per_key = SkipNames({"b", "a.json", "ab"})
+    assert [k for k in names if not per_key(k)] == ["x/a-b", "x/a/c/d"] and per_key.passed == 4
 
 
 def test_gc_remote_refuses_a_static_http_server(tmp_path):
@@ -113,3 +126,54 @@ def test_a_dead_pushers_lock_goes_stale_and_doctor_removes_it(tmp_path):
     cas = CasRunner(tmp_path / "s", tmp_path)
     out = cas.json("doctor", "--remote", nas, ok=False)
     assert [f["kind"] for f in out["findings"]] == ["stale-remote-lock"] and not lock.exists()
+
+
+@pytest.fixture(scope="module")
+def synthetic_remote(tmp_path_factory):
+    """3,000 blobs (300 of no version) and 30 versions of 100 files, published on a directory remote."""
+    base = tmp_path_factory.mktemp("remote-plan")
+    many_blobs(base / "store", 3000)
+    as_directory_remote(base / "store", base / "remote")
+    return base / "remote"
+
+
+_RECORDS = readahead.Readahead.records
+
+
+def remote_plan(root, monkeypatch, *, helped: bool):
+    """The plan, and the manifests helper processes handed it (gc/readahead.py), as they came."""
+    monkeypatch.setattr(readahead, "MIN_MANIFESTS", 1 if helped else 10 ** 9)
+    seen: list[str] = []
+
+    def records(self):
+        for md, named in _RECORDS(self):
+            seen.append(md)
+            yield md, named
+
+    monkeypatch.setattr(readahead.Readahead, "records", records)
+    return asyncio.run(plan_remote(stack(DirectoryRemote(root)), grace=0)), seen
+
+
+def test_helpers_reading_a_directory_remotes_manifests_plan_what_reads_through_the_remote_plan(
+        synthetic_remote, monkeypatch):
+    alone, none = remote_plan(synthetic_remote, monkeypatch, helped=False)
+    helped, seen = remote_plan(synthetic_remote, monkeypatch, helped=True)
+    manifests = sorted(p.stem for p in (synthetic_remote / "manifests").rglob("*.json"))
+    assert none == [] and sorted(seen) == manifests  # two helpers, each its share, none twice
+    assert helped == alone
+    assert sum(k.startswith("blobs/") for k in alone.delete) == 300 and alone.versions >= len(manifests)
+
+
+def test_a_manifest_no_helper_can_read_is_read_through_the_remote_whose_error_names_it(
+        synthetic_remote, tmp_path, monkeypatch):
+    root = tmp_path / "remote"
+    shutil.copytree(synthetic_remote, root, copy_function=os.link)
+    path = sorted((root / "manifests").rglob("*.json"))[5]
+    changed = path.with_suffix(".new")  # a new inode: the module's remote keeps its own
+    changed.write_bytes(path.read_bytes().replace(b'"size": ', b'"size":  ', 1))  # no longer its digest's bytes
+    os.replace(changed, path)
+    with pytest.raises(CasError) as alone:
+        remote_plan(root, monkeypatch, helped=False)
+    with pytest.raises(CasError) as helped:
+        remote_plan(root, monkeypatch, helped=True)
+    assert path.stem in str(alone.value) and str(helped.value) == str(alone.value)

@@ -42,15 +42,16 @@ def count(manifests: str) -> int:
     return n
 
 
-def serve(manifests: str, out) -> None:
-    """The helper's work: every manifest under ``manifests`` that reads, checks and parses, as a record."""
+def serve(manifests: str, out, part: int = 0, parts: int = 1) -> None:
+    """The helper's work: every manifest under ``manifests`` that reads, checks and parses, as a
+    record; of the fan-out directories, every ``parts``-th from the ``part``-th (helpers side by side)."""
     import blake3
 
     from casstore.errors import CasError
     from casstore.model.manifest import MAX_MANIFEST_BYTES, blob_sizes
     from casstore.model.strictjson import read_file
 
-    for sub in sorted(os.listdir(manifests)):
+    for sub in sorted(os.listdir(manifests))[part::parts]:
         try:
             names = sorted(os.listdir(os.path.join(manifests, sub)))
         except (NotADirectoryError, FileNotFoundError):
@@ -79,7 +80,7 @@ class Readahead:
     time (GC's read at 1M blobs, 6 alternating runs each: 4.87-5.41 s against 4.90-7.13 s with
     the default 64 KiB pipe)."""
 
-    def __init__(self, manifests: str) -> None:
+    def __init__(self, manifests: str, part: int = 0, parts: int = 1) -> None:
         import subprocess
         import threading
 
@@ -87,7 +88,8 @@ class Readahead:
         env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, (here, os.environ.get("PYTHONPATH"))))}
         # Its stderr is dropped: whatever stops it, GC reads the rest itself and says what is wrong.
         # -c, not -m: this module is imported by its package, and runpy would run it a second time.
-        self.proc = subprocess.Popen([sys.executable, "-c", "from casstore.gc.readahead import main; main()", manifests],
+        self.proc = subprocess.Popen([sys.executable, "-c", "from casstore.gc.readahead import main; main()", manifests,
+                                      str(part), str(parts)],
                                      stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=env)
         assert self.proc.stdout is not None
         self._fd = self.proc.stdout.fileno()
@@ -150,21 +152,34 @@ def parse(chunks: Iterable[bytes]) -> Iterator[tuple[str, dict[str, int]]]:
 @contextmanager
 def started(manifests: str, wanted: bool) -> Iterator[Readahead | None]:
     """A helper reading the manifests under ``manifests`` if ``wanted`` and there are enough of them."""
-    ahead = None
-    if wanted and count(manifests) >= MIN_MANIFESTS:
-        try:
-            ahead = Readahead(manifests)
-        except OSError:  # no process to be had: GC reads them itself
-            pass
+    with shared(manifests, 1 if wanted else 0) as helpers:
+        yield helpers[0] if helpers else None
+
+
+@contextmanager
+def shared(manifests: str, parts: int) -> Iterator[list[Readahead]]:
+    """Up to ``parts`` helpers, each reading its share of the manifests under ``manifests``, if there
+    are enough of them to pay for a process each; none if no process is to be had (the caller
+    then reads them itself)."""
+    helpers: list[Readahead] = []
     try:
-        yield ahead
+        if parts and count(manifests) >= MIN_MANIFESTS * parts:
+            try:
+                for part in range(parts):
+                    helpers.append(Readahead(manifests, part, parts))
+            except OSError:
+                for h in helpers:
+                    h.close()
+                helpers = []
+        yield helpers
     finally:
-        if ahead is not None:
-            ahead.close()
+        for h in helpers:
+            h.close()
 
 
 def main() -> None:
     try:
-        serve(sys.argv[1], sys.stdout.buffer)
+        part, parts = (int(sys.argv[2]), int(sys.argv[3])) if len(sys.argv) > 3 else (0, 1)
+        serve(sys.argv[1], sys.stdout.buffer, part, parts)
     except (KeyboardInterrupt, BrokenPipeError):  # GC stopped, or has all it needs
         sys.exit(1)

@@ -8,10 +8,12 @@ so no push in flight loses a blob it is about to publish."""
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 from dataclasses import dataclass
 
 from casstore.errors import InvalidInput
+from casstore.gc import readahead
 from casstore.gc.policy import DEFAULT_GRACE
 from casstore.model.digest import Digest
 from casstore.model.index import Index
@@ -19,11 +21,13 @@ from casstore.model.keys import blob_key, chunks_key, manifest_key
 from casstore.model.manifest import blob_hexes
 from casstore.model.names import model_from_part
 from casstore.ops.fetch import manifest_bytes
-from casstore.remotes.base import Remote
+from casstore.remotes.base import Remote, SkipNames
+from casstore.remotes.base import manifest as manifest_object
 from casstore.remotes.layers import stack
 from casstore.remotes.locks import RemoteLock
 
 _READS = 16  # manifests read at once
+_HELPERS = min(2, os.cpu_count() or 1)
 _OBJECTS = {"blobs/": blob_key, "manifests/": manifest_key, "chunks/": chunks_key}  # what a plan may delete
 
 
@@ -55,18 +59,10 @@ async def plan_remote(remote: Remote, grace: float = DEFAULT_GRACE) -> RemotePla
     versions, keep = await _kept(remote)
     delete, freed, young, objects = [], 0, 0, 0
     for under, key_of in _OBJECTS.items():
-        kept = keep[under]
-        passed = 0
-
-        def is_kept(key: str, kept: set[str] = kept) -> bool:  # kept, or misplaced so not ours: left alone
-            nonlocal passed
-            if _hexname(key) in kept:
-                passed += 1
-                return True
-            return False
-
-        # The kept ones skipped inside the listing: a directory remote then stats only the rest.
-        async for item in remote.listing(under, skip=is_kept):
+        # The kept ones skipped inside the listing, by file name (a misplaced one is not ours:
+        # left alone too): a directory remote then stats only the rest.
+        kept = SkipNames(keep[under] if under != "manifests/" else {h + ".json" for h in keep[under]})
+        async for item in remote.listing(under, skip=kept):
             objects += 1
             hexname = _hexname(item.key)
             try:
@@ -79,7 +75,7 @@ async def plan_remote(remote: Remote, grace: float = DEFAULT_GRACE) -> RemotePla
             else:
                 delete.append(item.key)
                 freed += item.size
-        objects += passed
+        objects += kept.passed
     return RemotePlan(tuple(sorted(delete)), freed, young, versions, objects)
 
 
@@ -108,6 +104,7 @@ async def _kept(remote: Remote) -> tuple[int, dict[str, set[str]]]:
         versions += len(index.versions)
         manifests.update(entry.manifest for entry in index.versions.values())
     blobs: set[str] = set()
+    todo = await asyncio.to_thread(_read_locally, remote, manifests, blobs)
     limit = asyncio.Semaphore(_READS)  # 10,000 manifests at 1M blobs: each a round trip to HTTP or S3
 
     async def read(md: Digest) -> None:
@@ -115,8 +112,26 @@ async def _kept(remote: Remote) -> tuple[int, dict[str, set[str]]]:
             data, url = await manifest_bytes([remote], md)
         blobs.update(blob_hexes(data, source=url))
 
-    await asyncio.gather(*map(read, manifests))
+    await asyncio.gather(*map(read, todo))
     return versions, {"blobs/": blobs, "manifests/": {d.hex for d in manifests}, "chunks/": blobs}
+
+
+def _read_locally(remote: Remote, manifests: set[Digest], blobs: set[str]) -> set[Digest]:
+    """Of a remote whose manifests are files here (a directory remote), as many as helper
+    processes read, check and parse (gc/readahead.py, two at once: the parse, not the reads, is
+    what 10,000 manifests cost), their blobs into ``blobs``; the manifests still to read. One a
+    helper could not read is read again through the remote, whose error names it."""
+    first = next(iter(manifests), None)
+    path = None if first is None else remote.local_file(manifest_object(first))
+    if path is None:
+        return manifests
+    wanted = {d.hex: d for d in manifests}
+    with readahead.shared(str(path.parent.parent), _HELPERS) as helpers:
+        for helper in helpers:
+            for md, named in helper.records():
+                if wanted.pop(md, None) is not None:
+                    blobs.update(named)
+    return set(wanted.values())
 
 
 async def collect_remote(remote: Remote, grace: float = DEFAULT_GRACE, *,

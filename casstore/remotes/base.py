@@ -136,6 +136,24 @@ class Listed(NamedTuple):
 Skip = Callable[[str], bool]  # a listing's filter on keys (``Remote.listing``)
 
 
+class SkipNames:
+    """A listing's filter by an object's last name: the ``names`` to pass, counted in ``passed``.
+    A backend that lists a directory at a time takes them out in one set operation (remote GC
+    passes 900k of 1M blobs: a Python call per key was 0.4-1 s of its plan); any other asks per key."""
+
+    __slots__ = ("names", "passed")
+
+    def __init__(self, names: set[str]) -> None:
+        self.names = names
+        self.passed = 0
+
+    def __call__(self, key: str) -> bool:
+        if key[key.rfind("/") + 1:] in self.names:
+            self.passed += 1
+            return True
+        return False
+
+
 class Pacer(Protocol):
     """What a ``Paced`` upload books its bytes with (transfer/ratelimit.RateLimiter)."""
 

@@ -30,6 +30,7 @@ from casstore.remotes.base import (
     Paced,
     Remote,
     Skip,
+    SkipNames,
     check_bytes,
     check_object,
     index_path,
@@ -212,12 +213,19 @@ def _walk(root: Path, base: Path, skip: Skip | None) -> Iterator[list[Listed]]:
     top = str(base)
     rel = os.path.relpath(top, root)
 
+    by_name = skip if isinstance(skip, SkipNames) else None
+
     def visit(path: str, prefix: str) -> Iterator[list[Listed]]:
         try:
             with os.scandir(path) as it:
                 names = [e.name + "/" if e.is_dir() else e.name for e in it if not (e.is_symlink() and e.is_dir())]
         except (FileNotFoundError, NotADirectoryError):
             return
+        if by_name is not None:  # a directory's passed names out at once (a directory's own name ends in "/")
+            left = set(names)
+            left -= by_name.names
+            by_name.passed += len(names) - len(left)
+            names = list(left)
         names.sort()
         out: list[Listed] = []
         for name in names:
@@ -228,7 +236,7 @@ def _walk(root: Path, base: Path, skip: Skip | None) -> Iterator[list[Listed]]:
                 yield from visit(path + "/" + name[:-1], prefix + name)
                 continue
             key = prefix + name
-            if skip is not None and skip(key):
+            if skip is not None and by_name is None and skip(key):
                 continue
             try:
                 st = os.lstat(path + "/" + name)
