@@ -42,10 +42,10 @@ def run(cmd, cwd=None, env=None) -> tuple[float, float, float]:
     """Wall time of ``cmd`` and of ``cmd; sync``, and the command's peak RSS in MiB (the largest
     of its process tree's: git's includes the git-lfs filter it runs)."""
     subprocess.run(["sync"], check=True)
-    t1, peak = measured(cmd, cwd=cwd, env=env)
+    seconds, peak = measured(cmd, cwd=cwd, env=env)
     t0 = time.perf_counter()
     subprocess.run(["sync"], check=True)
-    return t1, t1 + time.perf_counter() - t0, peak
+    return seconds, seconds + time.perf_counter() - t0, peak
 
 
 def _timed(cmd) -> float:

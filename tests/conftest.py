@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from casstore.gc import readahead
 from casstore.model.digest import hash_file
 from casstore.store.objects import Store
 
@@ -148,3 +149,22 @@ def assert_store_consistent(store: Store) -> None:
         for dirpath, _, names in os.walk(store.root / sub):
             for n in names:
                 assert "tmp" not in n, f"temp file under a final name: {dirpath}/{n}"
+
+
+_HELPER_RECORDS = readahead.Readahead.records  # the real one, whatever a test patched in since
+
+
+def taken(monkeypatch, helpers: set[int] | None = None) -> list[str]:
+    """The manifests GC's readahead helpers (gc/readahead.py) handed over, as they were taken;
+    ``helpers``: filled with each helper's id."""
+    seen: list[str] = []
+
+    def records(self):
+        if helpers is not None:
+            helpers.add(id(self))
+        for mh, named in _HELPER_RECORDS(self):
+            seen.append(mh)
+            yield mh, named
+
+    monkeypatch.setattr(readahead.Readahead, "records", records)
+    return seen

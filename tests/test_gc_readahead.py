@@ -16,6 +16,8 @@ from casstore.gc.state import ListedBlobs
 from casstore.store.objects import Store
 from casstore.testing.synthetic import many_blobs
 
+from conftest import taken
+
 EXPIRED = Policy(retention_days=0, keep_last=0, grace=0)
 
 
@@ -31,20 +33,6 @@ def synthetic(tmp_path_factory):
 def store(synthetic, tmp_path):
     shutil.copytree(synthetic, tmp_path / "store", symlinks=True, copy_function=os.link)  # GC reads: links will do
     return Store.open(tmp_path / "store")
-
-
-def taken(monkeypatch) -> list[str]:
-    """The manifests GC took from the helper, as it took them."""
-    seen: list[str] = []
-    real = readahead.Readahead.records
-
-    def records(self):
-        for mh, named in real(self):
-            seen.append(mh)
-            yield mh, named
-
-    monkeypatch.setattr(readahead.Readahead, "records", records)
-    return seen
 
 
 def summary(state):

@@ -11,6 +11,7 @@ import pytest
 
 from casstore.errors import CasError, Conflict
 from casstore.gc import readahead
+from casstore.ops import remote_gc
 from casstore.ops.remote_gc import collect_remote, plan_remote
 from casstore.remotes.base import SkipNames
 from casstore.remotes.directory import DirectoryRemote
@@ -18,7 +19,7 @@ from casstore.remotes.layers import stack
 from casstore.remotes.locks import STALE, RemoteLock
 from casstore.testing.synthetic import as_directory_remote, many_blobs
 
-from conftest import CasRunner, make_model
+from conftest import CasRunner, make_model, taken
 
 
 def old(path, seconds=7200):
@@ -137,29 +138,21 @@ def synthetic_remote(tmp_path_factory):
     return base / "remote"
 
 
-_RECORDS = readahead.Readahead.records
-
-
-def remote_plan(root, monkeypatch, *, helped: bool):
+def remote_plan(root, monkeypatch, *, helped: bool, helpers: set[int] | None = None):
     """The plan, and the manifests helper processes handed it (gc/readahead.py), as they came."""
     monkeypatch.setattr(readahead, "MIN_MANIFESTS", 1 if helped else 10 ** 9)
-    seen: list[str] = []
-
-    def records(self):
-        for md, named in _RECORDS(self):
-            seen.append(md)
-            yield md, named
-
-    monkeypatch.setattr(readahead.Readahead, "records", records)
+    seen = taken(monkeypatch, helpers)
     return asyncio.run(plan_remote(stack(DirectoryRemote(root)), grace=0)), seen
 
 
 def test_helpers_reading_a_directory_remotes_manifests_plan_what_reads_through_the_remote_plan(
         synthetic_remote, monkeypatch):
     alone, none = remote_plan(synthetic_remote, monkeypatch, helped=False)
-    helped, seen = remote_plan(synthetic_remote, monkeypatch, helped=True)
+    helpers: set[int] = set()
+    helped, seen = remote_plan(synthetic_remote, monkeypatch, helped=True, helpers=helpers)
     manifests = sorted(p.stem for p in (synthetic_remote / "manifests").rglob("*.json"))
-    assert none == [] and sorted(seen) == manifests  # two helpers, each its share, none twice
+    assert none == [] and sorted(seen) == manifests  # each helper its share, none twice
+    assert len(helpers) == remote_gc._HELPERS
     assert helped == alone
     assert sum(k.startswith("blobs/") for k in alone.delete) == 300 and alone.versions >= len(manifests)
 

@@ -61,7 +61,7 @@ async def plan_remote(remote: Remote, grace: float = DEFAULT_GRACE) -> RemotePla
     for under, key_of in _OBJECTS.items():
         # The kept ones skipped inside the listing, by file name (a misplaced one is not ours:
         # left alone too): a directory remote then stats only the rest.
-        kept = SkipNames(keep[under] if under != "manifests/" else {h + ".json" for h in keep[under]})
+        kept = SkipNames(keep[under])
         async for item in remote.listing(under, skip=kept):
             objects += 1
             hexname = _hexname(item.key)
@@ -85,8 +85,8 @@ def _hexname(key: str) -> str:
 
 
 async def _kept(remote: Remote) -> tuple[int, dict[str, set[str]]]:
-    """How many versions the indexes publish, and what they keep under each prefix, by digest
-    hex: their manifests, those manifests' blobs, and the blobs' chunk maps."""
+    """How many versions the indexes publish, and what they keep under each prefix, by file name
+    (``_OBJECTS``' keys end in it): their manifests, those manifests' blobs, and the blobs' chunk maps."""
     manifests: set[Digest] = set()
     versions = 0
     async for item in remote.listing("index/"):
@@ -113,7 +113,7 @@ async def _kept(remote: Remote) -> tuple[int, dict[str, set[str]]]:
         blobs.update(blob_hexes(data, source=url))
 
     await asyncio.gather(*map(read, todo))
-    return versions, {"blobs/": blobs, "manifests/": {d.hex for d in manifests}, "chunks/": blobs}
+    return versions, {"blobs/": blobs, "manifests/": {d.hex + ".json" for d in manifests}, "chunks/": blobs}
 
 
 def _read_locally(remote: Remote, manifests: set[Digest], blobs: set[str]) -> set[Digest]:

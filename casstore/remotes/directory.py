@@ -214,6 +214,7 @@ def _walk(root: Path, base: Path, skip: Skip | None) -> Iterator[list[Listed]]:
     rel = os.path.relpath(top, root)
 
     by_name = skip if isinstance(skip, SkipNames) else None
+    per_key = None if by_name is not None else skip
 
     def visit(path: str, prefix: str) -> Iterator[list[Listed]]:
         try:
@@ -236,7 +237,7 @@ def _walk(root: Path, base: Path, skip: Skip | None) -> Iterator[list[Listed]]:
                 yield from visit(path + "/" + name[:-1], prefix + name)
                 continue
             key = prefix + name
-            if skip is not None and by_name is None and skip(key):
+            if per_key is not None and per_key(key):
                 continue
             try:
                 st = os.lstat(path + "/" + name)
